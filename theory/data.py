@@ -1,0 +1,181 @@
+"""The data model of in-context linear regression (MATH.md §1) and its Gaussian law.
+
+Inputs x_i, x_q ~ N(0, Λ) i.i.d.; a task W (d_y × d) independent of the inputs; labels
+y = W x + ε with ε ~ N(0, σ² I). Task families:
+
+* ``"gaussian"``: rows of W i.i.d. N(0, Σ_w), i.e. E[W_ab W_cd] = δ_ac (Σ_w)_bd;
+* ``"diagonal"`` (the seed paper's): d_y = d and W = U diag(δ) Uᵀ with Λ = U S Uᵀ and
+  δ_k ~ N(0, c_k) independent (c = 1 unless ``Sigma_w`` gives the variances).
+
+Derivations are structural: they keep N, σ, d, d_y as symbols and Λ, Σ_w as matrix letters, so
+one derivation serves every numeric value (``ICLData.values`` supplies them).
+"""
+
+from __future__ import annotations
+
+import mpmath
+import sympy as sp
+
+from .errors import InputError
+from .gaussian import EigenCov, GaussianLaw, KronCov, RandVec, VectorCov
+from .words import Mat, dim_symbol
+
+N_SYM = sp.Symbol("N", positive=True, integer=True)
+SIGMA = sp.Symbol("sigma", nonnegative=True)
+LAMBDA = Mat("Lambda", symmetric=True)
+SIGMA_W = Mat("Sigma_w", symmetric=True)
+W_TASK = Mat("W", rows="y", cols="x")
+TASKS = ("gaussian", "diagonal")
+
+
+def x(sample: str) -> RandVec:
+    """Input vector of a context sample (a label) or of the query (``"q"``)."""
+    return RandVec("x", sample)
+
+
+def eps(sample: str) -> RandVec:
+    """Label noise of a context sample or of the query."""
+    return RandVec("eps", sample)
+
+
+class ICLData:
+    """Data model: ``ICLData(d, N, Lambda, d_y=1, tasks="gaussian", Sigma_w=None, noise=0.0)``.
+
+    ``Lambda``: a numeric SPD array / sympy Matrix, or ``"diag"`` (diag(s_1..s_d), symbolic),
+    ``"full"`` (symmetric matrix of symbols), ``"iso"`` (λ I). ``N`` may be a SymPy symbol.
+    ``Sigma_w``: task-row covariance (gaussian tasks; default I) or the variances c of δ
+    (diagonal tasks; a vector or diagonal matrix; default ones).
+    """
+
+    def __init__(self, d, N, Lambda="full", d_y=1, tasks="gaussian", Sigma_w=None, noise=0.0):
+        if not isinstance(d, int) or d < 1:
+            raise InputError("d", f"must be a positive integer, got {d!r}")
+        if not isinstance(d_y, int) or d_y < 1:
+            raise InputError("d_y", f"must be a positive integer, got {d_y!r}")
+        if tasks not in TASKS:
+            raise InputError("tasks", f"must be one of {TASKS}, got {tasks!r}")
+        if tasks == "diagonal" and d_y != d:
+            raise InputError("d_y", f"diagonal tasks need d_y = d = {d}, got d_y = {d_y}")
+        if isinstance(N, sp.Symbol):
+            self.N = N
+        elif isinstance(N, (int, sp.Integer)) and not isinstance(N, bool) and N >= 1:
+            self.N = int(N)
+        else:
+            raise InputError("N", f"must be a positive integer or a SymPy symbol, got {N!r}")
+        self.d, self.d_y, self.tasks = d, d_y, tasks
+        self.Lambda = _covariance("Lambda", Lambda, d)
+        self.noise = _noise(noise)
+        if tasks == "gaussian":
+            self.Sigma_w = None if Sigma_w is None else _covariance("Sigma_w", Sigma_w, d)
+        else:
+            self.Sigma_w = _variances(Sigma_w, d)
+
+    # --- structure (what a derivation depends on) -------------------------------------------
+    @property
+    def isotropic_tasks(self) -> bool:
+        return self.tasks == "gaussian" and self.Sigma_w is None
+
+    def structure(self) -> tuple:
+        return (self.tasks, self.isotropic_tasks)
+
+    def law(self) -> GaussianLaw:
+        if self.tasks == "gaussian":
+            task = KronCov(row=None, col=None if self.isotropic_tasks else SIGMA_W)
+        else:
+            task = EigenCov()
+        return GaussianLaw(
+            vectors={"x": VectorCov("x", LAMBDA), "eps": VectorCov("y", None, SIGMA**2)},
+            matrices={W_TASK.name: task})
+
+    # --- values ------------------------------------------------------------------------------
+    def scalars(self) -> dict:
+        return {N_SYM: self.N, SIGMA: self.noise, dim_symbol("x"): self.d,
+                dim_symbol("y"): self.d_y}
+
+    def values(self) -> dict:
+        """Letter name -> sympy Matrix (exact), plus ``_scalars`` (symbol -> value)."""
+        vals = {"Lambda": self.Lambda, "_scalars": self.scalars()}
+        if self.tasks == "gaussian":
+            vals["Sigma_w"] = sp.eye(self.d) if self.Sigma_w is None else self.Sigma_w
+        else:
+            vals["U"] = self.eigenbasis()
+            vals["c"] = self.Sigma_w
+        return vals
+
+    def eigenbasis(self) -> sp.Matrix:
+        """Orthonormal eigenvectors of Λ as columns, ordered by decreasing eigenvalue."""
+        if self.Lambda.is_diagonal():
+            order = sorted(range(self.d), key=lambda k: -self.Lambda[k, k])
+            return sp.Matrix.hstack(*[sp.eye(self.d)[:, k] for k in order])
+        if not all(v.is_number for v in self.Lambda):
+            raise InputError("Lambda", "diagonal tasks with a symbolic non-diagonal Λ have no "
+                             "explicit eigenbasis; use Lambda='diag' or numbers")
+        with mpmath.workdps(30):
+            evals, evecs = mpmath.eigsy(mpmath.matrix(self.Lambda.tolist()))
+        order = sorted(range(self.d), key=lambda k: -evals[k])
+        return sp.Matrix(self.d, self.d, lambda i, j: sp.Float(evecs[i, order[j]], 30))
+
+    def __repr__(self) -> str:
+        return (f"ICLData(d={self.d}, N={self.N}, d_y={self.d_y}, tasks={self.tasks!r}, "
+                f"noise={self.noise})")
+
+
+def _covariance(name: str, value, d: int) -> sp.Matrix:
+    if isinstance(value, str):
+        if value == "diag":
+            return sp.diag(*sp.symbols(f"s_1:{d + 1}", positive=True))
+        if value == "iso":
+            return sp.Symbol("lambda", positive=True) * sp.eye(d)
+        if value == "full":
+            sym = sp.Matrix(d, d, lambda i, j: sp.Symbol(
+                f"{name}_{min(i, j) + 1}{max(i, j) + 1}", real=True))
+            return sym
+        raise InputError(name, f"must be an array, a sympy Matrix, or one of 'diag', 'full', "
+                         f"'iso'; got {value!r}")
+    try:
+        m = sp.Matrix(value)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the argument named
+        raise InputError(name, f"could not be read as a matrix ({exc})") from None
+    if m.shape != (d, d):
+        raise InputError(name, f"must have shape ({d}, {d}), got {m.shape}")
+    if all(v.is_number for v in m):
+        if any(not v.is_finite for v in m):
+            raise InputError(name, "contains NaN or infinite entries")
+        m = m.applyfunc(_exact)
+        scale = max(abs(v) for v in m)
+        if any(abs(m[i, j] - m[j, i]) > 1e-12 * scale for i in range(d) for j in range(i)):
+            raise InputError(name, "must be symmetric")
+        m = (m + m.T) / 2
+        import numpy as np
+        if np.linalg.eigvalsh(np.array(m.tolist(), dtype=float)).min() <= 0:
+            raise InputError(name, "must be positive definite (smallest eigenvalue <= 0)")
+    return m
+
+
+def _variances(value, d: int) -> sp.Matrix:
+    if value is None:
+        return sp.Matrix([1] * d)
+    m = sp.Matrix(value)
+    if m.shape == (d, d):
+        if not m.is_diagonal():
+            raise InputError("Sigma_w", "for diagonal tasks, modes are independent: give the "
+                             "variances of δ as a vector or a diagonal matrix")
+        m = sp.Matrix([m[k, k] for k in range(d)])
+    m = m.reshape(len(m), 1)
+    if m.shape != (d, 1):
+        raise InputError("Sigma_w", f"needs {d} task-mode variances, got shape {m.shape}")
+    if any(v.is_number and not v > 0 for v in m):
+        raise InputError("Sigma_w", "task-mode variances must be positive")
+    return m
+
+
+def _noise(value):
+    v = sp.sympify(value)
+    if v.is_number and (not v.is_finite or v < 0):
+        raise InputError("noise", f"must be a finite σ >= 0, got {value!r}")
+    return _exact(v)
+
+
+def _exact(v):
+    """Floats become the exact rational of their binary value, so exact checks stay exact."""
+    return sp.Rational(v) if isinstance(v, sp.Float) else v

@@ -1,0 +1,189 @@
+"""Derivation: from a model's ŷ and a data law to the exact loss, gradient, flow, GD map and
+conserved quantities (MATH.md §3).
+
+    L(θ) = ½ E‖ŷ − y_q‖²,   G_b = ∂L/∂θ_b,   gradient flow dθ_b/dt = −G_b,
+    discrete GD θ_b ← θ_b − η G_b.
+
+For every block-rescaling symmetry θ_b → α^{k_b} θ_b of ŷ, the quantity C = Σ_b k_b ‖θ_b‖_F² is
+conserved by gradient flow because ⟨∇C, ∇L⟩ = 2 Σ_b k_b ⟨θ_b, G_b⟩ ≡ 0; this identity is verified
+on the derived polynomials, never assumed. Under one GD step C changes by exactly
+η² Σ_b k_b ‖G_b‖_F² (the O(η) term is the identity above).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import sympy as sp
+
+from .data import N_SYM, ICLData
+from .errors import InputError
+from .gaussian import Monomial, Segment, expect
+from .models import Model, VecTerm, target
+from .words import MatPoly, TracePoly, transpose_word
+
+ETA = sp.Symbol("eta", positive=True)
+
+
+def residual(model: Model) -> list[VecTerm]:
+    """ŷ − y_q as a list of vector terms."""
+    minus_y = [VecTerm(-t.coeff, t.labels, t.word, t.vec, t.segments) for t in target()]
+    return model.prediction() + minus_y
+
+
+def inner_monomial(a: VecTerm, b: VecTerm, coeff) -> Monomial:
+    """coeff · ⟨a, b⟩ with the summed labels of a and b renamed apart."""
+    ra, rb = {l: f"{l}1" for l in a.labels}, {l: f"{l}2" for l in b.labels}
+    segs = [_relabel(s, ra) for s in a.segments] + [_relabel(s, rb) for s in b.segments]
+    link = Segment(_relabel_vec(a.vec, ra), transpose_word(a.word) + b.word,
+                   _relabel_vec(b.vec, rb))
+    return Monomial(coeff * a.coeff * b.coeff, tuple(ra.values()) + tuple(rb.values()),
+                    tuple([link] + segs))
+
+
+def _relabel_vec(v, mapping):
+    return type(v)(v.var, mapping.get(v.sample, v.sample))
+
+
+def _relabel(seg: Segment, mapping) -> Segment:
+    return Segment(_relabel_vec(seg.start, mapping), seg.letters, _relabel_vec(seg.end, mapping))
+
+
+_LOSS_CACHE: dict = {}
+
+
+def structural_loss(model: Model, data: ICLData) -> TracePoly:
+    """The expected loss as a TracePoly in symbolic N, σ, d, d_y; it depends only on the
+    model's structure and the data's, so it is computed once per (model.key(), structure)."""
+    key = (model.key(), data.structure())
+    if key not in _LOSS_CACHE:
+        _LOSS_CACHE[key] = _expected_loss(model, data)
+    return _LOSS_CACHE[key]
+
+
+def _expected_loss(model: Model, data: ICLData) -> TracePoly:
+    terms = residual(model)
+    monomials = []
+    for i, a in enumerate(terms):
+        for j in range(i, len(terms)):
+            weight = sp.Rational(1, 2) if i == j else sp.Integer(1)
+            monomials.append(inner_monomial(a, terms[j], weight))
+    return expect(monomials, data.law(), N_SYM)
+
+
+@dataclass
+class Conserved:
+    """C = Σ_b k_b ‖θ_b‖_F² with ``rate`` = ⟨∇C, ∇L⟩/2 (proved zero) and ``gd_change``, the
+    exact change of C under one GD step of size η."""
+
+    weights: dict
+    poly: TracePoly
+    rate: TracePoly
+    gd_change: TracePoly
+    expr: sp.Expr = None
+    gd_change_expr: sp.Expr = None
+
+    @property
+    def proved(self) -> bool:
+        return self.rate.is_zero()
+
+    @property
+    def name(self) -> str:
+        return " ".join(f"{'+' if k > 0 else '-'}{'' if abs(k) == 1 else abs(k)}‖{b}‖²"
+                        for b, k in self.weights.items()).lstrip("+")
+
+
+class Derivation:
+    """Exact loss, gradient, flow, GD map and conserved quantities of ``model`` on ``data``.
+
+    ``loss_poly`` / ``gradient_poly`` are structural (N, σ, d, d_y as symbols, matrices as
+    letters); ``loss`` / ``gradient`` / ``flow`` are SymPy expressions with the data's scalars
+    substituted and the parameters and covariances as MatrixSymbols."""
+
+    def __init__(self, model: Model, data: ICLData):
+        if not isinstance(model, Model):
+            raise InputError("model", f"must be a model from icldyn.theory.models, got {model!r}")
+        if not isinstance(data, ICLData):
+            raise InputError("data", f"must be an ICLData, got {data!r}")
+        if (model.d, model.d_y) != (data.d, data.d_y):
+            raise InputError("model", f"dimensions (d={model.d}, d_y={model.d_y}) differ from "
+                             f"the data's (d={data.d}, d_y={data.d_y})")
+        self.model, self.data = model, data
+        self.loss_poly = structural_loss(model, data)
+        self.gradient_poly = {p.name: self.loss_poly.diff(p.letter) for p in model.params}
+        self.conserved = [self._conserved(w) for w in model.scaling_symmetries()]
+
+    # --- symbolic views ------------------------------------------------------------------------
+    def symbols(self) -> dict:
+        size = {"x": self.data.d, "y": self.data.d_y}
+        syms = {p.name: sp.MatrixSymbol(p.name, size[p.rows], size[p.cols])
+                for p in self.model.params}
+        syms["Lambda"] = sp.MatrixSymbol("Lambda", self.data.d, self.data.d)
+        syms["Sigma_w"] = sp.MatrixSymbol("Sigma_w", self.data.d, self.data.d)
+        return syms
+
+    def _sub(self, expr):
+        return expr.subs(self.data.scalars())
+
+    @property
+    def loss(self) -> sp.Expr:
+        return self._sub(self.loss_poly.to_sympy(self.symbols()))
+
+    @property
+    def gradient(self) -> dict:
+        return {n: self._sub(g.to_sympy(self.symbols())) for n, g in self.gradient_poly.items()}
+
+    @property
+    def flow(self) -> dict:
+        """dθ_b/dt = −∂L/∂θ_b."""
+        return {n: -g for n, g in self.gradient.items()}
+
+    def gd_map(self, eta=ETA) -> dict:
+        """θ_b ← θ_b − η ∂L/∂θ_b, the exact expected discrete update."""
+        syms = self.symbols()
+        return {n: syms[n] - eta * g for n, g in self.gradient.items()}
+
+    def _conserved(self, weights: dict) -> Conserved:
+        letters = {p.name: p.letter for p in self.model.params}
+        poly, rate, change = TracePoly(), TracePoly(), TracePoly()
+        for name, k in weights.items():
+            theta = MatPoly.letter(letters[name])
+            grad = self.gradient_poly[name]
+            poly = poly + theta.inner(theta).scale(k)
+            rate = rate + theta.inner(grad).scale(k)
+            change = change + grad.inner(grad).scale(k * ETA**2)
+        c = Conserved(weights, poly, rate, change)
+        c.expr = self._sub(poly.to_sympy(self.symbols()))
+        c.gd_change_expr = self._sub(change.to_sympy(self.symbols()))
+        return c
+
+    # --- evaluation -----------------------------------------------------------------------------
+    def values(self, params: dict) -> dict:
+        """Data values plus parameter values (sympy Matrices or numbers) for exact evaluation."""
+        vals = self.data.values()
+        shapes = self.model.shapes()
+        for name, shape in shapes.items():
+            if name not in params:
+                raise InputError("params", f"missing parameter {name!r} (expected {list(shapes)})")
+            m = sp.Matrix(params[name]) if not sp.sympify(params[name]).is_Number \
+                else sp.Matrix([[params[name]]])
+            if m.shape != shape:
+                raise InputError("params", f"{name} must have shape {shape}, got {m.shape}")
+            vals[name] = m
+        return vals
+
+    def loss_value(self, params: dict):
+        return self.loss_poly.evaluate(self.values(params), backend="sympy")
+
+    def gradient_value(self, params: dict) -> dict:
+        vals, shapes = self.values(params), self.model.shapes()
+        return {n: g.evaluate(vals, shapes[n], backend="sympy")
+                for n, g in self.gradient_poly.items()}
+
+    def to_latex(self) -> str:
+        from .latex import derivation_latex
+        return derivation_latex(self)
+
+
+def derive(model: Model, data: ICLData) -> Derivation:
+    """Derive the exact learning dynamics of ``model`` trained on ``data``."""
+    return Derivation(model, data)

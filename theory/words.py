@@ -1,0 +1,381 @@
+"""Polynomials in traces of matrix words: the algebra every derived quantity lives in.
+
+A *letter* is a matrix: a named matrix ``Mat`` (optionally transposed) or ``Dg(Y)``, the
+eigenbasis-diagonal part of a word ``Y``:
+
+    Dg(Y) = U diag(c ∘ diag(Uᵀ Y U)) Uᵀ = Σ_k c_k (u_kᵀ Y u_k) u_k u_kᵀ,
+
+with U the eigenbasis of Λ and c the variances of the task amplitudes δ (MATH.md §1, tasks
+``diagonal``). It is symmetric, Dg(Y) = Dg(Yᵀ), and self-adjoint in the trace pairing:
+tr(R Dg(Y)) = Σ_k c_k (UᵀRU)_kk (UᵀYU)_kk = tr(Y Dg(R)).
+
+A *word* is a tuple of letters read as their matrix product; a *trace* is a word up to cyclic
+rotation and transposition, kept in a canonical form so that equal traces compare equal. A
+``TracePoly`` is a sum of sympy coefficients times products of traces (a scalar); a ``MatPoly``
+is a sum of coefficients times products of traces times one open word (a matrix). Derivatives use
+∂ tr(X R)/∂X = Rᵀ and ∂ tr(Xᵀ R)/∂X = R at each occurrence of X.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import sympy as sp
+
+
+@dataclass(frozen=True)
+class Mat:
+    """A named matrix letter. ``rows``/``cols`` name the spaces it maps between (for identities)."""
+
+    name: str
+    T: bool = False
+    symmetric: bool = False
+    rows: str = "x"
+    cols: str = "x"
+
+    def transpose(self) -> "Mat":
+        if self.symmetric:
+            return self
+        return Mat(self.name, not self.T, False, self.cols, self.rows)
+
+    def key(self):
+        return (0, self.name, self.T)
+
+
+@dataclass(frozen=True)
+class Dg:
+    """Eigenbasis-diagonal part of the word ``inner`` (symmetric; see module docstring)."""
+
+    inner: tuple
+
+    def __post_init__(self):
+        object.__setattr__(self, "inner", _min_word(self.inner, transpose_word(self.inner)))
+
+    rows = "x"
+    cols = "x"
+
+    def transpose(self) -> "Dg":
+        return self
+
+    def key(self):
+        return (1, word_key(self.inner))
+
+
+Letter = Mat | Dg
+
+DIMS = {"x": sp.Symbol("d", positive=True, integer=True),
+        "y": sp.Symbol("d_y", positive=True, integer=True)}
+
+
+def dim_symbol(space: str) -> sp.Symbol:
+    """The symbol for the dimension of a space: ``d`` for inputs, ``d_y`` for outputs."""
+    return DIMS[space]
+
+
+def word_key(word: tuple):
+    return tuple(letter.key() for letter in word)
+
+
+def transpose_word(word: tuple) -> tuple:
+    return tuple(letter.transpose() for letter in reversed(word))
+
+
+def _min_word(*words: tuple) -> tuple:
+    return min(words, key=word_key)
+
+
+def canonical_trace(word: tuple) -> tuple:
+    """Canonical representative of tr(word) under rotation, transposition and, for a single
+    Dg letter, the self-adjointness tr(R Dg(Y)) = tr(Y Dg(R))."""
+    word = tuple(word)
+    dgs = [i for i, letter in enumerate(word) if isinstance(letter, Dg)]
+    if len(dgs) == 1 and not any(isinstance(a, Dg) for a in word[dgs[0]].inner):
+        i = dgs[0]
+        rest = word[i + 1:] + word[:i]
+        y = word[i].inner
+        rest = _min_word(rest, transpose_word(rest))
+        small, big = sorted((rest, y), key=word_key)
+        return (Dg(big),) + small
+    candidates = []
+    for w in (word, transpose_word(word)):
+        candidates.extend(w[k:] + w[:k] for k in range(len(w)))
+    return _min_word(*candidates) if candidates else ()
+
+
+def _sorted_traces(traces: Iterable[tuple]) -> tuple:
+    return tuple(sorted(traces, key=word_key))
+
+
+class TracePoly:
+    """Σ coeff · Π tr(word): a scalar polynomial in traces with sympy coefficients."""
+
+    def __init__(self, terms: dict | None = None):
+        self.terms: dict[tuple, sp.Expr] = {}
+        for traces, coeff in (terms or {}).items():
+            self._add(traces, coeff)
+
+    def _add(self, traces: tuple, coeff) -> None:
+        traces = _sorted_traces(canonical_trace(w) for w in traces)
+        value = sp.expand(self.terms.get(traces, 0) + coeff)
+        if value == 0:
+            self.terms.pop(traces, None)
+        else:
+            self.terms[traces] = value
+
+    @classmethod
+    def constant(cls, value) -> "TracePoly":
+        return cls({(): sp.sympify(value)})
+
+    @classmethod
+    def trace(cls, *letters, coeff=1) -> "TracePoly":
+        return cls({(tuple(letters),): sp.sympify(coeff)})
+
+    def __add__(self, other: "TracePoly") -> "TracePoly":
+        out = TracePoly(self.terms)
+        for traces, coeff in other.terms.items():
+            out._add(traces, coeff)
+        return out
+
+    def __neg__(self) -> "TracePoly":
+        return self.scale(-1)
+
+    def __sub__(self, other: "TracePoly") -> "TracePoly":
+        return self + (-other)
+
+    def __mul__(self, other: "TracePoly") -> "TracePoly":
+        out = TracePoly()
+        for t1, c1 in self.terms.items():
+            for t2, c2 in other.terms.items():
+                out._add(t1 + t2, c1 * c2)
+        return out
+
+    def scale(self, factor) -> "TracePoly":
+        return TracePoly({t: c * factor for t, c in self.terms.items()})
+
+    def map_coeffs(self, fn: Callable) -> "TracePoly":
+        return TracePoly({t: fn(c) for t, c in self.terms.items()})
+
+    def is_zero(self) -> bool:
+        return not self.terms
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TracePoly) and (self - other).is_zero()
+
+    def __repr__(self) -> str:
+        return f"TracePoly({len(self.terms)} terms: {sp.sstr(self.to_sympy())})"
+
+    def letters(self) -> set[str]:
+        return {name for traces in self.terms for w in traces for name in _names(w)}
+
+    def degree(self, name: str, traces: tuple) -> int:
+        return sum(_count(w, name) for w in traces)
+
+    def diff(self, symbol: Mat) -> "MatPoly":
+        """Gradient ∂(self)/∂symbol, a matrix of symbol's shape."""
+        out = MatPoly(symbol.rows, symbol.cols)
+        for traces, coeff in self.terms.items():
+            for i, w in enumerate(traces):
+                others = traces[:i] + traces[i + 1:]
+                for open_word in _diff_cyclic(w, symbol.name, len(w)):
+                    out._add(others, open_word, coeff)
+        return out
+
+    def to_sympy(self, symbols: dict | None = None) -> sp.Expr:
+        return sp.Add(*(c * sp.Mul(*(_trace_sympy(w, symbols) for w in t))
+                        for t, c in self.terms.items()))
+
+    def evaluate(self, values: dict, backend=None):
+        """Value with ``values[name]`` substituted (numpy arrays or sympy Matrices).
+        Dg needs ``values['U']`` (eigenbasis, columns) and ``values['c']`` (task variances)."""
+        ops = _ops(values, backend)
+        total = 0
+        for traces, coeff in self.terms.items():
+            value = ops.scalar(coeff)
+            for w in traces:
+                value = value * ops.trace(ops.word(w))
+            total = total + value
+        return total
+
+
+class MatPoly:
+    """Σ coeff · Π tr(word) · open_word: a matrix mapping space ``cols`` to space ``rows``."""
+
+    def __init__(self, rows: str, cols: str, terms: dict | None = None):
+        self.rows, self.cols = rows, cols
+        self.terms: dict[tuple, sp.Expr] = {}
+        for (traces, word), coeff in (terms or {}).items():
+            self._add(traces, word, coeff)
+
+    def _add(self, traces: tuple, word: tuple, coeff) -> None:
+        key = (_sorted_traces(canonical_trace(w) for w in traces), tuple(word))
+        value = sp.expand(self.terms.get(key, 0) + coeff)
+        if value == 0:
+            self.terms.pop(key, None)
+        else:
+            self.terms[key] = value
+
+    def __add__(self, other: "MatPoly") -> "MatPoly":
+        out = MatPoly(self.rows, self.cols, self.terms)
+        for (traces, word), coeff in other.terms.items():
+            out._add(traces, word, coeff)
+        return out
+
+    def scale(self, factor) -> "MatPoly":
+        return MatPoly(self.rows, self.cols, {k: c * factor for k, c in self.terms.items()})
+
+    def map_coeffs(self, fn: Callable) -> "MatPoly":
+        return MatPoly(self.rows, self.cols, {k: fn(c) for k, c in self.terms.items()})
+
+    def inner(self, other: "MatPoly") -> TracePoly:
+        """Frobenius inner product ⟨self, other⟩ = tr(selfᵀ other)."""
+        out = TracePoly()
+        for (t1, w1), c1 in self.terms.items():
+            for (t2, w2), c2 in other.terms.items():
+                w = transpose_word(w1) + w2
+                if w:
+                    out._add(t1 + t2 + (w,), c1 * c2)
+                else:
+                    out._add(t1 + t2, c1 * c2 * dim_symbol(self.cols))
+        return out
+
+    @classmethod
+    def letter(cls, m: Mat) -> "MatPoly":
+        return cls(m.rows, m.cols, {((), (m,)): sp.Integer(1)})
+
+    def to_sympy(self, symbols: dict | None = None) -> sp.MatrixExpr:
+        parts = []
+        for (traces, word), coeff in self.terms.items():
+            scalar = coeff * sp.Mul(*(_trace_sympy(w, symbols) for w in traces))
+            if word:
+                parts.append(scalar * _word_sympy(word, symbols))
+            else:
+                parts.append(scalar * sp.Identity(dim_symbol(self.rows)))
+        return sp.MatAdd(*parts) if parts else sp.ZeroMatrix(1, 1)
+
+    def evaluate(self, values: dict, shape: tuple, backend=None):
+        ops = _ops(values, backend)
+        total = ops.zeros(shape)
+        for (traces, word), coeff in self.terms.items():
+            scalar = ops.scalar(coeff)
+            for w in traces:
+                scalar = scalar * ops.trace(ops.word(w))
+            total = total + scalar * (ops.word(word) if word else ops.eye(shape[0]))
+        return total
+
+
+def _diff_cyclic(word: tuple, name: str, npos: int):
+    """Open words G with ∂ tr(word)/∂X = Σ G, counting occurrences of X at positions < npos
+    (occurrences inside a Dg letter are reached through tr(R Dg(Y)) = tr(Y Dg(R)))."""
+    for p in range(npos):
+        letter = word[p]
+        rest = word[p + 1:] + word[:p]
+        if isinstance(letter, Mat) and letter.name == name:
+            yield rest if letter.T else transpose_word(rest)
+        elif isinstance(letter, Dg):
+            inner = letter.inner
+            yield from _diff_cyclic(inner + (Dg(rest),), name, len(inner))
+
+
+def _names(word: tuple):
+    for letter in word:
+        if isinstance(letter, Mat):
+            yield letter.name
+        else:
+            yield from _names(letter.inner)
+
+
+def _count(word: tuple, name: str) -> int:
+    return sum(1 for n in _names(word) if n == name)
+
+
+# --- sympy conversion -------------------------------------------------------------------------
+
+class EigDiag(sp.MatrixExpr):
+    """SymPy node for Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ."""
+
+    def __new__(cls, arg):
+        return super().__new__(cls, arg)
+
+    @property
+    def arg(self):
+        return self.args[0]
+
+    @property
+    def shape(self):
+        return self.arg.shape
+
+    def _latex(self, printer):
+        return r"\mathcal{D}\!\left(%s\right)" % printer._print(self.arg)
+
+    def _sympystr(self, printer):
+        return "Dg(%s)" % printer._print(self.arg)
+
+
+def _letter_sympy(letter, symbols: dict | None):
+    if isinstance(letter, Dg):
+        return EigDiag(_word_sympy(letter.inner, symbols) if letter.inner
+                       else sp.Identity(dim_symbol("x")))
+    base = (symbols or {}).get(letter.name)
+    if base is None:
+        rows, cols = (letter.cols, letter.rows) if letter.T else (letter.rows, letter.cols)
+        base = sp.MatrixSymbol(letter.name, dim_symbol(rows), dim_symbol(cols))
+    return base.T if letter.T else base
+
+
+def _word_sympy(word: tuple, symbols: dict | None):
+    return sp.MatMul(*(_letter_sympy(a, symbols) for a in word))
+
+
+def _trace_sympy(word: tuple, symbols: dict | None):
+    return sp.Trace(_word_sympy(word, symbols))
+
+
+# --- numerical / exact evaluation -------------------------------------------------------------
+
+class _Ops:
+    """Evaluate words with numpy arrays (``backend='numpy'``) or sympy Matrices (``'sympy'``)."""
+
+    def __init__(self, values: dict, backend: str):
+        self.values, self.backend = values, backend
+        if backend == "numpy":
+            import numpy
+            self.np = numpy
+
+    def scalar(self, coeff):
+        if self.backend == "numpy":
+            return float(coeff.subs(self.values.get("_scalars", {})))
+        return coeff.subs(self.values.get("_scalars", {}))
+
+    def trace(self, m):
+        return m.trace()
+
+    def zeros(self, shape):
+        return self.np.zeros(shape) if self.backend == "numpy" else sp.zeros(*shape)
+
+    def eye(self, n):
+        return self.np.eye(n) if self.backend == "numpy" else sp.eye(n)
+
+    def letter(self, letter):
+        if isinstance(letter, Dg):
+            U, c = self.values["U"], self.values["c"]
+            y = self.word(letter.inner) if letter.inner else self.eye(U.shape[0])
+            if self.backend == "numpy":
+                diag = c * self.np.einsum("ak,ab,bk->k", U, y, U)
+                return (U * diag) @ U.T
+            diag = [c[k] * (U[:, k].T * y * U[:, k])[0, 0] for k in range(U.shape[1])]
+            return U * sp.diag(*diag) * U.T
+        m = self.values[letter.name]
+        return m.T if letter.T else m
+
+    def word(self, word):
+        out = self.letter(word[0])
+        for letter in word[1:]:
+            out = out @ self.letter(letter) if self.backend == "numpy" else out * self.letter(letter)
+        return out
+
+
+def _ops(values: dict, backend: str | None) -> _Ops:
+    if backend is None:
+        backend = "sympy" if any(isinstance(v, sp.MatrixBase) for v in values.values()) else "numpy"
+    return _Ops(values, backend)
