@@ -1,0 +1,131 @@
+"""Integrators of the derived dynamics: adaptive gradient flow (SciPy), fixed-step RK4 and
+discrete gradient descent (compiled loops), all returning a ``Trajectory``.
+
+Time convention: gradient flow dθ/dt = −∇L(θ) with t = learning rate × steps, so GD with rate
+η after n steps is compared with the flow at t = ηn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+from scipy.integrate import solve_ivp
+
+from ..theory.errors import InputError
+from .codegen import CompiledFlow
+
+
+@dataclass
+class Trajectory:
+    """Rows of θ at times t, with the loss and conserved quantities along them."""
+
+    t: np.ndarray
+    theta: np.ndarray
+    loss: np.ndarray
+    conserved: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    @classmethod
+    def along(cls, flow: CompiledFlow, t, theta, **info) -> "Trajectory":
+        loss = np.array([flow.loss(row) for row in theta])
+        conserved = np.array([flow.conserved(row) for row in theta]).reshape(len(theta), -1)
+        return cls(np.asarray(t, dtype=float), theta, loss, conserved, dict(info))
+
+    def params(self, flow: CompiledFlow) -> dict:
+        """{name: array of shape (len(t),) + block shape}."""
+        return flow.unpack(self.theta)
+
+
+def _check(flow, theta0) -> np.ndarray:
+    if not isinstance(flow, CompiledFlow):
+        raise InputError("flow", f"must come from compile_flow, got {type(flow).__name__}")
+    theta0 = flow.pack(theta0) if isinstance(theta0, dict) else np.asarray(theta0, dtype=float)
+    if theta0.shape != (flow.size,):
+        raise InputError("theta0", f"must be a dict of parameters or a vector of length "
+                         f"{flow.size}, got shape {theta0.shape}")
+    if not np.all(np.isfinite(theta0)):
+        raise InputError("theta0", "contains NaN or infinite entries")
+    return theta0
+
+
+def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_eval=None,
+              method: str = "DOP853", rtol: float = 1e-10, atol: float = 1e-12) -> Trajectory:
+    """Gradient flow by ``scipy.integrate.solve_ivp`` (adaptive; tolerances are arguments)."""
+    theta0 = _check(flow, theta0)
+    if not t_end > 0:
+        raise InputError("t_end", f"must be positive, got {t_end!r}")
+    if t_eval is None:
+        t_eval = np.linspace(0.0, t_end, n_points)
+    sol = solve_ivp(flow.rhs, (0.0, t_end), theta0, method=method, t_eval=t_eval,
+                    rtol=rtol, atol=atol)
+    if not sol.success:
+        raise RuntimeError(f"integration failed at t = {sol.t[-1]:.6g}: {sol.message}")
+    return Trajectory.along(flow, sol.t, sol.y.T, method=method, rtol=rtol, atol=atol,
+                            nfev=int(sol.nfev))
+
+
+@numba.njit(cache=False)
+def _rk4_loop(grad, extra, theta0, dt, steps, every):
+    out = np.empty((steps // every + 1, theta0.size))
+    theta = theta0.copy()
+    out[0] = theta
+    for n in range(1, steps + 1):
+        k1 = -grad(theta, *extra)
+        k2 = -grad(theta + 0.5 * dt * k1, *extra)
+        k3 = -grad(theta + 0.5 * dt * k2, *extra)
+        k4 = -grad(theta + dt * k3, *extra)
+        theta = theta + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        if n % every == 0:
+            out[n // every] = theta
+    return out
+
+
+@numba.njit(cache=False)
+def _gd_loop(grad, extra, theta0, lr, steps, every):
+    out = np.empty((steps // every + 1, theta0.size))
+    theta = theta0.copy()
+    out[0] = theta
+    for n in range(1, steps + 1):
+        theta = theta - lr * grad(theta, *extra)
+        if n % every == 0:
+            out[n // every] = theta
+    return out
+
+
+def _loop(flow: CompiledFlow, kernel, theta0, step, steps: int, every: int):
+    grad, extra = flow.grad_kernel
+    if flow.backend == "numba":
+        return kernel(grad, extra, theta0, step, steps, every)
+    return kernel.py_func(grad, extra, theta0, step, steps, every)
+
+
+def _steps(steps, every):
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InputError("steps", f"must be a positive integer, got {steps!r}")
+    if not isinstance(every, (int, np.integer)) or every < 1 or steps % every:
+        raise InputError("every", f"must be a positive divisor of steps={steps}, got {every!r}")
+
+
+def rk4(flow: CompiledFlow, theta0, t_end: float, dt: float, every: int = 1) -> Trajectory:
+    """Gradient flow by classical fixed-step RK4 (a compiled loop with the numba backend)."""
+    theta0 = _check(flow, theta0)
+    if not dt > 0 or not t_end > 0:
+        raise InputError("dt", f"dt and t_end must be positive, got dt={dt!r}, t_end={t_end!r}")
+    steps = int(round(t_end / dt))
+    _steps(steps, every)
+    theta = _loop(flow, _rk4_loop, theta0, float(dt), steps, every)
+    return Trajectory.along(flow, dt * every * np.arange(len(theta)), theta, method="rk4", dt=dt)
+
+
+def gradient_descent(flow: CompiledFlow, theta0, lr: float, steps: int,
+                     every: int = 1) -> Trajectory:
+    """The exact expected discrete dynamics θ ← θ − lr ∇L(θ); one row per ``every`` steps,
+    ``t`` in flow time (lr × step)."""
+    theta0 = _check(flow, theta0)
+    if not lr > 0:
+        raise InputError("lr", f"must be positive, got {lr!r}")
+    _steps(steps, every)
+    theta = _loop(flow, _gd_loop, theta0, float(lr), int(steps), int(every))
+    return Trajectory.along(flow, lr * every * np.arange(len(theta)), theta, method="gd", lr=lr)
