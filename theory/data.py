@@ -103,9 +103,12 @@ class ICLData:
         return vals
 
     def eigenbasis(self) -> sp.Matrix:
-        """Orthonormal eigenvectors of Λ as columns, ordered by decreasing eigenvalue."""
+        """Orthonormal eigenvectors of Λ as columns (for numbers, by decreasing eigenvalue)."""
         if self.Lambda.is_diagonal():
-            order = sorted(range(self.d), key=lambda k: -self.Lambda[k, k])
+            diag = [self.Lambda[k, k] for k in range(self.d)]
+            order = range(self.d)
+            if all(v.is_number for v in diag):
+                order = sorted(order, key=lambda k: -diag[k])
             return sp.Matrix.hstack(*[sp.eye(self.d)[:, k] for k in order])
         if not all(v.is_number for v in self.Lambda):
             raise InputError("Lambda", "diagonal tasks with a symbolic non-diagonal Λ have no "

@@ -164,8 +164,10 @@ class Derivation:
         for name, shape in shapes.items():
             if name not in params:
                 raise InputError("params", f"missing parameter {name!r} (expected {list(shapes)})")
-            m = sp.Matrix(params[name]) if not sp.sympify(params[name]).is_Number \
-                else sp.Matrix([[params[name]]])
+            value = params[name]
+            array_like = isinstance(value, sp.MatrixBase) or hasattr(value, "__len__") \
+                or getattr(value, "ndim", 0) > 0
+            m = sp.Matrix(value) if array_like else sp.Matrix([[sp.sympify(value)]])
             if m.shape != shape:
                 raise InputError("params", f"{name} must have shape {shape}, got {m.shape}")
             vals[name] = m
