@@ -1,0 +1,30 @@
+"""Shared fixtures and Hypothesis strategies."""
+
+import os
+
+import numpy as np
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+settings.register_profile("default", deadline=None, max_examples=25,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("default")
+
+
+@st.composite
+def spd_matrices(draw, d, low=0.2):
+    """A Aᵀ/d + low·I from bounded floats: SPD with eigenvalues in [low, low + d]."""
+    entries = draw(st.lists(st.floats(-1, 1, allow_nan=False, allow_subnormal=False),
+                            min_size=d * d, max_size=d * d))
+    A = np.array(entries).reshape(d, d)
+    return A @ A.T / d + low * np.eye(d)
+
+
+@st.composite
+def matrices(draw, shape, bound=1.0):
+    n = int(np.prod(shape))
+    entries = draw(st.lists(st.floats(-bound, bound, allow_nan=False, allow_subnormal=False),
+                            min_size=n, max_size=n))
+    return np.array(entries).reshape(shape)

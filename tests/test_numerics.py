@@ -1,0 +1,167 @@
+"""Compiled flows against exact derivations; integrators and GD against derived invariants and
+closed forms (Hypothesis over random SPD Λ, Σ_w, N, σ and initial weights)."""
+
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.integrate import solve_ivp
+
+from conftest import matrices, spd_matrices
+from icldyn.numerics import compile_flow, gradient_descent, integrate, rk4
+from icldyn.theory import ICLData, InputError, derive, models
+
+
+@st.composite
+def scalar_problems(draw, max_d=3):
+    d = draw(st.integers(1, max_d))
+    data = ICLData(d=d, N=draw(st.integers(1, 30)), Lambda=draw(spd_matrices(d)),
+                   Sigma_w=draw(spd_matrices(d, low=0.5)), noise=draw(st.floats(0, 1)))
+    params = {"V": draw(st.floats(-1, 1)), "Q": draw(matrices((d, d)))}
+    return data, params
+
+
+def flow_for(data, backend="numba"):
+    return compile_flow(derive(models.Merged(data.d, d_y=data.d_y), data), backend=backend)
+
+
+@pytest.mark.parametrize("tasks", ["gaussian", "diagonal"])
+def test_backends_agree_with_each_other_and_with_exact_values(tasks):
+    rng = np.random.default_rng(1)
+    d = 3
+    A = rng.standard_normal((d, d))
+    d_y = 1 if tasks == "gaussian" else d
+    data = ICLData(d=d, N=7, Lambda=A @ A.T / d + 0.3 * np.eye(d), d_y=d_y, tasks=tasks,
+                   noise=0.25)
+    der = derive(models.Merged(d, d_y=d_y), data)
+    params = {"V": rng.standard_normal((d_y, d_y)), "Q": rng.standard_normal((d, d))}
+    flows = [compile_flow(der, backend=b) for b in ("numpy", "numba")]
+    theta = flows[0].pack(params)
+    for f in flows:
+        assert f.loss(theta) == pytest.approx(float(der.loss_value(params)), rel=1e-11)
+        exact = der.gradient_value(params)
+        np.testing.assert_allclose(f.unpack(f.grad(theta))["Q"],
+                                   np.array(exact["Q"].tolist(), dtype=float), rtol=1e-10)
+    np.testing.assert_allclose(flows[0].grad(theta), flows[1].grad(theta), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(flows[0].gd_change(theta, 0.1), flows[1].gd_change(theta, 0.1),
+                               rtol=1e-12)
+
+
+@given(scalar_problems())
+def test_conserved_along_gradient_flow(problem):
+    data, params = problem
+    flow = flow_for(data)
+    theta0 = flow.pack(params)
+    traj = integrate(flow, theta0, t_end=3.0, n_points=31, rtol=1e-11, atol=1e-12)
+    scale = 1.0 + np.abs(traj.theta).max() ** 2
+    # DOP853 local error control at rtol 1e-11 over a few hundred steps: drift ≲ 1e-8 · scale
+    assert np.abs(traj.conserved - traj.conserved[0]).max() <= 1e-8 * scale
+
+
+@given(scalar_problems(), st.floats(1e-3, 0.5))
+def test_gd_one_step_change_equals_derived_eta_squared_term(problem, lr):
+    data, params = problem
+    flow = flow_for(data)
+    theta0 = flow.pack(params)
+    traj = gradient_descent(flow, theta0, lr=lr, steps=1)
+    measured = traj.conserved[1] - traj.conserved[0]
+    predicted = flow.gd_change(theta0, lr)
+    # rounding: the difference of two O(|C|) numbers, each evaluated with relative error ~1e-15
+    step = np.abs(traj.theta).max() ** 2 + np.abs(traj.conserved).max()
+    assert np.abs(measured - predicted).max() <= 1e-12 * (1 + step + np.abs(predicted).max())
+
+
+@given(st.integers(1, 4), st.integers(1, 40), st.floats(0.3, 2.0), st.floats(0.02, 0.3),
+       st.floats(-0.5, 0.5))
+def test_isotropic_closed_form(d, n, lam, q0, imbalance):
+    """MATH.md §3.2 oracle: balanced starts give a logistic a = u q; unbalanced ones obey
+    da/dt = −√(Δ² + 4d a²)(c a − λ²), integrated independently here."""
+    data = ICLData(d=d, N=n, Lambda=lam * np.eye(d))
+    flow = flow_for(data)
+    u0 = np.sqrt(d) * q0 + imbalance
+    T = 6.0 / (np.sqrt(d) * lam**2 * max(q0, 0.05))
+    t_eval = np.linspace(0, T, 41)
+    traj = integrate(flow, {"V": u0, "Q": q0 * np.eye(d)}, t_end=T, t_eval=t_eval)
+    p = flow.unpack(traj.theta)
+    a = p["V"][:, 0, 0] * p["Q"][:, 0, 0]
+    assert np.allclose(p["Q"], p["Q"][:, :1, :1] * np.eye(d), atol=1e-12)  # Q stays ∝ I
+    a0 = u0 * q0
+    a_star = n / (lam * (n + 1 + d))
+    if imbalance == 0:
+        oracle = a_star / (1 + (a_star / a0 - 1) * np.exp(-2 * np.sqrt(d) * lam**2 * t_eval))
+    else:
+        delta = u0**2 - d * q0**2
+        c = lam**3 * (n + 1 + d) / n
+        sol = solve_ivp(lambda t, y: -np.sqrt(delta**2 + 4 * d * y**2) * (c * y - lam**2),
+                        (0, T), [a0], t_eval=t_eval, rtol=1e-11, atol=1e-13)
+        oracle = sol.y[0]
+    np.testing.assert_allclose(a, oracle, rtol=1e-7, atol=1e-9)
+
+
+@given(st.integers(2, 4), st.integers(2, 30), st.data())
+def test_diagonal_set_is_invariant(d, n, draw):
+    """Vector tasks in a rotated eigenbasis: V, Q diagonal in Λ's eigenbasis stay so."""
+    rng = np.random.default_rng(draw.draw(st.integers(0, 2**32 - 1)))
+    U, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    s = np.sort(draw.draw(st.lists(st.floats(0.2, 3.0), min_size=d, max_size=d)))[::-1]
+    data = ICLData(d=d, N=n, Lambda=U @ np.diag(s) @ U.T, d_y=d, tasks="diagonal")
+    flow = flow_for(data)
+    Ub = flow.U
+    p, q = (np.array(draw.draw(st.lists(st.floats(0.05, 1), min_size=d, max_size=d)))
+            for _ in range(2))
+    traj = integrate(flow, {"V": Ub @ np.diag(p) @ Ub.T, "Q": Ub @ np.diag(q) @ Ub.T}, t_end=2.0,
+                     n_points=11)
+    prm = flow.unpack(traj.theta)
+    for name in ("V", "Q"):
+        rotated = Ub.T @ prm[name] @ Ub
+        off = rotated - np.einsum("tii->ti", rotated)[:, :, None] * np.eye(d)
+        assert np.abs(off).max() <= 1e-9 * (1 + np.abs(rotated).max())
+
+
+@given(scalar_problems(max_d=3))
+def test_uQ_converges_to_M_star(problem):
+    data, params = problem
+    flow = flow_for(data)
+    Lam = np.array(data.Lambda.tolist(), dtype=float)
+    Sw = np.array(data.Sigma_w.tolist(), dtype=float)
+    n, sigma = data.N, float(data.noise)
+    A = (n + 1) / n * Lam @ Sw @ Lam + (np.trace(Sw @ Lam) + sigma**2) / n * Lam
+    M_star = np.linalg.solve(A, Lam @ Sw)            # oracle (MATH.md §3.2)
+    d = data.d
+    theta0 = flow.pack({"V": 1.0, "Q": 0.1 * params["Q"]})
+    traj = integrate(flow, theta0, t_end=2e4, n_points=2, rtol=1e-12, atol=1e-14)
+    p = flow.unpack(traj.theta[-1])
+    M = p["V"][0, 0] * p["Q"]
+    assert np.linalg.norm(M - M_star) <= 1e-6 * np.linalg.norm(M_star), (M, M_star, d)
+
+
+def test_rk4_and_gd_against_adaptive_flow():
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((3, 3))
+    data = ICLData(d=3, N=10, Lambda=A @ A.T / 3 + 0.3 * np.eye(3), noise=0.1)
+    flow = flow_for(data)
+    theta0 = flow.pack({"V": 0.5, "Q": 0.3 * rng.standard_normal((3, 3))})
+    ref = integrate(flow, theta0, t_end=4.0, n_points=5, rtol=1e-12, atol=1e-14)
+    errors = [np.abs(rk4(flow, theta0, 4.0, dt).theta[-1] - ref.theta[-1]).max()
+              for dt in (0.004, 0.002)]
+    assert errors[1] < 1e-5 and 12 < errors[0] / errors[1] < 20     # fourth order: ratio ≈ 16
+    gd = [np.abs(gradient_descent(flow, theta0, lr=lr, steps=int(4.0 / lr)).theta[-1]
+                 - ref.theta[-1]).max() for lr in (0.004, 0.002)]
+    assert 1.6 < gd[0] / gd[1] < 2.4                               # Euler: first order
+
+
+def test_bad_inputs_raise_clear_errors():
+    data = ICLData(d=2, N=4, Lambda=np.eye(2))
+    der = derive(models.Merged(2), data)
+    with pytest.raises(InputError, match="backend"):
+        compile_flow(der, backend="fortran")
+    flow = compile_flow(der)
+    with pytest.raises(InputError, match="missing"):
+        flow.pack({"V": 1.0})
+    with pytest.raises(InputError, match="shape"):
+        flow.pack({"V": 1.0, "Q": np.ones((3, 3))})
+    with pytest.raises(InputError, match="NaN"):
+        flow.pack({"V": np.nan, "Q": np.eye(2)})
+    with pytest.raises(InputError, match="lr"):
+        gradient_descent(flow, {"V": 1.0, "Q": np.eye(2)}, lr=-1, steps=3)

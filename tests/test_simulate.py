@@ -1,0 +1,93 @@
+"""The SGD simulator of the actual layer: its gradient against finite differences, and theory
+against simulation within Monte-Carlo error."""
+
+import numpy as np
+import pytest
+
+from icldyn.numerics import compile_flow, gradient_descent, simulate_sgd
+from icldyn.numerics.simulate import PromptSampler, layer_loss_and_grad, layer_weights
+from icldyn.theory import ICLData, InputError, derive, models
+
+
+def setting(tasks):
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+    d_y = 1 if tasks == "gaussian" else 3
+    Sigma_w = B @ B.T / 3 + 0.5 * np.eye(3) if tasks == "gaussian" else [1.5, 1.0, 0.5]
+    data = ICLData(d=3, N=10, Lambda=A @ A.T / 3 + 0.3 * np.eye(3), Sigma_w=Sigma_w,
+                   noise=0.2, d_y=d_y, tasks=tasks)
+    init = {"V": 0.4 * np.eye(d_y), "Q": 0.3 * rng.standard_normal((3, 3))}
+    return models.Merged(3, d_y=d_y), data, init
+
+
+@pytest.mark.parametrize("tasks", ["gaussian", "diagonal"])
+def test_layer_gradient_matches_finite_differences(tasks):
+    model, data, init = setting(tasks)
+    rng = np.random.default_rng(5)
+    X, Y, xq, yq = PromptSampler(data).prompts(rng, (1, 4))
+    D = data.d + data.d_y
+    W_PV, W_KQ = rng.standard_normal((1, D, D)), rng.standard_normal((1, D, D))
+    _, g_PV, g_KQ = layer_loss_and_grad(W_PV, W_KQ, X, Y, xq, yq, data.d)
+    h = 1e-6
+    for W, g in ((W_PV, g_PV), (W_KQ, g_KQ)):
+        for i, j in [(0, 0), (D - 1, 1), (1, D - 1), (D - 1, D - 1)]:
+            plus, minus = W.copy(), W.copy()
+            plus[0, i, j] += h
+            minus[0, i, j] -= h
+            args = [(plus, W_KQ), (minus, W_KQ)] if W is W_PV else [(W_PV, plus), (W_PV, minus)]
+            fd = (layer_loss_and_grad(*args[0], X, Y, xq, yq, data.d)[0]
+                  - layer_loss_and_grad(*args[1], X, Y, xq, yq, data.d)[0]) / (2 * h)
+            assert g[0, i, j] == pytest.approx(fd[0], rel=1e-6, abs=1e-8)
+
+
+def test_layer_weights_place_blocks_and_leave_the_rest_inert():
+    model, data, init = setting("gaussian")
+    W_PV, W_KQ = layer_weights(model, data, {k: v[None] for k, v in init.items()})
+    assert W_PV[0, 3, 3] == init["V"][0, 0] and np.count_nonzero(W_PV) == 1
+    np.testing.assert_array_equal(W_KQ[0, :3, :3], init["Q"])
+    assert np.count_nonzero(W_KQ[0, 3:, :]) == 0 and np.count_nonzero(W_KQ[0, :, 3:]) == 0
+
+
+def test_simulator_is_reproducible_and_checks_input():
+    model, data, init = setting("gaussian")
+    a = simulate_sgd(model, data, init, lr=0.01, batch=8, steps=5, seeds=3, seed=7)
+    b = simulate_sgd(model, data, init, lr=0.01, batch=8, steps=5, seeds=3, seed=7)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    with pytest.raises(InputError, match="batch"):
+        simulate_sgd(model, data, init, lr=0.01, batch=0, steps=5)
+    with pytest.raises(InputError, match="missing"):
+        simulate_sgd(model, data, {"V": 1.0}, lr=0.01, batch=8, steps=5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tasks", ["gaussian", "diagonal"])
+def test_theory_matches_sgd_within_monte_carlo_error(tasks):
+    """Mean SGD loss over 32 seeds against the exact expected GD curve at the same small rate.
+
+    Per-seed means over blocks of 50 steps give one z-score per block (SE across seeds): at
+    lr = 0.01 the SGD-noise bias is far below one SE, so every |z| must be below 4."""
+    model, data, init = setting(tasks)
+    lr, steps, seeds, block = 0.01, 800, 32, 50
+    sim = simulate_sgd(model, data, init, lr=lr, batch=64, steps=steps, seeds=seeds, seed=1)
+    flow = compile_flow(derive(model, data))
+    theory = gradient_descent(flow, flow.pack(init), lr=lr, steps=steps).loss
+    per_seed = sim.losses[:steps].reshape(steps // block, block, seeds).mean(axis=1)
+    se = per_seed.std(axis=1, ddof=1) / np.sqrt(seeds)
+    z = (per_seed.mean(axis=1) - theory[:steps].reshape(-1, block).mean(axis=1)) / se
+    assert np.abs(z).max() < 4, z
+    assert theory[-1] < 0.5 * theory[0]          # the comparison covers real learning
+
+
+@pytest.mark.slow
+def test_sgd_conserved_quantity_drifts_at_order_eta_squared():
+    """The rescaling symmetry holds prompt by prompt, so each SGD step changes ‖V‖² − ‖Q‖² by
+    η²(‖g_V‖² − ‖g_Q‖²): at equal flow time t = ηn the drift halves when η halves."""
+    model, data, init = setting("gaussian")
+    drift = []
+    for lr in (0.02, 0.01):
+        steps = int(4.0 / lr)
+        sim = simulate_sgd(model, data, init, lr=lr, batch=16, steps=steps, seeds=16, seed=2,
+                           record_every=steps)
+        C = np.sum(sim.params["V"] ** 2, axis=(2, 3)) - np.sum(sim.params["Q"] ** 2, axis=(2, 3))
+        drift.append(np.mean(np.abs(C[:, -1] - C[:, 0])))
+    assert 1.5 < drift[0] / drift[1] < 2.7, drift
