@@ -14,6 +14,7 @@ seeds run at once as a leading array axis.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -93,8 +94,11 @@ class PromptSampler:
         """(X (…, N, d), Y (…, N, d_y), x_q (…, d), y_q (…, d_y))."""
         N, d, d_y = int(self.data.N), self.data.d, self.data.d_y
         W = self.tasks(rng, shape)
-        x = rng.standard_normal(shape + (N + 1, d)) @ self.chol.T
-        y = x @ W.swapaxes(-1, -2) + self.sigma * rng.standard_normal(shape + (N + 1, d_y))
+        g = rng.standard_normal((int(np.prod(shape)) * (N + 1), d))
+        x = (g @ self.chol.T).reshape(shape + (N + 1, d))
+        y = x @ W.swapaxes(-1, -2)
+        if self.sigma > 0:
+            y = y + self.sigma * rng.standard_normal(y.shape)
         return x[..., :N, :], y[..., :N, :], x[..., N, :], y[..., N, :]
 
 
@@ -122,12 +126,14 @@ def layer_loss_and_grad(W_PV, W_KQ, X, Y, xq, yq, d: int):
 
 
 def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int, steps: int,
-                 seeds: int = 16, seed: int = 0, record_every: int = 1) -> SimResult:
+                 seeds: int = 16, seed: int = 0, record_every: int = 1,
+                 progress: Callable[[int], None] | None = None) -> SimResult:
     """Train ``model``'s layer by SGD from ``init`` on ``seeds`` independent prompt streams.
 
     ``loss[n]`` is the mean over seeds of the batch loss at step n (fresh prompts, evaluated
     before the update, so an unbiased estimate of the population loss at θ_n); ``loss[steps]``
-    uses one extra batch. Returns means and standard errors across seeds."""
+    uses one extra batch. Returns means and standard errors across seeds. ``progress(n)`` is
+    called after each step."""
     for name, v, ok in (("lr", lr, lr > 0), ("batch", batch, batch >= 1),
                         ("steps", steps, steps >= 1), ("seeds", seeds, seeds >= 1),
                         ("record_every", record_every, record_every >= 1)):
@@ -160,6 +166,8 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
             break
         for name, g in pullback(model, data, g_PV, g_KQ).items():
             params[name] = params[name] - lr * g
+        if progress is not None:
+            progress(n + 1)
     mean = losses.mean(axis=1)
     se = losses.std(axis=1, ddof=1) / np.sqrt(seeds) if seeds > 1 else np.full_like(mean, np.nan)
     recorded = np.unique(np.r_[np.arange(0, steps + 1, record_every), steps])

@@ -1,0 +1,190 @@
+"""Report of the main job: figures (matplotlib), ``report.md``, ``results.json``, ``arrays.npz``."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .runfolder import provenance, save_figure, write_atomic, write_json  # noqa: E402
+
+
+def block_means(losses: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(block centre index, mean, SE across seeds) of per-seed block means (losses: steps × seeds)."""
+    n = (len(losses) // block) * block
+    per_seed = losses[:n].reshape(-1, block, losses.shape[1]).mean(axis=1)
+    centre = np.arange(per_seed.shape[0]) * block + (block - 1) / 2
+    return centre, per_seed.mean(axis=1), per_seed.std(axis=1, ddof=1) / np.sqrt(losses.shape[1])
+
+
+def figure_loss(arrays: dict, results: dict):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    cfg = results["config"]
+    t = arrays["t_gd"]
+    ax.plot(t[1:], arrays["loss_sgd"][1:], color="C1", lw=0.3, alpha=0.35,
+            label="SGD on the layer: mean over seeds, each step")
+    centre, mean, se = block_means(arrays["losses_sgd"], max(1, len(t) // 200))
+    ax.errorbar(cfg["lr"] * centre, mean, yerr=2 * se, fmt="o", ms=2, color="C1", elinewidth=0.8,
+                label="SGD: block means ± 2 SE")
+    ax.plot(arrays["t_flow"][1:], arrays["loss_flow"][1:], color="k", lw=1.5,
+            label="theory: gradient flow")
+    ax.plot(t[1:], arrays["loss_gd"][1:], "--", color="C0", lw=1.2, label="theory: expected GD")
+    for st in results["stages"]:
+        ax.axvline(st["t_half_predicted"], color="grey", ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("t = learning rate × steps (dotted: predicted stage half-times)")
+    ax.set_ylabel("loss")
+    ax.set_title(f"Merged model, diagonal tasks, d = {cfg['d']}, N = {cfg['N']} "
+                 f"(η = {cfg['lr']}, B = {cfg['batch']}, {cfg['seeds']} seeds)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def figure_modes(arrays: dict, results: dict):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    a_final = np.array(results["fixed_point"]["modes"])
+    for k, st in enumerate(results["stages"]):
+        color = f"C{k}"
+        ax.plot(arrays["t_flow"][1:], arrays["modes_flow"][1:, k] / a_final[k], color=color,
+                label=f"mode {k + 1} (s = {st['s']:g}): exact flow")
+        ax.plot(arrays["t_modes_sgd"][1:], arrays["modes_sgd"][1:, k] / a_final[k], ".", ms=2,
+                color=color, alpha=0.6)
+        ax.axvline(st["t_half_predicted"], color=color, ls="--", lw=0.8)
+    ax.axhline(0.5, color="grey", lw=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("t (dashed: predicted half-times; dots: SGD mean)")
+    ax.set_ylabel(r"$a_\alpha(t)/a_\alpha(\infty)$")
+    ax.set_title("Stage-wise learning of Λ's eigenmodes")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def figure_conserved(arrays: dict, results: dict):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    c0 = arrays["conserved_flow"][0]
+    tiny = 1e-18
+    ax.plot(arrays["t_flow"], np.abs(arrays["conserved_flow"] - c0) + tiny, "k",
+            label="gradient flow (DOP853): |C(t) − C(0)|")
+    ax.plot(arrays["t_gd"], np.abs(arrays["conserved_gd"] - c0) + tiny, "C0",
+            label="GD: |C_n − C_0| measured")
+    ax.plot(arrays["t_gd"], np.abs(arrays["conserved_gd_derived"] - c0) + tiny, "C3--",
+            label="GD: Σ derived η²-changes")
+    ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel("change of " + results["conserved"]["name"])
+    ax.set_title("The conserved quantity along flow and along GD")
+    ax.legend(fontsize=8)
+    return fig
+
+
+FIGURES = {"loss.png": figure_loss, "modes.png": figure_modes, "conserved.png": figure_conserved}
+
+
+def write_report(out: Path, outcome: dict) -> Path:
+    """Write the run folder: figures, arrays, results.json (with provenance) and report.md."""
+    out = Path(out)
+    results, arrays = outcome["results"], outcome["arrays"]
+    results["provenance"] = provenance()
+    for name, make in FIGURES.items():
+        fig = make(arrays, results)
+        save_figure(fig, out / name)
+        plt.close(fig)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_atomic(out / "arrays.npz", buf.getvalue())
+    write_json(out / "results.json", results)
+    write_atomic(out / "report.md", markdown(outcome))
+    return out / "report.md"
+
+
+def markdown(outcome: dict) -> str:
+    res, der, red = outcome["results"], outcome["derivation"], outcome["reduction"]
+    cfg, cons, agr = res["config"], res["conserved"], res["agreement"]
+    import sympy as sp
+    lines = [
+        "# icl-dynamics: exact learning dynamics of in-context learning",
+        "",
+        f"Merged linear-attention model ŷ = V S_yx Q x_q / N on vector tasks W = U diag(δ) Uᵀ "
+        f"sharing Λ's eigenbasis; d = d_y = {cfg['d']}, N = {cfg['N']}, Λ spectrum "
+        f"{tuple(cfg['spectrum'])} in a rotated basis (seed {cfg['rotation_seed']}), "
+        f"σ = {cfg['noise']}, initialisation V = Q = {cfg['init_scale']}·I.",
+        "",
+        "## Derived equations (exact for every finite N)",
+        "",
+        "Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ is the eigenbasis-diagonal part (c: task-mode variances).",
+        "",
+        "$$", der.to_latex().split("\n", 1)[1], "$$",
+        "",
+        f"Conserved quantity: **{cons['name']}**; ⟨∇C, ∇L⟩ ≡ 0 verified on the derived "
+        f"polynomials: **{cons['proved']}**.",
+        "",
+        "## Eigenmode reduction and learning stages",
+        "",
+        "On V = U diag(p) Uᵀ, Q = U diag(q) Uᵀ the derived loss is",
+        "",
+        f"$$L = {sp.latex(red.loss)}$$",
+        "",
+        "Dropping the cross-mode (order 1/N) terms gives, on the balanced set p_α = q_α, "
+        "ȧ_α = f_α(a_α):",
+        "",
+    ]
+    for k in range(len(red.s)):
+        a, f = red.balanced_rate(k)
+        lines.append(f"- mode {k + 1}: $\\dot a = {sp.latex(f)}$, "
+                     f"$a^* = {sp.latex(red.fixed_point(k))}$")
+    lines += [
+        "",
+        "| mode | s_α | saddle growth rate | predicted t½ (decoupled) | t½ exact flow | "
+        "t½ SGD mean | a* decoupled | a(∞) exact flow | paper N/((N+1)s+tr S) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for st in res["stages"]:
+        lines.append(
+            f"| {st['mode']} | {st['s']:g} | {st['saddle_growth_rate']:.4g} | "
+            f"{st['t_half_predicted']:.3f} | {st['t_half_exact_flow']:.3f} | "
+            f"{st['t_half_sgd']:.3f} | {st['a_star_decoupled']:.4f} | "
+            f"{st['a_final_exact_flow']:.4f} | {st['a_star_paper_large_N']:.4f} |")
+    lines += [
+        "",
+        f"Fixed point reached by the flow: ‖∇L‖ = {res['fixed_point']['grad_norm']:.2e}.",
+        "",
+        "![stages](modes.png)",
+        "",
+        "## Theory against SGD on the actual layer",
+        "",
+        f"SGD: η = {cfg['lr']}, batch {cfg['batch']}, {cfg['seeds']} seeds (seed {cfg['seed']}), "
+        f"{cfg['t_end'] / cfg['lr']:.0f} steps. Loss: initial {res['loss']['initial']:.4f}, final "
+        f"flow {res['loss']['final_flow']:.5f}, expected GD {res['loss']['final_gd']:.5f}, SGD "
+        f"{res['loss']['final_sgd']:.5f} ± {res['loss']['final_sgd_se']:.5f}.",
+        "",
+        f"Block z-scores (SGD mean over blocks of steps vs expected GD, SE across seeds): "
+        f"max |z| = {agr['max_abs_z']:.2f}, mean z = {agr['mean_z']:.2f} over "
+        f"{len(agr['block_z'])} blocks; largest relative deviation of a block mean "
+        f"{agr['max_rel_dev']:.1%}. Expected GD ignores SGD's gradient noise, whose effects "
+        "grow with η/B: a positive mean z at this η/B is that noise, not Monte-Carlo error.",
+        "",
+        "![loss](loss.png)",
+        "",
+        "## Conserved quantity",
+        "",
+        f"C(0) = {cons['initial']:.3e}; largest drift along the integrated flow "
+        f"{cons['flow_max_drift']:.2e} (integrator tolerance); total change along GD "
+        f"{cons['gd_total_change']:.3e}, equal step by step to the derived η² expression up to "
+        f"{cons['gd_step_error_max']:.1e}; mean total change along SGD "
+        f"{cons['sgd_mean_total_change']:.3e}.",
+        "",
+        "![conserved](conserved.png)",
+        "",
+        "## Provenance",
+        "",
+        f"Timings (s): {', '.join(f'{k} {v:.2f}' for k, v in res['timings'].items())}. "
+        f"Versions and git revision in `results.json`.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""Run folders: atomic writes (no half-written file after an interrupt) and provenance
+(package and dependency versions, git revision, platform) stored next to every result."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+DEPENDENCIES = ("icl-dynamics", "sympy", "numpy", "scipy", "numba", "mpmath", "matplotlib")
+
+
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Write to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, obj) -> Path:
+    return write_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Save a matplotlib figure atomically (PNG)."""
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    return write_atomic(path, buf.getvalue())
+
+
+def _jsonable(obj):
+    import numpy as np
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def provenance() -> dict:
+    """Versions of Python and the dependencies, the git revision of the source tree, platform."""
+    versions = {}
+    for name in DEPENDENCIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": sys.version.split()[0], "versions": versions,
+            "git_revision": _git_revision(), "platform": platform.platform(),
+            "argv": sys.argv}
+
+
+def _git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True,
+                           text=True, timeout=10).stdout.strip()
+    return out.stdout.strip() + ("+dirty" if dirty else "")
