@@ -19,10 +19,11 @@ import sympy as sp
 from ..theory.data import N_SYM, SIGMA
 from ..theory.derive import ETA, Derivation
 from ..theory.errors import InputError
-from ..theory.words import DIMS, Dg, Mat, MatPoly, TracePoly
+from ..theory.words import DIMS, Dg, MatPoly, TracePoly
+from .params import as_arrays
 
 BACKENDS = ("numpy", "numba")
-COEFF_SYMBOLS = (N_SYM, SIGMA, DIMS["x"], DIMS["y"], ETA)
+COEFF_SYMBOLS = (N_SYM, SIGMA, DIMS["x"], DIMS["y"], DIMS["r"], ETA)
 
 
 def eigdiag(Y, U, c):
@@ -34,10 +35,9 @@ def eigdiag(Y, U, c):
 class _Printer:
     """Collects the statements that evaluate words and traces, each once."""
 
-    def __init__(self, param_names):
+    def __init__(self):
         self.lines: list[str] = []
         self.names: dict = {}
-        self.params = set(param_names)
         self.counter = 0
 
     def _new(self, expr: str, prefix: str) -> str:
@@ -85,6 +85,20 @@ class _Polys:
     source: str
 
 
+_SIZE = {"x": "n_x", "y": "n_y", "r": "n_r", "z": "(n_x + n_y)"}
+_PART = {None: ":", "x": ":n_x", "y": "n_x:"}
+
+
+def _shape_code(param) -> str:
+    core = [_SIZE[param.rows], _SIZE[param.cols]]
+    return "(" + ", ".join(([str(param.heads)] if param.heads else []) + core) + ")"
+
+
+def _index_code(block) -> str:
+    parts = [_PART[block.row_part], _PART[block.col_part]]
+    return "[" + ", ".join(([str(block.head)] if block.head is not None else []) + parts) + "]"
+
+
 def _generate(der: Derivation) -> _Polys:
     model = der.model
     coeffs: list = []
@@ -93,35 +107,36 @@ def _generate(der: Derivation) -> _Polys:
         coeffs.append(expr)
         return len(coeffs) - 1
 
-    shapes_code = []
-    offset_expr = "0"
+    header = ["    n_x = Lambda.shape[0]", "    n_y = dims[0]", "    n_r = dims[1]", "    pos = 0"]
     for p in model.params:
-        rows, cols = f"n_{p.rows}", f"n_{p.cols}"
-        shapes_code.append(
-            f"    {p.name} = theta[{offset_expr}:{offset_expr} + {rows} * {cols}]"
-            f".reshape(({rows}, {cols}))")
-        offset_expr = f"({offset_expr} + {rows} * {cols})"
-    header = ["    n_x = Lambda.shape[0]", "    n_y = n_y_arr[0]"] + shapes_code
-    args = "theta, k, Lambda, Sigma_w, U, c, n_y_arr"
+        header += [f"    P_{p.name} = theta[pos:pos + {_size_code(p)}].reshape({_shape_code(p)})",
+                   f"    pos += {_size_code(p)}"]
+    for b in model.blocks():
+        header.append(f"    {b.letter.name} = np.ascontiguousarray(P_{b.param}{_index_code(b)})")
+    args = "theta, k, Lambda, Sigma_w, U, c, dims"
 
     def scalar_fn(name: str, poly: TracePoly) -> list[str]:
-        pr = _Printer(p.name for p in model.params)
+        pr = _Printer()
         terms = [pr.scalar_term(tr, k(c)) for tr, c in poly.terms.items()]
         body = " + ".join(terms) if terms else "0.0"
         return [f"def {name}({args}):"] + header + pr.lines + [f"    return {body}", ""]
 
     def grad_fn(name: str, grads: dict) -> list[str]:
-        pr = _Printer(p.name for p in model.params)
-        out = [f"    out = np.empty(theta.shape[0])", "    pos = 0"]
+        pr = _Printer()
+        out = ["    out = np.empty(theta.shape[0])", "    pos = 0"]
         for p in model.params:
-            g: MatPoly = grads[p.name]
-            parts = [f"np.zeros(({f'n_{p.rows}'}, {f'n_{p.cols}'}))"]
-            for (traces, word), c in g.terms.items():
-                s = pr.scalar_term(traces, k(c))
-                parts.append(f"({s}) * " + (pr.word(word) if word else f"np.eye(n_{p.rows})"))
-            out.append(f"    G_{p.name} = " + " + ".join(parts))
-            out.append(f"    out[pos:pos + G_{p.name}.size] = G_{p.name}.ravel()")
-            out.append(f"    pos += G_{p.name}.size")
+            out.append(f"    G_{p.name} = np.zeros({_shape_code(p)})")
+            for b in (b for b in model.blocks() if b.param == p.name):
+                g: MatPoly = grads[b.letter.name]
+                rows, cols = _SIZE[b.letter.rows], _SIZE[b.letter.cols]
+                parts = []
+                for (traces, word), c in g.terms.items():
+                    s = pr.scalar_term(traces, k(c))
+                    parts.append(f"({s}) * " + (pr.word(word) if word else f"np.eye({rows})"))
+                value = " + ".join(parts) if parts else f"np.zeros(({rows}, {cols}))"
+                out.append(f"    G_{p.name}{_index_code(b)} = {value}")
+            out += [f"    out[pos:pos + G_{p.name}.size] = G_{p.name}.ravel()",
+                    f"    pos += G_{p.name}.size"]
         return [f"def {name}({args}):"] + header + pr.lines + out + ["    return out", ""]
 
     lines = ["import numpy as np", ""]
@@ -131,6 +146,10 @@ def _generate(der: Derivation) -> _Polys:
         lines += scalar_fn(f"conserved_{i}", c.poly)
         lines += scalar_fn(f"gd_change_{i}", c.gd_change)
     return _Polys(coeffs, "\n".join(lines))
+
+
+def _size_code(param) -> str:
+    return " * ".join(_shape_code(param)[1:-1].split(", "))
 
 
 _COMPILED: dict = {}
@@ -179,34 +198,20 @@ class CompiledFlow:
         self.Sigma_w = np.array(vals.get("Sigma_w", sp.eye(d)).tolist(), dtype=float)
         self.U = np.array(vals.get("U", sp.eye(d)).tolist(), dtype=float)
         self.c = np.array(vals.get("c", sp.ones(d, 1)).tolist(), dtype=float).ravel()
-        self.n_y = np.array([data.d_y], dtype=np.int64)
-        self._scalars = [float(data.N), float(data.noise), float(d), float(data.d_y)]
+        sizes = self.model.sizes()
+        self.dims = np.array([data.d_y, sizes.get("r", 0)], dtype=np.int64)
+        self._scalars = [float(data.N), float(data.noise), float(d), float(data.d_y),
+                         float(sizes.get("r", 0))]
         self.k = np.array(self._coeff_fn(*self._scalars, 0.0), dtype=float)
 
     def _args(self, theta, k=None):
         return (np.ascontiguousarray(theta, dtype=float), self.k if k is None else k,
-                self.Lambda, self.Sigma_w, self.U, self.c, self.n_y)
+                self.Lambda, self.Sigma_w, self.U, self.c, self.dims)
 
     # --- parameters ------------------------------------------------------------------------------
     def pack(self, params: dict) -> np.ndarray:
-        """Flat θ from {name: array or scalar}; a scalar broadcasts to a 1×1 block, and a scalar
-        for a square block of size > 1 means that multiple of the identity."""
-        missing = set(self.shapes) - set(params)
-        extra = set(params) - set(self.shapes)
-        if missing or extra:
-            raise InputError("params", f"expected entries {sorted(self.shapes)}; missing "
-                             f"{sorted(missing)}, unexpected {sorted(extra)}")
-        out = []
-        for name, shape in self.shapes.items():
-            value = np.asarray(params[name], dtype=float)
-            if value.ndim == 0 and shape[0] == shape[1]:
-                value = value * np.eye(shape[0])
-            if value.shape != shape:
-                raise InputError("params", f"{name} must have shape {shape}, got {value.shape}")
-            if not np.all(np.isfinite(value)):
-                raise InputError("params", f"{name} contains NaN or infinite entries")
-            out.append(value.ravel())
-        return np.concatenate(out)
+        """Flat θ from {name: array or scalar} (see ``params.as_arrays`` for broadcasting)."""
+        return np.concatenate([a.ravel() for a in as_arrays(self.shapes, params).values()])
 
     def unpack(self, theta) -> dict:
         theta = np.asarray(theta, dtype=float)

@@ -6,9 +6,10 @@ embedding Z = [z_1 … z_N, (x_q; 0)], evaluates f(Z) = Z + W_PV (Z Zᵀ/N) W_KQ
 (1/B) Σ ½‖ŷ − y_q‖² through the layer by hand:
 
     h = H W_KQ z_q,  ∂/∂W_PV = E_yᵀ r hᵀ,  ∂/∂W_KQ = H W_PVᵀ E_yᵀ r z_qᵀ   (H = Z Zᵀ/N, r = ŷ − y_q)
+    (per head)
 
-then pulls the layer gradient back to the model's parameter blocks (``model.embedding``). All
-seeds run at once as a leading array axis.
+then pulls the layer gradient back to the model's parameters through the words that fill the
+layer's blocks (``model.layer()``). Heads add up; all seeds run at once as a leading array axis.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from ..theory.data import ICLData
 from ..theory.errors import InputError
 from ..theory.models import Model
+from .params import as_arrays
 
 
 @dataclass
@@ -36,33 +38,66 @@ class SimResult:
     info: dict = field(default_factory=dict)
 
 
-def _blocks(data: ICLData) -> dict:
+def _spaces(data: ICLData) -> dict:
     d, D = data.d, data.d + data.d_y
     return {"x": slice(0, d), "y": slice(d, D)}
 
 
-def layer_weights(model: Model, data: ICLData, params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(W_PV, W_KQ) with leading seed axis from {name: (S, *shape)}; inert entries are zero."""
-    S = next(iter(params.values())).shape[0]
-    D = data.d + data.d_y
-    blocks = _blocks(data)
-    weights = {}
-    for wname in ("W_PV", "W_KQ"):
-        w = np.zeros((S, D, D))
-        for rows, cols, pname in model.embedding.get(wname, []):
-            w[:, blocks[rows], blocks[cols]] += params[pname]
-        weights[wname] = w
+def letter_values(model: Model, params: dict) -> dict:
+    """{letter: (S, rows, cols)} cut from parameter arrays with a leading seed axis."""
+    sizes = model.sizes()
+    return {b.letter.name: params[b.param][(slice(None),) + b.index(sizes)]
+            for b in model.blocks()}
+
+
+def _letter(letters: dict, letter) -> np.ndarray:
+    m = letters[letter.name]
+    return m.swapaxes(-1, -2) if letter.T else m
+
+
+def _product(letters: dict, word: tuple) -> np.ndarray:
+    out = _letter(letters, word[0])
+    for letter in word[1:]:
+        out = out @ _letter(letters, letter)
+    return out
+
+
+def layer_weights(model: Model, data: ICLData, letters: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(W_PV, W_KQ), each (S, H, D, D), filled from the model's ``layer()``; the rest is zero."""
+    S = next(iter(letters.values())).shape[0]
+    heads, D, space = model.layer(), data.d + data.d_y, _spaces(data)
+    weights = {w: np.zeros((S, len(heads), D, D)) for w in ("W_PV", "W_KQ")}
+    for h, head in enumerate(heads):
+        for wname, entries in head.items():
+            for rows, cols, word in entries:
+                weights[wname][:, h, space[rows], space[cols]] += _product(letters, word)
     return weights["W_PV"], weights["W_KQ"]
 
 
-def pullback(model: Model, data: ICLData, g_PV: np.ndarray, g_KQ: np.ndarray) -> dict:
-    """Gradient with respect to the parameter blocks from the layer's gradient."""
-    blocks = _blocks(data)
-    grads = {"W_PV": g_PV, "W_KQ": g_KQ}
+def pullback(model: Model, data: ICLData, letters: dict, g_PV: np.ndarray,
+             g_KQ: np.ndarray) -> dict:
+    """Gradient with respect to the parameter arrays from the layer's gradient, by the
+    product rule on each word: ∂⟨G, L₁⋯L_k⟩/∂L_j = (L₁⋯L_{j−1})ᵀ G (L_{j+1}⋯L_k)ᵀ."""
+    space, grads = _spaces(data), {"W_PV": g_PV, "W_KQ": g_KQ}
+    letter_grads = {name: np.zeros_like(v) for name, v in letters.items()}
+    for h, head in enumerate(model.layer()):
+        for wname, entries in head.items():
+            for rows, cols, word in entries:
+                G = grads[wname][:, h, space[rows], space[cols]]
+                for j, letter in enumerate(word):
+                    g = G
+                    if j > 0:
+                        g = _product(letters, word[:j]).swapaxes(-1, -2) @ g
+                    if j < len(word) - 1:
+                        g = g @ _product(letters, word[j + 1:]).swapaxes(-1, -2)
+                    letter_grads[letter.name] += g.swapaxes(-1, -2) if letter.T else g
+    sizes = model.sizes()
     out = {}
-    for wname, entries in model.embedding.items():
-        for rows, cols, pname in entries:
-            out[pname] = out.get(pname, 0) + grads[wname][:, blocks[rows], blocks[cols]]
+    S = next(iter(letters.values())).shape[0]
+    for p in model.params:
+        out[p.name] = np.zeros((S,) + p.shape(sizes))
+    for b in model.blocks():
+        out[b.param][(slice(None),) + b.index(sizes)] += letter_grads[b.letter.name]
     return out
 
 
@@ -107,21 +142,22 @@ def sp_number(v) -> bool:
 
 
 def layer_loss_and_grad(W_PV, W_KQ, X, Y, xq, yq, d: int):
-    """Batch loss per seed and its gradient with respect to W_PV, W_KQ (shapes (S, D, D))."""
+    """Batch loss per seed of the multi-head layer f(Z) = Z + Σ_h W_PV,h (Z Zᵀ/N) W_KQ,h Z and
+    its gradient with respect to W_PV, W_KQ (shapes (S, H, D, D))."""
     S, B, N, _ = X.shape
     zq = np.concatenate([xq, np.zeros_like(yq)], axis=-1)                # (S,B,D)
     Z = np.concatenate([np.concatenate([X, Y], axis=-1), zq[:, :, None, :]], axis=2)
     H = Z.swapaxes(-1, -2) @ Z / N                                       # (S,B,D,D)
-    a = np.einsum("sij,sbj->sbi", W_KQ, zq)                              # W_KQ z_q
-    h = np.einsum("sbij,sbj->sbi", H, a)                                 # H W_KQ z_q
-    out = np.einsum("sij,sbj->sbi", W_PV, h)                             # W_PV h
+    a = np.einsum("shij,sbj->sbhi", W_KQ, zq)                            # W_KQ,h z_q
+    hv = np.einsum("sbij,sbhj->sbhi", H, a)                              # H W_KQ,h z_q
+    out = np.einsum("shij,sbhj->sbi", W_PV, hv)                          # Σ_h W_PV,h h_h
     r = out[..., d:] - yq                                                # ŷ − y_q
     loss = 0.5 * np.mean(np.sum(r**2, axis=-1), axis=1)
     g_PV = np.zeros_like(W_PV)
-    g_PV[:, d:, :] = np.einsum("sbi,sbj->sij", r, h) / B
-    e = np.einsum("sji,sbj->sbi", W_PV[:, d:, :], r)                      # W_PVᵀ E_yᵀ r
-    f = np.einsum("sbij,sbj->sbi", H, e)                                 # H is symmetric
-    g_KQ = np.einsum("sbi,sbj->sij", f, zq) / B
+    g_PV[:, :, d:, :] = np.einsum("sbi,sbhj->shij", r, hv) / B
+    e = np.einsum("shji,sbj->sbhi", W_PV[:, :, d:, :], r)                 # W_PV,hᵀ E_yᵀ r
+    f = np.einsum("sbij,sbhj->sbhi", H, e)                               # H is symmetric
+    g_KQ = np.einsum("sbhi,sbj->shij", f, zq) / B
     return loss, g_PV, g_KQ
 
 
@@ -140,16 +176,8 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
         if not ok:
             raise InputError(name, f"must be positive, got {v!r}")
     shapes = model.shapes()
-    params = {}
-    for name, shape in shapes.items():
-        if name not in init:
-            raise InputError("init", f"missing parameter {name!r} (expected {list(shapes)})")
-        value = np.asarray(init[name], dtype=float)
-        if value.ndim == 0 and shape[0] == shape[1]:
-            value = value * np.eye(shape[0])
-        if value.shape != shape:
-            raise InputError("init", f"{name} must have shape {shape}, got {value.shape}")
-        params[name] = np.repeat(value[None], seeds, axis=0)
+    params = {name: np.repeat(v[None], seeds, axis=0)
+              for name, v in as_arrays(shapes, init, "init").items()}
     sampler = PromptSampler(data)
     rng = np.random.default_rng(seed)
     losses = np.empty((steps + 1, seeds))
@@ -158,13 +186,14 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
         if n % record_every == 0 or n == steps:
             for name in shapes:
                 records[name].append(params[name].copy())
-        W_PV, W_KQ = layer_weights(model, data, params)
+        letters = letter_values(model, params)
+        W_PV, W_KQ = layer_weights(model, data, letters)
         X, Y, xq, yq = sampler.prompts(rng, (seeds, batch))
         loss, g_PV, g_KQ = layer_loss_and_grad(W_PV, W_KQ, X, Y, xq, yq, data.d)
         losses[n] = loss
         if n == steps:
             break
-        for name, g in pullback(model, data, g_PV, g_KQ).items():
+        for name, g in pullback(model, data, letters, g_PV, g_KQ).items():
             params[name] = params[name] - lr * g
         if progress is not None:
             progress(n + 1)

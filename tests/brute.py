@@ -73,3 +73,15 @@ class Components:
             return total
 
         return moment(tuple(sorted(variables, key=str)))
+
+
+def layer_loss(comp: Components, heads: list) -> sp.Expr:
+    """E ½‖ŷ − y_q‖² for the multi-head layer f(Z) = Z + Σ_h W_PV,h (Z Zᵀ/N) W_KQ,h Z, with
+    ``heads`` a list of explicit (W_PV, W_KQ) pairs, by brute force."""
+    d, n = comp.d, comp.N
+    cols = [comp.x[str(i)].col_join(comp.y(str(i))) for i in range(1, n + 1)]
+    zq = comp.x["q"].col_join(sp.zeros(comp.d_y, 1))
+    Z = sp.Matrix.hstack(*cols, zq)
+    f = Z + sum((W_PV * (Z * Z.T / n) * W_KQ * Z for W_PV, W_KQ in heads), sp.zeros(*Z.shape))
+    r = f[d:, n] - comp.y("q")
+    return comp.expect((r.T * r)[0, 0] / 2)

@@ -45,15 +45,15 @@ def test_scalar_task_oracle_symbolic_full_covariances(d):
     vals = der.values({"V": u, "Q": Q})
     vals["_scalars"] = {**vals["_scalars"], N: N, SIGMA: SIGMA}
     L, G = scalar_oracle(Lam, Sw, SIGMA, N, u, Q)
-    assert sp.expand(der.loss_poly.evaluate(vals, "sympy") - L) == 0
-    gV = der.gradient_poly["V"].evaluate(vals, (1, 1), "sympy")[0, 0]
-    gQ = der.gradient_poly["Q"].evaluate(vals, (d, d), "sympy")
+    assert sp.expand(der.loss_poly.evaluate(vals) - L) == 0
+    gV = der.gradient_poly["V"].evaluate(vals, (1, 1))[0, 0]
+    gQ = der.gradient_poly["Q"].evaluate(vals, (d, d))
     assert sp.expand(gV - (Q.T * G).trace()) == 0          # du/dt = −⟨Q, G⟩
     assert (gQ - u * G).applyfunc(sp.expand) == sp.zeros(d, d)  # dQ/dt = −uG
     [c] = der.conserved
     assert c.proved
-    assert sp.expand(c.poly.evaluate(vals, "sympy") - (u**2 - (Q.T * Q).trace())) == 0
-    change = c.gd_change.evaluate(vals, "sympy")
+    assert sp.expand(c.poly.evaluate(vals) - (u**2 - (Q.T * Q).trace())) == 0
+    change = c.gd_change.evaluate(vals)
     oracle = ETA**2 * ((Q.T * G).trace() ** 2 - u**2 * (G.T * G).trace())
     assert sp.expand(change - oracle) == 0
 
@@ -90,9 +90,9 @@ def test_vector_task_oracle_and_invariant_diagonal_set():
     p, q = sp.symbols(f"p_0:{d}", real=True), sp.symbols(f"q_0:{d}", real=True)
     vals = der.values({"V": sp.diag(*p), "Q": sp.diag(*q)})
     vals["_scalars"] = {**vals["_scalars"], N: N}
-    assert sp.expand(der.loss_poly.evaluate(vals, "sympy") - vector_task_oracle(s, p, q, N)) == 0
+    assert sp.expand(der.loss_poly.evaluate(vals) - vector_task_oracle(s, p, q, N)) == 0
     for name in ("V", "Q"):   # the flow keeps V, Q diagonal: off-diagonal gradient ≡ 0
-        g = der.gradient_poly[name].evaluate(vals, (d, d), "sympy").applyfunc(sp.expand)
+        g = der.gradient_poly[name].evaluate(vals, (d, d)).applyfunc(sp.expand)
         assert all(g[i, j] == 0 for i in range(d) for j in range(d) if i != j)
 
 

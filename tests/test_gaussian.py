@@ -78,7 +78,7 @@ def brute_value(labels, segments, n, task):
 def engine_value(labels, segments, n, task):
     poly = expect([Monomial(sp.Integer(1), labels, tuple(segments))], law(task), N)
     scalars = {N: n, SIG: SIGMA_VALUE, DIMS["x"]: 2, DIMS["y"]: 2}
-    return sp.expand(poly.evaluate({**VALUES, "_scalars": scalars}, backend="sympy"))
+    return sp.expand(poly.evaluate({**VALUES, "_scalars": scalars}))
 
 
 def _task_count(case):

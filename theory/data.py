@@ -149,8 +149,7 @@ def _covariance(name: str, value, d: int) -> sp.Matrix:
         if any(abs(m[i, j] - m[j, i]) > 1e-12 * scale for i in range(d) for j in range(i)):
             raise InputError(name, "must be symmetric")
         m = (m + m.T) / 2
-        import numpy as np
-        if np.linalg.eigvalsh(np.array(m.tolist(), dtype=float)).min() <= 0:
+        if min(mpmath.eigsy(mpmath.matrix(m.evalf(30).tolist()), eigvals_only=True)) <= 0:
             raise InputError(name, "must be positive definite (smallest eigenvalue <= 0)")
     return m
 

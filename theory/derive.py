@@ -19,7 +19,7 @@ from .data import N_SYM, ICLData
 from .errors import InputError
 from .gaussian import Monomial, Segment, expect
 from .models import Model, VecTerm, target
-from .words import MatPoly, TracePoly, transpose_word
+from .words import MatPoly, TracePoly, dim_symbol, transpose_word
 
 ETA = sp.Symbol("eta", positive=True)
 
@@ -56,7 +56,11 @@ def structural_loss(model: Model, data: ICLData) -> TracePoly:
     model's structure and the data's, so it is computed once per (model.key(), structure)."""
     key = (model.key(), data.structure())
     if key not in _LOSS_CACHE:
-        _LOSS_CACHE[key] = _expected_loss(model, data)
+        try:
+            _LOSS_CACHE[key] = _expected_loss(model, data)
+        except NotImplementedError as exc:
+            raise InputError("data", f"{model!r} with tasks={data.tasks!r} needs {exc}, which "
+                             "the engine does not provide yet; use tasks='gaussian'") from None
     return _LOSS_CACHE[key]
 
 
@@ -109,20 +113,25 @@ class Derivation:
                              f"the data's (d={data.d}, d_y={data.d_y})")
         self.model, self.data = model, data
         self.loss_poly = structural_loss(model, data)
-        self.gradient_poly = {p.name: self.loss_poly.diff(p.letter) for p in model.params}
+        self.letters = model.letters()
+        self.gradient_poly = {n: self.loss_poly.diff(m) for n, m in self.letters.items()}
         self.conserved = [self._conserved(w) for w in model.scaling_symmetries()]
 
     # --- symbolic views ------------------------------------------------------------------------
     def symbols(self) -> dict:
-        size = {"x": self.data.d, "y": self.data.d_y}
-        syms = {p.name: sp.MatrixSymbol(p.name, size[p.rows], size[p.cols])
-                for p in self.model.params}
+        size = self.model.sizes()
+        syms = {n: sp.MatrixSymbol(n, size[m.rows], size[m.cols]) for n, m in self.letters.items()}
         syms["Lambda"] = sp.MatrixSymbol("Lambda", self.data.d, self.data.d)
         syms["Sigma_w"] = sp.MatrixSymbol("Sigma_w", self.data.d, self.data.d)
         return syms
 
+    def scalars(self) -> dict:
+        """Values of N, σ, d, d_y (from the data) and r (from the model, if it has a rank)."""
+        sizes = self.model.sizes()
+        return {**self.data.scalars(), **{dim_symbol(s): sizes[s] for s in ("r",) if s in sizes}}
+
     def _sub(self, expr):
-        return expr.subs(self.data.scalars())
+        return expr.subs(self.scalars())
 
     @property
     def loss(self) -> sp.Expr:
@@ -143,7 +152,7 @@ class Derivation:
         return {n: syms[n] - eta * g for n, g in self.gradient.items()}
 
     def _conserved(self, weights: dict) -> Conserved:
-        letters = {p.name: p.letter for p in self.model.params}
+        letters = self.letters
         poly, rate, change = TracePoly(), TracePoly(), TracePoly()
         for name, k in weights.items():
             theta = MatPoly.letter(letters[name])
@@ -158,32 +167,51 @@ class Derivation:
 
     # --- evaluation -----------------------------------------------------------------------------
     def values(self, params: dict) -> dict:
-        """Data values plus parameter values (sympy Matrices or numbers) for exact evaluation."""
+        """Data values plus the letters' values (sympy Matrices) cut from ``params``
+        (arrays, nested lists or sympy Matrices; a scalar for a square block means that
+        multiple of the identity)."""
         vals = self.data.values()
+        vals["_scalars"] = self.scalars()
         shapes = self.model.shapes()
-        for name, shape in shapes.items():
-            if name not in params:
-                raise InputError("params", f"missing parameter {name!r} (expected {list(shapes)})")
-            value = params[name]
-            array_like = isinstance(value, sp.MatrixBase) or hasattr(value, "__len__") \
-                or getattr(value, "ndim", 0) > 0
-            m = sp.Matrix(value) if array_like else sp.Matrix([[sp.sympify(value)]])
-            if m.shape != shape:
-                raise InputError("params", f"{name} must have shape {shape}, got {m.shape}")
-            vals[name] = m
+        missing = set(shapes) - set(params)
+        if missing:
+            raise InputError("params", f"missing {sorted(missing)} (expected {list(shapes)})")
+        sizes = self.model.sizes()
+        for block in self.model.blocks():
+            vals[block.letter.name] = _cut(block, params[block.param], shapes[block.param], sizes)
         return vals
 
     def loss_value(self, params: dict):
-        return self.loss_poly.evaluate(self.values(params), backend="sympy")
+        return self.loss_poly.evaluate(self.values(params))
 
     def gradient_value(self, params: dict) -> dict:
-        vals, shapes = self.values(params), self.model.shapes()
-        return {n: g.evaluate(vals, shapes[n], backend="sympy")
+        """Exact gradient with respect to each letter (block) of the model."""
+        vals, sizes = self.values(params), self.model.sizes()
+        return {n: g.evaluate(vals, (sizes[self.letters[n].rows], sizes[self.letters[n].cols]))
                 for n, g in self.gradient_poly.items()}
 
     def to_latex(self) -> str:
         from .latex import derivation_latex
         return derivation_latex(self)
+
+
+def _cut(block, value, shape: tuple, sizes: dict) -> sp.Matrix:
+    """The block's sympy Matrix inside a parameter value of the given shape."""
+    value = value.tolist() if hasattr(value, "tolist") else value
+    if not isinstance(value, (list, tuple)):
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise InputError("params", f"{block.param} must have shape {shape}, got a scalar")
+        value = (sp.eye(shape[0]) * sp.sympify(value)).tolist()
+    idx = block.index(sizes)
+    if block.head is not None:
+        if len(value) != shape[0]:
+            raise InputError("params", f"{block.param} must have shape {shape}")
+        value = value[idx[0]]
+    rows, cols = idx[-2], idx[-1]
+    m = sp.Matrix(value) if value else sp.zeros(0, 0)
+    if m.shape != shape[-2:]:
+        raise InputError("params", f"{block.param} must have shape {shape}")
+    return m[rows, cols]
 
 
 def derive(model: Model, data: ICLData) -> Derivation:

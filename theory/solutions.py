@@ -86,7 +86,7 @@ def mode_reduction(der: Derivation, symbolic_s: bool = False) -> ModeReduction:
     q = sp.symbols(f"q_1:{d + 1}", real=True)
     values = {"Lambda": sp.diag(*s), "U": sp.eye(d), "c": data.Sigma_w,
               "V": sp.diag(*p), "Q": sp.diag(*q), "_scalars": data.scalars()}
-    loss = sp.expand(der.loss_poly.evaluate(values, backend="sympy"))
+    loss = sp.expand(der.loss_poly.evaluate(values))
     modes = [{p[k], q[k]} for k in range(d)]
     decoupled = sp.Add(*[t for t in sp.Add.make_args(loss)
                          if sum(1 for m in modes if t.free_symbols & m) <= 1])

@@ -65,11 +65,12 @@ class Dg:
 Letter = Mat | Dg
 
 DIMS = {"x": sp.Symbol("d", positive=True, integer=True),
-        "y": sp.Symbol("d_y", positive=True, integer=True)}
+        "y": sp.Symbol("d_y", positive=True, integer=True),
+        "r": sp.Symbol("r", positive=True, integer=True)}
 
 
 def dim_symbol(space: str) -> sp.Symbol:
-    """The symbol for the dimension of a space: ``d`` for inputs, ``d_y`` for outputs."""
+    """The symbol for the dimension of a space: ``d`` (inputs), ``d_y`` (outputs), ``r`` (rank)."""
     return DIMS[space]
 
 
@@ -185,10 +186,11 @@ class TracePoly:
         return sp.Add(*(c * sp.Mul(*(_trace_sympy(w, symbols) for w in t))
                         for t, c in self.terms.items()))
 
-    def evaluate(self, values: dict, backend=None):
-        """Value with ``values[name]`` substituted (numpy arrays or sympy Matrices).
-        Dg needs ``values['U']`` (eigenbasis, columns) and ``values['c']`` (task variances)."""
-        ops = _ops(values, backend)
+    def evaluate(self, values: dict):
+        """Exact value with ``values[name]`` (sympy Matrices) substituted and the scalars in
+        ``values['_scalars']``. Dg needs ``values['U']`` (eigenbasis as columns) and
+        ``values['c']`` (task-mode variances)."""
+        ops = _Ops(values)
         total = 0
         for traces, coeff in self.terms.items():
             value = ops.scalar(coeff)
@@ -253,14 +255,14 @@ class MatPoly:
                 parts.append(scalar * sp.Identity(dim_symbol(self.rows)))
         return sp.MatAdd(*parts) if parts else sp.ZeroMatrix(1, 1)
 
-    def evaluate(self, values: dict, shape: tuple, backend=None):
-        ops = _ops(values, backend)
-        total = ops.zeros(shape)
+    def evaluate(self, values: dict, shape: tuple):
+        ops = _Ops(values)
+        total = sp.zeros(*shape)
         for (traces, word), coeff in self.terms.items():
             scalar = ops.scalar(coeff)
             for w in traces:
                 scalar = scalar * ops.trace(ops.word(w))
-            total = total + scalar * (ops.word(word) if word else ops.eye(shape[0]))
+            total = total + scalar * (ops.word(word) if word else sp.eye(shape[0]))
         return total
 
 
@@ -334,35 +336,21 @@ def _trace_sympy(word: tuple, symbols: dict | None):
 # --- numerical / exact evaluation -------------------------------------------------------------
 
 class _Ops:
-    """Evaluate words with numpy arrays (``backend='numpy'``) or sympy Matrices (``'sympy'``)."""
+    """Evaluate words exactly with sympy Matrices (numerics compiles its own code)."""
 
-    def __init__(self, values: dict, backend: str):
-        self.values, self.backend = values, backend
-        if backend == "numpy":
-            import numpy
-            self.np = numpy
+    def __init__(self, values: dict):
+        self.values = values
 
     def scalar(self, coeff):
-        if self.backend == "numpy":
-            return float(coeff.subs(self.values.get("_scalars", {})))
         return coeff.subs(self.values.get("_scalars", {}))
 
     def trace(self, m):
         return m.trace()
 
-    def zeros(self, shape):
-        return self.np.zeros(shape) if self.backend == "numpy" else sp.zeros(*shape)
-
-    def eye(self, n):
-        return self.np.eye(n) if self.backend == "numpy" else sp.eye(n)
-
     def letter(self, letter):
         if isinstance(letter, Dg):
             U, c = self.values["U"], self.values["c"]
-            y = self.word(letter.inner) if letter.inner else self.eye(U.shape[0])
-            if self.backend == "numpy":
-                diag = c * self.np.einsum("ak,ab,bk->k", U, y, U)
-                return (U * diag) @ U.T
+            y = self.word(letter.inner) if letter.inner else sp.eye(U.shape[0])
             diag = [c[k] * (U[:, k].T * y * U[:, k])[0, 0] for k in range(U.shape[1])]
             return U * sp.diag(*diag) * U.T
         m = self.values[letter.name]
@@ -371,11 +359,5 @@ class _Ops:
     def word(self, word):
         out = self.letter(word[0])
         for letter in word[1:]:
-            out = out @ self.letter(letter) if self.backend == "numpy" else out * self.letter(letter)
+            out = out * self.letter(letter)
         return out
-
-
-def _ops(values: dict, backend: str | None) -> _Ops:
-    if backend is None:
-        backend = "sympy" if any(isinstance(v, sp.MatrixBase) for v in values.values()) else "numpy"
-    return _Ops(values, backend)
