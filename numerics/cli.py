@@ -56,6 +56,8 @@ def cmd_derive(args) -> int:
 
     from ..theory import ICLData, derive, models
 
+    if args.all:
+        return _derive_all(Path(args.out))
     if args.model not in models.MODELS:
         raise InputError("--model", f"unknown model {args.model!r}; choose from "
                          f"{sorted(models.MODELS)}")
@@ -73,6 +75,18 @@ def cmd_derive(args) -> int:
         print(f"wrote {args.latex}")
     else:
         print(tex)
+    return 0
+
+
+def _derive_all(out: Path) -> int:
+    from ..theory.catalogue import documents, index
+    from .runfolder import write_atomic
+
+    docs = documents()
+    for name, text in docs.items():
+        write_atomic(out / name, text)
+    write_atomic(out / "README.md", index(docs))
+    print(f"wrote {len(docs)} documents and README.md to {out}")
     return 0
 
 
@@ -97,6 +111,9 @@ def parser() -> argparse.ArgumentParser:
     dv.add_argument("--d", type=int, default=2)
     dv.add_argument("--d-y", dest="d_y", type=int, default=1)
     dv.add_argument("--latex", default=None, help="write the LaTeX to this file")
+    dv.add_argument("--all", action="store_true",
+                    help="regenerate every model's LaTeX document and the index in --out")
+    dv.add_argument("--out", default="derivations", help="folder for --all (default derivations)")
     dv.set_defaults(func=cmd_derive)
     return p
 

@@ -21,7 +21,7 @@ from ..theory.errors import InputError
 from ..theory.solutions import mode_reduction
 from .codegen import compile_flow
 from .integrate import gradient_descent, integrate
-from .simulate import simulate_sgd
+from .simulate import block_stats, block_z_scores, simulate_sgd
 
 
 @dataclass
@@ -83,14 +83,6 @@ def _crossing(t: np.ndarray, y: np.ndarray, level: float) -> float:
     return float(t[i - 1] + (level - y[i - 1]) * (t[i] - t[i - 1]) / (y[i] - y[i - 1]))
 
 
-def block_z_scores(losses: np.ndarray, theory: np.ndarray, block: int) -> np.ndarray:
-    """z of the per-block mean SGD loss against theory, SE across seeds (losses: steps × seeds)."""
-    n = (len(theory) // block) * block
-    per_seed = losses[:n].reshape(-1, block, losses.shape[1]).mean(axis=1)
-    se = per_seed.std(axis=1, ddof=1) / np.sqrt(losses.shape[1])
-    return (per_seed.mean(axis=1) - theory[:n].reshape(-1, block).mean(axis=1)) / se
-
-
 def run(config: RunConfig, progress=None) -> dict:
     """Everything the report shows, as arrays and numbers. ``progress(stage, done, total)``."""
     config.validate()
@@ -149,8 +141,8 @@ def run(config: RunConfig, progress=None) -> dict:
     block = config.steps // 30
     z = block_z_scores(sim.losses[:-1], gd.loss[:-1], block=block)
     n = (config.steps // block) * block
-    block_rel_dev = (sim.losses[:n].mean(axis=1).reshape(-1, block).mean(axis=1)
-                     / gd.loss[:n].reshape(-1, block).mean(axis=1) - 1)
+    block_rel_dev = block_stats(sim.losses[:n], block)[0] / gd.loss[:n].reshape(-1, block).mean(
+        axis=1) - 1
     c_gd = gd.conserved[:, 0]
     derived_steps = np.array([flow.gd_change(row, config.lr)[0] for row in gd.theta[:-1]])
     grad_final = flow.grad(traj.theta[-1])

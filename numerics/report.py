@@ -12,14 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .runfolder import provenance, save_figure, write_atomic, write_json  # noqa: E402
-
-
-def block_means(losses: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(block centre index, mean, SE across seeds) of per-seed block means (losses: steps × seeds)."""
-    n = (len(losses) // block) * block
-    per_seed = losses[:n].reshape(-1, block, losses.shape[1]).mean(axis=1)
-    centre = np.arange(per_seed.shape[0]) * block + (block - 1) / 2
-    return centre, per_seed.mean(axis=1), per_seed.std(axis=1, ddof=1) / np.sqrt(losses.shape[1])
+from .simulate import block_stats  # noqa: E402
 
 
 def figure_loss(arrays: dict, results: dict):
@@ -28,7 +21,9 @@ def figure_loss(arrays: dict, results: dict):
     t = arrays["t_gd"]
     ax.plot(t[1:], arrays["loss_sgd"][1:], color="C1", lw=0.3, alpha=0.35,
             label="SGD on the layer: mean over seeds, each step")
-    centre, mean, se = block_means(arrays["losses_sgd"], max(1, len(t) // 200))
+    block = max(1, len(t) // 200)
+    mean, se = block_stats(arrays["losses_sgd"], block)
+    centre = np.arange(len(mean)) * block + (block - 1) / 2
     ax.errorbar(cfg["lr"] * centre, mean, yerr=2 * se, fmt="o", ms=2, color="C1", elinewidth=0.8,
                 label="SGD: block means ± 2 SE")
     ax.plot(arrays["t_flow"][1:], arrays["loss_flow"][1:], color="k", lw=1.5,

@@ -204,3 +204,18 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
                 seeds=seeds, seed=seed)
     return SimResult(mean, se, losses, recorded,
                      {k: np.stack(v, axis=1) for k, v in records.items()}, info)
+
+
+def block_stats(losses: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds of per-seed means over blocks of ``block`` steps, and its standard error
+    across seeds (``losses``: steps × seeds; a trailing partial block is dropped)."""
+    n = (len(losses) // block) * block
+    per_seed = losses[:n].reshape(-1, block, losses.shape[1]).mean(axis=1)
+    return per_seed.mean(axis=1), per_seed.std(axis=1, ddof=1) / np.sqrt(losses.shape[1])
+
+
+def block_z_scores(losses: np.ndarray, theory: np.ndarray, block: int) -> np.ndarray:
+    """z of each block's mean simulated loss against the theory's mean over the same steps."""
+    mean, se = block_stats(losses, block)
+    n = len(mean) * block
+    return (mean - theory[:n].reshape(-1, block).mean(axis=1)) / se

@@ -77,14 +77,22 @@ def _expected_loss(model: Model, data: ICLData) -> TracePoly:
 @dataclass
 class Conserved:
     """C = Σ_b k_b ‖θ_b‖_F² with ``rate`` = ⟨∇C, ∇L⟩/2 (proved zero) and ``gd_change``, the
-    exact change of C under one GD step of size η."""
+    exact change of C under one GD step of size η; ``expr`` / ``gd_change_expr`` are their
+    SymPy forms in the derivation's view."""
 
     weights: dict
     poly: TracePoly
     rate: TracePoly
     gd_change: TracePoly
-    expr: sp.Expr = None
-    gd_change_expr: sp.Expr = None
+    der: "Derivation"
+
+    @property
+    def expr(self) -> sp.Expr:
+        return self.der.to_sympy(self.poly)
+
+    @property
+    def gd_change_expr(self) -> sp.Expr:
+        return self.der.to_sympy(self.gd_change)
 
     @property
     def proved(self) -> bool:
@@ -99,11 +107,12 @@ class Conserved:
 class Derivation:
     """Exact loss, gradient, flow, GD map and conserved quantities of ``model`` on ``data``.
 
-    ``loss_poly`` / ``gradient_poly`` are structural (N, σ, d, d_y as symbols, matrices as
-    letters); ``loss`` / ``gradient`` / ``flow`` are SymPy expressions with the data's scalars
-    substituted and the parameters and covariances as MatrixSymbols."""
+    ``loss_poly`` / ``gradient_poly`` are structural (N, σ, d, d_y, r as symbols, matrices as
+    letters); ``loss`` / ``gradient`` / ``flow`` are SymPy expressions with the parameters and
+    covariances as MatrixSymbols and the data's scalars substituted — all of them, or with
+    ``structural=True`` only N and σ (dimensions stay symbols, as in the LaTeX documents)."""
 
-    def __init__(self, model: Model, data: ICLData):
+    def __init__(self, model: Model, data: ICLData, structural: bool = False):
         if not isinstance(model, Model):
             raise InputError("model", f"must be a model from icldyn.theory.models, got {model!r}")
         if not isinstance(data, ICLData):
@@ -111,7 +120,7 @@ class Derivation:
         if (model.d, model.d_y) != (data.d, data.d_y):
             raise InputError("model", f"dimensions (d={model.d}, d_y={model.d_y}) differ from "
                              f"the data's (d={data.d}, d_y={data.d_y})")
-        self.model, self.data = model, data
+        self.model, self.data, self.structural = model, data, structural
         self.loss_poly = structural_loss(model, data)
         self.letters = model.letters()
         self.gradient_poly = {n: self.loss_poly.diff(m) for n, m in self.letters.items()}
@@ -119,10 +128,14 @@ class Derivation:
 
     # --- symbolic views ------------------------------------------------------------------------
     def symbols(self) -> dict:
-        size = self.model.sizes()
+        """MatrixSymbols for the letters, Λ and Σ_w (symbolic sizes in the structural view)."""
+        if self.structural:
+            size = {s: dim_symbol(s) for s in ("x", "y", "r")}
+        else:
+            size = self.model.sizes()
         syms = {n: sp.MatrixSymbol(n, size[m.rows], size[m.cols]) for n, m in self.letters.items()}
-        syms["Lambda"] = sp.MatrixSymbol("Lambda", self.data.d, self.data.d)
-        syms["Sigma_w"] = sp.MatrixSymbol("Sigma_w", self.data.d, self.data.d)
+        syms["Lambda"] = sp.MatrixSymbol("Lambda", size["x"], size["x"])
+        syms["Sigma_w"] = sp.MatrixSymbol("Sigma_w", size["x"], size["x"])
         return syms
 
     def scalars(self) -> dict:
@@ -130,16 +143,20 @@ class Derivation:
         sizes = self.model.sizes()
         return {**self.data.scalars(), **{dim_symbol(s): sizes[s] for s in ("r",) if s in sizes}}
 
-    def _sub(self, expr):
-        return expr.subs(self.scalars())
+    def to_sympy(self, poly) -> sp.Expr:
+        """A TracePoly or MatPoly as a SymPy expression in this derivation's view."""
+        values = self.scalars()
+        if self.structural:
+            values = {k: v for k, v in values.items() if k not in set(map(dim_symbol, "xyr"))}
+        return poly.to_sympy(self.symbols()).subs(values)
 
     @property
     def loss(self) -> sp.Expr:
-        return self._sub(self.loss_poly.to_sympy(self.symbols()))
+        return self.to_sympy(self.loss_poly)
 
     @property
     def gradient(self) -> dict:
-        return {n: self._sub(g.to_sympy(self.symbols())) for n, g in self.gradient_poly.items()}
+        return {n: self.to_sympy(g) for n, g in self.gradient_poly.items()}
 
     @property
     def flow(self) -> dict:
@@ -160,10 +177,7 @@ class Derivation:
             poly = poly + theta.inner(theta).scale(k)
             rate = rate + theta.inner(grad).scale(k)
             change = change + grad.inner(grad).scale(k * ETA**2)
-        c = Conserved(weights, poly, rate, change)
-        c.expr = self._sub(poly.to_sympy(self.symbols()))
-        c.gd_change_expr = self._sub(change.to_sympy(self.symbols()))
-        return c
+        return Conserved(weights, poly, rate, change, self)
 
     # --- evaluation -----------------------------------------------------------------------------
     def values(self, params: dict) -> dict:
@@ -214,6 +228,7 @@ def _cut(block, value, shape: tuple, sizes: dict) -> sp.Matrix:
     return m[rows, cols]
 
 
-def derive(model: Model, data: ICLData) -> Derivation:
-    """Derive the exact learning dynamics of ``model`` trained on ``data``."""
-    return Derivation(model, data)
+def derive(model: Model, data: ICLData, structural: bool = False) -> Derivation:
+    """Derive the exact learning dynamics of ``model`` trained on ``data`` (``structural``:
+    keep the dimensions symbolic in the SymPy views)."""
+    return Derivation(model, data, structural)

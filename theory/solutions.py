@@ -55,9 +55,26 @@ class ModeReduction:
         return roots[0]
 
     def half_time(self, alpha: int, a0) -> sp.Expr:
-        """t_α = ∫_{a0}^{a*/2} da / f(a): time for mode α to reach half its fixed point."""
+        """t_α = ∫_{a0}^{a*/2} da / f(a): time for mode α to reach half its fixed point.
+
+        1/f is split into partial fractions Σ c_j/(a − r_j); each integrates to
+        c_j log((a*/2 − r_j)/(a0 − r_j)), real because a0 and a*/2 lie on the same side of
+        every root of f (0 < a0 < a*/2 < a*)."""
         a, f = self.balanced_rate(alpha)
-        return sp.simplify(sp.integrate(1 / f, (a, a0, self.fixed_point(alpha) / 2)))
+        end = self.fixed_point(alpha) / 2
+        pieces = []
+        for term in sp.Add.make_args(sp.apart(sp.cancel(1 / f), a)):
+            num, den = term.as_numer_denom()
+            if sp.degree(den, a) != 1 or a in num.free_symbols:
+                raise ValueError(f"mode {alpha}: 1/f has a non-simple pole ({term})")
+            slope = sp.diff(den, a)
+            root = sp.cancel(-den.subs(a, 0) / slope)
+            pieces.append((sp.cancel(num / slope), sp.cancel((end - root) / (a0 - root))))
+        c0 = pieces[0][0]
+        if all(sp.cancel(c / c0) in (1, -1) for c, _ in pieces):   # one logarithm
+            ratio = sp.Mul(*[r if sp.cancel(c / c0) == 1 else 1 / r for c, r in pieces])
+            return c0 * sp.log(sp.factor(sp.cancel(ratio)))
+        return sp.Add(*[c * sp.log(r) for c, r in pieces])
 
     def saddle_growth_rates(self) -> list:
         """Growth rates at the origin: minus the negative eigenvalues of the Hessian of L."""

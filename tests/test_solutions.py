@@ -1,0 +1,61 @@
+"""Eigenmode reduction and stage times against integration and MATH.md §3.3."""
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from icldyn.numerics import compile_flow, integrate
+from icldyn.theory import ICLData, InputError, derive, models
+from icldyn.theory.solutions import mode_reduction
+
+N = sp.Symbol("N", positive=True, integer=True)
+
+
+@pytest.mark.parametrize("s,n,eps", [(2.0, 16, 0.01), (0.5, 4, 0.05), (1.3, 30, 0.002)])
+def test_half_time_of_a_single_mode_equals_integration(s, n, eps):
+    """With d = 1 there are no cross-mode terms: the decoupled reduction is exact."""
+    data = ICLData(d=1, N=n, Lambda=[[s]], d_y=1, tasks="diagonal")
+    der = derive(models.Merged(1, d_y=1), data)
+    red = mode_reduction(der)
+    a0 = sp.nsimplify(eps) ** 2
+    t_half = float(red.half_time(0, a0))
+    a_star = float(red.fixed_point(0))
+    flow = compile_flow(der)
+    t = np.linspace(0, 3 * t_half, 3001)
+    traj = integrate(flow, {"V": eps, "Q": eps}, t_end=t[-1], t_eval=t, rtol=1e-12, atol=1e-14)
+    a = np.prod(traj.theta, axis=1)
+    i = np.argmax(a >= a_star / 2)
+    crossing = t[i - 1] + (a_star / 2 - a[i - 1]) * (t[i] - t[i - 1]) / (a[i] - a[i - 1])
+    assert crossing == pytest.approx(t_half, rel=1e-4)
+    assert a[-1] == pytest.approx(a_star, rel=1e-3)
+
+
+def test_decoupled_fixed_points_and_growth_rates_match_the_vector_task_oracle():
+    """§3.3 without its cross-mode term: a* = s²/((N+2)/N s³); at the origin the modes grow
+    at s_α² (the paper's 1/τ_α per unit learning rate)."""
+    data = ICLData(d=3, N=N, Lambda="diag", d_y=3, tasks="diagonal")
+    red = mode_reduction(derive(models.Merged(3, d_y=3), data), symbolic_s=True)
+    for k, s in enumerate(red.s):
+        assert sp.simplify(red.fixed_point(k) - N / ((N + 2) * s)) == 0
+    assert sorted(red.saddle_growth_rates(), key=str) == sorted([s**2 for s in red.s], key=str)
+
+
+def test_growth_rates_against_a_numerical_hessian_in_a_rotated_basis():
+    rng = np.random.default_rng(2)
+    U, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    s = np.array([1.5, 0.8, 0.3])
+    data = ICLData(d=3, N=7, Lambda=U @ np.diag(s) @ U.T, d_y=3, tasks="diagonal")
+    der = derive(models.Merged(3, d_y=3), data)
+    flow = compile_flow(der, backend="numpy")
+    n, h = flow.size, 1e-5
+    H = np.array([(flow.grad(h * e) - flow.grad(-h * e)) / (2 * h) for e in np.eye(n)])
+    negative = np.sort(-np.linalg.eigvalsh((H + H.T) / 2))[::-1][:3]
+    predicted = sorted(map(float, mode_reduction(der).saddle_growth_rates()), reverse=True)
+    np.testing.assert_allclose(negative, predicted, rtol=1e-6)
+    np.testing.assert_allclose(predicted, s**2, rtol=1e-12)
+
+
+def test_reduction_needs_eigenbasis_tasks():
+    data = ICLData(d=2, N=4, Lambda=np.eye(2))
+    with pytest.raises(InputError, match="diagonal"):
+        mode_reduction(derive(models.Merged(2), data))
