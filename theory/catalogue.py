@@ -8,7 +8,7 @@ import sympy as sp
 from . import models
 from .data import N_SYM, SIGMA, ICLData
 from .derive import derive
-from .latex import derivation_document, tex
+from .latex import derivation_document, split_sum, tex
 from .solutions import mode_reduction
 
 GAUSSIAN_PROSE = (r"Gaussian tasks: rows of $W$ i.i.d.\ $\mathcal{N}(0,\Sigma_w)$, "
@@ -29,7 +29,7 @@ def _modes_section() -> tuple:
     data = ICLData(d=3, N=N_SYM, Lambda="diag", d_y=3, tasks="diagonal")
     red = mode_reduction(derive(models.Merged(3, d_y=3), data), symbolic_s=True)
     a0 = sp.Symbol("a_0", positive=True)
-    rows = [r"\begin{align*}", rf"L(p,q) &= {tex(red.loss)} \\"]
+    rows = [r"\begin{align*}"] + split_sum("L(p,q)", red.loss, per_line=4)
     for k in range(3):
         a, f = red.balanced_rate(k)
         rows.append(rf"\dot a_{{{k + 1}}} &= {tex(f.subs(a, sp.Symbol(f'a_{k + 1}')))}, \quad "
@@ -64,7 +64,7 @@ def documents() -> dict[str, str]:
         "separatekq.tex": derivation_document("SeparateKQ model, one head of rank r", [
             ("Gaussian tasks", GAUSSIAN_PROSE,
              derive(models.SeparateKQ(2, heads=1, rank=1), _data(), **structural))]),
-        "fulllsa.tex": derivation_document("FullLSA: all entries of W_PV and W_KQ", [
+        "fulllsa.tex": derivation_document(r"FullLSA: all entries of $W_{PV}$ and $W_{KQ}$", [
             ("Gaussian tasks", GAUSSIAN_PROSE + r" Blocks: $P_1 = W_{PV}[y,x]$, "
              r"$P_2 = W_{PV}[y,y]$, $Q_1 = W_{KQ}[x,x]$, $Q_2 = W_{KQ}[y,x]$; all other "
              r"entries are inert.", derive(models.FullLSA(2), _data(), **structural))]),

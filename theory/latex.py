@@ -13,6 +13,21 @@ def tex(expr) -> str:
     return sp.latex(expr, mat_symbol_style="plain")
 
 
+def _terms(expr) -> tuple:
+    return expr.args if isinstance(expr, (sp.Add, sp.MatAdd)) else (expr,)
+
+
+def split_sum(lhs: str, expr, per_line: int = 3) -> list[str]:
+    """``lhs &= …`` rows of an align* block with at most ``per_line`` terms of a sum each."""
+    signed = [p if p.startswith("-") else "+ " + p for p in map(tex, _terms(expr))]
+    signed[0] = signed[0].removeprefix("+ ")
+    rows = []
+    for start in range(0, len(signed), per_line):
+        lead = rf"{lhs} &= " if start == 0 else r"&\quad "
+        rows.append(lead + " ".join(signed[start:start + per_line]) + r" \\")
+    return rows
+
+
 def _letter_tex(name: str) -> str:
     return tex(sp.MatrixSymbol(name, 1, 1))
 
@@ -20,10 +35,9 @@ def _letter_tex(name: str) -> str:
 def derivation_latex(der) -> str:
     """Loss, gradient flow, conserved quantities and their exact change under one GD step."""
     setting = "symbolic dimensions" if der.structural else repr(der.data)
-    lines = [rf"% {der.model.name} on {setting}", r"\begin{align*}",
-             rf"L &= {tex(der.loss)} \\"]
+    lines = [rf"% {der.model.name} on {setting}", r"\begin{align*}"] + split_sum("L", der.loss)
     for name, rhs in der.flow.items():
-        lines.append(rf"\frac{{d{_letter_tex(name)}}}{{dt}} &= {tex(rhs)} \\")
+        lines += split_sum(rf"\frac{{d{_letter_tex(name)}}}{{dt}}", rhs, per_line=2)
     for i, c in enumerate(der.conserved):
         compact = " ".join(
             rf"{'+' if k > 0 else '-'} {'' if abs(k) == 1 else abs(k)}"
@@ -34,7 +48,7 @@ def derivation_latex(der) -> str:
         lines.append(rf"\Delta C_{{{i + 1}}}^{{\mathrm{{GD}}}} &= \eta^{{2}}\left({compact}\right)"
                      r" \\")
         if len(c.gd_change.terms) <= MAX_EXPANDED_TERMS:
-            lines.append(rf"&= {tex(c.gd_change_expr)} \\")
+            lines += split_sum("", c.gd_change_expr, per_line=2)
     lines[-1] = lines[-1].rstrip(" \\")
     lines.append(r"\end{align*}")
     return "\n".join(lines)
