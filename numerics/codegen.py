@@ -143,7 +143,7 @@ def _generate(der: Derivation) -> _Polys:
     lines += scalar_fn("loss", der.loss_poly)
     lines += grad_fn("grad", der.gradient_poly)
     for i, c in enumerate(der.conserved):
-        lines += scalar_fn(f"conserved_{i}", c.poly)
+        lines += scalar_fn(f"conserved_{i}", c.quantity)
         lines += scalar_fn(f"gd_change_{i}", c.gd_change)
     return _Polys(coeffs, "\n".join(lines))
 

@@ -52,7 +52,7 @@ def test_scalar_task_oracle_symbolic_full_covariances(d):
     assert (gQ - u * G).applyfunc(sp.expand) == sp.zeros(d, d)  # dQ/dt = −uG
     [c] = der.conserved
     assert c.proved
-    assert sp.expand(c.poly.evaluate(vals) - (u**2 - (Q.T * Q).trace())) == 0
+    assert sp.expand(c.quantity.evaluate(vals) - (u**2 - (Q.T * Q).trace())) == 0
     change = c.gd_change.evaluate(vals)
     oracle = ETA**2 * ((Q.T * G).trace() ** 2 - u**2 * (G.T * G).trace())
     assert sp.expand(change - oracle) == 0

@@ -4,10 +4,7 @@ conserved quantities (MATH.md §3).
     L(θ) = ½ E‖ŷ − y_q‖²,   G_b = ∂L/∂θ_b,   gradient flow dθ_b/dt = −G_b,
     discrete GD θ_b ← θ_b − η G_b.
 
-For every block-rescaling symmetry θ_b → α^{k_b} θ_b of ŷ, the quantity C = Σ_b k_b ‖θ_b‖_F² is
-conserved by gradient flow because ⟨∇C, ∇L⟩ = 2 Σ_b k_b ⟨θ_b, G_b⟩ ≡ 0; this identity is verified
-on the derived polynomials, never assumed. Under one GD step C changes by exactly
-η² Σ_b k_b ‖G_b‖_F² (the O(η) term is the identity above).
+Conserved quantities are found from the model's symmetries and proved by ``symmetry.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from .data import N_SYM, ICLData
 from .errors import InputError
 from .gaussian import Monomial, Segment, expect
 from .models import Model, VecTerm, target
-from .words import MatPoly, TracePoly, dim_symbol, transpose_word
+from .words import TracePoly, dim_symbol, transpose_word
 
 ETA = sp.Symbol("eta", positive=True)
 
@@ -74,36 +71,6 @@ def _expected_loss(model: Model, data: ICLData) -> TracePoly:
     return expect(monomials, data.law(), N_SYM)
 
 
-@dataclass
-class Conserved:
-    """C = Σ_b k_b ‖θ_b‖_F² with ``rate`` = ⟨∇C, ∇L⟩/2 (proved zero) and ``gd_change``, the
-    exact change of C under one GD step of size η; ``expr`` / ``gd_change_expr`` are their
-    SymPy forms in the derivation's view."""
-
-    weights: dict
-    poly: TracePoly
-    rate: TracePoly
-    gd_change: TracePoly
-    der: "Derivation"
-
-    @property
-    def expr(self) -> sp.Expr:
-        return self.der.to_sympy(self.poly)
-
-    @property
-    def gd_change_expr(self) -> sp.Expr:
-        return self.der.to_sympy(self.gd_change)
-
-    @property
-    def proved(self) -> bool:
-        return self.rate.is_zero()
-
-    @property
-    def name(self) -> str:
-        return " ".join(f"{'+' if k > 0 else '-'}{'' if abs(k) == 1 else abs(k)}‖{b}‖²"
-                        for b, k in self.weights.items()).lstrip("+")
-
-
 class Derivation:
     """Exact loss, gradient, flow, GD map and conserved quantities of ``model`` on ``data``.
 
@@ -124,7 +91,7 @@ class Derivation:
         self.loss_poly = structural_loss(model, data)
         self.letters = model.letters()
         self.gradient_poly = {n: self.loss_poly.diff(m) for n, m in self.letters.items()}
-        self.conserved = [self._conserved(w) for w in model.scaling_symmetries()]
+        self._laws = None
 
     # --- symbolic views ------------------------------------------------------------------------
     def symbols(self) -> dict:
@@ -168,16 +135,24 @@ class Derivation:
         syms = self.symbols()
         return {n: syms[n] - eta * g for n, g in self.gradient.items()}
 
-    def _conserved(self, weights: dict) -> Conserved:
-        letters = self.letters
-        poly, rate, change = TracePoly(), TracePoly(), TracePoly()
-        for name, k in weights.items():
-            theta = MatPoly.letter(letters[name])
-            grad = self.gradient_poly[name]
-            poly = poly + theta.inner(theta).scale(k)
-            rate = rate + theta.inner(grad).scale(k)
-            change = change + grad.inner(grad).scale(k * ETA**2)
-        return Conserved(weights, poly, rate, change, self)
+    def conservation_laws(self) -> list:
+        """All conservation laws found from the model's symmetries (``symmetry.py``), scalar
+        and matrix-valued, each proved on the derived polynomials; computed once."""
+        if self._laws is None:
+            from .symmetry import conservation_laws
+            self._laws = conservation_laws(self)
+        return self._laws
+
+    @property
+    def conserved(self) -> list:
+        """The scalar conserved quantities (objects with ``.expr``, ``.quantity``,
+        ``.proved``, ``.gd_change``)."""
+        return [law for law in self.conservation_laws() if law.space is None]
+
+    @property
+    def conserved_matrices(self) -> list:
+        """Matrix-valued conserved quantities (e.g. W_K W_Kᵀ − W_Q W_Qᵀ for SeparateKQ)."""
+        return [law for law in self.conservation_laws() if law.space is not None]
 
     # --- evaluation -----------------------------------------------------------------------------
     def values(self, params: dict) -> dict:

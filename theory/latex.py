@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .words import dim_symbol
+
 # expanded forms longer than this many terms are left to the compact η² Σ k_b ‖G_b‖² form
 MAX_EXPANDED_TERMS = 30
 
@@ -28,6 +30,10 @@ def split_sum(lhs: str, expr, per_line: int = 3) -> list[str]:
     return rows
 
 
+def _grad_tex(name: str) -> str:
+    return rf"\frac{{\partial L}}{{\partial {_letter_tex(name)}}}"
+
+
 def _letter_tex(name: str) -> str:
     return tex(sp.MatrixSymbol(name, 1, 1))
 
@@ -40,15 +46,23 @@ def derivation_latex(der) -> str:
         lines += split_sum(rf"\frac{{d{_letter_tex(name)}}}{{dt}}", rhs, per_line=2)
     for i, c in enumerate(der.conserved):
         compact = " ".join(
-            rf"{'+' if k > 0 else '-'} {'' if abs(k) == 1 else abs(k)}"
-            rf"\left\|\frac{{\partial L}}{{\partial {_letter_tex(n)}}}\right\|_F^2"
-            for n, k in c.weights.items()).lstrip("+ ")
+            rf"{'+' if k > 0 else '-'} {'' if abs(k) == 1 else tex(abs(k))}"
+            + (rf"\left\|{_grad_tex(L)}\right\|_F^2" if L == M else
+               rf"\left\langle {_grad_tex(L)}, {_grad_tex(M)}\right\rangle")
+            for k, L, M in c.terms).lstrip("+ ")
         lines.append(rf"C_{{{i + 1}}} &= {tex(c.expr)}, \qquad "
                      rf"\frac{{dC_{{{i + 1}}}}}{{dt}} = 0 \\")
         lines.append(rf"\Delta C_{{{i + 1}}}^{{\mathrm{{GD}}}} &= \eta^{{2}}\left({compact}\right)"
                      r" \\")
         if len(c.gd_change.terms) <= MAX_EXPANDED_TERMS:
             lines += split_sum("", c.gd_change_expr, per_line=2)
+    for i, law in enumerate(der.conserved_matrices):
+        name = rf"X_{{{i + 1}}}"
+        lines += split_sum(name, law.expr, per_line=4)
+        lines.append(rf"\frac{{d{name}}}{{dt}} &= 0 \quad \text{{(a symmetric matrix on the "
+                     rf"${tex(dim_symbol(law.space))}$-dimensional space)}} \\")
+        if len(law.gd_change.terms) <= MAX_EXPANDED_TERMS:
+            lines += split_sum(rf"\Delta {name}^{{\mathrm{{GD}}}}", law.gd_change_expr, 2)
     lines[-1] = lines[-1].rstrip(" \\")
     lines.append(r"\end{align*}")
     return "\n".join(lines)

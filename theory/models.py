@@ -139,10 +139,6 @@ class Model:
         """What the structural derivation depends on (dimensions stay symbolic)."""
         return (self.name,)
 
-    def scaling_symmetries(self) -> list[dict]:
-        """Block rescalings θ_b → α^{k_b} θ_b that leave ŷ unchanged, as {letter: k_b}."""
-        return []
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}(d={self.d}, d_y={self.d_y})"
 
@@ -183,9 +179,6 @@ class MultiHead(Model):
 
     def key(self) -> tuple:
         return (self.name, self.heads)
-
-    def scaling_symmetries(self) -> list[dict]:
-        return [{V.name: 1, Q.name: -1} for V, Q in map(self._letters, range(self.heads))]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(d={self.d}, heads={self.heads}, d_y={self.d_y})"
@@ -254,10 +247,6 @@ class SeparateKQ(MultiHead):
     def key(self) -> tuple:
         return (self.name, self.heads)
 
-    def scaling_symmetries(self) -> list[dict]:
-        return [w for V, K, Q in map(self._factors, range(self.heads))
-                for w in ({V.name: 1, K.name: -1}, {V.name: 1, Q.name: -1})]
-
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(d={self.d}, heads={self.heads}, rank={self.rank}, "
                 f"d_y={self.d_y})")
@@ -288,9 +277,6 @@ class FullLSA(Model):
     def layer(self) -> list[dict]:
         return [{"W_PV": [("y", "x", (self.P1,)), ("y", "y", (self.P2,))],
                  "W_KQ": [("x", "x", (self.Q1,)), ("y", "x", (self.Q2,))]}]
-
-    def scaling_symmetries(self) -> list[dict]:
-        return [{"P1": 1, "P2": 1, "Q1": -1, "Q2": -1}]
 
 
 MODELS = {cls.name: cls for cls in (Merged, MultiHead, SeparateKQ, FullLSA)}

@@ -241,6 +241,24 @@ class MatPoly:
                     out._add(t1 + t2, c1 * c2 * dim_symbol(self.cols))
         return out
 
+    def matmul(self, other: "MatPoly") -> "MatPoly":
+        """The matrix product self · other."""
+        out = MatPoly(self.rows, other.cols)
+        for (t1, w1), c1 in self.terms.items():
+            for (t2, w2), c2 in other.terms.items():
+                out._add(t1 + t2, w1 + w2, c1 * c2)
+        return out
+
+    def transpose(self) -> "MatPoly":
+        return MatPoly(self.cols, self.rows, {(t, transpose_word(w)): c
+                                              for (t, w), c in self.terms.items()})
+
+    def trace_with(self, letter: Mat) -> TracePoly:
+        """tr(letter · self): a scalar that vanishes identically for a generic ``letter`` iff
+        self does (so identities of matrices reduce to canonical trace polynomials)."""
+        return TracePoly({traces + ((letter,) + word,): c
+                          for (traces, word), c in self.terms.items()})
+
     @classmethod
     def letter(cls, m: Mat) -> "MatPoly":
         return cls(m.rows, m.cols, {((), (m,)): sp.Integer(1)})

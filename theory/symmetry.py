@@ -1,0 +1,282 @@
+"""Continuous symmetries of a parameterization and the conservation laws they imply.
+
+A symmetry is a linear action on the model's letters (parameter blocks) that leaves ŷ unchanged
+for all data. Two families of candidate actions are searched, with unknown coefficients:
+
+* mixing: δL = Σ_{L'} a_{LL'} L' over letters L' of the same shape (rescalings, and mixing of
+  heads);
+* space actions, for each space s with a generic matrix A on s: δL = k_L A L + k'_L Aᵀ L for
+  letters whose rows live in s, δL = m_L L A + m'_L L Aᵀ for letters whose columns do.
+
+The directional derivative δŷ of each candidate is formed on ŷ's vector terms; ŷ is invariant
+under Σ_j c_j δ_j for all data iff E‖Σ_j c_j δ_j ŷ‖² ≡ 0, i.e. iff c lies in the null space of the
+Gram matrix G_jl = E⟨δ_j ŷ, δ_l ŷ⟩, computed exactly by the expectation engine as trace
+polynomials (so the answer holds for every d, d_y, N, Λ, Σ_w, σ).
+
+Noether for gradient flow: for a symmetry generator M (δθ = Mθ), ⟨Mθ, ∇L⟩ ≡ 0, so
+C = ½⟨θ, Mθ⟩ is conserved; only M's symmetric part counts. Mixing gives C = Σ s_{LL'} ⟨L, L'⟩
+(s the symmetrised coefficients); a space action gives, for every A, C_A = tr(A X) with the
+symmetric matrix X = Σ (k_L + k'_L) L Lᵀ + Σ (m_L + m'_L) Lᵀ L on s, so X is conserved entrywise.
+Each law is then proved on the derived polynomials (dC/dt ≡ 0; for X, tr(B dX/dt) ≡ 0 for a
+generic B) and its exact change under one GD step, η² times a quadratic in the gradients, derived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .derive import ETA, Derivation, inner_monomial
+from .gaussian import Segment, expect
+from .models import VecTerm
+from .words import Mat, MatPoly, TracePoly, dim_symbol, transpose_word
+
+
+def vary(terms: list[VecTerm], name: str, replacement: tuple) -> list[VecTerm]:
+    """Directional derivative of Σ terms when letter ``name`` moves by δL = ``replacement``
+    (a word): one copy of each term per occurrence of L, with that occurrence replaced."""
+    out = []
+    for t in terms:
+        for w_new in _replace_each(t.word, name, replacement):
+            out.append(VecTerm(t.coeff, t.labels, w_new, t.vec, t.segments))
+        for i, seg in enumerate(t.segments):
+            for w_new in _replace_each(seg.letters, name, replacement):
+                segs = t.segments[:i] + (Segment(seg.start, w_new, seg.end),) + t.segments[i + 1:]
+                out.append(VecTerm(t.coeff, t.labels, t.word, t.vec, segs))
+    return out
+
+
+def _replace_each(word: tuple, name: str, replacement: tuple):
+    for p, letter in enumerate(word):
+        if isinstance(letter, Mat) and letter.name == name:
+            new = transpose_word(replacement) if letter.T else replacement
+            yield word[:p] + new + word[p + 1:]
+
+
+@dataclass
+class Candidate:
+    """One candidate action: ``moves`` = {letter: δL as a word}; ``label`` for reports."""
+
+    label: str
+    moves: dict
+
+
+@dataclass
+class ConservationLaw:
+    """A conserved scalar (``space`` None) or symmetric matrix on ``space``.
+
+    ``quantity``: TracePoly (scalar) or MatPoly (matrix); ``proved``: its flow derivative was
+    shown to vanish identically; ``gd_change``: its exact change under one GD step (η² · a
+    quadratic in the gradients); ``terms``: (coefficient, letter, letter) of
+    C = Σ c ⟨L, M⟩ (scalar) or X = Σ c L Lᵀ / c LᵀL (matrix, letter marked "^T·" for the
+    latter); ``generator``: the symmetry it comes from."""
+
+    quantity: object
+    proved: bool
+    gd_change: object
+    terms: list
+    der: object
+    space: str | None = None
+    generator: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        if self.space is None:
+            return " ".join(f"{_signed(c)}⟨{L},{M}⟩" if L != M else f"{_signed(c)}‖{L}‖²"
+                            for c, L, M in self.terms).lstrip("+ ")
+        return " ".join(f"{_signed(c)}{L}" for c, L, _ in self.terms).lstrip("+ ")
+
+    @property
+    def expr(self):
+        return self.der.to_sympy(self.quantity)
+
+    @property
+    def gd_change_expr(self):
+        return self.der.to_sympy(self.gd_change)
+
+
+def _signed(c) -> str:
+    c = sp.sympify(c)
+    sign = "-" if c < 0 else "+"
+    return f"{sign} " + ("" if abs(c) == 1 else f"{abs(c)}·")
+
+
+def _null_space(gram: list[list[TracePoly]], n: int) -> list[sp.Matrix]:
+    """Vectors c with Σ_l G_jl c_l ≡ 0 for every j, as identities in all symbols."""
+    c = sp.symbols(f"c0:{n}")
+    equations = []
+    scalar_symbols = [s for s in (sp.Symbol("N", positive=True, integer=True),
+                                  sp.Symbol("sigma", nonnegative=True),
+                                  dim_symbol("x"), dim_symbol("y"), dim_symbol("r"))]
+    for j in range(n):
+        combo = TracePoly()
+        for l in range(n):
+            combo = combo + gram[j][l].scale(c[l])
+        for coeff in combo.terms.values():
+            numer = sp.numer(sp.together(coeff))
+            equations += sp.Poly(sp.expand(numer), *scalar_symbols).coeffs()
+    if not equations:
+        return [sp.eye(n)[:, k] for k in range(n)]
+    M, _ = sp.linear_eq_to_matrix(equations, c)
+    return M.nullspace()
+
+
+def _gram(variations: list[list[VecTerm]], der: Derivation) -> list[list[TracePoly]]:
+    from .data import N_SYM
+    law = der.data.law()
+    n = len(variations)
+    gram = [[None] * n for _ in range(n)]
+    for j in range(n):
+        for l in range(j, n):
+            monos = [inner_monomial(a, b, sp.Integer(1))
+                     for a in variations[j] for b in variations[l]]
+            gram[j][l] = gram[l][j] = expect(monos, law, N_SYM)
+    return gram
+
+
+_FOUND: dict = {}
+
+
+def find_symmetries(der: Derivation) -> dict:
+    """{"mixing": [{"L<-L'": a}], "space": {s: [{candidate label: coefficient}]}}: bases of the
+    symmetry generators found in each family (cached per model and data structure)."""
+    key = (der.model.key(), der.data.structure())
+    if key not in _FOUND:
+        _FOUND[key] = _find(der)
+    return _FOUND[key]
+
+
+def _find(der: Derivation) -> dict:
+    model = der.model
+    terms = model.prediction()
+    letters = list(model.letters().values())
+    found = {"mixing": [], "space": {}}
+
+    mixing = [Candidate(f"{L.name}<-{M.name}", {L.name: (M,)}) for L in letters for M in letters
+              if (L.rows, L.cols) == (M.rows, M.cols)]
+    found["mixing"] = _solve(mixing, terms, der)
+
+    for space in sorted({s for L in letters for s in (L.rows, L.cols)}):
+        A = Mat(f"A_{space}", rows=space, cols=space)
+        cands = []
+        for L in letters:
+            if L.rows == space:
+                cands += [Candidate(f"A {L.name}", {L.name: (A, L)}),
+                          Candidate(f"A^T {L.name}", {L.name: (A.transpose(), L)})]
+            if L.cols == space:
+                cands += [Candidate(f"{L.name} A", {L.name: (L, A)}),
+                          Candidate(f"{L.name} A^T", {L.name: (L, A.transpose())})]
+        solutions = _solve(cands, terms, der)
+        if solutions:
+            found["space"][space] = solutions
+    return found
+
+
+def _solve(cands: list[Candidate], terms, der) -> list[dict]:
+    variations = [sum((vary(terms, name, word) for name, word in c.moves.items()), [])
+                  for c in cands]
+    keep = [j for j, v in enumerate(variations) if v]
+    inert = [j for j, v in enumerate(variations) if not v]
+    gram = _gram([variations[j] for j in keep], der)
+    basis = []
+    for vec in _null_space(gram, len(keep)):
+        basis.append({cands[keep[i]].label: vec[i] for i in range(len(keep)) if vec[i] != 0})
+    basis += [{cands[j].label: sp.Integer(1)} for j in inert]
+    return basis
+
+
+def conservation_laws(der: Derivation) -> list[ConservationLaw]:
+    """Conserved quantities from the symmetries found, each proved and with its GD change."""
+    model = der.model
+    letters = model.letters()
+    grads = der.gradient_poly
+    found = find_symmetries(der)
+    order = {name: i for i, name in enumerate(letters)}
+    laws: list[ConservationLaw] = []
+
+    # mixing: C = Σ s_{LL'} ⟨L, L'⟩ with s the symmetrised coefficients
+    scalars: list[TracePoly] = []
+    for gen in found["mixing"]:
+        sym: dict = {}
+        for label, a in gen.items():
+            key = tuple(sorted(label.split("<-")))
+            sym[key] = sym.get(key, 0) + a
+        sym = _normalised({k: v for k, v in sym.items() if v != 0}, order)
+        C, rate, change = TracePoly(), TracePoly(), TracePoly()
+        for (L, M), s in sym.items():
+            XL, XM = MatPoly.letter(letters[L]), MatPoly.letter(letters[M])
+            C = C + XL.inner(XM).scale(s)
+            rate = rate + (grads[L].inner(XM) + XL.inner(grads[M])).scale(s)
+            change = change + grads[L].inner(grads[M]).scale(s * ETA**2)
+        if C.is_zero() or _dependent(C, scalars):
+            continue
+        scalars.append(C)
+        terms = [(s, L, M) for (L, M), s in sym.items()]
+        laws.append(ConservationLaw(C, rate.is_zero(), change, terms, der, None, gen))
+
+    # space actions: X = Σ c_L L Lᵀ + Σ c'_L Lᵀ L on the space, conserved entrywise
+    for space, gens in found["space"].items():
+        B = Mat(f"B_{space}", rows=space, cols=space, symmetric=True)
+        seen: list[TracePoly] = []
+        for gen in gens:
+            coeffs: dict = {}
+            for label, k in gen.items():      # A L and Aᵀ L both give L Lᵀ, L A and L Aᵀ LᵀL
+                name = label.replace("A^T", "").replace("A", "").strip()
+                side = "left" if label.startswith("A") else "right"
+                coeffs[(side, name)] = coeffs.get((side, name), 0) + k
+            coeffs = _normalised({k: v for k, v in coeffs.items() if v != 0}, order)
+            X, dX, change = (MatPoly(space, space) for _ in range(3))
+            for (side, name), k in coeffs.items():
+                L, G = MatPoly.letter(letters[name]), grads[name]
+                gram = (lambda a, b: a.matmul(b.transpose())) if side == "left" else \
+                    (lambda a, b: a.transpose().matmul(b))
+                X = X + gram(L, L).scale(k)
+                dX = dX + (gram(G, L) + gram(L, G)).scale(k)
+                change = change + gram(G, G).scale(k * ETA**2)
+            probe = X.trace_with(B)
+            if probe.is_zero() or _dependent(probe, seen):
+                continue
+            seen.append(probe)
+            terms = [(k, f"{n}·{n}ᵀ" if side == "left" else f"{n}ᵀ·{n}", n)
+                     for (side, n), k in coeffs.items()]
+            laws.append(ConservationLaw(X, dX.trace_with(B).is_zero(), change, terms, der,
+                                        space, gen))
+    return laws
+
+
+def _normalised(coeffs: dict, order: dict) -> dict:
+    """Keys sorted by the model's letter order, scaled so that the first coefficient is +1."""
+    if not coeffs:
+        return coeffs
+    keys = sorted(coeffs, key=lambda k: [order[n] for n in k if n in order])
+    first = coeffs[keys[0]]
+    return {k: sp.nsimplify(coeffs[k] / first) for k in keys}
+
+
+def _dependent(p: TracePoly, basis: list[TracePoly]) -> bool:
+    """Whether p lies in the span of ``basis`` (exact linear algebra on coefficients)."""
+    if not basis:
+        return False
+    keys = sorted({k for q in basis + [p] for k in q.terms}, key=repr)
+    M = sp.Matrix([[q.terms.get(k, 0) for q in basis] for k in keys])
+    v = sp.Matrix([p.terms.get(k, 0) for k in keys])
+    return M.rank() == M.row_join(v).rank()
+
+
+def inert_entries(model) -> dict:
+    """{parameter: number of entries outside every block} — parameters the loss never sees."""
+    sizes = model.sizes()
+    out = {}
+    for p in model.params:
+        shape = p.shape(sizes)
+        total = 1
+        for n in shape:
+            total *= n
+        covered = 0
+        for b in model.blocks():
+            if b.param == p.name:
+                rows, cols = (sizes[b.letter.rows], sizes[b.letter.cols])
+                covered += rows * cols
+        out[p.name] = total - covered
+    return out
