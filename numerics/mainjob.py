@@ -21,6 +21,7 @@ from ..theory.errors import InputError
 from ..theory.solutions import mode_reduction
 from .codegen import compile_flow
 from .integrate import gradient_descent, integrate
+from .lens import trajectory_measures
 from .simulate import block_stats, block_z_scores, simulate_sgd
 
 
@@ -138,6 +139,12 @@ def run(config: RunConfig, progress=None) -> dict:
             "t_half_sgd": _crossing(t_sim, a_sim[:, k], a_final[k] / 2),
         })
 
+    t0 = time.perf_counter()
+    pick = np.unique(np.r_[np.linspace(0, len(traj.t) - 1, 150).astype(int), len(traj.t) - 1])
+    lens = trajectory_measures(flow, traj.t[pick], traj.theta[pick])
+    tell("measures", 1, 1)
+    timings["measures_s"] = time.perf_counter() - t0
+
     block = config.steps // 30
     z = block_z_scores(sim.losses[:-1], gd.loss[:-1], block=block)
     n = (config.steps // block) * block
@@ -158,6 +165,16 @@ def run(config: RunConfig, progress=None) -> dict:
         "stages": stages,
         "fixed_point": {"grad_norm": float(np.linalg.norm(grad_final)),
                         "modes": a_final.tolist()},
+        "measures": {
+            "top_hessian": {"initial": float(lens["top_hessian"][0]),
+                            "max": float(lens["top_hessian"].max()),
+                            "final": float(lens["top_hessian"][-1])},
+            **{name: {"rank_step_times": lens[name]["rank_step_times"],
+                      "lock_times": lens[name]["lock_times"], "rank_tol": lens[name]["rank_tol"],
+                      "effective_rank_initial": float(lens[name]["effective_rank"][0]),
+                      "effective_rank_min": float(lens[name]["effective_rank"].min()),
+                      "effective_rank_final": float(lens[name]["effective_rank"][-1])}
+               for name in ("V", "Q")}},
         "conserved": {
             "name": der.conserved[0].name, "proved": der.conserved[0].proved,
             "initial": float(traj.conserved[0, 0]),
@@ -173,5 +190,9 @@ def run(config: RunConfig, progress=None) -> dict:
               "loss_sgd": sim.loss, "loss_sgd_se": sim.loss_se, "losses_sgd": sim.losses, "t_sgd_steps": gd.t,
               "modes_flow": a_flow, "modes_sgd": a_sim, "t_modes_sgd": t_sim,
               "conserved_flow": traj.conserved[:, 0], "conserved_gd": c_gd,
-              "conserved_gd_derived": c_gd[0] + np.r_[0.0, np.cumsum(derived_steps)]}
+              "conserved_gd_derived": c_gd[0] + np.r_[0.0, np.cumsum(derived_steps)],
+              "t_lens": lens["t"], "top_hessian": lens["top_hessian"],
+              **{f"{name}_{key}": lens[name][key] for name in ("V", "Q")
+                 for key in ("effective_rank", "stable_rank", "numerical_rank",
+                             "overlap_with_final")}}
     return {"results": results, "arrays": arrays, "derivation": der, "reduction": reduction}

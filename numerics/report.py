@@ -78,7 +78,42 @@ def figure_conserved(arrays: dict, results: dict):
     return fig
 
 
-FIGURES = {"loss.png": figure_loss, "modes.png": figure_modes, "conserved.png": figure_conserved}
+def figure_measures(arrays: dict, results: dict):
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    t = arrays["t_lens"]
+    keep = t > 0
+    (a, b), (c, e) = axes
+    for name, style in (("Q", "-"), ("V", "--")):
+        a.plot(t[keep], arrays[f"{name}_effective_rank"][keep], style, color="C0",
+               label=f"effective rank of {name}")
+        a.step(t[keep], arrays[f"{name}_numerical_rank"][keep], style, color="C3", where="post",
+               label=f"numerical rank of {name}")
+        c.plot(t[keep], arrays[f"{name}_stable_rank"][keep], style, color="C2",
+               label=f"stable rank of {name}")
+    overlap = arrays["Q_overlap_with_final"]
+    for k in range(overlap.shape[1]):
+        b.plot(t[keep], overlap[keep, k], label=f"top-{k + 1} subspace of Q")
+    e.plot(t[keep], arrays["top_hessian"][keep], color="k")
+    for ax in axes.ravel():
+        ax.set_xscale("log")
+        for st in results["stages"]:
+            ax.axvline(st["t_half_predicted"], color="grey", ls=":", lw=0.8)
+    a.set_ylabel("rank")
+    a.legend(fontsize=7)
+    b.set_ylabel("overlap with the final subspace")
+    b.legend(fontsize=7)
+    c.set_ylabel("stable rank ‖M‖²_F / ‖M‖²₂")
+    c.legend(fontsize=7)
+    e.set_ylabel("top Hessian eigenvalue")
+    for ax in (c, e):
+        ax.set_xlabel("t (dotted: predicted stage half-times)")
+    fig.suptitle("Macroscopic measures along the exact gradient flow")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {"loss.png": figure_loss, "modes.png": figure_modes, "conserved.png": figure_conserved,
+           "measures.png": figure_measures}
 
 
 def write_report(out: Path, outcome: dict) -> Path:
@@ -96,6 +131,23 @@ def write_report(out: Path, outcome: dict) -> Path:
     write_json(out / "results.json", results)
     write_atomic(out / "report.md", markdown(outcome))
     return out / "report.md"
+
+
+def _measures_text(res: dict) -> str:
+    m = res["measures"]
+    fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    q, v = m["Q"], m["V"]
+    return (f"Numerical rank of Q (threshold {q['rank_tol']:.3f}) steps up at t = "
+            f"{fmt(q['rank_step_times'])}; of V at t = {fmt(v['rank_step_times'])} "
+            f"(stage half-times from the exact flow: "
+            f"{fmt(s['t_half_exact_flow'] for s in res['stages'])}). Effective rank of Q: "
+            f"{q['effective_rank_initial']:.2f} at the start (isotropic), minimum "
+            f"{q['effective_rank_min']:.2f}, final {q['effective_rank_final']:.2f}. Top-k "
+            f"subspaces of Q lock in (overlap ≥ 0.9 with the final ones) at t = "
+            f"{fmt(q['lock_times'])}. Top Hessian eigenvalue: {m['top_hessian']['initial']:.3g} "
+            f"at the start, maximum {m['top_hessian']['max']:.3g}, final "
+            f"{m['top_hessian']['final']:.3g} (the GD stability limit is 2/λ_max = "
+            f"{2 / m['top_hessian']['max']:.3g} > η = {res['config']['lr']}).")
 
 
 def markdown(outcome: dict) -> str:
@@ -175,6 +227,12 @@ def markdown(outcome: dict) -> str:
         f"{cons['sgd_mean_total_change']:.3e}.",
         "",
         "![conserved](conserved.png)",
+        "",
+        "## Macroscopic measures along the exact flow",
+        "",
+        _measures_text(res),
+        "",
+        "![measures](measures.png)",
         "",
         "## Provenance",
         "",

@@ -13,7 +13,7 @@ def test_main_job_on_the_embedded_default(tmp_path):
     out = tmp_path / "run"
     assert main(["run", "--out", str(out)]) == 0
     for name in ("report.md", "results.json", "arrays.npz", "loss.png", "modes.png",
-                 "conserved.png"):
+                 "conserved.png", "measures.png"):
         assert (out / name).stat().st_size > 0, name
     res = json.loads((out / "results.json").read_text())
     assert res["provenance"]["versions"]["sympy"] and res["config"]["seed"] == 0
@@ -25,6 +25,12 @@ def test_main_job_on_the_embedded_default(tmp_path):
         assert abs(s["t_half_predicted"] / s["t_half_exact_flow"] - 1) < 0.35
         assert abs(s["t_half_sgd"] / s["t_half_exact_flow"] - 1) < 0.1
     assert res["agreement"]["max_rel_dev"] < 0.05
+    # the measures read the stages: Q's numerical rank steps up once per stage, inside it
+    edges = [0.0] + t_flow + [np.inf]
+    for k, step in enumerate(res["measures"]["Q"]["rank_step_times"]):
+        assert edges[k] < step < edges[k + 2], (k, step, t_flow)
+    erank = res["measures"]["Q"]
+    assert erank["effective_rank_initial"] > 3.9 and erank["effective_rank_min"] < 2
     assert res["fixed_point"]["grad_norm"] < 1e-3
     cons = res["conserved"]
     assert cons["proved"] and cons["flow_max_drift"] < 1e-9 and cons["gd_step_error_max"] < 1e-12

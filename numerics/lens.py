@@ -1,0 +1,59 @@
+"""The linear theory through the macroscopic measures: spectral rank, subspace stability and
+curvature along an exact trajectory, where their behaviour can be read against known stages."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .codegen import CompiledFlow
+from .measures import (effective_rank, numerical_rank, stable_rank, subspace_overlap,
+                       top_hessian_eigenvalue)
+
+
+def first_time(t: np.ndarray, mask: np.ndarray) -> float:
+    """First time at which ``mask`` holds (NaN if never)."""
+    hits = np.nonzero(mask)[0]
+    return float(t[hits[0]]) if len(hits) else float("nan")
+
+
+def settle_time(t: np.ndarray, mask: np.ndarray) -> float:
+    """First time from which ``mask`` holds to the end (NaN if it fails at the end)."""
+    misses = np.nonzero(~mask)[0]
+    if len(misses) == 0:
+        return float(t[0])
+    return float(t[misses[-1] + 1]) if misses[-1] + 1 < len(t) else float("nan")
+
+
+def trajectory_measures(flow: CompiledFlow, t: np.ndarray, theta: np.ndarray,
+                        names=None, rank_rtol: float = 0.5, lock: float = 0.9) -> dict:
+    """Measures of each parameter matrix along (t, θ) and the loss curvature.
+
+    Numerical rank counts singular values above ``rank_rtol`` × the smallest non-zero
+    singular value of the final matrix, so it steps up as each direction is learned;
+    ``lock_times[k]`` is when the top-(k+1) subspace comes to overlap the final one by at least
+    ``lock`` for good. (The alignment distance of ``measures`` is left out: for the invertible
+    matrices of a small full-rank start it is identically zero.)"""
+    matrices = {}
+    for name, value in flow.unpack(theta).items():       # one entry per head of stacked params
+        if value.ndim == 3:
+            matrices[name] = value
+        else:
+            matrices.update({f"{name}[{h}]": value[:, h] for h in range(value.shape[1])})
+    out = {"t": t, "top_hessian": np.array([
+        top_hessian_eigenvalue(lambda v, th=th: flow.hvp(th, v), flow.size) for th in theta])}
+    for name in names or list(matrices):
+        M = matrices[name]
+        final = M[-1]
+        s_final = np.linalg.svd(final, compute_uv=False)
+        tol = rank_rtol * s_final[s_final > 1e-12 * s_final[0]].min()
+        kmax = min(final.shape)
+        overlap = np.stack([subspace_overlap(M, final, k) for k in range(1, kmax + 1)], axis=1)
+        ranks = numerical_rank(M, tol=tol)
+        out[name] = {
+            "effective_rank": effective_rank(M), "stable_rank": stable_rank(M),
+            "numerical_rank": ranks, "rank_tol": tol,
+            "overlap_with_final": overlap,
+            "rank_step_times": [first_time(t, ranks >= r) for r in range(1, kmax + 1)],
+            "lock_times": [settle_time(t, overlap[:, k] >= lock) for k in range(kmax)],
+        }
+    return out

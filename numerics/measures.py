@@ -1,0 +1,133 @@
+"""Macroscopic measures of weight matrices over training (MATH.md §5), on plain arrays.
+
+Every function takes one matrix (m, n) or a stack of checkpoints (..., m, n) and works in
+float64 (products of float32 weights give wrong small singular values).
+
+* ``singular_values``: σ₁ ≥ σ₂ ≥ … ≥ 0.
+* ``effective_rank`` (Roy & Vetterli 2007): exp(−Σ p_i log p_i), p_i = σ_i / Σ_j σ_j, over the
+  singular values left after dropping the ``drop_top`` largest; 1 ≤ erank ≤ rank.
+* ``stable_rank``: ‖M‖_F² / ‖M‖₂² = Σ σ_i² / σ₁².
+* ``numerical_rank``: #{σ_i > tol}; by default tol = max(m, n) · ε_machine · σ₁ (NumPy's rule),
+  or ``rtol`` · σ₁, or an absolute ``tol``.
+* ``principal_angles(A, B, k)``: angles between the top-k left (or right) singular subspaces,
+  ascending, in [0, π/2].
+* ``subspace_overlap(A, B, k)``: ‖U_kᵀ U'_k‖_F² / k = mean cos² of the principal angles ∈ [0, 1].
+* ``alignment_distance(M, M_ref)``: min_A ‖A M − M_ref‖_F / ‖M_ref‖_F (least squares in A):
+  0 when M's row space contains M_ref's, 1 when orthogonal.
+* ``top_hessian_eigenvalue(hvp, n)``: largest eigenvalue of a symmetric operator given by its
+  products v ↦ H v (Lanczos via ARPACK), or with ``method="power"`` the dominant one (largest
+  |λ|, as PyHessian's power iteration).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse.linalg import LinearOperator, eigsh
+
+from ..theory.errors import InputError
+
+
+def _matrices(M, name: str = "M") -> np.ndarray:
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim < 2:
+        raise InputError(name, f"needs a matrix or a stack of matrices, got shape {M.shape}")
+    if not np.all(np.isfinite(M)):
+        raise InputError(name, "contains NaN or infinite entries")
+    return M
+
+
+def singular_values(M) -> np.ndarray:
+    """Singular values in descending order, shape (..., min(m, n))."""
+    return np.linalg.svd(_matrices(M), compute_uv=False)
+
+
+def effective_rank(M, drop_top: int = 0) -> np.ndarray:
+    """Roy–Vetterli effective rank; ``drop_top`` removes the largest singular values first.
+    A zero matrix has effective rank 0."""
+    s = singular_values(M)
+    if not 0 <= drop_top < s.shape[-1]:
+        raise InputError("drop_top", f"must be in [0, {s.shape[-1] - 1}], got {drop_top!r}")
+    s = s[..., drop_top:]
+    total = s.sum(axis=-1, keepdims=True)
+    p = np.divide(s, total, out=np.zeros_like(s), where=total > 0)
+    entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+    return np.where(total[..., 0] > 0, np.exp(entropy), 0.0)
+
+
+def stable_rank(M) -> np.ndarray:
+    s = singular_values(M)
+    top = s[..., 0]
+    return np.divide((s**2).sum(axis=-1), top**2, out=np.zeros_like(top), where=top > 0)
+
+
+def numerical_rank(M, tol: float | None = None, rtol: float | None = None) -> np.ndarray:
+    M = _matrices(M)
+    s = singular_values(M)
+    if tol is not None and rtol is not None:
+        raise InputError("tol", "give either an absolute tol or a relative rtol, not both")
+    if tol is None:
+        factor = rtol if rtol is not None else max(M.shape[-2:]) * np.finfo(np.float64).eps
+        threshold = factor * s[..., :1]
+    else:
+        threshold = np.asarray(tol, dtype=np.float64)
+    return np.sum(s > threshold, axis=-1)
+
+
+def _top_subspace(M, k: int, side: str) -> np.ndarray:
+    if side not in ("left", "right"):
+        raise InputError("side", f"must be 'left' or 'right', got {side!r}")
+    U, _, Vh = np.linalg.svd(_matrices(M), full_matrices=False)
+    if not 1 <= k <= U.shape[-1]:
+        raise InputError("k", f"must be in [1, {U.shape[-1]}], got {k!r}")
+    return U[..., :, :k] if side == "left" else Vh[..., :k, :].swapaxes(-1, -2)
+
+
+def principal_angles(A, B, k: int, side: str = "left") -> np.ndarray:
+    """Principal angles (radians, ascending) between top-k singular subspaces of A and B."""
+    Ua, Ub = _top_subspace(A, k, side), _top_subspace(B, k, side)
+    cos = np.linalg.svd(Ua.swapaxes(-1, -2) @ Ub, compute_uv=False)
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def subspace_overlap(A, B, k: int, side: str = "left") -> np.ndarray:
+    """‖U_kᵀ U'_k‖_F² / k for the top-k singular subspaces of A and B."""
+    Ua, Ub = _top_subspace(A, k, side), _top_subspace(B, k, side)
+    return np.sum((Ua.swapaxes(-1, -2) @ Ub) ** 2, axis=(-2, -1)) / k
+
+
+def alignment_distance(M, M_ref) -> np.ndarray:
+    """min_A ‖A M − M_ref‖_F / ‖M_ref‖_F, A unconstrained (least squares, pseudo-inverse)."""
+    M, R = _matrices(M), _matrices(M_ref, "M_ref")
+    if M.shape[-1] != R.shape[-1]:
+        raise InputError("M_ref", f"needs {M.shape[-1]} columns like M, got {R.shape[-1]}")
+    fitted = R @ np.linalg.pinv(M) @ M
+    norm = np.linalg.norm(R, axis=(-2, -1))
+    return np.linalg.norm(fitted - R, axis=(-2, -1)) / norm
+
+
+def top_hessian_eigenvalue(hvp, n: int, method: str = "lanczos", tol: float = 1e-10,
+                           maxiter: int = 1000, seed: int = 0) -> float:
+    """Largest (algebraic) eigenvalue of the symmetric n×n operator v ↦ hvp(v)."""
+    if method == "lanczos":
+        op = LinearOperator((n, n), matvec=lambda v: np.asarray(hvp(v), dtype=np.float64))
+        v0 = np.random.default_rng(seed).standard_normal(n)
+        if n == 1:
+            return float(op.matvec(np.ones(1))[0])
+        return float(eigsh(op, k=1, which="LA", v0=v0, tol=tol, maxiter=maxiter,
+                           return_eigenvectors=False)[0])
+    if method == "power":
+        v = np.random.default_rng(seed).standard_normal(n)
+        v /= np.linalg.norm(v)
+        value = 0.0
+        for _ in range(maxiter):
+            w = np.asarray(hvp(v), dtype=np.float64)
+            new = float(v @ w)
+            norm = np.linalg.norm(w)
+            if norm == 0:
+                return 0.0
+            v = w / norm
+            if abs(new - value) <= tol * max(1.0, abs(new)):
+                return new
+            value = new
+        return value
+    raise InputError("method", f"must be 'lanczos' or 'power', got {method!r}")
