@@ -46,6 +46,23 @@ def _modes_section() -> tuple:
     return ("Eigenmode reduction and learning stages", prose, "\n".join(rows))
 
 
+def _critical_sets_section() -> tuple:
+    """Scalar tasks, Λ = diag(s_1, s_2), Σ_w = I: M*, the minimum loss and the saddle set."""
+    data = ICLData(d=2, N=N_SYM, Lambda="diag", noise=SIGMA)
+    minimum, saddle = derive(models.Merged(2), data).fixed_points()
+    rows = [r"\begin{align*}",
+            rf"M^* &= {tex(minimum.info['M_star'])} \\",
+            rf"L(M^*) &= {tex(sp.factor(minimum.loss))} \\",
+            rf"L(0) &= {tex(saddle.loss)}, \qquad \text{{saddle set: }} u = 0,\ "
+            rf"\langle Q, {tex(saddle.info['growth_direction'])}\rangle = 0",
+            r"\end{align*}"]
+    prose = (r"Scalar tasks ($d_y = 1$, $\Sigma_w = I$), $d = 2$, $\Lambda = \mathrm{diag}(s)$. "
+             r"The loss depends on $(u, Q)$ only through $M = uQ$; its minimum set is "
+             r"$\{uQ = M^*\}$ (Hessian index 0) and the learned algorithm is "
+             r"$\hat y = S_{yx} M^* x_q / N$, one preconditioned gradient step on the context.")
+    return ("Critical sets and the learned algorithm", prose, "\n".join(rows))
+
+
 def documents() -> dict[str, str]:
     """{file name: LaTeX document} for every model."""
     structural = dict(structural=True)
@@ -55,6 +72,7 @@ def documents() -> dict[str, str]:
              derive(models.Merged(2), _data(), **structural)),
             ("Vector tasks in Lambda's eigenbasis", DIAGONAL_PROSE,
              derive(models.Merged(2, d_y=2), _data("diagonal"), **structural)),
+            _critical_sets_section(),
             _modes_section()]),
         "multihead.tex": derivation_document("MultiHead model, H = 2", [
             ("Gaussian tasks", GAUSSIAN_PROSE,

@@ -143,6 +143,11 @@ class Derivation:
             self._laws = conservation_laws(self)
         return self._laws
 
+    def fixed_points(self) -> list:
+        """Critical sets with their loss and Hessian index (``fixedpoints.py``)."""
+        from .fixedpoints import fixed_points
+        return fixed_points(self)
+
     @property
     def conserved(self) -> list:
         """The scalar conserved quantities (objects with ``.expr``, ``.quantity``,
