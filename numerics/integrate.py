@@ -67,38 +67,30 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
 
 
 @numba.njit(cache=False)
-def _rk4_loop(grad, extra, theta0, dt, steps, every):
+def _fixed_step_loop(grad, extra, theta0, h, steps, every, rk4):
+    """θ ← θ + h·(RK4 increment of −∇L) if ``rk4`` else θ − h∇L (a GD step), ``steps`` times;
+    rows every ``every`` steps."""
     out = np.empty((steps // every + 1, theta0.size))
     theta = theta0.copy()
     out[0] = theta
     for n in range(1, steps + 1):
         k1 = -grad(theta, *extra)
-        k2 = -grad(theta + 0.5 * dt * k1, *extra)
-        k3 = -grad(theta + 0.5 * dt * k2, *extra)
-        k4 = -grad(theta + dt * k3, *extra)
-        theta = theta + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        if rk4:
+            k2 = -grad(theta + 0.5 * h * k1, *extra)
+            k3 = -grad(theta + 0.5 * h * k2, *extra)
+            k4 = -grad(theta + h * k3, *extra)
+            theta = theta + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        else:
+            theta = theta + h * k1
         if n % every == 0:
             out[n // every] = theta
     return out
 
 
-@numba.njit(cache=False)
-def _gd_loop(grad, extra, theta0, lr, steps, every):
-    out = np.empty((steps // every + 1, theta0.size))
-    theta = theta0.copy()
-    out[0] = theta
-    for n in range(1, steps + 1):
-        theta = theta - lr * grad(theta, *extra)
-        if n % every == 0:
-            out[n // every] = theta
-    return out
-
-
-def _loop(flow: CompiledFlow, kernel, theta0, step, steps: int, every: int):
+def _loop(flow: CompiledFlow, theta0, step, steps: int, every: int, rk4: bool):
     grad, extra = flow.grad_kernel
-    if flow.backend == "numba":
-        return kernel(grad, extra, theta0, step, steps, every)
-    return kernel.py_func(grad, extra, theta0, step, steps, every)
+    loop = _fixed_step_loop if flow.backend == "numba" else _fixed_step_loop.py_func
+    return loop(grad, extra, theta0, step, steps, every, rk4)
 
 
 def _steps(steps, every):
@@ -115,7 +107,7 @@ def rk4(flow: CompiledFlow, theta0, t_end: float, dt: float, every: int = 1) -> 
         raise InputError("dt", f"dt and t_end must be positive, got dt={dt!r}, t_end={t_end!r}")
     steps = int(round(t_end / dt))
     _steps(steps, every)
-    theta = _loop(flow, _rk4_loop, theta0, float(dt), steps, every)
+    theta = _loop(flow, theta0, float(dt), steps, every, rk4=True)
     return Trajectory.along(flow, dt * every * np.arange(len(theta)), theta, method="rk4", dt=dt)
 
 
@@ -127,5 +119,5 @@ def gradient_descent(flow: CompiledFlow, theta0, lr: float, steps: int,
     if not lr > 0:
         raise InputError("lr", f"must be positive, got {lr!r}")
     _steps(steps, every)
-    theta = _loop(flow, _gd_loop, theta0, float(lr), int(steps), int(every))
+    theta = _loop(flow, theta0, float(lr), int(steps), int(every), rk4=False)
     return Trajectory.along(flow, lr * every * np.arange(len(theta)), theta, method="gd", lr=lr)

@@ -28,3 +28,11 @@ def matrices(draw, shape, bound=1.0):
     entries = draw(st.lists(st.floats(-bound, bound, allow_nan=False, allow_subnormal=False),
                             min_size=n, max_size=n))
     return np.array(entries).reshape(shape)
+
+
+def rotated_vector_tasks(s, N: int, seed: int = 0):
+    """The paper's tasks with Λ = U diag(s) Uᵀ in a random rotated basis U."""
+    from icldyn.theory import ICLData
+    d = len(s)
+    U, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))
+    return ICLData(d=d, N=N, Lambda=U @ np.diag(s) @ U.T, d_y=d, tasks="diagonal")

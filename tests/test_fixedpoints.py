@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from conftest import rotated_vector_tasks
 from icldyn.numerics import compile_flow, integrate
 from icldyn.theory import ICLData, InputError, derive, models
 
@@ -45,10 +46,7 @@ def test_symbolic_m_star_for_diagonal_lambda():
 
 
 def test_eigenmode_critical_sets_and_their_indices():
-    rng = np.random.default_rng(0)
-    U, _ = np.linalg.qr(rng.standard_normal((3, 3)))
-    s = np.array([2.0, 1.0, 0.5])
-    data = ICLData(d=3, N=8, Lambda=U @ np.diag(s) @ U.T, d_y=3, tasks="diagonal")
+    data = rotated_vector_tasks([2.0, 1.0, 0.5], N=8)
     der = derive(models.Merged(3, d_y=3), data)
     sets = der.fixed_points()
     assert len(sets) == 8                                     # one per subset of modes

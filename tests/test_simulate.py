@@ -62,6 +62,14 @@ def test_simulator_is_reproducible_and_checks_input():
         simulate_sgd(model, data, {"V": 1.0}, lr=0.01, batch=8, steps=5)
 
 
+def sgd_against_theory(model, data, init, lr=0.01, steps=800, seeds=32, block=50):
+    """Block z-scores of the mean SGD loss against the expected GD curve, and that curve."""
+    sim = simulate_sgd(model, data, init, lr=lr, batch=64, steps=steps, seeds=seeds, seed=1)
+    flow = compile_flow(derive(model, data))
+    theory = gradient_descent(flow, flow.pack(init), lr=lr, steps=steps).loss
+    return block_z_scores(sim.losses[:-1], theory[:-1], block), theory
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("tasks", ["gaussian", "diagonal"])
 def test_theory_matches_sgd_within_monte_carlo_error(tasks):
@@ -69,12 +77,7 @@ def test_theory_matches_sgd_within_monte_carlo_error(tasks):
 
     Per-seed means over blocks of 50 steps give one z-score per block (SE across seeds): at
     lr = 0.01 the SGD-noise bias is far below one SE, so every |z| must be below 4."""
-    model, data, init = setting(tasks)
-    lr, steps, seeds, block = 0.01, 800, 32, 50
-    sim = simulate_sgd(model, data, init, lr=lr, batch=64, steps=steps, seeds=seeds, seed=1)
-    flow = compile_flow(derive(model, data))
-    theory = gradient_descent(flow, flow.pack(init), lr=lr, steps=steps).loss
-    z = block_z_scores(sim.losses[:-1], theory[:-1], block)
+    z, theory = sgd_against_theory(*setting(tasks))
     assert np.abs(z).max() < 4, z
     assert theory[-1] < 0.5 * theory[0]          # the comparison covers real learning
 
@@ -87,11 +90,7 @@ def test_every_parameterization_matches_sgd(model):
     _, data, _ = setting("gaussian")
     rng = np.random.default_rng(1)
     init = {k: 0.3 * rng.standard_normal(s) for k, s in model.shapes().items()}
-    lr, steps, seeds, block = 0.01, 800, 32, 50
-    sim = simulate_sgd(model, data, init, lr=lr, batch=64, steps=steps, seeds=seeds, seed=1)
-    flow = compile_flow(derive(model, data))
-    theory = gradient_descent(flow, flow.pack(init), lr=lr, steps=steps).loss
-    z = block_z_scores(sim.losses[:-1], theory[:-1], block)
+    z, theory = sgd_against_theory(model, data, init)
     assert np.abs(z).max() < 4, z
     assert theory[-1] < 0.85 * theory[0]
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from conftest import rotated_vector_tasks
 from icldyn.numerics import compile_flow, integrate
 from icldyn.theory import ICLData, InputError, derive, models
 from icldyn.theory.solutions import mode_reduction
@@ -41,10 +42,8 @@ def test_decoupled_fixed_points_and_growth_rates_match_the_vector_task_oracle():
 
 
 def test_growth_rates_against_a_numerical_hessian_in_a_rotated_basis():
-    rng = np.random.default_rng(2)
-    U, _ = np.linalg.qr(rng.standard_normal((3, 3)))
     s = np.array([1.5, 0.8, 0.3])
-    data = ICLData(d=3, N=7, Lambda=U @ np.diag(s) @ U.T, d_y=3, tasks="diagonal")
+    data = rotated_vector_tasks(s, N=7, seed=2)
     der = derive(models.Merged(3, d_y=3), data)
     flow = compile_flow(der, backend="numpy")
     n, h = flow.size, 1e-5
