@@ -1,4 +1,5 @@
-"""The ``icldyn`` command: ``run`` (the main job) and ``derive`` (equations and LaTeX)."""
+"""The ``icldyn`` command: ``run`` (the main job), ``derive`` (equations and LaTeX), and the
+non-linear experiments ``grok`` and ``icl-emergence``."""
 
 from __future__ import annotations
 
@@ -90,6 +91,44 @@ def _derive_all(out: Path) -> int:
     return 0
 
 
+def _seeds(text: str) -> tuple:
+    try:
+        seeds = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise InputError("--seeds", f"must be comma-separated integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise InputError("--seeds", f"must be non-negative integers, got {text!r}")
+    return seeds
+
+
+def cmd_grok(args) -> int:
+    from .nonlinear.grok import run
+    bar, update = _progress()
+    with bar:
+        res = run(args.preset, Path(args.out), seeds=_seeds(args.seeds), progress=update)
+    for r in res.get("runs", [res]):
+        print(f"seed {r['seed']}: memorisation at epoch {r['memorization_step']}, "
+              f"generalisation at epoch {r['generalization_step']}, final train/test accuracy "
+              f"{r['final_train_acc']:.3f}/{r['final_test_acc']:.3f}, OV subspace distance falls "
+              f"at {r['ov_subspace_fall_steps']}")
+    print(f"run folder: {args.out}")
+    return 0
+
+
+def cmd_icl(args) -> int:
+    from .nonlinear.icl import run
+    bar, update = _progress()
+    with bar:
+        res = run(args.preset, Path(args.out), seeds=_seeds(args.seeds), progress=update)
+    for r in res["readings"]["runs"]:
+        print(f"{r['n_layers']}-layer seed {r['seed']}: emergence step {r['emergence_step']}, "
+              f"QK effective-rank dip {r['qk_erank_relative_dip']:.0%}"
+              + (f", subspace falls before loss: {r['subspace_falls_before_loss']}"
+                 if "subspace_falls_before_loss" in r else ""))
+    print(f"run folder: {args.out}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from .mainjob import RunConfig
 
@@ -115,6 +154,15 @@ def parser() -> argparse.ArgumentParser:
                     help="regenerate every model's LaTeX document and the index in --out")
     dv.add_argument("--out", default="derivations", help="folder for --all (default derivations)")
     dv.set_defaults(func=cmd_derive)
+    for name, func, default, text in (
+            ("grok", cmd_grok, "runs/grok", "grokking on (a + b) mod p (needs torch)"),
+            ("icl-emergence", cmd_icl, "runs/icl", "ICL emergence in attention-only "
+                                                   "transformers (needs torch)")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("--preset", default="quick", help="quick | paper")
+        c.add_argument("--out", default=default, help=f"run folder (default {default})")
+        c.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+        c.set_defaults(func=func)
     return p
 
 

@@ -1,0 +1,123 @@
+"""Shared machinery of the non-linear experiments: a training loop that records metrics and
+checkpoints of the tracked matrices, the measures over those checkpoints, and the run folder."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..measures import effective_rank, singular_values, subspace_overlap
+from ..runfolder import provenance, save_figure, write_atomic, write_json
+
+
+@dataclass
+class Record:
+    steps: list = field(default_factory=list)            # steps with metrics
+    metrics: dict = field(default_factory=dict)          # name -> list (aligned with steps)
+    checkpoint_steps: list = field(default_factory=list)
+    checkpoints: dict = field(default_factory=dict)      # name -> list of arrays
+
+    def log(self, step: int, values: dict) -> None:
+        self.steps.append(step)
+        for k, v in values.items():
+            self.metrics.setdefault(k, []).append(float(v))
+
+    def checkpoint(self, step: int, matrices: dict) -> None:
+        self.checkpoint_steps.append(step)
+        for k, v in matrices.items():
+            self.checkpoints.setdefault(k, []).append(v)
+
+
+def train(model, step_fn, steps: int, record_every: int, eval_every: int = 1,
+          eval_fn=None, stop=None, progress=None) -> Record:
+    """Run ``step_fn(step)`` (one optimiser step returning training metrics) ``steps`` times;
+    metrics every ``eval_every`` steps (plus ``eval_fn()``), checkpoints of ``model.tracked()``
+    every ``record_every`` steps and at the end; ``stop(record)`` may end the run early."""
+    record = Record()
+    for step in range(steps + 1):
+        if step % record_every == 0:
+            record.checkpoint(step, model.tracked())
+        if step == steps:
+            break
+        metrics = step_fn(step)
+        if step % eval_every == 0:
+            if eval_fn is not None:
+                metrics.update(eval_fn())
+            metrics["weight_norm"] = model.weight_norm()
+            record.log(step, metrics)
+            if stop is not None and stop(record):
+                record.checkpoint(step + 1, model.tracked())
+                break
+        if progress is not None:
+            progress(step + 1, steps)
+    return record
+
+
+def analyse(record: Record, k: int = 4) -> dict:
+    """Per tracked matrix over checkpoints: effective rank, top singular values, and the
+    subspace distance 1 − overlap of the top-k left singular subspace with the final one."""
+    out = {}
+    for name, mats in record.checkpoints.items():
+        M = np.stack(mats)
+        kk = min(k, *M.shape[-2:])
+        out[name] = {"effective_rank": effective_rank(M),
+                     "singular_values": singular_values(M)[:, :8],
+                     "subspace_distance": 1.0 - subspace_overlap(M, M[-1], kk)}
+    return out
+
+
+def first_step(steps, values, below=None, above=None) -> int | None:
+    """First step whose value is below (or above) a threshold, None if never."""
+    for s, v in zip(steps, values):
+        if (below is not None and v < below) or (above is not None and v >= above):
+            return int(s)
+    return None
+
+
+def fall_step(steps, distance, level: float = 0.5) -> int | None:
+    """First checkpoint step from which the subspace distance stays below ``level``."""
+    distance = np.asarray(distance)
+    above = np.nonzero(distance >= level)[0]
+    if len(above) == 0:
+        return int(steps[0])
+    return int(steps[above[-1] + 1]) if above[-1] + 1 < len(steps) else None
+
+
+def write_run(out, config, record: Record, analysis: dict, results: dict, figures: dict,
+              seconds: float) -> None:
+    """config.json, results.json (with provenance), metrics.csv, checkpoints.npz, figures."""
+    write_json(out / "config.json", {"config": asdict(config), "provenance": provenance()})
+    results = dict(results, seconds=seconds, provenance=provenance())
+    write_json(out / "results.json", results)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    names = list(record.metrics)
+    writer.writerow(["step"] + names)
+    for i, step in enumerate(record.steps):
+        writer.writerow([step] + [record.metrics[n][i] for n in names])
+    write_atomic(out / "metrics.csv", buf.getvalue())
+    arrays = {f"checkpoint_{k}": np.stack(v) for k, v in record.checkpoints.items()}
+    arrays["checkpoint_steps"] = np.array(record.checkpoint_steps)
+    for name, a in analysis.items():
+        for key, value in a.items():
+            arrays[f"{key}_{name}"] = value
+    b = io.BytesIO()
+    np.savez_compressed(b, **arrays)
+    write_atomic(out / "checkpoints.npz", b.getvalue())
+    import matplotlib.pyplot as plt
+    for fname, fig in figures.items():
+        save_figure(fig, out / fname)
+        plt.close(fig)
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start

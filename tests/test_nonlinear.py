@@ -1,0 +1,77 @@
+"""Non-linear experiments (PyTorch): the model's tracked matrices, the Fourier measure, and the
+quick presets reproducing their phenomena. Skipped cleanly without torch."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from icldyn.numerics.cli import main  # noqa: E402
+from icldyn.numerics.nonlinear.grok import fourier_sparsity  # noqa: E402
+from icldyn.numerics.nonlinear.transformer import (Transformer, TransformerConfig,  # noqa: E402
+                                                   top_hessian_eigenvalue)
+
+
+def test_tracked_matrices_have_transformer_lens_shapes():
+    model = Transformer(TransformerConfig(d_vocab=11, n_ctx=5, d_model=8, n_heads=2, d_head=4,
+                                          n_layers=2, d_mlp=16))
+    tracked = model.tracked()
+    assert tracked["L1H1_QK"].shape == (8, 8) and tracked["L0H0_OV"].shape == (8, 8)
+    assert tracked["W_E"].shape == (11, 8) and tracked["W_U"].shape == (8, 11)
+    assert tracked["L0_W_in"].dtype == np.float64
+    a = model.blocks[1].attn
+    np.testing.assert_allclose(tracked["L1H0_QK"], (a.W_Q[0] @ a.W_K[0].T).detach().double())
+    assert model(torch.zeros(3, 5, dtype=torch.long)).shape == (3, 5, 11)
+
+
+def test_attention_is_causal():
+    model = Transformer(TransformerConfig(d_vocab=7, n_ctx=6, d_model=8, n_heads=2, d_head=4))
+    x = torch.randint(0, 7, (1, 6))
+    y = x.clone()
+    y[0, 4:] = (y[0, 4:] + 1) % 7
+    np.testing.assert_allclose(model(x)[0, :4].detach(), model(y)[0, :4].detach(), atol=1e-6)
+
+
+def test_fourier_sparsity_known_answers():
+    p = 31
+    k = np.arange(p)
+    single = np.stack([np.cos(2 * np.pi * 3 * k / p), np.sin(2 * np.pi * 3 * k / p)], axis=1)
+    assert fourier_sparsity(single, p) == pytest.approx(1.0)
+    noise = np.random.default_rng(0).standard_normal((p, 64))
+    assert fourier_sparsity(noise, p) < 0.4
+
+
+def test_autograd_hessian_top_eigenvalue_on_a_quadratic():
+    lin = torch.nn.Linear(3, 1, bias=False)
+    A = torch.tensor([[3.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 0.5]])
+    top = top_hessian_eigenvalue(lin, lambda m: 0.5 * m.weight[0] @ A @ m.weight[0])
+    assert top == pytest.approx(float(np.linalg.eigvalsh(A.numpy())[-1]), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_icl_emergence_quick_preset(tmp_path):
+    assert main(["icl-emergence", "--preset", "quick", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    by_layers = {r["n_layers"]: r for r in res["runs"]}
+    two, one = by_layers[2], by_layers[1]
+    assert two["emergence_step"] is not None          # the 2-layer model learns in context
+    assert one["emergence_step"] is None              # the 1-layer model cannot
+    assert two["final_icl_loss"] < 0.5 < 1.5 < one["final_icl_loss"]
+    for name in ("icl_emergence.png", "metrics.csv", "checkpoints.npz", "config.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "2layer_seed0" / "checkpoints.npz").exists()
+
+
+@pytest.mark.slow
+def test_grokking_quick_preset(tmp_path):
+    assert main(["grok", "--preset", "quick", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    mem, gen = res["memorization_step"], res["generalization_step"]
+    assert mem is not None and gen is not None and gen > 5 * mem      # delayed generalisation
+    assert res["final_train_acc"] > 0.99 and res["final_test_acc"] > 0.99
+    assert res["weight_norm"]["final"] < res["weight_norm"]["max"]     # rises, then falls
+    assert res["fourier_sparsity"]["final"] > res["fourier_sparsity"]["initial"]
+    for name in ("grokking.png", "metrics.csv", "checkpoints.npz", "results.json"):
+        assert (tmp_path / name).stat().st_size > 0
