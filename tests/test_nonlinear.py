@@ -59,9 +59,12 @@ def test_icl_emergence_quick_preset(tmp_path):
     assert two["emergence_step"] is not None          # the 2-layer model learns in context
     assert one["emergence_step"] is None              # the 1-layer model cannot
     assert two["final_icl_loss"] < 0.5 < 1.5 < one["final_icl_loss"]
-    for name in ("icl_emergence.png", "metrics.csv", "checkpoints.npz", "config.json"):
+    for name in ("icl_emergence.png", "singular_values.png", "config.json"):
         assert (tmp_path / name).stat().st_size > 0
-    assert (tmp_path / "2layer_seed0" / "checkpoints.npz").exists()
+    for run in ("1layer_seed0", "2layer_seed0"):
+        for name in ("checkpoints.npz", "metrics.csv", "results.json"):
+            assert (tmp_path / run / name).stat().st_size > 0
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["preset"] == "quick"
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ layers). ``icl_loss`` is the next-token loss on the targets after the first repe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -178,5 +178,7 @@ def run(preset: str, out, seeds=(0,), layers=(1, 2), progress=None) -> dict:
         sub = out / f"{r['result']['n_layers']}layer_seed{r['result']['seed']}"
         write_run(sub, r["config"], r["record"], r["analysis"], r["result"], {},
                   r["result"]["seconds"])
-    write_run(out, ICLConfig(), runs[-1]["record"], {}, results, figures(runs), timer.seconds)
+    config = {"preset": preset, "seeds": list(seeds), "layers": list(layers),
+              "runs": [asdict(r["config"]) for r in runs]}
+    write_run(out, config, None, {}, results, figures(runs), timer.seconds)
     return results

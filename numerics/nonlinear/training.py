@@ -87,12 +87,17 @@ def fall_step(steps, distance, level: float = 0.5) -> int | None:
     return int(steps[above[-1] + 1]) if above[-1] + 1 < len(steps) else None
 
 
-def write_run(out, config, record: Record, analysis: dict, results: dict, figures: dict,
+def write_run(out, config, record: Record | None, analysis: dict, results: dict, figures: dict,
               seconds: float) -> None:
-    """config.json, results.json (with provenance), metrics.csv, checkpoints.npz, figures."""
-    write_json(out / "config.json", {"config": asdict(config), "provenance": provenance()})
+    """config.json, results.json (with provenance), figures, and for a single run (``record``)
+    metrics.csv and checkpoints.npz (tracked matrices and their measures)."""
+    config = config if isinstance(config, dict) else asdict(config)
+    write_json(out / "config.json", {"config": config, "provenance": provenance()})
     results = dict(results, seconds=seconds, provenance=provenance())
     write_json(out / "results.json", results)
+    _write_figures(out, figures)
+    if record is None:
+        return
     buf = io.StringIO()
     writer = csv.writer(buf)
     names = list(record.metrics)
@@ -108,6 +113,9 @@ def write_run(out, config, record: Record, analysis: dict, results: dict, figure
     b = io.BytesIO()
     np.savez_compressed(b, **arrays)
     write_atomic(out / "checkpoints.npz", b.getvalue())
+
+
+def _write_figures(out, figures: dict) -> None:
     import matplotlib.pyplot as plt
     for fname, fig in figures.items():
         save_figure(fig, out / fname)
