@@ -13,8 +13,9 @@ import numba
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from ..theory.errors import InputError
+from ..theory.errors import DivergenceError, InputError
 from .codegen import CompiledFlow
+from .measures import top_hessian_eigenvalue
 
 
 @dataclass
@@ -66,10 +67,14 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
                             nfev=int(sol.nfev))
 
 
+RUNAWAY = 1e100
+
+
 @numba.njit(cache=False)
 def _fixed_step_loop(grad, extra, theta0, h, steps, every, rk4):
     """θ ← θ + h·(RK4 increment of −∇L) if ``rk4`` else θ − h∇L (a GD step), ``steps`` times;
-    rows every ``every`` steps."""
+    rows every ``every`` steps. Returns (rows, steps done): it stops at the first step whose θ
+    is not finite or exceeds ``RUNAWAY`` in magnitude."""
     out = np.empty((steps // every + 1, theta0.size))
     theta = theta0.copy()
     out[0] = theta
@@ -82,15 +87,33 @@ def _fixed_step_loop(grad, extra, theta0, h, steps, every, rk4):
             theta = theta + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
         else:
             theta = theta + h * k1
+        if not np.all(np.abs(theta) < RUNAWAY):
+            return out[: (n - 1) // every + 1], n
         if n % every == 0:
             out[n // every] = theta
-    return out
+    return out, steps
 
 
-def _loop(flow: CompiledFlow, theta0, step, steps: int, every: int, rk4: bool):
+def _loop(flow: CompiledFlow, theta0, step, steps: int, every: int, rk4: bool, **info):
     grad, extra = flow.grad_kernel
     loop = _fixed_step_loop if flow.backend == "numba" else _fixed_step_loop.py_func
-    return loop(grad, extra, theta0, step, steps, every, rk4)
+    theta, done = loop(grad, extra, theta0, step, steps, every, rk4)
+    traj = Trajectory.along(flow, step * every * np.arange(len(theta)), theta, **info)
+    if done < steps:
+        limit = stability_limit(flow, theta0)
+        raise DivergenceError(
+            f"diverged at step {done} of {steps} (step size {step:g}); the stability limit "
+            f"predicted from the Hessian at the start is 2/λ_max = {limit:.4g}"
+            f"{'' if rk4 else '; lower lr'}. The trajectory up to the last finite row is in "
+            f".partial", done, traj)
+    return traj
+
+
+def stability_limit(flow: CompiledFlow, theta) -> float:
+    """2/λ_max of the loss Hessian at θ (exact Hessian-vector products, Lanczos): GD with a
+    larger learning rate is unstable near θ."""
+    top = top_hessian_eigenvalue(lambda v: flow.hvp(theta, v), flow.size)
+    return 2.0 / top if top > 0 else float("inf")
 
 
 def _steps(steps, every):
@@ -107,8 +130,7 @@ def rk4(flow: CompiledFlow, theta0, t_end: float, dt: float, every: int = 1) -> 
         raise InputError("dt", f"dt and t_end must be positive, got dt={dt!r}, t_end={t_end!r}")
     steps = int(round(t_end / dt))
     _steps(steps, every)
-    theta = _loop(flow, theta0, float(dt), steps, every, rk4=True)
-    return Trajectory.along(flow, dt * every * np.arange(len(theta)), theta, method="rk4", dt=dt)
+    return _loop(flow, theta0, float(dt), steps, every, rk4=True, method="rk4", dt=dt)
 
 
 def gradient_descent(flow: CompiledFlow, theta0, lr: float, steps: int,
@@ -119,5 +141,4 @@ def gradient_descent(flow: CompiledFlow, theta0, lr: float, steps: int,
     if not lr > 0:
         raise InputError("lr", f"must be positive, got {lr!r}")
     _steps(steps, every)
-    theta = _loop(flow, theta0, float(lr), int(steps), int(every), rk4=False)
-    return Trajectory.along(flow, lr * every * np.arange(len(theta)), theta, method="gd", lr=lr)
+    return _loop(flow, theta0, float(lr), int(steps), int(every), rk4=False, method="gd", lr=lr)

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ..theory.data import ICLData
-from ..theory.errors import InputError
+from ..theory.errors import DivergenceError, InputError
 from ..theory.models import Model
 from .params import as_arrays
 
@@ -36,6 +36,9 @@ class SimResult:
     steps: np.ndarray
     params: dict
     info: dict = field(default_factory=dict)
+
+
+RUNAWAY = 1e100
 
 
 def _spaces(data: ICLData) -> dict:
@@ -191,17 +194,30 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
         X, Y, xq, yq = sampler.prompts(rng, (seeds, batch))
         loss, g_PV, g_KQ = layer_loss_and_grad(W_PV, W_KQ, X, Y, xq, yq, data.d)
         losses[n] = loss
+        if not np.all(np.isfinite(loss)) or loss.max() > RUNAWAY:
+            partial = _result(losses[:n], records, steps, record_every, dict(
+                model=repr(model), data=repr(data), lr=lr, batch=batch, steps=steps,
+                seeds=seeds, seed=seed))
+            bad = int(np.argmax(~np.isfinite(loss) | (loss > RUNAWAY)))
+            raise DivergenceError(f"SGD diverged at step {n} (seed index {bad}); lower lr "
+                                  f"(now {lr:g}). Steps before it are in .partial", n, partial)
         if n == steps:
             break
         for name, g in pullback(model, data, letters, g_PV, g_KQ).items():
             params[name] = params[name] - lr * g
         if progress is not None:
             progress(n + 1)
-    mean = losses.mean(axis=1)
-    se = losses.std(axis=1, ddof=1) / np.sqrt(seeds) if seeds > 1 else np.full_like(mean, np.nan)
-    recorded = np.unique(np.r_[np.arange(0, steps + 1, record_every), steps])
     info = dict(model=repr(model), data=repr(data), lr=lr, batch=batch, steps=steps,
                 seeds=seeds, seed=seed)
+    return _result(losses, records, steps, record_every, info)
+
+
+def _result(losses, records: dict, steps: int, record_every: int, info: dict) -> SimResult:
+    seeds = losses.shape[1]
+    mean = losses.mean(axis=1)
+    se = losses.std(axis=1, ddof=1) / np.sqrt(seeds) if seeds > 1 else np.full_like(mean, np.nan)
+    n_rec = len(next(iter(records.values())))
+    recorded = np.unique(np.r_[np.arange(0, steps + 1, record_every), steps])[:n_rec]
     return SimResult(mean, se, losses, recorded,
                      {k: np.stack(v, axis=1) for k, v in records.items()}, info)
 

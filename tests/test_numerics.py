@@ -165,3 +165,18 @@ def test_bad_inputs_raise_clear_errors():
         flow.pack({"V": np.nan, "Q": np.eye(2)})
     with pytest.raises(InputError, match="lr"):
         gradient_descent(flow, {"V": 1.0, "Q": np.eye(2)}, lr=-1, steps=3)
+
+
+def test_divergence_is_reported_with_the_step_the_limit_and_the_partial_run():
+    from icldyn.theory import DivergenceError
+    from icldyn.numerics.integrate import stability_limit
+    data = ICLData(d=2, N=4, Lambda=np.diag([3.0, 1.0]))
+    flow = flow_for(data)
+    theta0 = flow.pack({"V": 1.0, "Q": np.eye(2)})
+    limit = stability_limit(flow, theta0)
+    gradient_descent(flow, theta0, lr=0.5 * limit, steps=50)           # below the limit: fine
+    with pytest.raises(DivergenceError, match="stability limit") as info:
+        gradient_descent(flow, theta0, lr=50 * limit, steps=500)
+    err = info.value
+    assert 0 < err.step < 500 and f"{limit:.4g}" in str(err)
+    assert len(err.partial.t) == err.step and np.all(np.isfinite(err.partial.theta))

@@ -108,3 +108,15 @@ def test_sgd_conserved_quantity_drifts_at_order_eta_squared():
         C = np.sum(sim.params["V"] ** 2, axis=(2, 3)) - np.sum(sim.params["Q"] ** 2, axis=(2, 3))
         drift.append(np.mean(np.abs(C[:, -1] - C[:, 0])))
     assert 1.5 < drift[0] / drift[1] < 2.7, drift
+
+
+def test_sgd_divergence_keeps_the_steps_before_it():
+    from icldyn.theory import DivergenceError
+    model, data, init = setting("gaussian")
+    with pytest.raises(DivergenceError, match="lower lr") as info:
+        with np.errstate(over="ignore", invalid="ignore"):
+            simulate_sgd(model, data, {"V": 3.0, "Q": 3 * np.eye(3)}, lr=5.0, batch=8,
+                         steps=200, seeds=2)
+    err = info.value
+    assert 0 < err.step < 200 and len(err.partial.loss) == err.step
+    assert np.all(np.isfinite(err.partial.loss))

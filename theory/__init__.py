@@ -3,6 +3,6 @@
 from . import models
 from .data import ICLData
 from .derive import Derivation, derive
-from .errors import InputError
+from .errors import DivergenceError, InputError
 
-__all__ = ["ICLData", "models", "derive", "Derivation", "InputError"]
+__all__ = ["ICLData", "models", "derive", "Derivation", "InputError", "DivergenceError"]
