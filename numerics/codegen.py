@@ -19,7 +19,7 @@ import sympy as sp
 from ..theory.data import N_SYM, SIGMA
 from ..theory.derive import ETA, Derivation
 from ..theory.errors import InputError
-from ..theory.words import DIMS, Dg, MatPoly, TracePoly
+from ..theory.words import DIMS, Dg, MatPoly, TracePoly, transpose_word
 from .params import as_arrays
 
 BACKENDS = ("numpy", "numba")
@@ -32,16 +32,29 @@ def eigdiag(Y, U, c):
     return (U * v) @ U.T
 
 
-class _Printer:
-    """Collects the statements that evaluate words and traces, each once."""
+DATA_LETTERS = ("Lambda", "Sigma_w")
 
-    def __init__(self):
+
+def _is_data(letter) -> bool:
+    """Letters fixed by the data (symmetric): Λ, Σ_w, and Dg of a data-only word."""
+    if isinstance(letter, Dg):
+        return all(_is_data(a) for a in letter.inner)
+    return letter.name in DATA_LETTERS
+
+
+class _Printer:
+    """Collects the statements that evaluate words and traces, each once. Products of data
+    letters only go to the shared ``constants`` printer (computed once per data set)."""
+
+    def __init__(self, constants: "_Printer | None" = None, indent: str = "    "):
         self.lines: list[str] = []
         self.names: dict = {}
         self.counter = 0
+        self.constants = constants
+        self.prefix = "c" if constants is None else ""
 
     def _new(self, expr: str, prefix: str) -> str:
-        name = f"{prefix}{self.counter}"
+        name = f"{self.prefix}{prefix}{self.counter}"
         self.counter += 1
         self.lines.append(f"    {name} = {expr}")
         return name
@@ -60,6 +73,8 @@ class _Printer:
         return name
 
     def word(self, word: tuple) -> str:
+        if self.constants is not None and all(map(_is_data, word)):
+            return self.constants.word(word)
         if len(word) == 1:
             return self.letter(word[0])
         key = ("word", word)
@@ -67,14 +82,44 @@ class _Printer:
             self.names[key] = self._new(f"{self.word(word[:-1])} @ {self.letter(word[-1])}", "m")
         return self.names[key]
 
+    def known(self, word: tuple) -> bool:
+        return len(word) == 1 or ("word", word) in self.names or (
+            self.constants is not None and all(map(_is_data, word)))
+
     def trace(self, word: tuple) -> str:
+        """tr(H·T) = Σ_ij H_ij (Tᵀ)_ij over the cyclic rotations (and the transpose) of the
+        word, with T a single letter or a run of data letters (a constant): the last product
+        costs O(d²), not O(d³). The split reuses an already computed product H where it can,
+        else takes the longest run of data letters."""
         key = ("trace", word)
-        if key not in self.names:
-            self.names[key] = self._new(f"np.trace({self.word(word)})", "s")
+        if key in self.names:
+            return self.names[key]
+        if len(word) == 1 or self.known(word):
+            expr = f"np.trace({self.word(word)})"
+        else:
+            best = None
+            for cand in _rotations(word) + _rotations(transpose_word(word)):
+                for cut in range(1, len(cand)):
+                    head, tail = cand[:cut], cand[cut:]
+                    data_tail = all(map(_is_data, tail))
+                    if len(tail) > 1 and not data_tail:
+                        continue
+                    cost = (0 if self.known(head) else len(head) - 1,
+                            -(len(tail) if data_tail else 0))
+                    if best is None or cost < best[0]:
+                        best = (cost, head, tail)
+            _, head, tail = best
+            tail_t = self.word(transpose_word(tail))
+            expr = f"np.sum({self.word(head)} * {tail_t})"
+        self.names[key] = self._new(expr, "s")
         return self.names[key]
 
     def scalar_term(self, traces, kidx: int) -> str:
         return " * ".join([f"k[{kidx}]"] + [self.trace(w) for w in traces])
+
+
+def _rotations(word: tuple) -> list[tuple]:
+    return [word[k:] + word[:k] for k in range(len(word))]
 
 
 @dataclass
@@ -107,22 +152,28 @@ def _generate(der: Derivation) -> _Polys:
         coeffs.append(expr)
         return len(coeffs) - 1
 
-    header = ["    n_x = Lambda.shape[0]", "    n_y = dims[0]", "    n_r = dims[1]", "    pos = 0"]
+    consts = _Printer()
+    header = ["    n_x = Lambda.shape[0]", "    n_y = dims[0]", "    n_r = dims[1]",
+              "    CONSTANTS", "    pos = 0"]
     for p in model.params:
         header += [f"    P_{p.name} = theta[pos:pos + {_size_code(p)}].reshape({_shape_code(p)})",
                    f"    pos += {_size_code(p)}"]
     for b in model.blocks():
         header.append(f"    {b.letter.name} = np.ascontiguousarray(P_{b.param}{_index_code(b)})")
-    args = "theta, k, Lambda, Sigma_w, U, c, dims"
+    args = "theta, k, Lambda, Sigma_w, U, c, dims, consts"
 
     def scalar_fn(name: str, poly: TracePoly) -> list[str]:
-        pr = _Printer()
+        pr = _Printer(consts)
         terms = [pr.scalar_term(tr, k(c)) for tr, c in poly.terms.items()]
         body = " + ".join(terms) if terms else "0.0"
         return [f"def {name}({args}):"] + header + pr.lines + [f"    return {body}", ""]
 
     def grad_fn(name: str, grads: dict) -> list[str]:
-        pr = _Printer()
+        pr = _Printer(consts)
+        for g in grads.values():             # open products first: traces may reuse them
+            for _, word in g.terms:
+                if word:
+                    pr.word(word)
         out = ["    out = np.empty(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
         for p in model.params:
             out.append(f"    G_{p.name} = np.zeros({_shape_code(p)}, dtype=theta.dtype)")
@@ -139,12 +190,17 @@ def _generate(der: Derivation) -> _Polys:
                     f"    pos += G_{p.name}.size"]
         return [f"def {name}({args}):"] + header + pr.lines + out + ["    return out", ""]
 
-    lines = ["import numpy as np", ""]
-    lines += scalar_fn("loss", der.loss_poly)
+    lines = scalar_fn("loss", der.loss_poly)
     lines += grad_fn("grad", der.gradient_poly)
     for i, c in enumerate(der.conserved):
         lines += scalar_fn(f"conserved_{i}", c.quantity)
         lines += scalar_fn(f"gd_change_{i}", c.gd_change)
+    names = [line.split(" = ")[0].strip() for line in consts.lines] or ["Lambda"]
+    unpack = f"({', '.join(names)},) = consts"
+    constants_fn = (["def constants(Lambda, Sigma_w, U, c):"] + consts.lines
+                    + [f"    return ({', '.join(names)},)", ""])
+    lines = ["import numpy as np", ""] + constants_fn + [
+        line.replace("    CONSTANTS", "    " + unpack) for line in lines]
     return _Polys(coeffs, "\n".join(lines))
 
 
@@ -203,10 +259,15 @@ class CompiledFlow:
         self._scalars = [float(data.N), float(data.noise), float(d), float(data.d_y),
                          float(sizes.get("r", 0))]
         self.k = np.array(self._coeff_fn(*self._scalars, 0.0), dtype=float)
+        self.consts = self._constants(self.Lambda, self.Sigma_w, self.U, self.c)
+
+    def _constants(self, *data) -> tuple:
+        """Products of data letters only, computed once per data set."""
+        return tuple(np.ascontiguousarray(a) for a in self._fns["constants"](*data))
 
     def _args(self, theta, k=None):
         return (np.ascontiguousarray(theta, dtype=float), self.k if k is None else k,
-                self.Lambda, self.Sigma_w, self.U, self.c, self.dims)
+                self.Lambda, self.Sigma_w, self.U, self.c, self.dims, self.consts)
 
     # --- parameters ------------------------------------------------------------------------------
     def pack(self, params: dict) -> np.ndarray:
@@ -235,9 +296,9 @@ class CompiledFlow:
         """Hessian-vector product ∇²L(θ) v by complex-step differentiation of the exact
         gradient: Im ∇L(θ + i h v) / h, exact to rounding since L is a polynomial."""
         z = np.asarray(theta, dtype=float) + 1j * h * np.asarray(v, dtype=float)
-        k, *data, dims = self._args(theta)[1:]
-        data = [a.astype(complex) for a in data]     # numba's @ needs one dtype
-        return self._fns["grad"](z, k, *data, dims).imag / h
+        data = [a.astype(complex) for a in (self.Lambda, self.Sigma_w, self.U, self.c)]
+        consts = self._constants(*data)               # numba's @ needs one dtype
+        return self._fns["grad"](z, self.k, *data, self.dims, consts).imag / h
 
     def rhs(self, t, theta) -> np.ndarray:
         """Gradient-flow vector field dθ/dt = −∇L (signature of scipy's solve_ivp)."""
