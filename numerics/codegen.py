@@ -179,7 +179,7 @@ def _generate(der: Derivation) -> _Polys:
             out.append(f"    G_{p.name} = np.zeros({_shape_code(p)}, dtype=theta.dtype)")
             for b in (b for b in model.blocks() if b.param == p.name):
                 g: MatPoly = grads[b.letter.name]
-                rows, cols = _SIZE[b.letter.rows], _SIZE[b.letter.cols]
+                rows = _SIZE[b.letter.rows]
                 parts = []
                 for (traces, word), c in g.terms.items():
                     s = pr.scalar_term(traces, k(c))

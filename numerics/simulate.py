@@ -130,7 +130,7 @@ class PromptSampler:
 
     def prompts(self, rng, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(X (…, N, d), Y (…, N, d_y), x_q (…, d), y_q (…, d_y))."""
-        N, d, d_y = int(self.data.N), self.data.d, self.data.d_y
+        N, d = int(self.data.N), self.data.d
         W = self.tasks(rng, shape)
         g = rng.standard_normal((int(np.prod(shape)) * (N + 1), d))
         x = (g @ self.chol.T).reshape(shape + (N + 1, d))

@@ -3,7 +3,6 @@ closed forms (Hypothesis over random SPD Λ, Σ_w, N, σ and initial weights).""
 
 import numpy as np
 import pytest
-import sympy as sp
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp

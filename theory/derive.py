@@ -9,7 +9,6 @@ Conserved quantities are found from the model's symmetries and proved by ``symme
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import sympy as sp
 
 from .data import N_SYM, ICLData
