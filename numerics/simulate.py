@@ -110,7 +110,7 @@ class PromptSampler:
     def __init__(self, data: ICLData):
         vals = data.values()
         self.data = data
-        if not all(v.is_number for v in data.Lambda) or not sp_number(data.noise):
+        if not all(v.is_number for v in data.Lambda) or not data.noise.is_number:
             raise InputError("data", "simulation needs numeric Λ, Σ_w and noise")
         self.chol = np.linalg.cholesky(np.array(vals["Lambda"].tolist(), dtype=float))
         if data.tasks == "gaussian":
@@ -138,10 +138,6 @@ class PromptSampler:
         if self.sigma > 0:
             y = y + self.sigma * rng.standard_normal(y.shape)
         return x[..., :N, :], y[..., :N, :], x[..., N, :], y[..., N, :]
-
-
-def sp_number(v) -> bool:
-    return getattr(v, "is_number", True)
 
 
 def layer_loss_and_grad(W_PV, W_KQ, X, Y, xq, yq, d: int):

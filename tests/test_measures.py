@@ -130,3 +130,14 @@ def test_linear_lens_reads_the_stages_of_an_exact_trajectory():
     assert lens["top_hessian"][0] == pytest.approx(4.0, rel=1e-3)   # s_max² at the saddle
     assert lens["Q"]["effective_rank"][0] == pytest.approx(2.0)
     assert lens["Q"]["effective_rank"].min() < 1.3 < lens["Q"]["effective_rank"][-1]
+
+
+def test_step_finders_of_the_training_records():
+    from icldyn.numerics.nonlinear.training import fall_step, first_step
+    steps = [0, 10, 20, 30, 40]
+    assert first_step(steps, [5.0, 3.0, 1.5, 0.9, 0.5], below=1.0) == 30
+    assert first_step(steps, [0.1, 0.5, 0.99, 0.98, 1.0], above=0.99) == 20
+    assert first_step(steps, [5.0] * 5, below=1.0) is None
+    assert fall_step(steps, [0.9, 0.4, 0.6, 0.3, 0.0], level=0.5) == 30   # stays below for good
+    assert fall_step(steps, [0.1] * 5) == 0
+    assert fall_step(steps, [0.1, 0.1, 0.1, 0.1, 0.7]) is None

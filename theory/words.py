@@ -166,12 +166,6 @@ class TracePoly:
     def __repr__(self) -> str:
         return f"TracePoly({len(self.terms)} terms: {sp.sstr(self.to_sympy())})"
 
-    def letters(self) -> set[str]:
-        return {name for traces in self.terms for w in traces for name in _names(w)}
-
-    def degree(self, name: str, traces: tuple) -> int:
-        return sum(_count(w, name) for w in traces)
-
     def diff(self, symbol: Mat) -> "MatPoly":
         """Gradient ∂(self)/∂symbol, a matrix of symbol's shape."""
         out = MatPoly(symbol.rows, symbol.cols)
@@ -295,18 +289,6 @@ def _diff_cyclic(word: tuple, name: str, npos: int):
         elif isinstance(letter, Dg):
             inner = letter.inner
             yield from _diff_cyclic(inner + (Dg(rest),), name, len(inner))
-
-
-def _names(word: tuple):
-    for letter in word:
-        if isinstance(letter, Mat):
-            yield letter.name
-        else:
-            yield from _names(letter.inner)
-
-
-def _count(word: tuple, name: str) -> int:
-    return sum(1 for n in _names(word) if n == name)
 
 
 # --- sympy conversion -------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..lens import first_time, settle_time
 from ..measures import effective_rank, singular_values, subspace_overlap
 from ..runfolder import provenance, save_figure, write_atomic, write_json
 
@@ -70,21 +71,24 @@ def analyse(record: Record, k: int = 4) -> dict:
     return out
 
 
+def _step(value: float) -> int | None:
+    return None if np.isnan(value) else int(value)
+
+
 def first_step(steps, values, below=None, above=None) -> int | None:
-    """First step whose value is below (or above) a threshold, None if never."""
-    for s, v in zip(steps, values):
-        if (below is not None and v < below) or (above is not None and v >= above):
-            return int(s)
-    return None
+    """First step whose value is below (or at least) a threshold, None if never."""
+    values = np.asarray(values)
+    mask = np.zeros(len(values), dtype=bool)
+    if below is not None:
+        mask |= values < below
+    if above is not None:
+        mask |= values >= above
+    return _step(first_time(np.asarray(steps), mask))
 
 
 def fall_step(steps, distance, level: float = 0.5) -> int | None:
     """First checkpoint step from which the subspace distance stays below ``level``."""
-    distance = np.asarray(distance)
-    above = np.nonzero(distance >= level)[0]
-    if len(above) == 0:
-        return int(steps[0])
-    return int(steps[above[-1] + 1]) if above[-1] + 1 < len(steps) else None
+    return _step(settle_time(np.asarray(steps), np.asarray(distance) < level))
 
 
 def write_run(out, config, record: Record | None, analysis: dict, results: dict, figures: dict,
