@@ -4,7 +4,8 @@
     tasks), d = 8, 64, 256;
 (b) the expected learning curve by theory (compile + GD) vs the same curve by `simulate_sgd` with
     enough seeds for ~1 % accuracy;
-(c) derivation time per model, cold (empty caches) and warm;
+(c) derivation time per model (incl. the symmetry search): cold (empty cache), from the disk
+    cache (as a new process sees it) and from memory;
 (d) numba vs numpy backend for 10⁵ GD steps at d = 16;
 (e) growth of the compiled-gradient cost with d (fitted exponent).
 Prints ratios and writes JSON (default benchmarks/results.json).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -79,26 +81,28 @@ def bench_curve() -> dict:
 
 
 def bench_derivation() -> list[dict]:
-    import importlib
+    """Derivation incl. the symmetry search: cold (empty cache), from the disk cache (memory
+    layer cleared, as in a new process) and from memory."""
+    import tempfile
 
     import sympy as sp
 
-    from icldyn.theory import ICLData, derive, models, symmetry
-    derive_module = importlib.import_module("icldyn.theory.derive")
+    from icldyn.theory import ICLData, cache, derive, models
     rows = []
     N, sigma = sp.Symbol("N", positive=True, integer=True), sp.Symbol("sigma", nonnegative=True)
+    os.environ[cache.ENV] = tempfile.mkdtemp(prefix="icldyn-bench-cache-")
     for model in (models.Merged(3), models.MultiHead(3, heads=2), models.SeparateKQ(3, 2, 2),
                   models.FullLSA(3)):
         data = ICLData(d=3, N=N, Lambda="full", Sigma_w="full", noise=sigma)
-        derive_module._LOSS_CACHE.clear()
-        symmetry._FOUND.clear()
-        start = time.perf_counter()
-        derive(model, data).conservation_laws()
-        cold = time.perf_counter() - start
-        start = time.perf_counter()
-        derive(model, data).conservation_laws()
-        warm = time.perf_counter() - start
-        rows.append({"model": repr(model), "cold_s": cold, "warm_s": warm})
+        times = []
+        for clear in (cache.clear_cache, cache.clear_memory, lambda: None):
+            clear()
+            start = time.perf_counter()
+            derive(model, data).conservation_laws()
+            times.append(time.perf_counter() - start)
+        rows.append({"model": repr(model), "cold_s": times[0], "disk_s": times[1],
+                     "memory_s": times[2]})
+    cache.clear_cache()
     return rows
 
 
@@ -141,7 +145,7 @@ def main() -> None:
     results["derivation"] = bench_derivation()
     for row in results["derivation"]:
         print(f"(c) {row['model']}: derive + symmetries cold {row['cold_s']:.2f} s, "
-              f"warm {row['warm_s']:.2f} s")
+              f"disk cache {row['disk_s']:.2f} s, memory {row['memory_s']:.3f} s")
     results["backends"] = bench_backends()
     b = results["backends"]
     print(f"(d) 1e5 GD steps at d = 16: numba {b['numba_s_per_1e5']:.2f} s, numpy "

@@ -71,7 +71,7 @@ def cmd_derive(args) -> int:
     der = derive(models.MODELS[args.model](args.d, d_y=d_y), data)
     tex = der.to_latex()
     if args.latex:
-        from .runfolder import write_atomic
+        from ..files import write_atomic
         write_atomic(Path(args.latex), tex + "\n")
         print(f"wrote {args.latex}")
     else:
@@ -81,7 +81,7 @@ def cmd_derive(args) -> int:
 
 def _derive_all(out: Path) -> int:
     from ..theory.catalogue import documents, index
-    from .runfolder import write_atomic
+    from ..files import write_atomic
 
     docs = documents()
     for name, text in docs.items():
@@ -129,6 +129,19 @@ def cmd_icl(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    from ..theory.cache import cache_info, clear_cache
+
+    if args.action == "clear":
+        print(f"removed {clear_cache()} files from {cache_info()['dir']}")
+        return 0
+    info = cache_info()
+    print(f"derivation cache: {info['dir'] or 'off'} (code version {info['code_version']})")
+    for kind, row in info["kinds"].items():
+        print(f"  {kind}: {row['entries']} files, {row['bytes'] / 1024:.1f} KiB")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from .mainjob import RunConfig
 
@@ -154,6 +167,10 @@ def parser() -> argparse.ArgumentParser:
                     help="regenerate every model's LaTeX document and the index in --out")
     dv.add_argument("--out", default="derivations", help="folder for --all (default derivations)")
     dv.set_defaults(func=cmd_derive)
+    ca = sub.add_parser("cache", help="show or clear the on-disk derivation cache "
+                                      "($ICLDYN_CACHE_DIR, default ~/.cache/icldyn)")
+    ca.add_argument("action", choices=["info", "clear"])
+    ca.set_defaults(func=cmd_cache)
     for name, func, default, text in (
             ("grok", cmd_grok, "runs/grok", "grokking on (a + b) mod p (needs torch)"),
             ("icl-emergence", cmd_icl, "runs/icl", "ICL emergence in attention-only "

@@ -11,11 +11,15 @@ values reuses the same compiled code. The ``numba`` backend ``njit``s the very s
 from __future__ import annotations
 
 import hashlib
+import sys
+import types
 from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
 
+from ..files import write_atomic
+from ..theory.cache import cache_dir
 from ..theory.data import N_SYM, SIGMA
 from ..theory.derive import ETA, Derivation
 from ..theory.errors import InputError
@@ -201,7 +205,33 @@ def _generate(der: Derivation) -> _Polys:
                     + [f"    return ({', '.join(names)},)", ""])
     lines = ["import numpy as np", ""] + constants_fn + [
         line.replace("    CONSTANTS", "    " + unpack) for line in lines]
-    return _Polys(coeffs, "\n".join(lines))
+    return _Polys(coeffs, "\n".join(lines) + FIXED_STEP_LOOP)
+
+
+RUNAWAY = 1e100
+
+# Emitted into every generated module (not passed the gradient as an argument) so that Numba can
+# cache it on disk with the kernels it calls.
+FIXED_STEP_LOOP = f'''
+def fixed_step(theta0, h, steps, every, rk4, k, Lambda, Sigma_w, U, c, dims, consts):
+    out = np.empty((steps // every + 1, theta0.size))
+    theta = theta0.copy()
+    out[0] = theta
+    for n in range(1, steps + 1):
+        k1 = -grad(theta, k, Lambda, Sigma_w, U, c, dims, consts)
+        if rk4:
+            k2 = -grad(theta + 0.5 * h * k1, k, Lambda, Sigma_w, U, c, dims, consts)
+            k3 = -grad(theta + 0.5 * h * k2, k, Lambda, Sigma_w, U, c, dims, consts)
+            k4 = -grad(theta + h * k3, k, Lambda, Sigma_w, U, c, dims, consts)
+            theta = theta + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        else:
+            theta = theta + h * k1
+        if not np.all(np.abs(theta) < {RUNAWAY!r}):
+            return out[: (n - 1) // every + 1], n
+        if n % every == 0:
+            out[n // every] = theta
+    return out, steps
+'''
 
 
 def _size_code(param) -> str:
@@ -212,19 +242,43 @@ _COMPILED: dict = {}
 
 
 def _compile(source: str, backend: str) -> dict:
-    key = (hashlib.sha256(source.encode()).hexdigest(), backend)
-    if key not in _COMPILED:
-        namespace = {"_eigdiag": eigdiag}
+    """The generated functions for ``backend``, compiled once per process. With the disk cache
+    on (``theory/cache.py``) the source is written to ``<cache>/kernels/<digest>.py`` and
+    compiled from there, so Numba caches the machine code next to it for every later process."""
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    if (digest, backend) not in _COMPILED:
+        filename = _source_file(source, digest)
+        module = types.ModuleType(f"icldyn_kernel_{digest[:16]}_{backend}")
+        sys.modules[module.__name__] = module       # Numba's cache re-imports it by name
+        namespace = module.__dict__
+        namespace["_eigdiag"] = eigdiag
         if backend == "numba":
             import numba
-            namespace["_eigdiag"] = numba.njit(cache=False)(eigdiag)
-        exec(compile(source, f"<icldyn-generated-{key[0][:8]}>", "exec"), namespace)
-        fns = {n: f for n, f in namespace.items() if callable(f) and n[0] != "_" and n != "np"}
+            namespace["_eigdiag"] = numba.njit(cache=True)(eigdiag)
+        exec(compile(source, filename or f"<icldyn-generated-{digest[:8]}>", "exec"), namespace)
+        fns = {n: f for n, f in namespace.items()
+               if isinstance(f, types.FunctionType) and n[0] != "_"}
         if backend == "numba":
             import numba
-            fns = {n: numba.njit(f) for n, f in fns.items()}
-        _COMPILED[key] = fns
-    return _COMPILED[key]
+            fns = {n: numba.njit(f, cache=filename is not None) for n, f in fns.items()}
+            namespace.update(fns)                   # kernels call each other compiled
+        _COMPILED[digest, backend] = fns
+    return _COMPILED[digest, backend]
+
+
+def _source_file(source: str, digest: str) -> str | None:
+    """Path of the generated source in the cache (written once, never rewritten: Numba keys its
+    cache on the file's time stamp), or None when the disk cache is off or not writable."""
+    folder = cache_dir()
+    if folder is None:
+        return None
+    path = folder / "kernels" / f"k{digest[:32]}.py"
+    try:
+        if not path.exists():
+            write_atomic(path, source)
+    except OSError:
+        return None
+    return str(path)
 
 
 class CompiledFlow:
@@ -313,10 +367,13 @@ class CompiledFlow:
         return np.array([self._fns[f"gd_change_{i}"](*self._args(theta, k))
                          for i in range(len(self.der.conserved))])
 
-    @property
-    def grad_kernel(self):
-        """(function, extra args) for compiled loops: grad = fn(theta, *extra)."""
-        return self._fns["grad"], self._args(np.zeros(self.size))[1:]
+    def fixed_step(self, theta0, h: float, steps: int, every: int, rk4: bool):
+        """θ ← θ + h·(RK4 increment of −∇L) if ``rk4`` else θ − h∇L (a GD step), ``steps``
+        times, in one compiled loop; rows every ``every`` steps. Returns (rows, steps done): it
+        stops at the first step whose θ is not finite or exceeds ``RUNAWAY`` in magnitude."""
+        theta, *extra = self._args(theta0)
+        return self._fns["fixed_step"](theta, float(h), int(steps), int(every), bool(rk4),
+                                       *extra)
 
 
 def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 from scipy.integrate import solve_ivp
 
@@ -67,37 +66,8 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
                             nfev=int(sol.nfev))
 
 
-RUNAWAY = 1e100
-
-
-@numba.njit(cache=False)
-def _fixed_step_loop(grad, extra, theta0, h, steps, every, rk4):
-    """θ ← θ + h·(RK4 increment of −∇L) if ``rk4`` else θ − h∇L (a GD step), ``steps`` times;
-    rows every ``every`` steps. Returns (rows, steps done): it stops at the first step whose θ
-    is not finite or exceeds ``RUNAWAY`` in magnitude."""
-    out = np.empty((steps // every + 1, theta0.size))
-    theta = theta0.copy()
-    out[0] = theta
-    for n in range(1, steps + 1):
-        k1 = -grad(theta, *extra)
-        if rk4:
-            k2 = -grad(theta + 0.5 * h * k1, *extra)
-            k3 = -grad(theta + 0.5 * h * k2, *extra)
-            k4 = -grad(theta + h * k3, *extra)
-            theta = theta + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        else:
-            theta = theta + h * k1
-        if not np.all(np.abs(theta) < RUNAWAY):
-            return out[: (n - 1) // every + 1], n
-        if n % every == 0:
-            out[n // every] = theta
-    return out, steps
-
-
 def _loop(flow: CompiledFlow, theta0, step, steps: int, every: int, rk4: bool, **info):
-    grad, extra = flow.grad_kernel
-    loop = _fixed_step_loop if flow.backend == "numba" else _fixed_step_loop.py_func
-    theta, done = loop(grad, extra, theta0, step, steps, every, rk4)
+    theta, done = flow.fixed_step(theta0, step, steps, every, rk4)
     traj = Trajectory.along(flow, step * every * np.arange(len(theta)), theta, **info)
     if done < steps:
         limit = stability_limit(flow, theta0)

@@ -1,12 +1,15 @@
 """Shared fixtures and Hypothesis strategies."""
 
 import os
+import tempfile
 
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# A fresh derivation/kernel cache per test session (set ICLDYN_CACHE_DIR to reuse one locally).
+os.environ.setdefault("ICLDYN_CACHE_DIR", tempfile.mkdtemp(prefix="icldyn-test-cache-"))
 
 settings.register_profile("default", deadline=None, max_examples=25,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .cache import cached
 from .data import N_SYM, ICLData
 from .errors import InputError
 from .gaussian import Monomial, Segment, expect
@@ -44,20 +45,16 @@ def _relabel(seg: Segment, mapping) -> Segment:
     return Segment(_relabel_vec(seg.start, mapping), seg.letters, _relabel_vec(seg.end, mapping))
 
 
-_LOSS_CACHE: dict = {}
-
-
 def structural_loss(model: Model, data: ICLData) -> TracePoly:
     """The expected loss as a TracePoly in symbolic N, σ, d, d_y; it depends only on the
-    model's structure and the data's, so it is computed once per (model.key(), structure)."""
-    key = (model.key(), data.structure())
-    if key not in _LOSS_CACHE:
-        try:
-            _LOSS_CACHE[key] = _expected_loss(model, data)
-        except NotImplementedError as exc:
-            raise InputError("data", f"{model!r} with tasks={data.tasks!r} needs {exc}, which "
-                             "the engine does not provide yet; use tasks='gaussian'") from None
-    return _LOSS_CACHE[key]
+    model's structure and the data's, so it is computed once per (model.key(), structure) and
+    kept in the derivation cache (``cache.py``)."""
+    try:
+        return cached("loss", (model.key(), data.structure()),
+                      lambda: _expected_loss(model, data))
+    except NotImplementedError as exc:
+        raise InputError("data", f"{model!r} with tasks={data.tasks!r} needs {exc}, which "
+                         "the engine does not provide yet; use tasks='gaussian'") from None
 
 
 def _expected_loss(model: Model, data: ICLData) -> TracePoly:

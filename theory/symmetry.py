@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
+from .cache import cached
 from .derive import ETA, Derivation, inner_monomial
 from .gaussian import Segment, expect
 from .models import VecTerm
@@ -135,16 +136,10 @@ def _gram(variations: list[list[VecTerm]], der: Derivation) -> list[list[TracePo
     return gram
 
 
-_FOUND: dict = {}
-
-
 def find_symmetries(der: Derivation) -> dict:
     """{"mixing": [{"L<-L'": a}], "space": {s: [{candidate label: coefficient}]}}: bases of the
     symmetry generators found in each family (cached per model and data structure)."""
-    key = (der.model.key(), der.data.structure())
-    if key not in _FOUND:
-        _FOUND[key] = _find(der)
-    return _FOUND[key]
+    return cached("symmetries", (der.model.key(), der.data.structure()), lambda: _find(der))
 
 
 def _find(der: Derivation) -> dict:

@@ -12,7 +12,8 @@ import numpy as np
 
 from ..lens import first_time, settle_time
 from ..measures import effective_rank, singular_values, subspace_overlap
-from ..runfolder import provenance, save_figure, write_atomic, write_json
+from ...files import write_atomic
+from ..runfolder import provenance, save_figure, write_json
 
 
 @dataclass
