@@ -129,6 +129,44 @@ def cmd_icl(args) -> int:
     return 0
 
 
+def _grid(text: str, kind, option: str) -> tuple:
+    try:
+        return tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(option, f"must be comma-separated {kind.__name__} values, "
+                         f"got {text!r}") from None
+
+
+SWEEP_AXES = (("d", int), ("N", int), ("spectrum", str), ("noise", float),
+              ("init_scale", float), ("lr", float), ("batch", int), ("seed", int))
+SWEEP_SETTINGS = (("steps", int), ("replicas", int), ("mode", str), ("model", str),
+                  ("tasks", str))
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import SweepSpec, load_spec, run_sweep
+
+    given = {name: _grid(getattr(args, name), kind, f"--{name.replace('_', '-')}")
+             for name, kind in SWEEP_AXES if getattr(args, name) is not None}
+    given.update({name: getattr(args, name) for name, _ in SWEEP_SETTINGS
+                  if getattr(args, name) is not None})
+    out = Path(args.out)
+    if args.resume and (out / "spec.json").exists():
+        saved = load_spec(out)
+        spec = SweepSpec.from_json({**saved.to_json(), **given})
+    else:
+        spec = SweepSpec(**given)
+    bar, update = _progress()
+    with bar:
+        summary = run_sweep(spec, out, resume=args.resume, workers=args.workers,
+                            scheduler=args.scheduler, progress=update)
+    print(f"{summary['points']} points ({summary['computed']} computed, {summary['reused']} "
+          f"reused, {summary['failed_or_diverged']} failed or diverged) in "
+          f"{summary['wall_s']:.1f} s on {summary['executor']}")
+    print(f"table: {out / 'results.csv'}; figure: {out / 'summary.png'}")
+    return 0
+
+
 def cmd_cache(args) -> int:
     from ..theory.cache import cache_info, clear_cache
 
@@ -167,6 +205,18 @@ def parser() -> argparse.ArgumentParser:
                     help="regenerate every model's LaTeX document and the index in --out")
     dv.add_argument("--out", default="derivations", help="folder for --all (default derivations)")
     dv.set_defaults(func=cmd_derive)
+    sw = sub.add_parser("sweep", help="theory and SGD simulation over a grid (local processes "
+                                      "or a Dask cluster), resumable")
+    for name, kind in SWEEP_AXES:
+        sw.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
+                        help=f"comma-separated {kind.__name__} values")
+    for name, kind in SWEEP_SETTINGS:
+        sw.add_argument(f"--{name}", dest=name, type=kind, default=None)
+    sw.add_argument("--workers", type=int, default=None, help="local processes (default: cores)")
+    sw.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:port)")
+    sw.add_argument("--resume", action="store_true", help="continue the sweep in --out")
+    sw.add_argument("--out", default="runs/sweep", help="run folder (default runs/sweep)")
+    sw.set_defaults(func=cmd_sweep)
     ca = sub.add_parser("cache", help="show or clear the on-disk derivation cache "
                                       "($ICLDYN_CACHE_DIR, default ~/.cache/icldyn)")
     ca.add_argument("action", choices=["info", "clear"])
