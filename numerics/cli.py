@@ -39,7 +39,8 @@ def cmd_run(args) -> int:
     config = RunConfig(**overrides)
     bar, update = _progress()
     with bar:
-        outcome = run(config, progress=update)
+        outcome = run(config, progress=update, stages=Path(args.out) / "stages",
+                      resume=args.resume)
     report = write_report(Path(args.out), outcome)
     res = outcome["results"]
     print(f"report: {report}")
@@ -105,7 +106,8 @@ def cmd_grok(args) -> int:
     from .nonlinear.grok import run
     bar, update = _progress()
     with bar:
-        res = run(args.preset, Path(args.out), seeds=_seeds(args.seeds), progress=update)
+        res = run(args.preset, Path(args.out), seeds=_seeds(args.seeds), progress=update,
+                  resume=args.resume)
     for r in res.get("runs", [res]):
         print(f"seed {r['seed']}: memorisation at epoch {r['memorization_step']}, "
               f"generalisation at epoch {r['generalization_step']}, final train/test accuracy "
@@ -119,7 +121,8 @@ def cmd_icl(args) -> int:
     from .nonlinear.icl import run
     bar, update = _progress()
     with bar:
-        res = run(args.preset, Path(args.out), seeds=_seeds(args.seeds), progress=update)
+        res = run(args.preset, Path(args.out), seeds=_seeds(args.seeds), progress=update,
+                  resume=args.resume)
     for r in res["readings"]["runs"]:
         print(f"{r['n_layers']}-layer seed {r['seed']}: emergence step {r['emergence_step']}, "
               f"QK effective-rank dip {r['qk_erank_relative_dip']:.0%}"
@@ -193,6 +196,8 @@ def parser() -> argparse.ArgumentParser:
                        ("backend", str)):
         r.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
                        help=f"default {getattr(defaults, name)}")
+    r.add_argument("--resume", action="store_true",
+                   help="reuse the finished SGD ensemble saved in --out (same settings)")
     r.set_defaults(func=cmd_run)
     dv = sub.add_parser("derive", help="derive a model's equations and print/write LaTeX")
     dv.add_argument("--model", default="Merged")
@@ -229,6 +234,8 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--preset", default="quick", help="quick | paper")
         c.add_argument("--out", default=default, help=f"run folder (default {default})")
         c.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+        c.add_argument("--resume", action="store_true",
+                       help="reuse finished runs in --out (same config) instead of retraining")
         c.set_defaults(func=func)
     return p
 

@@ -10,19 +10,23 @@ whose half-times are predicted by the derived decoupled per-mode equations.
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import sympy as sp
 
+from ..files import write_atomic
 from ..theory import ICLData, derive, models
 from ..theory.errors import InputError
 from ..theory.solutions import mode_reduction
 from .codegen import compile_flow
 from .integrate import gradient_descent, integrate
 from .lens import trajectory_measures
-from .simulate import block_stats, block_z_scores, simulate_sgd
+from .simulate import SimResult, block_stats, block_z_scores, simulate_sgd
 
 
 @dataclass
@@ -84,8 +88,37 @@ def _crossing(t: np.ndarray, y: np.ndarray, level: float) -> float:
     return float(t[i - 1] + (level - y[i - 1]) * (t[i] - t[i - 1]) / (y[i] - y[i - 1]))
 
 
-def run(config: RunConfig, progress=None) -> dict:
-    """Everything the report shows, as arrays and numbers. ``progress(stage, done, total)``."""
+SIMULATION_STAGE = "simulation.npz"
+
+
+def save_simulation(stages: Path, config: RunConfig, sim: SimResult) -> None:
+    """The finished SGD ensemble with its config, so that ``--resume`` need not redo it."""
+    arrays = {"config": np.array(json.dumps(asdict(config), sort_keys=True)), "loss": sim.loss,
+              "loss_se": sim.loss_se, "losses": sim.losses, "steps": sim.steps,
+              **{f"param_{k}": v for k, v in sim.params.items()}}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_atomic(Path(stages) / SIMULATION_STAGE, buf.getvalue())
+
+
+def load_simulation(stages: Path, config: RunConfig) -> SimResult | None:
+    """The saved ensemble if it was made with this very config, else None."""
+    path = Path(stages) / SIMULATION_STAGE
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        if str(z["config"]) != json.dumps(asdict(config), sort_keys=True):
+            return None
+        params = {k[len("param_"):]: z[k] for k in z.files if k.startswith("param_")}
+        return SimResult(z["loss"], z["loss_se"], z["losses"], z["steps"], params,
+                         {"resumed_from": str(path)})
+
+
+def run(config: RunConfig, progress=None, stages: Path | None = None,
+        resume: bool = False) -> dict:
+    """Everything the report shows, as arrays and numbers. ``progress(stage, done, total)``.
+    Finished expensive stages (the SGD ensemble) are saved in ``stages``; with ``resume`` a
+    saved stage made with the same config is reused instead of recomputed."""
     config.validate()
     tell = progress or (lambda *a: None)
     timings = {}
@@ -112,9 +145,14 @@ def run(config: RunConfig, progress=None) -> dict:
     timings["theory_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    sim = simulate_sgd(model, data, init, lr=config.lr, batch=config.batch, steps=config.steps,
-                       seeds=config.seeds, seed=config.seed, record_every=config.record_every,
-                       progress=lambda n: tell("SGD simulation", n, config.steps))
+    sim = load_simulation(stages, config) if resume and stages is not None else None
+    if sim is None:
+        sim = simulate_sgd(model, data, init, lr=config.lr, batch=config.batch,
+                           steps=config.steps, seeds=config.seeds, seed=config.seed,
+                           record_every=config.record_every,
+                           progress=lambda n: tell("SGD simulation", n, config.steps))
+        if stages is not None:
+            save_simulation(stages, config, sim)
     timings["simulation_s"] = time.perf_counter() - t0
 
     a0 = sp.nsimplify(config.init_scale) ** 2
@@ -156,6 +194,7 @@ def run(config: RunConfig, progress=None) -> dict:
     results = {
         "config": asdict(config),
         "timings": timings,
+        "simulation_resumed_from": sim.info.get("resumed_from"),
         "loss": {"initial": float(traj.loss[0]), "final_flow": float(traj.loss[-1]),
                  "final_gd": float(gd.loss[-1]), "final_sgd": float(sim.loss[-1]),
                  "final_sgd_se": float(sim.loss_se[-1])},

@@ -37,6 +37,26 @@ def test_main_job_on_the_embedded_default(tmp_path):
     arrays = np.load(out / "arrays.npz")
     assert arrays["modes_flow"].shape[1] == 4
     assert "\\begin{align*}" in (out / "report.md").read_text()
+    assert res["simulation_resumed_from"] is None
+    # --resume reuses the finished SGD ensemble and reproduces the report's numbers
+    assert main(["run", "--out", str(out), "--resume"]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["simulation_resumed_from"] == str(out / "stages" / "simulation.npz")
+    assert again["loss"] == res["loss"] and again["stages"] == res["stages"]
+
+
+def test_saved_simulation_is_reused_only_for_the_same_config(tmp_path):
+    from icldyn.numerics.mainjob import RunConfig, load_simulation, save_simulation
+    from icldyn.numerics.simulate import SimResult
+    config = RunConfig()
+    sim = SimResult(np.arange(3.0), np.ones(3), np.ones((3, 2)), np.arange(3),
+                    {"V": np.zeros((2, 3, 1, 1))})
+    assert load_simulation(tmp_path, config) is None
+    save_simulation(tmp_path, config, sim)
+    back = load_simulation(tmp_path, config)
+    assert np.array_equal(back.loss, sim.loss) and np.array_equal(back.params["V"],
+                                                                  sim.params["V"])
+    assert load_simulation(tmp_path, RunConfig(seed=1)) is None
 
 
 def test_run_rejects_bad_input_with_a_clear_message(tmp_path, capsys):

@@ -66,6 +66,21 @@ def test_icl_emergence_quick_preset(tmp_path):
             assert (tmp_path / run / name).stat().st_size > 0
     assert json.loads((tmp_path / "config.json").read_text())["config"]["preset"] == "quick"
 
+    # --resume after an interruption: the unfinished run (no results.json) is trained again,
+    # the finished one is read back, and the readings come out the same
+    kept = (tmp_path / "2layer_seed0" / "checkpoints.npz").stat().st_mtime_ns
+    (tmp_path / "1layer_seed0" / "results.json").unlink()
+    assert main(["icl-emergence", "--preset", "quick", "--out", str(tmp_path), "--resume"]) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "2layer_seed0" / "checkpoints.npz").stat().st_mtime_ns == kept
+    assert (tmp_path / "1layer_seed0" / "results.json").exists()
+    for a, b in zip(again["readings"]["runs"], res["readings"]["runs"]):   # float32 reruns
+        assert a.keys() == b.keys()                                         # agree to ~1e-8
+        for key in a:
+            assert a[key] == (pytest.approx(b[key], rel=1e-5) if isinstance(b[key], float)
+                              else b[key]), key
+    assert again["emergence_step"] == res["emergence_step"]
+
 
 @pytest.mark.slow
 def test_grokking_quick_preset(tmp_path):

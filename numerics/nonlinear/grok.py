@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import require_torch
-from .training import Timer, analyse, fall_step, first_step, train, write_run
+from .training import Timer, analyse, fall_step, first_step, load_run, train, write_run
 
 PRESETS = {
     "quick": dict(p=59, train_fraction=0.4, epochs=8000),
@@ -168,7 +168,9 @@ def figures(r: dict) -> dict:
     return {"grokking.png": fig, "singular_values.png": sv, "effective_rank.png": er}
 
 
-def run(preset: str, out, seeds=(0,), progress=None) -> dict:
+def run(preset: str, out, seeds=(0,), progress=None, resume: bool = False) -> dict:
+    """One run per seed, each written to its folder as soon as it finishes; ``resume`` reuses
+    finished runs with the same config instead of training them again."""
     from ...theory.errors import InputError
     if preset not in PRESETS:
         raise InputError("--preset", f"must be one of {sorted(PRESETS)}, got {preset!r}")
@@ -176,11 +178,13 @@ def run(preset: str, out, seeds=(0,), progress=None) -> dict:
     results = []
     for seed in seeds:
         cfg = replace(GrokConfig(), seed=seed, **PRESETS[preset])
-        tell = None if progress is None else \
-            (lambda s, n, sd=seed: progress(f"grokking seed {sd}", s, n))
-        r = run_one(cfg, progress=tell)
         sub = out / f"seed{seed}" if len(seeds) > 1 else out
-        write_run(sub, cfg, r["record"], r["analysis"], r["result"], figures(r),
-                  r["result"]["seconds"])
+        r = load_run(sub, cfg) if resume else None
+        if r is None:
+            tell = None if progress is None else \
+                (lambda s, n, sd=seed: progress(f"grokking seed {sd}", s, n))
+            r = run_one(cfg, progress=tell)
+            write_run(sub, cfg, r["record"], r["analysis"], r["result"], figures(r),
+                      r["result"]["seconds"])
         results.append(r["result"])
     return results[0] if len(results) == 1 else {"runs": results}

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from . import require_torch
-from .training import Timer, analyse, fall_step, first_step, train, write_run
+from .training import Timer, analyse, fall_step, first_step, load_run, train, write_run
 
 PRESETS = {
     "quick": dict(steps=2500, record_every=50),
@@ -156,7 +156,10 @@ def figures(runs: list[dict]) -> dict:
     return {"icl_emergence.png": fig, "singular_values.png": sv}
 
 
-def run(preset: str, out, seeds=(0,), layers=(1, 2), progress=None) -> dict:
+def run(preset: str, out, seeds=(0,), layers=(1, 2), progress=None,
+        resume: bool = False) -> dict:
+    """One run per (layers, seed), each written to its folder as soon as it finishes, then the
+    readings across runs; ``resume`` reuses finished runs with the same config."""
     from pathlib import Path
 
     from ...theory.errors import InputError
@@ -168,16 +171,18 @@ def run(preset: str, out, seeds=(0,), layers=(1, 2), progress=None) -> dict:
         for n_layers in layers:
             for seed in seeds:
                 cfg = replace(ICLConfig(), n_layers=n_layers, seed=seed, **PRESETS[preset])
-                tell = None if progress is None else \
-                    (lambda s, n, L=n_layers, sd=seed: progress(f"{L}-layer seed {sd}", s, n))
-                runs.append(run_one(cfg, progress=tell))
+                sub = out / f"{n_layers}layer_seed{seed}"
+                r = load_run(sub, cfg) if resume else None
+                if r is None:
+                    tell = None if progress is None else \
+                        (lambda s, n, L=n_layers, sd=seed: progress(f"{L}-layer seed {sd}", s, n))
+                    r = run_one(cfg, progress=tell)
+                    write_run(sub, r["config"], r["record"], r["analysis"], r["result"], {},
+                              r["result"]["seconds"])
+                runs.append(r)
     results = {"preset": preset, "runs": [r["result"] for r in runs], "readings": readings(runs),
                "emergence_step": {f"{r['result']['n_layers']}-layer/seed{r['result']['seed']}":
                                   r["result"]["emergence_step"] for r in runs}}
-    for r in runs:
-        sub = out / f"{r['result']['n_layers']}layer_seed{r['result']['seed']}"
-        write_run(sub, r["config"], r["record"], r["analysis"], r["result"], {},
-                  r["result"]["seconds"])
     config = {"preset": preset, "seeds": list(seeds), "layers": list(layers),
               "runs": [asdict(r["config"]) for r in runs]}
     write_run(out, config, None, {}, results, figures(runs), timer.seconds)

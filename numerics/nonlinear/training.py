@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -94,30 +95,62 @@ def fall_step(steps, distance, level: float = 0.5) -> int | None:
 
 def write_run(out, config, record: Record | None, analysis: dict, results: dict, figures: dict,
               seconds: float) -> None:
-    """config.json, results.json (with provenance), figures, and for a single run (``record``)
-    metrics.csv and checkpoints.npz (tracked matrices and their measures)."""
+    """config.json, figures, for a single run (``record``) metrics.csv and checkpoints.npz
+    (tracked matrices and their measures), and last results.json (with provenance): a folder
+    with results.json is complete (``load_run`` reads it back for ``--resume``)."""
     config = config if isinstance(config, dict) else asdict(config)
     write_json(out / "config.json", {"config": config, "provenance": provenance()})
-    results = dict(results, seconds=seconds, provenance=provenance())
-    write_json(out / "results.json", results)
     _write_figures(out, figures)
-    if record is None:
-        return
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    names = list(record.metrics)
-    writer.writerow(["step"] + names)
-    for i, step in enumerate(record.steps):
-        writer.writerow([step] + [record.metrics[n][i] for n in names])
-    write_atomic(out / "metrics.csv", buf.getvalue())
-    arrays = {f"checkpoint_{k}": np.stack(v) for k, v in record.checkpoints.items()}
-    arrays["checkpoint_steps"] = np.array(record.checkpoint_steps)
-    for name, a in analysis.items():
-        for key, value in a.items():
-            arrays[f"{key}_{name}"] = value
-    b = io.BytesIO()
-    np.savez_compressed(b, **arrays)
-    write_atomic(out / "checkpoints.npz", b.getvalue())
+    if record is not None:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        names = list(record.metrics)
+        writer.writerow(["step"] + names)
+        for i, step in enumerate(record.steps):
+            writer.writerow([step] + [record.metrics[n][i] for n in names])
+        write_atomic(out / "metrics.csv", buf.getvalue())
+        arrays = {f"checkpoint_{k}": np.stack(v) for k, v in record.checkpoints.items()}
+        arrays["checkpoint_steps"] = np.array(record.checkpoint_steps)
+        for name, a in analysis.items():
+            for key, value in a.items():
+                arrays[f"{key}_{name}"] = value
+        b = io.BytesIO()
+        np.savez_compressed(b, **arrays)
+        write_atomic(out / "checkpoints.npz", b.getvalue())
+    write_json(out / "results.json", dict(results, seconds=seconds, provenance=provenance()))
+
+
+ANALYSIS_KEYS = ("effective_rank", "singular_values", "subspace_distance")
+
+
+def load_run(out, config) -> dict | None:
+    """A finished single run written by ``write_run`` whose config equals ``config``, as
+    {"record", "analysis", "result", "config"}; None when absent, unfinished or different."""
+    from pathlib import Path
+    out = Path(out)
+    needed = [out / n for n in ("results.json", "config.json", "metrics.csv", "checkpoints.npz")]
+    if not all(p.exists() for p in needed):
+        return None
+    saved = json.loads((out / "config.json").read_text())["config"]
+    if saved != json.loads(json.dumps(asdict(config))):
+        return None
+    record = Record()
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    for row in rows[1:]:
+        record.log(int(row[0]), dict(zip(rows[0][1:], map(float, row[1:]))))
+    analysis: dict = {}
+    with np.load(out / "checkpoints.npz") as npz:
+        record.checkpoint_steps = npz["checkpoint_steps"].tolist()
+        for key in npz.files:
+            if key.startswith("checkpoint_") and key != "checkpoint_steps":
+                record.checkpoints[key[len("checkpoint_"):]] = list(npz[key])
+            for prefix in ANALYSIS_KEYS:
+                if key.startswith(prefix + "_"):
+                    analysis.setdefault(key[len(prefix) + 1:], {})[prefix] = npz[key]
+    result = json.loads((out / "results.json").read_text())
+    result.pop("provenance", None)
+    return {"record": record, "analysis": analysis, "result": result, "config": config}
 
 
 def _write_figures(out, figures: dict) -> None:
