@@ -24,7 +24,7 @@ from ..theory.data import N_SYM, SIGMA
 from ..theory.derive import ETA, Derivation
 from ..theory.errors import InputError
 from ..theory.words import DIMS, Dg, MatPoly, TracePoly, transpose_word
-from .params import as_arrays
+from .params import as_arrays, as_theta
 
 BACKENDS = ("numpy", "numba")
 COEFF_SYMBOLS = (N_SYM, SIGMA, DIMS["x"], DIMS["y"], DIMS["r"], ETA)
@@ -320,7 +320,10 @@ class CompiledFlow:
         return tuple(np.ascontiguousarray(a) for a in self._fns["constants"](*data))
 
     def _args(self, theta, k=None):
-        return (np.ascontiguousarray(theta, dtype=float), self.k if k is None else k,
+        theta = np.ascontiguousarray(theta, dtype=float)
+        if theta.shape != (self.size,):
+            theta = as_theta(theta, self.size)              # raises a clear error
+        return (theta, self.k if k is None else k,
                 self.Lambda, self.Sigma_w, self.U, self.c, self.dims, self.consts)
 
     # --- parameters ------------------------------------------------------------------------------
@@ -329,9 +332,7 @@ class CompiledFlow:
         return np.concatenate([a.ravel() for a in as_arrays(self.shapes, params).values()])
 
     def unpack(self, theta) -> dict:
-        theta = np.asarray(theta, dtype=float)
-        if theta.shape[-1] != self.size:
-            raise InputError("theta", f"must have length {self.size}, got {theta.shape[-1]}")
+        theta = as_theta(theta, self.size, leading=True)
         out, pos = {}, 0
         for name, shape in self.shapes.items():
             n = int(np.prod(shape))
@@ -341,10 +342,10 @@ class CompiledFlow:
 
     # --- evaluation --------------------------------------------------------------------------------
     def loss(self, theta) -> float:
-        return float(self._fns["loss"](*self._args(theta)))
+        return _finite(float(self._fns["loss"](*self._args(theta))), theta)
 
     def grad(self, theta) -> np.ndarray:
-        return self._fns["grad"](*self._args(theta))
+        return _finite(self._fns["grad"](*self._args(theta)), theta)
 
     def hvp(self, theta, v, h: float = 1e-30) -> np.ndarray:
         """Hessian-vector product ∇²L(θ) v by complex-step differentiation of the exact
@@ -374,6 +375,14 @@ class CompiledFlow:
         theta, *extra = self._args(theta0)
         return self._fns["fixed_step"](theta, float(h), int(steps), int(every), bool(rk4),
                                        *extra)
+
+
+def _finite(value, theta):
+    """``value`` if finite; a NaN or ∞ from finite θ means float64 overflowed."""
+    if not np.all(np.isfinite(value)):
+        raise InputError("theta", f"|θ| up to {np.abs(theta).max():.3g} overflows float64 in "
+                         "the loss or its gradient; rescale the parameters")
+    return value
 
 
 def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from ..theory.errors import DivergenceError, InputError
+from ..theory.errors import DivergenceError, InputError, check_int, check_real
 from .codegen import CompiledFlow
 from .measures import top_hessian_eigenvalue
+from .params import as_theta
 
 
 @dataclass
@@ -41,22 +42,19 @@ class Trajectory:
 def _check(flow, theta0) -> np.ndarray:
     if not isinstance(flow, CompiledFlow):
         raise InputError("flow", f"must come from compile_flow, got {type(flow).__name__}")
-    theta0 = flow.pack(theta0) if isinstance(theta0, dict) else np.asarray(theta0, dtype=float)
-    if theta0.shape != (flow.size,):
-        raise InputError("theta0", f"must be a dict of parameters or a vector of length "
-                         f"{flow.size}, got shape {theta0.shape}")
-    if not np.all(np.isfinite(theta0)):
-        raise InputError("theta0", "contains NaN or infinite entries")
-    return theta0
+    if isinstance(theta0, dict):
+        return flow.pack(theta0)
+    return as_theta(theta0, flow.size, "theta0")
 
 
 def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_eval=None,
               method: str = "DOP853", rtol: float = 1e-10, atol: float = 1e-12) -> Trajectory:
     """Gradient flow by ``scipy.integrate.solve_ivp`` (adaptive; tolerances are arguments)."""
     theta0 = _check(flow, theta0)
-    if not t_end > 0:
-        raise InputError("t_end", f"must be positive, got {t_end!r}")
+    t_end = check_real("t_end", t_end)
+    rtol, atol = check_real("rtol", rtol), check_real("atol", atol)
     if t_eval is None:
+        n_points = check_int("n_points", n_points)
         t_eval = np.linspace(0.0, t_end, n_points)
     sol = solve_ivp(flow.rhs, (0.0, t_end), theta0, method=method, t_eval=t_eval,
                     rtol=rtol, atol=atol)
@@ -87,17 +85,14 @@ def stability_limit(flow: CompiledFlow, theta) -> float:
 
 
 def _steps(steps, every):
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise InputError("steps", f"must be a positive integer, got {steps!r}")
-    if not isinstance(every, (int, np.integer)) or every < 1 or steps % every:
+    if check_int("every", every) and check_int("steps", steps) % every:
         raise InputError("every", f"must be a positive divisor of steps={steps}, got {every!r}")
 
 
 def rk4(flow: CompiledFlow, theta0, t_end: float, dt: float, every: int = 1) -> Trajectory:
     """Gradient flow by classical fixed-step RK4 (a compiled loop with the numba backend)."""
     theta0 = _check(flow, theta0)
-    if not dt > 0 or not t_end > 0:
-        raise InputError("dt", f"dt and t_end must be positive, got dt={dt!r}, t_end={t_end!r}")
+    dt, t_end = check_real("dt", dt), check_real("t_end", t_end)
     steps = int(round(t_end / dt))
     _steps(steps, every)
     return _loop(flow, theta0, float(dt), steps, every, rk4=True, method="rk4", dt=dt)
@@ -108,7 +103,6 @@ def gradient_descent(flow: CompiledFlow, theta0, lr: float, steps: int,
     """The exact expected discrete dynamics θ ← θ − lr ∇L(θ); one row per ``every`` steps,
     ``t`` in flow time (lr × step)."""
     theta0 = _check(flow, theta0)
-    if not lr > 0:
-        raise InputError("lr", f"must be positive, got {lr!r}")
+    lr = check_real("lr", lr)
     _steps(steps, every)
     return _loop(flow, theta0, float(lr), int(steps), int(every), rk4=False, method="gd", lr=lr)

@@ -24,13 +24,17 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from ..theory.errors import InputError
+from ..theory.errors import InputError, check_int, check_real
 
 
 def _matrices(M, name: str = "M") -> np.ndarray:
-    M = np.asarray(M, dtype=np.float64)
-    if M.ndim < 2:
-        raise InputError(name, f"needs a matrix or a stack of matrices, got shape {M.shape}")
+    try:
+        M = np.asarray(M, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(name, f"needs a numeric matrix, got {type(M).__name__}") from None
+    if M.ndim < 2 or 0 in M.shape:
+        raise InputError(name, f"needs a non-empty matrix or stack of matrices, got shape "
+                         f"{M.shape}")
     if not np.all(np.isfinite(M)):
         raise InputError(name, "contains NaN or infinite entries")
     return M
@@ -45,7 +49,7 @@ def effective_rank(M, drop_top: int = 0) -> np.ndarray:
     """Roy–Vetterli effective rank; ``drop_top`` removes the largest singular values first.
     A zero matrix has effective rank 0."""
     s = singular_values(M)
-    if not 0 <= drop_top < s.shape[-1]:
+    if not (isinstance(drop_top, (int, np.integer)) and 0 <= drop_top < s.shape[-1]):
         raise InputError("drop_top", f"must be in [0, {s.shape[-1] - 1}], got {drop_top!r}")
     s = s[..., drop_top:]
     total = s.sum(axis=-1, keepdims=True)
@@ -56,8 +60,9 @@ def effective_rank(M, drop_top: int = 0) -> np.ndarray:
 
 def stable_rank(M) -> np.ndarray:
     s = singular_values(M)
-    top = s[..., 0]
-    return np.divide((s**2).sum(axis=-1), top**2, out=np.zeros_like(top), where=top > 0)
+    top = s[..., :1]
+    ratio = np.divide(s, top, out=np.zeros_like(s), where=top > 0)     # no under/overflow
+    return (ratio**2).sum(axis=-1)
 
 
 def numerical_rank(M, tol: float | None = None, rtol: float | None = None) -> np.ndarray:
@@ -66,10 +71,11 @@ def numerical_rank(M, tol: float | None = None, rtol: float | None = None) -> np
     if tol is not None and rtol is not None:
         raise InputError("tol", "give either an absolute tol or a relative rtol, not both")
     if tol is None:
-        factor = rtol if rtol is not None else max(M.shape[-2:]) * np.finfo(np.float64).eps
+        factor = check_real("rtol", rtol, allow_zero=True) if rtol is not None else \
+            max(M.shape[-2:]) * np.finfo(np.float64).eps
         threshold = factor * s[..., :1]
     else:
-        threshold = np.asarray(tol, dtype=np.float64)
+        threshold = check_real("tol", tol, allow_zero=True)
     return np.sum(s > threshold, axis=-1)
 
 
@@ -77,21 +83,29 @@ def _top_subspace(M, k: int, side: str) -> np.ndarray:
     if side not in ("left", "right"):
         raise InputError("side", f"must be 'left' or 'right', got {side!r}")
     U, _, Vh = np.linalg.svd(_matrices(M), full_matrices=False)
-    if not 1 <= k <= U.shape[-1]:
+    if check_int("k", k) > U.shape[-1]:
         raise InputError("k", f"must be in [1, {U.shape[-1]}], got {k!r}")
     return U[..., :, :k] if side == "left" else Vh[..., :k, :].swapaxes(-1, -2)
 
 
+def _subspace_pair(A, B, k: int, side: str) -> tuple:
+    Ua, Ub = _top_subspace(A, k, side), _top_subspace(B, k, side)
+    if Ua.shape[-2] != Ub.shape[-2]:
+        raise InputError("B", f"the {side} singular vectors of A and B live in spaces of "
+                         f"different dimension ({Ua.shape[-2]} and {Ub.shape[-2]})")
+    return Ua, Ub
+
+
 def principal_angles(A, B, k: int, side: str = "left") -> np.ndarray:
     """Principal angles (radians, ascending) between top-k singular subspaces of A and B."""
-    Ua, Ub = _top_subspace(A, k, side), _top_subspace(B, k, side)
+    Ua, Ub = _subspace_pair(A, B, k, side)
     cos = np.linalg.svd(Ua.swapaxes(-1, -2) @ Ub, compute_uv=False)
     return np.arccos(np.clip(cos, -1.0, 1.0))
 
 
 def subspace_overlap(A, B, k: int, side: str = "left") -> np.ndarray:
     """‖U_kᵀ U'_k‖_F² / k for the top-k singular subspaces of A and B."""
-    Ua, Ub = _top_subspace(A, k, side), _top_subspace(B, k, side)
+    Ua, Ub = _subspace_pair(A, B, k, side)
     return np.sum((Ua.swapaxes(-1, -2) @ Ub) ** 2, axis=(-2, -1)) / k
 
 
@@ -100,9 +114,18 @@ def alignment_distance(M, M_ref) -> np.ndarray:
     M, R = _matrices(M), _matrices(M_ref, "M_ref")
     if M.shape[-1] != R.shape[-1]:
         raise InputError("M_ref", f"needs {M.shape[-1]} columns like M, got {R.shape[-1]}")
-    fitted = R @ np.linalg.pinv(M) @ M
+    if np.any(np.abs(R).max(axis=(-2, -1)) == 0):
+        raise InputError("M_ref", "is zero: the relative alignment distance is undefined")
+    M, R = _unit_scale(M), _unit_scale(R)       # the distance is invariant to both scales
     norm = np.linalg.norm(R, axis=(-2, -1))
+    fitted = R @ np.linalg.pinv(M) @ M
     return np.linalg.norm(fitted - R, axis=(-2, -1)) / norm
+
+
+def _unit_scale(M: np.ndarray) -> np.ndarray:
+    """Each matrix divided by its largest |entry| (zero matrices left as they are)."""
+    top = np.abs(M).max(axis=(-2, -1), keepdims=True)
+    return np.divide(M, top, out=np.zeros_like(M), where=top > 0)
 
 
 def top_hessian_eigenvalue(hvp, n: int, method: str = "lanczos", tol: float = 1e-10,

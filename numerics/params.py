@@ -31,3 +31,19 @@ def as_arrays(shapes: dict, params: dict, argument: str = "params") -> dict:
             raise InputError(argument, f"{name} contains NaN or infinite entries")
         out[name] = value
     return out
+
+
+def as_theta(value, size: int, argument: str = "theta", leading: bool = False) -> np.ndarray:
+    """A flat parameter vector of length ``size`` (or a stack of them when ``leading``) as a
+    finite float array."""
+    try:
+        theta = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(argument, f"must be a vector of {size} numbers, got "
+                         f"{type(value).__name__}") from None
+    if theta.ndim == 0 or theta.shape[-1] != size or (theta.ndim > 1 and not leading):
+        raise InputError(argument, f"must be a vector of length {size}"
+                         f"{' (or a stack of them)' if leading else ''}, got shape {theta.shape}")
+    if not np.all(np.isfinite(theta)):
+        raise InputError(argument, "contains NaN or infinite entries")
+    return theta

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ..theory.data import ICLData
-from ..theory.errors import DivergenceError, InputError
+from ..theory.errors import DivergenceError, InputError, check_int, check_real
 from ..theory.models import Model
 from .params import as_arrays
 
@@ -169,11 +169,10 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
     before the update, so an unbiased estimate of the population loss at θ_n); ``loss[steps]``
     uses one extra batch. Returns means and standard errors across seeds. ``progress(n)`` is
     called after each step."""
-    for name, v, ok in (("lr", lr, lr > 0), ("batch", batch, batch >= 1),
-                        ("steps", steps, steps >= 1), ("seeds", seeds, seeds >= 1),
-                        ("record_every", record_every, record_every >= 1)):
-        if not ok:
-            raise InputError(name, f"must be positive, got {v!r}")
+    lr = check_real("lr", lr)
+    batch, steps, seeds, record_every = (check_int(n, v) for n, v in (
+        ("batch", batch), ("steps", steps), ("seeds", seeds), ("record_every", record_every)))
+    seed = check_int("seed", seed, minimum=0)
     shapes = model.shapes()
     params = {name: np.repeat(v[None], seeds, axis=0)
               for name, v in as_arrays(shapes, init, "init").items()}

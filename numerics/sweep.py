@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import write_atomic
-from ..theory.errors import DivergenceError, InputError
+from ..theory.errors import DivergenceError, InputError, check_int
 from .runfolder import provenance, save_figure, write_json
 
 AXES = ("d", "N", "spectrum", "noise", "init_scale", "lr", "batch", "seed")
@@ -84,9 +84,11 @@ class SweepSpec:
         for d in self.d:
             for text in self.spectrum:
                 spectrum_values(text, d)
-        for name, value in (("steps", self.steps), ("replicas", self.replicas)):
-            if not (_is_int(value) and value >= 1):
-                raise InputError(name, f"must be a positive integer, got {value!r}")
+        check_int("steps", self.steps)
+        check_int("replicas", self.replicas)
+        for name in ("mode", "model", "tasks"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(name, f"must be a string, got {getattr(self, name)!r}")
         if self.mode not in MODES:
             raise InputError("mode", f"must be one of {MODES}, got {self.mode!r}")
         if self.model not in MODELS:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import mpmath
 import sympy as sp
 
-from .errors import InputError
+from .errors import InputError, check_int
 from .gaussian import EigenCov, GaussianLaw, KronCov, RandVec, VectorCov
 from .words import Mat, dim_symbol
 
@@ -48,20 +48,15 @@ class ICLData:
     """
 
     def __init__(self, d, N, Lambda="full", d_y=1, tasks="gaussian", Sigma_w=None, noise=0.0):
-        if not isinstance(d, int) or d < 1:
-            raise InputError("d", f"must be a positive integer, got {d!r}")
-        if not isinstance(d_y, int) or d_y < 1:
-            raise InputError("d_y", f"must be a positive integer, got {d_y!r}")
-        if tasks not in TASKS:
+        d, d_y = check_int("d", d), check_int("d_y", d_y)
+        if not isinstance(tasks, str) or tasks not in TASKS:
             raise InputError("tasks", f"must be one of {TASKS}, got {tasks!r}")
         if tasks == "diagonal" and d_y != d:
             raise InputError("d_y", f"diagonal tasks need d_y = d = {d}, got d_y = {d_y}")
         if isinstance(N, sp.Symbol):
             self.N = N
-        elif isinstance(N, (int, sp.Integer)) and not isinstance(N, bool) and N >= 1:
-            self.N = int(N)
         else:
-            raise InputError("N", f"must be a positive integer or a SymPy symbol, got {N!r}")
+            self.N = check_int("N", N)
         self.d, self.d_y, self.tasks = d, d_y, tasks
         self.Lambda = _covariance("Lambda", Lambda, d)
         self.noise = _noise(noise)

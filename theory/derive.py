@@ -139,6 +139,11 @@ class Derivation:
             self._laws = conservation_laws(self)
         return self._laws
 
+    def gradient_covariance(self):
+        """Exact covariance of the single-prompt gradient (``covariance.py``); computed once."""
+        from .covariance import gradient_covariance
+        return gradient_covariance(self)
+
     def fixed_points(self) -> list:
         """Critical sets with their loss and Hessian index (``fixedpoints.py``)."""
         from .fixedpoints import fixed_points

@@ -1,5 +1,8 @@
 """The package's own error type: bad input is reported with the argument it concerns."""
 
+import math
+import numbers
+
 
 class InputError(ValueError):
     """Invalid input. ``argument`` names the offending argument; the message says how to fix it."""
@@ -7,6 +10,26 @@ class InputError(ValueError):
     def __init__(self, argument: str, message: str):
         self.argument = argument
         super().__init__(f"{argument}: {message}")
+
+
+def check_int(argument: str, value, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer ≥ ``minimum`` (numpy and SymPy integers
+    included, bools not), else an InputError naming ``argument``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        what = "positive" if minimum == 1 else f"≥ {minimum}"
+        raise InputError(argument, f"must be an integer {what}, got {value!r}")
+    return int(value)
+
+
+def check_real(argument: str, value, allow_zero: bool = False) -> float:
+    """``value`` as a float if it is a finite real number > 0 (≥ 0 with ``allow_zero``), else
+    an InputError naming ``argument``."""
+    ok = (not isinstance(value, bool) and isinstance(value, numbers.Real)
+          and math.isfinite(value) and (value >= 0 if allow_zero else value > 0))
+    if not ok:
+        raise InputError(argument, f"must be a {'non-negative' if allow_zero else 'positive'} "
+                         f"finite number, got {value!r}")
+    return float(value)
 
 
 class DivergenceError(RuntimeError):

@@ -58,6 +58,18 @@ class Monomial:
     segments: tuple
 
 
+def product_monomial(a: Monomial, b: Monomial) -> Monomial:
+    """a · b, with b's summed labels renamed apart from a's (suffix ``'``)."""
+    rename = {label: f"{label}'" for label in b.labels}
+
+    def vec(v: RandVec) -> RandVec:
+        return RandVec(v.var, rename.get(v.sample, v.sample))
+
+    segments = tuple(Segment(vec(s.start), s.letters, vec(s.end)) for s in b.segments)
+    return Monomial(a.coeff * b.coeff, a.labels + tuple(rename.values()),
+                    a.segments + segments)
+
+
 @dataclass(frozen=True)
 class VectorCov:
     """Cov(v) = scale · letter (a symmetric Mat), or scale · I on ``space`` when letter is None."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .data import N_SYM, W_TASK, eps, x
-from .errors import InputError
+from .errors import check_int
 from .gaussian import QUERY, RandVec, Segment
 from .words import Mat, transpose_word
 
@@ -109,10 +109,7 @@ class Model:
     name = "model"
 
     def __init__(self, d: int, d_y: int = 1):
-        for arg, value in (("d", d), ("d_y", d_y)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(arg, f"must be a positive integer, got {value!r}")
-        self.d, self.d_y = d, d_y
+        self.d, self.d_y = check_int("d", d), check_int("d_y", d_y)
 
     params: tuple = ()
 
@@ -144,9 +141,7 @@ class Model:
 
 
 def _heads(H) -> int:
-    if not isinstance(H, int) or isinstance(H, bool) or H < 1:
-        raise InputError("heads", f"must be a positive integer, got {H!r}")
-    return H
+    return check_int("heads", H)
 
 
 class MultiHead(Model):
@@ -216,9 +211,7 @@ class SeparateKQ(MultiHead):
 
     def __init__(self, d: int, heads: int = 1, rank: int = 1, d_y: int = 1):
         super().__init__(d, heads=heads, d_y=d_y)
-        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-            raise InputError("rank", f"must be a positive integer, got {rank!r}")
-        self.rank = rank
+        self.rank = check_int("rank", rank)
         self.params = (Param("V", "y", "y", self.heads), Param("W_K", "r", "x", self.heads),
                        Param("W_Q", "r", "x", self.heads))
 

@@ -1,0 +1,94 @@
+"""Exact covariance of the single-prompt gradient: the noise of SGD (a batch of B prompts
+divides it by B).
+
+For one prompt, g = ∂/∂θ ½‖ŷ − y_q‖² = Σ_L ⟨r, ∂ŷ/∂L⟩ with r = ŷ − y_q. With a probe matrix
+per letter L (A_L and B_L, of L's shape) the covariance is the bilinear form
+
+    M₂(A, B) = E[⟨A, g⟩⟨B, g⟩] = Σ_{L, L'} E[⟨r, δ_L ŷ[A_L]⟩ ⟨r, δ_{L'} ŷ[B_{L'}]⟩],
+    Cov(A, B) = M₂(A, B) − ⟨A, ∇L⟩⟨B, ∇L⟩,
+
+where δ_L ŷ[A] is the derivative of ŷ in the direction A at the letter L (``symmetry.vary``):
+both factors come from the same prompt (same task W, same query), so the engine sees one
+monomial with the context labels of the two factors summed independently. M₂ is exact for
+every N; it holds up to 4 context labels, and task moments of order 4 (Gaussian tasks only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from .cache import cached
+from .data import N_SYM
+from .derive import Derivation, inner_monomial, residual
+from .errors import InputError
+from .gaussian import expect, product_monomial
+from .symmetry import vary
+from .words import Mat, MatPoly, TracePoly
+
+PROBES = ("A_", "B_")
+
+
+def probe(letter: Mat, prefix: str) -> Mat:
+    """The probe matrix for ``letter`` (same spaces, not symmetric)."""
+    return Mat(prefix + letter.name, rows=letter.rows, cols=letter.cols)
+
+
+@dataclass
+class GradientCovariance:
+    """``second_moment[(L, L')]``: E[⟨A_L, g_L⟩⟨B_{L'}, g_{L'}⟩] for letters L ≤ L' (model
+    order; the (L', L) block is its transpose); ``covariance(L, L')`` subtracts the mean."""
+
+    der: Derivation
+    second_moment: dict
+
+    @property
+    def letters(self) -> list:
+        return list(self.der.letters)
+
+    def covariance(self, L: str, M: str) -> TracePoly:
+        """Cov(A_L, B_M) = M₂ − ⟨A_L, ∇_L L⟩⟨B_M, ∇_M L⟩ as a trace polynomial."""
+        letters, grads = self.der.letters, self.der.gradient_poly
+        if (L, M) not in self.second_moment:
+            raise InputError("letters", f"blocks are stored for L ≤ M in {self.letters}")
+        a = MatPoly.letter(probe(letters[L], PROBES[0])).inner(grads[L])
+        b = MatPoly.letter(probe(letters[M], PROBES[1])).inner(grads[M])
+        return self.second_moment[L, M] - a * b
+
+    def to_sympy(self, L: str, M: str, centred: bool = True) -> sp.Expr:
+        """The block as a SymPy expression (probes as MatrixSymbols A_L, B_M)."""
+        return self.der.to_sympy(self.covariance(L, M) if centred else self.second_moment[L, M])
+
+
+def gradient_covariance(der: Derivation) -> GradientCovariance:
+    """The exact single-prompt gradient covariance of ``der``'s model and data (cached per
+    model and data structure, like the loss)."""
+    model, data = der.model, der.data
+    try:
+        blocks = cached("gradient_covariance", (model.key(), data.structure()),
+                        lambda: _second_moment(der))
+    except NotImplementedError as exc:
+        raise InputError("data", f"the gradient covariance of {model!r} with "
+                         f"tasks={data.tasks!r} needs {exc}, which the engine does not "
+                         "provide yet; use tasks='gaussian'") from None
+    return GradientCovariance(der, blocks)
+
+
+def _second_moment(der: Derivation) -> dict:
+    model = der.model
+    terms, r = model.prediction(), residual(model)
+    letters = list(model.letters().values())
+    directional = {}
+    for prefix in PROBES:
+        for L in letters:
+            varied = vary(terms, L.name, (probe(L, prefix),))
+            directional[prefix, L.name] = [inner_monomial(a, b, sp.Integer(1))
+                                           for a in r for b in varied]
+    law, out = der.data.law(), {}
+    for i, L in enumerate(letters):
+        for M in letters[i:]:
+            monos = [product_monomial(a, b) for a in directional[PROBES[0], L.name]
+                     for b in directional[PROBES[1], M.name]]
+            out[L.name, M.name] = expect(monos, law, N_SYM)
+    return out
