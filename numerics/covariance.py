@@ -1,0 +1,155 @@
+"""The derived gradient covariance (``theory/covariance.py``) evaluated as a P×P matrix in the
+ordering of a compiled flow's θ.
+
+Each term of the bilinear form M₂(A, B) is c · Π tr(…) with the probe A_L in one trace and B_M
+in one trace (the same or another). Rotated (and transposed) so that A_L comes first:
+
+    tr(A Y B X) = Σ A_ab Y_bc B_cd X_da   → block entry [(a,b), (c,d)] += X_da Y_bc,
+    tr(A Y Bᵀ X)                          → block entry [(a,b), (d,c)] += X_da Y_bc,
+    tr(A X) · tr(B Y)                     → block += vec(Xᵀ) vec(Yᵀ)ᵀ,
+
+times the coefficient and the remaining traces at θ. Terms sharing (L, M, case, X, Y) are summed
+as scalars first, so each θ costs one outer product per distinct pair of words. Then
+Σ(θ) = M₂ − ∇L ∇Lᵀ, and the (M, L) block is the transpose of the (L, M) block.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from ..theory.covariance import PROBES
+from ..theory.errors import InputError
+from ..theory.words import Mat, transpose_word
+from .codegen import CompiledFlow
+
+
+class CompiledCovariance:
+    """``matrix(θ)``: the exact covariance of one prompt's gradient at θ (P×P, θ's ordering);
+    ``second_moment(θ)``: E[g gᵀ]. A batch of B prompts has covariance matrix(θ) / B."""
+
+    def __init__(self, flow: CompiledFlow):
+        if not isinstance(flow, CompiledFlow):
+            raise InputError("flow", f"must come from compile_flow, got {type(flow).__name__}")
+        self.flow = flow
+        der = flow.der
+        scalars = der.scalars()
+        model, sizes = der.model, der.model.sizes()
+        index = flow.unpack(np.arange(flow.size, dtype=float))
+        self.positions = {b.letter.name: index[b.param][b.index(sizes)].astype(int)
+                          for b in model.blocks()}
+        self.letters = der.letters
+        self.groups = defaultdict(list)   # (L, M, case, X, Y) -> [(coeff, other traces)]
+        for (L, M), poly in der.gradient_covariance().second_moment.items():
+            for traces, coeff in poly.terms.items():
+                key, others = _classify(traces, L, M)
+                self.groups[key].append((float(coeff.subs(scalars)), others))
+        self.space_size = {"x": der.data.d, "y": der.data.d_y, "r": sizes.get("r", 0),
+                           "z": der.data.d + der.data.d_y}
+
+    def second_moment(self, theta) -> np.ndarray:
+        """E[g gᵀ] at θ (shape (P,)) or at a stack of θ (shape (R, P)) → (…, P, P)."""
+        theta = np.asarray(theta, dtype=float)
+        stack = theta.reshape(-1, self.flow.size)
+        values = {"Lambda": self.flow.Lambda, "Sigma_w": self.flow.Sigma_w}
+        params = self.flow.unpack(stack)
+        sizes = self.flow.model.sizes()
+        for b in self.flow.model.blocks():
+            values[b.letter.name] = params[b.param][(slice(None),) + b.index(sizes)]
+        ev = _Evaluator(values, self.space_size)
+        R = len(stack)
+        out = np.zeros((R, self.flow.size, self.flow.size))
+        for (L, M, case, X, Y), terms in self.groups.items():
+            weight = sum(c * math.prod((ev.trace(t) for t in others), start=1.0)
+                         for c, others in terms) * np.ones(R)
+            A, B = self.letters[L], self.letters[M]
+            Xm = ev.word(X, A.rows)
+            Ym = ev.word(Y, A.cols if case != "split" else B.rows)
+            if case == "split":
+                Xv, Yv = (np.broadcast_to(m.swapaxes(-1, -2), (R,) + m.shape[-2:][::-1])
+                          .reshape(R, -1) for m in (Xm, Ym))
+                block = Xv[:, :, None] * Yv[:, None, :]
+            else:
+                four = np.einsum("...da,...bc->...abcd" if case == "B" else
+                                 "...da,...bc->...abdc", Xm, Ym)
+                four = np.broadcast_to(four, (R,) + four.shape[-4:])
+                block = four.reshape(R, four.shape[1] * four.shape[2], -1)
+            pL, pM = self.positions[L].ravel(), self.positions[M].ravel()
+            out[:, pL[:, None], pM[None, :]] += weight[:, None, None] * block
+            if L != M:
+                out[:, pM[:, None], pL[None, :]] += weight[:, None, None] * block.swapaxes(1, 2)
+        return out.reshape(theta.shape[:-1] + out.shape[1:])
+
+    def matrix(self, theta) -> np.ndarray:
+        """Σ(θ) = E[g gᵀ] − ∇L ∇Lᵀ at θ (P,) or a stack (R, P)."""
+        theta = np.asarray(theta, dtype=float)
+        g = np.array([self.flow.grad(t) for t in theta.reshape(-1, self.flow.size)])
+        g = g.reshape(theta.shape)
+        return self.second_moment(theta) - g[..., :, None] * g[..., None, :]
+
+
+def compile_covariance(flow: CompiledFlow) -> CompiledCovariance:
+    """The gradient covariance of ``flow``'s derivation, ready to evaluate at any θ."""
+    return CompiledCovariance(flow)
+
+
+def _is_probe(letter, prefix: str) -> bool:
+    return isinstance(letter, Mat) and letter.name.startswith(prefix)
+
+
+def _classify(traces: tuple, L: str, M: str):
+    """((L, M, case, X, Y), other traces) for one term of the (L, M) block."""
+    a_idx = next(i for i, w in enumerate(traces) if any(_is_probe(x, PROBES[0]) for x in w))
+    b_idx = next(i for i, w in enumerate(traces) if any(_is_probe(x, PROBES[1]) for x in w))
+    others = tuple(w for i, w in enumerate(traces) if i not in (a_idx, b_idx))
+    first = _rotate_to(traces[a_idx], PROBES[0])            # (A, ...rest)
+    if a_idx == b_idx:
+        rest = first[1:]
+        j = next(i for i, x in enumerate(rest) if _is_probe(x, PROBES[1]))
+        Y, Bl, X = rest[:j], rest[j], rest[j + 1:]
+        return (L, M, "B" if not Bl.T else "BT", X, Y), others
+    second = _rotate_to(traces[b_idx], PROBES[1])
+    return (L, M, "split", first[1:], second[1:]), others
+
+
+def _rotate_to(word: tuple, prefix: str) -> tuple:
+    """The cyclic rotation of ``word`` (or of its transpose) that starts with the untransposed
+    probe of ``prefix``."""
+    for w in (word, transpose_word(word)):
+        for k, letter in enumerate(w):
+            if _is_probe(letter, prefix) and not letter.T:
+                return w[k:] + w[:k]
+    raise AssertionError(f"no {prefix} probe in {word}")
+
+
+class _Evaluator:
+    """Numeric words and traces at one θ, memoised."""
+
+    def __init__(self, values: dict, space_size: dict):
+        self.values, self.space_size = values, space_size
+        self._words: dict = {}
+        self._traces: dict = {}
+
+    def word(self, word: tuple, space: str) -> np.ndarray:
+        """The product of ``word``'s letters; the identity on ``space`` when it is empty."""
+        if not word:
+            return np.eye(self.space_size[space])
+        if word not in self._words:
+            out = self._letter(word[0])
+            for letter in word[1:]:
+                out = out @ self._letter(letter)
+            self._words[word] = out
+        return self._words[word]
+
+    def trace(self, word: tuple):
+        if word not in self._traces:
+            self._traces[word] = np.trace(self.word(word, word[0].rows), axis1=-2, axis2=-1)
+        return self._traces[word]
+
+    def _letter(self, letter) -> np.ndarray:
+        if not isinstance(letter, Mat):
+            raise InputError("data", "the gradient covariance is evaluated for Gaussian tasks")
+        m = self.values[letter.name]
+        return m.swapaxes(-1, -2) if letter.T else m

@@ -1,0 +1,111 @@
+"""The exact single-prompt gradient covariance against Monte Carlo of the actual layer, and the
+SME ensemble (SGD beyond its mean) against simulate_sgd ensembles."""
+
+import numpy as np
+import pytest
+
+from icldyn.numerics import compile_flow, gradient_descent, simulate_sgd
+from icldyn.numerics.covariance import compile_covariance
+from icldyn.numerics.simulate import (PromptSampler, layer_loss_and_grad, layer_weights,
+                                      letter_values, pullback)
+from icldyn.numerics.sme import simulate_sme, sqrt_psd
+from icldyn.theory import ICLData, InputError, derive, models
+
+LAMBDA = np.array([[1.0, 0.3], [0.3, 0.6]])
+
+
+def prompt_gradients(flow, theta, n, seed):
+    """n single-prompt gradients of the actual layer at θ, in θ's ordering (rows)."""
+    model, data = flow.model, flow.data
+    params = {k: np.repeat(v[None], n, axis=0) for k, v in flow.unpack(theta).items()}
+    letters = letter_values(model, params)
+    X, Y, xq, yq = PromptSampler(data).prompts(np.random.default_rng(seed), (n, 1))
+    _, g_PV, g_KQ = layer_loss_and_grad(*layer_weights(model, data, letters), X, Y, xq, yq,
+                                        data.d)
+    grads = pullback(model, data, letters, g_PV, g_KQ)
+    return np.concatenate([grads[k].reshape(n, -1) for k in flow.shapes], axis=1)
+
+
+@pytest.mark.parametrize("model", [models.Merged(2), pytest.param(
+    models.SeparateKQ(2, heads=1, rank=1), marks=pytest.mark.slow)])
+def test_covariance_matches_monte_carlo(model):
+    data = ICLData(d=2, N=3, Lambda=LAMBDA, Sigma_w=[[1.0, -0.2], [-0.2, 0.8]], noise=0.3)
+    flow = compile_flow(derive(model, data), "numpy")
+    rng = np.random.default_rng(1)
+    theta = 0.6 * rng.standard_normal(flow.size)
+    cov = compile_covariance(flow)
+    S = cov.matrix(theta)
+    assert np.allclose(S, S.T) and np.linalg.eigvalsh(S).min() > -1e-10 * np.abs(S).max()
+    G = prompt_gradients(flow, theta, 200_000, seed=0)
+    centred = G - G.mean(axis=0)
+    products = centred[:, :, None] * centred[:, None, :]
+    z = (products.mean(axis=0) - S) / (products.std(axis=0) / np.sqrt(len(G)))
+    assert np.abs(z).max() < 5, np.round(z, 2)              # entrywise Monte-Carlo z-scores
+    # the mean of the prompt gradients is the derived gradient
+    zg = (G.mean(axis=0) - flow.grad(theta)) / (G.std(axis=0) / np.sqrt(len(G)))
+    assert np.abs(zg).max() < 5
+    # a stack of θ gives the same blocks as one θ at a time
+    stack = np.stack([theta, 0.5 * theta])
+    assert np.allclose(cov.matrix(stack)[1], cov.matrix(0.5 * theta))
+
+
+def test_symmetry_direction_carries_no_noise():
+    """Every prompt's loss is invariant under V → e^s V, Q → e^{-s} Q, so Σ annihilates the
+    generator (V, −Q) of that symmetry."""
+    data = ICLData(d=2, N=3, Lambda=LAMBDA, noise=0.2)
+    flow = compile_flow(derive(models.Merged(2), data), "numpy")
+    theta = flow.pack({"V": 0.7, "Q": [[0.4, -0.2], [0.3, 0.5]]})
+    p = flow.unpack(theta)
+    generator = flow.pack({"V": p["V"], "Q": -p["Q"]})
+    S = compile_covariance(flow).matrix(theta)
+    assert np.linalg.norm(S @ generator) < 1e-12 * np.linalg.norm(S)
+
+
+def test_sqrt_psd():
+    A = np.random.default_rng(0).standard_normal((3, 4, 4))
+    S = A @ A.swapaxes(-1, -2)
+    R = sqrt_psd(S)
+    assert np.allclose(R @ R, S) and np.allclose(R, R.swapaxes(-1, -2))
+
+
+def test_eigenbasis_tasks_are_a_clear_error():
+    data = ICLData(d=2, N=3, Lambda=np.diag([1.0, 0.5]), d_y=2, tasks="diagonal")
+    flow = compile_flow(derive(models.Merged(2, d_y=2), data), "numpy")
+    with pytest.raises(InputError, match="tasks='gaussian'"):
+        compile_covariance(flow)
+
+
+@pytest.mark.slow
+def test_sme_ensemble_matches_sgd_ensemble():
+    """At η = 0.02, B = 64 the SME (derived drift and covariance only) reproduces SGD's mean
+    loss, its spread across seeds, and SGD's drift of the conserved quantity away from GD."""
+    data = ICLData(d=2, N=4, Lambda=LAMBDA, noise=0.2)
+    model = models.Merged(2)
+    flow = compile_flow(derive(model, data), "numpy")
+    init = {"V": 0.5, "Q": [[0.55, 0.1], [-0.05, 0.45]]}
+    lr, B, steps, R = 0.02, 64, 200, 384
+    sme = simulate_sme(flow, init, lr, B, steps, replicas=R, seed=1, record_every=100)
+    sim = simulate_sgd(model, data, init, lr=lr, batch=B, steps=steps, seeds=R, seed=2,
+                       record_every=100)
+    gd = gradient_descent(flow, flow.pack(init), lr=lr, steps=steps)
+    theta_sgd = np.concatenate([sim.params[k].reshape(R, len(sim.steps), -1)
+                                for k in flow.shapes], axis=2)[:, -1]
+    loss_sgd = np.array([flow.loss(t) for t in theta_sgd])           # population loss
+    cons_sgd = np.array([flow.conserved(t)[0] for t in theta_sgd])
+    loss_sme, cons_sme = sme.losses[-1], sme.conserved[-1][:, 0]
+
+    def z(a, b):
+        return (a.mean() - b.mean()) / np.sqrt(a.var() / len(a) + b.var() / len(b))
+
+    assert abs(z(loss_sme, loss_sgd)) < 4
+    assert abs(z(cons_sme, cons_sgd)) < 4
+    # the drift of the conserved quantity is SGD's own (GD keeps it to O(η²) per step)
+    assert (gd.conserved[-1, 0] - cons_sgd.mean()) / (cons_sgd.std() / np.sqrt(R)) > 10
+    # spread of the loss across seeds: interquartile ranges agree within bootstrap error
+    rng = np.random.default_rng(0)
+
+    def iqr(x):
+        return np.subtract(*np.quantile(x, [0.75, 0.25]))
+
+    boot = [iqr(rng.choice(loss_sme, R)) - iqr(rng.choice(loss_sgd, R)) for _ in range(300)]
+    assert abs(iqr(loss_sme) - iqr(loss_sgd)) < 4 * np.std(boot)
