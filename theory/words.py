@@ -19,6 +19,7 @@ is a sum of coefficients times products of traces times one open word (a matrix)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterable
 
 import sympy as sp
@@ -86,6 +87,7 @@ def _min_word(*words: tuple) -> tuple:
     return min(words, key=word_key)
 
 
+@lru_cache(maxsize=1 << 18)
 def canonical_trace(word: tuple) -> tuple:
     """Canonical representative of tr(word) under rotation, transposition and, for a single
     Dg letter, the self-adjointness tr(R Dg(Y)) = tr(Y Dg(R))."""
@@ -117,12 +119,21 @@ class TracePoly:
             self._add(traces, coeff)
 
     def _add(self, traces: tuple, coeff) -> None:
-        traces = _sorted_traces(canonical_trace(w) for w in traces)
+        self._add_canonical(_sorted_traces(canonical_trace(w) for w in traces), coeff)
+
+    def _add_canonical(self, traces: tuple, coeff) -> None:
         value = sp.expand(self.terms.get(traces, 0) + coeff)
         if value == 0:
             self.terms.pop(traces, None)
         else:
             self.terms[traces] = value
+
+    @classmethod
+    def _canonical(cls, terms: dict) -> "TracePoly":
+        """From terms already in canonical form (no re-canonicalisation)."""
+        out = cls()
+        out.terms = {t: c for t, c in terms.items() if c != 0}
+        return out
 
     @classmethod
     def constant(cls, value) -> "TracePoly":
@@ -133,9 +144,9 @@ class TracePoly:
         return cls({(tuple(letters),): sp.sympify(coeff)})
 
     def __add__(self, other: "TracePoly") -> "TracePoly":
-        out = TracePoly(self.terms)
+        out = TracePoly._canonical(self.terms)
         for traces, coeff in other.terms.items():
-            out._add(traces, coeff)
+            out._add_canonical(traces, coeff)
         return out
 
     def __neg__(self) -> "TracePoly":
@@ -152,10 +163,10 @@ class TracePoly:
         return out
 
     def scale(self, factor) -> "TracePoly":
-        return TracePoly({t: c * factor for t, c in self.terms.items()})
+        return TracePoly._canonical({t: sp.expand(c * factor) for t, c in self.terms.items()})
 
     def map_coeffs(self, fn: Callable) -> "TracePoly":
-        return TracePoly({t: fn(c) for t, c in self.terms.items()})
+        return TracePoly._canonical({t: sp.expand(fn(c)) for t, c in self.terms.items()})
 
     def is_zero(self) -> bool:
         return not self.terms
@@ -204,24 +215,33 @@ class MatPoly:
             self._add(traces, word, coeff)
 
     def _add(self, traces: tuple, word: tuple, coeff) -> None:
-        key = (_sorted_traces(canonical_trace(w) for w in traces), tuple(word))
+        self._add_canonical((_sorted_traces(canonical_trace(w) for w in traces), tuple(word)),
+                            coeff)
+
+    def _add_canonical(self, key: tuple, coeff) -> None:
         value = sp.expand(self.terms.get(key, 0) + coeff)
         if value == 0:
             self.terms.pop(key, None)
         else:
             self.terms[key] = value
 
+    def _canonical(self, terms: dict) -> "MatPoly":
+        """Same spaces, terms already in canonical form (no re-canonicalisation)."""
+        out = MatPoly(self.rows, self.cols)
+        out.terms = {k: c for k, c in terms.items() if c != 0}
+        return out
+
     def __add__(self, other: "MatPoly") -> "MatPoly":
-        out = MatPoly(self.rows, self.cols, self.terms)
-        for (traces, word), coeff in other.terms.items():
-            out._add(traces, word, coeff)
+        out = self._canonical(self.terms)
+        for key, coeff in other.terms.items():
+            out._add_canonical(key, coeff)
         return out
 
     def scale(self, factor) -> "MatPoly":
-        return MatPoly(self.rows, self.cols, {k: c * factor for k, c in self.terms.items()})
+        return self._canonical({k: sp.expand(c * factor) for k, c in self.terms.items()})
 
     def map_coeffs(self, fn: Callable) -> "MatPoly":
-        return MatPoly(self.rows, self.cols, {k: fn(c) for k, c in self.terms.items()})
+        return self._canonical({k: sp.expand(fn(c)) for k, c in self.terms.items()})
 
     def inner(self, other: "MatPoly") -> TracePoly:
         """Frobenius inner product ⟨self, other⟩ = tr(selfᵀ other)."""
