@@ -106,3 +106,58 @@ def gradient_descent(flow: CompiledFlow, theta0, lr: float, steps: int,
     lr = check_real("lr", lr)
     _steps(steps, every)
     return _loop(flow, theta0, float(lr), int(steps), int(every), rk4=False, method="gd", lr=lr)
+
+
+@dataclass
+class ReferenceTrajectory:
+    """An mpmath solution: ``t`` (floats), ``theta`` and ``conserved`` as lists of rows of
+    ``mpmath.mpf`` at ``dps`` decimal digits."""
+
+    t: np.ndarray
+    theta: list
+    conserved: list
+    dps: int
+
+
+def integrate_reference(flow: CompiledFlow, theta0, t_end: float, n_points: int = 5,
+                        dps: int = 30) -> ReferenceTrajectory:
+    """High-precision reference of the gradient flow for short horizons: the exact derived
+    gradient (SymPy, entry by entry) integrated by mpmath's Taylor-series ODE solver at ``dps``
+    digits. Used to bound the float64 integrators' errors; cost grows quickly with the size of
+    θ and with t_end."""
+    import mpmath
+    import sympy as sp
+
+    theta0 = _check(flow, theta0)
+    t_end, dps = check_real("t_end", t_end), check_int("dps", dps, minimum=16)
+    n_points = check_int("n_points", n_points, minimum=2)
+    der, sizes = flow.der, flow.model.sizes()
+    symbols = sp.symbols(f"theta0:{flow.size}")
+    params = {name: np.array(symbols[pos:pos + int(np.prod(shape))], dtype=object)
+              .reshape(shape).tolist()
+              for name, shape, pos in _param_slices(flow)}
+    index = flow.unpack(np.arange(flow.size, dtype=float))
+    grad = [sp.Integer(0)] * flow.size
+    for b in flow.model.blocks():
+        G = der.gradient_value(params)[b.letter.name]
+        pos = index[b.param][b.index(sizes)].astype(int)
+        for (i, j), p in np.ndenumerate(pos):
+            grad[p] += G[i, j]
+    values = der.values(params)
+    laws = [law.quantity.evaluate(values) for law in der.conserved]
+    rhs = sp.lambdify(symbols, [-g for g in grad], modules="mpmath")
+    conserved = sp.lambdify(symbols, laws, modules="mpmath")
+    times = np.linspace(0.0, t_end, n_points)
+    with mpmath.workdps(dps):
+        y0 = [mpmath.mpf(float(v)) for v in theta0]
+        solution = mpmath.odefun(lambda t, y: rhs(*y), 0, y0)
+        rows = [solution(mpmath.mpf(float(t))) for t in times]
+        cons = [conserved(*row) for row in rows]
+    return ReferenceTrajectory(times, rows, cons, dps)
+
+
+def _param_slices(flow: CompiledFlow):
+    pos = 0
+    for name, shape in flow.shapes.items():
+        yield name, shape, pos
+        pos += int(np.prod(shape))
