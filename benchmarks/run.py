@@ -2,12 +2,12 @@
 
 (a) compiled gradient (numba) vs hand-written NumPy of the same formula (MATH.md §3.2, scalar
     tasks), d = 8, 64, 256;
-(b) the expected learning curve by theory (compile + GD) vs the same curve by `simulate_sgd` with
-    enough seeds for ~1 % accuracy;
+(b) the expected learning curve by theory (exact GD, compiled) vs the same curve by
+    `simulate_sgd` and by a plain PyTorch SGD loop, scaled to the seeds needed for 1 % accuracy;
 (c) derivation time per model (incl. the symmetry search): cold (empty cache), from the disk
     cache (as a new process sees it) and from memory;
 (d) numba vs numpy backend for 10⁵ GD steps at d = 16;
-(e) growth of the compiled-gradient cost with d (fitted exponent).
+(e) growth of the compiled-gradient cost with d per model (fitted exponent, d = 16 → 64).
 Prints ratios and writes JSON (default benchmarks/results.json).
 """
 
@@ -61,23 +61,91 @@ def bench_gradient(d: int) -> dict:
     return {"d": d, "compiled_s": t_gen, "hand_numpy_s": t_hand, "ratio": t_gen / t_hand}
 
 
+CURVE = dict(d=4, N=16, spectrum=(2.0, 1.0, 0.5, 0.25), lr=0.02, batch=64, steps=2000,
+             seeds=32)
+
+
 def bench_curve() -> dict:
+    """The expected learning curve: theory (compiled kernels from the cache, exact GD) vs
+    simulate_sgd and a plain PyTorch SGD loop over the same seeds; the simulations' cost is
+    scaled to the number of seeds that gives 1 % relative standard error (cost ∝ seeds)."""
     from icldyn.numerics import compile_flow, gradient_descent, simulate_sgd
     from icldyn.theory import ICLData, derive, models
-    data = ICLData(d=4, N=16, Lambda=np.diag([2.0, 1.0, 0.5, 0.25]))
-    model = models.Merged(4)
+    c = CURVE
+    data = ICLData(d=c["d"], N=c["N"], Lambda=np.diag(c["spectrum"]))
+    model = models.Merged(c["d"])
     init = {"V": 0.1, "Q": 0.1}
+    flow = compile_flow(derive(model, data), backend="numba")
+    gradient_descent(flow, flow.pack(init), lr=c["lr"], steps=10)          # warm
+    t_theory = best_time(lambda: gradient_descent(flow, flow.pack(init), lr=c["lr"],
+                                                  steps=c["steps"], every=10), repeat=3)
+    theory = gradient_descent(flow, flow.pack(init), lr=c["lr"], steps=c["steps"])
     start = time.perf_counter()
-    flow = compile_flow(derive(model, data), backend="numpy")
-    theory = gradient_descent(flow, flow.pack(init), lr=0.02, steps=2000)
-    t_theory = time.perf_counter() - start
-    start = time.perf_counter()
-    sim = simulate_sgd(model, data, init, lr=0.02, batch=64, steps=2000, seeds=32, seed=0)
+    sim = simulate_sgd(model, data, init, lr=c["lr"], batch=c["batch"], steps=c["steps"],
+                       seeds=c["seeds"], seed=0)
     t_sim = time.perf_counter() - start
     rel_se = float(np.median(sim.loss_se / sim.loss))
-    return {"theory_s": t_theory, "simulation_s": t_sim, "ratio": t_sim / t_theory,
-            "simulation_median_relative_se": rel_se, "final_theory": float(theory.loss[-1]),
-            "final_sgd": float(sim.loss[-1])}
+    seeds_1pct = int(np.ceil(c["seeds"] * (rel_se / 0.01) ** 2))
+    out = {"theory_s": t_theory, "simulation_s": t_sim, "seeds": c["seeds"],
+           "simulation_median_relative_se": rel_se, "seeds_for_1pct": seeds_1pct,
+           "simulation_1pct_s": t_sim * seeds_1pct / c["seeds"],
+           "final_theory": float(theory.loss[-1]), "final_sgd": float(sim.loss[-1])}
+    out["ratio_simulation"] = out["simulation_1pct_s"] / t_theory
+    t_torch = torch_sgd_time(c)
+    if t_torch is not None:
+        out["torch_s"] = t_torch
+        out["torch_1pct_s"] = t_torch * seeds_1pct / c["seeds"]
+        out["ratio_torch"] = out["torch_1pct_s"] / t_theory
+    return out
+
+
+def torch_sgd_time(c: dict) -> float | None:
+    """A plain PyTorch SGD loop of the same layer (ŷ = u y_ctxᵀ X Q x_q / N, vectorised over
+    seeds, autograd gradients, float64, CPU); None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    S, B, N, d = c["seeds"], c["batch"], c["N"], c["d"]
+    sd = torch.tensor(np.sqrt(c["spectrum"]), dtype=torch.float64)
+    u = torch.full((S, 1, 1), 0.1, dtype=torch.float64, requires_grad=True)
+    Q = (0.1 * torch.eye(d, dtype=torch.float64)).repeat(S, 1, 1).requires_grad_(True)
+    opt = torch.optim.SGD([u, Q], lr=c["lr"])
+    start = time.perf_counter()
+    for _ in range(c["steps"]):
+        x = torch.randn(S, B, N + 1, d, dtype=torch.float64) * sd
+        w = torch.randn(S, 1, d, 1, dtype=torch.float64)
+        y = (x @ w)[..., 0]
+        X, xq, Y, yq = x[:, :, :N], x[:, :, N], y[:, :, :N], y[:, :, N]
+        h = torch.einsum("sbn,sbni->sbi", Y, X) / N                     # y_ctxᵀ X / N
+        pred = u[:, :, 0] * torch.einsum("sbi,sij,sbj->sb", h, Q, xq)
+        loss = 0.5 * ((pred - yq) ** 2).mean(dim=1).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def bench_cost_exponents() -> list[dict]:
+    """Compiled-gradient time per model at d = 8, 16, 32, 64 and the fitted exponent of d."""
+    from icldyn.numerics import compile_flow
+    from icldyn.theory import ICLData, derive, models
+    rows = []
+    for make in (lambda d: models.Merged(d), lambda d: models.MultiHead(d, heads=2),
+                 lambda d: models.SeparateKQ(d, heads=2, rank=2), lambda d: models.FullLSA(d)):
+        times = []
+        ds = (8, 16, 32, 64)
+        for d in ds:
+            model = make(d)
+            flow = compile_flow(derive(model, ICLData(d=d, N=20, Lambda=np.eye(d))), "numba")
+            theta = 0.1 * np.random.default_rng(0).standard_normal(flow.size)
+            flow.grad(theta)
+            times.append(best_time(lambda: flow.grad(theta), number=max(1, 4000 // d**2 + 1)))
+        exponent = float(np.polyfit(np.log(ds[1:]), np.log(times[1:]), 1)[0])
+        rows.append({"model": type(model).__name__, "d": list(ds), "grad_s": times,
+                     "exponent": exponent})
+    return rows
 
 
 def bench_derivation() -> list[dict]:
@@ -102,6 +170,13 @@ def bench_derivation() -> list[dict]:
             times.append(time.perf_counter() - start)
         rows.append({"model": repr(model), "cold_s": times[0], "disk_s": times[1],
                      "memory_s": times[2]})
+    for model in (models.Merged(2), models.SeparateKQ(2, 1, 1), models.MultiHead(2, heads=2)):
+        data = ICLData(d=2, N=N, Lambda="full", Sigma_w="full", noise=sigma)
+        cache.clear_cache()
+        start = time.perf_counter()
+        derive(model, data).gradient_covariance()
+        rows.append({"model": repr(model), "gradient_covariance_cold_s":
+                     time.perf_counter() - start})
     cache.clear_cache()
     return rows
 
@@ -133,19 +208,26 @@ def main() -> None:
     for row in results["gradient"]:
         print(f"(a) d={row['d']:4d}: compiled/hand NumPy = {row['ratio']:.2f} "
               f"({row['compiled_s'] * 1e6:.1f} µs vs {row['hand_numpy_s'] * 1e6:.1f} µs)")
-    ds = np.array([r["d"] for r in results["gradient"]], float)
-    ts = np.array([r["compiled_s"] for r in results["gradient"]])
-    results["growth_exponent"] = float(np.polyfit(np.log(ds[1:]), np.log(ts[1:]), 1)[0])
-    print(f"(e) compiled gradient cost ~ d^{results['growth_exponent']:.2f} (d = 64 → 256)")
-    results["curve"] = bench_curve()
-    c = results["curve"]
-    print(f"(b) learning curve: simulate_sgd / theory = {c['ratio']:.0f}x "
-          f"({c['simulation_s']:.2f} s vs {c['theory_s']:.3f} s; SGD median relative SE "
-          f"{c['simulation_median_relative_se']:.1%})")
+    results["cost_exponents"] = bench_cost_exponents()
+    for row in results["cost_exponents"]:
+        print(f"(e) {row['model']}: compiled gradient cost ~ d^{row['exponent']:.2f} "
+              f"(d = 16 → 64; {row['grad_s'][-1] * 1e6:.0f} µs at d = 64)")
+    results["curve"] = c = bench_curve()
+    print(f"(b) learning curve ({CURVE['steps']} steps): theory {c['theory_s'] * 1e3:.1f} ms; "
+          f"simulate_sgd {c['simulation_s']:.2f} s for {c['seeds']} seeds (median relative SE "
+          f"{c['simulation_median_relative_se']:.1%}), {c['seeds_for_1pct']} seeds for 1 % → "
+          f"{c['simulation_1pct_s']:.0f} s = {c['ratio_simulation']:.0f}x theory")
+    if "torch_s" in c:
+        print(f"(b) plain PyTorch SGD loop: {c['torch_s']:.2f} s for {c['seeds']} seeds → "
+              f"{c['torch_1pct_s']:.0f} s for 1 % = {c['ratio_torch']:.0f}x theory")
     results["derivation"] = bench_derivation()
     for row in results["derivation"]:
-        print(f"(c) {row['model']}: derive + symmetries cold {row['cold_s']:.2f} s, "
-              f"disk cache {row['disk_s']:.2f} s, memory {row['memory_s']:.3f} s")
+        if "cold_s" in row:
+            print(f"(c) {row['model']}: derive + symmetries cold {row['cold_s']:.2f} s, "
+                  f"disk cache {row['disk_s']:.2f} s, memory {row['memory_s']:.3f} s")
+        else:
+            print(f"(c) {row['model']}: gradient covariance cold "
+                  f"{row['gradient_covariance_cold_s']:.1f} s")
     results["backends"] = bench_backends()
     b = results["backends"]
     print(f"(d) 1e5 GD steps at d = 16: numba {b['numba_s_per_1e5']:.2f} s, numpy "

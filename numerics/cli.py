@@ -126,7 +126,8 @@ def cmd_icl(args) -> int:
     for r in res["readings"]["runs"]:
         print(f"{r['n_layers']}-layer seed {r['seed']}: emergence step {r['emergence_step']}, "
               f"QK effective-rank dip {r['qk_erank_relative_dip']:.0%}"
-              + (f", subspace falls before loss: {r['subspace_falls_before_loss']}"
+              + (f", subspace falls before loss: {r['subspace_falls_before_loss']}, "
+                 f"curvature peaks at step {r['curvature_max_step']}"
                  if "subspace_falls_before_loss" in r else ""))
     print(f"run folder: {args.out}")
     return 0

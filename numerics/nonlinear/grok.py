@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import require_torch
-from .training import Timer, analyse, fall_step, first_step, load_run, train, write_run
+from .training import (Timer, analyse, curvature_summary, fall_step, first_step, load_run,
+                       train, write_run)
 
 PRESETS = {
     "quick": dict(p=59, train_fraction=0.4, epochs=8000),
@@ -38,6 +39,7 @@ class GrokConfig:
     epochs: int = 8000
     eval_every: int = 10
     record_every: int = 100
+    curvature_every: int = 10   # top Hessian eigenvalue of the training loss every 10 checkpoints
     stop_after_generalization: int = 500     # epochs kept after test accuracy ≥ 99 %
     seed: int = 0
 
@@ -64,7 +66,7 @@ def fourier_sparsity(W_E: np.ndarray, p: int, share: float = 0.1) -> float:
 
 def run_one(cfg: GrokConfig, progress=None) -> dict:
     torch = require_torch()
-    from .transformer import Transformer, TransformerConfig
+    from .transformer import Transformer, TransformerConfig, top_hessian_eigenvalue
     torch.manual_seed(cfg.seed)
     data = dataset(torch, cfg)
     model = Transformer(TransformerConfig(d_vocab=cfg.p + 1, n_ctx=3, d_model=cfg.d_model,
@@ -100,7 +102,11 @@ def run_one(cfg: GrokConfig, progress=None) -> dict:
 
     with Timer() as timer:
         record = train(model, step, cfg.epochs, cfg.record_every, eval_every=cfg.eval_every,
-                       eval_fn=evaluate, stop=stop, progress=progress)
+                       eval_fn=evaluate, stop=stop, progress=progress,
+                       curvature=lambda: top_hessian_eigenvalue(
+                           model, lambda m: ce(m(data["train"][0])[:, -1, : cfg.p],
+                                               data["train"][1]), seed=cfg.seed),
+                       curvature_every=cfg.curvature_every)
     analysis = analyse(record, k=8)
     m = record.metrics
     memorization = first_step(record.steps, m["train_acc"], above=0.99)
@@ -119,6 +125,7 @@ def run_one(cfg: GrokConfig, progress=None) -> dict:
         "fourier_sparsity": {"initial": m["fourier_sparsity"][0],
                              "final": m["fourier_sparsity"][-1]},
         "ov_subspace_fall_steps": ov_fall,        # distance to the final subspace < 0.1 for good
+        "curvature": curvature_summary(record),
         "seconds": timer.seconds,
     }
     if generalization is not None and memorization is not None:

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from . import require_torch
-from .training import Timer, analyse, fall_step, first_step, load_run, train, write_run
+from .training import (Timer, analyse, curvature_summary, fall_step, first_step, load_run,
+                       train, write_run)
 
 PRESETS = {
     "quick": dict(steps=2500, record_every=50),
@@ -38,6 +39,7 @@ class ICLConfig:
     batch: int = 64
     steps: int = 2500
     record_every: int = 50
+    curvature_every: int = 4    # top Hessian eigenvalue on a fixed probe batch every 4 checkpoints
     threshold: float = 1.0      # below ln(block/2): copying any context token cannot reach it
     seed: int = 0
 
@@ -64,7 +66,7 @@ def losses(torch, model, tokens, mask):
 
 def run_one(cfg: ICLConfig, progress=None) -> dict:
     torch = require_torch()
-    from .transformer import Transformer, TransformerConfig
+    from .transformer import Transformer, TransformerConfig, top_hessian_eigenvalue
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     model = Transformer(TransformerConfig(d_vocab=cfg.d_vocab, n_ctx=3 * cfg.block,
@@ -79,8 +81,12 @@ def run_one(cfg: ICLConfig, progress=None) -> dict:
         opt.step()
         return {"loss": loss.item(), "icl_loss": icl.item()}
 
+    probe = sample(torch, cfg, torch.Generator().manual_seed(cfg.seed + 2))
     with Timer() as timer:
-        record = train(model, step, cfg.steps, cfg.record_every, progress=progress)
+        record = train(model, step, cfg.steps, cfg.record_every, progress=progress,
+                       curvature=lambda: top_hessian_eigenvalue(
+                           model, lambda m: losses(torch, m, *probe)[0], seed=cfg.seed),
+                       curvature_every=cfg.curvature_every)
     analysis = analyse(record, k=cfg.d_head)
     emergence = first_step(record.steps, record.metrics["icl_loss"], below=cfg.threshold)
     qk = [n for n in analysis if n.endswith("_QK")]
@@ -93,7 +99,8 @@ def run_one(cfg: ICLConfig, progress=None) -> dict:
         "qk_effective_rank": {"initial": float(erank[0]), "min": float(erank.min()),
                               "min_step": int(record.checkpoint_steps[int(erank.argmin())]),
                               "final": float(erank[-1])},
-        "qk_subspace_fall_steps": falls, "seconds": timer.seconds,
+        "qk_subspace_fall_steps": falls, "curvature": curvature_summary(record),
+        "seconds": timer.seconds,
     }
     return {"config": cfg, "record": record, "analysis": analysis, "result": result}
 
@@ -101,7 +108,7 @@ def run_one(cfg: ICLConfig, progress=None) -> dict:
 def readings(runs: list[dict]) -> dict:
     """The paper's readings, checked on each run: (1) the QK effective rank dips around
     emergence in 2-layer models but not in 1-layer ones; (2) QK subspace distance falls before
-    the loss does."""
+    the loss does; (3, ours) the curvature (top Hessian eigenvalue) peaks near emergence."""
     out = []
     for r in runs:
         res = r["result"]
@@ -115,6 +122,10 @@ def readings(runs: list[dict]) -> dict:
                 0.5 * res["emergence_step"] <= e["min_step"] <= 1.5 * res["emergence_step"]
             falls = [s for s in res["qk_subspace_fall_steps"].values() if s is not None]
             entry["subspace_falls_before_loss"] = bool(falls) and min(falls) <= res["emergence_step"]
+            peak = res["curvature"].get("max_step")
+            entry["curvature_max_step"] = peak
+            entry["curvature_peak_near_emergence"] = peak is not None and \
+                0.75 * res["emergence_step"] <= peak <= 1.5 * res["emergence_step"]
         out.append(entry)
     return {"runs": out}
 
@@ -123,7 +134,7 @@ def figures(runs: list[dict]) -> dict:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
     for i, r in enumerate(runs):
         rec, res = r["record"], r["result"]
         label = f"{res['n_layers']}-layer, seed {res['seed']}"
@@ -139,10 +150,12 @@ def figures(runs: list[dict]) -> dict:
         axes[2].plot(rec.checkpoint_steps,
                      np.mean([r["analysis"][n]["subspace_distance"] for n in qk], axis=0),
                      color=color, label=label)
+        axes[3].plot(rec.curvature_steps, rec.curvature, "o-", ms=3, color=color, label=label)
     axes[0].axhline(runs[0]["config"].threshold, color="grey", lw=0.5)
     axes[0].set_ylabel("in-context loss (repeated tokens)")
     axes[1].set_ylabel("mean effective rank of QK (per head)")
     axes[2].set_ylabel("mean QK subspace distance to final")
+    axes[3].set_ylabel("top Hessian eigenvalue (probe batch)")
     for ax in axes:
         ax.set_xlabel("step (dotted: emergence)")
         ax.legend(fontsize=7)

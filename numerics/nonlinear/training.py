@@ -23,6 +23,8 @@ class Record:
     metrics: dict = field(default_factory=dict)          # name -> list (aligned with steps)
     checkpoint_steps: list = field(default_factory=list)
     checkpoints: dict = field(default_factory=dict)      # name -> list of arrays
+    curvature_steps: list = field(default_factory=list)  # checkpoints with a curvature reading
+    curvature: list = field(default_factory=list)        # top Hessian eigenvalue there
 
     def log(self, step: int, values: dict) -> None:
         self.steps.append(step)
@@ -36,14 +38,24 @@ class Record:
 
 
 def train(model, step_fn, steps: int, record_every: int, eval_every: int = 1,
-          eval_fn=None, stop=None, progress=None) -> Record:
+          eval_fn=None, stop=None, progress=None, curvature=None,
+          curvature_every: int = 10) -> Record:
     """Run ``step_fn(step)`` (one optimiser step returning training metrics) ``steps`` times;
     metrics every ``eval_every`` steps (plus ``eval_fn()``), checkpoints of ``model.tracked()``
-    every ``record_every`` steps and at the end; ``stop(record)`` may end the run early."""
+    every ``record_every`` steps and at the end, and ``curvature()`` (the top Hessian
+    eigenvalue) at every ``curvature_every``-th checkpoint and the last; ``stop(record)`` may end
+    the run early."""
     record = Record()
+
+    def checkpoint(step: int) -> None:
+        record.checkpoint(step, model.tracked())
+        if curvature is not None and (len(record.checkpoint_steps) - 1) % curvature_every == 0:
+            record.curvature_steps.append(step)
+            record.curvature.append(float(curvature()))
+
     for step in range(steps + 1):
         if step % record_every == 0:
-            record.checkpoint(step, model.tracked())
+            checkpoint(step)
         if step == steps:
             break
         metrics = step_fn(step)
@@ -53,11 +65,24 @@ def train(model, step_fn, steps: int, record_every: int, eval_every: int = 1,
             metrics["weight_norm"] = model.weight_norm()
             record.log(step, metrics)
             if stop is not None and stop(record):
-                record.checkpoint(step + 1, model.tracked())
+                checkpoint(step + 1)
                 break
         if progress is not None:
             progress(step + 1, steps)
+    if curvature is not None and record.curvature_steps[-1] != record.checkpoint_steps[-1]:
+        record.curvature_steps.append(record.checkpoint_steps[-1])
+        record.curvature.append(float(curvature()))
     return record
+
+
+def curvature_summary(record: Record) -> dict:
+    """The top-Hessian-eigenvalue readings and where they peak."""
+    if not record.curvature:
+        return {}
+    values = np.array(record.curvature)
+    return {"steps": list(record.curvature_steps), "top_hessian": values.tolist(),
+            "max": float(values.max()),
+            "max_step": int(record.curvature_steps[int(values.argmax())])}
 
 
 def analyse(record: Record, k: int = 4) -> dict:
@@ -111,6 +136,8 @@ def write_run(out, config, record: Record | None, analysis: dict, results: dict,
         write_atomic(out / "metrics.csv", buf.getvalue())
         arrays = {f"checkpoint_{k}": np.stack(v) for k, v in record.checkpoints.items()}
         arrays["checkpoint_steps"] = np.array(record.checkpoint_steps)
+        arrays["curvature_steps"] = np.array(record.curvature_steps, dtype=int)
+        arrays["curvature_top_hessian"] = np.array(record.curvature, dtype=float)
         for name, a in analysis.items():
             for key, value in a.items():
                 arrays[f"{key}_{name}"] = value
@@ -142,6 +169,8 @@ def load_run(out, config) -> dict | None:
     analysis: dict = {}
     with np.load(out / "checkpoints.npz") as npz:
         record.checkpoint_steps = npz["checkpoint_steps"].tolist()
+        record.curvature_steps = npz["curvature_steps"].tolist()
+        record.curvature = npz["curvature_top_hessian"].tolist()
         for key in npz.files:
             if key.startswith("checkpoint_") and key != "checkpoint_steps":
                 record.checkpoints[key[len("checkpoint_"):]] = list(npz[key])
