@@ -47,17 +47,37 @@ def _check(flow, theta0) -> np.ndarray:
     return as_theta(theta0, flow.size, "theta0")
 
 
+class _Budget(Exception):
+    pass
+
+
 def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_eval=None,
-              method: str = "DOP853", rtol: float = 1e-10, atol: float = 1e-12) -> Trajectory:
-    """Gradient flow by ``scipy.integrate.solve_ivp`` (adaptive; tolerances are arguments)."""
+              method: str = "DOP853", rtol: float = 1e-10, atol: float = 1e-12,
+              max_nfev: int = 2_000_000) -> Trajectory:
+    """Gradient flow by ``scipy.integrate.solve_ivp`` (adaptive; tolerances are arguments).
+    More than ``max_nfev`` gradient evaluations stop it with a clear error (no silent hang)."""
     theta0 = _check(flow, theta0)
     t_end = check_real("t_end", t_end)
     rtol, atol = check_real("rtol", rtol), check_real("atol", atol)
+    max_nfev = check_int("max_nfev", max_nfev)
     if t_eval is None:
         n_points = check_int("n_points", n_points)
         t_eval = np.linspace(0.0, t_end, n_points)
-    sol = solve_ivp(flow.rhs, (0.0, t_end), theta0, method=method, t_eval=t_eval,
-                    rtol=rtol, atol=atol)
+    count = [0]
+
+    def rhs(t, theta):
+        count[0] += 1
+        if count[0] > max_nfev:
+            raise _Budget(t)
+        return flow.rhs(t, theta)
+
+    try:
+        sol = solve_ivp(rhs, (0.0, t_end), theta0, method=method, t_eval=t_eval,
+                        rtol=rtol, atol=atol)
+    except _Budget as stop:
+        raise InputError("t_end", f"the flow needed more than max_nfev={max_nfev} gradient "
+                         f"evaluations and reached only t = {stop.args[0]:.4g} of {t_end:.4g}; "
+                         "shorten t_end, loosen rtol/atol or raise max_nfev") from None
     if not sol.success:
         raise RuntimeError(f"integration failed at t = {sol.t[-1]:.6g}: {sol.message}")
     return Trajectory.along(flow, sol.t, sol.y.T, method=method, rtol=rtol, atol=atol,
@@ -84,17 +104,30 @@ def stability_limit(flow: CompiledFlow, theta) -> float:
     return 2.0 / top if top > 0 else float("inf")
 
 
-def _steps(steps, every):
+MAX_STEPS = 1e10        # fixed-step loops: beyond this a run would take hours
+MAX_ROWS_BYTES = 2**31  # recorded rows of θ held in memory
+
+
+def _steps(steps, every, size: int = 1):
     if check_int("every", every) and check_int("steps", steps) % every:
         raise InputError("every", f"must be a positive divisor of steps={steps}, got {every!r}")
+    if steps > MAX_STEPS:
+        raise InputError("steps", f"{steps} exceeds {MAX_STEPS:.0e}")
+    if (steps // every + 1) * size * 8 > MAX_ROWS_BYTES:
+        raise InputError("every", f"recording every {every} of {steps} steps needs "
+                         f"{(steps // every + 1) * size * 8 / 2**30:.1f} GiB; raise every")
 
 
 def rk4(flow: CompiledFlow, theta0, t_end: float, dt: float, every: int = 1) -> Trajectory:
     """Gradient flow by classical fixed-step RK4 (a compiled loop with the numba backend)."""
     theta0 = _check(flow, theta0)
     dt, t_end = check_real("dt", dt), check_real("t_end", t_end)
-    steps = int(round(t_end / dt))
-    _steps(steps, every)
+    ratio = t_end / dt
+    if not ratio < MAX_STEPS:
+        raise InputError("dt", f"t_end / dt = {ratio:.3g} steps exceeds {MAX_STEPS:.0e}; "
+                         "raise dt or shorten t_end")
+    steps = int(round(ratio))
+    _steps(steps, every, flow.size)
     return _loop(flow, theta0, float(dt), steps, every, rk4=True, method="rk4", dt=dt)
 
 
@@ -104,7 +137,7 @@ def gradient_descent(flow: CompiledFlow, theta0, lr: float, steps: int,
     ``t`` in flow time (lr × step)."""
     theta0 = _check(flow, theta0)
     lr = check_real("lr", lr)
-    _steps(steps, every)
+    _steps(steps, every, flow.size)
     return _loop(flow, theta0, float(lr), int(steps), int(every), rk4=False, method="gd", lr=lr)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from ..theory.data import ICLData
 from ..theory.errors import DivergenceError, InputError, check_int, check_real
 from ..theory.models import Model
+from .integrate import MAX_ROWS_BYTES
 from .params import as_arrays
 
 
@@ -173,6 +174,9 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
     batch, steps, seeds, record_every = (check_int(n, v) for n, v in (
         ("batch", batch), ("steps", steps), ("seeds", seeds), ("record_every", record_every)))
     seed = check_int("seed", seed, minimum=0)
+    if (steps + 1) * seeds * 8 > MAX_ROWS_BYTES:
+        raise InputError("steps", f"{steps} steps × {seeds} seeds of losses need "
+                         f"{(steps + 1) * seeds * 8 / 2**30:.1f} GiB; fewer steps or seeds")
     shapes = model.shapes()
     params = {name: np.repeat(v[None], seeds, axis=0)
               for name, v in as_arrays(shapes, init, "init").items()}

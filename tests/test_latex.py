@@ -36,3 +36,23 @@ def test_documents_state_loss_flow_conservation_and_stages(generated):
 def test_derive_all_writes_the_folder(tmp_path):
     assert main(["derive", "--all", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "README.md").exists() and len(list(tmp_path.glob("*.tex"))) == 4
+
+
+def test_isotropic_inputs_are_substituted():
+    """With Lambda="iso" the documents read Λ = λ I: no Λ left, and the expression equals the
+    numeric-Λ derivation at Λ = λ I (exact rationals)."""
+    import sympy as sp
+
+    from icldyn.theory import ICLData, derive, models
+    from icldyn.theory.data import LAMBDA_ISO
+    N, sigma = sp.Symbol("N", positive=True, integer=True), sp.Symbol("sigma", nonnegative=True)
+    der = derive(models.Merged(2), ICLData(d=2, N=N, Lambda="iso", noise=sigma))
+    tex = der.to_latex()
+    assert r"\Lambda" not in tex and r"\lambda" in tex
+    lam, Q = sp.Rational(3, 4), sp.Matrix([[1, 2], [-1, sp.Rational(1, 3)]])
+    V = sp.Matrix([[sp.Rational(2, 5)]])
+    values = {sp.MatrixSymbol("Q", 2, 2): Q, sp.MatrixSymbol("V", 1, 1): V}
+    iso = der.loss.subs({LAMBDA_ISO: lam, N: 5, sigma: sp.Rational(1, 2)}).subs(values).doit()
+    numeric = derive(models.Merged(2), ICLData(d=2, N=5, Lambda=lam * sp.eye(2),
+                                               noise=sp.Rational(1, 2)))
+    assert sp.simplify(iso - numeric.loss_value({"V": V, "Q": Q})) == 0

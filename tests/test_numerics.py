@@ -201,3 +201,15 @@ def test_mpmath_reference_bounds_float64_integrators():
     errors = [np.abs(rk4(flow, theta, t_end=2.0, dt=dt, every=int(1.0 / dt)).theta
                      - exact).max() for dt in (0.1, 0.05)]
     assert 10 < errors[0] / errors[1] < 24, errors
+
+
+def test_runaway_horizons_are_refused_not_hung():
+    data = ICLData(d=2, N=4, Lambda=np.eye(2))
+    flow = compile_flow(derive(models.Merged(2), data), "numpy")
+    theta = flow.pack({"V": 0.3, "Q": 0.3})
+    with pytest.raises(InputError, match="max_nfev"):
+        integrate(flow, theta, t_end=1e300, max_nfev=2000)
+    with pytest.raises(InputError, match="dt"):
+        rk4(flow, theta, t_end=2.0, dt=5e-324)
+    with pytest.raises(InputError, match="GiB"):
+        gradient_descent(flow, theta, lr=0.01, steps=10**9)

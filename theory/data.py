@@ -59,6 +59,7 @@ class ICLData:
             self.N = check_int("N", N)
         self.d, self.d_y, self.tasks = d, d_y, tasks
         self.Lambda = _covariance("Lambda", Lambda, d)
+        self.isotropic_inputs = isinstance(Lambda, str) and Lambda == "iso"   # Λ = λ I
         self.noise = _noise(noise)
         if tasks == "gaussian":
             self.Sigma_w = None if Sigma_w is None else _covariance("Sigma_w", Sigma_w, d)
@@ -118,12 +119,15 @@ class ICLData:
                 f"noise={self.noise})")
 
 
+LAMBDA_ISO = sp.Symbol("lambda", positive=True)
+
+
 def _covariance(name: str, value, d: int) -> sp.Matrix:
     if isinstance(value, str):
         if value == "diag":
             return sp.diag(*sp.symbols(f"s_1:{d + 1}", positive=True))
         if value == "iso":
-            return sp.Symbol("lambda", positive=True) * sp.eye(d)
+            return LAMBDA_ISO * sp.eye(d)
         if value == "full":
             sym = sp.Matrix(d, d, lambda i, j: sp.Symbol(
                 f"{name}_{min(i, j) + 1}{max(i, j) + 1}", real=True))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .cache import cached
-from .data import N_SYM, ICLData
+from .data import LAMBDA_ISO, N_SYM, ICLData
 from .errors import InputError
 from .gaussian import Monomial, Segment, expect
 from .models import Model, VecTerm, target
@@ -107,7 +107,10 @@ class Derivation:
         return {**self.data.scalars(), **{dim_symbol(s): sizes[s] for s in ("r",) if s in sizes}}
 
     def to_sympy(self, poly) -> sp.Expr:
-        """A TracePoly or MatPoly as a SymPy expression in this derivation's view."""
+        """A TracePoly or MatPoly as a SymPy expression in this derivation's view (with
+        ``Lambda="iso"`` data, Λ = λ I is substituted into the words)."""
+        if self.data.isotropic_inputs:
+            poly = poly.scalar_letter("Lambda", LAMBDA_ISO)
         values = self.scalars()
         if self.structural:
             values = {k: v for k, v in values.items() if k not in set(map(dim_symbol, "xyr"))}

@@ -177,6 +177,21 @@ class TracePoly:
     def __repr__(self) -> str:
         return f"TracePoly({len(self.terms)} terms: {sp.sstr(self.to_sympy())})"
 
+    def scalar_letter(self, name: str, value) -> "TracePoly":
+        """The polynomial with the letter ``name`` equal to ``value`` times the identity."""
+        out = TracePoly()
+        for traces, coeff in self.terms.items():
+            factor, kept = coeff, []
+            for w in traces:
+                w, power = _drop_letter(w, name)
+                factor = factor * value**power
+                if w:
+                    kept.append(w)
+                else:
+                    factor = factor * dim_symbol("x")
+            out._add(tuple(kept), factor)
+        return out
+
     def diff(self, symbol: Mat) -> "MatPoly":
         """Gradient ∂(self)/∂symbol, a matrix of symbol's shape."""
         out = MatPoly(symbol.rows, symbol.cols)
@@ -243,6 +258,16 @@ class MatPoly:
     def map_coeffs(self, fn: Callable) -> "MatPoly":
         return self._canonical({k: sp.expand(fn(c)) for k, c in self.terms.items()})
 
+    def scalar_letter(self, name: str, value) -> "MatPoly":
+        """The polynomial with the letter ``name`` equal to ``value`` times the identity."""
+        out = MatPoly(self.rows, self.cols)
+        for (traces, word), coeff in self.terms.items():
+            word, power = _drop_letter(word, name)
+            part = TracePoly({traces: coeff * value**power}).scalar_letter(name, value)
+            for t, c in part.terms.items():
+                out._add(t, word, c)
+        return out
+
     def inner(self, other: "MatPoly") -> TracePoly:
         """Frobenius inner product ⟨self, other⟩ = tr(selfᵀ other)."""
         out = TracePoly()
@@ -296,6 +321,22 @@ class MatPoly:
                 scalar = scalar * ops.trace(ops.word(w))
             total = total + scalar * (ops.word(word) if word else sp.eye(shape[0]))
         return total
+
+
+def _drop_letter(word: tuple, name: str) -> tuple:
+    """(word without the letter ``name``, how many times it occurred) — also inside Dg, which
+    is linear in its argument. Only for letters acting on the input space x."""
+    kept, power = [], 0
+    for letter in word:
+        if isinstance(letter, Mat) and letter.name == name:
+            power += 1
+        elif isinstance(letter, Dg):
+            inner, p = _drop_letter(letter.inner, name)
+            kept.append(Dg(inner))
+            power += p
+        else:
+            kept.append(letter)
+    return tuple(kept), power
 
 
 def _diff_cyclic(word: tuple, name: str, npos: int):
