@@ -58,3 +58,31 @@ def test_reduction_needs_eigenbasis_tasks():
     data = ICLData(d=2, N=4, Lambda=np.eye(2))
     with pytest.raises(InputError, match="diagonal"):
         mode_reduction(derive(models.Merged(2), data))
+
+
+def test_exact_vs_decoupled_gap_and_the_breaking_of_per_mode_conservation():
+    """The cross-mode terms are exactly O(1/N); they break the per-mode balance p_α² − q_α²
+    (conserved by the decoupled flow) while the sum over modes stays conserved; the exact
+    fixed point differs from the decoupled one by O(1/N) and is where the exact flow goes."""
+    from icldyn.theory.data import N_SYM
+    s_vals = (2, 1, sp.Rational(1, 2))
+    data = ICLData(d=3, N=N_SYM, Lambda=sp.diag(*s_vals), d_y=3, tasks="diagonal")
+    red = mode_reduction(derive(models.Merged(3, d_y=3), data))
+    scaled = sp.expand(red.coupling * N_SYM)
+    assert scaled != 0 and N_SYM not in scaled.free_symbols
+    rates = [red.balance_rate(k) for k in range(3)]
+    assert all(red.balance_rate(k, exact=False) == 0 for k in range(3))
+    assert all(r != 0 for r in rates) and sp.expand(sum(rates)) == 0
+    gaps = {}
+    for N in (16, 64, 256):
+        exact = red.exact_fixed_point(N)
+        decoupled = [red.fixed_point(k).subs(N_SYM, N) for k in range(3)]
+        gaps[N] = max(abs(float((e - x) / x)) for e, x in zip(exact, decoupled))
+    assert 3.0 < gaps[16] / gaps[64] < 4.5 and 3.5 < gaps[64] / gaps[256] < 4.5   # ~ 1/N
+    # the exact flow (numeric N = 16) converges to the exact fixed point, not the decoupled one
+    numeric = ICLData(d=3, N=16, Lambda=sp.diag(*s_vals), d_y=3, tasks="diagonal")
+    flow = compile_flow(derive(models.Merged(3, d_y=3), numeric), "numpy")
+    traj = integrate(flow, flow.pack({"V": 0.1, "Q": 0.1}), t_end=600.0, n_points=3)
+    final = flow.unpack(traj.theta[-1])
+    modes = np.diag(final["V"]) * np.diag(final["Q"])
+    assert np.allclose(modes, [float(a) for a in red.exact_fixed_point(16)], rtol=1e-6)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from .data import N_SYM
 from .derive import Derivation
 from .errors import InputError
 
@@ -75,6 +76,33 @@ class ModeReduction:
             ratio = sp.Mul(*[r if sp.cancel(c / c0) == 1 else 1 / r for c, r in pieces])
             return c0 * sp.log(sp.factor(sp.cancel(ratio)))
         return sp.Add(*[c * sp.log(r) for c, r in pieces])
+
+    @property
+    def coupling(self) -> sp.Expr:
+        """L_exact − L_decoupled: the cross-mode terms the paper's large-N reduction drops."""
+        return sp.expand(self.loss - self.decoupled)
+
+    def balance_rate(self, alpha: int, exact: bool = True) -> sp.Expr:
+        """d/dt (p_α² − q_α²) along the reduced flow ṗ = −∂L/∂p, q̇ = −∂L/∂q. It vanishes
+        identically for the decoupled loss (a per-mode rescaling symmetry); for the exact loss
+        it is what the cross-mode terms leave: the exact breaking of per-mode conservation
+        (only the sum over modes, ‖V‖² − ‖Q‖², is conserved)."""
+        L = self.loss if exact else self.decoupled
+        p, q = self.p[alpha], self.q[alpha]
+        return sp.expand(-2 * p * sp.diff(L, p) + 2 * q * sp.diff(L, q))
+
+    def exact_fixed_point(self, N=None) -> list:
+        """The all-modes-learned critical point of the exact reduced loss (numbers; ``N``
+        substitutes a symbolic context length), as a_α = p_α q_α, found by Newton from the
+        decoupled balanced fixed point."""
+        subs = {} if N is None else {N_SYM: N}
+        loss = self.loss.subs(subs)
+        variables = list(self.p) + list(self.q)
+        start = [sp.sqrt(self.fixed_point(k).subs(subs)) for k in range(len(self.p))]
+        grad = [sp.diff(loss, v) for v in variables]
+        root = sp.nsolve(grad, variables, [float(x) for x in start * 2], tol=1e-20, prec=30)
+        d = len(self.p)
+        return [root[k] * root[d + k] for k in range(d)]
 
     def saddle_growth_rates(self) -> list:
         """Growth rates at the origin: minus the negative eigenvalues of the Hessian of L."""
