@@ -208,7 +208,7 @@ def expect(monomials, law: GaussianLaw, N) -> TracePoly:
     """E[Σ monomials] as a TracePoly, exact for every N (an integer or a SymPy symbol)."""
     total = TracePoly()
     for mono in monomials:
-        total = total + _expect_monomial(mono, law, N)
+        total.accumulate(_expect_monomial(mono, law, N))
     return total
 
 
@@ -219,7 +219,7 @@ def _expect_monomial(mono: Monomial, law: GaussianLaw, N) -> TracePoly:
     for pattern in patterns:
         block = {label: b for b, blk in enumerate(pattern) for label in blk}
         weight = mono.coeff * falling_factorial(N, len(pattern))
-        out = out + _expect_pattern(mono.segments, block, law).scale(weight)
+        out.accumulate(_expect_pattern(mono.segments, block, law).scale(weight))
     return out
 
 
@@ -255,7 +255,7 @@ def _expect_pattern(segments, block: dict, law: GaussianLaw) -> TracePoly:
             else:
                 coeff *= _pair_vectors(net, law.vectors[key[0]], matching)
         dims, words = net.contract()
-        out = out + TracePoly({tuple(words): coeff * dims})
+        out._add(tuple(words), coeff * dims)
     return out
 
 

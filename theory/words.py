@@ -144,10 +144,13 @@ class TracePoly:
         return cls({(tuple(letters),): sp.sympify(coeff)})
 
     def __add__(self, other: "TracePoly") -> "TracePoly":
-        out = TracePoly._canonical(self.terms)
+        return TracePoly._canonical(self.terms).accumulate(other)
+
+    def accumulate(self, other: "TracePoly") -> "TracePoly":
+        """self += other in place (for sums built term by term); returns self."""
         for traces, coeff in other.terms.items():
-            out._add_canonical(traces, coeff)
-        return out
+            self._add_canonical(traces, coeff)
+        return self
 
     def __neg__(self) -> "TracePoly":
         return self.scale(-1)
