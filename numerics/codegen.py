@@ -251,16 +251,17 @@ def _compile(source: str, backend: str) -> dict:
         module = types.ModuleType(f"icldyn_kernel_{digest[:16]}_{backend}")
         sys.modules[module.__name__] = module       # Numba's cache re-imports it by name
         namespace = module.__dict__
-        namespace["_eigdiag"] = eigdiag
         if backend == "numba":
             import numba
-            namespace["_eigdiag"] = numba.njit(cache=True)(eigdiag)
+            jit = numba.njit(cache=filename is not None)
+        else:
+            jit = None
+        namespace["_eigdiag"] = eigdiag if jit is None else numba.njit(cache=True)(eigdiag)
         exec(compile(source, filename or f"<icldyn-generated-{digest[:8]}>", "exec"), namespace)
         fns = {n: f for n, f in namespace.items()
                if isinstance(f, types.FunctionType) and n[0] != "_"}
-        if backend == "numba":
-            import numba
-            fns = {n: numba.njit(f, cache=filename is not None) for n, f in fns.items()}
+        if jit is not None:
+            fns = {n: jit(f) for n, f in fns.items()}
             namespace.update(fns)                   # kernels call each other compiled
         _COMPILED[digest, backend] = fns
     return _COMPILED[digest, backend]
@@ -330,6 +331,12 @@ class CompiledFlow:
     def pack(self, params: dict) -> np.ndarray:
         """Flat θ from {name: array or scalar} (see ``params.as_arrays`` for broadcasting)."""
         return np.concatenate([a.ravel() for a in as_arrays(self.shapes, params).values()])
+
+    def letter_positions(self) -> dict:
+        """{letter: integer array of the θ indices of its entries} (the letter's shape)."""
+        index, sizes = self.unpack(np.arange(self.size, dtype=float)), self.model.sizes()
+        return {b.letter.name: index[b.param][b.index(sizes)].astype(int)
+                for b in self.model.blocks()}
 
     def unpack(self, theta) -> dict:
         theta = as_theta(theta, self.size, leading=True)

@@ -24,6 +24,7 @@ from ..theory.covariance import PROBES
 from ..theory.errors import InputError
 from ..theory.words import Mat, transpose_word
 from .codegen import CompiledFlow
+from .simulate import letter_values
 
 
 class CompiledCovariance:
@@ -35,11 +36,8 @@ class CompiledCovariance:
             raise InputError("flow", f"must come from compile_flow, got {type(flow).__name__}")
         self.flow = flow
         der = flow.der
-        scalars = der.scalars()
-        model, sizes = der.model, der.model.sizes()
-        index = flow.unpack(np.arange(flow.size, dtype=float))
-        self.positions = {b.letter.name: index[b.param][b.index(sizes)].astype(int)
-                          for b in model.blocks()}
+        scalars, sizes = der.scalars(), der.model.sizes()
+        self.positions = flow.letter_positions()
         self.letters = der.letters
         self.groups = defaultdict(list)   # (L, M, case, X, Y) -> [(coeff, other traces)]
         for (L, M), poly in der.gradient_covariance().second_moment.items():
@@ -53,11 +51,8 @@ class CompiledCovariance:
         """E[g gᵀ] at θ (shape (P,)) or at a stack of θ (shape (R, P)) → (…, P, P)."""
         theta = np.asarray(theta, dtype=float)
         stack = theta.reshape(-1, self.flow.size)
-        values = {"Lambda": self.flow.Lambda, "Sigma_w": self.flow.Sigma_w}
-        params = self.flow.unpack(stack)
-        sizes = self.flow.model.sizes()
-        for b in self.flow.model.blocks():
-            values[b.letter.name] = params[b.param][(slice(None),) + b.index(sizes)]
+        values = {"Lambda": self.flow.Lambda, "Sigma_w": self.flow.Sigma_w,
+                  **letter_values(self.flow.model, self.flow.unpack(stack))}
         ev = _Evaluator(values, self.space_size)
         R = len(stack)
         out = np.zeros((R, self.flow.size, self.flow.size))

@@ -109,7 +109,8 @@ MAX_ROWS_BYTES = 2**31  # recorded rows of θ held in memory
 
 
 def _steps(steps, every, size: int = 1):
-    if check_int("every", every) and check_int("steps", steps) % every:
+    steps, every = check_int("steps", steps), check_int("every", every)
+    if steps % every:
         raise InputError("every", f"must be a positive divisor of steps={steps}, got {every!r}")
     if steps > MAX_STEPS:
         raise InputError("steps", f"{steps} exceeds {MAX_STEPS:.0e}")
@@ -164,22 +165,19 @@ def integrate_reference(flow: CompiledFlow, theta0, t_end: float, n_points: int 
     theta0 = _check(flow, theta0)
     t_end, dps = check_real("t_end", t_end), check_int("dps", dps, minimum=16)
     n_points = check_int("n_points", n_points, minimum=2)
-    der, sizes = flow.der, flow.model.sizes()
-    symbols = sp.symbols(f"theta0:{flow.size}")
-    params = {name: np.array(symbols[pos:pos + int(np.prod(shape))], dtype=object)
-              .reshape(shape).tolist()
-              for name, shape, pos in _param_slices(flow)}
-    index = flow.unpack(np.arange(flow.size, dtype=float))
+    der = flow.der
+    symbols = np.array(sp.symbols(f"theta0:{flow.size}"), dtype=object)
+    params = {name: symbols[index.astype(int)].tolist()
+              for name, index in flow.unpack(np.arange(flow.size, dtype=float)).items()}
     grad = [sp.Integer(0)] * flow.size
-    for b in flow.model.blocks():
-        G = der.gradient_value(params)[b.letter.name]
-        pos = index[b.param][b.index(sizes)].astype(int)
-        for (i, j), p in np.ndenumerate(pos):
-            grad[p] += G[i, j]
+    gradients = der.gradient_value(params)
+    for letter, positions in flow.letter_positions().items():
+        for (i, j), p in np.ndenumerate(positions):
+            grad[p] += gradients[letter][i, j]
     values = der.values(params)
     laws = [law.quantity.evaluate(values) for law in der.conserved]
-    rhs = sp.lambdify(symbols, [-g for g in grad], modules="mpmath")
-    conserved = sp.lambdify(symbols, laws, modules="mpmath")
+    rhs = sp.lambdify(list(symbols), [-g for g in grad], modules="mpmath")
+    conserved = sp.lambdify(list(symbols), laws, modules="mpmath")
     times = np.linspace(0.0, t_end, n_points)
     with mpmath.workdps(dps):
         y0 = [mpmath.mpf(float(v)) for v in theta0]
@@ -188,9 +186,3 @@ def integrate_reference(flow: CompiledFlow, theta0, t_end: float, n_points: int 
         cons = [conserved(*row) for row in rows]
     return ReferenceTrajectory(times, rows, cons, dps)
 
-
-def _param_slices(flow: CompiledFlow):
-    pos = 0
-    for name, shape in flow.shapes.items():
-        yield name, shape, pos
-        pos += int(np.prod(shape))

@@ -157,8 +157,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
 
     a0 = sp.nsimplify(config.init_scale) ** 2
     a_flow = _modes(flow, traj.theta)
-    sim_theta = np.concatenate([sim.params[p.name].reshape(config.seeds, len(sim.steps), -1)
-                                for p in model.params], axis=-1)
+    sim_theta = sim.theta()
     a_sim = _modes(flow, sim_theta).mean(axis=0)
     a_final = a_flow[-1]
     t_sim = sim.steps * config.lr

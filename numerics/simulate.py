@@ -22,6 +22,7 @@ import numpy as np
 from ..theory.data import ICLData
 from ..theory.errors import DivergenceError, InputError, check_int, check_real
 from ..theory.models import Model
+from .codegen import RUNAWAY
 from .integrate import MAX_ROWS_BYTES
 from .params import as_arrays
 
@@ -38,8 +39,11 @@ class SimResult:
     params: dict
     info: dict = field(default_factory=dict)
 
-
-RUNAWAY = 1e100
+    def theta(self) -> np.ndarray:
+        """The recorded parameters as flat θ vectors (seeds, records, P), in the ordering of
+        ``compile_flow``'s ``pack`` (parameters in the model's order, each raveled)."""
+        return np.concatenate([v.reshape(v.shape[:2] + (-1,)) for v in self.params.values()],
+                              axis=-1)
 
 
 def _spaces(data: ICLData) -> dict:

@@ -20,12 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..theory.errors import DivergenceError, InputError, check_int, check_real
-from .codegen import CompiledFlow
+from .codegen import RUNAWAY, CompiledFlow
 from .covariance import CompiledCovariance, compile_covariance
 from .integrate import _check
-
-RUNAWAY = 1e100
-
 
 @dataclass
 class SMEResult:

@@ -25,7 +25,6 @@ import hashlib
 import io
 import itertools
 import json
-import math
 import os
 import time
 import traceback
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import write_atomic
-from ..theory.errors import DivergenceError, InputError, check_int
+from ..theory.errors import DivergenceError, InputError, check_int, check_real
 from .runfolder import provenance, save_figure, write_json
 
 AXES = ("d", "N", "spectrum", "noise", "init_scale", "lr", "batch", "seed")
@@ -72,15 +71,13 @@ class SweepSpec:
     def validate(self) -> None:
         from ..theory.models import MODELS
 
-        checks = {"d": lambda v: _is_int(v) and v >= 1, "N": lambda v: _is_int(v) and v >= 1,
-                  "batch": lambda v: _is_int(v) and v >= 1, "seed": lambda v: _is_int(v) and v >= 0,
-                  "noise": lambda v: _is_real(v) and v >= 0,
-                  "init_scale": lambda v: _is_real(v) and v > 0,
-                  "lr": lambda v: _is_real(v) and v > 0}
-        for axis, ok in checks.items():
-            bad = [v for v in getattr(self, axis) if not ok(v)]
-            if bad:
-                raise InputError(axis, f"has invalid values {bad}")
+        checks = {"d": check_int, "N": check_int, "batch": check_int,
+                  "seed": lambda a, v: check_int(a, v, minimum=0),
+                  "noise": lambda a, v: check_real(a, v, allow_zero=True),
+                  "init_scale": check_real, "lr": check_real}
+        for axis, check in checks.items():
+            for value in getattr(self, axis):
+                check(axis, value)
         for d in self.d:
             for text in self.spectrum:
                 spectrum_values(text, d)
@@ -113,14 +110,6 @@ class SweepSpec:
         if unknown:
             raise InputError("spec", f"unknown keys {sorted(unknown)}")
         return cls(**obj)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def spectrum_values(text: str, d: int) -> np.ndarray:
@@ -193,8 +182,7 @@ def _evaluate(point: dict, settings: dict) -> dict:
     if settings["mode"] in ("simulation", "both"):
         sim = simulate_sgd(model, data, init, lr=point["lr"], batch=point["batch"], steps=steps,
                            seeds=settings["replicas"], seed=point["seed"], record_every=steps)
-        finals = np.concatenate([sim.params[p.name][:, -1].reshape(settings["replicas"], -1)
-                                 for p in model.params], axis=1)
+        finals = sim.theta()[:, -1]
         changes = np.array([flow.conserved(th) - flow.conserved(theta0) for th in finals])
         out.update(loss_final_sgd=float(sim.loss[-1]), loss_final_sgd_se=float(sim.loss_se[-1]),
                    loss_final_sgd_sd=float(sim.losses[-1].std(ddof=1)) if settings["replicas"] > 1
@@ -278,11 +266,7 @@ def _executor_name(workers, scheduler) -> str:
 
 
 def _workers(workers) -> int:
-    if workers is None:
-        return os.cpu_count() or 1
-    if not (_is_int(workers) and workers >= 1):
-        raise InputError("workers", f"must be a positive integer, got {workers!r}")
-    return int(workers)
+    return (os.cpu_count() or 1) if workers is None else check_int("workers", workers)
 
 
 def _execute(points: list[dict], settings: dict, workers, scheduler):

@@ -21,6 +21,7 @@ import os
 import pickle
 import shutil
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 from icldyn import __version__
@@ -28,7 +29,6 @@ from icldyn.files import write_atomic
 
 ENV = "ICLDYN_CACHE_DIR"
 _MEMORY: dict = {}
-_CODE_VERSION: list = []
 
 
 def cache_dir() -> Path | None:
@@ -40,14 +40,13 @@ def cache_dir() -> Path | None:
     return Path(base) / "icldyn"
 
 
+@lru_cache(maxsize=None)
 def code_version() -> str:
     """Package version and a digest of the theory sources (computed once per process)."""
-    if not _CODE_VERSION:
-        digest = hashlib.sha256()
-        for path in sorted(Path(__file__).parent.glob("*.py")):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-        _CODE_VERSION.append(f"{__version__}-{digest.hexdigest()[:16]}")
-    return _CODE_VERSION[0]
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"{__version__}-{digest.hexdigest()[:16]}"
 
 
 def entry_name(kind: str, key) -> str:
