@@ -88,8 +88,7 @@ def test_sme_ensemble_matches_sgd_ensemble():
     sim = simulate_sgd(model, data, init, lr=lr, batch=B, steps=steps, seeds=R, seed=2,
                        record_every=100)
     gd = gradient_descent(flow, flow.pack(init), lr=lr, steps=steps)
-    theta_sgd = np.concatenate([sim.params[k].reshape(R, len(sim.steps), -1)
-                                for k in flow.shapes], axis=2)[:, -1]
+    theta_sgd = sim.theta()[:, -1]
     loss_sgd = np.array([flow.loss(t) for t in theta_sgd])           # population loss
     cons_sgd = np.array([flow.conserved(t)[0] for t in theta_sgd])
     loss_sme, cons_sme = sme.losses[-1], sme.conserved[-1][:, 0]
@@ -109,3 +108,23 @@ def test_sme_ensemble_matches_sgd_ensemble():
 
     boot = [iqr(rng.choice(loss_sme, R)) - iqr(rng.choice(loss_sgd, R)) for _ in range(300)]
     assert abs(iqr(loss_sme) - iqr(loss_sgd)) < 4 * np.std(boot)
+
+
+def test_symbolic_covariance_block_equals_the_compiled_matrix():
+    """Cov(A_Q, B_Q) from the trace polynomial, with probes E_ij, E_kl, is the compiled
+    matrix's (Q_ij, Q_kl) entry; the same block as SymPy has the probes as symbols."""
+    import sympy as sp
+
+    data = ICLData(d=2, N=3, Lambda=LAMBDA, noise=0.2)
+    der = derive(models.Merged(2), data)
+    flow = compile_flow(der, "numpy")
+    params = {"V": 0.7, "Q": [[0.4, -0.2], [0.3, 0.5]]}
+    S = compile_covariance(flow).matrix(flow.pack(params))
+    poly = der.gradient_covariance().covariance("Q", "Q")
+    pos = flow.letter_positions()["Q"]
+    for (i, j), (k, m) in (((0, 1), (1, 0)), ((1, 1), (0, 0))):
+        values = {**der.values(params), "A_Q": sp.zeros(2, 2), "B_Q": sp.zeros(2, 2)}
+        values["A_Q"][i, j] = values["B_Q"][k, m] = 1
+        assert float(poly.evaluate(values)) == pytest.approx(S[pos[i, j], pos[k, m]], rel=1e-10)
+    assert {"A_Q", "B_Q"} <= {str(s) for s in
+                             der.gradient_covariance().to_sympy("Q", "Q").free_symbols}
