@@ -290,7 +290,7 @@ class CompiledFlow:
     quantity under one GD step)."""
 
     def __init__(self, der: Derivation, backend: str = "numba"):
-        if backend not in BACKENDS:
+        if not isinstance(backend, str) or backend not in BACKENDS:
             raise InputError("backend", f"must be one of {BACKENDS}, got {backend!r}")
         self.der, self.backend = der, backend
         self.model, self.data = der.model, der.data
