@@ -20,10 +20,10 @@ import sympy as sp
 
 from ..files import write_atomic
 from ..theory.cache import cache_dir
-from ..theory.data import N_SYM, SIGMA
+from ..theory.data import N_SYM, SIGMA, W_TASK
 from ..theory.derive import ETA, Derivation
 from ..theory.errors import InputError
-from ..theory.words import DIMS, Dg, MatPoly, TracePoly, transpose_word
+from ..theory.words import DIMS, Dg, MatPoly, TracePoly, split_by_letter, transpose_word
 from .params import as_arrays, as_theta
 
 BACKENDS = ("numpy", "numba")
@@ -50,18 +50,27 @@ class _Printer:
     """Collects the statements that evaluate words and traces, each once. Products of data
     letters only go to the shared ``constants`` printer (computed once per data set)."""
 
-    def __init__(self, constants: "_Printer | None" = None, indent: str = "    "):
+    def __init__(self, constants: "_Printer | None" = None):
         self.lines: list[str] = []
         self.names: dict = {}
         self.counter = 0
         self.constants = constants
         self.prefix = "c" if constants is None else ""
+        self.indent = "    "
 
     def _new(self, expr: str, prefix: str) -> str:
         name = f"{self.prefix}{prefix}{self.counter}"
         self.counter += 1
-        self.lines.append(f"    {name} = {expr}")
+        self.lines.append(f"{self.indent}{name} = {expr}")
         return name
+
+    def task_loop(self) -> int:
+        """Open the loop over a finite task set (W = tasks[t]): statements printed from now on
+        are indented into it. Returns the index of its first line."""
+        self.lines += ["    for _t in range(tasks.shape[0]):",
+                       "        W = np.ascontiguousarray(tasks[_t])"]
+        self.indent = "        "
+        return len(self.lines)
 
     def letter(self, letter) -> str:
         if letter in self.names:
@@ -164,35 +173,56 @@ def _generate(der: Derivation) -> _Polys:
                    f"    pos += {_size_code(p)}"]
     for b in model.blocks():
         header.append(f"    {b.letter.name} = np.ascontiguousarray(P_{b.param}{_index_code(b)})")
-    args = "theta, k, Lambda, Sigma_w, U, c, dims, consts"
+    args = "theta, k, Lambda, Sigma_w, U, c, tasks, dims, consts"
 
     def scalar_fn(name: str, poly: TracePoly) -> list[str]:
         pr = _Printer(consts)
-        terms = [pr.scalar_term(tr, k(c)) for tr, c in poly.terms.items()]
-        body = " + ".join(terms) if terms else "0.0"
+        per_task, fixed = split_by_letter(poly, W_TASK.name)
+        body = " + ".join(pr.scalar_term(tr, k(c)) for tr, c in fixed.terms.items()) or "0.0"
+        if per_task.terms:
+            pr.lines.append("    acc = 0.0 * theta[0]")   # theta's dtype (complex in hvp)
+            pr.task_loop()
+            terms = [pr.scalar_term(tr, k(c)) for tr, c in per_task.terms.items()]
+            pr.lines.append(f"        acc += {' + '.join(terms)}")
+            body += " + acc / tasks.shape[0]"
         return [f"def {name}({args}):"] + header + pr.lines + [f"    return {body}", ""]
+
+    def block_value(pr: _Printer, b, g: MatPoly) -> str | None:
+        rows = _SIZE[b.letter.rows]
+        parts = [f"({pr.scalar_term(traces, k(c))}) * "
+                 + (pr.word(word) if word else f"np.eye({rows})")
+                 for (traces, word), c in g.terms.items()]
+        return " + ".join(parts) if parts else None
 
     def grad_fn(name: str, grads: dict) -> list[str]:
         pr = _Printer(consts)
-        for g in grads.values():             # open products first: traces may reuse them
-            for _, word in g.terms:
+        split = {n: split_by_letter(g, W_TASK.name) for n, g in grads.items()}
+        for _, fixed in split.values():      # open products first: traces may reuse them
+            for _, word in fixed.terms:
                 if word:
                     pr.word(word)
+        blocks = list(model.blocks())
+        fixed = [block_value(pr, b, split[b.letter.name][1]) for b in blocks]
+        if any(split[n][0].terms for n in split):
+            pr.task_loop()
+            per_task = [block_value(pr, b, split[b.letter.name][0]) for b in blocks]
+            loop = [f"        G_{b.param}{_index_code(b)} += ({v}) / tasks.shape[0]"
+                    for b, v in zip(blocks, per_task) if v is not None]
+        else:
+            loop = []
+        init = [f"    G_{p.name} = np.zeros({_shape_code(p)}, dtype=theta.dtype)"
+                for p in model.params]
+        init += [f"    G_{b.param}{_index_code(b)} = {v}" for b, v in zip(blocks, fixed)
+                 if v is not None]
+        # statements before the task loop, the initial values, then the loop body
+        cut = next((i for i, line in enumerate(pr.lines) if line.startswith("    for _t")),
+                   len(pr.lines))
         out = ["    out = np.empty(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
         for p in model.params:
-            out.append(f"    G_{p.name} = np.zeros({_shape_code(p)}, dtype=theta.dtype)")
-            for b in (b for b in model.blocks() if b.param == p.name):
-                g: MatPoly = grads[b.letter.name]
-                rows = _SIZE[b.letter.rows]
-                parts = []
-                for (traces, word), c in g.terms.items():
-                    s = pr.scalar_term(traces, k(c))
-                    parts.append(f"({s}) * " + (pr.word(word) if word else f"np.eye({rows})"))
-                value = " + ".join(parts) if parts else "0.0"
-                out.append(f"    G_{p.name}{_index_code(b)} = {value}")
             out += [f"    out[pos:pos + G_{p.name}.size] = G_{p.name}.ravel()",
                     f"    pos += G_{p.name}.size"]
-        return [f"def {name}({args}):"] + header + pr.lines + out + ["    return out", ""]
+        return ([f"def {name}({args}):"] + header + pr.lines[:cut] + init + pr.lines[cut:]
+                + loop + out + ["    return out", ""])
 
     lines = scalar_fn("loss", der.loss_poly)
     lines += grad_fn("grad", der.gradient_poly)
@@ -213,16 +243,16 @@ RUNAWAY = 1e100
 # Emitted into every generated module (not passed the gradient as an argument) so that Numba can
 # cache it on disk with the kernels it calls.
 FIXED_STEP_LOOP = f'''
-def fixed_step(theta0, h, steps, every, rk4, k, Lambda, Sigma_w, U, c, dims, consts):
+def fixed_step(theta0, h, steps, every, rk4, k, Lambda, Sigma_w, U, c, tasks, dims, consts):
     out = np.empty((steps // every + 1, theta0.size))
     theta = theta0.copy()
     out[0] = theta
     for n in range(1, steps + 1):
-        k1 = -grad(theta, k, Lambda, Sigma_w, U, c, dims, consts)
+        k1 = -grad(theta, k, Lambda, Sigma_w, U, c, tasks, dims, consts)
         if rk4:
-            k2 = -grad(theta + 0.5 * h * k1, k, Lambda, Sigma_w, U, c, dims, consts)
-            k3 = -grad(theta + 0.5 * h * k2, k, Lambda, Sigma_w, U, c, dims, consts)
-            k4 = -grad(theta + h * k3, k, Lambda, Sigma_w, U, c, dims, consts)
+            k2 = -grad(theta + 0.5 * h * k1, k, Lambda, Sigma_w, U, c, tasks, dims, consts)
+            k3 = -grad(theta + 0.5 * h * k2, k, Lambda, Sigma_w, U, c, tasks, dims, consts)
+            k4 = -grad(theta + h * k3, k, Lambda, Sigma_w, U, c, tasks, dims, consts)
             theta = theta + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
         else:
             theta = theta + h * k1
@@ -309,6 +339,9 @@ class CompiledFlow:
         self.Sigma_w = np.array(vals.get("Sigma_w", sp.eye(d)).tolist(), dtype=float)
         self.U = np.array(vals.get("U", sp.eye(d)).tolist(), dtype=float)
         self.c = np.array(vals.get("c", sp.ones(d, 1)).tolist(), dtype=float).ravel()
+        task_set = vals.get(W_TASK.name, ())
+        self.tasks = np.array([m.tolist() for m in task_set], dtype=float).reshape(
+            len(task_set), data.d_y, d)
         sizes = self.model.sizes()
         self.dims = np.array([data.d_y, sizes.get("r", 0)], dtype=np.int64)
         self._scalars = [float(data.N), float(data.noise), float(d), float(data.d_y),
@@ -325,7 +358,7 @@ class CompiledFlow:
         if theta.shape != (self.size,):
             theta = as_theta(theta, self.size)              # raises a clear error
         return (theta, self.k if k is None else k,
-                self.Lambda, self.Sigma_w, self.U, self.c, self.dims, self.consts)
+                self.Lambda, self.Sigma_w, self.U, self.c, self.tasks, self.dims, self.consts)
 
     # --- parameters ------------------------------------------------------------------------------
     def pack(self, params: dict) -> np.ndarray:
@@ -360,7 +393,8 @@ class CompiledFlow:
         z = np.asarray(theta, dtype=float) + 1j * h * np.asarray(v, dtype=float)
         data = [a.astype(complex) for a in (self.Lambda, self.Sigma_w, self.U, self.c)]
         consts = self._constants(*data)               # numba's @ needs one dtype
-        return self._fns["grad"](z, self.k, *data, self.dims, consts).imag / h
+        return self._fns["grad"](z, self.k, *data, self.tasks.astype(complex), self.dims,
+                                 consts).imag / h
 
     def rhs(self, t, theta) -> np.ndarray:
         """Gradient-flow vector field dθ/dt = −∇L (signature of scipy's solve_ivp)."""

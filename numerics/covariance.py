@@ -22,7 +22,8 @@ import numpy as np
 
 from ..theory.covariance import PROBES
 from ..theory.errors import InputError
-from ..theory.words import Mat, transpose_word
+from ..theory.data import W_TASK
+from ..theory.words import Mat, letter_names, transpose_word
 from .codegen import CompiledFlow
 from .simulate import letter_values
 
@@ -39,11 +40,14 @@ class CompiledCovariance:
         scalars, sizes = der.scalars(), der.model.sizes()
         self.positions = flow.letter_positions()
         self.letters = der.letters
-        self.groups = defaultdict(list)   # (L, M, case, X, Y) -> [(coeff, other traces)]
+        # (L, M, case, X, Y) -> [(coeff, other traces)], apart for terms with the task letter W
+        # (a finite task set: averaged over the tasks)
+        self.groups, self.task_groups = defaultdict(list), defaultdict(list)
         for (L, M), poly in der.gradient_covariance().second_moment.items():
             for traces, coeff in poly.terms.items():
                 key, others = _classify(traces, L, M)
-                self.groups[key].append((float(coeff.subs(scalars)), others))
+                groups = self.task_groups if W_TASK.name in letter_names(traces) else self.groups
+                groups[key].append((float(coeff.subs(scalars)), others))
         self.space_size = {"x": der.data.d, "y": der.data.d_y, "r": sizes.get("r", 0),
                            "z": der.data.d + der.data.d_y}
 
@@ -53,12 +57,20 @@ class CompiledCovariance:
         stack = theta.reshape(-1, self.flow.size)
         values = {"Lambda": self.flow.Lambda, "Sigma_w": self.flow.Sigma_w,
                   **letter_values(self.flow.model, self.flow.unpack(stack))}
-        ev = _Evaluator(values, self.space_size)
-        R = len(stack)
-        out = np.zeros((R, self.flow.size, self.flow.size))
-        for (L, M, case, X, Y), terms in self.groups.items():
-            weight = sum(c * math.prod((ev.trace(t) for t in others), start=1.0)
-                         for c, others in terms) * np.ones(R)
+        out = np.zeros((len(stack), self.flow.size, self.flow.size))
+        self._add(out, self.groups, _Evaluator(values, self.space_size), 1.0)
+        for W in self.flow.tasks:
+            self._add(out, self.task_groups, _Evaluator({**values, W_TASK.name: W},
+                                                        self.space_size),
+                      1.0 / len(self.flow.tasks))
+        return out.reshape(theta.shape[:-1] + out.shape[1:])
+
+    def _add(self, out: np.ndarray, groups: dict, ev: "_Evaluator", scale: float) -> None:
+        """out += scale · (the blocks of ``groups`` evaluated by ``ev``)."""
+        R = len(out)
+        for (L, M, case, X, Y), terms in groups.items():
+            weight = scale * sum(c * math.prod((ev.trace(t) for t in others), start=1.0)
+                                 for c, others in terms) * np.ones(R)
             A, B = self.letters[L], self.letters[M]
             Xm = ev.word(X, A.rows)
             Ym = ev.word(Y, A.cols if case != "split" else B.rows)
@@ -75,7 +87,6 @@ class CompiledCovariance:
             out[:, pL[:, None], pM[None, :]] += weight[:, None, None] * block
             if L != M:
                 out[:, pM[:, None], pL[None, :]] += weight[:, None, None] * block.swapaxes(1, 2)
-        return out.reshape(theta.shape[:-1] + out.shape[1:])
 
     def matrix(self, theta) -> np.ndarray:
         """Σ(θ) = E[g gᵀ] − ∇L ∇Lᵀ at θ (P,) or a stack (R, P)."""

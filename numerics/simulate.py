@@ -121,6 +121,8 @@ class PromptSampler:
         if data.tasks == "gaussian":
             sw = np.array(vals["Sigma_w"].tolist(), dtype=float)
             self.task_chol = np.linalg.cholesky(sw)
+        elif data.tasks == "finite":
+            self.task_set = np.array([m.tolist() for m in vals["W"]], dtype=float)
         else:
             self.U = np.array(vals["U"].tolist(), dtype=float)
             self.task_sd = np.sqrt(np.array(vals["c"].tolist(), dtype=float).ravel())
@@ -130,6 +132,8 @@ class PromptSampler:
         d, d_y = self.data.d, self.data.d_y
         if self.data.tasks == "gaussian":
             return rng.standard_normal(shape + (d_y, d)) @ self.task_chol.T
+        if self.data.tasks == "finite":                   # uniform over the set
+            return self.task_set[rng.integers(len(self.task_set), size=shape)]
         delta = rng.standard_normal(shape + (d,)) * self.task_sd
         return (self.U * delta[..., None, :]) @ self.U.T
 

@@ -12,9 +12,10 @@ import sympy as sp
 
 
 class Components:
-    """Explicit random components: x (per sample), eps (per sample), W, with their covariances."""
+    """Explicit random components: x (per sample), eps (per sample), W, with their covariances;
+    ``W`` given: the task is that fixed matrix (the conditional expectation given the task)."""
 
-    def __init__(self, d, d_y, N, Lambda, sigma=0, Sigma_w=None, eigen=None):
+    def __init__(self, d, d_y, N, Lambda, sigma=0, Sigma_w=None, eigen=None, W=None):
         self.d, self.d_y, self.N = d, d_y, N
         self.Lambda, self.sigma = sp.Matrix(Lambda), sp.sympify(sigma)
         self.Sigma_w = sp.eye(d) if Sigma_w is None else sp.Matrix(Sigma_w)
@@ -23,6 +24,8 @@ class Components:
         self.x = {s: sp.Matrix(sp.symbols(f"x{s}_0:{d}")) for s in self.samples}
         self.eps = {s: sp.Matrix(sp.symbols(f"e{s}_0:{d_y}")) for s in self.samples}
         self.W = sp.Matrix(d_y, d, lambda a, b: sp.Symbol(f"W_{a}_{b}"))
+        if W is not None:
+            self.W = sp.Matrix(W)
         self.cov = {}
         for s in self.samples:
             for a, b in product(range(d), repeat=2):
@@ -30,6 +33,8 @@ class Components:
             for a in range(d_y):
                 self.cov[(self.eps[s][a], self.eps[s][a])] = self.sigma**2
         for a, b, c, e in product(range(d_y), range(d), range(d_y), range(d)):
+            if W is not None:
+                break
             if eigen is None:
                 value = self.Sigma_w[b, e] if a == c else 0
             else:
@@ -50,7 +55,7 @@ class Components:
         return sp.expand(total)
 
     def _symbols(self):
-        out = set(self.W)
+        out = {w for w in self.W if isinstance(w, sp.Symbol)}
         for s in self.samples:
             out |= set(self.x[s]) | set(self.eps[s])
         return out

@@ -26,10 +26,18 @@ def prompt_gradients(flow, theta, n, seed):
     return np.concatenate([grads[k].reshape(n, -1) for k in flow.shapes], axis=1)
 
 
-@pytest.mark.parametrize("model", [models.Merged(2), pytest.param(
-    models.SeparateKQ(2, heads=1, rank=1), marks=pytest.mark.slow)])
-def test_covariance_matches_monte_carlo(model):
-    data = ICLData(d=2, N=3, Lambda=LAMBDA, Sigma_w=[[1.0, -0.2], [-0.2, 0.8]], noise=0.3)
+FINITE = np.array([[[1.0, -0.5], [0.0, 1.2]], [[0.4, 1.0], [-0.8, 0.0]], [[0.0, 0.3], [1.1, 0.6]]])
+
+
+@pytest.mark.parametrize("model,tasks", [
+    (models.Merged(2), "gaussian"), (models.Merged(2, d_y=2), "finite"),
+    pytest.param(models.SeparateKQ(2, heads=1, rank=1), "gaussian", marks=pytest.mark.slow)],
+    ids=repr)
+def test_covariance_matches_monte_carlo(model, tasks):
+    if tasks == "finite":     # three task matrices: averaged exactly, up to any moment
+        data = ICLData(d=2, N=3, Lambda=LAMBDA, d_y=2, tasks=FINITE, noise=0.3)
+    else:
+        data = ICLData(d=2, N=3, Lambda=LAMBDA, Sigma_w=[[1.0, -0.2], [-0.2, 0.8]], noise=0.3)
     flow = compile_flow(derive(model, data), "numpy")
     rng = np.random.default_rng(1)
     theta = 0.6 * rng.standard_normal(flow.size)

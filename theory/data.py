@@ -5,7 +5,11 @@ y = W x + ε with ε ~ N(0, σ² I). Task families:
 
 * ``"gaussian"``: rows of W i.i.d. N(0, Σ_w), i.e. E[W_ab W_cd] = δ_ac (Σ_w)_bd;
 * ``"diagonal"`` (the seed paper's): d_y = d and W = U diag(δ) Uᵀ with Λ = U S Uᵀ and
-  δ_k ~ N(0, c_k) independent (c = 1 unless ``Sigma_w`` gives the variances).
+  δ_k ~ N(0, c_k) independent (c = 1 unless ``Sigma_w`` gives the variances);
+* ``"finite"`` (task diversity): W uniform over P given matrices W_1..W_P (pass them as a
+  (P, d_y, d) array; the string ``"finite"`` alone keeps the set symbolic, for display). The
+  engine then treats W as a fixed letter, derives the conditional loss ℓ(θ; W) exactly, and
+  L = (1/P) Σ_k ℓ(θ; W_k) is taken at evaluation (``TaskSet``): exact for every task moment.
 
 Derivations are structural: they keep N, σ, d, d_y as symbols and Λ, Σ_w as matrix letters, so
 one derivation serves every numeric value (``ICLData.values`` supplies them).
@@ -18,14 +22,14 @@ import sympy as sp
 
 from .errors import InputError, check_int
 from .gaussian import EigenCov, GaussianLaw, KronCov, RandVec, VectorCov
-from .words import Mat, dim_symbol
+from .words import Mat, TaskSet, dim_symbol
 
 N_SYM = sp.Symbol("N", positive=True, integer=True)
 SIGMA = sp.Symbol("sigma", nonnegative=True)
 LAMBDA = Mat("Lambda", symmetric=True)
 SIGMA_W = Mat("Sigma_w", symmetric=True)
 W_TASK = Mat("W", rows="y", cols="x")
-TASKS = ("gaussian", "diagonal")
+TASKS = ("gaussian", "diagonal", "finite")
 
 
 def x(sample: str) -> RandVec:
@@ -41,6 +45,9 @@ def eps(sample: str) -> RandVec:
 class ICLData:
     """Data model: ``ICLData(d, N, Lambda, d_y=1, tasks="gaussian", Sigma_w=None, noise=0.0)``.
 
+    ``tasks``: ``"gaussian"``, ``"diagonal"``, ``"finite"`` (a symbolic set) or a (P, d_y, d)
+    array of task matrices (a finite set; ``task_set`` keeps them as exact sympy Matrices).
+
     ``Lambda``: a numeric SPD array / sympy Matrix, or ``"diag"`` (diag(s_1..s_d), symbolic),
     ``"full"`` (symmetric matrix of symbols), ``"iso"`` (λ I). ``N`` may be a SymPy symbol.
     ``Sigma_w``: task-row covariance (gaussian tasks; default I) or the variances c of δ
@@ -49,8 +56,13 @@ class ICLData:
 
     def __init__(self, d, N, Lambda="full", d_y=1, tasks="gaussian", Sigma_w=None, noise=0.0):
         d, d_y = check_int("d", d), check_int("d_y", d_y)
-        if not isinstance(tasks, str) or tasks not in TASKS:
-            raise InputError("tasks", f"must be one of {TASKS}, got {tasks!r}")
+        self.task_set = None
+        if not isinstance(tasks, str):
+            self.task_set = _task_set(tasks, d, d_y)
+            tasks = "finite"
+        elif tasks not in TASKS:
+            raise InputError("tasks", f"must be one of {TASKS} or a (P, d_y, d) array of "
+                             f"task matrices, got {tasks!r}")
         if tasks == "diagonal" and d_y != d:
             raise InputError("d_y", f"diagonal tasks need d_y = d = {d}, got d_y = {d_y}")
         if isinstance(N, sp.Symbol):
@@ -63,8 +75,13 @@ class ICLData:
         self.noise = _noise(noise)
         if tasks == "gaussian":
             self.Sigma_w = None if Sigma_w is None else _covariance("Sigma_w", Sigma_w, d)
-        else:
+        elif tasks == "diagonal":
             self.Sigma_w = _variances(Sigma_w, d)
+        elif Sigma_w is not None:
+            raise InputError("Sigma_w", "a finite task set fixes the task law; leave Sigma_w "
+                             "unset")
+        else:
+            self.Sigma_w = None
 
     # --- structure (what a derivation depends on) -------------------------------------------
     @property
@@ -75,13 +92,16 @@ class ICLData:
         return (self.tasks, self.isotropic_tasks)
 
     def law(self) -> GaussianLaw:
+        """The Gaussian law of the engine; with a finite task set W is not in it (a fixed
+        letter: the engine derives the loss conditional on the task)."""
+        vectors = {"x": VectorCov("x", LAMBDA), "eps": VectorCov("y", None, SIGMA**2)}
+        if self.tasks == "finite":
+            return GaussianLaw(vectors=vectors)
         if self.tasks == "gaussian":
             task = KronCov(row=None, col=None if self.isotropic_tasks else SIGMA_W)
         else:
             task = EigenCov()
-        return GaussianLaw(
-            vectors={"x": VectorCov("x", LAMBDA), "eps": VectorCov("y", None, SIGMA**2)},
-            matrices={W_TASK.name: task})
+        return GaussianLaw(vectors=vectors, matrices={W_TASK.name: task})
 
     # --- values ------------------------------------------------------------------------------
     def scalars(self) -> dict:
@@ -93,6 +113,11 @@ class ICLData:
         vals = {"Lambda": self.Lambda, "_scalars": self.scalars()}
         if self.tasks == "gaussian":
             vals["Sigma_w"] = sp.eye(self.d) if self.Sigma_w is None else self.Sigma_w
+        elif self.tasks == "finite":
+            if self.task_set is None:
+                raise InputError("tasks", "the finite task set is symbolic; give the task "
+                                 "matrices as a (P, d_y, d) array to evaluate")
+            vals[W_TASK.name] = self.task_set
         else:
             vals["U"] = self.eigenbasis()
             vals["c"] = self.Sigma_w
@@ -115,7 +140,8 @@ class ICLData:
         return sp.Matrix(self.d, self.d, lambda i, j: sp.Float(evecs[i, order[j]], 30))
 
     def __repr__(self) -> str:
-        return (f"ICLData(d={self.d}, N={self.N}, d_y={self.d_y}, tasks={self.tasks!r}, "
+        tasks = repr(self.tasks) if self.task_set is None else f"<{len(self.task_set)} tasks>"
+        return (f"ICLData(d={self.d}, N={self.N}, d_y={self.d_y}, tasks={tasks}, "
                 f"noise={self.noise})")
 
 
@@ -151,6 +177,25 @@ def _covariance(name: str, value, d: int) -> sp.Matrix:
         if min(mpmath.eigsy(mpmath.matrix(m.evalf(30).tolist()), eigvals_only=True)) <= 0:
             raise InputError(name, "must be positive definite (smallest eigenvalue <= 0)")
     return m
+
+
+def _task_set(value, d: int, d_y: int) -> TaskSet:
+    """A (P, d_y, d) array (or nested lists) of finite numbers as exact sympy Matrices."""
+    try:
+        rows = value.tolist() if hasattr(value, "tolist") else list(value)
+        mats = [sp.Matrix(m) for m in rows]
+    except Exception as exc:  # noqa: BLE001 - re-raised with the argument named
+        raise InputError("tasks", f"could not be read as a (P, d_y, d) array of task "
+                         f"matrices ({exc})") from None
+    if not mats:
+        raise InputError("tasks", "a finite task set needs at least one task matrix")
+    for m in mats:
+        if m.shape != (d_y, d):
+            raise InputError("tasks", f"task matrices must have shape (d_y, d) = ({d_y}, {d}), "
+                             f"got {m.shape}")
+        if not all(v.is_number and v.is_finite and v.is_real for v in m):
+            raise InputError("tasks", "task matrices must hold finite real numbers")
+    return TaskSet(m.applyfunc(_exact) for m in mats)
 
 
 def _variances(value, d: int) -> sp.Matrix:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import sympy as sp
 
 from .cache import cached
-from .data import LAMBDA_ISO, N_SYM, ICLData
+from .data import LAMBDA_ISO, N_SYM, W_TASK, ICLData
 from .errors import InputError
 from .gaussian import Monomial, Segment, expect
 from .models import Model, VecTerm, target
-from .words import TracePoly, dim_symbol, transpose_word
+from .words import TracePoly, dim_symbol, split_by_letter, transpose_word
 
 ETA = sp.Symbol("eta", positive=True)
+P_TASKS = sp.Symbol("P", positive=True, integer=True)     # size of a finite task set
+TASK_INDEX = sp.Symbol("k", positive=True, integer=True)
 
 
 def residual(model: Model) -> list[VecTerm]:
@@ -99,12 +101,17 @@ class Derivation:
         syms = {n: sp.MatrixSymbol(n, size[m.rows], size[m.cols]) for n, m in self.letters.items()}
         syms["Lambda"] = sp.MatrixSymbol("Lambda", size["x"], size["x"])
         syms["Sigma_w"] = sp.MatrixSymbol("Sigma_w", size["x"], size["x"])
+        syms[W_TASK.name] = sp.MatrixSymbol(W_TASK.name, size["y"], size["x"])
         return syms
 
     def scalars(self) -> dict:
-        """Values of N, σ, d, d_y (from the data) and r (from the model, if it has a rank)."""
+        """Values of N, σ, d, d_y (from the data), r (from the model, if it has a rank) and the
+        number of tasks P of a numeric finite task set."""
         sizes = self.model.sizes()
-        return {**self.data.scalars(), **{dim_symbol(s): sizes[s] for s in ("r",) if s in sizes}}
+        out = {**self.data.scalars(), **{dim_symbol(s): sizes[s] for s in ("r",) if s in sizes}}
+        if self.data.task_set is not None:
+            out[P_TASKS] = len(self.data.task_set)
+        return out
 
     def to_sympy(self, poly) -> sp.Expr:
         """A TracePoly or MatPoly as a SymPy expression in this derivation's view (with
@@ -114,7 +121,20 @@ class Derivation:
         values = self.scalars()
         if self.structural:
             values = {k: v for k, v in values.items() if k not in set(map(dim_symbol, "xyr"))}
-        return poly.to_sympy(self.symbols()).subs(values)
+        syms = self.symbols()
+        if self.data.tasks != "finite":
+            return poly.to_sympy(syms).subs(values)
+        per_task, fixed = split_by_letter(poly, W_TASK.name)
+        W_k = sp.MatrixSymbol("W_k", *syms[W_TASK.name].shape)
+        term = per_task.to_sympy(syms).subs(syms[W_TASK.name], W_k)
+        parts = [fixed.to_sympy(syms)] if fixed.terms else []
+        if per_task.terms:
+            parts.append(TaskMean(term) if isinstance(term, sp.MatrixExpr)
+                         else sp.Sum(term, (TASK_INDEX, 1, P_TASKS)) / P_TASKS)
+        if not parts:
+            return poly.to_sympy(syms)
+        return (sp.MatAdd(*parts) if isinstance(parts[0], sp.MatrixExpr)
+                else sp.Add(*parts)).subs(values)
 
     @property
     def loss(self) -> sp.Expr:
@@ -191,6 +211,24 @@ class Derivation:
     def to_latex(self) -> str:
         from .latex import derivation_latex
         return derivation_latex(self)
+
+
+class TaskMean(sp.MatrixExpr):
+    """(1/P) Σ_k X(W_k): the mean of a matrix expression over a finite task set (SymPy has no
+    sum of matrix expressions; scalars use ``Sum``)."""
+
+    def __new__(cls, arg):
+        return super().__new__(cls, arg)
+
+    @property
+    def shape(self):
+        return self.args[0].shape
+
+    def _latex(self, printer):
+        return r"\frac{1}{P}\sum_{k=1}^{P} \left(%s\right)" % printer._print(self.args[0])
+
+    def _sympystr(self, printer):
+        return "TaskMean(%s)" % printer._print(self.args[0])
 
 
 def _cut(block, value, shape: tuple, sizes: dict) -> sp.Matrix:

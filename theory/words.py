@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import product
 from typing import Callable, Iterable
 
 import sympy as sp
@@ -216,10 +217,8 @@ class TracePoly:
         ops = _Ops(values)
         total = 0
         for traces, coeff in self.terms.items():
-            value = ops.scalar(coeff)
-            for w in traces:
-                value = value * ops.trace(ops.word(w))
-            total = total + value
+            total = total + ops.scalar(coeff) * ops.average(traces, lambda o: sp.Mul(
+                *[o.trace(o.word(w)) for w in traces]))
         return total
 
 
@@ -319,10 +318,10 @@ class MatPoly:
         ops = _Ops(values)
         total = sp.zeros(*shape)
         for (traces, word), coeff in self.terms.items():
-            scalar = ops.scalar(coeff)
-            for w in traces:
-                scalar = scalar * ops.trace(ops.word(w))
-            total = total + scalar * (ops.word(word) if word else sp.eye(shape[0]))
+            def realisation(o, traces=traces, word=word):
+                scalar = sp.Mul(*[o.trace(o.word(w)) for w in traces])
+                return scalar * (o.word(word) if word else sp.eye(shape[0]))
+            total = total + ops.scalar(coeff) * ops.average(traces + (word,), realisation)
         return total
 
 
@@ -399,11 +398,52 @@ def _trace_sympy(word: tuple, symbols: dict | None):
 
 # --- numerical / exact evaluation -------------------------------------------------------------
 
+class TaskSet(tuple):
+    """The value of a random letter that is uniform over a finite set of matrices (the tasks
+    W_1..W_P): a term containing the letter evaluates to its mean over the set, exact for any
+    power of the letter (independent random letters are averaged over their product set)."""
+
+
+def letter_names(words: Iterable[tuple]) -> set:
+    """Names of the Mat letters in ``words``, also inside Dg letters."""
+    out = set()
+    for w in words:
+        for letter in w:
+            if isinstance(letter, Dg):
+                out |= letter_names([letter.inner])
+            else:
+                out.add(letter.name)
+    return out
+
+
+def split_by_letter(poly, name: str) -> tuple:
+    """(terms containing the letter ``name``, the other terms) of a TracePoly or MatPoly."""
+    def words(key):
+        return key if isinstance(poly, TracePoly) else key[0] + (key[1],)
+
+    parts = ({}, {})
+    for key, coeff in poly.terms.items():
+        parts[name not in letter_names(words(key))][key] = coeff
+    return tuple(poly._canonical(p) for p in parts)
+
+
 class _Ops:
     """Evaluate words exactly with sympy Matrices (numerics compiles its own code)."""
 
     def __init__(self, values: dict):
         self.values = values
+        self.random = {n for n, v in values.items() if isinstance(v, TaskSet)}
+
+    def average(self, words: tuple, fn: Callable):
+        """fn(ops) with the letters fixed; its mean over the task sets of the random letters
+        that ``words`` contain."""
+        names = sorted(letter_names(words) & self.random)
+        if not names:
+            return fn(self)
+        sets = [self.values[n] for n in names]
+        values = [fn(_Ops({**self.values, **dict(zip(names, choice))}))
+                  for choice in product(*sets)]
+        return sum(values[1:], values[0]) / sp.Mul(*[len(s) for s in sets])
 
     def scalar(self, coeff):
         return coeff.subs(self.values.get("_scalars", {}))
