@@ -203,7 +203,8 @@ def parser() -> argparse.ArgumentParser:
     dv = sub.add_parser("derive", help="derive a model's equations and print/write LaTeX")
     dv.add_argument("--model", default="Merged")
     dv.add_argument("--cov", default="full", help="diag | full | iso (symbolic Λ)")
-    dv.add_argument("--tasks", default="gaussian", choices=["gaussian", "diagonal"])
+    dv.add_argument("--tasks", default="gaussian", choices=["gaussian", "diagonal", "finite"],
+                    help="finite: W uniform over P task matrices W_1..W_P (kept symbolic)")
     dv.add_argument("--d", type=int, default=2)
     dv.add_argument("--d-y", dest="d_y", type=int, default=1)
     dv.add_argument("--latex", default=None, help="write the LaTeX to this file")

@@ -20,14 +20,15 @@ import sympy as sp
 
 from ..files import write_atomic
 from ..theory.cache import cache_dir
-from ..theory.data import N_SYM, SIGMA, W_TASK
-from ..theory.derive import ETA, Derivation
+from ..theory.data import N_SYM, SIGMA, W_COPY, W_TASK
+from ..theory.derive import Derivation
 from ..theory.errors import InputError
-from ..theory.words import DIMS, Dg, MatPoly, TracePoly, split_by_letter, transpose_word
+from ..theory.words import (DIMS, Dg, MatPoly, TracePoly, split_by_letters,
+                            transpose_word)
 from .params import as_arrays, as_theta
 
 BACKENDS = ("numpy", "numba")
-COEFF_SYMBOLS = (N_SYM, SIGMA, DIMS["x"], DIMS["y"], DIMS["r"], ETA)
+COEFF_SYMBOLS = (N_SYM, SIGMA, DIMS["x"], DIMS["y"], DIMS["r"])
 
 
 def eigdiag(Y, U, c):
@@ -37,6 +38,7 @@ def eigdiag(Y, U, c):
 
 
 DATA_LETTERS = ("Lambda", "Sigma_w")
+TASK_LETTERS = (W_TASK.name, W_COPY.name)       # draws from a finite task set
 
 
 def _is_data(letter) -> bool:
@@ -64,13 +66,25 @@ class _Printer:
         self.lines.append(f"{self.indent}{name} = {expr}")
         return name
 
-    def task_loop(self) -> int:
-        """Open the loop over a finite task set (W = tasks[t]): statements printed from now on
-        are indented into it. Returns the index of its first line."""
-        self.lines += ["    for _t in range(tasks.shape[0]):",
-                       "        W = np.ascontiguousarray(tasks[_t])"]
-        self.indent = "        "
-        return len(self.lines)
+    def open_loops(self, letters) -> None:
+        """Open nested loops over a finite task set, one per task letter (independent draws:
+        W = tasks[t0], W_j = tasks[t1]); statements printed until ``close_loops`` go inside."""
+        self._outside = dict(self.names)
+        for depth, name in enumerate(letters):
+            indent = "    " * (depth + 1)
+            self.lines += [f"{indent}for _t{depth} in range(tasks.shape[0]):",
+                           f"{indent}    {name} = np.ascontiguousarray(tasks[_t{depth}])"]
+        self.indent = "    " * (len(letters) + 1)
+
+    def add_up(self, target: str, terms: list[str], chunk: int = 64) -> None:
+        """target += Σ terms, in statements of at most ``chunk`` terms (Python's compiler
+        recurses once per ``+``)."""
+        for start in range(0, len(terms), chunk):
+            self.lines.append(f"{self.indent}{target} += {' + '.join(terms[start:start + chunk])}")
+
+    def close_loops(self) -> None:
+        """Leave the loops: what was computed inside is forgotten (it held one task's value)."""
+        self.names, self.indent = self._outside, "    "
 
     def letter(self, letter) -> str:
         if letter in self.names:
@@ -177,15 +191,17 @@ def _generate(der: Derivation) -> _Polys:
 
     def scalar_fn(name: str, poly: TracePoly) -> list[str]:
         pr = _Printer(consts)
-        per_task, fixed = split_by_letter(poly, W_TASK.name)
-        body = " + ".join(pr.scalar_term(tr, k(c)) for tr, c in fixed.terms.items()) or "0.0"
-        if per_task.terms:
-            pr.lines.append("    acc = 0.0 * theta[0]")   # theta's dtype (complex in hvp)
-            pr.task_loop()
-            terms = [pr.scalar_term(tr, k(c)) for tr, c in per_task.terms.items()]
-            pr.lines.append(f"        acc += {' + '.join(terms)}")
-            body += " + acc / tasks.shape[0]"
-        return [f"def {name}({args}):"] + header + pr.lines + [f"    return {body}", ""]
+        groups = split_by_letters(poly, TASK_LETTERS)
+        fixed = groups.pop(frozenset(), TracePoly())
+        pr.lines.append("    total = 0.0 * theta[0]")           # θ's dtype (complex in hvp)
+        pr.add_up("total", [pr.scalar_term(tr, k(c)) for tr, c in fixed.terms.items()])
+        for present, part in sorted(groups.items(), key=lambda g: sorted(g[0])):
+            pr.lines.append("    acc = 0.0 * theta[0]")
+            pr.open_loops(sorted(present))
+            pr.add_up("acc", [pr.scalar_term(tr, k(c)) for tr, c in part.terms.items()])
+            pr.close_loops()
+            pr.lines.append(f"    total += acc / tasks.shape[0] ** {len(present)}")
+        return [f"def {name}({args}):"] + header + pr.lines + ["    return total", ""]
 
     def block_value(pr: _Printer, b, g: MatPoly) -> str | None:
         rows = _SIZE[b.letter.rows]
@@ -196,20 +212,26 @@ def _generate(der: Derivation) -> _Polys:
 
     def grad_fn(name: str, grads: dict) -> list[str]:
         pr = _Printer(consts)
-        split = {n: split_by_letter(g, W_TASK.name) for n, g in grads.items()}
+        split = {}     # letter -> (terms in the task W, the other terms): the mean is linear
+        for n, g in grads.items():
+            parts = split_by_letters(g, TASK_LETTERS)
+            split[n] = tuple(parts.get(frozenset(key), g._canonical({}))
+                             for key in ({W_TASK.name}, ()))
+            if set(parts) - {frozenset({W_TASK.name}), frozenset()}:
+                raise ValueError("a gradient holds one expectation over the task")
         for _, fixed in split.values():      # open products first: traces may reuse them
             for _, word in fixed.terms:
                 if word:
                     pr.word(word)
         blocks = list(model.blocks())
         fixed = [block_value(pr, b, split[b.letter.name][1]) for b in blocks]
+        loop = []
         if any(split[n][0].terms for n in split):
-            pr.task_loop()
+            pr.open_loops([W_TASK.name])
             per_task = [block_value(pr, b, split[b.letter.name][0]) for b in blocks]
             loop = [f"        G_{b.param}{_index_code(b)} += ({v}) / tasks.shape[0]"
                     for b, v in zip(blocks, per_task) if v is not None]
-        else:
-            loop = []
+            pr.close_loops()
         init = [f"    G_{p.name} = np.zeros({_shape_code(p)}, dtype=theta.dtype)"
                 for p in model.params]
         init += [f"    G_{b.param}{_index_code(b)} = {v}" for b, v in zip(blocks, fixed)
@@ -228,7 +250,6 @@ def _generate(der: Derivation) -> _Polys:
     lines += grad_fn("grad", der.gradient_poly)
     for i, c in enumerate(der.conserved):
         lines += scalar_fn(f"conserved_{i}", c.quantity)
-        lines += scalar_fn(f"gd_change_{i}", c.gd_change)
     names = [line.split(" = ")[0].strip() for line in consts.lines] or ["Lambda"]
     unpack = f"({', '.join(names)},) = consts"
     constants_fn = (["def constants(Lambda, Sigma_w, U, c):"] + consts.lines
@@ -344,20 +365,20 @@ class CompiledFlow:
             len(task_set), data.d_y, d)
         sizes = self.model.sizes()
         self.dims = np.array([data.d_y, sizes.get("r", 0)], dtype=np.int64)
-        self._scalars = [float(data.N), float(data.noise), float(d), float(data.d_y),
+        scalars = [float(data.N), float(data.noise), float(d), float(data.d_y),
                          float(sizes.get("r", 0))]
-        self.k = np.array(self._coeff_fn(*self._scalars, 0.0), dtype=float)
+        self.k = np.array(self._coeff_fn(*scalars), dtype=float)
         self.consts = self._constants(self.Lambda, self.Sigma_w, self.U, self.c)
 
     def _constants(self, *data) -> tuple:
         """Products of data letters only, computed once per data set."""
         return tuple(np.ascontiguousarray(a) for a in self._fns["constants"](*data))
 
-    def _args(self, theta, k=None):
+    def _args(self, theta):
         theta = np.ascontiguousarray(theta, dtype=float)
         if theta.shape != (self.size,):
             theta = as_theta(theta, self.size)              # raises a clear error
-        return (theta, self.k if k is None else k,
+        return (theta, self.k,
                 self.Lambda, self.Sigma_w, self.U, self.c, self.tasks, self.dims, self.consts)
 
     # --- parameters ------------------------------------------------------------------------------
@@ -405,9 +426,13 @@ class CompiledFlow:
                          for i in range(len(self.der.conserved))])
 
     def gd_change(self, theta, lr: float) -> np.ndarray:
-        k = np.array(self._coeff_fn(*self._scalars, float(lr)), dtype=float)
-        return np.array([self._fns[f"gd_change_{i}"](*self._args(theta, k))
-                         for i in range(len(self.der.conserved))])
+        """ΔC of each conserved quantity under one GD step of size lr, in the derived form
+        lr² Σ s ⟨G_L, G_M⟩ (``ConservationLaw.terms``) at the compiled gradient. (The expanded
+        polynomial ``law.gd_change`` is the same quantity; it is checked exactly in SymPy.)"""
+        g, pos = self.grad(theta), self.letter_positions()
+        return np.array([lr**2 * sum(float(s) * np.dot(g[pos[L]].ravel(), g[pos[M]].ravel())
+                                     for s, L, M in law.terms)
+                         for law in self.der.conserved])
 
     def fixed_step(self, theta0, h: float, steps: int, every: int, rk4: bool):
         """θ ← θ + h·(RK4 increment of −∇L) if ``rk4`` else θ − h∇L (a GD step), ``steps``

@@ -118,12 +118,15 @@ def test_sme_ensemble_matches_sgd_ensemble():
     assert abs(iqr(loss_sme) - iqr(loss_sgd)) < 4 * np.std(boot)
 
 
-def test_symbolic_covariance_block_equals_the_compiled_matrix():
+@pytest.mark.parametrize("finite", [False, True])
+def test_symbolic_covariance_block_equals_the_compiled_matrix(finite):
     """Cov(A_Q, B_Q) from the trace polynomial, with probes E_ij, E_kl, is the compiled
-    matrix's (Q_ij, Q_kl) entry; the same block as SymPy has the probes as symbols."""
+    matrix's (Q_ij, Q_kl) entry; the same block as SymPy has the probes as symbols. With a
+    finite task set the subtracted mean product uses two independent draws of the task."""
     import sympy as sp
 
-    data = ICLData(d=2, N=3, Lambda=LAMBDA, noise=0.2)
+    tasks = FINITE[:, :1, :] if finite else "gaussian"
+    data = ICLData(d=2, N=3, Lambda=LAMBDA, noise=0.2, tasks=tasks)
     der = derive(models.Merged(2), data)
     flow = compile_flow(der, "numpy")
     params = {"V": 0.7, "Q": [[0.4, -0.2], [0.3, 0.5]]}

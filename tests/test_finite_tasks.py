@@ -93,3 +93,23 @@ def test_bad_task_sets_are_clear_errors(tasks, match):
 def test_sigma_w_with_a_task_set_is_refused():
     with pytest.raises(InputError, match="Sigma_w"):
         ICLData(d=2, N=3, tasks=np.ones((1, 1, 2)), Sigma_w=np.eye(2))
+
+
+def test_gd_change_uses_two_independent_draws():
+    """ΔC under one GD step is η² times a product of two task averages, i.e. an average over
+    two independent draws: exact (SymPy), compiled, and the actual change of C agree."""
+    from icldyn.theory.derive import ETA
+    data = ICLData(d=2, N=3, Lambda=LAMBDA, d_y=2, tasks=np.array(TASKS, dtype=float),
+                   noise=0.3)
+    der = derive(models.MultiHead(2, heads=2, d_y=2), data)
+    flow = compile_flow(der)
+    theta = 0.5 * np.random.default_rng(3).standard_normal(flow.size)
+    lr = 0.05
+    actual = flow.conserved(theta - lr * flow.grad(theta)) - flow.conserved(theta)
+    np.testing.assert_allclose(flow.gd_change(theta, lr), actual, rtol=1e-9, atol=1e-14)
+    values = der.values(flow.unpack(theta))
+    values["_scalars"] = {**values["_scalars"], ETA: lr}
+    exact = [float(law.gd_change.evaluate(values)) for law in der.conserved]
+    np.testing.assert_allclose(exact, actual, rtol=1e-9, atol=1e-14)
+    view = der.conserved[0].gd_change_expr          # (1/P²) Σ_k Σ_j (…)(W_k, W_j)
+    assert any(len(s.limits) == 2 for s in view.atoms(sp.Sum)) and "W_{j}" in sp.latex(view)

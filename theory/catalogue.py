@@ -17,10 +17,16 @@ GAUSSIAN_PROSE = (r"Gaussian tasks: rows of $W$ i.i.d.\ $\mathcal{N}(0,\Sigma_w)
 DIAGONAL_PROSE = (r"The paper's vector tasks $W = U\,\mathrm{diag}(\delta)\,U^\top$ "
                   r"($d_y = d$), sharing $\Lambda$'s eigenbasis, $\delta_k\sim\mathcal{N}(0,c_k)$.")
 
+FINITE_PROSE = (r"A finite task set (task diversity): $W$ uniform over $W_1,\dots,W_P$, any "
+                r"$d_y$. The loss is derived conditional on the task and averaged over the set, "
+                r"exactly (no moment of the set is assumed).")
+
 
 def _data(tasks: str = "gaussian", d: int = 2) -> ICLData:
     if tasks == "gaussian":
         return ICLData(d=d, N=N_SYM, Lambda="full", Sigma_w="full", noise=SIGMA)
+    if tasks == "finite":
+        return ICLData(d=d, N=N_SYM, Lambda="full", d_y=d, tasks="finite", noise=SIGMA)
     return ICLData(d=d, N=N_SYM, Lambda="full", d_y=d, tasks="diagonal", noise=SIGMA)
 
 
@@ -72,6 +78,8 @@ def documents() -> dict[str, str]:
              derive(models.Merged(2), _data(), **structural)),
             ("Vector tasks in Lambda's eigenbasis", DIAGONAL_PROSE,
              derive(models.Merged(2, d_y=2), _data("diagonal"), **structural)),
+            ("Finite task set", FINITE_PROSE,
+             derive(models.Merged(2, d_y=2), _data("finite"), **structural)),
             _critical_sets_section(),
             _modes_section()]),
         "multihead.tex": derivation_document("MultiHead model, H = 2", [

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .cache import cached
-from .data import N_SYM
+from .data import N_SYM, independent
 from .derive import Derivation, inner_monomial, residual
 from .errors import InputError
 from .gaussian import expect, product_monomial
@@ -54,7 +54,7 @@ class GradientCovariance:
             raise InputError("letters", f"blocks are stored for L ≤ M in {self.letters}")
         a = MatPoly.letter(probe(letters[L], PROBES[0])).inner(grads[L])
         b = MatPoly.letter(probe(letters[M], PROBES[1])).inner(grads[M])
-        return self.second_moment[L, M] - a * b
+        return self.second_moment[L, M] - a * independent(b)
 
     def to_sympy(self, L: str, M: str, centred: bool = True) -> sp.Expr:
         """The block as a SymPy expression (probes as MatrixSymbols A_L, B_M)."""

@@ -22,13 +22,14 @@ import sympy as sp
 
 from .errors import InputError, check_int
 from .gaussian import EigenCov, GaussianLaw, KronCov, RandVec, VectorCov
-from .words import Mat, TaskSet, dim_symbol
+from .words import Mat, TaskSet, dim_symbol, rename_letter
 
 N_SYM = sp.Symbol("N", positive=True, integer=True)
 SIGMA = sp.Symbol("sigma", nonnegative=True)
 LAMBDA = Mat("Lambda", symmetric=True)
 SIGMA_W = Mat("Sigma_w", symmetric=True)
 W_TASK = Mat("W", rows="y", cols="x")
+W_COPY = Mat("W_j", rows="y", cols="x")      # an independent draw from the same task set
 TASKS = ("gaussian", "diagonal", "finite")
 
 
@@ -117,7 +118,7 @@ class ICLData:
             if self.task_set is None:
                 raise InputError("tasks", "the finite task set is symbolic; give the task "
                                  "matrices as a (P, d_y, d) array to evaluate")
-            vals[W_TASK.name] = self.task_set
+            vals[W_TASK.name] = vals[W_COPY.name] = self.task_set
         else:
             vals["U"] = self.eigenbasis()
             vals["c"] = self.Sigma_w
@@ -146,6 +147,13 @@ class ICLData:
 
 
 LAMBDA_ISO = sp.Symbol("lambda", positive=True)
+
+
+def independent(poly):
+    """``poly`` in an independent copy of the task (W → W_j). A product of two expectations
+    over the tasks is the expectation over two independent draws, E[f] E[g] = E[f(W) g(W_j)];
+    the polynomials of Gaussian and eigenbasis tasks contain no W, so this changes nothing."""
+    return rename_letter(poly, W_TASK.name, W_COPY.name)
 
 
 def _covariance(name: str, value, d: int) -> sp.Matrix:

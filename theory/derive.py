@@ -12,15 +12,16 @@ from __future__ import annotations
 import sympy as sp
 
 from .cache import cached
-from .data import LAMBDA_ISO, N_SYM, W_TASK, ICLData
+from .data import LAMBDA_ISO, N_SYM, W_COPY, W_TASK, ICLData
 from .errors import InputError
 from .gaussian import Monomial, Segment, expect
 from .models import Model, VecTerm, target
-from .words import TracePoly, dim_symbol, split_by_letter, transpose_word
+from .words import TracePoly, dim_symbol, rename_letter, split_by_letters, transpose_word
 
 ETA = sp.Symbol("eta", positive=True)
 P_TASKS = sp.Symbol("P", positive=True, integer=True)     # size of a finite task set
 TASK_INDEX = sp.Symbol("k", positive=True, integer=True)
+TASK_INDEX_2 = sp.Symbol("j", positive=True, integer=True)
 
 
 def residual(model: Model) -> list[VecTerm]:
@@ -101,7 +102,8 @@ class Derivation:
         syms = {n: sp.MatrixSymbol(n, size[m.rows], size[m.cols]) for n, m in self.letters.items()}
         syms["Lambda"] = sp.MatrixSymbol("Lambda", size["x"], size["x"])
         syms["Sigma_w"] = sp.MatrixSymbol("Sigma_w", size["x"], size["x"])
-        syms[W_TASK.name] = sp.MatrixSymbol(W_TASK.name, size["y"], size["x"])
+        for task in (W_TASK, W_COPY):
+            syms[task.name] = sp.MatrixSymbol(task.name, size["y"], size["x"])
         return syms
 
     def scalars(self) -> dict:
@@ -122,19 +124,35 @@ class Derivation:
         if self.structural:
             values = {k: v for k, v in values.items() if k not in set(map(dim_symbol, "xyr"))}
         syms = self.symbols()
+        poly = poly.map_coeffs(lambda c: c.subs(values))      # drops the terms that vanish
         if self.data.tasks != "finite":
             return poly.to_sympy(syms).subs(values)
-        per_task, fixed = split_by_letter(poly, W_TASK.name)
-        W_k = sp.MatrixSymbol("W_k", *syms[W_TASK.name].shape)
-        term = per_task.to_sympy(syms).subs(syms[W_TASK.name], W_k)
-        parts = [fixed.to_sympy(syms)] if fixed.terms else []
-        if per_task.terms:
-            parts.append(TaskMean(term) if isinstance(term, sp.MatrixExpr)
-                         else sp.Sum(term, (TASK_INDEX, 1, P_TASKS)) / P_TASKS)
+        return self._task_mean(poly, syms).subs(values)
+
+    def _task_mean(self, poly, syms: dict) -> sp.Expr:
+        """A finite task set's view: terms in one task draw W as (1/P) Σ_k (…)(W_k), terms in
+        two independent draws (W, W_j: products of expectations) as (1/P²) Σ_k Σ_j (…)."""
+        groups = split_by_letters(poly, (W_TASK.name, W_COPY.name))
+        single = groups.get(frozenset({W_COPY.name}))
+        if single is not None:          # one draw is one draw, whichever copy it is
+            groups[frozenset({W_TASK.name})] = groups.get(
+                frozenset({W_TASK.name}), single._canonical({})) + rename_letter(
+                single, W_COPY.name, W_TASK.name)
+            del groups[frozenset({W_COPY.name})]
+        W = syms[W_TASK.name]
+        W_k = sp.MatrixSymbol("W_k", *W.shape)
+        parts = []
+        for present, part in sorted(groups.items(), key=lambda kv: len(kv[0])):
+            expr = part.to_sympy(syms).subs(W, W_k)
+            if present:
+                indices = [(TASK_INDEX, 1, P_TASKS)] + ([(TASK_INDEX_2, 1, P_TASKS)]
+                                                       if len(present) == 2 else [])
+                expr = (TaskMean(expr, len(indices)) if isinstance(expr, sp.MatrixExpr)
+                        else sp.Sum(expr, *indices) / P_TASKS ** len(indices))
+            parts.append(expr)
         if not parts:
             return poly.to_sympy(syms)
-        return (sp.MatAdd(*parts) if isinstance(parts[0], sp.MatrixExpr)
-                else sp.Add(*parts)).subs(values)
+        return sp.MatAdd(*parts) if isinstance(parts[0], sp.MatrixExpr) else sp.Add(*parts)
 
     @property
     def loss(self) -> sp.Expr:
@@ -214,21 +232,24 @@ class Derivation:
 
 
 class TaskMean(sp.MatrixExpr):
-    """(1/P) Σ_k X(W_k): the mean of a matrix expression over a finite task set (SymPy has no
-    sum of matrix expressions; scalars use ``Sum``)."""
+    """(1/P) Σ_k X(W_k), or (1/P²) Σ_k Σ_j X(W_k, W_j) for two draws: the mean of a matrix
+    expression over a finite task set (SymPy has no sum of matrix expressions; scalars use
+    ``Sum``)."""
 
-    def __new__(cls, arg):
-        return super().__new__(cls, arg)
+    def __new__(cls, arg, draws=1):
+        return super().__new__(cls, arg, sp.Integer(draws))
 
     @property
     def shape(self):
         return self.args[0].shape
 
     def _latex(self, printer):
-        return r"\frac{1}{P}\sum_{k=1}^{P} \left(%s\right)" % printer._print(self.args[0])
+        sums = r"\frac{1}{P}\sum_{k=1}^{P}" if self.args[1] == 1 else \
+            r"\frac{1}{P^{2}}\sum_{k=1}^{P}\sum_{j=1}^{P}"
+        return r"%s \left(%s\right)" % (sums, printer._print(self.args[0]))
 
     def _sympystr(self, printer):
-        return "TaskMean(%s)" % printer._print(self.args[0])
+        return "TaskMean(%s, draws=%s)" % (printer._print(self.args[0]), self.args[1])
 
 
 def _cut(block, value, shape: tuple, sizes: dict) -> sp.Matrix:

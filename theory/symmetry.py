@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from .cache import cached
+from .data import independent
 from .derive import ETA, Derivation, inner_monomial
 from .gaussian import Segment, expect
 from .models import VecTerm
@@ -203,7 +204,7 @@ def conservation_laws(der: Derivation) -> list[ConservationLaw]:
             XL, XM = MatPoly.letter(letters[L]), MatPoly.letter(letters[M])
             C = C + XL.inner(XM).scale(s)
             rate = rate + (grads[L].inner(XM) + XL.inner(grads[M])).scale(s)
-            change = change + grads[L].inner(grads[M]).scale(s * ETA**2)
+            change = change + grads[L].inner(independent(grads[M])).scale(s * ETA**2)
         if C.is_zero() or _dependent(C, scalars):
             continue
         scalars.append(C)
@@ -228,7 +229,7 @@ def conservation_laws(der: Derivation) -> list[ConservationLaw]:
                     (lambda a, b: a.transpose().matmul(b))
                 X = X + gram(L, L).scale(k)
                 dX = dX + (gram(G, L) + gram(L, G)).scale(k)
-                change = change + gram(G, G).scale(k * ETA**2)
+                change = change + gram(G, independent(G)).scale(k * ETA**2)
             probe = X.trace_with(B)
             if probe.is_zero() or _dependent(probe, seen):
                 continue

@@ -416,15 +416,40 @@ def letter_names(words: Iterable[tuple]) -> set:
     return out
 
 
-def split_by_letter(poly, name: str) -> tuple:
-    """(terms containing the letter ``name``, the other terms) of a TracePoly or MatPoly."""
-    def words(key):
-        return key if isinstance(poly, TracePoly) else key[0] + (key[1],)
+def _poly_words(poly, key) -> tuple:
+    return key if isinstance(poly, TracePoly) else key[0] + (key[1],)
 
-    parts = ({}, {})
+
+def split_by_letters(poly, names: Iterable[str]) -> dict:
+    """{frozenset of the ``names`` a term contains: the polynomial of those terms} for a
+    TracePoly or MatPoly."""
+    names, parts = set(names), {}
     for key, coeff in poly.terms.items():
-        parts[name not in letter_names(words(key))][key] = coeff
-    return tuple(poly._canonical(p) for p in parts)
+        present = frozenset(letter_names(_poly_words(poly, key)) & names)
+        parts.setdefault(present, {})[key] = coeff
+    return {k: poly._canonical(p) for k, p in parts.items()}
+
+
+def _rename_word(word: tuple, old: str, new: str) -> tuple:
+    out = []
+    for letter in word:
+        if isinstance(letter, Dg):
+            out.append(Dg(_rename_word(letter.inner, old, new)))
+        elif letter.name == old:
+            out.append(Mat(new, letter.T, letter.symmetric, letter.rows, letter.cols))
+        else:
+            out.append(letter)
+    return tuple(out)
+
+
+def rename_letter(poly, old: str, new: str):
+    """The polynomial with the letter ``old`` renamed ``new`` (a TracePoly or MatPoly)."""
+    if isinstance(poly, TracePoly):
+        return TracePoly({tuple(_rename_word(w, old, new) for w in traces): c
+                          for traces, c in poly.terms.items()})
+    return MatPoly(poly.rows, poly.cols, {
+        (tuple(_rename_word(w, old, new) for w in traces), _rename_word(word, old, new)): c
+        for (traces, word), c in poly.terms.items()})
 
 
 class _Ops:
