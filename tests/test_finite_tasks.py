@@ -113,3 +113,17 @@ def test_gd_change_uses_two_independent_draws():
     np.testing.assert_allclose(exact, actual, rtol=1e-9, atol=1e-14)
     view = der.conserved[0].gd_change_expr          # (1/P²) Σ_k Σ_j (…)(W_k, W_j)
     assert any(len(s.limits) == 2 for s in view.atoms(sp.Sum)) and "W_{j}" in sp.latex(view)
+
+
+def test_fixed_points_of_scalar_finite_tasks_match_the_second_moment_oracle():
+    """d_y = 1: the minimum set {uQ = M*} with M* = A⁻¹ΛΣ̂ (MATH.md §3.2 oracle, Σ̂ the set's
+    second moment), Hessian index 0; the saddle at the origin has index 1."""
+    T = np.random.default_rng(1).standard_normal((4, 1, 2))
+    Lam, N, sigma = np.array([[1.0, 0.2], [0.2, 0.5]]), 5, 0.25
+    minimum, saddle = derive(models.Merged(2), ICLData(d=2, N=N, Lambda=Lam, tasks=T,
+                                                       noise=sigma)).fixed_points()
+    S = np.einsum("kai,kaj->ij", T, T) / 4
+    A = (N + 1) / N * Lam @ S @ Lam + (np.trace(S @ Lam) + sigma**2) / N * Lam
+    M_star = np.linalg.solve(A, Lam @ S)
+    np.testing.assert_allclose(np.array(minimum.info["M_star"], dtype=float), M_star, rtol=1e-10)
+    assert (minimum.hessian_index, saddle.hessian_index) == (0, 1)

@@ -92,20 +92,18 @@ def _name(letter):
 
 
 def product_loss(der: Derivation) -> tuple[TracePoly, Mat]:
-    """F(M) for d_y = 1: a pure-V trace of length k is u^k, and a term with k u's has k Q's,
-    so u^k·(Q-words) = (the same words with each Q replaced by M = uQ)."""
+    """F(M) for d_y = 1: V = u is 1×1, so each V in a word is the scalar u and drops out of it
+    (an emptied word is tr(1) = 1), and a term with k u's has k Q's, so u^k·(Q-words) = (the
+    same words with each Q replaced by M = uQ)."""
     M = Mat("M")
     out = TracePoly()
     for traces, coeff in der.loss_poly.terms.items():
         k_v, rest = 0, []
         for w in traces:
-            names = {_name(a) for a in w}
-            if names == {"V"}:
-                k_v += len(w)
-                continue
-            if "V" in names:
-                raise InputError("der", "V is mixed with other letters: no product form")
-            rest.append(tuple(Mat("M", a.T) if _name(a) == "Q" else a for a in w))
+            kept = tuple(Mat("M", a.T) if _name(a) == "Q" else a for a in w if _name(a) != "V")
+            k_v += len(w) - len(kept)
+            if kept:
+                rest.append(kept)
         if sum(_name(a) == "M" for w in rest for a in w) != k_v:
             raise InputError("der", "the loss is not a function of the product uQ")
         out = out + TracePoly({tuple(rest): coeff})
