@@ -67,7 +67,8 @@ def test_eigenmode_critical_sets_and_their_indices():
 
 def test_fixed_points_reject_unsupported_settings():
     with pytest.raises(InputError, match="Merged"):
-        derive(models.MultiHead(2, heads=2), ICLData(d=2, N=3, Lambda=np.eye(2))).fixed_points()
+        derive(models.MultiHead(2, heads=2, d_y=2),
+               rotated_vector_tasks([1.0, 0.5], N=3)).fixed_points()
     with pytest.raises(InputError, match="d_y = 1"):
         derive(models.Merged(2, d_y=2), ICLData(d=2, N=3, Lambda=np.eye(2), d_y=2)).fixed_points()
 
@@ -89,3 +90,109 @@ def test_learned_algorithm_risk_against_monte_carlo_ols_and_bayes():
             assert abs(row["ols_mc"][0] - expected) < 4 * row["ols_mc"][1]
     theory = [row["theory"] for row in rows]
     assert all(b < a for a, b in zip(theory, theory[1:]))   # more context, lower risk
+
+
+SCALAR = ICLData(d=3, N=6, Lambda=np.diag([2.0, 1.0, 0.5]), noise=0.1)
+
+
+def critical_check(der, sets):
+    """Each representative is critical for the compiled flow, its loss is the set's loss, and
+    it is balanced (every conserved quantity zero)."""
+    flow = compile_flow(der)
+    for fp in sets:
+        theta = flow.pack(fp.point)
+        assert np.abs(flow.grad(theta)).max() < 1e-13, fp.name
+        assert flow.loss(theta) == pytest.approx(float(fp.loss), rel=1e-13)
+        assert np.abs(flow.conserved(theta)).max() < 1e-13
+    return flow
+
+
+def test_multihead_sets():
+    """M = Σ_h u_h Q_h: the minimum set Σ u_h Q_h = M* (Merged's M*) and the saddle at
+    u = 0, whose index is H (one unstable direction per head)."""
+    merged_min = derive(models.Merged(3), SCALAR).fixed_points()[0]
+    der = derive(models.MultiHead(3, heads=2), SCALAR)
+    minimum, saddle = der.fixed_points()
+    critical_check(der, [minimum, saddle])
+    assert minimum.loss == merged_min.loss and minimum.info["M_star"] == merged_min.info["M_star"]
+    assert (minimum.hessian_index, saddle.hessian_index) == (0, 2)
+
+
+def test_separate_kq_sets_are_eigenmode_subsets_of_m_star():
+    """Σ_w = I, Λ diagonal: the singular modes are Λ's eigenmodes and the set of subset S has
+    M = the part of M* on S (MATH.md §3.2 oracle M*_αα = N/((N+1)s_α + tr Λ + σ²))."""
+    der = derive(models.SeparateKQ(3, heads=1, rank=2), SCALAR)
+    sets = der.fixed_points()
+    assert len(sets) == 1 + 3 + 3                    # subsets of at most rank r = 2 modes
+    critical_check(der, sets)
+    s, N, sigma2 = [2.0, 1.0, 0.5], 6, 0.01
+    m_star = [N / ((N + 1) * v + sum(s) + sigma2) for v in s]
+    for fp in sets:
+        expected = np.diag([m_star[i] if i in fp.info["learned"] else 0 for i in range(3)])
+        np.testing.assert_allclose(np.array(fp.info["M"], dtype=float), expected, atol=1e-25)
+    assert sets[0].name == "global minimum (rank 2)" and sets[0].info["learned"] == (0, 1)
+    assert sets[0].hessian_index == 0 and all(fp.info["loss_gap"] > 0 for fp in sets[1:])
+    # strict saddles with a free rank slot: one unstable direction per better unlearned mode
+    # and per free slot pairing (index counted at the balanced representative)
+    by_learned = {fp.info["learned"]: fp.hessian_index for fp in sets}
+    assert by_learned[(0, 2)] == 1 and by_learned[(1, 2)] == 2 and by_learned[()] == 0
+
+
+def test_separate_kq_saddle_to_saddle_dynamics():
+    """From a small start the flow visits the predicted critical sets in order: origin →
+    mode 1 learned → modes 1, 2 (the rank-2 minimum), with plateaus at their losses."""
+    der = derive(models.SeparateKQ(3, heads=1, rank=2), SCALAR)
+    sets = {fp.info["learned"]: fp for fp in der.fixed_points()}
+    flow = compile_flow(der)
+    rng = np.random.default_rng(0)
+    init = {"V": 1e-3, "W_K": 1e-3 * rng.standard_normal((1, 2, 3)),
+            "W_Q": 1e-3 * rng.standard_normal((1, 2, 3))}
+    traj = integrate(flow, init, t_end=400.0, n_points=4001)
+    speed = np.array([np.linalg.norm(flow.grad(th)) for th in traj.theta])
+    visits = []
+    for S in [(), (0,), (0, 1)]:
+        near = np.abs(traj.loss - float(sets[S].loss)) < 1e-3
+        slow = near & (speed < 1e-2)
+        assert slow.any(), S                           # a plateau at that set's loss
+        visits.append(np.argmax(slow))
+    assert visits == sorted(visits)
+    for a, b in zip(visits, visits[1:]):               # a fast drop between the plateaus
+        assert speed[a:b].max() > 0.1
+    assert traj.loss[-1] == pytest.approx(float(sets[(0, 1)].loss), rel=1e-9)
+
+
+def test_full_lsa_sets_and_its_spurious_local_minimum():
+    """FullLSA: the Merged sets on P₁ = 0, Q₂ = 0 and the rank-one modes on P₂ = 0, Q₁ = 0.
+    The top rank-one mode has Hessian index 0: a local minimum above the global one, where
+    some random starts end (ŷ = (P₁S_xy)(Q₂x_q)/N)."""
+    data = ICLData(d=2, N=3, Lambda=np.array([[1.5, 0.3], [0.3, 0.7]]))
+    der = derive(models.FullLSA(2), data)
+    sets = der.fixed_points()
+    flow = critical_check(der, sets)
+    names = [fp.name for fp in sets]
+    assert names[0].startswith("global minimum") and len(sets) == 4
+    spurious = next(fp for fp in sets if fp.name.startswith("rank-one mode 1"))
+    assert spurious.hessian_index == 0 and spurious.info["loss_gap"] > 0.1
+    rng = np.random.default_rng(0)
+    ends = []
+    for _ in range(4):
+        traj = integrate(flow, 0.5 * rng.standard_normal(flow.size), t_end=3000.0, n_points=2)
+        ends.append(traj.loss[-1])
+    targets = [float(sets[0].loss), float(spurious.loss)]
+    assert all(min(abs(e - t) for t in targets) < 1e-9 for e in ends), ends
+    assert any(abs(e - targets[1]) < 1e-9 for e in ends)      # the local minimum is reached
+
+
+def test_separate_kq_sets_with_general_lambda_and_sigma_w():
+    """Non-diagonal Λ, Σ_w ≠ I, noise: the whitened singular modes are not Λ's eigenmodes,
+    every representative is still critical, and with H r ≥ d the minimum is Merged's."""
+    data = ICLData(d=2, N=4, Lambda=[[1.2, 0.4], [0.4, 0.6]], Sigma_w=[[1.0, 0.3], [0.3, 0.5]],
+                   noise=0.2)
+    der = derive(models.SeparateKQ(2, heads=2, rank=1), data)
+    sets = der.fixed_points()
+    critical_check(der, sets)
+    assert len(sets) == 4 and sets[0].name == "global minimum"
+    merged = derive(models.Merged(2), data).fixed_points()[0]
+    assert float(sets[0].loss) == pytest.approx(float(merged.loss), rel=1e-25)
+    M = np.array(sets[1].info["M"], dtype=float)
+    assert np.linalg.matrix_rank(M) == 1 and abs(M[0, 1]) > 1e-3     # not diagonal

@@ -69,6 +69,25 @@ def _critical_sets_section() -> tuple:
     return ("Critical sets and the learned algorithm", prose, "\n".join(rows))
 
 
+EXAMPLE = dict(d=3, N=6, Lambda=sp.diag(2, 1, sp.Rational(1, 2)), noise=sp.Rational(1, 10))
+
+
+def _critical_table_section(model) -> tuple:
+    """The critical sets of ``model`` on a numeric example (scalar tasks), as a table."""
+    sets = derive(model, ICLData(**EXAMPLE)).fixed_points()
+    rows = [r"\begin{tabular}{lrr}", r"critical set & $L$ & Hessian index \\ \hline"]
+    for fp in sets:
+        name = fp.name.replace("_", r"\_")
+        rows.append(rf"{name} & {float(fp.loss):.6f} & {fp.hessian_index} \\")
+    rows.append(r"\end{tabular}")
+    prose = (r"Scalar tasks, $d = 3$, $\Lambda = \mathrm{diag}(2, 1, \tfrac12)$, $\Sigma_w = I$, "
+             r"$N = 6$, $\sigma = 0.1$. Each set is given by a balanced representative (every "
+             r"conserved quantity zero); the index counts negative Hessian eigenvalues there "
+             r"(a set escaped only at third order, through an idle head, can have index 0 "
+             r"without being a minimum).")
+    return ("Critical sets on an example", prose, "\n".join(rows))
+
+
 def documents() -> dict[str, str]:
     """{file name: LaTeX document} for every model."""
     structural = dict(structural=True)
@@ -86,14 +105,17 @@ def documents() -> dict[str, str]:
             ("Gaussian tasks", GAUSSIAN_PROSE,
              derive(models.MultiHead(2, heads=2), _data(), **structural)),
             ("Vector tasks in Lambda's eigenbasis", DIAGONAL_PROSE,
-             derive(models.MultiHead(2, heads=2, d_y=2), _data("diagonal"), **structural))]),
+             derive(models.MultiHead(2, heads=2, d_y=2), _data("diagonal"), **structural)),
+            _critical_table_section(models.MultiHead(3, heads=2))]),
         "separatekq.tex": derivation_document("SeparateKQ model, one head of rank r", [
             ("Gaussian tasks", GAUSSIAN_PROSE,
-             derive(models.SeparateKQ(2, heads=1, rank=1), _data(), **structural))]),
+             derive(models.SeparateKQ(2, heads=1, rank=1), _data(), **structural)),
+            _critical_table_section(models.SeparateKQ(3, heads=1, rank=2))]),
         "fulllsa.tex": derivation_document(r"FullLSA: all entries of $W_{PV}$ and $W_{KQ}$", [
             ("Gaussian tasks", GAUSSIAN_PROSE + r" Blocks: $P_1 = W_{PV}[y,x]$, "
              r"$P_2 = W_{PV}[y,y]$, $Q_1 = W_{KQ}[x,x]$, $Q_2 = W_{KQ}[y,x]$; all other "
-             r"entries are inert.", derive(models.FullLSA(2), _data(), **structural))]),
+             r"entries are inert.", derive(models.FullLSA(2), _data(), **structural)),
+            _critical_table_section(models.FullLSA(3))]),
     }
     return docs
 
