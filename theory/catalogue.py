@@ -9,7 +9,7 @@ from . import models
 from .data import N_SYM, SIGMA, ICLData
 from .derive import derive
 from .latex import derivation_document, split_sum, tex
-from .solutions import mode_reduction
+from .solutions import isotropic_reduction, mode_reduction
 
 GAUSSIAN_PROSE = (r"Gaussian tasks: rows of $W$ i.i.d.\ $\mathcal{N}(0,\Sigma_w)$, "
                   r"labels $y = Wx + \varepsilon$, $\varepsilon\sim\mathcal{N}(0,\sigma^2 I)$; "
@@ -42,14 +42,41 @@ def _modes_section() -> tuple:
                     rf"a^*_{{{k + 1}}} = {tex(red.fixed_point(k))}, \quad "
                     rf"t_{{{k + 1}}} = {tex(red.half_time(k, a0))} \\")
     rates = ", ".join(tex(g) for g in red.saddle_growth_rates())
-    rows.append(rf"&\text{{growth rates at the origin: }} {rates}")
+    rows.append(rf"&\text{{growth rates at the origin: }} {rates} \\")
+    rows += split_sum(r"L - \sum_\alpha L_\alpha", red.coupling, per_line=3)
+    rows += split_sum(r"\frac{d}{dt}\left(p_1^2 - q_1^2\right)", red.balance_rate(0),
+                      per_line=3)
+    rows[-1] = rows[-1].rstrip(" \\")
     rows.append(r"\end{align*}")
     prose = (r"On $V = U\mathrm{diag}(p)U^\top$, $Q = U\mathrm{diag}(q)U^\top$ ($d = 3$, "
              r"$\Lambda = U\mathrm{diag}(s)U^\top$, $c = 1$, $\sigma = 0$). Dropping the "
              r"cross-mode terms (order $1/N$) and taking $p_\alpha = q_\alpha$ gives "
              r"$\dot a_\alpha = f_\alpha(a_\alpha)$ for $a_\alpha = p_\alpha q_\alpha$; "
-             r"$t_\alpha$ is the time from $a_\alpha(0) = a_0$ to $a^*_\alpha/2$.")
+             r"$t_\alpha$ is the time from $a_\alpha(0) = a_0$ to $a^*_\alpha/2$. The last "
+             r"lines are what the decoupled reduction drops (the exact cross-mode coupling, "
+             r"$O(1/N)$) and the exact breaking of the per-mode conservation law it implies "
+             r"(only $\sum_\alpha (p_\alpha^2 - q_\alpha^2)$ is conserved).")
     return ("Eigenmode reduction and learning stages", prose, "\n".join(rows))
+
+
+def _isotropic_section() -> tuple:
+    """Λ = λI, Σ_w = I: the reduced flow on Q = qI and its closed forms."""
+    red = isotropic_reduction(derive(models.Merged(2), ICLData(d=2, N=N_SYM, Lambda="iso",
+                                                              noise=SIGMA)))
+    rows = [r"\begin{align*}",
+            rf"\dot u &= {tex(red.u_dot)}, \qquad \dot q = {tex(red.q_dot)} \\",
+            rf"\dot a &= {tex(red.rate())}, \qquad a^* = {tex(red.fixed_point())} \\",
+            rf"a(t) &= {tex(red.balanced_solution())} \qquad (\Delta = 0) \\"]
+    rows += split_sum(r"t(a)", red.unbalanced_time(), per_line=1)
+    rows[-1] = rows[-1].rstrip(" \\")
+    rows.append(r"\end{align*}")
+    prose = (r"Scalar tasks, $\Sigma_w = I$, $\Lambda = \lambda I$, any $d$: the set "
+             r"$Q = qI$ is invariant (the derived $\partial L/\partial Q$ is a multiple of $I$ "
+             r"on it), $a = uq$ and the conserved $\Delta = u^2 - d q^2$ reduce the flow to one "
+             r"equation. Balanced starts: the logistic solution (SymPy \texttt{dsolve}); "
+             r"unbalanced: the time to reach $a$ from $a_0$ (integrated after "
+             r"$a = |\Delta|\sinh\theta/(2\sqrt d)$).")
+    return ("Isotropic inputs: closed forms", prose, "\n".join(rows))
 
 
 def _critical_sets_section() -> tuple:
@@ -100,6 +127,7 @@ def documents() -> dict[str, str]:
             ("Finite task set", FINITE_PROSE,
              derive(models.Merged(2, d_y=2), _data("finite"), **structural)),
             _critical_sets_section(),
+            _isotropic_section(),
             _modes_section()]),
         "multihead.tex": derivation_document("MultiHead model, H = 2", [
             ("Gaussian tasks", GAUSSIAN_PROSE,

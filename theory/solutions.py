@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .data import N_SYM
+from .data import LAMBDA_ISO, N_SYM
 from .derive import Derivation
 from .errors import InputError
+from .words import dim_symbol
 
 
 @dataclass
@@ -136,3 +137,102 @@ def mode_reduction(der: Derivation, symbolic_s: bool = False) -> ModeReduction:
     decoupled = sp.Add(*[t for t in sp.Add.make_args(loss)
                          if sum(1 for m in modes if t.free_symbols & m) <= 1])
     return ModeReduction(p, q, s, loss, decoupled)
+
+
+@dataclass
+class IsotropicReduction:
+    """Merged model, scalar Gaussian tasks with Σ_w = I and Λ = λI (MATH.md §3.2): on the set
+    Q = qI the derived gradient of Q is a multiple of I (so the set is invariant; checked when
+    the reduction is built), and the flow is u̇ = ``u_dot``, q̇ = ``q_dot`` (d, N, σ, λ symbols).
+
+    With Δ = u² − d q² (conserved) and a = uq, u² and d q² are the two roots
+    (±Δ + √(Δ² + 4 d a²))/2, so ȧ = R(a; Δ) is derived by substitution. Balanced starts (Δ = 0)
+    give a Riccati (logistic) equation that ``dsolve`` solves; unbalanced ones give t(a) by
+    integrating 1/R after a = |Δ| sinh θ / (2√d)."""
+
+    u: sp.Symbol
+    q: sp.Symbol
+    u_dot: sp.Expr
+    q_dot: sp.Expr
+
+    a = sp.Symbol("a", positive=True)
+    a0 = sp.Symbol("a_0", positive=True)
+    t = sp.Symbol("t", nonnegative=True)
+    delta = sp.Symbol("Delta", real=True)
+
+    @property
+    def d(self) -> sp.Symbol:
+        return dim_symbol("x")
+
+    def conservation_rate(self) -> sp.Expr:
+        """d/dt (u² − d q²) along the reduced flow (identically 0)."""
+        return sp.expand(2 * self.u * self.u_dot - 2 * self.d * self.q * self.q_dot)
+
+    def rate(self, delta=None) -> sp.Expr:
+        """R(a) with ȧ = R(a) on the level set u² − d q² = Δ (u, q > 0); ``delta`` None: Δ
+        symbolic."""
+        delta = self.delta if delta is None else sp.sympify(delta)
+        q2 = sp.Symbol("q2", positive=True)
+        adot = sp.expand((self.u_dot * self.q + self.u * self.q_dot).subs(self.u, self.a / self.q))
+        adot = sp.expand(adot.subs(self.q, sp.sqrt(q2)))        # even in q: a function of q²
+        if self.q in adot.free_symbols or any(e.has(sp.sqrt(q2)) for e in sp.Add.make_args(adot)):
+            raise ValueError("ȧ is not a function of a and q²")
+        root = sp.sqrt(delta**2 + 4 * self.d * self.a**2)
+        return sp.factor(sp.radsimp(sp.factor(adot.subs(q2, (root - delta) / (2 * self.d)))))
+
+    def fixed_point(self) -> sp.Expr:
+        """The non-zero root a* of R (the same for every Δ)."""
+        roots = [r for r in sp.solve(sp.cancel(self.rate(0) / self.a), self.a) if r != 0]
+        if len(roots) != 1:
+            raise ValueError(f"expected one non-zero fixed point, got {roots}")
+        return roots[0]
+
+    def balanced_solution(self) -> sp.Expr:
+        """a(t) from a(0) = a₀ on the balanced set Δ = 0, by ``dsolve``."""
+        A = sp.Function("a")
+        rate = self.rate(0).subs(self.a, A(self.t))
+        sol = sp.dsolve(sp.Eq(A(self.t).diff(self.t), rate), A(self.t),
+                        ics={A(0): self.a0}).rhs
+        return sp.simplify(sp.powsimp(sp.expand_log(sp.expand(sol), force=True), force=True))
+
+    def unbalanced_time(self) -> sp.Expr:
+        """t(a): the time to go from a₀ to a on the level set Δ ≠ 0 (both below a*), as the
+        definite integral ∫_{a₀}^{a} da'/R(a') in closed form (``delta`` stands for |Δ|)."""
+        theta = sp.Symbol("theta", positive=True)
+        size = sp.Symbol("Delta", positive=True)
+        x = sp.Symbol("x", positive=True)
+        sub = size * sp.sinh(theta) / (2 * sp.sqrt(self.d))
+        integrand = sp.simplify((1 / self.rate(size).subs(self.a, x)).subs(x, sub)
+                                * sp.diff(sub, theta))
+        # integrand = c / (α sinh θ − β): integrated once with generic positive α, β
+        num, den = integrand.as_numer_denom()
+        den = sp.expand(den)
+        alpha_v = den.coeff(sp.sinh(theta))
+        beta_v = -sp.expand(den - alpha_v * sp.sinh(theta))
+        if theta in (num * alpha_v * beta_v).free_symbols:
+            raise ValueError(f"unexpected integrand {integrand}")
+        alpha, beta = sp.symbols("alpha beta", positive=True)
+        generic = sp.integrate(1 / (alpha * sp.sinh(theta) - beta), theta)
+        antiderivative = (num * generic).subs({alpha: alpha_v, beta: beta_v}).replace(
+            sp.log, lambda arg: sp.log(sp.Abs(arg)))    # real on each side of a*
+        at = [antiderivative.subs(theta, sp.asinh(2 * sp.sqrt(self.d) * v / size))
+              for v in (self.a, self.a0)]
+        return (at[0] - at[1]).subs(size, sp.Abs(self.delta))
+
+
+def isotropic_reduction(der: Derivation) -> IsotropicReduction:
+    """The reduced flow of the Merged model on Q = qI for Λ = λI (``Lambda="iso"``) and
+    Σ_w = I, from the derived gradient (dimensions, N and σ symbolic; d_y = 1)."""
+    data = der.data
+    if der.model.name != "Merged" or data.d_y != 1 or not data.isotropic_tasks:
+        raise InputError("der", "the isotropic reduction needs the Merged model with scalar "
+                         "Gaussian tasks, Σ_w = I")
+    u, q = sp.Symbol("u", positive=True), sp.Symbol("q", positive=True)
+    flows = {}
+    for name, g in der.gradient_poly.items():
+        reduced = g.scalar_letter("Lambda", LAMBDA_ISO).scalar_letter("Q", q) \
+            .scalar_letter("V", u)
+        if any(word for _, word in reduced.terms):
+            raise ValueError(f"∂L/∂{name} is not a multiple of I on Q = qI")
+        flows[name] = -sp.Add(*reduced.terms.values()).subs(dim_symbol("y"), 1)
+    return IsotropicReduction(u, q, flows["V"], flows["Q"])

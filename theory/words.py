@@ -187,12 +187,13 @@ class TracePoly:
         for traces, coeff in self.terms.items():
             factor, kept = coeff, []
             for w in traces:
+                space = w[0].rows                 # an emptied trace is tr(I) on this space
                 w, power = _drop_letter(w, name)
                 factor = factor * value**power
                 if w:
                     kept.append(w)
                 else:
-                    factor = factor * dim_symbol("x")
+                    factor = factor * dim_symbol(space)
             out._add(tuple(kept), factor)
         return out
 
@@ -327,7 +328,7 @@ class MatPoly:
 
 def _drop_letter(word: tuple, name: str) -> tuple:
     """(word without the letter ``name``, how many times it occurred) — also inside Dg, which
-    is linear in its argument. Only for letters acting on the input space x."""
+    is linear in its argument. For a square letter (a multiple of the identity on its space)."""
     kept, power = [], 0
     for letter in word:
         if isinstance(letter, Mat) and letter.name == name:
