@@ -1,7 +1,9 @@
 """The learned in-context algorithm against classical estimators, by Monte Carlo.
 
 At the global minimum of the Merged model with scalar tasks, ŷ = S_yx M* x_q / N: one step of
-preconditioned gradient descent on the context least-squares loss. Its in-context risk
+preconditioned gradient descent on the context least-squares loss (MultiHead and FullLSA learn
+the same M*; SeparateKQ with H r < d learns its rank-H r truncation in the whitened singular
+modes: principal-component regression in context). Its in-context risk
 ½E(ŷ − y_q)² is the derived loss at M*; here it is also estimated on sampled prompts (an
 independent check), next to
 * OLS: ŵ = X⁺ y (minimum-norm when N < d), ŷ = ŵᵀ x_q;
@@ -24,17 +26,18 @@ def _risk(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
 
 
 def incontext_risks(d: int, Lambda, Ns, Sigma_w=None, noise: float = 0.0,
-                    prompts: int = 20000, seed: int = 0) -> list[dict]:
-    """For each N: the derived risk at M*, and Monte-Carlo risks (mean, SE) of the learned
-    algorithm, OLS and the Bayes-optimal ridge predictor on the same prompts."""
+                    prompts: int = 20000, seed: int = 0, model=None) -> list[dict]:
+    """For each N: the derived risk at ``model``'s global minimum (default the Merged model),
+    and Monte-Carlo risks (mean, SE) of the learned algorithm ŷ = S_yx M x_q / N, OLS and the
+    Bayes-optimal ridge predictor on the same prompts."""
     if prompts < 2:
         raise InputError("prompts", f"needs at least 2 prompts, got {prompts!r}")
     rng = np.random.default_rng(seed)
     rows = []
     for N in Ns:
         data = ICLData(d=d, N=int(N), Lambda=Lambda, Sigma_w=Sigma_w, noise=noise)
-        minimum = derive(models.Merged(d), data).fixed_points()[0]
-        M = np.array(minimum.info["M_star"].tolist(), dtype=float)
+        minimum = derive(models.Merged(d) if model is None else model, data).fixed_points()[0]
+        M = np.array(minimum.info["M"].tolist(), dtype=float)
         X, Y, xq, yq = PromptSampler(data).prompts(rng, (prompts,))
         y, target = Y[..., 0], yq[..., 0]
         learned = np.einsum("pn,pni,ij,pj->p", y, X, M, xq) / N

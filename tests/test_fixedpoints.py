@@ -89,6 +89,14 @@ def test_learned_algorithm_risk_against_monte_carlo_ols_and_bayes():
             expected = 0.5 * sigma**2 * (1 + d / (row["N"] - d - 1))
             assert abs(row["ols_mc"][0] - expected) < 4 * row["ols_mc"][1]
     theory = [row["theory"] for row in rows]
+    # SeparateKQ with one rank-1 head: principal-component regression in context, its
+    # derived risk equals the simulated one and lies above the full M*'s at every N
+    rank_one = incontext_risks(d, np.diag([2.0, 1.0, 0.5]), [1, 4, 8, 16], noise=sigma,
+                               prompts=40000, seed=2, model=models.SeparateKQ(d, rank=1))
+    for row, full in zip(rank_one, rows):
+        mean, se = row["learned_mc"]
+        assert abs(mean - row["theory"]) < 4 * se, row
+        assert row["theory"] > full["theory"]
     assert all(b < a for a, b in zip(theory, theory[1:]))   # more context, lower risk
 
 

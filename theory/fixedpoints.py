@@ -37,7 +37,8 @@ DPS = 40        # digits for the singular-mode reduction (exact gradients vanish
 class FixedPointSet:
     """A critical set: its defining ``equations``, a representative ``point`` (the model's
     parameters: sympy Matrix, or Array for stacked heads), its ``loss`` and ``hessian_index``
-    (negative Hessian eigenvalues at the point; None for symbolic data)."""
+    (negative Hessian eigenvalues at the point; None for symbolic data). For scalar tasks
+    ``info['M']`` is the set's learned matrix: ŷ = S_yx M x_q / N there."""
 
     name: str
     equations: list
@@ -232,11 +233,11 @@ def _merged_classes(form: ProductForm) -> list[tuple]:
     Q = sp.MatrixSymbol("Q", d, d)
     return [("global minimum", [sp.Eq(sp.Symbol("u") * Q, sp.MatrixSymbol("M^*", d, d))],
              {"V": sp.Matrix([[u]]), "Q": Q0}, form.loss(form.M_star),
-             {"M_star": form.M_star}),
+             {"M_star": form.M_star, "M": form.M_star}),
             ("saddle set", [sp.Eq(sp.Symbol("u"), 0),
                             sp.Eq(sp.Trace(Q.T * sp.ImmutableMatrix(form.B)), 0)],
              {"V": sp.zeros(1, 1), "Q": sp.zeros(d, d)}, form.loss(sp.zeros(d, d)),
-             {"growth_direction": form.B})]
+             {"growth_direction": form.B, "M": sp.zeros(d, d)})]
 
 
 def _merged_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
@@ -259,11 +260,12 @@ def _multihead_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
     M_sum = sp.MatAdd(*[u_ * Q_ for u_, Q_ in zip(uh, Qh)])
     minimum = _critical_set(der, index, "global minimum",
                             [sp.Eq(M_sum, sp.MatrixSymbol("M^*", d, d))],
-                            share, form.loss(form.M_star), {"M_star": form.M_star})
+                            share, form.loss(form.M_star),
+                            {"M_star": form.M_star, "M": form.M_star})
     saddle = _critical_set(
         der, index, "saddle set", [sp.Eq(u_, 0) for u_ in uh]
         + [sp.Eq(sp.Trace(Q_.T * sp.ImmutableMatrix(form.B)), 0) for Q_ in Qh],
-        origin, form.loss(sp.zeros(d, d)), {"growth_direction": form.B})
+        origin, form.loss(sp.zeros(d, d)), {"growth_direction": form.B, "M": sp.zeros(d, d)})
     return [minimum, saddle]
 
 
