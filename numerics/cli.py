@@ -142,7 +142,8 @@ def _grid(text: str, kind, option: str) -> tuple:
 
 
 SWEEP_AXES = (("d", int), ("N", int), ("spectrum", str), ("noise", float),
-              ("init_scale", float), ("lr", float), ("batch", int), ("seed", int))
+              ("init_scale", float), ("lr", float), ("batch", int), ("seed", int),
+              ("task_count", int))
 SWEEP_SETTINGS = (("steps", int), ("replicas", int), ("mode", str), ("model", str),
                   ("tasks", str))
 

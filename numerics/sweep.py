@@ -2,7 +2,9 @@
 Dask distributed cluster, resumable, gathered into one table.
 
 A grid point fixes d, N, Λ's spectrum, the label noise σ, the initialisation scale, the learning
-rate η, the batch size B and the seed. At each point:
+rate η, the batch size B, the seed and the task count P (task diversity: 0 is the whole task
+family, P ≥ 1 a finite set of P tasks drawn from it with the point's seed, so theory and SGD
+train on the same P tasks). At each point:
 
 - theory: exact expected GD, θ_{n+1} = θ_n − η ∇L(θ_n) for ``steps`` steps (derived loss,
   compiled kernels; both cached on disk, so workers share them);
@@ -37,7 +39,7 @@ from ..files import write_atomic
 from ..theory.errors import DivergenceError, InputError, check_int, check_real
 from .runfolder import provenance, save_figure, write_json
 
-AXES = ("d", "N", "spectrum", "noise", "init_scale", "lr", "batch", "seed")
+AXES = ("d", "N", "spectrum", "noise", "init_scale", "lr", "batch", "seed", "task_count")
 MODES = ("theory", "simulation", "both")
 
 
@@ -53,6 +55,7 @@ class SweepSpec:
     lr: tuple = (0.05,)
     batch: tuple = (32,)
     seed: tuple = (0,)
+    task_count: tuple = (0,)
     steps: int = 300
     replicas: int = 8
     mode: str = "both"
@@ -73,6 +76,7 @@ class SweepSpec:
 
         checks = {"d": check_int, "N": check_int, "batch": check_int,
                   "seed": lambda a, v: check_int(a, v, minimum=0),
+                  "task_count": lambda a, v: check_int(a, v, minimum=0),
                   "noise": lambda a, v: check_real(a, v, allow_zero=True),
                   "init_scale": check_real, "lr": check_real}
         for axis, check in checks.items():
@@ -159,12 +163,16 @@ def _evaluate(point: dict, settings: dict) -> dict:
     from ..theory import ICLData, derive, models
     from .codegen import compile_flow
     from .integrate import gradient_descent
-    from .simulate import simulate_sgd
+    from .simulate import PromptSampler, simulate_sgd
 
     d, steps = point["d"], settings["steps"]
     d_y = d if settings["tasks"] == "diagonal" else 1
-    data = ICLData(d=d, N=point["N"], Lambda=np.diag(spectrum_values(point["spectrum"], d)),
-                   d_y=d_y, tasks=settings["tasks"], noise=point["noise"])
+    setting = dict(d=d, N=point["N"], Lambda=np.diag(spectrum_values(point["spectrum"], d)),
+                   d_y=d_y, noise=point["noise"])
+    data = ICLData(tasks=settings["tasks"], **setting)
+    if point["task_count"] > 0:          # P tasks drawn from the family (own random stream)
+        draw = np.random.default_rng([point["seed"], 1])
+        data = ICLData(tasks=PromptSampler(data).tasks(draw, (point["task_count"],)), **setting)
     model = models.MODELS[settings["model"]](d, d_y=d_y)
     rng = np.random.default_rng(point["seed"])
     init = {name: point["init_scale"] * rng.standard_normal(shape)
@@ -243,7 +251,7 @@ def _prepare(out: Path, spec: SweepSpec, resume: bool) -> None:
         if not resume:
             raise InputError("out", f"{out} already holds a sweep; pass resume=True (--resume) "
                              "to continue it, or choose a new folder")
-        saved = json.loads(spec_file.read_text())["spec"]
+        saved = SweepSpec.from_json(json.loads(spec_file.read_text())["spec"]).to_json()
         if saved != spec.to_json():
             raise InputError("spec", f"differs from the sweep saved in {spec_file}; resume "
                              "with the same grid (omit the grid options to reuse it)")

@@ -26,7 +26,7 @@ def test_spectra():
 @pytest.mark.parametrize("bad", [dict(N=(0,)), dict(d=(1.5,)), dict(noise=(-1.0,)),
                                  dict(lr=(float("nan"),)), dict(mode="all"),
                                  dict(model="Nope"), dict(steps=0), dict(batch=()),
-                                 dict(spectrum=("1/2/3",))])
+                                 dict(spectrum=("1/2/3",)), dict(task_count=(-1,))])
 def test_bad_grids_name_the_axis(bad):
     with pytest.raises(InputError) as info:
         SweepSpec(**bad)
@@ -49,6 +49,28 @@ def test_point_matches_direct_computation():
     sim = simulate_sgd(models.Merged(2), data, init, lr=0.05, batch=32, steps=60, seeds=4,
                        seed=point["seed"], record_every=60)
     assert row["loss_final_sgd"] == pytest.approx(sim.loss[-1], rel=1e-12)
+
+
+def test_task_count_trains_theory_and_sgd_on_the_same_finite_set():
+    """task_count = P: P tasks drawn from the family with the point's seed; the theory row is
+    the finite-set derivation on those tasks, and more tasks move it towards the family's."""
+    from icldyn.numerics import compile_flow, gradient_descent
+    from icldyn.numerics.simulate import PromptSampler
+    from icldyn.theory import ICLData, derive, models
+    spec = SweepSpec(**{**SMALL, "N": (8,), "seed": (3,), "task_count": (0, 1, 64),
+                        "mode": "theory"})
+    rows = {p["task_count"]: run_point(p, spec.settings()) for p in spec.points()}
+    assert all(r["status"] == "ok" for r in rows.values())
+    family = ICLData(d=2, N=8, Lambda=np.eye(2))
+    tasks = PromptSampler(family).tasks(np.random.default_rng([3, 1]), (1,))
+    data = ICLData(d=2, N=8, Lambda=np.eye(2), tasks=tasks)
+    rng = np.random.default_rng(3)
+    init = {n: 0.3 * rng.standard_normal(s) for n, s in models.Merged(2).shapes().items()}
+    flow = compile_flow(derive(models.Merged(2), data), "numpy")
+    gd = gradient_descent(flow, flow.pack(init), lr=0.05, steps=60)
+    assert rows[1]["loss_final_theory"] == pytest.approx(gd.loss[-1], rel=1e-10)
+    gaps = [abs(rows[P]["loss_final_theory"] - rows[0]["loss_final_theory"]) for P in (1, 64)]
+    assert gaps[1] < gaps[0]
 
 
 def test_resume_computes_only_missing_points(tmp_path):

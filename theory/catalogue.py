@@ -30,12 +30,19 @@ def _data(tasks: str = "gaussian", d: int = 2) -> ICLData:
     return ICLData(d=d, N=N_SYM, Lambda="full", d_y=d, tasks="diagonal", noise=SIGMA)
 
 
+def _align(rows: list) -> str:
+    """An align* block of ``rows`` (the last row's line break dropped)."""
+    rows = list(rows)
+    rows[-1] = rows[-1].rstrip(" \\")
+    return "\n".join([r"\begin{align*}"] + rows + [r"\end{align*}"])
+
+
 def _modes_section() -> tuple:
     """Eigenmode reduction of the Merged model with the paper's tasks (d = 3, symbolic s)."""
     data = ICLData(d=3, N=N_SYM, Lambda="diag", d_y=3, tasks="diagonal")
     red = mode_reduction(derive(models.Merged(3, d_y=3), data), symbolic_s=True)
     a0 = sp.Symbol("a_0", positive=True)
-    rows = [r"\begin{align*}"] + split_sum("L(p,q)", red.loss, per_line=4)
+    rows = split_sum("L(p,q)", red.loss, per_line=4)
     for k in range(3):
         a, f = red.balanced_rate(k)
         rows.append(rf"\dot a_{{{k + 1}}} &= {tex(f.subs(a, sp.Symbol(f'a_{k + 1}')))}, \quad "
@@ -46,8 +53,6 @@ def _modes_section() -> tuple:
     rows += split_sum(r"L - \sum_\alpha L_\alpha", red.coupling, per_line=3)
     rows += split_sum(r"\frac{d}{dt}\left(p_1^2 - q_1^2\right)", red.balance_rate(0),
                       per_line=3)
-    rows[-1] = rows[-1].rstrip(" \\")
-    rows.append(r"\end{align*}")
     prose = (r"On $V = U\mathrm{diag}(p)U^\top$, $Q = U\mathrm{diag}(q)U^\top$ ($d = 3$, "
              r"$\Lambda = U\mathrm{diag}(s)U^\top$, $c = 1$, $\sigma = 0$). Dropping the "
              r"cross-mode terms (order $1/N$) and taking $p_\alpha = q_\alpha$ gives "
@@ -56,44 +61,39 @@ def _modes_section() -> tuple:
              r"lines are what the decoupled reduction drops (the exact cross-mode coupling, "
              r"$O(1/N)$) and the exact breaking of the per-mode conservation law it implies "
              r"(only $\sum_\alpha (p_\alpha^2 - q_\alpha^2)$ is conserved).")
-    return ("Eigenmode reduction and learning stages", prose, "\n".join(rows))
+    return ("Eigenmode reduction and learning stages", prose, _align(rows))
 
 
 def _isotropic_section() -> tuple:
     """Λ = λI, Σ_w = I: the reduced flow on Q = qI and its closed forms."""
     red = isotropic_reduction(derive(models.Merged(2), ICLData(d=2, N=N_SYM, Lambda="iso",
                                                               noise=SIGMA)))
-    rows = [r"\begin{align*}",
-            rf"\dot u &= {tex(red.u_dot)}, \qquad \dot q = {tex(red.q_dot)} \\",
+    rows = [rf"\dot u &= {tex(red.u_dot)}, \qquad \dot q = {tex(red.q_dot)} \\",
             rf"\dot a &= {tex(red.rate())}, \qquad a^* = {tex(red.fixed_point())} \\",
             rf"a(t) &= {tex(red.balanced_solution())} \qquad (\Delta = 0) \\"]
     rows += split_sum(r"t(a)", red.unbalanced_time(), per_line=1)
-    rows[-1] = rows[-1].rstrip(" \\")
-    rows.append(r"\end{align*}")
     prose = (r"Scalar tasks, $\Sigma_w = I$, $\Lambda = \lambda I$, any $d$: the set "
              r"$Q = qI$ is invariant (the derived $\partial L/\partial Q$ is a multiple of $I$ "
              r"on it), $a = uq$ and the conserved $\Delta = u^2 - d q^2$ reduce the flow to one "
              r"equation. Balanced starts: the logistic solution (SymPy \texttt{dsolve}); "
              r"unbalanced: the time to reach $a$ from $a_0$ (integrated after "
              r"$a = |\Delta|\sinh\theta/(2\sqrt d)$).")
-    return ("Isotropic inputs: closed forms", prose, "\n".join(rows))
+    return ("Isotropic inputs: closed forms", prose, _align(rows))
 
 
 def _critical_sets_section() -> tuple:
     """Scalar tasks, Λ = diag(s_1, s_2), Σ_w = I: M*, the minimum loss and the saddle set."""
     data = ICLData(d=2, N=N_SYM, Lambda="diag", noise=SIGMA)
     minimum, saddle = derive(models.Merged(2), data).fixed_points()
-    rows = [r"\begin{align*}",
-            rf"M^* &= {tex(minimum.info['M_star'])} \\",
+    rows = [rf"M^* &= {tex(minimum.info['M_star'])} \\",
             rf"L(M^*) &= {tex(sp.factor(minimum.loss))} \\",
             rf"L(0) &= {tex(saddle.loss)}, \qquad \text{{saddle set: }} u = 0,\ "
-            rf"\langle Q, {tex(saddle.info['growth_direction'])}\rangle = 0",
-            r"\end{align*}"]
+            rf"\langle Q, {tex(saddle.info['growth_direction'])}\rangle = 0"]
     prose = (r"Scalar tasks ($d_y = 1$, $\Sigma_w = I$), $d = 2$, $\Lambda = \mathrm{diag}(s)$. "
              r"The loss depends on $(u, Q)$ only through $M = uQ$; its minimum set is "
              r"$\{uQ = M^*\}$ (Hessian index 0) and the learned algorithm is "
              r"$\hat y = S_{yx} M^* x_q / N$, one preconditioned gradient step on the context.")
-    return ("Critical sets and the learned algorithm", prose, "\n".join(rows))
+    return ("Critical sets and the learned algorithm", prose, _align(rows))
 
 
 EXAMPLE = dict(d=3, N=6, Lambda=sp.diag(2, 1, sp.Rational(1, 2)), noise=sp.Rational(1, 10))
