@@ -67,20 +67,24 @@ class _Printer:
         return name
 
     def open_loops(self, letters) -> None:
-        """Open nested loops over a finite task set, one per task letter (independent draws:
-        W = tasks[t0], W_j = tasks[t1]); statements printed until ``close_loops`` go inside."""
+        """Open nested loops over the task set, one per task letter (independent draws:
+        W = tasks[t0], W_j = tasks[t1]); statements printed until ``close_loops`` go inside.
+        Returns the draws' joint weight (an expression)."""
         self._outside = dict(self.names)
         for depth, name in enumerate(letters):
             indent = "    " * (depth + 1)
             self.lines += [f"{indent}for _t{depth} in range(tasks.shape[0]):",
                            f"{indent}    {name} = np.ascontiguousarray(tasks[_t{depth}])"]
         self.indent = "    " * (len(letters) + 1)
+        return " * ".join(f"task_weights[_t{depth}]" for depth in range(len(letters)))
 
-    def add_up(self, target: str, terms: list[str], chunk: int = 64) -> None:
-        """target += Σ terms, in statements of at most ``chunk`` terms (Python's compiler
-        recurses once per ``+``)."""
+    def add_up(self, target: str, terms: list[str], weight: str = "", chunk: int = 64) -> None:
+        """target += weight · Σ terms, in statements of at most ``chunk`` terms (Python's
+        compiler recurses once per ``+``)."""
         for start in range(0, len(terms), chunk):
-            self.lines.append(f"{self.indent}{target} += {' + '.join(terms[start:start + chunk])}")
+            part = " + ".join(terms[start:start + chunk])
+            self.lines.append(f"{self.indent}{target} += "
+                              + (f"{weight} * ({part})" if weight else part))
 
     def close_loops(self) -> None:
         """Leave the loops: what was computed inside is forgotten (it held one task's value)."""
@@ -187,7 +191,7 @@ def _generate(der: Derivation) -> _Polys:
                    f"    pos += {_size_code(p)}"]
     for b in model.blocks():
         header.append(f"    {b.letter.name} = np.ascontiguousarray(P_{b.param}{_index_code(b)})")
-    args = "theta, k, Lambda, Sigma_w, U, c, tasks, dims, consts"
+    args = "theta, k, Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"
 
     def scalar_fn(name: str, poly: TracePoly) -> list[str]:
         pr = _Printer(consts)
@@ -196,11 +200,10 @@ def _generate(der: Derivation) -> _Polys:
         pr.lines.append("    total = 0.0 * theta[0]")           # θ's dtype (complex in hvp)
         pr.add_up("total", [pr.scalar_term(tr, k(c)) for tr, c in fixed.terms.items()])
         for present, part in sorted(groups.items(), key=lambda g: sorted(g[0])):
-            pr.lines.append("    acc = 0.0 * theta[0]")
-            pr.open_loops(sorted(present))
-            pr.add_up("acc", [pr.scalar_term(tr, k(c)) for tr, c in part.terms.items()])
+            weight = pr.open_loops(sorted(present))
+            pr.add_up("total", [pr.scalar_term(tr, k(c)) for tr, c in part.terms.items()],
+                      weight)
             pr.close_loops()
-            pr.lines.append(f"    total += acc / tasks.shape[0] ** {len(present)}")
         return [f"def {name}({args}):"] + header + pr.lines + ["    return total", ""]
 
     def block_value(pr: _Printer, b, g: MatPoly) -> str | None:
@@ -227,9 +230,9 @@ def _generate(der: Derivation) -> _Polys:
         fixed = [block_value(pr, b, split[b.letter.name][1]) for b in blocks]
         loop = []
         if any(split[n][0].terms for n in split):
-            pr.open_loops([W_TASK.name])
+            weight = pr.open_loops([W_TASK.name])
             per_task = [block_value(pr, b, split[b.letter.name][0]) for b in blocks]
-            loop = [f"        G_{b.param}{_index_code(b)} += ({v}) / tasks.shape[0]"
+            loop = [f"        G_{b.param}{_index_code(b)} += {weight} * ({v})"
                     for b, v in zip(blocks, per_task) if v is not None]
             pr.close_loops()
         init = [f"    G_{p.name} = np.zeros({_shape_code(p)}, dtype=theta.dtype)"
@@ -264,16 +267,18 @@ RUNAWAY = 1e100
 # Emitted into every generated module (not passed the gradient as an argument) so that Numba can
 # cache it on disk with the kernels it calls.
 FIXED_STEP_LOOP = f'''
-def fixed_step(theta0, h, steps, every, rk4, k, Lambda, Sigma_w, U, c, tasks, dims, consts):
+def fixed_step(theta0, h, steps, every, rk4, k, Lambda, Sigma_w, U, c, tasks, task_weights,
+               dims, consts):
     out = np.empty((steps // every + 1, theta0.size))
     theta = theta0.copy()
     out[0] = theta
+    data = (Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts)
     for n in range(1, steps + 1):
-        k1 = -grad(theta, k, Lambda, Sigma_w, U, c, tasks, dims, consts)
+        k1 = -grad(theta, k, *data)
         if rk4:
-            k2 = -grad(theta + 0.5 * h * k1, k, Lambda, Sigma_w, U, c, tasks, dims, consts)
-            k3 = -grad(theta + 0.5 * h * k2, k, Lambda, Sigma_w, U, c, tasks, dims, consts)
-            k4 = -grad(theta + h * k3, k, Lambda, Sigma_w, U, c, tasks, dims, consts)
+            k2 = -grad(theta + 0.5 * h * k1, k, *data)
+            k3 = -grad(theta + 0.5 * h * k2, k, *data)
+            k4 = -grad(theta + h * k3, k, *data)
             theta = theta + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
         else:
             theta = theta + h * k1
@@ -354,15 +359,16 @@ class CompiledFlow:
         self._set_data(self.data)
 
     def _set_data(self, data) -> None:
-        vals = data.values()
+        vals = {**data.values(), **self.der.task_values()}
         d = data.d
         self.Lambda = np.array(vals["Lambda"].tolist(), dtype=float)
         self.Sigma_w = np.array(vals.get("Sigma_w", sp.eye(d)).tolist(), dtype=float)
         self.U = np.array(vals.get("U", sp.eye(d)).tolist(), dtype=float)
         self.c = np.array(vals.get("c", sp.ones(d, 1)).tolist(), dtype=float).ravel()
-        task_set = vals.get(W_TASK.name, ())
+        task_set = vals.get(W_TASK.name, ())      # the tasks (or cubature nodes) W is averaged over
         self.tasks = np.array([m.tolist() for m in task_set], dtype=float).reshape(
             len(task_set), data.d_y, d)
+        self.task_weights = np.array(getattr(task_set, "weights", ()), dtype=float)
         sizes = self.model.sizes()
         self.dims = np.array([data.d_y, sizes.get("r", 0)], dtype=np.int64)
         scalars = [float(data.N), float(data.noise), float(d), float(data.d_y),
@@ -379,7 +385,8 @@ class CompiledFlow:
         if theta.shape != (self.size,):
             theta = as_theta(theta, self.size)              # raises a clear error
         return (theta, self.k,
-                self.Lambda, self.Sigma_w, self.U, self.c, self.tasks, self.dims, self.consts)
+                self.Lambda, self.Sigma_w, self.U, self.c, self.tasks, self.task_weights,
+                self.dims, self.consts)
 
     # --- parameters ------------------------------------------------------------------------------
     def pack(self, params: dict) -> np.ndarray:
@@ -414,8 +421,8 @@ class CompiledFlow:
         z = np.asarray(theta, dtype=float) + 1j * h * np.asarray(v, dtype=float)
         data = [a.astype(complex) for a in (self.Lambda, self.Sigma_w, self.U, self.c)]
         consts = self._constants(*data)               # numba's @ needs one dtype
-        return self._fns["grad"](z, self.k, *data, self.tasks.astype(complex), self.dims,
-                                 consts).imag / h
+        return self._fns["grad"](z, self.k, *data, self.tasks.astype(complex),
+                                 self.task_weights, self.dims, consts).imag / h
 
     def rhs(self, t, theta) -> np.ndarray:
         """Gradient-flow vector field dθ/dt = −∇L (signature of scipy's solve_ivp)."""

@@ -50,6 +50,14 @@ class CompiledCovariance:
                 groups[key].append((float(coeff.subs(scalars)), others))
         self.space_size = {"x": der.data.d, "y": der.data.d_y, "r": sizes.get("r", 0),
                            "z": der.data.d + der.data.d_y}
+        # the tasks the conditional terms are averaged over, with their weights
+        if der.data.tasks == "diagonal":
+            rule = der.data.task_cubature()
+            self.tasks = np.array([np.array(W.tolist(), dtype=float) for W in rule])
+            self.weights = np.array(rule.weights, dtype=float)
+        else:
+            self.tasks = flow.tasks
+            self.weights = np.full(len(flow.tasks), 1.0 / max(len(flow.tasks), 1))
 
     def second_moment(self, theta) -> np.ndarray:
         """E[g gᵀ] at θ (shape (P,)) or at a stack of θ (shape (R, P)) → (…, P, P)."""
@@ -59,10 +67,9 @@ class CompiledCovariance:
                   **letter_values(self.flow.model, self.flow.unpack(stack))}
         out = np.zeros((len(stack), self.flow.size, self.flow.size))
         self._add(out, self.groups, _Evaluator(values, self.space_size), 1.0)
-        for W in self.flow.tasks:
+        for W, weight in zip(self.tasks, self.weights):
             self._add(out, self.task_groups, _Evaluator({**values, W_TASK.name: W},
-                                                        self.space_size),
-                      1.0 / len(self.flow.tasks))
+                                                        self.space_size), weight)
         return out.reshape(theta.shape[:-1] + out.shape[1:])
 
     def _add(self, out: np.ndarray, groups: dict, ev: "_Evaluator", scale: float) -> None:

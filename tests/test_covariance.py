@@ -9,7 +9,7 @@ from icldyn.numerics.covariance import compile_covariance
 from icldyn.numerics.simulate import (PromptSampler, layer_loss_and_grad, layer_weights,
                                       letter_values, pullback)
 from icldyn.numerics.sme import simulate_sme, sqrt_psd
-from icldyn.theory import ICLData, InputError, derive, models
+from icldyn.theory import ICLData, derive, models
 
 LAMBDA = np.array([[1.0, 0.3], [0.3, 0.6]])
 
@@ -31,11 +31,15 @@ FINITE = np.array([[[1.0, -0.5], [0.0, 1.2]], [[0.4, 1.0], [-0.8, 0.0]], [[0.0, 
 
 @pytest.mark.parametrize("model,tasks", [
     (models.Merged(2), "gaussian"), (models.Merged(2, d_y=2), "finite"),
+    (models.Merged(2, d_y=2), "diagonal"),
     pytest.param(models.SeparateKQ(2, heads=1, rank=1), "gaussian", marks=pytest.mark.slow)],
     ids=repr)
 def test_covariance_matches_monte_carlo(model, tasks):
     if tasks == "finite":     # three task matrices: averaged exactly, up to any moment
         data = ICLData(d=2, N=3, Lambda=LAMBDA, d_y=2, tasks=FINITE, noise=0.3)
+    elif tasks == "diagonal":  # the paper's tasks: 4th moments of δ through the cubature
+        data = ICLData(d=2, N=3, Lambda=LAMBDA, d_y=2, tasks="diagonal", Sigma_w=[1.5, 0.6],
+                       noise=0.3)
     else:
         data = ICLData(d=2, N=3, Lambda=LAMBDA, Sigma_w=[[1.0, -0.2], [-0.2, 0.8]], noise=0.3)
     flow = compile_flow(derive(model, data), "numpy")
@@ -76,11 +80,18 @@ def test_sqrt_psd():
     assert np.allclose(R @ R, S) and np.allclose(R, R.swapaxes(-1, -2))
 
 
-def test_eigenbasis_tasks_are_a_clear_error():
-    data = ICLData(d=2, N=3, Lambda=np.diag([1.0, 0.5]), d_y=2, tasks="diagonal")
-    flow = compile_flow(derive(models.Merged(2, d_y=2), data), "numpy")
-    with pytest.raises(InputError, match="tasks='gaussian'"):
-        compile_covariance(flow)
+def test_task_cubature_reproduces_the_eigenbasis_task_moments():
+    """E[W_ab W_cd] (the law the engine uses) and the Gaussian fourth moments of δ, exactly."""
+    data = ICLData(d=2, N=3, Lambda=[[2, 1], [1, 2]], d_y=2, tasks="diagonal", Sigma_w=[2, 1])
+    rule, U, c = data.task_cubature(), data.eigenbasis(), data.Sigma_w
+    assert sum(rule.weights) == 1
+    delta = [U.T * W * U for W in rule]                    # diag(δ) at each node
+    second = sum((w * D[0, 0] * D[1, 1] for w, D in zip(rule.weights, delta)), 0)
+    fourth = [sum((w * D[k, k] ** 4 for w, D in zip(rule.weights, delta)), 0) for k in (0, 1)]
+    mixed = sum((w * D[0, 0] ** 2 * D[1, 1] ** 2 for w, D in zip(rule.weights, delta)), 0)
+    small = lambda v: abs(float(v)) < 1e-25               # noqa: E731 (U has 30 digits)
+    assert small(second) and small(mixed - c[0] * c[1])
+    assert all(small(f - 3 * c[k] ** 2) for k, f in enumerate(fourth))
 
 
 @pytest.mark.slow
@@ -118,24 +129,26 @@ def test_sme_ensemble_matches_sgd_ensemble():
     assert abs(iqr(loss_sme) - iqr(loss_sgd)) < 4 * np.std(boot)
 
 
-@pytest.mark.parametrize("finite", [False, True])
-def test_symbolic_covariance_block_equals_the_compiled_matrix(finite):
+@pytest.mark.parametrize("tasks", ["gaussian", "finite", "diagonal"])
+def test_symbolic_covariance_block_equals_the_compiled_matrix(tasks):
     """Cov(A_Q, B_Q) from the trace polynomial, with probes E_ij, E_kl, is the compiled
     matrix's (Q_ij, Q_kl) entry; the same block as SymPy has the probes as symbols. With a
-    finite task set the subtracted mean product uses two independent draws of the task."""
+    finite task set the subtracted mean product uses two independent draws of the task; with
+    eigenbasis tasks the conditional second moment is averaged by the exact cubature."""
     import sympy as sp
 
-    tasks = FINITE[:, :1, :] if finite else "gaussian"
-    data = ICLData(d=2, N=3, Lambda=LAMBDA, noise=0.2, tasks=tasks)
-    der = derive(models.Merged(2), data)
+    d_y = 2 if tasks == "diagonal" else 1
+    data = ICLData(d=2, N=3, Lambda=LAMBDA, noise=0.2, d_y=d_y,
+                   tasks=FINITE[:, :1, :] if tasks == "finite" else tasks)
+    der = derive(models.Merged(2, d_y=d_y), data)
     flow = compile_flow(der, "numpy")
     params = {"V": 0.7, "Q": [[0.4, -0.2], [0.3, 0.5]]}
     S = compile_covariance(flow).matrix(flow.pack(params))
-    poly = der.gradient_covariance().covariance("Q", "Q")
+    cov = der.gradient_covariance()
+    poly = cov.covariance("Q", "Q")
     pos = flow.letter_positions()["Q"]
     for (i, j), (k, m) in (((0, 1), (1, 0)), ((1, 1), (0, 0))):
-        values = {**der.values(params), "A_Q": sp.zeros(2, 2), "B_Q": sp.zeros(2, 2)}
+        values = {**cov.values(params), "A_Q": sp.zeros(2, 2), "B_Q": sp.zeros(2, 2)}
         values["A_Q"][i, j] = values["B_Q"][k, m] = 1
         assert float(poly.evaluate(values)) == pytest.approx(S[pos[i, j], pos[k, m]], rel=1e-10)
-    assert {"A_Q", "B_Q"} <= {str(s) for s in
-                             der.gradient_covariance().to_sympy("Q", "Q").free_symbols}
+    assert {"A_Q", "B_Q"} <= {str(s) for s in cov.to_sympy("Q", "Q").free_symbols}

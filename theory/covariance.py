@@ -10,7 +10,9 @@ per letter L (A_L and B_L, of L's shape) the covariance is the bilinear form
 where δ_L ŷ[A] is the derivative of ŷ in the direction A at the letter L (``symmetry.vary``):
 both factors come from the same prompt (same task W, same query), so the engine sees one
 monomial with the context labels of the two factors summed independently. M₂ is exact for
-every N; it holds up to 4 context labels, and task moments of order 4 (Gaussian tasks only).
+every N; it holds up to 4 context labels and task moments of order 4: Gaussian tasks through the
+engine; finite task sets and the paper's eigenbasis tasks conditional on the task W (a fixed
+letter), averaged over the set, or over an exact cubature of δ (``ICLData.task_cubature``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .cache import cached
-from .data import N_SYM, independent
+from .data import N_SYM, W_COPY, W_TASK, independent
 from .derive import Derivation, inner_monomial, residual
 from .errors import InputError
 from .gaussian import expect, product_monomial
@@ -56,8 +58,17 @@ class GradientCovariance:
         b = MatPoly.letter(probe(letters[M], PROBES[1])).inner(grads[M])
         return self.second_moment[L, M] - a * independent(b)
 
+    def values(self, params: dict) -> dict:
+        """``der.values(params)`` plus, for eigenbasis tasks, the cubature of W that averages
+        the conditional second moment exactly."""
+        values = self.der.values(params)
+        if self.der.data.tasks == "diagonal":
+            values[W_TASK.name] = values[W_COPY.name] = self.der.data.task_cubature()
+        return values
+
     def to_sympy(self, L: str, M: str, centred: bool = True) -> sp.Expr:
-        """The block as a SymPy expression (probes as MatrixSymbols A_L, B_M)."""
+        """The block as a SymPy expression (probes as MatrixSymbols A_L, B_M; for eigenbasis
+        tasks the second moment is shown conditional on W = U diag(δ) Uᵀ)."""
         return self.der.to_sympy(self.covariance(L, M) if centred else self.second_moment[L, M])
 
 
@@ -85,7 +96,7 @@ def _second_moment(der: Derivation) -> dict:
             varied = vary(terms, L.name, (probe(L, prefix),))
             directional[prefix, L.name] = [inner_monomial(a, b, sp.Integer(1))
                                            for a in r for b in varied]
-    law, out = der.data.law(), {}
+    law, out = der.data.law(conditional=der.data.tasks == "diagonal"), {}
     for i, L in enumerate(letters):
         for M in letters[i:]:
             monos = [product_monomial(a, b) for a in directional[PROBES[0], L.name]

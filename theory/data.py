@@ -17,6 +17,8 @@ one derivation serves every numeric value (``ICLData.values`` supplies them).
 
 from __future__ import annotations
 
+import itertools
+
 import mpmath
 import sympy as sp
 
@@ -92,11 +94,11 @@ class ICLData:
     def structure(self) -> tuple:
         return (self.tasks, self.isotropic_tasks)
 
-    def law(self) -> GaussianLaw:
-        """The Gaussian law of the engine; with a finite task set W is not in it (a fixed
-        letter: the engine derives the loss conditional on the task)."""
+    def law(self, conditional: bool = False) -> GaussianLaw:
+        """The Gaussian law of the engine; with a finite task set (or ``conditional``) W is not
+        in it (a fixed letter: the engine derives expectations conditional on the task)."""
         vectors = {"x": VectorCov("x", LAMBDA), "eps": VectorCov("y", None, SIGMA**2)}
-        if self.tasks == "finite":
+        if self.tasks == "finite" or conditional:
             return GaussianLaw(vectors=vectors)
         if self.tasks == "gaussian":
             task = KronCov(row=None, col=None if self.isotropic_tasks else SIGMA_W)
@@ -123,6 +125,23 @@ class ICLData:
             vals["U"] = self.eigenbasis()
             vals["c"] = self.Sigma_w
         return vals
+
+    def task_cubature(self) -> TaskSet:
+        """Eigenbasis tasks W = U diag(δ) Uᵀ, δ_k = √c_k z_k: the product over modes of the
+        3-point Gauss–Hermite rule z ∈ {−√3, 0, √3} with weights {1/6, 2/3, 1/6}, exact for every
+        polynomial of degree ≤ 5 in each z_k — so for the task moments up to order 4 that the
+        gradient covariance needs (3^d matrices)."""
+        if self.tasks != "diagonal":
+            raise InputError("tasks", "the task cubature is for tasks='diagonal'")
+        U = self.eigenbasis()
+        rule = ((-sp.sqrt(3), sp.Rational(1, 6)), (sp.Integer(0), sp.Rational(2, 3)),
+                (sp.sqrt(3), sp.Rational(1, 6)))
+        mats, weights = [], []
+        for nodes in itertools.product(rule, repeat=self.d):
+            delta = [sp.sqrt(self.Sigma_w[k]) * z for k, (z, _) in enumerate(nodes)]
+            mats.append(U * sp.diag(*delta) * U.T)
+            weights.append(sp.Mul(*[w for _, w in nodes]))
+        return TaskSet(mats, weights)
 
     def eigenbasis(self) -> sp.Matrix:
         """Orthonormal eigenvectors of Λ as columns (for numbers, by decreasing eigenvalue)."""

@@ -16,7 +16,8 @@ from .data import LAMBDA_ISO, N_SYM, W_COPY, W_TASK, ICLData
 from .errors import InputError
 from .gaussian import Monomial, Segment, expect
 from .models import Model, VecTerm, target
-from .words import TracePoly, dim_symbol, rename_letter, split_by_letters, transpose_word
+from .words import (TracePoly, dim_symbol, letter_names, rename_letter, split_by_letters,
+                    transpose_word)
 
 ETA = sp.Symbol("eta", positive=True)
 P_TASKS = sp.Symbol("P", positive=True, integer=True)     # size of a finite task set
@@ -55,19 +56,23 @@ def structural_loss(model: Model, data: ICLData) -> TracePoly:
     try:
         return cached("loss", (model.key(), data.structure()),
                       lambda: _expected_loss(model, data))
-    except NotImplementedError as exc:
-        raise InputError("data", f"{model!r} with tasks={data.tasks!r} needs {exc}, which "
-                         "the engine does not provide yet; use tasks='gaussian'") from None
+    except NotImplementedError:
+        if data.tasks != "diagonal":
+            raise
+    # eigenbasis tasks beyond second moments (FullLSA's S_yy terms): the loss conditional on
+    # the task W, averaged at evaluation by the exact cubature (ICLData.task_cubature)
+    return cached("loss", (model.key(), data.structure() + ("conditional",)),
+                  lambda: _expected_loss(model, data, conditional=True))
 
 
-def _expected_loss(model: Model, data: ICLData) -> TracePoly:
+def _expected_loss(model: Model, data: ICLData, conditional: bool = False) -> TracePoly:
     terms = residual(model)
     monomials = []
     for i, a in enumerate(terms):
         for j in range(i, len(terms)):
             weight = sp.Rational(1, 2) if i == j else sp.Integer(1)
             monomials.append(inner_monomial(a, terms[j], weight))
-    return expect(monomials, data.law(), N_SYM)
+    return expect(monomials, data.law(conditional), N_SYM)
 
 
 class Derivation:
@@ -88,6 +93,9 @@ class Derivation:
                              f"the data's (d={data.d}, d_y={data.d_y})")
         self.model, self.data, self.structural = model, data, structural
         self.loss_poly = structural_loss(model, data)
+        # the loss holds the task letter W (conditional on the task, averaged at evaluation)
+        self.conditional = W_TASK.name in letter_names(
+            w for traces in self.loss_poly.terms for w in traces)
         self.letters = model.letters()
         self.gradient_poly = {n: self.loss_poly.diff(m) for n, m in self.letters.items()}
         self._laws = None
@@ -202,11 +210,22 @@ class Derivation:
         return [law for law in self.conservation_laws() if law.space is not None]
 
     # --- evaluation -----------------------------------------------------------------------------
+    def task_values(self) -> dict:
+        """Values of the task letters (W and its independent copy W_j) when the derived
+        polynomials hold them: a finite task set, or the exact cubature of eigenbasis tasks."""
+        if self.data.tasks == "finite":
+            rule = self.data.values()[W_TASK.name]
+        elif self.conditional:
+            rule = self.data.task_cubature()
+        else:
+            return {}
+        return {W_TASK.name: rule, W_COPY.name: rule}
+
     def values(self, params: dict) -> dict:
         """Data values plus the letters' values (sympy Matrices) cut from ``params``
         (arrays, nested lists or sympy Matrices; a scalar for a square block means that
         multiple of the identity)."""
-        vals = self.data.values()
+        vals = {**self.data.values(), **self.task_values()}
         vals["_scalars"] = self.scalars()
         shapes = self.model.shapes()
         missing = set(shapes) - set(params)

@@ -126,7 +126,7 @@ def _null_space(gram: list[list[TracePoly]], n: int) -> list[sp.Matrix]:
 
 def _gram(variations: list[list[VecTerm]], der: Derivation) -> list[list[TracePoly]]:
     from .data import N_SYM
-    law = der.data.law()
+    law = der.data.law(conditional=der.conditional)     # as exact, for every task W
     n = len(variations)
     gram = [[None] * n for _ in range(n)]
     for j in range(n):

@@ -400,9 +400,16 @@ def _trace_sympy(word: tuple, symbols: dict | None):
 # --- numerical / exact evaluation -------------------------------------------------------------
 
 class TaskSet(tuple):
-    """The value of a random letter that is uniform over a finite set of matrices (the tasks
-    W_1..W_P): a term containing the letter evaluates to its mean over the set, exact for any
-    power of the letter (independent random letters are averaged over their product set)."""
+    """The value of a random letter that takes finitely many matrices W_1..W_P with weights
+    (uniform unless given): a term containing the letter evaluates to its weighted mean over
+    the set, exact for any power of the letter (independent random letters are averaged over
+    their product set). A finite task set, or a cubature rule exact for a task law's moments."""
+
+    def __new__(cls, matrices, weights=None):
+        out = super().__new__(cls, matrices)
+        out.weights = (tuple(sp.sympify(w) for w in weights) if weights is not None
+                       else (sp.Rational(1, len(out)),) * len(out))
+        return out
 
 
 def letter_names(words: Iterable[tuple]) -> set:
@@ -467,9 +474,10 @@ class _Ops:
         if not names:
             return fn(self)
         sets = [self.values[n] for n in names]
-        values = [fn(_Ops({**self.values, **dict(zip(names, choice))}))
-                  for choice in product(*sets)]
-        return sum(values[1:], values[0]) / sp.Mul(*[len(s) for s in sets])
+        values = [sp.Mul(*[s.weights[i] for s, i in zip(sets, choice)])
+                  * fn(_Ops({**self.values, **{n: s[i] for n, s, i in zip(names, sets, choice)}}))
+                  for choice in product(*(range(len(s)) for s in sets))]
+        return sum(values[1:], values[0])
 
     def scalar(self, coeff):
         return coeff.subs(self.values.get("_scalars", {}))
