@@ -7,7 +7,9 @@
 (c) derivation time per model (incl. the symmetry search): cold (empty cache), from the disk
     cache (as a new process sees it) and from memory;
 (d) numba vs numpy backend for 10⁵ GD steps at d = 16;
-(e) growth of the compiled-gradient cost with d per model (fitted exponent, d = 16 → 64).
+(e) growth of the compiled-gradient cost with d per model (fitted exponent, d = 16 → 64);
+(f) finite task sets: compiled-gradient cost against the number of tasks P (MultiHead, vector
+    outputs, d = 8), next to the Gaussian-task gradient of the same model.
 Prints ratios and writes JSON (default benchmarks/results.json).
 """
 
@@ -200,6 +202,25 @@ def bench_backends() -> dict:
             "speedup": out["numpy"] / out["numba"]}
 
 
+def bench_task_sets() -> dict:
+    from icldyn.numerics import compile_flow
+    from icldyn.theory import ICLData, derive, models
+    d = 8
+    model = models.MultiHead(d, heads=2, d_y=2)
+    Lam = np.diag(np.linspace(1.0, 0.2, d))
+    rng = np.random.default_rng(0)
+    theta = None
+    out = {"P": [], "grad_s": []}
+    for P in (0, 1, 8, 64, 512):
+        tasks = "gaussian" if P == 0 else rng.standard_normal((P, 2, d))
+        flow = compile_flow(derive(model, ICLData(d=d, N=16, Lambda=Lam, d_y=2, tasks=tasks)))
+        theta = 0.1 * rng.standard_normal(flow.size) if theta is None else theta
+        flow.grad(theta)
+        out["P"].append(P)
+        out["grad_s"].append(best_time(lambda: flow.grad(theta), number=20))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
@@ -232,6 +253,11 @@ def main() -> None:
     b = results["backends"]
     print(f"(d) 1e5 GD steps at d = 16: numba {b['numba_s_per_1e5']:.2f} s, numpy "
           f"{b['numpy_s_per_1e5']:.2f} s, speed-up {b['speedup']:.1f}x")
+    results["task_sets"] = t = bench_task_sets()
+    cost = ", ".join(f"P = {P}: {g * 1e6:.0f} µs ({g / t['grad_s'][0]:.1f}x)"
+                     for P, g in zip(t["P"][1:], t["grad_s"][1:]))
+    print(f"(f) gradient with a finite task set (MultiHead(2), d = 8, d_y = 2) vs Gaussian tasks "
+          f"{t['grad_s'][0] * 1e6:.0f} µs: {cost}")
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 
