@@ -133,13 +133,15 @@ class Derivation:
             values = {k: v for k, v in values.items() if k not in set(map(dim_symbol, "xyr"))}
         syms = self.symbols()
         poly = poly.map_coeffs(lambda c: c.subs(values))      # drops the terms that vanish
-        if self.data.tasks != "finite":
+        if self.data.tasks == "gaussian":
             return poly.to_sympy(syms).subs(values)
         return self._task_mean(poly, syms).subs(values)
 
     def _task_mean(self, poly, syms: dict) -> sp.Expr:
-        """A finite task set's view: terms in one task draw W as (1/P) Σ_k (…)(W_k), terms in
-        two independent draws (W, W_j: products of expectations) as (1/P²) Σ_k Σ_j (…)."""
+        """Terms that hold the task letter are expectations over the task, shown as such: for a
+        finite set one draw W is (1/P) Σ_k (…)(W_k) and two independent draws (W, W_j: products
+        of expectations) are (1/P²) Σ_k Σ_j (…); for eigenbasis tasks (derived conditional on W
+        where the engine lacks their fourth moments) E_δ[…] over W = U diag(δ) Uᵀ."""
         groups = split_by_letters(poly, (W_TASK.name, W_COPY.name))
         single = groups.get(frozenset({W_COPY.name}))
         if single is not None:          # one draw is one draw, whichever copy it is
@@ -150,9 +152,14 @@ class Derivation:
         W = syms[W_TASK.name]
         W_k = sp.MatrixSymbol("W_k", *W.shape)
         parts = []
+        finite = self.data.tasks == "finite"
         for present, part in sorted(groups.items(), key=lambda kv: len(kv[0])):
-            expr = part.to_sympy(syms).subs(W, W_k)
-            if present:
+            expr = part.to_sympy(syms)
+            if present and not finite:
+                expr = (TaskMean(expr, 0) if isinstance(expr, sp.MatrixExpr)
+                        else TASK_EXPECTATION(expr))
+            elif present:
+                expr = expr.subs(W, W_k)
                 indices = [(TASK_INDEX, 1, P_TASKS)] + ([(TASK_INDEX_2, 1, P_TASKS)]
                                                        if len(present) == 2 else [])
                 expr = (TaskMean(expr, len(indices)) if isinstance(expr, sp.MatrixExpr)
@@ -250,10 +257,13 @@ class Derivation:
         return derivation_latex(self)
 
 
+TASK_EXPECTATION = sp.Function(r"\mathbb{E}_{\delta}")
+
+
 class TaskMean(sp.MatrixExpr):
     """(1/P) Σ_k X(W_k), or (1/P²) Σ_k Σ_j X(W_k, W_j) for two draws: the mean of a matrix
-    expression over a finite task set (SymPy has no sum of matrix expressions; scalars use
-    ``Sum``)."""
+    expression over a finite task set; ``draws`` 0: E_δ[X] over eigenbasis tasks (SymPy has no
+    sum of matrix expressions; scalars use ``Sum`` / ``TASK_EXPECTATION``)."""
 
     def __new__(cls, arg, draws=1):
         return super().__new__(cls, arg, sp.Integer(draws))
@@ -263,8 +273,8 @@ class TaskMean(sp.MatrixExpr):
         return self.args[0].shape
 
     def _latex(self, printer):
-        sums = r"\frac{1}{P}\sum_{k=1}^{P}" if self.args[1] == 1 else \
-            r"\frac{1}{P^{2}}\sum_{k=1}^{P}\sum_{j=1}^{P}"
+        sums = {0: r"\mathbb{E}_{\delta}", 1: r"\frac{1}{P}\sum_{k=1}^{P}",
+                2: r"\frac{1}{P^{2}}\sum_{k=1}^{P}\sum_{j=1}^{P}"}[int(self.args[1])]
         return r"%s \left(%s\right)" % (sums, printer._print(self.args[0]))
 
     def _sympystr(self, printer):
