@@ -1,5 +1,6 @@
-"""The ``icldyn`` command: ``run`` (the main job), ``derive`` (equations and LaTeX), and the
-non-linear experiments ``grok`` and ``icl-emergence``."""
+"""The ``icldyn`` command: ``run`` (the main job), ``derive`` (equations and LaTeX), ``sweep``,
+``risks`` (the learned algorithm against OLS and Bayes), ``cache``, and the non-linear
+experiments ``grok`` and ``icl-emergence``."""
 
 from __future__ import annotations
 
@@ -172,6 +173,44 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_risks(args) -> int:
+    import numpy as np
+
+    from ..files import write_atomic
+    from ..theory import models
+    from .algorithms import incontext_risks
+    from .runfolder import provenance, write_json
+    from .sweep import spectrum_values
+
+    if args.model not in models.MODELS:
+        raise InputError("--model", f"unknown model {args.model!r}; choose from "
+                         f"{sorted(models.MODELS)}")
+    shape = {"MultiHead": dict(heads=args.heads),
+             "SeparateKQ": dict(heads=args.heads, rank=args.rank)}.get(args.model, {})
+    model = models.MODELS[args.model](args.d, **shape)
+    Ns = _grid(args.N, int, "--N")
+    Lam = np.diag(spectrum_values(args.spectrum, args.d))
+    rows = incontext_risks(args.d, Lam, Ns, noise=args.noise, prompts=args.prompts,
+                           seed=args.seed, model=model)
+    out = Path(args.out)
+    config = {"model": repr(model), "d": args.d, "spectrum": args.spectrum, "N": list(Ns),
+              "noise": args.noise, "prompts": args.prompts, "seed": args.seed}
+    write_json(out / "results.json", {"config": config, "provenance": provenance(),
+                                      "rows": rows})
+    lines = ["N,theory,learned,learned_se,ols,ols_se,bayes,bayes_se"]
+    print(f"in-context risk ½E(ŷ − y_q)² of {model!r}'s learned algorithm "
+          f"(Monte Carlo: {args.prompts} prompts per N, seed {args.seed})")
+    print(f"{'N':>5} {'derived':>9} {'learned (MC)':>18} {'OLS':>18} {'Bayes ridge':>18}")
+    for r in rows:
+        cells = [r["learned_mc"], r["ols_mc"], r["bayes_mc"]]
+        print(f"{r['N']:>5} {r['theory']:>9.5f} " + " ".join(
+            f"{m:>9.5f} ± {se:<6.5f}" for m, se in cells))
+        lines.append(",".join(map(str, [r["N"], r["theory"]] + [v for c in cells for v in c])))
+    write_atomic(out / "risks.csv", "\n".join(lines) + "\n")
+    print(f"run folder: {out}")
+    return 0
+
+
 def cmd_cache(args) -> int:
     from ..theory.cache import cache_info, clear_cache
 
@@ -225,6 +264,19 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--resume", action="store_true", help="continue the sweep in --out")
     sw.add_argument("--out", default="runs/sweep", help="run folder (default runs/sweep)")
     sw.set_defaults(func=cmd_sweep)
+    rk = sub.add_parser("risks", help="in-context risk of a model's learned algorithm against "
+                                      "N, with OLS and the Bayes-optimal ridge (scalar tasks)")
+    rk.add_argument("--model", default="Merged")
+    rk.add_argument("--heads", type=int, default=1, help="MultiHead / SeparateKQ heads")
+    rk.add_argument("--rank", type=int, default=1, help="SeparateKQ key-query rank")
+    rk.add_argument("--d", type=int, default=3)
+    rk.add_argument("--spectrum", default="geom:0.5", help="Λ's eigenvalues: iso, geom:r, a/b/…")
+    rk.add_argument("--N", default="1,2,4,8,16,32", help="comma-separated context lengths")
+    rk.add_argument("--noise", type=float, default=0.1, help="label noise σ")
+    rk.add_argument("--prompts", type=int, default=20000, help="Monte-Carlo prompts per N")
+    rk.add_argument("--seed", type=int, default=0)
+    rk.add_argument("--out", default="runs/risks", help="run folder (default runs/risks)")
+    rk.set_defaults(func=cmd_risks)
     ca = sub.add_parser("cache", help="show or clear the on-disk derivation cache "
                                       "($ICLDYN_CACHE_DIR, default ~/.cache/icldyn)")
     ca.add_argument("action", choices=["info", "clear"])

@@ -73,3 +73,20 @@ def test_derive_writes_latex(tmp_path, capsys):
     assert "\\operatorname{tr}" in tex and "\\frac{dQ}{dt}" in tex
     assert main(["derive", "--model", "Nope"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_risks_table(tmp_path, capsys):
+    """`icldyn risks`: the derived risk next to Monte Carlo of the learned algorithm, OLS and
+    Bayes ridge, with config and provenance in the run folder; a rank-1 SeparateKQ head."""
+    out = tmp_path / "risks"
+    assert main(["risks", "--model", "SeparateKQ", "--rank", "1", "--N", "2,8",
+                 "--prompts", "4000", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["N"] == [2, 8] and res["provenance"]["versions"]["numpy"]
+    for row in res["rows"]:
+        mean, se = row["learned_mc"]
+        assert abs(mean - row["theory"]) < 4 * se
+    assert (out / "risks.csv").read_text().count("\n") == 3
+    assert "Bayes ridge" in capsys.readouterr().out
+    assert main(["risks", "--model", "Nope", "--out", str(out)]) == 2
+    assert "--model" in capsys.readouterr().err
