@@ -81,6 +81,22 @@ def _isotropic_section() -> tuple:
     return ("Isotropic inputs: closed forms", prose, _align(rows))
 
 
+def _noise_section() -> tuple:
+    """The exact single-prompt gradient covariance of the Merged model, Λ = λI, Σ_w = I."""
+    der = derive(models.Merged(2), ICLData(d=2, N=N_SYM, Lambda="iso"), structural=True)
+    cov = der.gradient_covariance()
+    rows = []
+    for L, M in (("V", "V"), ("V", "Q"), ("Q", "Q")):
+        rows += split_sum(rf"\mathrm{{Cov}}\left(\langle A_{L}, g\rangle, "
+                          rf"\langle B_{M}, g\rangle\right)", cov.to_sympy(L, M), per_line=2)
+    prose = (r"Scalar tasks, $\Sigma_w = I$, $\sigma = 0$, $\Lambda = \lambda I$, any $d$. The "
+             r"covariance of one prompt's gradient $g$ (the noise of SGD; a batch of $B$ "
+             r"prompts divides it by $B$) as bilinear forms in probe matrices $A_L$, $B_M$ of "
+             r"the blocks' shapes, exact for every $N$ (\texttt{der.gradient\_covariance()}; "
+             r"any $\Lambda$, $\Sigma_w$, $\sigma$ and model there).")
+    return ("Gradient noise (single-prompt covariance)", prose, _align(rows))
+
+
 def _critical_sets_section() -> tuple:
     """Scalar tasks, Λ = diag(s_1, s_2), Σ_w = I: M*, the minimum loss and the saddle set."""
     data = ICLData(d=2, N=N_SYM, Lambda="diag", noise=SIGMA)
@@ -128,6 +144,7 @@ def documents() -> dict[str, str]:
              derive(models.Merged(2, d_y=2), _data("finite"), **structural)),
             _critical_sets_section(),
             _isotropic_section(),
+            _noise_section(),
             _modes_section()]),
         "multihead.tex": derivation_document("MultiHead model, H = 2", [
             ("Gaussian tasks", GAUSSIAN_PROSE,
