@@ -66,7 +66,7 @@ class _Printer:
         self.lines.append(f"{self.indent}{name} = {expr}")
         return name
 
-    def open_loops(self, letters) -> None:
+    def open_loops(self, letters) -> str:
         """Open nested loops over the task set, one per task letter (independent draws:
         W = tasks[t0], W_j = tasks[t1]); statements printed until ``close_loops`` go inside.
         Returns the draws' joint weight (an expression)."""
@@ -228,7 +228,7 @@ def _generate(der: Derivation) -> _Polys:
                     pr.word(word)
         blocks = list(model.blocks())
         fixed = [block_value(pr, b, split[b.letter.name][1]) for b in blocks]
-        loop = []
+        loop, cut = [], len(pr.lines)          # cut: where the task loop (if any) starts
         if any(split[n][0].terms for n in split):
             weight = pr.open_loops([W_TASK.name])
             per_task = [block_value(pr, b, split[b.letter.name][0]) for b in blocks]
@@ -239,9 +239,6 @@ def _generate(der: Derivation) -> _Polys:
                 for p in model.params]
         init += [f"    G_{b.param}{_index_code(b)} = {v}" for b, v in zip(blocks, fixed)
                  if v is not None]
-        # statements before the task loop, the initial values, then the loop body
-        cut = next((i for i, line in enumerate(pr.lines) if line.startswith("    for _t")),
-                   len(pr.lines))
         out = ["    out = np.empty(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
         for p in model.params:
             out += [f"    out[pos:pos + G_{p.name}.size] = G_{p.name}.ravel()",
@@ -365,10 +362,8 @@ class CompiledFlow:
         self.Sigma_w = np.array(vals.get("Sigma_w", sp.eye(d)).tolist(), dtype=float)
         self.U = np.array(vals.get("U", sp.eye(d)).tolist(), dtype=float)
         self.c = np.array(vals.get("c", sp.ones(d, 1)).tolist(), dtype=float).ravel()
-        task_set = vals.get(W_TASK.name, ())      # the tasks (or cubature nodes) W is averaged over
-        self.tasks = np.array([m.tolist() for m in task_set], dtype=float).reshape(
-            len(task_set), data.d_y, d)
-        self.task_weights = np.array(getattr(task_set, "weights", ()), dtype=float)
+        # the tasks (or cubature nodes) W is averaged over
+        self.tasks, self.task_weights = task_arrays(vals.get(W_TASK.name), data)
         sizes = self.model.sizes()
         self.dims = np.array([data.d_y, sizes.get("r", 0)], dtype=np.int64)
         scalars = [float(data.N), float(data.noise), float(d), float(data.d_y),
@@ -448,6 +443,14 @@ class CompiledFlow:
         theta, *extra = self._args(theta0)
         return self._fns["fixed_step"](theta, float(h), int(steps), int(every), bool(rk4),
                                        *extra)
+
+
+def task_arrays(task_set, data) -> tuple[np.ndarray, np.ndarray]:
+    """(tasks (P, d_y, d), weights (P,)) of a ``TaskSet``; empty for None."""
+    task_set = task_set or ()
+    tasks = np.array([m.tolist() for m in task_set], dtype=float).reshape(
+        len(task_set), data.d_y, data.d)
+    return tasks, np.array(getattr(task_set, "weights", ()), dtype=float)
 
 
 def _finite(value, theta):

@@ -24,7 +24,7 @@ from ..theory.covariance import PROBES
 from ..theory.errors import InputError
 from ..theory.data import W_TASK
 from ..theory.words import Mat, letter_names, transpose_word
-from .codegen import CompiledFlow
+from .codegen import CompiledFlow, task_arrays
 from .simulate import letter_values
 
 
@@ -43,7 +43,8 @@ class CompiledCovariance:
         # (L, M, case, X, Y) -> [(coeff, other traces)], apart for terms with the task letter W
         # (a finite task set: averaged over the tasks)
         self.groups, self.task_groups = defaultdict(list), defaultdict(list)
-        for (L, M), poly in der.gradient_covariance().second_moment.items():
+        theory = der.gradient_covariance()
+        for (L, M), poly in theory.second_moment.items():
             for traces, coeff in poly.terms.items():
                 key, others = _classify(traces, L, M)
                 groups = self.task_groups if W_TASK.name in letter_names(traces) else self.groups
@@ -51,13 +52,7 @@ class CompiledCovariance:
         self.space_size = {"x": der.data.d, "y": der.data.d_y, "r": sizes.get("r", 0),
                            "z": der.data.d + der.data.d_y}
         # the tasks the conditional terms are averaged over, with their weights
-        if der.data.tasks == "diagonal":
-            rule = der.data.task_cubature()
-            self.tasks = np.array([np.array(W.tolist(), dtype=float) for W in rule])
-            self.weights = np.array(rule.weights, dtype=float)
-        else:
-            self.tasks = flow.tasks
-            self.weights = np.full(len(flow.tasks), 1.0 / max(len(flow.tasks), 1))
+        self.tasks, self.weights = task_arrays(theory.task_set(), der.data)
 
     def second_moment(self, theta) -> np.ndarray:
         """E[g gᵀ] at θ (shape (P,)) or at a stack of θ (shape (R, P)) → (…, P, P)."""

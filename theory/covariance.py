@@ -58,12 +58,19 @@ class GradientCovariance:
         b = MatPoly.letter(probe(letters[M], PROBES[1])).inner(grads[M])
         return self.second_moment[L, M] - a * independent(b)
 
-    def values(self, params: dict) -> dict:
-        """``der.values(params)`` plus, for eigenbasis tasks, the cubature of W that averages
-        the conditional second moment exactly."""
-        values = self.der.values(params)
+    def task_set(self):
+        """What the second moment's task-conditional terms are averaged over: a finite task
+        set, the exact cubature of eigenbasis tasks, or None (Gaussian tasks: no such terms)."""
         if self.der.data.tasks == "diagonal":
-            values[W_TASK.name] = values[W_COPY.name] = self.der.data.task_cubature()
+            return self.der.data.task_cubature()
+        return self.der.task_values().get(W_TASK.name)
+
+    def values(self, params: dict) -> dict:
+        """``der.values(params)`` with the task letters averaged over ``task_set()``."""
+        values = self.der.values(params)
+        rule = self.task_set()
+        if rule is not None:
+            values[W_TASK.name] = values[W_COPY.name] = rule
         return values
 
     def to_sympy(self, L: str, M: str, centred: bool = True) -> sp.Expr:

@@ -99,7 +99,7 @@ class HessianIndex:
     def __call__(self, point: dict) -> int:
         args = [point[n][k] for n, m in self.params.items() for k in range(len(m))]
         with mpmath.workdps(30):
-            H = mpmath.matrix(self.H(*[mpmath.mpf(str(sp.N(a, 30))) for a in args]))
+            H = mpmath.matrix(self.H(*[_mp(a, 30) for a in args]))
             eigs = mpmath.eigsy(H, eigvals_only=True)
             scale = max([1] + [abs(e) for e in eigs])
             return sum(1 for e in eigs if e < -INDEX_TOL * scale)
@@ -198,7 +198,7 @@ class ProductForm:
                 col = self.gradient(E) + self.B                    # 𝒜(E_jl)
                 for i in range(d):
                     for k in range(d):
-                        R[i * d + j, l * d + k] = mpmath.mpf(str(sp.N(col[i, k], DPS)))
+                        R[i * d + j, l * d + k] = _mp(col[i, k])
         U, S, V = mpmath.svd_r(R)
         if len(S) > 1 and S[1] > mpmath.mpf(10) ** -20 * S[0]:
             raise InputError("data", "∂F/∂M is not a two-sided product X M Y: no reduction "
@@ -318,8 +318,7 @@ def _singular_modes(form: ProductForm) -> list[tuple]:
     X, Y = form.operator_factors()
     with mpmath.workdps(DPS):
         Xm, Ym = (_inverse_sqrt(Z) for Z in (X, Y))
-        B = mpmath.matrix([[mpmath.mpf(str(sp.N(v, DPS))) for v in row]
-                           for row in form.B.tolist()])
+        B = _mp_matrix(form.B)
         a, sigma, b = mpmath.svd_r(Xm * B * Ym)
         return [(sp.Float(sigma[i], DPS), _to_sympy(Xm * a[:, i]), _to_sympy(Ym * b[i, :].T))
                 for i in range(form.d)]
@@ -338,8 +337,7 @@ def _head_point(h: int, share: list, d: int, r: int) -> dict:
     M_h = _mode_sum(share, range(len(share)))
     WK, WQ = sp.zeros(r, d), sp.zeros(r, d)
     with mpmath.workdps(DPS):
-        U, S, V = mpmath.svd_r(mpmath.matrix([[mpmath.mpf(str(v)) for v in row]
-                                              for row in M_h.tolist()]))
+        U, S, V = mpmath.svd_r(_mp_matrix(M_h))
         total = sum(S[j] for j in range(len(share)))
         c = total ** (-mpmath.mpf(1) / 6)                       # c⁻⁴ = c² Σ s
         for j in range(len(share)):
@@ -355,6 +353,15 @@ def _inverse_sqrt(Z: mpmath.matrix) -> mpmath.matrix:
     if min(e) <= 0:
         raise InputError("data", "the quadratic form of F(M) is not positive definite")
     return Q * mpmath.diag([1 / mpmath.sqrt(v) for v in e]) * Q.T
+
+
+def _mp(value, digits: int = DPS) -> mpmath.mpf:
+    """A SymPy number as an mpmath number with ``digits`` significant digits."""
+    return mpmath.mpf(str(sp.N(value, digits)))
+
+
+def _mp_matrix(m: sp.Matrix) -> mpmath.matrix:
+    return mpmath.matrix([[_mp(v) for v in row] for row in m.tolist()])
 
 
 def _to_sympy(v) -> sp.Matrix:
