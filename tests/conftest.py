@@ -39,3 +39,17 @@ def rotated_vector_tasks(s, N: int, seed: int = 0):
     d = len(s)
     U, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))
     return ICLData(d=d, N=N, Lambda=U @ np.diag(s) @ U.T, d_y=d, tasks="diagonal")
+
+
+def critical_check(der, sets):
+    """Each representative is critical for the compiled flow, its loss is the set's loss, and
+    it is balanced (every conserved quantity zero). Returns the flow."""
+    import pytest
+    from icldyn.numerics import compile_flow
+    flow = compile_flow(der)
+    for fp in sets:
+        theta = flow.pack(fp.point)
+        assert np.abs(flow.grad(theta)).max() < 1e-13, fp.name
+        assert flow.loss(theta) == pytest.approx(float(fp.loss), rel=1e-13)
+        assert np.abs(flow.conserved(theta)).max() < 1e-13
+    return flow

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from conftest import rotated_vector_tasks
+from conftest import critical_check, rotated_vector_tasks
 from icldyn.numerics import compile_flow, integrate
-from icldyn.theory import ICLData, InputError, derive, models
+from icldyn.theory import ICLData, derive, models
 
 R = sp.Rational
 
@@ -65,12 +65,6 @@ def test_eigenmode_critical_sets_and_their_indices():
     assert np.abs(grad).max() < 1e-12
 
 
-def test_fixed_points_reject_unsupported_settings():
-    with pytest.raises(InputError, match="Merged"):
-        derive(models.MultiHead(2, heads=2, d_y=2),
-               rotated_vector_tasks([1.0, 0.5], N=3)).fixed_points()
-    with pytest.raises(InputError, match="d_y = 1"):
-        derive(models.Merged(2, d_y=2), ICLData(d=2, N=3, Lambda=np.eye(2), d_y=2)).fixed_points()
 
 
 @pytest.mark.slow
@@ -101,18 +95,6 @@ def test_learned_algorithm_risk_against_monte_carlo_ols_and_bayes():
 
 
 SCALAR = ICLData(d=3, N=6, Lambda=np.diag([2.0, 1.0, 0.5]), noise=0.1)
-
-
-def critical_check(der, sets):
-    """Each representative is critical for the compiled flow, its loss is the set's loss, and
-    it is balanced (every conserved quantity zero)."""
-    flow = compile_flow(der)
-    for fp in sets:
-        theta = flow.pack(fp.point)
-        assert np.abs(flow.grad(theta)).max() < 1e-13, fp.name
-        assert flow.loss(theta) == pytest.approx(float(fp.loss), rel=1e-13)
-        assert np.abs(flow.conserved(theta)).max() < 1e-13
-    return flow
 
 
 def test_multihead_sets():

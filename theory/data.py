@@ -17,6 +17,7 @@ one derivation serves every numeric value (``ICLData.values`` supplies them).
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import mpmath
@@ -125,6 +126,15 @@ class ICLData:
             vals["U"] = self.eigenbasis()
             vals["c"] = self.Sigma_w
         return vals
+
+    def with_outputs(self, d_y: int) -> "ICLData":
+        """The same inputs, noise and task-row law with d_y outputs (gaussian tasks: the rows
+        of W are i.i.d., so each output is the same scalar problem)."""
+        if self.tasks != "gaussian":
+            raise InputError("tasks", "only gaussian task laws have a d_y-free row law")
+        out = copy.copy(self)
+        out.d_y = check_int("d_y", d_y)
+        return out
 
     def task_cubature(self) -> TaskSet:
         """Eigenbasis tasks W = U diag(δ) Uᵀ, δ_k = √c_k z_k: the product over modes of the

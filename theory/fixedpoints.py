@@ -1,14 +1,13 @@
-"""Critical sets of the Merged model, their loss and Hessian index (MATH.md §3.2–3.3).
+"""Critical sets of every model with scalar tasks, their loss and Hessian index (MATH.md §3.2).
 
 Scalar tasks (d_y = 1): V = u is a number and every term of the derived loss has as many u's as
-Q's (the rescaling symmetry), so L(u, Q) = F(M) with M = uQ, and F is quadratic. Then
+Q's (the rescaling symmetry), so L(u, Q) = F(M) with M = uQ, and F is quadratic (``ProductForm``,
+shared by the product-form models: MultiHead M = Σ u_h Q_h, SeparateKQ M = Σ u_h W_K,hᵀ W_Q,h).
+Merged:
 * ``global minimum``: {uQ = M*} with ∂F/∂M (M*) = 0 — a linear matrix equation, solved exactly;
 * ``saddle set``: {u = 0, ∂F/∂M(0) ⊥ Q}, which contains the origin (small initialisation).
-
-The paper's vector tasks (tasks sharing Λ's eigenbasis): in the eigenbasis, V = diag(p),
-Q = diag(q); for every subset S of eigenmodes there is a critical set with p_α q_α ≠ 0 exactly
-for α ∈ S, found by Newton's method (mpmath) on the exact, coupled reduced equations, with the
-rescaling gauge fixed by Σ (p_α² − q_α²) = 0.
+MultiHead, SeparateKQ (one class per subset of whitened singular modes) and FullLSA (two
+invariant sets) are in their functions below; vector tasks (d_y > 1) in ``vectorsets``.
 
 Every set carries a representative point, its loss, and the Hessian index (number of negative
 eigenvalues of the full model's Hessian there; 0 for minima).
@@ -26,7 +25,6 @@ import sympy as sp
 from .derive import Derivation, derive
 from . import models
 from .errors import InputError
-from .solutions import mode_reduction
 from .words import Mat, MatPoly, TracePoly
 
 INDEX_TOL = 1e-12
@@ -107,17 +105,11 @@ class HessianIndex:
 
 def fixed_points(der: Derivation) -> list[FixedPointSet]:
     """Critical sets of ``der``: every model with scalar tasks (d_y = 1, see the module
-    docstring), and the Merged model with the paper's eigenbasis tasks (numeric Λ)."""
-    if der.data.tasks == "diagonal":
-        if der.model.name != "Merged":
-            raise InputError("der", "eigenbasis-task critical sets are derived for the Merged "
-                             "model")
-        if not all(v.is_number for v in der.data.Lambda):
-            raise InputError("data", "eigenmode critical sets need numeric Λ")
-        return _eigenmode_sets(der)
-    if der.data.d_y != 1:
-        raise InputError("data", "for gaussian and finite tasks, fixed points are derived for "
-                         "d_y = 1")
+    docstring); vector tasks in ``vectorsets`` (every model with Gaussian task rows, Merged and
+    MultiHead with the paper's eigenbasis tasks)."""
+    if der.data.d_y != 1 or der.data.tasks == "diagonal":
+        from .vectorsets import vector_fixed_points
+        return vector_fixed_points(der)
     form = ProductForm(der)
     if der.model.name == "Merged":
         return _merged_sets(der, form)
@@ -403,48 +395,3 @@ def _invariant_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
                        sp.ImmutableMatrix(M))],
                 full, form.loss(M), {"M": M, "singular_value": s_i}))
     return _with_loss_gaps(out)
-
-
-# --- vector tasks in the eigenbasis ----------------------------------------------------------
-
-def _eigenmode_sets(der: Derivation) -> list[FixedPointSet]:
-    red = mode_reduction(der)
-    d = len(red.s)
-    grads = [sp.diff(red.loss, v) for v in red.p + red.q]
-    U = der.data.eigenbasis()
-    vals = der.values({"V": sp.zeros(d, d), "Q": sp.zeros(d, d)})
-    index = HessianIndex(der, vals)
-    out = []
-    for size in range(d, -1, -1):
-        for S in combinations(range(d), size):
-            p, q = _solve_subset(red, grads, S)
-            point = {"V": U * sp.diag(*p) * U.T, "Q": U * sp.diag(*q) * U.T}
-            subs = dict(zip(red.p + red.q, p + q))
-            name = "origin" if not S else f"modes {tuple(k + 1 for k in S)} learned"
-            if len(S) == d:
-                name = "global minimum (all modes learned)"
-            out.append(FixedPointSet(
-                name, [sp.Eq(red.p[k] * red.q[k], 0) for k in range(d) if k not in S],
-                point, red.loss.subs(subs), index(point),
-                {"a": [p[k] * q[k] for k in range(d)], "learned": S}))
-    return out
-
-
-def _solve_subset(red, grads, S) -> tuple[list, list]:
-    """p, q (Floats) at the critical point where exactly the modes in S are learned."""
-    d = len(red.s)
-    if not S:
-        return [sp.Integer(0)] * d, [sp.Integer(0)] * d
-    zero = {v: 0 for k in range(d) if k not in S for v in (red.p[k], red.q[k])}
-    unknowns = [red.p[k] for k in S] + [red.q[k] for k in S]
-    eqs = [g.subs(zero) for g in grads]
-    eqs = [e for e in eqs if e != 0]
-    eqs = eqs[:-1] + [sum(red.p[k] ** 2 - red.q[k] ** 2 for k in S)]   # gauge for the scaling
-    f = sp.lambdify(unknowns, eqs, modules="mpmath")
-    guess = [mpmath.sqrt(red.fixed_point(k)) for k in S] * 2
-    with mpmath.workdps(30):
-        root = mpmath.findroot(lambda *x: f(*x), guess)
-    values = dict(zip(unknowns, (sp.Float(v, 30) for v in root)))
-    p = [values.get(red.p[k], sp.Integer(0)) for k in range(d)]
-    q = [values.get(red.q[k], sp.Integer(0)) for k in range(d)]
-    return p, q

@@ -20,6 +20,7 @@ Spaces: "x" (d), "y" (d_y), "r" (key/query rank), "z" = x ⊕ y (token space, D 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import sympy as sp
@@ -135,6 +136,12 @@ class Model:
     def key(self) -> tuple:
         """What the structural derivation depends on (dimensions stay symbolic)."""
         return (self.name,)
+
+    def with_outputs(self, d_y: int) -> "Model":
+        """The same parameterization with d_y outputs."""
+        out = copy.copy(self)
+        out.d_y = check_int("d_y", d_y)
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(d={self.d}, d_y={self.d_y})"

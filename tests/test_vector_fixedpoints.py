@@ -1,0 +1,107 @@
+"""Critical sets with vector tasks (d_y > 1): lifts of the scalar sets for Gaussian task rows
+(every model), the widened zero set of Merged/MultiHead, and MultiHead with the paper's
+eigenbasis tasks, checked against exact gradients, the compiled flow and integration."""
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from conftest import critical_check, rotated_vector_tasks
+from icldyn.numerics import integrate
+from icldyn.theory import ICLData, InputError, derive, models
+
+VECTOR = ICLData(d=2, N=4, Lambda=[[1.2, 0.4], [0.4, 0.6]], d_y=2,
+                 Sigma_w=[[1.0, 0.3], [0.3, 0.5]], noise=0.2)
+MODELS = [models.Merged(2, d_y=2), models.MultiHead(2, heads=2, d_y=2),
+          models.SeparateKQ(2, heads=1, rank=1, d_y=2), models.FullLSA(2, d_y=2)]
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
+def test_gaussian_vector_sets_lift_the_scalar_ones(model):
+    """Every set is critical in the vector model, balanced, and its loss is d_y times the
+    scalar set's (each output is the scalar problem)."""
+    der = derive(model, VECTOR)
+    sets = der.fixed_points()
+    critical_check(der, sets)
+    scalar = derive(model.with_outputs(1), VECTOR.with_outputs(1)).fixed_points()
+    lifted = [fp for fp in scalar if not any(
+        fp.info["letters"].get(n, sp.zeros(1, 1)).norm() != 0 for n in ("P1", "Q2"))]
+    assert [fp.name for fp in sets] == [fp.name for fp in lifted]
+    for fp, base in zip(sets, lifted):
+        assert abs(fp.loss - 2 * base.loss) < 1e-30 * (1 + abs(fp.loss)), fp.name
+    assert sets[0].name.startswith("global minimum") and sets[0].hessian_index == 0
+
+
+def test_merged_vector_minimum_is_reached_by_the_flow_from_random_starts():
+    """An independent check of the lift: integrating the flow from random (non-identity) V
+    ends at the lifted minimum's loss, with V a multiple of I there."""
+    der = derive(models.Merged(2, d_y=2), VECTOR)
+    minimum = der.fixed_points()[0]
+    flow = critical_check(der, [minimum])
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        traj = integrate(flow, 0.3 * rng.standard_normal(flow.size), t_end=2000.0, n_points=2)
+        assert traj.loss[-1] == pytest.approx(float(minimum.loss), rel=1e-9)
+        V = flow.unpack(traj.theta[-1])["V"]
+        np.testing.assert_allclose(V, V[0, 0] * np.eye(2), atol=1e-6)
+
+
+def test_zero_set_holds_traceless_values_and_cancelling_heads():
+    """At T = Σ_h V_h ⊗ Q_h = 0 the gradient vanishes iff tr V_h = 0 and ⟨Q_h, B⟩ = 0: points
+    of the set off the lifted origin are critical; one with tr V ≠ 0 is not."""
+    der = derive(models.MultiHead(2, heads=2, d_y=2), VECTOR)
+    saddle = next(fp for fp in der.fixed_points() if fp.name == "saddle set")
+    assert any(isinstance(eq.lhs, sp.Trace) for eq in saddle.equations)
+    B = saddle.info["growth_direction"]           # −∂F/∂M at 0 of the scalar problem
+    Q = sp.Matrix([[B[1, 1], 0], [0, -B[0, 0]]])  # ⟨Q, B⟩ = 0
+    A = sp.Matrix([[1, 2], [0, -1]])               # traceless
+    zero = sp.zeros(2, 2)
+
+    def gradient(V0, V1, Q0, Q1):
+        grads = der.gradient_value({"V": sp.Array([V0.tolist(), V1.tolist()]),
+                                    "Q": sp.Array([Q0.tolist(), Q1.tolist()])})
+        return max(abs(g) for G in grads.values() for g in G)
+
+    assert gradient(A, zero, zero, zero) == 0                 # Q = 0, tr V = 0
+    assert gradient(A, -A, Q, Q) == 0                         # heads that cancel
+    assert gradient(sp.eye(2), zero, zero, zero) > 0.1        # tr V ≠ 0: not critical
+    assert gradient(A, -A, B, B) > 0.1                        # ⟨Q, B⟩ ≠ 0: not critical
+
+
+def test_multihead_with_eigenbasis_tasks_learns_each_mode_in_its_own_head():
+    """H ≥ d: the minimum deals one mode to each head and avoids the cross-mode coupling, so
+    L* = Σ_α s_α/(N + 2) (the minimum over a of MATH.md §3.3's per-mode terms without the
+    coupling), below Merged's minimum; the flow from random full (non-diagonal) starts ends
+    there. Merged's sets appear with all modes in one head, one index higher per idle head
+    direction."""
+    s, N = [2.0, 1.0], 4
+    data = rotated_vector_tasks(s, N=N)
+    der = derive(models.MultiHead(2, heads=2, d_y=2), data)
+    sets = der.fixed_points()
+    flow = critical_check(der, sets)
+    assert len(sets) == 5                            # (1)+(2), (1,2), (1), (2), origin
+    minimum = sets[0]
+    assert minimum.info["groups"] == ((0,), (1,)) and minimum.hessian_index == 0
+    assert float(minimum.loss) == pytest.approx(sum(s) / (N + 2), rel=1e-12)
+    merged = derive(models.Merged(2, d_y=2), data).fixed_points()
+    assert float(merged[0].loss) > float(minimum.loss) + 0.1
+    together = next(fp for fp in sets if fp.info["groups"] == ((0, 1),))
+    assert float(together.loss) == pytest.approx(float(merged[0].loss), rel=1e-12)
+    assert together.hessian_index > 0                # escaped by the idle head
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        traj = integrate(flow, 0.1 * rng.standard_normal(flow.size), t_end=2000.0, n_points=2)
+        assert traj.loss[-1] == pytest.approx(float(minimum.loss), rel=1e-9)
+
+
+def test_vector_fixed_points_refuse_what_is_not_enumerated():
+    with pytest.raises(InputError, match="shares modes"):
+        derive(models.MultiHead(3, heads=2, d_y=3),
+               rotated_vector_tasks([1.0, 0.5, 0.25], N=3)).fixed_points()
+    with pytest.raises(InputError, match="Merged and MultiHead"):
+        derive(models.SeparateKQ(2, heads=1, rank=1, d_y=2),
+               rotated_vector_tasks([1.0, 0.5], N=3)).fixed_points()
+    tasks = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]])
+    with pytest.raises(InputError, match="finite"):
+        derive(models.Merged(2, d_y=2),
+               ICLData(d=2, N=3, Lambda=np.eye(2), d_y=2, tasks=tasks)).fixed_points()

@@ -1,0 +1,236 @@
+"""Critical sets for vector tasks (d_y > 1): Gaussian task rows and the paper's eigenbasis tasks.
+
+**Gaussian tasks** (rows of W i.i.d. N(0, Σ_w), noise σ²I). With every value block a multiple of
+the identity, V_h = u_h I, output k sees only row k of W and its own noise, so each output is
+the scalar problem (d_y = 1) and L = d_y · L_scalar; the gradient along a traceless direction
+of V_h is odd in an independent row of W, so it vanishes. Every scalar critical set therefore
+*lifts*: V_h = (u_h / α^m) I and the head's m other factors times α = d_y^{1/(2m+2)}, which keeps
+the product and the balance (every conserved quantity zero). Each lift's exact gradient is
+checked. For Merged and MultiHead nothing is missing: ŷ is linear in
+T = Σ_h vec(V_h) vec(Q_h)ᵀ, and L = F(T) = ½ tr(T G Tᵀ) − vec(I)ᵀ T vec(B) + const with the
+scalar problem's Gram form G, so after whitening (T̃ = T G^½) the critical points of
+the factorised F are those of a two-layer linear network fitting the rank-one
+C = vec(I) (G^-½ vec B)ᵀ (Baldi–Hornik): T̃ ∈ {C, 0}. T̃ = C is the lifted minimum,
+Σ_h V_h ⊗ Q_h = I ⊗ M*; at T = 0 the gradient vanishes iff ⟨Q_h, B⟩ = 0 and tr V_h = 0 for
+every head, a saddle set larger than the lifted one (it holds V ≠ 0 at Q = 0, and heads that
+cancel).
+
+**Eigenbasis tasks** (W = U diag(δ) Uᵀ). The sign flips of Λ's eigenbasis leave the data law
+unchanged, so matrices diagonal in the eigenbasis form an invariant set (a critical point of
+the restricted loss is critical). On it the Merged loss is the coupled mode loss of
+``solutions.mode_reduction``, whose critical points are found per subset S of learned modes by
+Newton's method (mpmath), the rescaling gauge fixed by Σ_{α∈S} (p_α² − q_α²) = 0. With H heads,
+modes can be dealt to different heads: for a partition of S into at most H groups, head h
+carries the Merged solution on its group, and heads with disjoint groups do not interact (each
+cross-head term has a mode of each head's group, where the other head is zero). So one set
+per (S, partition): with H ≥ d heads the modes decouple and the minimum learns each mode in its
+own head, below the Merged minimum (the cross-mode coupling is avoided). The list is the
+sets of this form, not a proof that there are no others; each set's exact gradient is
+checked and its Hessian index counted in the full model. With 1 < H < d the minimum is not of
+this form (d = 3, H = 2, s = (2, 1, ½), N = 8: the best disjoint grouping, (1) + (2, 3), has
+L = 0.40108 and Hessian index 1; the flow from random starts ends at L = 0.40064, heads
+sharing modes), so that case is refused.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import mpmath
+import sympy as sp
+from sympy.utilities.iterables import multiset_partitions
+
+from . import models
+from .derive import Derivation, derive
+from .errors import InputError
+from .fixedpoints import (DPS, FixedPointSet, HessianIndex, _critical_params, _critical_set,
+                          _mp, _with_loss_gaps, fixed_points)
+from .solutions import mode_reduction
+from .words import Mat
+
+GRADIENT_TOL = 1e-10        # a set that is not critical has gradients O(1); float data
+                            # (e.g. Λ's eigenvalues read from doubles) leave ~1e-16
+
+
+def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
+    """Critical sets for d_y > 1 (see the module docstring)."""
+    if der.data.tasks == "gaussian":
+        return _lifted_sets(der)
+    if der.data.tasks == "diagonal":
+        if der.model.name not in ("Merged", "MultiHead"):
+            raise InputError("der", "eigenbasis-task critical sets are derived for the Merged "
+                             "and MultiHead models")
+        if not all(v.is_number for v in der.data.Lambda):
+            raise InputError("data", "eigenmode critical sets need numeric Λ")
+        heads = getattr(der.model, "heads", 1)
+        if 1 < heads < der.data.d:
+            raise InputError("der", f"with {heads} heads for {der.data.d} modes the minimum "
+                             "shares modes between heads and is not among the enumerated sets "
+                             "(use H = 1 or H ≥ d)")
+        return _eigenmode_sets(der)
+    raise InputError("data", "for finite task sets, fixed points are derived for d_y = 1")
+
+
+def _head_letters(der: Derivation) -> dict:
+    """Head (None for single-head models) -> the letters of that head."""
+    heads: dict = {}
+    for b in der.model.blocks():
+        heads.setdefault(b.head, []).append(b.letter)
+    return heads
+
+
+def _numeric(der: Derivation) -> bool:
+    data = der.data
+    values = [*data.Lambda, data.noise, data.N] + list(data.Sigma_w if data.Sigma_w is not None
+                                                       else [])
+    return all(sp.sympify(v).is_number for v in values)
+
+
+def _is_value(letter: Mat) -> bool:
+    return letter.rows == "y" and letter.cols == "y"
+
+
+def _check_critical(der: Derivation, fp: FixedPointSet) -> FixedPointSet:
+    """``fp`` unchanged if the exact gradient vanishes at its point (numeric data)."""
+    if not _numeric(der):
+        return fp
+    grads = der.gradient_value(fp.point)
+    size = max([abs(_mp(g)) for G in grads.values() for g in G])
+    if size > GRADIENT_TOL:
+        raise ArithmeticError(f"{fp.name}: the exact gradient is {float(size):.3g}, not zero "
+                              "(the set is not critical; please report this)")
+    return fp
+
+
+# --- gaussian tasks: lifts of the scalar sets ----------------------------------------------
+
+def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
+    d_y = der.data.d_y
+    scalar = derive(der.model.with_outputs(1), der.data.with_outputs(1))
+    index = (HessianIndex(der, der.values(_zeros(der))) if _numeric(der)
+             else (lambda point: None))
+    out = []
+    for fp in fixed_points(scalar):
+        lifted = _lift(der, fp.info["letters"], d_y)
+        if lifted is None:           # a set that uses the y-rows of W_KQ or x-columns of W_PV
+            continue
+        letters, scales = lifted
+        equations = [sp.Eq(sp.MatrixSymbol(name, d_y, d_y), u * sp.Identity(d_y))
+                     for name, u in scales.items()] + fp.equations
+        if fp.name == "saddle set" and der.model.name in ("Merged", "MultiHead"):
+            equations = _zero_set_equations(der, fp)
+        info = {**fp.info, "scalar_loss": fp.loss}
+        info.pop("letters")
+        out.append(_check_critical(der, _critical_set(
+            der, index, fp.name, equations, letters, der.loss_value(_critical_params(der, letters)),
+            info)))
+    return out
+
+
+def _zeros(der: Derivation) -> dict:
+    shapes = der.model.shapes()
+    return {name: sp.zeros(*shape) if len(shape) == 2 else sp.Array.zeros(*shape)
+            for name, shape in shapes.items()}
+
+
+def _lift(der: Derivation, letters: dict, d_y: int) -> tuple[dict, dict] | None:
+    """Vector-task letters from a scalar set's balanced letters, and the scale u_h of each
+    value block (V_h = u_h I); None when a non-value y-row letter is used."""
+    out, scales = {}, {}
+    for head, group in _head_letters(der).items():
+        factors = [a for a in group if not _is_value(a) and any(letters[a.name])]
+        if any(a.rows == "y" for a in factors):
+            return None
+        alpha = sp.Integer(d_y) ** sp.Rational(1, 2 * len(factors) + 2)
+        for a in group:
+            if _is_value(a):
+                u = letters[a.name][0, 0] / alpha ** len(factors)
+                out[a.name] = u * sp.eye(d_y)
+                scales[a.name] = sp.Symbol("u" if head is None else f"u_{head}")
+            elif a in factors:
+                out[a.name] = alpha * letters[a.name]
+            else:
+                out[a.name] = sp.zeros(d_y if a.rows == "y" else letters[a.name].rows,
+                                       letters[a.name].cols)
+    return out, scales
+
+
+def _zero_set_equations(der: Derivation, fp: FixedPointSet) -> list:
+    """{Σ_h V_h ⊗ Q_h = 0, tr V_h = 0, ⟨Q_h, B⟩ = 0 for every h} (module docstring)."""
+    d, d_y = der.data.d, der.data.d_y
+    pairs = [(sp.MatrixSymbol(V.name, d_y, d_y), sp.MatrixSymbol(Q.name, d, d))
+             for V, Q in _head_letters(der).values()]
+    T = sp.MatAdd(*[sp.KroneckerProduct(V, Q) for V, Q in pairs])
+    kept = [eq for eq in fp.equations if not isinstance(eq.lhs, sp.Symbol)]   # ⟨Q_h, B⟩ = 0
+    return ([sp.Eq(T, sp.ZeroMatrix(d * d_y, d * d_y))]
+            + [sp.Eq(sp.Trace(V), 0) for V, _ in pairs] + kept)
+
+
+# --- eigenbasis tasks ---------------------------------------------------------------------------
+
+def _eigenmode_sets(der: Derivation) -> list[FixedPointSet]:
+    d = der.data.d
+    merged = der if der.model.name == "Merged" else derive(models.Merged(d, d_y=d), der.data)
+    red = mode_reduction(merged)
+    grads = [sp.diff(red.loss, v) for v in red.p + red.q]
+    U = der.data.eigenbasis()
+    heads = list(_head_letters(der).values())
+    index = HessianIndex(der, der.values(_zeros(der)))
+    solved: dict = {}
+    out = []
+    for size in range(d, -1, -1):
+        for S in combinations(range(d), size):
+            for groups in _partitions(S, len(heads)):
+                letters = {}
+                for h, (V, Q) in enumerate(heads):
+                    group = groups[h] if h < len(groups) else ()
+                    if group not in solved:
+                        solved[group] = _solve_subset(red, grads, group)
+                    p, q = solved[group]
+                    letters[V.name] = U * sp.diag(*p) * U.T
+                    letters[Q.name] = U * sp.diag(*q) * U.T
+                a = [sum(solved[g][0][k] * solved[g][1][k] for g in groups) for k in range(d)]
+                out.append(_check_critical(der, _critical_set(
+                    der, index, _mode_name(groups, d, len(heads)),
+                    [sp.Eq(red.p[k] * red.q[k], 0) for k in range(d) if k not in S],
+                    letters, der.loss_value(_critical_params(der, letters)),
+                    {"a": a, "learned": S, "groups": groups})))
+    return _with_loss_gaps(out)
+
+
+def _partitions(S: tuple, heads: int) -> list[tuple]:
+    """The ways to deal the modes S to at most ``heads`` heads (groups as sorted tuples)."""
+    if not S:
+        return [()]
+    return [tuple(tuple(g) for g in p) for k in range(1, min(heads, len(S)) + 1)
+            for p in multiset_partitions(list(S), k)]
+
+
+def _mode_name(groups: tuple, d: int, heads: int) -> str:
+    if not groups:
+        return "origin"
+    modes = lambda g: tuple(k + 1 for k in g)          # noqa: E731 - 1-based mode labels
+    if heads == 1:
+        return ("global minimum (all modes learned)" if len(groups[0]) == d
+                else f"modes {modes(groups[0])} learned")
+    return "modes " + " + ".join(str(modes(g)) for g in groups) + " learned, one group per head"
+
+
+def _solve_subset(red, grads, S) -> tuple[list, list]:
+    """p, q (Floats) at the Merged critical point where exactly the modes in S are learned."""
+    d = len(red.s)
+    if not S:
+        return [sp.Integer(0)] * d, [sp.Integer(0)] * d
+    zero = {v: 0 for k in range(d) if k not in S for v in (red.p[k], red.q[k])}
+    unknowns = [red.p[k] for k in S] + [red.q[k] for k in S]
+    eqs = [g.subs(zero) for g in grads]
+    eqs = [e for e in eqs if e != 0]
+    eqs = eqs[:-1] + [sum(red.p[k] ** 2 - red.q[k] ** 2 for k in S)]   # gauge for the scaling
+    f = sp.lambdify(unknowns, eqs, modules="mpmath")
+    guess = [mpmath.sqrt(red.fixed_point(k)) for k in S] * 2
+    with mpmath.workdps(DPS):
+        root = mpmath.findroot(lambda *x: f(*x), guess)
+    values = dict(zip(unknowns, (sp.Float(v, DPS) for v in root)))
+    p = [values.get(red.p[k], sp.Integer(0)) for k in range(d)]
+    q = [values.get(red.q[k], sp.Integer(0)) for k in range(d)]
+    return p, q
