@@ -285,7 +285,7 @@ def _low_rank_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
                 point.update(_head_point(h, [modes[i] for n, i in enumerate(S) if n // r == h],
                                          d, r))
             M = _mode_sum(modes, S)
-            name = "origin" if not S else f"singular modes {tuple(i + 1 for i in S)} learned"
+            name = "origin" if not S else "singular modes {" + ", ".join(str(i + 1) for i in S) + "} learned"
             if S == tuple(range(k)):             # Eckart–Young in the whitened coordinates
                 name = "global minimum" + ("" if k == d else f" (rank {k})")
             out.append(_critical_set(

@@ -207,13 +207,13 @@ def _partitions(S: tuple, heads: int) -> list[tuple]:
 
 
 def _mode_name(groups: tuple, d: int, heads: int) -> str:
+    """"modes {1, 2} learned" (one head), "modes {1} + {2} learned (a group per head)"."""
     if not groups:
         return "origin"
-    modes = lambda g: tuple(k + 1 for k in g)          # noqa: E731 - 1-based mode labels
-    if heads == 1:
-        return ("global minimum (all modes learned)" if len(groups[0]) == d
-                else f"modes {modes(groups[0])} learned")
-    return "modes " + " + ".join(str(modes(g)) for g in groups) + " learned, one group per head"
+    if heads == 1 and len(groups[0]) == d:
+        return "global minimum (all modes learned)"
+    text = " + ".join("{" + ", ".join(str(k + 1) for k in g) + "}" for g in groups)
+    return f"modes {text} learned" + (" (a group per head)" if heads > 1 else "")
 
 
 def _solve_subset(red, grads, S) -> tuple[list, list]:
