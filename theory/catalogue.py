@@ -177,7 +177,10 @@ def documents() -> dict[str, str]:
             ("Gaussian tasks", GAUSSIAN_PROSE,
              derive(models.SeparateKQ(2, heads=1, rank=1), _data(), **structural)),
             _critical_table_section(models.SeparateKQ(3, heads=1, rank=2)),
-            _vector_table_section(models.SeparateKQ(2, heads=1, rank=1, d_y=2))]),
+            _vector_table_section(models.SeparateKQ(2, heads=1, rank=1, d_y=2)),
+            _critical_table_section(models.SeparateKQ(2, heads=2, rank=1, d_y=2),
+                                    EIGEN_EXAMPLE, EIGEN_PROSE + r"Two heads of rank 1. ",
+                                    "Critical sets with the paper's tasks")]),
         "fulllsa.tex": derivation_document(r"FullLSA: all entries of $W_{PV}$ and $W_{KQ}$", [
             ("Gaussian tasks", GAUSSIAN_PROSE + r" Blocks: $P_1 = W_{PV}[y,x]$, "
              r"$P_2 = W_{PV}[y,y]$, $Q_1 = W_{KQ}[x,x]$, $Q_2 = W_{KQ}[y,x]$; all other "

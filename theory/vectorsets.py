@@ -29,7 +29,13 @@ sets of this form, not a proof that there are no others; each set's exact gradie
 checked and its Hessian index counted in the full model. With 1 < H < d the minimum is not of
 this form (d = 3, H = 2, s = (2, 1, ½), N = 8: the best disjoint grouping, (1) + (2, 3), has
 L = 0.40108 and Hessian index 1; the flow from random starts ends at L = 0.40064, heads
-sharing modes), so that case is refused.
+sharing modes), so that case is refused. SeparateKQ(H, r) takes the same sets with at most r
+modes per head (Q_h = W_K,hᵀ W_Q,h factorised mode by mode). Its unlearned modes are escaped
+only at third order (V_h, W_K, W_Q all start at zero on them), so Hessian indices are 0 there;
+``info['loss_gap']`` tells minima from saddles. Two rank-1 heads can also end with both heads on
+the top mode (a spurious attracting set at that set's loss; d = 2, s = (2, 1), N = 4: 1 of 52
+random starts at scale 0.3). FullLSA with eigenbasis tasks is not enumerated (flows from random starts end
+at Merged's minimum or at other local minima off the Merged set).
 """
 
 from __future__ import annotations
@@ -57,9 +63,9 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
     if der.data.tasks == "gaussian":
         return _lifted_sets(der)
     if der.data.tasks == "diagonal":
-        if der.model.name not in ("Merged", "MultiHead"):
-            raise InputError("der", "eigenbasis-task critical sets are derived for the Merged "
-                             "and MultiHead models")
+        if der.model.name == "FullLSA":
+            raise InputError("der", "eigenbasis-task critical sets are derived for the Merged, "
+                             "MultiHead and SeparateKQ models")
         if not all(v.is_number for v in der.data.Lambda):
             raise InputError("data", "eigenmode critical sets need numeric Λ")
         heads = getattr(der.model, "heads", 1)
@@ -175,20 +181,19 @@ def _eigenmode_sets(der: Derivation) -> list[FixedPointSet]:
     grads = [sp.diff(red.loss, v) for v in red.p + red.q]
     U = der.data.eigenbasis()
     heads = list(_head_letters(der).values())
+    rank = getattr(der.model, "rank", d)
     index = HessianIndex(der, der.values(_zeros(der)))
     solved: dict = {}
     out = []
     for size in range(d, -1, -1):
         for S in combinations(range(d), size):
-            for groups in _partitions(S, len(heads)):
+            for groups in _partitions(S, len(heads), rank):
                 letters = {}
-                for h, (V, Q) in enumerate(heads):
+                for h, head in enumerate(heads):
                     group = groups[h] if h < len(groups) else ()
                     if group not in solved:
                         solved[group] = _solve_subset(red, grads, group)
-                    p, q = solved[group]
-                    letters[V.name] = U * sp.diag(*p) * U.T
-                    letters[Q.name] = U * sp.diag(*q) * U.T
+                    letters.update(_head_point(head, *solved[group], U, rank))
                 a = [sum(solved[g][0][k] * solved[g][1][k] for g in groups) for k in range(d)]
                 out.append(_check_critical(der, _critical_set(
                     der, index, _mode_name(groups, d, len(heads)),
@@ -198,12 +203,33 @@ def _eigenmode_sets(der: Derivation) -> list[FixedPointSet]:
     return _with_loss_gaps(out)
 
 
-def _partitions(S: tuple, heads: int) -> list[tuple]:
-    """The ways to deal the modes S to at most ``heads`` heads (groups as sorted tuples)."""
+def _head_point(head: list, p: list, q: list, U: sp.Matrix, rank: int) -> dict:
+    """One head's letters carrying the Merged solution V = U diag(p) Uᵀ, Q = U diag(q) Uᵀ
+    (balanced; p = q = 0 for an idle head). SeparateKQ factorises Q = W_Kᵀ W_Q with a row
+    c√|q_α| (U e_α)ᵀ per mode (sign(q_α) in W_Q, so W_K W_Kᵀ = W_Q W_Qᵀ) and V = U diag(p) Uᵀ/c²,
+    c⁶ = Σ p_α²/Σ |q_α| (‖V‖² = ‖W_K‖² = ‖W_Q‖²)."""
+    if len(head) == 2:
+        V, Q = head
+        return {V.name: U * sp.diag(*p) * U.T, Q.name: U * sp.diag(*q) * U.T}
+    V, K, Q = head
+    d = len(p)
+    WK, WQ = sp.zeros(rank, d), sp.zeros(rank, d)
+    modes = [k for k in range(d) if q[k] != 0]
+    c = (sum(v ** 2 for v in p) / sum(abs(q[k]) for k in modes)) ** sp.Rational(1, 6) if modes \
+        else 1
+    for row, k in enumerate(modes):
+        WK[row, :] = c * sp.sqrt(abs(q[k])) * U[:, k].T
+        WQ[row, :] = sp.sign(q[k]) * WK[row, :]
+    return {V.name: U * sp.diag(*p) * U.T / c ** 2, K.name: WK, Q.name: WQ}
+
+
+def _partitions(S: tuple, heads: int, size: int) -> list[tuple]:
+    """The ways to deal the modes S to at most ``heads`` heads, at most ``size`` modes each
+    (groups as sorted tuples)."""
     if not S:
         return [()]
     return [tuple(tuple(g) for g in p) for k in range(1, min(heads, len(S)) + 1)
-            for p in multiset_partitions(list(S), k)]
+            for p in multiset_partitions(list(S), k) if max(map(len, p)) <= size]
 
 
 def _mode_name(groups: tuple, d: int, heads: int) -> str:
