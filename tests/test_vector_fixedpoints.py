@@ -117,13 +117,35 @@ def test_separate_kq_with_eigenbasis_tasks_learns_at_most_rank_modes_per_head(he
     assert sum(abs(e - losses[0]) < 1e-9 for e in ends) >= 2, ends
 
 
+@pytest.mark.slow
+def test_full_lsa_with_eigenbasis_tasks_has_mixed_path_local_minima():
+    """FullLSA, the paper's tasks: a mode is learned through P₂S_yxQ₁ (Merged's path) or
+    P₁S_xyQ₂; all modes on one path is the global minimum (Merged's loss, twice), one mode on
+    each path gives local minima above it (index 0) — and random starts of the flow end at
+    exactly these losses (the flow knows nothing of the enumeration)."""
+    data = rotated_vector_tasks([2.0, 1.0], N=4)
+    der = derive(models.FullLSA(2, d_y=2), data)
+    sets = der.fixed_points()
+    flow = critical_check(der, sets)
+    assert len(sets) == 9                                         # 3^d path assignments
+    merged = derive(models.Merged(2, d_y=2), data).fixed_points()[0]
+    assert [fp.info["paths"] for fp in sets[:2]] in ([(1, 1), (2, 2)], [(2, 2), (1, 1)])
+    for fp in sets[:2]:
+        assert float(fp.loss) == pytest.approx(float(merged.loss), rel=1e-12)
+    mixed = [fp for fp in sets if set(fp.info["paths"]) == {1, 2}]
+    assert all(fp.hessian_index == 0 and fp.info["loss_gap"] > 0.01 for fp in mixed)
+    rng = np.random.default_rng(0)
+    ends = [integrate(flow, 0.3 * rng.standard_normal(flow.size), t_end=1000.0,
+                      n_points=2).loss[-1] for _ in range(3)]
+    losses = [float(fp.loss) for fp in sets]
+    assert all(min(abs(e - v) for v in losses) < 1e-9 for e in ends), ends
+    assert any(min(abs(e - float(fp.loss)) for fp in mixed) < 1e-9 for e in ends), ends
+
+
 def test_vector_fixed_points_refuse_what_is_not_enumerated():
     with pytest.raises(InputError, match="shares modes"):
         derive(models.MultiHead(3, heads=2, d_y=3),
                rotated_vector_tasks([1.0, 0.5, 0.25], N=3)).fixed_points()
-    with pytest.raises(InputError, match="SeparateKQ models"):
-        derive(models.FullLSA(2, d_y=2),
-               rotated_vector_tasks([1.0, 0.5], N=3)).fixed_points()
     tasks = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]])
     with pytest.raises(InputError, match="finite"):
         derive(models.Merged(2, d_y=2),

@@ -126,6 +126,12 @@ EIGEN_PROSE = (r"The paper's tasks, $d = 2$, $s = (2, 1)$, $N = 4$. Modes are de
                r"(one set per subset of learned modes and partition into heads); with a mode per "
                r"head the cross-mode coupling is avoided and the minimum is "
                r"$\sum_\alpha s_\alpha/(N+2) = \tfrac12$, below the Merged minimum. ")
+TWO_PATH_PROSE = (r"The paper's tasks, $d = 2$, $s = (2, 1)$, $N = 4$. On the invariant set "
+                  r"where all four blocks are diagonal in $\Lambda$'s eigenbasis, a mode is "
+                  r"learned through $P_2 S_{yx} Q_1$ (Merged's path) or $P_1 S_{xy} Q_2$; one set "
+                  r"per assignment of the modes to a path or to none. All modes on one path "
+                  r"give the global minimum; modes on different paths give spurious local "
+                  r"minima, which random starts of the flow reach. ")
 INDEX_PROSE = (r"Each set is given by a balanced representative (every conserved quantity zero); "
                r"the index counts negative Hessian eigenvalues there (a set escaped only at "
                r"third order, through an idle head, can have index 0 without being a minimum).")
@@ -186,7 +192,9 @@ def documents() -> dict[str, str]:
              r"$P_2 = W_{PV}[y,y]$, $Q_1 = W_{KQ}[x,x]$, $Q_2 = W_{KQ}[y,x]$; all other "
              r"entries are inert.", derive(models.FullLSA(2), _data(), **structural)),
             _critical_table_section(models.FullLSA(3)),
-            _vector_table_section(models.FullLSA(2, d_y=2))]),
+            _vector_table_section(models.FullLSA(2, d_y=2)),
+            _critical_table_section(models.FullLSA(2, d_y=2), EIGEN_EXAMPLE, TWO_PATH_PROSE,
+                                    "Critical sets with the paper's tasks")]),
     }
     return docs
 

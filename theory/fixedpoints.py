@@ -83,8 +83,9 @@ def _explicit_parameters(der: Derivation) -> tuple[dict, list]:
 
 
 class HessianIndex:
-    """Counts negative eigenvalues of the Hessian of the full loss (explicit in every parameter
-    entry, built once) at given points (letter -> Matrix)."""
+    """The full loss explicit in every parameter entry (built once): at points (letter ->
+    Matrix), the number of negative Hessian eigenvalues (calling it), and the loss and the
+    largest gradient entry at DPS digits (``loss``, ``gradient_size``)."""
 
     def __init__(self, der: Derivation, data_values: dict):
         params, self.flat = _explicit_parameters(der)
@@ -92,15 +93,29 @@ class HessianIndex:
         vals.update(params)
         L = sp.expand(der.loss_poly.evaluate(vals))
         self.params = params
-        self.H = sp.lambdify(self.flat, sp.hessian(L, self.flat), modules="mpmath")
+        grad = [sp.diff(L, v) for v in self.flat]
+        self.H = sp.lambdify(self.flat, [[sp.diff(g, v) for v in self.flat] for g in grad],
+                             modules="mpmath")
+        self._loss = sp.lambdify(self.flat, L, modules="mpmath")
+        self._grad = sp.lambdify(self.flat, grad, modules="mpmath")
+
+    def _args(self, point: dict, digits: int) -> list:
+        return [_mp(point[n][k], digits) for n, m in self.params.items() for k in range(len(m))]
 
     def __call__(self, point: dict) -> int:
-        args = [point[n][k] for n, m in self.params.items() for k in range(len(m))]
         with mpmath.workdps(30):
-            H = mpmath.matrix(self.H(*[_mp(a, 30) for a in args]))
+            H = mpmath.matrix(self.H(*self._args(point, 30)))
             eigs = mpmath.eigsy(H, eigvals_only=True)
             scale = max([1] + [abs(e) for e in eigs])
             return sum(1 for e in eigs if e < -INDEX_TOL * scale)
+
+    def loss(self, point: dict) -> sp.Float:
+        with mpmath.workdps(DPS):
+            return sp.Float(self._loss(*self._args(point, DPS)), DPS)
+
+    def gradient_size(self, point: dict) -> mpmath.mpf:
+        with mpmath.workdps(DPS):
+            return max([abs(g) for g in self._grad(*self._args(point, DPS))] + [0])
 
 
 def fixed_points(der: Derivation) -> list[FixedPointSet]:

@@ -34,13 +34,13 @@ modes per head (Q_h = W_K,hᵀ W_Q,h factorised mode by mode). Its unlearned mod
 only at third order (V_h, W_K, W_Q all start at zero on them), so Hessian indices are 0 there;
 ``info['loss_gap']`` tells minima from saddles. Two rank-1 heads can also end with both heads on
 the top mode (a spurious attracting set at that set's loss; d = 2, s = (2, 1), N = 4: 1 of 52
-random starts at scale 0.3). FullLSA with eigenbasis tasks is not enumerated (flows from random starts end
-at Merged's minimum or at other local minima off the Merged set).
+random starts at scale 0.3). FullLSA: every mode can be learned through two paths
+(``_two_path_sets``); assigning modes to different paths gives spurious local minima.
 """
 
 from __future__ import annotations
 
-from itertools import combinations
+from itertools import combinations, product
 
 import mpmath
 import sympy as sp
@@ -50,7 +50,7 @@ from . import models
 from .derive import Derivation, derive
 from .errors import InputError
 from .fixedpoints import (DPS, FixedPointSet, HessianIndex, _critical_params, _critical_set,
-                          _mp, _with_loss_gaps, fixed_points)
+                          _with_loss_gaps, fixed_points)
 from .solutions import mode_reduction
 from .words import Mat
 
@@ -63,11 +63,10 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
     if der.data.tasks == "gaussian":
         return _lifted_sets(der)
     if der.data.tasks == "diagonal":
-        if der.model.name == "FullLSA":
-            raise InputError("der", "eigenbasis-task critical sets are derived for the Merged, "
-                             "MultiHead and SeparateKQ models")
         if not all(v.is_number for v in der.data.Lambda):
             raise InputError("data", "eigenmode critical sets need numeric Λ")
+        if der.model.name == "FullLSA":
+            return _two_path_sets(der)
         heads = getattr(der.model, "heads", 1)
         if 1 < heads < der.data.d:
             raise InputError("der", f"with {heads} heads for {der.data.d} modes the minimum "
@@ -96,12 +95,12 @@ def _is_value(letter: Mat) -> bool:
     return letter.rows == "y" and letter.cols == "y"
 
 
-def _check_critical(der: Derivation, fp: FixedPointSet) -> FixedPointSet:
-    """``fp`` unchanged if the exact gradient vanishes at its point (numeric data)."""
-    if not _numeric(der):
+def _check_critical(index, fp: FixedPointSet) -> FixedPointSet:
+    """``fp`` unchanged if the exact gradient vanishes at its point (``index``: the model's
+    HessianIndex; nothing to check for symbolic data)."""
+    if not isinstance(index, HessianIndex):
         return fp
-    grads = der.gradient_value(fp.point)
-    size = max([abs(_mp(g)) for G in grads.values() for g in G])
+    size = index.gradient_size(fp.info["letters"])
     if size > GRADIENT_TOL:
         raise ArithmeticError(f"{fp.name}: the exact gradient is {float(size):.3g}, not zero "
                               "(the set is not critical; please report this)")
@@ -127,7 +126,7 @@ def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
             equations = _zero_set_equations(der, fp)
         info = {**fp.info, "scalar_loss": fp.loss}
         info.pop("letters")
-        out.append(_check_critical(der, _critical_set(
+        out.append(_check_critical(index, _critical_set(
             der, index, fp.name, equations, letters, der.loss_value(_critical_params(der, letters)),
             info)))
     return out
@@ -195,10 +194,10 @@ def _eigenmode_sets(der: Derivation) -> list[FixedPointSet]:
                         solved[group] = _solve_subset(red, grads, group)
                     letters.update(_head_point(head, *solved[group], U, rank))
                 a = [sum(solved[g][0][k] * solved[g][1][k] for g in groups) for k in range(d)]
-                out.append(_check_critical(der, _critical_set(
+                out.append(_check_critical(index, _critical_set(
                     der, index, _mode_name(groups, d, len(heads)),
                     [sp.Eq(red.p[k] * red.q[k], 0) for k in range(d) if k not in S],
-                    letters, der.loss_value(_critical_params(der, letters)),
+                    letters, index.loss(letters),
                     {"a": a, "learned": S, "groups": groups})))
     return _with_loss_gaps(out)
 
@@ -245,18 +244,75 @@ def _mode_name(groups: tuple, d: int, heads: int) -> str:
 def _solve_subset(red, grads, S) -> tuple[list, list]:
     """p, q (Floats) at the Merged critical point where exactly the modes in S are learned."""
     d = len(red.s)
-    if not S:
-        return [sp.Integer(0)] * d, [sp.Integer(0)] * d
-    zero = {v: 0 for k in range(d) if k not in S for v in (red.p[k], red.q[k])}
-    unknowns = [red.p[k] for k in S] + [red.q[k] for k in S]
-    eqs = [g.subs(zero) for g in grads]
-    eqs = [e for e in eqs if e != 0]
-    eqs = eqs[:-1] + [sum(red.p[k] ** 2 - red.q[k] ** 2 for k in S)]   # gauge for the scaling
-    f = sp.lambdify(unknowns, eqs, modules="mpmath")
-    guess = [mpmath.sqrt(red.fixed_point(k)) for k in S] * 2
+    root = _newton(dict(zip(red.p + red.q, grads)), [(red.p[k], red.q[k]) for k in S],
+                   [mpmath.sqrt(red.fixed_point(k)) for k in S])
+    return ([root.get(red.p[k], sp.Integer(0)) for k in range(d)],
+            [root.get(red.q[k], sp.Integer(0)) for k in range(d)])
+
+
+def _newton(grads: dict, pairs: list, guess: list) -> dict:
+    """Variable -> Float at a critical point of a reduced loss (``grads``: variable -> its
+    derivative) on which the variables of ``pairs`` (value side x, key side y) are free and
+    every other one is zero, by Newton's method from x = y = ``guess`` (one value per pair).
+    The rescaling symmetry's orbits are fixed by the balance Σ (x² − y²) = 0 with a Lagrange
+    multiplier (zero at a critical point: the orbit direction is orthogonal to ∇L)."""
+    if not pairs:
+        return {}
+    active = [x for x, _ in pairs] + [y for _, y in pairs]
+    zero = {v: 0 for v in grads if v not in active}
+    mult = sp.Dummy("lambda")
+    gauge = sum(x ** 2 - y ** 2 for x, y in pairs)
+    eqs = [grads[v].subs(zero) + mult * sp.diff(gauge, v) for v in active] + [gauge]
+    f = sp.lambdify(active + [mult], eqs, modules="mpmath")
     with mpmath.workdps(DPS):
-        root = mpmath.findroot(lambda *x: f(*x), guess)
-    values = dict(zip(unknowns, (sp.Float(v, DPS) for v in root)))
-    p = [values.get(red.p[k], sp.Integer(0)) for k in range(d)]
-    q = [values.get(red.q[k], sp.Integer(0)) for k in range(d)]
-    return p, q
+        root = mpmath.findroot(lambda *v: f(*v), list(guess) * 2 + [0])
+    return dict(zip(active, (sp.Float(v, DPS) for v in root)))
+
+
+# --- FullLSA with eigenbasis tasks: two paths per mode -----------------------------------------
+
+PATHS = {1: ("P2", "Q1"), 2: ("P1", "Q2")}     # ŷ ∋ P₂S_yxQ₁x_q/N and P₁S_xyQ₂x_q/N
+
+
+def _two_path_sets(der: Derivation) -> list[FixedPointSet]:
+    """FullLSA with eigenbasis tasks. All four blocks diagonal in Λ's eigenbasis is an invariant
+    set (the sign flips of the eigenbasis); on it a mode α carries signal through two paths,
+    P₂S_yxQ₁ (Merged's, variables p_α, q_α) and P₁S_xyQ₂ (a_α, b_α; W is symmetric, so the
+    path alone has Merged's loss), while P₁(S_xx + x_qx_qᵀ)Q₁ and P₂S_yyQ₂ only add variance.
+    One set per assignment of each mode to: unlearned, path 1 or path 2 (3^d sets), solved by
+    Newton's method on the exact reduced loss; modes using both paths at once are not
+    enumerated. Mixed assignments are the spurious local minima that random starts reach."""
+    d = der.data.d
+    red = mode_reduction(derive(models.Merged(d, d_y=d), der.data))
+    U = der.data.eigenbasis()
+    diag = {n: sp.symbols(f"{n.lower()}_1:{d + 1}", real=True) for n in ("P1", "P2", "Q1", "Q2")}
+    vals = der.values(_zeros(der))
+    vals.update({n: U * sp.diag(*v) * U.T for n, v in diag.items()})
+    loss = sp.expand(der.loss_poly.evaluate(vals))
+    grads = {v: sp.diff(loss, v) for vs in diag.values() for v in vs}
+    index = HessianIndex(der, der.values(_zeros(der)))
+    out = []
+    for assignment in product((0, 1, 2), repeat=d):
+        learned = [k for k in range(d) if assignment[k]]
+        pairs = [(diag[P][k], diag[Q][k]) for P, Q in PATHS.values() for k in range(d)]
+        guess = [mpmath.sqrt(red.fixed_point(k)) if PATHS.get(assignment[k]) == (P, Q) else 0
+                 for P, Q in PATHS.values() for k in range(d)]
+        root = _newton(grads, pairs if learned else [], guess)
+        letters = {n: U * sp.diag(*[root.get(v, sp.Integer(0)) for v in vs]) * U.T
+                   for n, vs in diag.items()}
+        out.append(_check_critical(index, _critical_set(
+            der, index, _path_name(assignment),
+            [sp.Eq(sp.Symbol(f"{n.lower()}_{k + 1}"), 0) for n in diag for k in range(d)
+             if n not in PATHS.get(assignment[k], ())],
+            letters, index.loss(letters), {"learned": tuple(learned), "paths": assignment})))
+    return _with_loss_gaps(out)
+
+
+def _path_name(assignment: tuple) -> str:
+    """"modes {1} via P2 Q1 + {2} via P1 Q2"."""
+    parts = []
+    for path, (P, Q) in PATHS.items():
+        modes = [str(k + 1) for k, c in enumerate(assignment) if c == path]
+        if modes:
+            parts.append("{" + ", ".join(modes) + f"}} via {P} {Q}")
+    return "modes " + " + ".join(parts) if parts else "origin"
