@@ -3,6 +3,7 @@ SME ensemble (SGD beyond its mean) against simulate_sgd ensembles."""
 
 import numpy as np
 import pytest
+import sympy as sp
 
 from icldyn.numerics import compile_flow, gradient_descent, simulate_sgd
 from icldyn.numerics.covariance import compile_covariance
@@ -152,3 +153,32 @@ def test_symbolic_covariance_block_equals_the_compiled_matrix(tasks):
         values["A_Q"][i, j] = values["B_Q"][k, m] = 1
         assert float(poly.evaluate(values)) == pytest.approx(S[pos[i, j], pos[k, m]], rel=1e-10)
     assert {"A_Q", "B_Q"} <= {str(s) for s in cov.to_sympy("Q", "Q").free_symbols}
+
+
+@pytest.mark.parametrize("model", [models.MultiHead(2, heads=2),
+                                   models.SeparateKQ(2, heads=2, rank=1)], ids=repr)
+def test_product_form_noise_is_the_chain_rule_of_one_kernel(model):
+    """For every product-form model (d_y = 1) the gradient covariance is J Σ_M(M) Jᵀ with
+    J = ∂vec M/∂θ and Σ_M the kernel derived once on the Merged model (product_noise): the
+    model's own derived covariance (compiled) equals the kernel's chain rule."""
+    from icldyn.theory.productform import merged_counterpart, product_noise
+    data = ICLData(d=2, N=3, Lambda=LAMBDA, Sigma_w=[[1.0, -0.2], [-0.2, 0.8]], noise=0.3)
+    der = derive(model, data)
+    flow = compile_flow(der, "numpy")
+    theta = 0.6 * np.random.default_rng(3).standard_normal(flow.size)
+
+    def M_of(th):
+        p = flow.unpack(th)
+        Q = p["Q"] if "Q" in p else p["W_K"].swapaxes(1, 2) @ p["W_Q"]
+        return np.einsum("h,hij->ij", p["V"][:, 0, 0], Q)
+
+    M = M_of(theta)          # M is affine in each single entry of θ: exact differences
+    J = np.array([(M_of(theta + e) - M).ravel() for e in np.eye(flow.size)])
+    kernel = product_noise(der)
+    vals = merged_counterpart(der).values({"V": 1, "Q": M.tolist()})
+    vals["M"] = vals["Q"]
+    units = [np.eye(4)[k].reshape(2, 2).tolist() for k in range(4)]
+    Sigma_M = np.array([[float(kernel.evaluate({**vals, "A_M": sp.Matrix(A), "B_M": sp.Matrix(B)}))
+                         for B in units] for A in units])
+    S = compile_covariance(flow).matrix(theta)
+    np.testing.assert_allclose(S, J @ Sigma_M @ J.T, rtol=1e-9, atol=1e-12 * np.abs(S).max())

@@ -9,6 +9,7 @@ from . import models
 from .data import N_SYM, SIGMA, ICLData
 from .derive import derive
 from .latex import derivation_document, split_sum, tex
+from .productform import product_noise
 from .solutions import isotropic_reduction, mode_reduction
 
 GAUSSIAN_PROSE = (r"Gaussian tasks: rows of $W$ i.i.d.\ $\mathcal{N}(0,\Sigma_w)$, "
@@ -97,6 +98,30 @@ def _noise_section() -> tuple:
     return ("Gradient noise (single-prompt covariance)", prose, _align(rows))
 
 
+CHAIN_RULE = {
+    "MultiHead": r"\delta M[A] = \sum_h \left(A_{V_h} Q_h + u_h A_{Q_h}\right)",
+    "SeparateKQ": r"\delta M[A] = \sum_h \left(A_{V_h} W_{K,h}^\top W_{Q,h} + u_h "
+                  r"(A_{W_{K,h}}^\top W_{Q,h} + W_{K,h}^\top A_{W_{Q,h}})\right)",
+}
+
+
+def _product_noise_section(model) -> tuple:
+    """The gradient noise of a product-form model as the chain rule of one kernel Σ_M(M)."""
+    der = derive(model, ICLData(d=2, N=N_SYM, Lambda="iso"), structural=True)
+    rows = split_sum(r"\Sigma_M(M)[A_M, B_M]", der.to_sympy(product_noise(der)), per_line=2)
+    prose = (r"Scalar tasks, $\Sigma_w = I$, $\sigma = 0$, $\Lambda = \lambda I$, any $d$. The "
+             r"prediction is $\hat y = S_{yx} M x_q / N$, so one prompt's gradient is the "
+             r"chain rule of $G = \nabla_M \ell$, and its covariance (the noise of SGD; a batch "
+             r"of $B$ prompts divides it by $B$) is "
+             r"$\mathrm{Cov}(\langle A, g\rangle, \langle B, g\rangle) = "
+             r"\Sigma_M(M)[\delta M[A], \delta M[B]]$ with " + f"${CHAIN_RULE[model.name]}$"
+             + r" for probes $A$, $B$ of the parameters' shapes, and the kernel "
+             r"$\Sigma_M(M)[A_M, B_M] = \mathrm{Cov}(\langle A_M, G\rangle, \langle B_M, "
+             r"G\rangle)$ derived once, on the Merged model (its $Q$--$Q$ block at $u = 1$, "
+             r"$Q = M$); exact for every $N$ (\texttt{productform.product\_noise}).")
+    return ("Gradient noise (single-prompt covariance)", prose, _align(rows))
+
+
 def _critical_sets_section() -> tuple:
     """Scalar tasks, Λ = diag(s_1, s_2), Σ_w = I: M*, the minimum loss and the saddle set."""
     data = ICLData(d=2, N=N_SYM, Lambda="diag", noise=SIGMA)
@@ -175,6 +200,7 @@ def documents() -> dict[str, str]:
              derive(models.MultiHead(2, heads=2), _data(), **structural)),
             ("Vector tasks in Lambda's eigenbasis", DIAGONAL_PROSE,
              derive(models.MultiHead(2, heads=2, d_y=2), _data("diagonal"), **structural)),
+            _product_noise_section(models.MultiHead(2, heads=2)),
             _critical_table_section(models.MultiHead(3, heads=2)),
             _vector_table_section(models.MultiHead(2, heads=2, d_y=2)),
             _critical_table_section(models.MultiHead(2, heads=2, d_y=2), EIGEN_EXAMPLE,
@@ -182,6 +208,7 @@ def documents() -> dict[str, str]:
         "separatekq.tex": derivation_document("SeparateKQ model, one head of rank r", [
             ("Gaussian tasks", GAUSSIAN_PROSE,
              derive(models.SeparateKQ(2, heads=1, rank=1), _data(), **structural)),
+            _product_noise_section(models.SeparateKQ(2, heads=1, rank=1)),
             _critical_table_section(models.SeparateKQ(3, heads=1, rank=2)),
             _vector_table_section(models.SeparateKQ(2, heads=1, rank=1, d_y=2)),
             _critical_table_section(models.SeparateKQ(2, heads=2, rank=1, d_y=2),

@@ -22,10 +22,10 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .derive import Derivation, derive
-from . import models
+from .derive import Derivation
 from .errors import InputError
-from .words import Mat, MatPoly, TracePoly
+from .productform import merged_counterpart, product_loss
+from .words import MatPoly
 
 INDEX_TOL = 1e-12
 DPS = 40        # digits for the singular-mode reduction (exact gradients vanish to ~1e-35)
@@ -137,29 +137,6 @@ def fixed_points(der: Derivation) -> list[FixedPointSet]:
 
 # --- scalar tasks ------------------------------------------------------------------------------
 
-def _name(letter):
-    return getattr(letter, "name", None)
-
-
-def product_loss(der: Derivation) -> tuple[TracePoly, Mat]:
-    """F(M) for d_y = 1: V = u is 1×1, so each V in a word is the scalar u and drops out of it
-    (an emptied word is tr(1) = 1), and a term with k u's has k Q's, so u^k·(Q-words) = (the
-    same words with each Q replaced by M = uQ)."""
-    M = Mat("M")
-    out = TracePoly()
-    for traces, coeff in der.loss_poly.terms.items():
-        k_v, rest = 0, []
-        for w in traces:
-            kept = tuple(Mat("M", a.T) if _name(a) == "Q" else a for a in w if _name(a) != "V")
-            k_v += len(w) - len(kept)
-            if kept:
-                rest.append(kept)
-        if sum(_name(a) == "M" for w in rest for a in w) != k_v:
-            raise InputError("der", "the loss is not a function of the product uQ")
-        out = out + TracePoly({tuple(rest): coeff})
-    return out, M
-
-
 class ProductForm:
     """L = F(M) for d_y = 1, the loss of the prediction ŷ = S_yx M x_q / N shared by Merged
     (M = uQ), MultiHead (M = Σ_h u_h Q_h) and SeparateKQ (M = Σ_h u_h W_K,hᵀ W_Q,h), derived on
@@ -168,7 +145,7 @@ class ProductForm:
 
     def __init__(self, der: Derivation):
         d = der.data.d
-        merged = der if der.model.name == "Merged" else derive(models.Merged(d), der.data)
+        merged = merged_counterpart(der)
         self.d = d
         self.F, self.M = product_loss(merged)
         self.G: MatPoly = self.F.diff(self.M)

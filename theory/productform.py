@@ -1,0 +1,61 @@
+"""Product-form models with scalar tasks (d_y = 1): Merged (M = uQ), MultiHead (M = Σ_h u_h Q_h)
+and SeparateKQ (M = Σ_h u_h W_K,hᵀ W_Q,h) all predict ŷ = S_yx M x_q / N, so their loss and the
+noise of their gradient are functions of M, derived once on the Merged model:
+
+* loss: L = F(M) (``product_loss``);
+* noise: one prompt's gradient is g_θ = J_θᵀ vec G with G = ∇_M ℓ (ℓ the prompt's loss) and
+  J_θ = ∂vec M/∂θ, so Cov(g_θ) = J_θ Σ_M(M) J_θᵀ, where Σ_M(M)(A, B) = Cov(⟨A, G⟩, ⟨B, G⟩) is the
+  Merged model's Q–Q covariance block at u = 1, Q = M (there g_Q = u G) (``product_noise``).
+
+Both drop the 1×1 letter V = u from every word (an emptied word is tr(1) = 1) and rename Q → M,
+after checking that every term has the right number of u's: as many as Q's in the loss (the
+rescaling symmetry), two more in the Q–Q block (g_Q = u G(uQ))."""
+
+from __future__ import annotations
+
+from .derive import Derivation, derive
+from .errors import InputError
+from .words import Mat, TracePoly, rename_letter
+from . import models
+
+
+def _name(letter):
+    return getattr(letter, "name", None)
+
+
+def product_poly(poly: TracePoly, excess: int) -> TracePoly:
+    """``poly`` (Merged's letters, d_y = 1) at u = 1 with Q renamed M, checked to have
+    ``excess`` more u's than Q's in every term (so it is u^excess times a function of uQ)."""
+    out = TracePoly()
+    for traces, coeff in poly.terms.items():
+        k_v, rest = 0, []
+        for w in traces:
+            kept = tuple(Mat("M", a.T) if _name(a) == "Q" else a for a in w if _name(a) != "V")
+            k_v += len(w) - len(kept)
+            if kept:
+                rest.append(kept)
+        if sum(_name(a) == "M" for w in rest for a in w) + excess != k_v:
+            raise InputError("der", "the polynomial is not a function of the product uQ")
+        out = out + TracePoly({tuple(rest): coeff})
+    return out
+
+
+def merged_counterpart(der: Derivation) -> Derivation:
+    """The Merged model on ``der``'s data (``der`` itself if it is one)."""
+    if der.model.name == "Merged":
+        return der
+    return derive(models.Merged(der.data.d, d_y=der.data.d_y), der.data, der.structural)
+
+
+def product_loss(der: Derivation) -> tuple[TracePoly, Mat]:
+    """F(M) with L = F(M) for d_y = 1, and the letter M."""
+    return product_poly(merged_counterpart(der).loss_poly, 0), Mat("M")
+
+
+def product_noise(der: Derivation) -> TracePoly:
+    """Σ_M(M)(A_M, B_M) = Cov(⟨A_M, G⟩, ⟨B_M, G⟩), G = ∇_M ℓ of one prompt (d_y = 1)."""
+    if der.data.d_y != 1:
+        raise InputError("data", "the product form needs scalar tasks (d_y = 1)")
+    block = merged_counterpart(der).gradient_covariance().covariance("Q", "Q")
+    kernel = product_poly(block, 2)
+    return rename_letter(rename_letter(kernel, "A_Q", "A_M"), "B_Q", "B_M")
