@@ -142,11 +142,42 @@ def test_full_lsa_with_eigenbasis_tasks_has_mixed_path_local_minima():
     assert any(min(abs(e - float(fp.loss)) for fp in mixed) < 1e-9 for e in ends), ends
 
 
+def test_finite_eigenbasis_task_sets_equal_gaussian_modes_with_the_same_variances():
+    """P = 3 tasks diagonal in Λ's (rotated) eigenbasis: on the diagonal set only E[δ_α²]
+    enters the Merged/MultiHead loss, so every set's loss equals that of the paper's Gaussian
+    tasks with c = mean δ² (a different path through the engine); each set is critical, and
+    flows from random starts end at the minimum (one mode per head for H = 2)."""
+    rng = np.random.default_rng(0)
+    U, _ = np.linalg.qr(rng.standard_normal((2, 2)))
+    deltas = np.array([[1.5, 0.2], [-0.7, 1.1], [0.4, -1.3]])
+    tasks = np.array([U @ np.diag(row) @ U.T for row in deltas])
+    Lam = U @ np.diag([2.0, 1.0]) @ U.T
+    finite = ICLData(d=2, N=4, Lambda=Lam, d_y=2, tasks=tasks, noise=0.2)
+    gaussian = ICLData(d=2, N=4, Lambda=Lam, d_y=2, tasks="diagonal",
+                       Sigma_w=(deltas**2).mean(axis=0), noise=0.2)
+    for model in (models.Merged(2, d_y=2), models.MultiHead(2, heads=2, d_y=2)):
+        der = derive(model, finite)
+        sets = der.fixed_points()
+        flow = critical_check(der, sets)
+        reference = derive(model, gaussian).fixed_points()
+        assert [fp.name for fp in sets] == [fp.name for fp in reference]
+        for fp, ref in zip(sets, reference):
+            assert float(fp.loss) == pytest.approx(float(ref.loss), rel=1e-12), fp.name
+        for _ in range(2):
+            traj = integrate(flow, 0.3 * rng.standard_normal(flow.size), t_end=2000.0,
+                             n_points=2)
+            assert traj.loss[-1] == pytest.approx(float(sets[0].loss), rel=1e-9)
+
+
 def test_vector_fixed_points_refuse_what_is_not_enumerated():
     with pytest.raises(InputError, match="shares modes"):
         derive(models.MultiHead(3, heads=2, d_y=3),
                rotated_vector_tasks([1.0, 0.5, 0.25], N=3)).fixed_points()
-    tasks = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]])
-    with pytest.raises(InputError, match="finite"):
+    tasks = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]])   # not diagonal
+    with pytest.raises(InputError, match="eigenbasis"):
         derive(models.Merged(2, d_y=2),
                ICLData(d=2, N=3, Lambda=np.eye(2), d_y=2, tasks=tasks)).fixed_points()
+    diagonal = np.array([np.diag([1.0, 2.0]), np.diag([-0.5, 1.0])])
+    with pytest.raises(InputError, match="not for finite sets"):
+        derive(models.FullLSA(2, d_y=2), ICLData(d=2, N=3, Lambda=np.diag([2.0, 1.0]), d_y=2,
+                                                 tasks=diagonal)).fixed_points()

@@ -15,11 +15,13 @@ C = vec(I) (G^-½ vec B)ᵀ (Baldi–Hornik): T̃ ∈ {C, 0}. T̃ = C is the lif
 every head, a saddle set larger than the lifted one (it holds V ≠ 0 at Q = 0, and heads that
 cancel).
 
-**Eigenbasis tasks** (W = U diag(δ) Uᵀ). The sign flips of Λ's eigenbasis leave the data law
+**Eigenbasis tasks** (W = U diag(δ) Uᵀ: the paper's Gaussian δ, or a finite set of P such
+tasks). The sign flips of Λ's eigenbasis leave the data law
 unchanged, so matrices diagonal in the eigenbasis form an invariant set (a critical point of
-the restricted loss is critical). On it the Merged loss is the coupled mode loss of
-``solutions.mode_reduction``, whose critical points are found per subset S of learned modes by
-Newton's method (mpmath), the rescaling gauge fixed by Σ_{α∈S} (p_α² − q_α²) = 0. With H heads,
+the restricted loss is critical). On it the Merged loss is the exact coupled mode loss (the
+derived loss at V = U diag(p) Uᵀ, Q = U diag(q) Uᵀ), whose critical points are found per subset
+S of learned modes by Newton's method (mpmath) from the single-mode solutions, the rescaling
+gauge fixed by Σ_{α∈S} (p_α² − q_α²) = 0. With H heads,
 modes can be dealt to different heads: for a partition of S into at most H groups, head h
 carries the Merged solution on its group, and heads with disjoint groups do not interact (each
 cross-head term has a mode of each head's group, where the other head is zero). So one set
@@ -46,12 +48,11 @@ import mpmath
 import sympy as sp
 from sympy.utilities.iterables import multiset_partitions
 
-from . import models
 from .derive import Derivation, derive
 from .errors import InputError
 from .fixedpoints import (DPS, FixedPointSet, HessianIndex, _critical_params, _critical_set,
-                          _with_loss_gaps, fixed_points)
-from .solutions import mode_reduction
+                          _mp, _with_loss_gaps, fixed_points)
+from .productform import merged_counterpart
 from .words import Mat
 
 GRADIENT_TOL = 1e-10        # a set that is not critical has gradients O(1); float data
@@ -60,20 +61,39 @@ GRADIENT_TOL = 1e-10        # a set that is not critical has gradients O(1); flo
 
 def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
     """Critical sets for d_y > 1 (see the module docstring)."""
-    if der.data.tasks == "gaussian":
+    data = der.data
+    if data.tasks == "gaussian":
         return _lifted_sets(der)
-    if der.data.tasks == "diagonal":
-        if not all(v.is_number for v in der.data.Lambda):
-            raise InputError("data", "eigenmode critical sets need numeric Λ")
-        if der.model.name == "FullLSA":
-            return _two_path_sets(der)
-        heads = getattr(der.model, "heads", 1)
-        if 1 < heads < der.data.d:
-            raise InputError("der", f"with {heads} heads for {der.data.d} modes the minimum "
-                             "shares modes between heads and is not among the enumerated sets "
-                             "(use H = 1 or H ≥ d)")
-        return _eigenmode_sets(der)
-    raise InputError("data", "for finite task sets, fixed points are derived for d_y = 1")
+    if not all(v.is_number for v in data.Lambda):
+        raise InputError("data", "vector-task critical sets need numeric Λ")
+    if data.tasks == "finite" and not _eigenbasis_set(data):
+        raise InputError("data", "for a finite set of vector tasks, critical sets are derived "
+                         "when every task is diagonal in Λ's eigenbasis (the paper's setting)")
+    if der.model.name == "FullLSA":
+        if data.tasks == "finite":      # flows end at minima off the single-path assignments
+            raise InputError("data", "FullLSA's critical sets are enumerated for the paper's "
+                             "Gaussian eigenbasis tasks, not for finite sets")
+        return _two_path_sets(der)
+    heads = getattr(der.model, "heads", 1)
+    if 1 < heads < data.d:
+        raise InputError("der", f"with {heads} heads for {data.d} modes the minimum shares "
+                         "modes between heads and is not among the enumerated sets (use H = 1 "
+                         "or H ≥ d)")
+    return _eigenmode_sets(der)
+
+
+def _eigenbasis_set(data) -> bool:
+    """Whether a numeric finite task set has every task diagonal in Λ's eigenbasis U."""
+    if data.task_set is None or data.d_y != data.d:
+        return False
+    U = data.eigenbasis()
+    for W in data.task_set:
+        R = U.T * W * U
+        scale = max([1] + [abs(v) for v in R])
+        if any(abs(R[i, j]) > 1e-12 * scale for i in range(data.d) for j in range(data.d)
+               if i != j):
+            return False
+    return True
 
 
 def _head_letters(der: Derivation) -> dict:
@@ -173,11 +193,34 @@ def _zero_set_equations(der: Derivation, fp: FixedPointSet) -> list:
 
 # --- eigenbasis tasks ---------------------------------------------------------------------------
 
+def _restricted_loss(der: Derivation, diag: dict) -> sp.Expr:
+    """``der``'s exact loss with each letter in ``diag`` set to U diag(its symbols) Uᵀ (Λ's
+    eigenbasis U) and every other letter zero."""
+    U = der.data.eigenbasis()
+    vals = der.values(_zeros(der))
+    vals.update({n: U * sp.diag(*v) * U.T for n, v in diag.items()})
+    return sp.expand(der.loss_poly.evaluate(vals))
+
+
+def _mode_guess(loss: sp.Expr, x: sp.Symbol, y: sp.Symbol) -> mpmath.mpf:
+    """The balanced single-mode critical value t (x = y = t, every other variable zero) of
+    lowest loss: a starting point for Newton's method."""
+    t = sp.Symbol("t", positive=True)
+    single = loss.subs({v: 0 for v in loss.free_symbols - {x, y}}).subs({x: t, y: t})
+    roots = [r for r in sp.Poly(sp.diff(single, t), t).nroots(n=DPS)
+             if r.is_real and r > 0]
+    if not roots:
+        raise ArithmeticError(f"mode ({x}, {y}) has no single-mode critical point")
+    return _mp(min(roots, key=lambda r: single.subs(t, r)))
+
+
 def _eigenmode_sets(der: Derivation) -> list[FixedPointSet]:
     d = der.data.d
-    merged = der if der.model.name == "Merged" else derive(models.Merged(d, d_y=d), der.data)
-    red = mode_reduction(merged)
-    grads = [sp.diff(red.loss, v) for v in red.p + red.q]
+    p = sp.symbols(f"p_1:{d + 1}", real=True)
+    q = sp.symbols(f"q_1:{d + 1}", real=True)
+    loss = _restricted_loss(merged_counterpart(der), {"V": p, "Q": q})
+    grads = {v: sp.diff(loss, v) for v in p + q}
+    guess = [_mode_guess(loss, p[k], q[k]) for k in range(d)]
     U = der.data.eigenbasis()
     heads = list(_head_letters(der).values())
     rank = getattr(der.model, "rank", d)
@@ -191,12 +234,15 @@ def _eigenmode_sets(der: Derivation) -> list[FixedPointSet]:
                 for h, head in enumerate(heads):
                     group = groups[h] if h < len(groups) else ()
                     if group not in solved:
-                        solved[group] = _solve_subset(red, grads, group)
+                        root = _newton(grads, [(p[k], q[k]) for k in group],
+                                       [guess[k] for k in group])
+                        solved[group] = ([root.get(p[k], sp.Integer(0)) for k in range(d)],
+                                         [root.get(q[k], sp.Integer(0)) for k in range(d)])
                     letters.update(_head_point(head, *solved[group], U, rank))
                 a = [sum(solved[g][0][k] * solved[g][1][k] for g in groups) for k in range(d)]
                 out.append(_check_critical(index, _critical_set(
                     der, index, _mode_name(groups, d, len(heads)),
-                    [sp.Eq(red.p[k] * red.q[k], 0) for k in range(d) if k not in S],
+                    [sp.Eq(p[k] * q[k], 0) for k in range(d) if k not in S],
                     letters, index.loss(letters),
                     {"a": a, "learned": S, "groups": groups})))
     return _with_loss_gaps(out)
@@ -241,15 +287,6 @@ def _mode_name(groups: tuple, d: int, heads: int) -> str:
     return f"modes {text} learned" + (" (a group per head)" if heads > 1 else "")
 
 
-def _solve_subset(red, grads, S) -> tuple[list, list]:
-    """p, q (Floats) at the Merged critical point where exactly the modes in S are learned."""
-    d = len(red.s)
-    root = _newton(dict(zip(red.p + red.q, grads)), [(red.p[k], red.q[k]) for k in S],
-                   [mpmath.sqrt(red.fixed_point(k)) for k in S])
-    return ([root.get(red.p[k], sp.Integer(0)) for k in range(d)],
-            [root.get(red.q[k], sp.Integer(0)) for k in range(d)])
-
-
 def _newton(grads: dict, pairs: list, guess: list) -> dict:
     """Variable -> Float at a critical point of a reduced loss (``grads``: variable -> its
     derivative) on which the variables of ``pairs`` (value side x, key side y) are free and
@@ -283,19 +320,18 @@ def _two_path_sets(der: Derivation) -> list[FixedPointSet]:
     Newton's method on the exact reduced loss; modes using both paths at once are not
     enumerated. Mixed assignments are the spurious local minima that random starts reach."""
     d = der.data.d
-    red = mode_reduction(derive(models.Merged(d, d_y=d), der.data))
     U = der.data.eigenbasis()
     diag = {n: sp.symbols(f"{n.lower()}_1:{d + 1}", real=True) for n in ("P1", "P2", "Q1", "Q2")}
-    vals = der.values(_zeros(der))
-    vals.update({n: U * sp.diag(*v) * U.T for n, v in diag.items()})
-    loss = sp.expand(der.loss_poly.evaluate(vals))
+    loss = _restricted_loss(der, diag)
     grads = {v: sp.diff(loss, v) for vs in diag.values() for v in vs}
+    single = {(P, Q, k): _mode_guess(loss, diag[P][k], diag[Q][k])
+              for P, Q in PATHS.values() for k in range(d)}
     index = HessianIndex(der, der.values(_zeros(der)))
     out = []
     for assignment in product((0, 1, 2), repeat=d):
         learned = [k for k in range(d) if assignment[k]]
         pairs = [(diag[P][k], diag[Q][k]) for P, Q in PATHS.values() for k in range(d)]
-        guess = [mpmath.sqrt(red.fixed_point(k)) if PATHS.get(assignment[k]) == (P, Q) else 0
+        guess = [single[P, Q, k] if PATHS.get(assignment[k]) == (P, Q) else 0
                  for P, Q in PATHS.values() for k in range(d)]
         root = _newton(grads, pairs if learned else [], guess)
         letters = {n: U * sp.diag(*[root.get(v, sp.Integer(0)) for v in vs]) * U.T
