@@ -173,13 +173,15 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+RISK_COLUMNS = ("N", "theory", "learned", "learned_se", "ols", "ols_se", "bayes", "bayes_se")
+
+
 def cmd_risks(args) -> int:
     import numpy as np
 
-    from ..files import write_atomic
     from ..theory import models
     from .algorithms import incontext_risks
-    from .runfolder import provenance, write_json
+    from .runfolder import provenance, write_csv, write_json
     from .sweep import spectrum_values
 
     if args.model not in models.MODELS:
@@ -197,7 +199,7 @@ def cmd_risks(args) -> int:
               "noise": args.noise, "prompts": args.prompts, "seed": args.seed}
     write_json(out / "results.json", {"config": config, "provenance": provenance(),
                                       "rows": rows})
-    lines = ["N,theory,learned,learned_se,ols,ols_se,bayes,bayes_se"]
+    table = []
     print(f"in-context risk ½E(ŷ − y_q)² of {model!r}'s learned algorithm "
           f"(Monte Carlo: {args.prompts} prompts per N, seed {args.seed})")
     print(f"{'N':>5} {'derived':>9} {'learned (MC)':>18} {'OLS':>18} {'Bayes ridge':>18}")
@@ -205,8 +207,9 @@ def cmd_risks(args) -> int:
         cells = [r["learned_mc"], r["ols_mc"], r["bayes_mc"]]
         print(f"{r['N']:>5} {r['theory']:>9.5f} " + " ".join(
             f"{m:>9.5f} ± {se:<6.5f}" for m, se in cells))
-        lines.append(",".join(map(str, [r["N"], r["theory"]] + [v for c in cells for v in c])))
-    write_atomic(out / "risks.csv", "\n".join(lines) + "\n")
+        table.append(dict(zip(RISK_COLUMNS, [r["N"], r["theory"]]
+                              + [v for c in cells for v in c])))
+    write_csv(out / "risks.csv", table, RISK_COLUMNS)
     print(f"run folder: {out}")
     return 0
 

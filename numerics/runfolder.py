@@ -19,6 +19,19 @@ def write_json(path: Path, obj) -> Path:
     return write_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
+def write_csv(path: Path, rows: list[dict], first: tuple = (), drop: tuple = ()) -> Path:
+    """``rows`` as a CSV table (atomic): the columns ``first`` in that order, then every other
+    key of the rows sorted, without ``drop``."""
+    import csv
+    import io
+    keys = list(first) + sorted({k for r in rows for k in r} - set(first) - set(drop))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_atomic(path, buf.getvalue())
+
+
 def save_figure(fig, path: Path) -> Path:
     """Save a matplotlib figure atomically (PNG)."""
     import io

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -35,9 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import write_atomic
 from ..theory.errors import DivergenceError, InputError, check_int, check_real
-from .runfolder import provenance, save_figure, write_json
+from .runfolder import provenance, save_figure, write_csv, write_json
 
 AXES = ("d", "N", "spectrum", "noise", "init_scale", "lr", "batch", "seed", "task_count")
 MODES = ("theory", "simulation", "both")
@@ -234,7 +232,7 @@ def run_sweep(spec: SweepSpec, out, resume: bool = False, workers: int | None = 
         finished += 1
         tell("sweep points", finished, len(points))
     rows = [json.loads((out / "points" / f"{point_id(p)}.json").read_text()) for p in points]
-    _write_table(out / "results.csv", rows)
+    write_csv(out / "results.csv", rows, TABLE_FIRST, drop=("traceback",))
     summary = {"points": len(points), "computed": len(todo), "reused": len(points) - len(todo),
                "failed_or_diverged": sum(r["status"] != "ok" for r in rows),
                "wall_s": time.perf_counter() - start,
@@ -324,16 +322,6 @@ def _execute_dask(points: list[dict], settings: dict, scheduler):
 
 
 TABLE_FIRST = ("id",) + AXES + ("status",)
-
-
-def _write_table(path: Path, rows: list[dict]) -> None:
-    keys = list(TABLE_FIRST) + sorted({k for r in rows for k in r} - set(TABLE_FIRST)
-                                      - {"traceback"})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, buf.getvalue())
 
 
 def read_table(path) -> list[dict]:

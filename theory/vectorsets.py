@@ -16,13 +16,12 @@ every head, a saddle set larger than the lifted one (it holds V ≠ 0 at Q = 0, 
 cancel).
 
 **Eigenbasis tasks** (W = U diag(δ) Uᵀ: the paper's Gaussian δ, or a finite set of P such
-tasks). The sign flips of Λ's eigenbasis leave the data law
-unchanged, so matrices diagonal in the eigenbasis form an invariant set (a critical point of
-the restricted loss is critical). On it the Merged loss is the exact coupled mode loss (the
-derived loss at V = U diag(p) Uᵀ, Q = U diag(q) Uᵀ), whose critical points are found per subset
-S of learned modes by Newton's method (mpmath) from the single-mode solutions, the rescaling
-gauge fixed by Σ_{α∈S} (p_α² − q_α²) = 0. With H heads,
-modes can be dealt to different heads: for a partition of S into at most H groups, head h
+tasks). The sign flips of Λ's eigenbasis leave the data law unchanged, so matrices diagonal in
+the eigenbasis form an invariant set (a critical point of the restricted loss is critical). On
+it the Merged loss is the exact coupled mode loss (the derived loss at V = U diag(p) Uᵀ,
+Q = U diag(q) Uᵀ), whose critical points are found per subset S of learned modes by Newton's
+method (mpmath) from the single-mode solutions, the rescaling gauge fixed by
+Σ_{α∈S} (p_α² − q_α²) = 0. With H heads, modes can be dealt to different heads: for a partition of S into at most H groups, head h
 carries the Merged solution on its group, and heads with disjoint groups do not interact (each
 cross-head term has a mode of each head's group, where the other head is zero). So one set
 per (S, partition): with H ≥ d heads the modes decouple and the minimum learns each mode in its
@@ -38,6 +37,9 @@ only at third order (V_h, W_K, W_Q all start at zero on them), so Hessian indice
 the top mode (a spurious attracting set at that set's loss; d = 2, s = (2, 1), N = 4: 1 of 52
 random starts at scale 0.3). FullLSA: every mode can be learned through two paths
 (``_two_path_sets``); assigning modes to different paths gives spurious local minima.
+
+Refused with a clear error (not enumerated): finite sets of vector tasks that are not diagonal
+in Λ's eigenbasis, FullLSA with finite sets, and 1 < H < d heads with eigenbasis tasks.
 """
 
 from __future__ import annotations
