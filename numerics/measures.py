@@ -40,15 +40,26 @@ def _matrices(M, name: str = "M") -> np.ndarray:
     return M
 
 
+def _scaled_singular_values(M) -> tuple:
+    """(singular values of each matrix divided by its largest |entry|, that entry): the SVD
+    never sees entries near the float range's ends, so scale-free measures cannot overflow."""
+    M = _matrices(M)
+    top = np.abs(M).max(axis=(-2, -1))
+    return np.linalg.svd(_unit_scale(M), compute_uv=False), top
+
+
 def singular_values(M) -> np.ndarray:
-    """Singular values in descending order, shape (..., min(m, n))."""
-    return np.linalg.svd(_matrices(M), compute_uv=False)
+    """Singular values in descending order, shape (..., min(m, n)) (inf where one exceeds the
+    float range)."""
+    s, top = _scaled_singular_values(M)
+    with np.errstate(over="ignore"):
+        return s * top[..., None]
 
 
 def effective_rank(M, drop_top: int = 0) -> np.ndarray:
     """Roy–Vetterli effective rank; ``drop_top`` removes the largest singular values first.
     A zero matrix has effective rank 0."""
-    s = singular_values(M)
+    s, _ = _scaled_singular_values(M)
     if not (isinstance(drop_top, (int, np.integer)) and 0 <= drop_top < s.shape[-1]):
         raise InputError("drop_top", f"must be in [0, {s.shape[-1] - 1}], got {drop_top!r}")
     s = s[..., drop_top:]
@@ -59,7 +70,7 @@ def effective_rank(M, drop_top: int = 0) -> np.ndarray:
 
 
 def stable_rank(M) -> np.ndarray:
-    s = singular_values(M)
+    s, _ = _scaled_singular_values(M)
     top = s[..., :1]
     ratio = np.divide(s, top, out=np.zeros_like(s), where=top > 0)     # no under/overflow
     return (ratio**2).sum(axis=-1)
@@ -67,7 +78,7 @@ def stable_rank(M) -> np.ndarray:
 
 def numerical_rank(M, tol: float | None = None, rtol: float | None = None) -> np.ndarray:
     M = _matrices(M)
-    s = singular_values(M)
+    s, top = _scaled_singular_values(M)      # s·top are the singular values
     if tol is not None and rtol is not None:
         raise InputError("tol", "give either an absolute tol or a relative rtol, not both")
     if tol is None:
@@ -75,14 +86,16 @@ def numerical_rank(M, tol: float | None = None, rtol: float | None = None) -> np
             max(M.shape[-2:]) * np.finfo(np.float64).eps
         threshold = factor * s[..., :1]
     else:
-        threshold = check_real("tol", tol, allow_zero=True)
+        tol = check_real("tol", tol, allow_zero=True)
+        with np.errstate(over="ignore", divide="ignore"):
+            threshold = np.where(top > 0, tol / np.where(top > 0, top, 1.0), np.inf)[..., None]
     return np.sum(s > threshold, axis=-1)
 
 
 def _top_subspace(M, k: int, side: str) -> np.ndarray:
     if side not in ("left", "right"):
         raise InputError("side", f"must be 'left' or 'right', got {side!r}")
-    U, _, Vh = np.linalg.svd(_matrices(M), full_matrices=False)
+    U, _, Vh = np.linalg.svd(_unit_scale(_matrices(M)), full_matrices=False)
     if check_int("k", k) > U.shape[-1]:
         raise InputError("k", f"must be in [1, {U.shape[-1]}], got {k!r}")
     return U[..., :, :k] if side == "left" else Vh[..., :k, :].swapaxes(-1, -2)

@@ -141,3 +141,18 @@ def test_step_finders_of_the_training_records():
     assert fall_step(steps, [0.9, 0.4, 0.6, 0.3, 0.0], level=0.5) == 30   # stays below for good
     assert fall_step(steps, [0.1] * 5) == 0
     assert fall_step(steps, [0.1, 0.1, 0.1, 0.1, 0.7]) is None
+
+
+def test_scale_free_measures_at_the_ends_of_the_float_range():
+    """Entries near 1e308 or 1e-308 give the same effective/stable/numerical rank and
+    subspaces as the unit-scale matrix, without overflow warnings."""
+    import warnings
+    base = np.array([[1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for scale in (1e308, 1e-308):
+            M = scale * base
+            for fn in (effective_rank, stable_rank, numerical_rank):
+                assert fn(M) == pytest.approx(fn(base), rel=1e-12), (fn.__name__, scale)
+            assert subspace_overlap(M, base, 2) == pytest.approx(1.0)
+        assert numerical_rank(1e-300 * np.eye(3), tol=1e-301) == 3
