@@ -157,6 +157,13 @@ TWO_PATH_PROSE = (r"The paper's tasks, $d = 2$, $s = (2, 1)$, $N = 4$. On the in
                   r"per assignment of the modes to a path or to none. All modes on one path "
                   r"give the global minimum; modes on different paths give spurious local "
                   r"minima, which random starts of the flow reach. ")
+FULL_NOISE_PROSE = (r"FullLSA is not a product-form model ($\hat y$ holds "
+                    r"$P_1(S_{xx} + x_q x_q^\top) Q_1 x_q$ and $P_2 S_{yy} Q_2 x_q$), so its "
+                    r"gradient covariance needs moments of $x_q$ to order 12 and has thousands "
+                    r"of terms per block even at $\Lambda = \lambda I$: it is derived exactly "
+                    r"(\texttt{der.gradient\_covariance()}, any block by "
+                    r"\texttt{.to\_sympy(L, M)}) and checked against Monte Carlo of the "
+                    r"layer's per-prompt gradients, but not printed here.")
 INDEX_PROSE = (r"Each set is given by a balanced representative (every conserved quantity zero); "
                r"the index counts negative Hessian eigenvalues there (a set escaped only at "
                r"third order, through an idle head, can have index 0 without being a minimum).")
@@ -218,6 +225,7 @@ def documents() -> dict[str, str]:
             ("Gaussian tasks", GAUSSIAN_PROSE + r" Blocks: $P_1 = W_{PV}[y,x]$, "
              r"$P_2 = W_{PV}[y,y]$, $Q_1 = W_{KQ}[x,x]$, $Q_2 = W_{KQ}[y,x]$; all other "
              r"entries are inert.", derive(models.FullLSA(2), _data(), **structural)),
+            ("Gradient noise (single-prompt covariance)", FULL_NOISE_PROSE, ""),
             _critical_table_section(models.FullLSA(3)),
             _vector_table_section(models.FullLSA(2, d_y=2)),
             _critical_table_section(models.FullLSA(2, d_y=2), EIGEN_EXAMPLE, TWO_PATH_PROSE,
