@@ -173,23 +173,59 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _model(args, d_y: int = 1):
+    """The model named by --model with --heads / --rank where it has them."""
+    from ..theory import models
+    if args.model not in models.MODELS:
+        raise InputError("--model", f"unknown model {args.model!r}; choose from "
+                         f"{sorted(models.MODELS)}")
+    shape = {"MultiHead": dict(heads=args.heads),
+             "SeparateKQ": dict(heads=args.heads, rank=args.rank)}.get(args.model, {})
+    return models.MODELS[args.model](args.d, d_y=d_y, **shape)
+
+
+def cmd_critical_sets(args) -> int:
+    import numpy as np
+
+    from ..theory import ICLData, derive
+    from .runfolder import provenance, write_csv, write_json
+    from .sweep import spectrum_values
+
+    d_y = args.d if args.tasks == "diagonal" and args.d_y is None else (args.d_y or 1)
+    model = _model(args, d_y)
+    data = ICLData(d=args.d, N=args.N, Lambda=np.diag(spectrum_values(args.spectrum, args.d)),
+                   d_y=d_y, tasks=args.tasks, noise=args.noise)
+    sets = derive(model, data).fixed_points()
+    best = min(float(fp.loss) for fp in sets)
+    rows = [{"name": fp.name, "loss": float(fp.loss), "hessian_index": fp.hessian_index,
+             "loss_gap": float(fp.loss) - best, "equations": "; ".join(map(str, fp.equations))}
+            for fp in sets]
+    print(f"critical sets of {model!r} on {data!r}, Λ = diag({args.spectrum})")
+    print(f"{'L':>10} {'L - min':>10} {'index':>6}  set")
+    for r in rows:
+        print(f"{r['loss']:>10.6f} {r['loss_gap']:>10.6f} {str(r['hessian_index']):>6}  "
+              f"{r['name']}")
+    out = Path(args.out)
+    config = {"model": repr(model), "d": args.d, "d_y": d_y, "tasks": args.tasks,
+              "spectrum": args.spectrum, "N": args.N, "noise": args.noise}
+    write_json(out / "results.json", {"config": config, "provenance": provenance(),
+                                      "sets": rows})
+    write_csv(out / "critical_sets.csv", rows, ("name", "loss", "loss_gap", "hessian_index"))
+    print(f"run folder: {out}")
+    return 0
+
+
 RISK_COLUMNS = ("N", "theory", "learned", "learned_se", "ols", "ols_se", "bayes", "bayes_se")
 
 
 def cmd_risks(args) -> int:
     import numpy as np
 
-    from ..theory import models
     from .algorithms import incontext_risks
     from .runfolder import provenance, write_csv, write_json
     from .sweep import spectrum_values
 
-    if args.model not in models.MODELS:
-        raise InputError("--model", f"unknown model {args.model!r}; choose from "
-                         f"{sorted(models.MODELS)}")
-    shape = {"MultiHead": dict(heads=args.heads),
-             "SeparateKQ": dict(heads=args.heads, rank=args.rank)}.get(args.model, {})
-    model = models.MODELS[args.model](args.d, **shape)
+    model = _model(args)
     Ns = _grid(args.N, int, "--N")
     Lam = np.diag(spectrum_values(args.spectrum, args.d))
     rows = incontext_risks(args.d, Lam, Ns, noise=args.noise, prompts=args.prompts,
@@ -280,6 +316,22 @@ def parser() -> argparse.ArgumentParser:
     rk.add_argument("--seed", type=int, default=0)
     rk.add_argument("--out", default="runs/risks", help="run folder (default runs/risks)")
     rk.set_defaults(func=cmd_risks)
+    cs = sub.add_parser("critical-sets", help="a model's critical sets with their loss, gap "
+                                              "to the minimum and Hessian index")
+    cs.add_argument("--model", default="Merged")
+    cs.add_argument("--heads", type=int, default=1, help="MultiHead / SeparateKQ heads")
+    cs.add_argument("--rank", type=int, default=1, help="SeparateKQ key-query rank")
+    cs.add_argument("--d", type=int, default=2)
+    cs.add_argument("--d-y", dest="d_y", type=int, default=None,
+                    help="outputs (default 1; d for --tasks diagonal)")
+    cs.add_argument("--tasks", default="gaussian", choices=["gaussian", "diagonal"],
+                    help="gaussian task rows, or the paper's tasks in Λ's eigenbasis")
+    cs.add_argument("--spectrum", default="geom:0.5", help="Λ's eigenvalues: iso, geom:r, a/b/…")
+    cs.add_argument("--N", type=int, default=4, help="context length")
+    cs.add_argument("--noise", type=float, default=0.0, help="label noise σ")
+    cs.add_argument("--out", default="runs/critical-sets",
+                    help="run folder (default runs/critical-sets)")
+    cs.set_defaults(func=cmd_critical_sets)
     ca = sub.add_parser("cache", help="show or clear the on-disk derivation cache "
                                       "($ICLDYN_CACHE_DIR, default ~/.cache/icldyn)")
     ca.add_argument("action", choices=["info", "clear"])

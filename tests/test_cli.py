@@ -90,3 +90,20 @@ def test_risks_table(tmp_path, capsys):
     assert "Bayes ridge" in capsys.readouterr().out
     assert main(["risks", "--model", "Nope", "--out", str(out)]) == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_critical_sets_table(tmp_path, capsys):
+    """`icldyn critical-sets`: MultiHead(2) with the paper's tasks, the one-mode-per-head
+    minimum Σ s/(N+2) first; a refused setting exits 2 with the reason."""
+    out = tmp_path / "cs"
+    assert main(["critical-sets", "--model", "MultiHead", "--heads", "2", "--tasks", "diagonal",
+                 "--spectrum", "2/1", "--N", "4", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["tasks"] == "diagonal" and res["provenance"]["versions"]["numpy"]
+    first = res["sets"][0]
+    assert first["loss"] == pytest.approx(3 / 6, rel=1e-12) and first["hessian_index"] == 0
+    assert (out / "critical_sets.csv").read_text().count("\n") == 1 + len(res["sets"])
+    assert "origin" in capsys.readouterr().out
+    assert main(["critical-sets", "--model", "MultiHead", "--heads", "2", "--d", "3",
+                 "--tasks", "diagonal", "--out", str(out)]) == 2
+    assert "shares modes" in capsys.readouterr().err
