@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import copy
 import itertools
+import warnings
 
 import mpmath
 import sympy as sp
+from sympy.utilities.exceptions import SymPyDeprecationWarning
 
 from .errors import InputError, check_int
 from .gaussian import EigenCov, GaussianLaw, KronCov, RandVec, VectorCov
@@ -198,7 +200,11 @@ def _covariance(name: str, value, d: int) -> sp.Matrix:
         raise InputError(name, f"must be an array, a sympy Matrix, or one of 'diag', 'full', "
                          f"'iso'; got {value!r}")
     try:
-        m = sp.Matrix(value)
+        with warnings.catch_warnings():       # non-numbers in a Matrix: refused, not warned
+            warnings.simplefilter("error", SymPyDeprecationWarning)
+            m = sp.Matrix(value)
+    except SymPyDeprecationWarning:
+        raise InputError(name, "entries must be numbers or SymPy expressions") from None
     except Exception as exc:  # noqa: BLE001 - re-raised with the argument named
         raise InputError(name, f"could not be read as a matrix ({exc})") from None
     if m.shape != (d, d):
