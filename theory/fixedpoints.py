@@ -120,8 +120,8 @@ class HessianIndex:
 
 def fixed_points(der: Derivation) -> list[FixedPointSet]:
     """Critical sets of ``der``: every model with scalar tasks (d_y = 1, see the module
-    docstring); vector tasks in ``vectorsets`` (every model with Gaussian task rows, Merged and
-    MultiHead with the paper's eigenbasis tasks)."""
+    docstring); vector tasks in ``vectorsets`` (every model with Gaussian task rows or the
+    paper's eigenbasis tasks, with the exceptions listed there)."""
     if der.data.d_y != 1 or der.data.tasks == "diagonal":
         from .vectorsets import vector_fixed_points
         return vector_fixed_points(der)
@@ -277,7 +277,8 @@ def _low_rank_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
                 point.update(_head_point(h, [modes[i] for n, i in enumerate(S) if n // r == h],
                                          d, r))
             M = _mode_sum(modes, S)
-            name = "origin" if not S else "singular modes {" + ", ".join(str(i + 1) for i in S) + "} learned"
+            modes_text = ", ".join(str(i + 1) for i in S)
+            name = f"singular modes {{{modes_text}}} learned" if S else "origin"
             if S == tuple(range(k)):             # Eckart–Young in the whitened coordinates
                 name = "global minimum" + ("" if k == d else f" (rank {k})")
             out.append(_critical_set(
