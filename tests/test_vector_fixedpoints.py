@@ -94,6 +94,26 @@ def test_multihead_with_eigenbasis_tasks_learns_each_mode_in_its_own_head():
         assert traj.loss[-1] == pytest.approx(float(minimum.loss), rel=1e-9)
 
 
+@pytest.mark.slow
+def test_multihead_with_fewer_heads_than_modes_descends_to_shared_modes():
+    """1 < H < d: every disjoint grouping of modes into heads is a saddle; descending from them
+    finds the set where heads share modes, a minimum below all of them — where flows from
+    random starts end (they know nothing of the construction)."""
+    data = ICLData(d=3, N=8, Lambda=sp.diag(2, 1, sp.Rational(1, 2)), d_y=3, tasks="diagonal")
+    der = derive(models.MultiHead(3, heads=2, d_y=3), data)
+    sets = der.fixed_points()
+    minimum = sets[0]
+    assert minimum.name.endswith("(heads share modes)") and minimum.hessian_index == 0
+    disjoint = [fp for fp in sets if "descended_from" not in fp.info]
+    assert all(fp.loss > minimum.loss for fp in disjoint)
+    assert all(fp.hessian_index > 0 for fp in disjoint)    # each is left along some direction
+    flow = critical_check(der, [minimum])
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        traj = integrate(flow, 0.05 * rng.standard_normal(flow.size), t_end=3000.0, n_points=2)
+        assert traj.loss[-1] == pytest.approx(float(minimum.loss), rel=1e-9)
+
+
 @pytest.mark.parametrize("heads, best", [(1, ((0,),)), (2, ((0,), (1,)))])
 def test_separate_kq_with_eigenbasis_tasks_learns_at_most_rank_modes_per_head(heads, best):
     """Rank-1 heads carry one mode each (Q_h = W_Kᵀ W_Q factorised per mode, balanced): one
@@ -171,7 +191,7 @@ def test_finite_eigenbasis_task_sets_equal_gaussian_modes_with_the_same_variance
 
 def test_vector_fixed_points_refuse_what_is_not_enumerated():
     with pytest.raises(InputError, match="shares modes"):
-        derive(models.MultiHead(3, heads=2, d_y=3),
+        derive(models.SeparateKQ(3, heads=2, rank=1, d_y=3),
                rotated_vector_tasks([1.0, 0.5, 0.25], N=3)).fixed_points()
     tasks = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]])   # not diagonal
     with pytest.raises(InputError, match="eigenbasis"):

@@ -151,6 +151,13 @@ EIGEN_PROSE = (r"The paper's tasks, $d = 2$, $s = (2, 1)$, $N = 4$. Modes are de
                r"(one set per subset of learned modes and partition into heads); with a mode per "
                r"head the cross-mode coupling is avoided and the minimum is "
                r"$\sum_\alpha s_\alpha/(N+2) = \tfrac12$, below the Merged minimum. ")
+FEW_HEADS_EXAMPLE = dict(d=3, N=8, Lambda=sp.diag(2, 1, sp.Rational(1, 2)), d_y=3,
+                         tasks="diagonal")
+FEW_HEADS_PROSE = (r"The paper's tasks, $d = 3$, $s = (2, 1, \tfrac12)$, $N = 8$, two heads. Every "
+                   r"way of dealing the modes to the heads in disjoint groups is a saddle; "
+                   r"descending from them along negative curvature (on the invariant diagonal "
+                   r"set) ends where the heads share modes, a continuous family of minima "
+                   r"below all of them, which random starts of the flow also reach. ")
 TWO_PATH_PROSE = (r"The paper's tasks, $d = 2$, $s = (2, 1)$, $N = 4$. On the invariant set "
                   r"where all four blocks are diagonal in $\Lambda$'s eigenbasis, a mode is "
                   r"learned through $P_2 S_{yx} Q_1$ (Merged's path) or $P_1 S_{xy} Q_2$; one set "
@@ -211,7 +218,9 @@ def documents() -> dict[str, str]:
             _critical_table_section(models.MultiHead(3, heads=2)),
             _vector_table_section(models.MultiHead(2, heads=2, d_y=2)),
             _critical_table_section(models.MultiHead(2, heads=2, d_y=2), EIGEN_EXAMPLE,
-                                    EIGEN_PROSE, "Critical sets with the paper's tasks")]),
+                                    EIGEN_PROSE, "Critical sets with the paper's tasks"),
+            _critical_table_section(models.MultiHead(3, heads=2, d_y=3), FEW_HEADS_EXAMPLE,
+                                    FEW_HEADS_PROSE, "Fewer heads than modes")]),
         "separatekq.tex": derivation_document("SeparateKQ model, one head of rank r", [
             ("Gaussian tasks", GAUSSIAN_PROSE,
              derive(models.SeparateKQ(2, heads=1, rank=1), _data(), **structural)),

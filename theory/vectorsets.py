@@ -28,9 +28,10 @@ per (S, partition): with H ≥ d heads the modes decouple and the minimum learns
 own head, below the Merged minimum (the cross-mode coupling is avoided). The list is the
 sets of this form, not a proof that there are no others; each set's exact gradient is
 checked and its Hessian index counted in the full model. With 1 < H < d the minimum is not of
-this form (d = 3, H = 2, s = (2, 1, ½), N = 8: the best disjoint grouping, (1) + (2, 3), has
-L = 0.40108 and Hessian index 1; the flow from random starts ends at L = 0.40064, heads
-sharing modes), so that case is refused. SeparateKQ(H, r) takes the same sets with at most r
+this form: heads share modes (d = 3, H = 2, s = (2, 1, ½), N = 8: the best disjoint grouping,
+(1) + (2, 3), has L = 0.40108 and Hessian index 1), so every enumerated saddle is descended
+along its negative curvature on the diagonal set (``_descents``): all three end on one
+continuous family at L = 0.400637898, where random starts of the flow end too. SeparateKQ(H, r) takes the same sets with at most r
 modes per head (Q_h = W_K,hᵀ W_Q,h factorised mode by mode). Its unlearned modes are escaped
 only at third order (V_h, W_K, W_Q all start at zero on them), so Hessian indices are 0 there;
 ``info['loss_gap']`` tells minima from saddles. Two rank-1 heads can also end with both heads on
@@ -39,7 +40,7 @@ random starts at scale 0.3). FullLSA: every mode can be learned through two path
 (``_two_path_sets``); assigning modes to different paths gives spurious local minima.
 
 Refused with a clear error (not enumerated): finite sets of vector tasks that are not diagonal
-in Λ's eigenbasis, FullLSA with finite sets, and 1 < H < d heads with eigenbasis tasks.
+in Λ's eigenbasis, FullLSA with finite sets, and SeparateKQ with 1 < H < d heads.
 """
 
 from __future__ import annotations
@@ -78,9 +79,12 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
         return _two_path_sets(der)
     heads = getattr(der.model, "heads", 1)
     if 1 < heads < data.d:
-        raise InputError("der", f"with {heads} heads for {data.d} modes the minimum shares "
-                         "modes between heads and is not among the enumerated sets (use H = 1 "
-                         "or H ≥ d)")
+        if der.model.name == "SeparateKQ":
+            raise InputError("der", f"with {heads} heads for {data.d} modes the minimum shares "
+                             "modes between heads and is not among the enumerated sets (use "
+                             "H = 1 or H ≥ d)")
+        sets = _eigenmode_sets(der)
+        return _with_loss_gaps(sets + _descents(der, sets))
     return _eigenmode_sets(der)
 
 
@@ -250,6 +254,110 @@ def _eigenmode_sets(der: Derivation) -> list[FixedPointSet]:
     return _with_loss_gaps(out)
 
 
+def _descents(der: Derivation, sets: list) -> list[FixedPointSet]:
+    """MultiHead with 1 < H < d: the sets where heads share modes, reached by descending the
+    restricted (diagonal) loss from every enumerated saddle along its most negative curvature
+    direction — gradient descent with backtracking to |∇| < 1e-6, then Newton steps with the
+    Hessian's pseudo-inverse (the critical sets are continuous families) to |∇| < 1e-30. New
+    losses only (one set per loss value)."""
+    d, U = der.data.d, der.data.eigenbasis()
+    heads = list(_head_letters(der).values())
+    diag = {}
+    for h, (V, Q) in enumerate(heads):
+        diag[V.name] = sp.symbols(f"p{h}_1:{d + 1}", real=True)
+        diag[Q.name] = sp.symbols(f"q{h}_1:{d + 1}", real=True)
+    xs = [v for vs in diag.values() for v in vs]
+    loss = _restricted_loss(der, diag)
+    grad = [sp.diff(loss, v) for v in xs]
+    hessian = sp.lambdify(xs, [[sp.diff(g, v) for v in xs] for g in grad], modules="mpmath")
+    gradient = sp.lambdify(xs, grad, modules="mpmath")
+    as_float = (sp.lambdify(xs, loss, modules="math"), sp.lambdify(xs, grad, modules="math"))
+    index = HessianIndex(der, der.values(_zeros(der)))
+    known = [fp.loss for fp in sets]
+    out = []
+    for fp in sets:
+        start = [_mp(v) for n, vs in diag.items()
+                 for v in (U.T * fp.info["letters"][n] * U).diagonal()]
+        with mpmath.workdps(DPS):
+            curv, vecs = mpmath.eigsy(mpmath.matrix(hessian(*start)))
+        if curv[0] > -1e-12:
+            continue                            # no descent direction on the diagonal set
+        x = _descend(as_float, [float(start[i] + 1e-3 * vecs[i, 0]) for i in range(len(xs))])
+        values = _balanced(dict(zip(xs, _pinv_newton(gradient, hessian, x))),
+                           [(diag[V.name], diag[Q.name]) for V, Q in heads])
+        letters = {n: U * sp.diag(*[values[v] for v in vs]) * U.T for n, vs in diag.items()}
+        found = index.loss(letters)
+        if any(abs(found - v) < 1e-20 * (1 + abs(v)) for v in known):
+            continue
+        known.append(found)
+        groups = tuple(tuple(k for k in range(d)
+                             if abs(values[diag[V.name][k]] * values[diag[Q.name][k]]) > 1e-20)
+                       for V, Q in heads)
+        out.append(_check_critical(index, _critical_set(
+            der, index, _mode_name(groups, d, len(heads), shared=True), [], letters,
+            found, {"groups": groups, "descended_from": fp.name,
+                    "learned": tuple(sorted(set().union(*groups)))})))
+    return out
+
+
+def _balanced(values: dict, heads: list) -> dict:
+    """The point moved along MultiHead's head-mixing symmetry (V_h → Σ_k T_hk V_k,
+    Q_h → Σ_k (T⁻ᵀ)_hk Q_k, which keeps Σ_h V_h ⊗ Q_h) until the Gram matrices of the heads'
+    V's and Q's agree (every conserved ⟨V_h, V_k⟩ − ⟨Q_h, Q_k⟩ zero): with G_V = R Rᵀ and
+    Rᵀ G_Q R = W Σ² Wᵀ, T = Σ^½ Wᵀ R⁻¹ gives T G_V Tᵀ = T⁻ᵀ G_Q T⁻¹ = Σ (balanced
+    realisation). ``heads``: per head, the symbols of its V and Q diagonals; idle heads (V or
+    Q zero) are left out."""
+    heads = [(p, q) for p, q in heads
+             if max(abs(values[v]) for v in p) > 1e-20 and max(abs(values[v]) for v in q) > 1e-20]
+    if not heads:
+        return values
+    with mpmath.workdps(DPS):
+        Pv = mpmath.matrix([[_mp(values[v]) for v in p] for p, _ in heads])
+        Qv = mpmath.matrix([[_mp(values[v]) for v in q] for _, q in heads])
+        R = mpmath.cholesky(Pv * Pv.T)
+        E, W = mpmath.eigsy(R.T * (Qv * Qv.T) * R)
+        T = mpmath.diag([mpmath.sqrt(mpmath.sqrt(e)) for e in E]) * W.T * mpmath.inverse(R)
+        Pv, Qv = T * Pv, mpmath.inverse(T).T * Qv
+        out = dict(values)
+        for h, (p, q) in enumerate(heads):
+            out.update({v: sp.Float(Pv[h, k], DPS) for k, v in enumerate(p)})
+            out.update({v: sp.Float(Qv[h, k], DPS) for k, v in enumerate(q)})
+        return out
+
+
+def _descend(loss_and_grad, x: list, tol: float = 1e-6, steps: int = 100_000) -> list:
+    """Gradient descent with backtracking (floats) from x until the largest |∂L| < tol."""
+    loss, grad = loss_and_grad
+    rate = 0.1
+    for _ in range(steps):
+        g = grad(*x)
+        size = sum(v * v for v in g)
+        if max(map(abs, g)) < tol:
+            return x
+        value = loss(*x)
+        while loss(*[a - rate * b for a, b in zip(x, g)]) > value - 0.5 * rate * size:
+            rate *= 0.5
+        x = [a - rate * b for a, b in zip(x, g)]
+        rate *= 1.5
+    raise ArithmeticError(f"descent did not converge in {steps} steps")
+
+
+def _pinv_newton(gradient, hessian, x: list, iterations: int = 40) -> list:
+    """Newton's method with the Hessian's pseudo-inverse (singular values below 1e-20 of the
+    largest dropped), so it converges onto a continuous family of critical points."""
+    with mpmath.workdps(DPS):
+        x = mpmath.matrix([mpmath.mpf(v) for v in x])
+        for _ in range(iterations):
+            g = mpmath.matrix(gradient(*x))
+            if max(abs(v) for v in g) < mpmath.mpf(10) ** -30:
+                return [sp.Float(v, DPS) for v in x]
+            U, S, Vt = mpmath.svd_r(mpmath.matrix(hessian(*x)))
+            coeffs = [(U[:, i].T * g)[0] / S[i] if S[i] > S[0] * mpmath.mpf(10) ** -20 else 0
+                      for i in range(len(S))]
+            x = x - Vt.T * mpmath.matrix(coeffs)
+    raise ArithmeticError("Newton's method did not reach a critical point")
+
+
 def _head_point(head: list, p: list, q: list, U: sp.Matrix, rank: int) -> dict:
     """One head's letters carrying the Merged solution V = U diag(p) Uᵀ, Q = U diag(q) Uᵀ
     (balanced; p = q = 0 for an idle head). SeparateKQ factorises Q = W_Kᵀ W_Q with a row
@@ -279,14 +387,16 @@ def _partitions(S: tuple, heads: int, size: int) -> list[tuple]:
             for p in multiset_partitions(list(S), k) if max(map(len, p)) <= size]
 
 
-def _mode_name(groups: tuple, d: int, heads: int) -> str:
-    """"modes {1, 2} learned" (one head), "modes {1} + {2} learned (a group per head)"."""
+def _mode_name(groups: tuple, d: int, heads: int, shared: bool = False) -> str:
+    """"modes {1, 2} learned" (one head), "modes {1} + {2} learned (a group per head)",
+    "... (heads share modes)"."""
     if not groups:
         return "origin"
     if heads == 1 and len(groups[0]) == d:
         return "global minimum (all modes learned)"
     text = " + ".join("{" + ", ".join(str(k + 1) for k in g) + "}" for g in groups)
-    return f"modes {text} learned" + (" (a group per head)" if heads > 1 else "")
+    suffix = " (heads share modes)" if shared else " (a group per head)" if heads > 1 else ""
+    return f"modes {text} learned{suffix}"
 
 
 def _newton(grads: dict, pairs: list, guess: list) -> dict:
