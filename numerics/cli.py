@@ -263,6 +263,15 @@ def cmd_cache(args) -> int:
     return 0
 
 
+def _model_arguments(p: argparse.ArgumentParser, d: int) -> None:
+    """--model, --heads, --rank (read by ``_model``), --d and --spectrum (Λ's eigenvalues)."""
+    p.add_argument("--model", default="Merged")
+    p.add_argument("--heads", type=int, default=1, help="MultiHead / SeparateKQ heads")
+    p.add_argument("--rank", type=int, default=1, help="SeparateKQ key-query rank")
+    p.add_argument("--d", type=int, default=d)
+    p.add_argument("--spectrum", default="geom:0.5", help="Λ's eigenvalues: iso, geom:r, a/b/…")
+
+
 def parser() -> argparse.ArgumentParser:
     from .mainjob import RunConfig
 
@@ -305,11 +314,7 @@ def parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=cmd_sweep)
     rk = sub.add_parser("risks", help="in-context risk of a model's learned algorithm against "
                                       "N, with OLS and the Bayes-optimal ridge (scalar tasks)")
-    rk.add_argument("--model", default="Merged")
-    rk.add_argument("--heads", type=int, default=1, help="MultiHead / SeparateKQ heads")
-    rk.add_argument("--rank", type=int, default=1, help="SeparateKQ key-query rank")
-    rk.add_argument("--d", type=int, default=3)
-    rk.add_argument("--spectrum", default="geom:0.5", help="Λ's eigenvalues: iso, geom:r, a/b/…")
+    _model_arguments(rk, d=3)
     rk.add_argument("--N", default="1,2,4,8,16,32", help="comma-separated context lengths")
     rk.add_argument("--noise", type=float, default=0.1, help="label noise σ")
     rk.add_argument("--prompts", type=int, default=20000, help="Monte-Carlo prompts per N")
@@ -318,15 +323,11 @@ def parser() -> argparse.ArgumentParser:
     rk.set_defaults(func=cmd_risks)
     cs = sub.add_parser("critical-sets", help="a model's critical sets with their loss, gap "
                                               "to the minimum and Hessian index")
-    cs.add_argument("--model", default="Merged")
-    cs.add_argument("--heads", type=int, default=1, help="MultiHead / SeparateKQ heads")
-    cs.add_argument("--rank", type=int, default=1, help="SeparateKQ key-query rank")
-    cs.add_argument("--d", type=int, default=2)
+    _model_arguments(cs, d=2)
     cs.add_argument("--d-y", dest="d_y", type=int, default=None,
                     help="outputs (default 1; d for --tasks diagonal)")
     cs.add_argument("--tasks", default="gaussian", choices=["gaussian", "diagonal"],
                     help="gaussian task rows, or the paper's tasks in Λ's eigenbasis")
-    cs.add_argument("--spectrum", default="geom:0.5", help="Λ's eigenvalues: iso, geom:r, a/b/…")
     cs.add_argument("--N", type=int, default=4, help="context length")
     cs.add_argument("--noise", type=float, default=0.0, help="label noise σ")
     cs.add_argument("--out", default="runs/critical-sets",
