@@ -83,9 +83,10 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
             raise InputError("der", f"with {heads} heads for {data.d} modes the minimum shares "
                              "modes between heads and is not among the enumerated sets (use "
                              "H = 1 or H ≥ d)")
-        sets = _eigenmode_sets(der)
-        return _with_loss_gaps(sets + _descents(der, sets))
-    return _eigenmode_sets(der)
+        index = _landscape(der)             # built once: the costliest step, used by both
+        sets = _eigenmode_sets(der, index)
+        return _with_loss_gaps(sets + _descents(der, sets, index))
+    return _eigenmode_sets(der, _landscape(der))
 
 
 def _eigenbasis_set(data) -> bool:
@@ -117,6 +118,11 @@ def _numeric(der: Derivation) -> bool:
     return all(sp.sympify(v).is_number for v in values)
 
 
+def _landscape(der: Derivation) -> HessianIndex:
+    """The full model's explicit loss, gradient and Hessian at the data's values."""
+    return HessianIndex(der, der.values(_zeros(der)))
+
+
 def _is_value(letter: Mat) -> bool:
     return letter.rows == "y" and letter.cols == "y"
 
@@ -138,8 +144,7 @@ def _check_critical(index, fp: FixedPointSet) -> FixedPointSet:
 def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
     d_y = der.data.d_y
     scalar = derive(der.model.with_outputs(1), der.data.with_outputs(1))
-    index = (HessianIndex(der, der.values(_zeros(der))) if _numeric(der)
-             else (lambda point: None))
+    index = _landscape(der) if _numeric(der) else (lambda point: None)
     out = []
     for fp in fixed_points(scalar):
         lifted = _lift(der, fp.info["letters"], d_y)
@@ -220,7 +225,7 @@ def _mode_guess(loss: sp.Expr, x: sp.Symbol, y: sp.Symbol) -> mpmath.mpf:
     return _mp(min(roots, key=lambda r: single.subs(t, r)))
 
 
-def _eigenmode_sets(der: Derivation) -> list[FixedPointSet]:
+def _eigenmode_sets(der: Derivation, index: HessianIndex) -> list[FixedPointSet]:
     d = der.data.d
     p = sp.symbols(f"p_1:{d + 1}", real=True)
     q = sp.symbols(f"q_1:{d + 1}", real=True)
@@ -230,7 +235,6 @@ def _eigenmode_sets(der: Derivation) -> list[FixedPointSet]:
     U = der.data.eigenbasis()
     heads = list(_head_letters(der).values())
     rank = getattr(der.model, "rank", d)
-    index = HessianIndex(der, der.values(_zeros(der)))
     solved: dict = {}
     out = []
     for size in range(d, -1, -1):
@@ -254,7 +258,7 @@ def _eigenmode_sets(der: Derivation) -> list[FixedPointSet]:
     return _with_loss_gaps(out)
 
 
-def _descents(der: Derivation, sets: list) -> list[FixedPointSet]:
+def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPointSet]:
     """MultiHead with 1 < H < d: the sets where heads share modes, reached by descending the
     restricted (diagonal) loss from every enumerated saddle along its most negative curvature
     direction — gradient descent with backtracking to |∇| < 1e-6, then Newton steps with the
@@ -272,7 +276,6 @@ def _descents(der: Derivation, sets: list) -> list[FixedPointSet]:
     hessian = sp.lambdify(xs, [[sp.diff(g, v) for v in xs] for g in grad], modules="mpmath")
     gradient = sp.lambdify(xs, grad, modules="mpmath")
     as_float = (sp.lambdify(xs, loss, modules="math"), sp.lambdify(xs, grad, modules="math"))
-    index = HessianIndex(der, der.values(_zeros(der)))
     known = [fp.loss for fp in sets]
     out = []
     for fp in sets:
@@ -438,7 +441,7 @@ def _two_path_sets(der: Derivation) -> list[FixedPointSet]:
     grads = {v: sp.diff(loss, v) for vs in diag.values() for v in vs}
     single = {(P, Q, k): _mode_guess(loss, diag[P][k], diag[Q][k])
               for P, Q in PATHS.values() for k in range(d)}
-    index = HessianIndex(der, der.values(_zeros(der)))
+    index = _landscape(der)
     out = []
     for assignment in product((0, 1, 2), repeat=d):
         learned = [k for k in range(d) if assignment[k]]
