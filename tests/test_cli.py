@@ -104,6 +104,6 @@ def test_critical_sets_table(tmp_path, capsys):
     assert first["loss"] == pytest.approx(3 / 6, rel=1e-12) and first["hessian_index"] == 0
     assert (out / "critical_sets.csv").read_text().count("\n") == 1 + len(res["sets"])
     assert "origin" in capsys.readouterr().out
-    assert main(["critical-sets", "--model", "SeparateKQ", "--heads", "2", "--d", "3",
+    assert main(["critical-sets", "--model", "Merged", "--d", "3", "--d-y", "2",
                  "--tasks", "diagonal", "--out", str(out)]) == 2
-    assert "shares modes" in capsys.readouterr().err
+    assert "need d_y = d" in capsys.readouterr().err

@@ -127,3 +127,24 @@ def test_fixed_points_of_scalar_finite_tasks_match_the_second_moment_oracle():
     M_star = np.linalg.solve(A, Lam @ S)
     np.testing.assert_allclose(np.array(minimum.info["M_star"], dtype=float), M_star, rtol=1e-10)
     assert (minimum.hessian_index, saddle.hessian_index) == (0, 1)
+
+
+@pytest.mark.parametrize("tasks, symmetric", [
+    ([[[1, 2], [0, 1]], [[-1, -2], [0, -1]]], True),
+    ([[[1, 0], [0, 0]], [[0, 0], [0, 0]], [[-1, 0], [0, 0]]], True),    # the zero task alone
+    ([[[1, 0], [0, 1]], [[1, 0], [0, 1]], [[-1, 0], [0, -1]]], False),  # one W unpaired
+    ([[[1, 0], [0, 2]], [[-1, 0], [0, 1]]], False),
+])
+def test_symmetric_task_sets_pair_off_as_w_and_minus_w(tasks, symmetric):
+    data = ICLData(d=2, N=3, Lambda=np.eye(2), d_y=2, tasks=np.array(tasks))
+    assert data.symmetric_tasks() is symmetric
+    assert ICLData(d=2, N=3, Lambda=np.eye(2), d_y=2, tasks="diagonal").symmetric_tasks()
+
+
+def test_tasks_in_eigenbasis_need_every_task_diagonal_in_lambdas_eigenbasis():
+    U = np.array([[3.0, -4.0], [4.0, 3.0]]) / 5
+    Lam = U @ np.diag([2.0, 1.0]) @ U.T
+    diagonal = np.array([U @ np.diag([1.0, -2.0]) @ U.T, U @ np.diag([0.5, 1.0]) @ U.T])
+    assert ICLData(d=2, N=3, Lambda=Lam, d_y=2, tasks=diagonal).tasks_in_eigenbasis()
+    assert not ICLData(d=2, N=3, Lambda=Lam, d_y=2,
+                       tasks=np.array([np.diag([1.0, -2.0])])).tasks_in_eigenbasis()

@@ -114,6 +114,36 @@ def test_multihead_with_fewer_heads_than_modes_descends_to_shared_modes():
         assert traj.loss[-1] == pytest.approx(float(minimum.loss), rel=1e-9)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [1, 2])
+def test_separate_kq_with_fewer_heads_than_modes(rank):
+    """Two heads for three modes. Rank-2 heads: the disjoint groupings are not the minimum; the
+    descent with each head's support grown to r modes finds heads sharing a mode, at exactly
+    MultiHead's shared-mode minimum (a different model's derivation). Rank-1 heads: a shared
+    mode adds nothing, the minimum is one mode per head, {1} + {2}. Flows from random starts
+    end at the minimum or at another listed set, and nothing descended is below the list."""
+    data = ICLData(d=3, N=8, Lambda=sp.diag(2, 1, sp.Rational(1, 2)), d_y=3, tasks="diagonal")
+    der = derive(models.SeparateKQ(3, heads=2, rank=rank, d_y=3), data)
+    sets = der.fixed_points()
+    flow = critical_check(der, sets)
+    assert all(len(g) <= rank for fp in sets for g in fp.info["groups"])
+    minimum = sets[0]
+    if rank == 2:
+        multihead = derive(models.MultiHead(3, heads=2, d_y=3), data).fixed_points()[0]
+        assert minimum.name.endswith("(heads share modes)")
+        assert float(minimum.loss) == pytest.approx(float(multihead.loss), rel=1e-12)
+        assert all(fp.loss > minimum.loss for fp in sets[1:])
+    else:
+        assert minimum.info["groups"] == ((0,), (1,))
+        assert not any("descended_from" in fp.info for fp in sets)
+    rng = np.random.default_rng(1)
+    ends = [integrate(flow, 0.3 * rng.standard_normal(flow.size), t_end=5000.0,
+                      n_points=2).loss[-1] for _ in range(3)]
+    losses = [float(fp.loss) for fp in sets]
+    assert all(min(abs(e - v) for v in losses) < 1e-9 for e in ends), ends
+    assert any(abs(e - losses[0]) < 1e-9 for e in ends), ends
+
+
 @pytest.mark.parametrize("heads, best", [(1, ((0,),)), (2, ((0,), (1,)))])
 def test_separate_kq_with_eigenbasis_tasks_learns_at_most_rank_modes_per_head(heads, best):
     """Rank-1 heads carry one mode each (Q_h = W_Kᵀ W_Q factorised per mode, balanced): one
@@ -162,6 +192,26 @@ def test_full_lsa_with_eigenbasis_tasks_has_mixed_path_local_minima():
     assert any(min(abs(e - float(fp.loss)) for fp in mixed) < 1e-9 for e in ends), ends
 
 
+@pytest.mark.slow
+def test_full_lsa_with_a_symmetric_finite_task_set_has_the_two_path_sets():
+    """FullLSA with four tasks diagonal in Λ's eigenbasis that pair off as W, −W: the 3^d path
+    assignments are critical (exact gradient; compiled flow) and flows from random starts end
+    at them — the global minimum or a mixed-path local minimum."""
+    base = [np.diag([1.0, 2.0]), np.diag([-0.5, 1.0])]
+    data = ICLData(d=2, N=3, Lambda=np.diag([2.0, 1.0]), d_y=2,
+                   tasks=np.array(base + [-W for W in base]))
+    der = derive(models.FullLSA(2, d_y=2), data)
+    sets = der.fixed_points()
+    flow = critical_check(der, sets)
+    assert len(sets) == 9 and set(sets[0].info["paths"]) in ({1}, {2})
+    rng = np.random.default_rng(0)
+    ends = [integrate(flow, 0.3 * rng.standard_normal(flow.size), t_end=3000.0,
+                      n_points=2).loss[-1] for _ in range(4)]
+    losses = [float(fp.loss) for fp in sets]
+    assert all(min(abs(e - v) for v in losses) < 1e-9 for e in ends), ends
+    assert any(abs(e - losses[0]) < 1e-9 for e in ends), ends
+
+
 def test_finite_eigenbasis_task_sets_equal_gaussian_modes_with_the_same_variances():
     """P = 3 tasks diagonal in Λ's (rotated) eigenbasis: on the diagonal set only E[δ_α²]
     enters the Merged/MultiHead loss, so every set's loss equals that of the paper's Gaussian
@@ -190,14 +240,11 @@ def test_finite_eigenbasis_task_sets_equal_gaussian_modes_with_the_same_variance
 
 
 def test_vector_fixed_points_refuse_what_is_not_enumerated():
-    with pytest.raises(InputError, match="shares modes"):
-        derive(models.SeparateKQ(3, heads=2, rank=1, d_y=3),
-               rotated_vector_tasks([1.0, 0.5, 0.25], N=3)).fixed_points()
     tasks = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]])   # not diagonal
     with pytest.raises(InputError, match="eigenbasis"):
         derive(models.Merged(2, d_y=2),
                ICLData(d=2, N=3, Lambda=np.eye(2), d_y=2, tasks=tasks)).fixed_points()
     diagonal = np.array([np.diag([1.0, 2.0]), np.diag([-0.5, 1.0])])
-    with pytest.raises(InputError, match="not for finite sets"):
+    with pytest.raises(InputError, match="symmetric task laws"):
         derive(models.FullLSA(2, d_y=2), ICLData(d=2, N=3, Lambda=np.diag([2.0, 1.0]), d_y=2,
                                                  tasks=diagonal)).fixed_points()

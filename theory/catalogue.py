@@ -158,6 +158,11 @@ FEW_HEADS_PROSE = (r"The paper's tasks, $d = 3$, $s = (2, 1, \tfrac12)$, $N = 8$
                    r"descending from them along negative curvature (on the invariant diagonal "
                    r"set) ends where the heads share modes, a continuous family of minima "
                    r"below all of them, which random starts of the flow also reach. ")
+FEW_RANK_HEADS_PROSE = (r"The paper's tasks, $d = 3$, $s = (2, 1, \tfrac12)$, $N = 8$, two heads of "
+                        r"rank 2: each head holds at most two modes. Descending from every "
+                        r"enumerated set with each head's support grown to two modes ends with "
+                        r"the heads sharing a mode, at MultiHead's shared-mode minimum (that "
+                        r"family holds points of rank 2 per head). ")
 TWO_PATH_PROSE = (r"The paper's tasks, $d = 2$, $s = (2, 1)$, $N = 4$. On the invariant set "
                   r"where all four blocks are diagonal in $\Lambda$'s eigenbasis, a mode is "
                   r"learned through $P_2 S_{yx} Q_1$ (Merged's path) or $P_1 S_{xy} Q_2$; one set "
@@ -229,7 +234,10 @@ def documents() -> dict[str, str]:
             _vector_table_section(models.SeparateKQ(2, heads=1, rank=1, d_y=2)),
             _critical_table_section(models.SeparateKQ(2, heads=2, rank=1, d_y=2),
                                     EIGEN_EXAMPLE, EIGEN_PROSE + r"Two heads of rank 1. ",
-                                    "Critical sets with the paper's tasks")]),
+                                    "Critical sets with the paper's tasks"),
+            _critical_table_section(models.SeparateKQ(3, heads=2, rank=2, d_y=3),
+                                    FEW_HEADS_EXAMPLE, FEW_RANK_HEADS_PROSE,
+                                    "Fewer heads than modes")]),
         "fulllsa.tex": derivation_document(r"FullLSA: all entries of $W_{PV}$ and $W_{KQ}$", [
             ("Gaussian tasks", GAUSSIAN_PROSE + r" Blocks: $P_1 = W_{PV}[y,x]$, "
              r"$P_2 = W_{PV}[y,y]$, $Q_1 = W_{KQ}[x,x]$, $Q_2 = W_{KQ}[y,x]$; all other "

@@ -171,6 +171,38 @@ class ICLData:
         order = sorted(range(self.d), key=lambda k: -evals[k])
         return sp.Matrix(self.d, self.d, lambda i, j: sp.Float(evecs[i, order[j]], 30))
 
+    def tasks_in_eigenbasis(self) -> bool:
+        """Whether every task is diagonal in Λ's eigenbasis U (the paper's tasks, or a numeric
+        finite set of such tasks; off-diagonal entries of Uᵀ W U below 1e-12 of the largest)."""
+        if self.tasks == "diagonal":
+            return True
+        if self.task_set is None or self.d_y != self.d:
+            return False
+        U = self.eigenbasis()
+        for W in self.task_set:
+            R = U.T * W * U
+            scale = max([1] + [abs(v) for v in R])
+            if any(abs(R[i, j]) > 1e-12 * scale for i in range(self.d) for j in range(self.d)
+                   if i != j):
+                return False
+        return True
+
+    def symmetric_tasks(self) -> bool:
+        """Whether the task law is symmetric, W and −W equally likely (every odd moment of W
+        zero): always for Gaussian laws; for a finite set, when its tasks pair off as W, −W."""
+        if self.task_set is None:
+            return True
+        unpaired = list(self.task_set)
+        while unpaired:
+            W = unpaired.pop()
+            if W == -W:                     # the zero task is its own partner
+                continue
+            match = next((k for k, other in enumerate(unpaired) if other == -W), None)
+            if match is None:
+                return False
+            unpaired.pop(match)
+        return True
+
     def __repr__(self) -> str:
         tasks = repr(self.tasks) if self.task_set is None else f"<{len(self.task_set)} tasks>"
         return (f"ICLData(d={self.d}, N={self.N}, d_y={self.d_y}, tasks={tasks}, "

@@ -24,6 +24,7 @@ import sympy as sp
 
 from .derive import Derivation
 from .errors import InputError
+from .polyeval import PolyFunction
 from .productform import merged_counterpart, product_loss
 from .words import MatPoly
 
@@ -83,39 +84,34 @@ def _explicit_parameters(der: Derivation) -> tuple[dict, list]:
 
 
 class HessianIndex:
-    """The full loss explicit in every parameter entry (built once): at points (letter ->
-    Matrix), the number of negative Hessian eigenvalues (calling it), and the loss and the
-    largest gradient entry at DPS digits (``loss``, ``gradient_size``)."""
+    """The full loss explicit in every parameter entry (built once, as a ``PolyFunction``): at
+    points (letter -> Matrix), the number of negative Hessian eigenvalues (calling it), and the
+    loss and the largest gradient entry at DPS digits (``loss``, ``gradient_size``)."""
 
     def __init__(self, der: Derivation, data_values: dict):
-        params, self.flat = _explicit_parameters(der)
+        params, flat = _explicit_parameters(der)
         vals = dict(data_values)
         vals.update(params)
-        L = sp.expand(der.loss_poly.evaluate(vals))
         self.params = params
-        grad = [sp.diff(L, v) for v in self.flat]
-        self.H = sp.lambdify(self.flat, [[sp.diff(g, v) for v in self.flat] for g in grad],
-                             modules="mpmath")
-        self._loss = sp.lambdify(self.flat, L, modules="mpmath")
-        self._grad = sp.lambdify(self.flat, grad, modules="mpmath")
+        self.L = PolyFunction(sp.expand(der.loss_poly.evaluate(vals)), flat, DPS)
 
     def _args(self, point: dict, digits: int) -> list:
         return [_mp(point[n][k], digits) for n, m in self.params.items() for k in range(len(m))]
 
     def __call__(self, point: dict) -> int:
         with mpmath.workdps(30):
-            H = mpmath.matrix(self.H(*self._args(point, 30)))
+            H = mpmath.matrix(self.L.hessian(self._args(point, 30)))
             eigs = mpmath.eigsy(H, eigvals_only=True)
             scale = max([1] + [abs(e) for e in eigs])
             return sum(1 for e in eigs if e < -INDEX_TOL * scale)
 
     def loss(self, point: dict) -> sp.Float:
         with mpmath.workdps(DPS):
-            return sp.Float(self._loss(*self._args(point, DPS)), DPS)
+            return sp.Float(self.L.value(self._args(point, DPS)), DPS)
 
     def gradient_size(self, point: dict) -> mpmath.mpf:
         with mpmath.workdps(DPS):
-            return max([abs(g) for g in self._grad(*self._args(point, DPS))] + [0])
+            return max([abs(g) for g in self.L.gradient(self._args(point, DPS))] + [0])
 
 
 def fixed_points(der: Derivation) -> list[FixedPointSet]:

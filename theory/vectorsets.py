@@ -31,8 +31,11 @@ checked and its Hessian index counted in the full model. With 1 < H < d the mini
 this form: heads share modes (d = 3, H = 2, s = (2, 1, ½), N = 8: the best disjoint grouping,
 (1) + (2, 3), has L = 0.40108 and Hessian index 1), so every enumerated saddle is descended
 along its negative curvature on the diagonal set (``_descents``): all three end on one
-continuous family at L = 0.400637898, where random starts of the flow end too. SeparateKQ(H, r) takes the same sets with at most r
-modes per head (Q_h = W_K,hᵀ W_Q,h factorised mode by mode). Its unlearned modes are escaped
+continuous family at L = 0.400637898, where random starts of the flow end too.
+SeparateKQ(H, r) takes the same sets with at most r modes per head (Q_h = W_K,hᵀ W_Q,h
+factorised mode by mode), and with 1 < H < d descends from them with each head's support grown
+to r modes (two rank-2 heads for three modes reach MultiHead's shared minimum; rank-1 heads gain
+nothing from sharing a mode). Its unlearned modes are escaped
 only at third order (V_h, W_K, W_Q all start at zero on them), so Hessian indices are 0 there;
 ``info['loss_gap']`` tells minima from saddles. Two rank-1 heads can also end with both heads on
 the top mode (a spurious attracting set at that set's loss; d = 2, s = (2, 1), N = 4: 1 of 52
@@ -40,7 +43,11 @@ random starts at scale 0.3). FullLSA: every mode can be learned through two path
 (``_two_path_sets``); assigning modes to different paths gives spurious local minima.
 
 Refused with a clear error (not enumerated): finite sets of vector tasks that are not diagonal
-in Λ's eigenbasis, FullLSA with finite sets, and SeparateKQ with 1 < H < d heads.
+in Λ's eigenbasis (no invariant set to search), and FullLSA with a finite set that is not
+symmetric (W and −W equally likely): odd moments of W couple the two paths, and flows end at
+several local minima off the diagonal set (d = 2, N = 3, tasks diag(1, 2), diag(−½, 1):
+0.63552, 0.69452, 0.71803, 0.75944). With the negated tasks added the two-path sets are critical
+again and flows end at them.
 """
 
 from __future__ import annotations
@@ -51,10 +58,12 @@ import mpmath
 import sympy as sp
 from sympy.utilities.iterables import multiset_partitions
 
+from . import models
 from .derive import Derivation, derive
 from .errors import InputError
 from .fixedpoints import (DPS, FixedPointSet, HessianIndex, _critical_params, _critical_set,
                           _mp, _with_loss_gaps, fixed_points)
+from .polyeval import PolyFunction
 from .productform import merged_counterpart
 from .words import Mat
 
@@ -69,38 +78,19 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
         return _lifted_sets(der)
     if not all(v.is_number for v in data.Lambda):
         raise InputError("data", "vector-task critical sets need numeric Λ")
-    if data.tasks == "finite" and not _eigenbasis_set(data):
+    if not data.tasks_in_eigenbasis():
         raise InputError("data", "for a finite set of vector tasks, critical sets are derived "
                          "when every task is diagonal in Λ's eigenbasis (the paper's setting)")
     if der.model.name == "FullLSA":
-        if data.tasks == "finite":      # flows end at minima off the single-path assignments
-            raise InputError("data", "FullLSA's critical sets are enumerated for the paper's "
-                             "Gaussian eigenbasis tasks, not for finite sets")
+        if not data.symmetric_tasks():      # the two paths couple; minima off the diagonal set
+            raise InputError("data", "FullLSA's critical sets are enumerated for symmetric task "
+                             "laws (W and −W equally likely; add the negated tasks to the set)")
         return _two_path_sets(der)
-    heads = getattr(der.model, "heads", 1)
-    if 1 < heads < data.d:
-        if der.model.name == "SeparateKQ":
-            raise InputError("der", f"with {heads} heads for {data.d} modes the minimum shares "
-                             "modes between heads and is not among the enumerated sets (use "
-                             "H = 1 or H ≥ d)")
+    if 1 < getattr(der.model, "heads", 1) < data.d:
         index = _landscape(der)             # built once: the costliest step, used by both
         sets = _eigenmode_sets(der, index)
         return _with_loss_gaps(sets + _descents(der, sets, index))
     return _eigenmode_sets(der, _landscape(der))
-
-
-def _eigenbasis_set(data) -> bool:
-    """Whether a numeric finite task set has every task diagonal in Λ's eigenbasis U."""
-    if data.task_set is None or data.d_y != data.d:
-        return False
-    U = data.eigenbasis()
-    for W in data.task_set:
-        R = U.T * W * U
-        scale = max([1] + [abs(v) for v in R])
-        if any(abs(R[i, j]) > 1e-12 * scale for i in range(data.d) for j in range(data.d)
-               if i != j):
-            return False
-    return True
 
 
 def _head_letters(der: Derivation) -> dict:
@@ -259,48 +249,99 @@ def _eigenmode_sets(der: Derivation, index: HessianIndex) -> list[FixedPointSet]
 
 
 def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPointSet]:
-    """MultiHead with 1 < H < d: the sets where heads share modes, reached by descending the
-    restricted (diagonal) loss from every enumerated saddle along its most negative curvature
-    direction — gradient descent with backtracking to |∇| < 1e-6, then Newton steps with the
-    Hessian's pseudo-inverse (the critical sets are continuous families) to |∇| < 1e-30. New
-    losses only (one set per loss value)."""
+    """MultiHead or SeparateKQ with 1 < H < d: the sets where heads share modes, reached by
+    descending the restricted (diagonal) loss from every enumerated set along its most negative
+    curvature direction — gradient descent with backtracking to |∇| < 1e-6, then Newton steps
+    with the Hessian's pseudo-inverse (the critical sets are continuous families) to
+    |∇| < 1e-30. New losses only (one set per loss value).
+
+    SeparateKQ's loss is MultiHead's at Q_h = W_K,hᵀ W_Q,h; on the diagonal set Q_h has at most
+    r non-zero modes, its *support*, so the descent runs with the support fixed: every way to
+    grow each head's learned modes to min(r, d) modes (MultiHead: all d). A critical point of
+    the restricted loss with the support fixed is critical for SeparateKQ: at a diagonal point
+    ∇_{Q_h} L is diagonal, so ∇_{W_K,h} L = W_Q,h (∇_{Q_h} L)ᵀ has row i on its own mode only,
+    proportional to the derivative in that mode's q — zero."""
     d, U = der.data.d, der.data.eigenbasis()
-    heads = list(_head_letters(der).values())
+    shared = _multihead_counterpart(der)
+    heads = list(_head_letters(shared).values())
+    own_heads = list(_head_letters(der).values())
+    rank = min(getattr(der.model, "rank", d), d)
     diag = {}
     for h, (V, Q) in enumerate(heads):
         diag[V.name] = sp.symbols(f"p{h}_1:{d + 1}", real=True)
         diag[Q.name] = sp.symbols(f"q{h}_1:{d + 1}", real=True)
     xs = [v for vs in diag.values() for v in vs]
-    loss = _restricted_loss(der, diag)
-    grad = [sp.diff(loss, v) for v in xs]
-    hessian = sp.lambdify(xs, [[sp.diff(g, v) for v in xs] for g in grad], modules="mpmath")
-    gradient = sp.lambdify(xs, grad, modules="mpmath")
-    as_float = (sp.lambdify(xs, loss, modules="math"), sp.lambdify(xs, grad, modules="math"))
+    loss = PolyFunction(_restricted_loss(shared, diag), xs, DPS)
+    compiled = loss.compiled()
     known = [fp.loss for fp in sets]
     out = []
     for fp in sets:
-        start = [_mp(v) for n, vs in diag.items()
-                 for v in (U.T * fp.info["letters"][n] * U).diagonal()]
+        start = [_mp(v) for head, (V, Q) in zip(own_heads, heads)
+                 for v in _head_diagonals(head, fp.info["letters"], U)]
         with mpmath.workdps(DPS):
-            curv, vecs = mpmath.eigsy(mpmath.matrix(hessian(*start)))
-        if curv[0] > -1e-12:
-            continue                            # no descent direction on the diagonal set
-        x = _descend(as_float, [float(start[i] + 1e-3 * vecs[i, 0]) for i in range(len(xs))])
-        values = _balanced(dict(zip(xs, _pinv_newton(gradient, hessian, x))),
-                           [(diag[V.name], diag[Q.name]) for V, Q in heads])
-        letters = {n: U * sp.diag(*[values[v] for v in vs]) * U.T for n, vs in diag.items()}
-        found = index.loss(letters)
-        if any(abs(found - v) < 1e-20 * (1 + abs(v)) for v in known):
-            continue
-        known.append(found)
-        groups = tuple(tuple(k for k in range(d)
-                             if abs(values[diag[V.name][k]] * values[diag[Q.name][k]]) > 1e-20)
-                       for V, Q in heads)
-        out.append(_check_critical(index, _critical_set(
-            der, index, _mode_name(groups, d, len(heads), shared=True), [], letters,
-            found, {"groups": groups, "descended_from": fp.name,
-                    "learned": tuple(sorted(set().union(*groups)))})))
+            curvature = mpmath.matrix(loss.hessian(start))
+        for support in _supports(fp.info["groups"], len(heads), d, rank):
+            free = [i for i, v in enumerate(xs)
+                    if not any(v in diag[Q.name] and v not in [diag[Q.name][k] for k in S]
+                               for (V, Q), S in zip(heads, support))]
+            with mpmath.workdps(DPS):
+                curv, vecs = mpmath.eigsy(_sub(curvature, free))
+            if curv[0] > -1e-12:
+                continue                        # no descent direction with this support
+            x = [float(v) for v in start]
+            for n, i in enumerate(free):
+                x[i] += 1e-3 * float(vecs[n, 0])
+            x = _pinv_newton(loss, _descend(compiled, x, free), free)
+            values = dict(zip(xs, x))
+            if der.model.name == "MultiHead":
+                values = _balanced(values, [(diag[V.name], diag[Q.name]) for V, Q in heads])
+            letters = {}
+            for own, (V, Q) in zip(own_heads, heads):
+                letters.update(_head_point(own, [values[v] for v in diag[V.name]],
+                                           [values[v] for v in diag[Q.name]], U, rank))
+            found = index.loss(letters)
+            if any(abs(found - v) < 1e-20 * (1 + abs(v)) for v in known):
+                continue
+            known.append(found)
+            groups = tuple(tuple(k for k in range(d) if abs(values[diag[V.name][k]]
+                                                            * values[diag[Q.name][k]]) > 1e-20)
+                           for V, Q in heads)
+            out.append(_check_critical(index, _critical_set(
+                der, index, _mode_name(groups, d, len(heads), shared=True), [], letters,
+                found, {"groups": groups, "descended_from": fp.name,
+                        "learned": tuple(sorted(set().union(*groups)))})))
     return out
+
+
+def _multihead_counterpart(der: Derivation) -> Derivation:
+    """MultiHead with ``der``'s heads on its data (``der`` itself if it is one)."""
+    if der.model.name == "MultiHead":
+        return der
+    model = models.MultiHead(der.data.d, heads=der.model.heads, d_y=der.data.d_y)
+    return derive(model, der.data, der.structural)
+
+
+def _head_diagonals(head: list, letters: dict, U: sp.Matrix) -> list:
+    """The diagonals (in Λ's eigenbasis U) of one head's V_h and Q_h (= W_K,hᵀ W_Q,h)."""
+    V, *factors = head
+    Q = letters[factors[0].name] if len(factors) == 1 else \
+        letters[factors[0].name].T * letters[factors[1].name]
+    return [*(U.T * letters[V.name] * U).diagonal(), *(U.T * Q * U).diagonal()]
+
+
+def _supports(groups: tuple, heads: int, d: int, size: int) -> list[tuple]:
+    """Every way to grow each head's group of modes to ``size`` modes (one support per head)."""
+    options = []
+    for h in range(heads):
+        group = groups[h] if h < len(groups) else ()
+        rest = [k for k in range(d) if k not in group]
+        options.append([tuple(sorted(group + extra))
+                        for extra in combinations(rest, max(size - len(group), 0))])
+    return list(product(*options))
+
+
+def _sub(matrix: mpmath.matrix, rows: list) -> mpmath.matrix:
+    return mpmath.matrix([[matrix[i, j] for j in rows] for i in rows])
 
 
 def _balanced(values: dict, heads: list) -> dict:
@@ -328,12 +369,17 @@ def _balanced(values: dict, heads: list) -> dict:
         return out
 
 
-def _descend(loss_and_grad, x: list, tol: float = 1e-6, steps: int = 100_000) -> list:
-    """Gradient descent with backtracking (floats) from x until the largest |∂L| < tol."""
-    loss, grad = loss_and_grad
+def _descend(compiled: tuple, x: list, free: list, tol: float = 1e-6,
+             steps: int = 100_000) -> list:
+    """Gradient descent with backtracking (floats; ``compiled``: the loss and its gradient as
+    float functions) in the coordinates ``free`` (indices; the others stay put) from x until
+    the largest |∂L| < tol."""
+    loss, grad = compiled
+    keep = set(free)
     rate = 0.1
     for _ in range(steps):
-        g = grad(*x)
+        full = grad(*x)
+        g = [full[i] if i in keep else 0.0 for i in range(len(x))]
         size = sum(v * v for v in g)
         if max(map(abs, g)) < tol:
             return x
@@ -345,19 +391,23 @@ def _descend(loss_and_grad, x: list, tol: float = 1e-6, steps: int = 100_000) ->
     raise ArithmeticError(f"descent did not converge in {steps} steps")
 
 
-def _pinv_newton(gradient, hessian, x: list, iterations: int = 40) -> list:
-    """Newton's method with the Hessian's pseudo-inverse (singular values below 1e-20 of the
-    largest dropped), so it converges onto a continuous family of critical points."""
+def _pinv_newton(loss: PolyFunction, x: list, free: list, iterations: int = 40) -> list:
+    """Newton's method in the coordinates ``free`` with the Hessian's pseudo-inverse (singular
+    values below 1e-20 of the largest dropped), so it converges onto a continuous family of
+    critical points."""
     with mpmath.workdps(DPS):
-        x = mpmath.matrix([mpmath.mpf(v) for v in x])
+        x = [mpmath.mpf(v) for v in x]
         for _ in range(iterations):
-            g = mpmath.matrix(gradient(*x))
+            full = loss.gradient(x)
+            g = mpmath.matrix([full[i] for i in free])
             if max(abs(v) for v in g) < mpmath.mpf(10) ** -30:
                 return [sp.Float(v, DPS) for v in x]
-            U, S, Vt = mpmath.svd_r(mpmath.matrix(hessian(*x)))
+            U, S, Vt = mpmath.svd_r(_sub(mpmath.matrix(loss.hessian(x)), free))
             coeffs = [(U[:, i].T * g)[0] / S[i] if S[i] > S[0] * mpmath.mpf(10) ** -20 else 0
                       for i in range(len(S))]
-            x = x - Vt.T * mpmath.matrix(coeffs)
+            step = Vt.T * mpmath.matrix(coeffs)
+            for n, i in enumerate(free):
+                x[i] -= step[n]
     raise ArithmeticError("Newton's method did not reach a critical point")
 
 
