@@ -188,3 +188,60 @@ def test_product_form_noise_is_the_chain_rule_of_one_kernel(model):
                          for B in units] for A in units])
     S = compile_covariance(flow).matrix(theta)
     np.testing.assert_allclose(S, J @ Sigma_M @ J.T, rtol=1e-9, atol=1e-12 * np.abs(S).max())
+
+
+@pytest.mark.slow
+def test_full_lsa_noise_on_its_invariant_set_matches_monte_carlo():
+    """The FullLSA noise printed in fulllsa.tex: on P₁ = Q₂ = 0 along Q₁ = qI, P₂ = u
+    (Λ = λI), the blocks coupling (P₂, Q₁) to (P₁, Q₂) vanish and the blocks off the set are
+    c · tr(A Bᵀ), i.e. c times the identity over matching entries — against the sample
+    covariance of the actual layer's per-prompt gradients (entrywise z-scores, 2·10⁵ prompts)."""
+    from icldyn.theory.catalogue import full_noise_blocks
+    from icldyn.theory.data import LAMBDA_ISO, N_SYM
+    from icldyn.theory.words import dim_symbol
+
+    lam, N, u, q = 1.3, 5, 0.9, 0.4
+    values = {LAMBDA_ISO: lam, N_SYM: N, dim_symbol("x"): 2, dim_symbol("y"): 1,
+              sp.Symbol("u"): u, sp.Symbol("q"): q}
+    flow = compile_flow(derive(models.FullLSA(2), ICLData(d=2, N=N, Lambda=lam * np.eye(2))),
+                        "numpy")
+    W_PV, W_KQ = np.zeros((3, 3)), np.zeros((3, 3))
+    W_PV[2, 2], W_KQ[:2, :2] = u, q * np.eye(2)
+    G = prompt_gradients(flow, flow.pack({"W_PV": W_PV, "W_KQ": W_KQ}), 200_000, seed=3)
+    centred = G - G.mean(axis=0)
+    pos = {k: np.ravel(v) for k, v in flow.letter_positions().items()}
+    for (L, M), block in full_noise_blocks().items():
+        products = centred[:, pos[L], None] * centred[:, None, pos[M]]
+        if L in ("P1", "Q2") and M in ("P1", "Q2"):         # off the set: c · tr(A_L B_Mᵀ)
+            assert {str(t) for t in block.atoms(sp.Trace)} == {f"Trace(A_{L}*B_{M}.T)"}
+            c = block.replace(lambda e: isinstance(e, sp.Trace), lambda e: 1).subs(values)
+            expected = float(c) * np.eye(len(pos[L]))
+        else:                                                # coupling the set to the rest
+            assert block == 0
+            expected = np.zeros(products.shape[1:])
+        z = (products.mean(axis=0) - expected) / (products.std(axis=0) / np.sqrt(len(G)))
+        assert np.abs(z).max() < 5, (L, M, np.round(z, 2))
+
+
+def test_block_on_a_set_equals_the_block_evaluated_there():
+    """``on_set``: letters set to zero drop their terms and identity letters fold into the
+    coefficients — the same number as evaluating the whole block with those matrices (the
+    reduced block is evaluated with random values there: it must no longer hold them)."""
+    from icldyn.theory import InputError
+
+    data = ICLData(d=2, N=3, Lambda=LAMBDA, noise=0.2, d_y=2, tasks="diagonal")
+    cov = derive(models.Merged(2, d_y=2), data).gradient_covariance()
+    rng = np.random.default_rng(0)
+    probes = {"A_Q": sp.Matrix(rng.standard_normal((2, 2))),
+              "B_Q": sp.Matrix(rng.standard_normal((2, 2)))}
+    for params, zero, identity in (({"V": sp.zeros(2, 2), "Q": sp.eye(2) / 3}, ("V",), {}),
+                                   ({"V": 0.7 * sp.eye(2), "Q": sp.zeros(2, 2)}, ("Q",),
+                                    {"V": 0.7})):
+        whole = cov.covariance("Q", "Q").evaluate({**cov.values(params), **probes})
+        elsewhere = {**params, **{n: sp.Matrix(rng.standard_normal((2, 2))) for n in zero}}
+        elsewhere.update({n: sp.Matrix(rng.standard_normal((2, 2))) for n in identity})
+        part = cov.on_set("Q", "Q", zero, identity).evaluate({**cov.values(elsewhere),
+                                                               **probes})
+        assert float(part) == pytest.approx(float(whole), rel=1e-12)
+    with pytest.raises(InputError, match="not among"):
+        cov.on_set("Q", "Q", zero=("P1",))

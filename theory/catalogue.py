@@ -11,6 +11,7 @@ from .derive import derive
 from .latex import derivation_document, split_sum, tex
 from .productform import product_noise
 from .solutions import isotropic_reduction, mode_reduction
+from .words import dim_symbol
 
 GAUSSIAN_PROSE = (r"Gaussian tasks: rows of $W$ i.i.d.\ $\mathcal{N}(0,\Sigma_w)$, "
                   r"labels $y = Wx + \varepsilon$, $\varepsilon\sim\mathcal{N}(0,\sigma^2 I)$; "
@@ -88,8 +89,7 @@ def _noise_section() -> tuple:
     cov = der.gradient_covariance()
     rows = []
     for L, M in (("V", "V"), ("V", "Q"), ("Q", "Q")):
-        rows += split_sum(rf"\mathrm{{Cov}}\left(\langle A_{L}, g\rangle, "
-                          rf"\langle B_{M}, g\rangle\right)", cov.to_sympy(L, M), per_line=2)
+        rows += split_sum(_cov_tex(L, M), cov.to_sympy(L, M), per_line=2)
     prose = (r"Scalar tasks, $\Sigma_w = I$, $\sigma = 0$, $\Lambda = \lambda I$, any $d$. The "
              r"covariance of one prompt's gradient $g$ (the noise of SGD; a batch of $B$ "
              r"prompts divides it by $B$) as bilinear forms in probe matrices $A_L$, $B_M$ of "
@@ -120,6 +120,35 @@ def _product_noise_section(model) -> tuple:
              r"G\rangle)$ derived once, on the Merged model (its $Q$--$Q$ block at $u = 1$, "
              r"$Q = M$); exact for every $N$ (\texttt{productform.product\_noise}).")
     return ("Gradient noise (single-prompt covariance)", prose, _align(rows))
+
+
+def full_noise_blocks() -> dict:
+    """FullLSA's gradient-noise blocks on its invariant set P₁ = Q₂ = 0 (Λ = λI, Σ_w = I,
+    σ = 0, any d): {(L, M): SymPy expression}, the blocks coupling (P₂, Q₁) to (P₁, Q₂) on the
+    whole set, and the blocks off the set along the isotropic line Q₁ = qI, P₂ = u (d_y = 1),
+    collected in powers of 1/N."""
+    der = derive(models.FullLSA(2), ICLData(d=2, N=N_SYM, Lambda="iso"), structural=True)
+    cov = der.gradient_covariance()
+    on, off = ("P2", "Q1"), ("P1", "Q2")
+    u, q = sp.symbols("u q")
+    out = {(L, M): der.to_sympy(cov.on_set(L, M, zero=off))
+           for L, M in sorted((min(a, b), max(a, b)) for a in on for b in off)}
+    for L, M in (("P1", "P1"), ("P1", "Q2"), ("Q2", "Q2")):
+        block = der.to_sympy(cov.on_set(L, M, zero=off, identity={"Q1": q, "P2": u}))
+        out[L, M] = sp.collect(sp.expand(block.subs(dim_symbol("y"), 1)), N_SYM, sp.factor)
+    return out
+
+
+def _full_noise_section() -> tuple:
+    rows = []
+    for (L, M), block in full_noise_blocks().items():
+        rows += split_sum(_cov_tex(L, M), block, per_line=1)
+    return ("Gradient noise (single-prompt covariance)", FULL_NOISE_PROSE, _align(rows))
+
+
+def _cov_tex(L: str, M: str) -> str:
+    return (rf"\mathrm{{Cov}}\left(\langle A_{{{L}}}, g\rangle, "
+            rf"\langle B_{{{M}}}, g\rangle\right)")
 
 
 def _critical_sets_section() -> tuple:
@@ -169,13 +198,21 @@ TWO_PATH_PROSE = (r"The paper's tasks, $d = 2$, $s = (2, 1)$, $N = 4$. On the in
                   r"per assignment of the modes to a path or to none. All modes on one path "
                   r"give the global minimum; modes on different paths give spurious local "
                   r"minima, which random starts of the flow reach. ")
-FULL_NOISE_PROSE = (r"FullLSA is not a product-form model ($\hat y$ holds "
+FULL_NOISE_PROSE = (r"Scalar tasks, $\Sigma_w = I$, $\sigma = 0$, $\Lambda = \lambda I$, any $d$. "
+                    r"FullLSA is not a product-form model ($\hat y$ holds "
                     r"$P_1(S_{xx} + x_q x_q^\top) Q_1 x_q$ and $P_2 S_{yy} Q_2 x_q$), so its "
                     r"gradient covariance needs moments of $x_q$ to order 12 and has thousands "
-                    r"of terms per block even at $\Lambda = \lambda I$: it is derived exactly "
+                    r"of terms per block: it is derived exactly "
                     r"(\texttt{der.gradient\_covariance()}, any block by "
                     r"\texttt{.to\_sympy(L, M)}) and checked against Monte Carlo of the "
-                    r"layer's per-prompt gradients, but not printed here.")
+                    r"layer's per-prompt gradients, but printed here only where the global "
+                    r"minimum lies: on the invariant set $P_1 = 0$, $Q_2 = 0$ "
+                    r"(\texttt{.on\_set(L, M, zero, identity)}). There the blocks coupling the "
+                    r"set's directions $(P_2, Q_1)$ to the directions off it $(P_1, Q_2)$ are "
+                    r"as below, the set's own blocks are the Merged model's ($u = P_2$, "
+                    r"$Q = Q_1$), and along the isotropic line $Q_1 = qI$, $P_2 = u$ the "
+                    r"noise off the set is a multiple of $\mathrm{tr}(A B^\top)$, with "
+                    r"$\lambda q u = 1$ the large-$N$ minimum.")
 INDEX_PROSE = (r"Each set is given by a balanced representative (every conserved quantity zero); "
                r"the index counts negative Hessian eigenvalues there (a set escaped only at "
                r"third order, through an idle head, can have index 0 without being a minimum).")
@@ -242,7 +279,7 @@ def documents() -> dict[str, str]:
             ("Gaussian tasks", GAUSSIAN_PROSE + r" Blocks: $P_1 = W_{PV}[y,x]$, "
              r"$P_2 = W_{PV}[y,y]$, $Q_1 = W_{KQ}[x,x]$, $Q_2 = W_{KQ}[y,x]$; all other "
              r"entries are inert.", derive(models.FullLSA(2), _data(), **structural)),
-            ("Gradient noise (single-prompt covariance)", FULL_NOISE_PROSE, ""),
+            _full_noise_section(),
             _critical_table_section(models.FullLSA(3)),
             _vector_table_section(models.FullLSA(2, d_y=2)),
             _critical_table_section(models.FullLSA(2, d_y=2), EIGEN_EXAMPLE, TWO_PATH_PROSE,

@@ -58,6 +58,18 @@ class GradientCovariance:
         b = MatPoly.letter(probe(letters[M], PROBES[1])).inner(grads[M])
         return self.second_moment[L, M] - a * independent(b)
 
+    def on_set(self, L: str, M: str, zero=(), identity: dict | None = None) -> TracePoly:
+        """Block (L, M) on the set where the letters ``zero`` vanish and each letter of
+        ``identity`` is its value times the identity (e.g. FullLSA's invariant set P₁ = Q₂ = 0
+        along the isotropic line Q₁ = qI)."""
+        unknown = (set(zero) | set(identity or {})) - set(self.letters)
+        if unknown:
+            raise InputError("letters", f"{sorted(unknown)} are not among {self.letters}")
+        block = self.covariance(L, M).zero_letters(set(zero))
+        for name, value in (identity or {}).items():
+            block = block.scalar_letter(name, value)
+        return block
+
     def task_set(self):
         """What the second moment's task-conditional terms are averaged over: a finite task
         set, the exact cubature of eigenbasis tasks, or None (Gaussian tasks: no such terms)."""

@@ -197,6 +197,11 @@ class TracePoly:
             out._add(tuple(kept), factor)
         return out
 
+    def zero_letters(self, names: set) -> "TracePoly":
+        """The polynomial with the letters ``names`` equal to zero (terms holding any dropped)."""
+        return TracePoly({traces: coeff for traces, coeff in self.terms.items()
+                          if not letter_names(traces) & set(names)})
+
     def diff(self, symbol: Mat) -> "MatPoly":
         """Gradient ∂(self)/∂symbol, a matrix of symbol's shape."""
         out = MatPoly(symbol.rows, symbol.cols)
