@@ -16,6 +16,19 @@ MODELS = [models.Merged(2, d_y=2), models.MultiHead(2, heads=2, d_y=2),
           models.SeparateKQ(2, heads=1, rank=1, d_y=2), models.FullLSA(2, d_y=2)]
 
 
+def flows_end_at(flow, sets, rng, starts: int, t_end: float) -> list[int]:
+    """Which listed set (index) the flow from each of ``starts`` random starts (scale 0.3)
+    ends at: its final loss equals that set's to 1e-9 (an assertion: it must be one)."""
+    losses = np.array([float(fp.loss) for fp in sets])
+    hits = []
+    for _ in range(starts):
+        end = integrate(flow, 0.3 * rng.standard_normal(flow.size), t_end=t_end,
+                        n_points=2).loss[-1]
+        assert np.abs(losses - end).min() < 1e-9, (end, losses)
+        hits.append(int(np.abs(losses - end).argmin()))
+    return hits
+
+
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
 def test_gaussian_vector_sets_lift_the_scalar_ones(model):
     """Every set is critical in the vector model, balanced, and its loss is d_y times the
@@ -136,12 +149,7 @@ def test_separate_kq_with_fewer_heads_than_modes(rank):
     else:
         assert minimum.info["groups"] == ((0,), (1,))
         assert not any("descended_from" in fp.info for fp in sets)
-    rng = np.random.default_rng(1)
-    ends = [integrate(flow, 0.3 * rng.standard_normal(flow.size), t_end=5000.0,
-                      n_points=2).loss[-1] for _ in range(3)]
-    losses = [float(fp.loss) for fp in sets]
-    assert all(min(abs(e - v) for v in losses) < 1e-9 for e in ends), ends
-    assert any(abs(e - losses[0]) < 1e-9 for e in ends), ends
+    assert 0 in flows_end_at(flow, sets, np.random.default_rng(1), 3, t_end=5000.0)
 
 
 @pytest.mark.parametrize("heads, best", [(1, ((0,),)), (2, ((0,), (1,)))])
@@ -159,12 +167,7 @@ def test_separate_kq_with_eigenbasis_tasks_learns_at_most_rank_modes_per_head(he
     assert sets[0].info["groups"] == best and sets[0].info["loss_gap"] == 0
     if heads == 2:
         assert float(sets[0].loss) == pytest.approx(sum(s) / (N + 2), rel=1e-12)
-    rng = np.random.default_rng(2)
-    ends = [integrate(flow, 0.3 * rng.standard_normal(flow.size), t_end=3000.0,
-                      n_points=2).loss[-1] for _ in range(3)]
-    losses = [float(fp.loss) for fp in sets]
-    assert all(min(abs(e - v) for v in losses) < 1e-9 for e in ends), ends
-    assert sum(abs(e - losses[0]) < 1e-9 for e in ends) >= 2, ends
+    assert flows_end_at(flow, sets, np.random.default_rng(2), 3, t_end=3000.0).count(0) >= 2
 
 
 @pytest.mark.slow
@@ -184,12 +187,8 @@ def test_full_lsa_with_eigenbasis_tasks_has_mixed_path_local_minima():
         assert float(fp.loss) == pytest.approx(float(merged.loss), rel=1e-12)
     mixed = [fp for fp in sets if set(fp.info["paths"]) == {1, 2}]
     assert all(fp.hessian_index == 0 and fp.info["loss_gap"] > 0.01 for fp in mixed)
-    rng = np.random.default_rng(0)
-    ends = [integrate(flow, 0.3 * rng.standard_normal(flow.size), t_end=1000.0,
-                      n_points=2).loss[-1] for _ in range(3)]
-    losses = [float(fp.loss) for fp in sets]
-    assert all(min(abs(e - v) for v in losses) < 1e-9 for e in ends), ends
-    assert any(min(abs(e - float(fp.loss)) for fp in mixed) < 1e-9 for e in ends), ends
+    hits = flows_end_at(flow, sets, np.random.default_rng(0), 3, t_end=1000.0)
+    assert {id(sets[i]) for i in hits} & {id(fp) for fp in mixed}, hits
 
 
 @pytest.mark.slow
@@ -204,12 +203,7 @@ def test_full_lsa_with_a_symmetric_finite_task_set_has_the_two_path_sets():
     sets = der.fixed_points()
     flow = critical_check(der, sets)
     assert len(sets) == 9 and set(sets[0].info["paths"]) in ({1}, {2})
-    rng = np.random.default_rng(0)
-    ends = [integrate(flow, 0.3 * rng.standard_normal(flow.size), t_end=3000.0,
-                      n_points=2).loss[-1] for _ in range(4)]
-    losses = [float(fp.loss) for fp in sets]
-    assert all(min(abs(e - v) for v in losses) < 1e-9 for e in ends), ends
-    assert any(abs(e - losses[0]) < 1e-9 for e in ends), ends
+    assert 0 in flows_end_at(flow, sets, np.random.default_rng(0), 4, t_end=3000.0)
 
 
 def test_finite_eigenbasis_task_sets_equal_gaussian_modes_with_the_same_variances():
