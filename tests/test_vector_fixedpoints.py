@@ -234,6 +234,9 @@ def test_finite_eigenbasis_task_sets_equal_gaussian_modes_with_the_same_variance
 
 
 def test_vector_fixed_points_refuse_what_is_not_enumerated():
+    with pytest.raises(InputError, match="need numeric"):
+        derive(models.Merged(2, d_y=2), ICLData(d=2, N=sp.Symbol("N"), Lambda=np.diag([2.0, 1.0]),
+                                                d_y=2, tasks="diagonal")).fixed_points()
     tasks = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]])   # not diagonal
     with pytest.raises(InputError, match="eigenbasis"):
         derive(models.Merged(2, d_y=2),

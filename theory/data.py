@@ -114,6 +114,13 @@ class ICLData:
         return {N_SYM: self.N, SIGMA: self.noise, dim_symbol("x"): self.d,
                 dim_symbol("y"): self.d_y}
 
+    def is_numeric(self) -> bool:
+        """Whether Λ, Σ_w, σ and N are all numbers (then losses and critical sets are numbers)."""
+        entries = [*self.Lambda, self.noise, self.N]
+        if self.Sigma_w is not None:
+            entries += list(self.Sigma_w)
+        return all(sp.sympify(v).is_number for v in entries)
+
     def values(self) -> dict:
         """Letter name -> sympy Matrix (exact), plus ``_scalars`` (symbol -> value)."""
         vals = {"Lambda": self.Lambda, "_scalars": self.scalars()}

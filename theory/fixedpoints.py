@@ -153,7 +153,7 @@ class ProductForm:
             raise ValueError("the stationarity equation of F(M) has no unique solution")
         self.M_star = m.subs(solution[0]).applyfunc(sp.factor)
         self.B = -self.gradient(sp.zeros(d, d))                   # −∂F/∂M at M = 0
-        self.numeric = all(v.is_number for v in self.M_star)
+        self.numeric = merged.data.is_numeric()
 
     def loss(self, M: sp.Matrix):
         return self.F.evaluate(dict(self.vals, M=M))

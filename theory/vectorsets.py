@@ -76,8 +76,9 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
     data = der.data
     if data.tasks == "gaussian":
         return _lifted_sets(der)
-    if not all(v.is_number for v in data.Lambda):
-        raise InputError("data", "vector-task critical sets need numeric Λ")
+    if not data.is_numeric():
+        raise InputError("data", "critical sets with eigenbasis or finite vector tasks need "
+                         "numeric Λ, Σ_w, σ and N")
     if not data.tasks_in_eigenbasis():
         raise InputError("data", "for a finite set of vector tasks, critical sets are derived "
                          "when every task is diagonal in Λ's eigenbasis (the paper's setting)")
@@ -99,13 +100,6 @@ def _head_letters(der: Derivation) -> dict:
     for b in der.model.blocks():
         heads.setdefault(b.head, []).append(b.letter)
     return heads
-
-
-def _numeric(der: Derivation) -> bool:
-    data = der.data
-    values = [*data.Lambda, data.noise, data.N] + list(data.Sigma_w if data.Sigma_w is not None
-                                                       else [])
-    return all(sp.sympify(v).is_number for v in values)
 
 
 def _landscape(der: Derivation) -> HessianIndex:
@@ -134,7 +128,7 @@ def _check_critical(index, fp: FixedPointSet) -> FixedPointSet:
 def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
     d_y = der.data.d_y
     scalar = derive(der.model.with_outputs(1), der.data.with_outputs(1))
-    index = _landscape(der) if _numeric(der) else (lambda point: None)
+    index = _landscape(der) if der.data.is_numeric() else (lambda point: None)
     out = []
     for fp in fixed_points(scalar):
         lifted = _lift(der, fp.info["letters"], d_y)
