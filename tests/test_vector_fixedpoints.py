@@ -29,6 +29,25 @@ def flows_end_at(flow, sets, rng, starts: int, t_end: float) -> list[int]:
     return hits
 
 
+def check_escapes(flow, sets):
+    """Every ``info['escape']`` is a point of lower loss (compiled flow) whose heads' V_h and
+    Q_h = W_K,hᵀ W_Q,h are within 0.05 of the set's: a set of Hessian index 0 that is not a
+    minimum. Returns the indices of the sets without one."""
+    def heads(point):
+        p = {k: np.array(v.tolist(), dtype=float) for k, v in point.items()}
+        return flow.pack(p), np.concatenate([np.ravel(p["V"]), np.ravel(
+            np.einsum("hri,hrj->hij", p["W_K"], p["W_Q"]))])
+    without = []
+    for i, fp in enumerate(sets):
+        if "escape" not in fp.info:
+            without.append(i)
+            continue
+        (theta, at), (near, there) = heads(fp.point), heads(fp.info["escape"]["point"])
+        assert fp.hessian_index == 0 and np.abs(there - at).max() < 0.05, fp.name
+        assert flow.loss(near) < flow.loss(theta) - 1e-12, fp.name
+    return without
+
+
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.name)
 def test_gaussian_vector_sets_lift_the_scalar_ones(model):
     """Every set is critical in the vector model, balanced, and its loss is d_y times the
@@ -149,7 +168,10 @@ def test_separate_kq_with_fewer_heads_than_modes(rank):
     else:
         assert minimum.info["groups"] == ((0,), (1,))
         assert not any("descended_from" in fp.info for fp in sets)
-    assert 0 in flows_end_at(flow, sets, np.random.default_rng(1), 3, t_end=5000.0)
+    stable = check_escapes(flow, sets)
+    assert stable[0] == 0 and len(stable) < len(sets)     # escapes found, not at the minimum
+    hits = flows_end_at(flow, sets, np.random.default_rng(1), 3, t_end=5000.0)
+    assert 0 in hits and set(hits) <= set(stable), hits
 
 
 @pytest.mark.parametrize("heads, best", [(1, ((0,),)), (2, ((0,), (1,)))])
@@ -158,7 +180,9 @@ def test_separate_kq_with_eigenbasis_tasks_learns_at_most_rank_modes_per_head(he
     head learns the top mode (the Merged single-mode set), two heads learn both with the
     decoupled minimum Σ s/(N+2). Random starts of the flow end at enumerated sets: mostly the
     minimum, but with two heads some end with both heads on mode 1 (L of the set {1}: a
-    spurious attracting set; 1 of 52 starts at scale 0.3, the third start below)."""
+    spurious attracting set; 1 of 52 starts at scale 0.3, the third start below). That family
+    holds {1}'s representative, where one head is idle and can take mode 2 (an escape at third
+    order, ``info['escape']``), and points where both heads are busy, which attract."""
     s, N = [2.0, 1.0], 4
     der = derive(models.SeparateKQ(2, heads=heads, rank=1, d_y=2), rotated_vector_tasks(s, N))
     sets = der.fixed_points()
@@ -167,6 +191,7 @@ def test_separate_kq_with_eigenbasis_tasks_learns_at_most_rank_modes_per_head(he
     assert sets[0].info["groups"] == best and sets[0].info["loss_gap"] == 0
     if heads == 2:
         assert float(sets[0].loss) == pytest.approx(sum(s) / (N + 2), rel=1e-12)
+    assert check_escapes(flow, sets)[0] == 0
     assert flows_end_at(flow, sets, np.random.default_rng(2), 3, t_end=3000.0).count(0) >= 2
 
 

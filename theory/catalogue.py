@@ -215,7 +215,9 @@ FULL_NOISE_PROSE = (r"Scalar tasks, $\Sigma_w = I$, $\sigma = 0$, $\Lambda = \la
                     r"$\lambda q u = 1$ the large-$N$ minimum.")
 INDEX_PROSE = (r"Each set is given by a balanced representative (every conserved quantity zero); "
                r"the index counts negative Hessian eigenvalues there (a set escaped only at "
-               r"third order, through an idle head, can have index 0 without being a minimum).")
+               r"third order, through an idle head, can have index 0 without being a minimum; "
+               r"$0^*$ marks those where a point of lower loss next to the representative was "
+               r"found, through a new rank slot of a head).")
 
 
 def _critical_table_section(model, data: dict = EXAMPLE, prose: str = SCALAR_PROSE,
@@ -225,7 +227,8 @@ def _critical_table_section(model, data: dict = EXAMPLE, prose: str = SCALAR_PRO
     rows = [r"\begin{tabular}{lrr}", r"critical set & $L$ & Hessian index \\ \hline"]
     for fp in sets:
         name = fp.name.translate({ord(c): "\\" + c for c in "_{}"})
-        rows.append(rf"{name} & {float(fp.loss):.6f} & {fp.hessian_index} \\")
+        index = f"{fp.hessian_index}" + ("$^*$" if "escape" in fp.info else "")
+        rows.append(rf"{name} & {float(fp.loss):.6f} & {index} \\")
     rows.append(r"\end{tabular}")
     return (title, prose + INDEX_PROSE, "\n".join(rows))
 

@@ -92,7 +92,7 @@ class HessianIndex:
         params, flat = _explicit_parameters(der)
         vals = dict(data_values)
         vals.update(params)
-        self.params = params
+        self.params, self.der = params, der
         self.L = PolyFunction(sp.expand(der.loss_poly.evaluate(vals)), flat, DPS)
 
     def _args(self, point: dict, digits: int) -> list:

@@ -33,11 +33,13 @@ this form: heads share modes (d = 3, H = 2, s = (2, 1, ½), N = 8: the best disj
 along its negative curvature on the diagonal set (``_descents``): all three end on one
 continuous family at L = 0.400637898, where random starts of the flow end too.
 SeparateKQ(H, r) takes the same sets with at most r modes per head (Q_h = W_K,hᵀ W_Q,h
-factorised mode by mode), and with 1 < H < d descends from them with each head's support grown
-to r modes (two rank-2 heads for three modes reach MultiHead's shared minimum; rank-1 heads gain
-nothing from sharing a mode). Its unlearned modes are escaped
-only at third order (V_h, W_K, W_Q all start at zero on them), so Hessian indices are 0 there;
-``info['loss_gap']`` tells minima from saddles. Two rank-1 heads can also end with both heads on
+factorised mode by mode), and descends from them with each head's support grown to r modes
+(two rank-2 heads for three modes reach MultiHead's shared minimum; rank-1 heads gain nothing
+from sharing a mode). A new mode in a head is a new rank slot, reached only at third or fourth
+order (V_h, W_K, W_Q all start at zero on it), so Hessian indices are 0 at such saddles; where
+the restricted loss curves down with a grown support, ``info['escape']`` holds a point of lower
+loss next to the representative (a certificate that it is not a minimum; its absence proves
+nothing), and ``info['loss_gap']`` the loss above the minimum. Two rank-1 heads can also end with both heads on
 the top mode (a spurious attracting set at that set's loss; d = 2, s = (2, 1), N = 4: 1 of 52
 random starts at scale 0.3). FullLSA: every mode can be learned through two paths
 (``_two_path_sets``); assigning modes to different paths gives spurious local minima.
@@ -87,7 +89,7 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
             raise InputError("data", "FullLSA's critical sets are enumerated for symmetric task "
                              "laws (W and −W equally likely; add the negated tasks to the set)")
         return _two_path_sets(der)
-    if 1 < getattr(der.model, "heads", 1) < data.d:
+    if der.model.name == "SeparateKQ" or 1 < getattr(der.model, "heads", 1) < data.d:
         index = _landscape(der)             # built once: the costliest step, used by both
         sets = _eigenmode_sets(der, index)
         return _with_loss_gaps(sets + _descents(der, sets, index))
@@ -267,9 +269,20 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
     xs = [v for vs in diag.values() for v in vs]
     loss = PolyFunction(_restricted_loss(shared, diag), xs, DPS)
     compiled = loss.compiled()
+    def realise(values: dict) -> tuple[dict, dict]:
+        """The balanced values and the model's letters at diagonal ``values``."""
+        if der.model.name == "MultiHead":
+            values = _balanced(values, [(diag[V.name], diag[Q.name]) for V, Q in heads])
+        letters = {}
+        for own, (V, Q) in zip(own_heads, heads):
+            letters.update(_head_point(own, [values[v] for v in diag[V.name]],
+                                       [values[v] for v in diag[Q.name]], U, rank))
+        return values, letters
+
     known = [fp.loss for fp in sets]
-    out = []
-    for fp in sets:
+    queue, out = list(sets), []
+    while queue:
+        fp = queue.pop(0)
         start = [_mp(v) for head, (V, Q) in zip(own_heads, heads)
                  for v in _head_diagonals(head, fp.info["letters"], U)]
         with mpmath.workdps(DPS):
@@ -282,17 +295,13 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
                 curv, vecs = mpmath.eigsy(_sub(curvature, free))
             if curv[0] > -1e-12:
                 continue                        # no descent direction with this support
-            x = [float(v) for v in start]
+            if fp.hessian_index == 0 and "escape" not in fp.info:
+                fp.info["escape"] = _escape(index, realise, xs, start, free, vecs)
+            x = [0.0] * len(xs)                 # modes off the support: exactly zero
             for n, i in enumerate(free):
-                x[i] += 1e-3 * float(vecs[n, 0])
+                x[i] = float(start[i] + 1e-3 * vecs[n, 0])
             x = _pinv_newton(loss, _descend(compiled, x, free), free)
-            values = dict(zip(xs, x))
-            if der.model.name == "MultiHead":
-                values = _balanced(values, [(diag[V.name], diag[Q.name]) for V, Q in heads])
-            letters = {}
-            for own, (V, Q) in zip(own_heads, heads):
-                letters.update(_head_point(own, [values[v] for v in diag[V.name]],
-                                           [values[v] for v in diag[Q.name]], U, rank))
+            values, letters = realise(dict(zip(xs, x)))
             found = index.loss(letters)
             if any(abs(found - v) < 1e-20 * (1 + abs(v)) for v in known):
                 continue
@@ -300,11 +309,29 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
             groups = tuple(tuple(k for k in range(d) if abs(values[diag[V.name][k]]
                                                             * values[diag[Q.name][k]]) > 1e-20)
                            for V, Q in heads)
-            out.append(_check_critical(index, _critical_set(
+            new = _check_critical(index, _critical_set(
                 der, index, _mode_name(groups, d, len(heads), shared=True), [], letters,
                 found, {"groups": groups, "descended_from": fp.name,
-                        "learned": tuple(sorted(set().union(*groups)))})))
+                        "learned": tuple(sorted(set().union(*groups)))}))
+            out.append(new)
+            queue.append(new)
     return out
+
+
+def _escape(index: HessianIndex, realise, xs: list, start: list, free: list,
+            vecs: mpmath.matrix, step: float = 1e-4) -> dict:
+    """A point near a set of Hessian index 0 with lower loss: the set is not a minimum. The
+    restricted loss has negative curvature along ``vecs[:, 0]`` (coordinates ``free``) in
+    (p, q); for SeparateKQ a new mode of a head is a new rank slot, reached at order
+    √step in W_K, W_Q — a descent at third or fourth order that the Hessian cannot see.
+    {"point": the model's parameters, "loss": at DPS digits, "step": in (p, q)}."""
+    x = [mpmath.mpf(0)] * len(xs)
+    with mpmath.workdps(DPS):
+        for n, i in enumerate(free):
+            x[i] = start[i] + step * vecs[n, 0]
+        _, letters = realise(dict(zip(xs, (sp.Float(v, DPS) for v in x))))
+    return {"point": _critical_params(index.der, letters), "loss": index.loss(letters),
+            "step": step}
 
 
 def _multihead_counterpart(der: Derivation) -> Derivation:
