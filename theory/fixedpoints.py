@@ -37,7 +37,9 @@ class FixedPointSet:
     """A critical set: its defining ``equations``, a representative ``point`` (the model's
     parameters: sympy Matrix, or Array for stacked heads), its ``loss`` and ``hessian_index``
     (negative Hessian eigenvalues at the point; None for symbolic data). For scalar tasks
-    ``info['M']`` is the set's learned matrix: ŷ = S_yx M x_q / N there."""
+    ``info['M']`` is the set's learned matrix: ŷ = S_yx M x_q / N there. ``info['loss_gap']``
+    is the loss above the lowest set; ``info['escape']`` (SeparateKQ with eigenbasis tasks),
+    where present, a point of lower loss next to a representative of Hessian index 0."""
 
     name: str
     equations: list

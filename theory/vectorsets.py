@@ -245,11 +245,12 @@ def _eigenmode_sets(der: Derivation, index: HessianIndex) -> list[FixedPointSet]
 
 
 def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPointSet]:
-    """MultiHead or SeparateKQ with 1 < H < d: the sets where heads share modes, reached by
-    descending the restricted (diagonal) loss from every enumerated set along its most negative
-    curvature direction — gradient descent with backtracking to |∇| < 1e-6, then Newton steps
-    with the Hessian's pseudo-inverse (the critical sets are continuous families) to
-    |∇| < 1e-30. New losses only (one set per loss value).
+    """MultiHead with 1 < H < d, and SeparateKQ: the sets where heads share modes, reached by
+    descending the restricted (diagonal) loss from every enumerated set (and every set found
+    so) along its most negative curvature direction — gradient descent with backtracking to
+    |∇| < 1e-6, then Newton steps with the Hessian's pseudo-inverse (the critical sets are
+    continuous families) to |∇| < 1e-30. New losses only (one set per loss value). A set of
+    Hessian index 0 with such a direction gets ``info['escape']`` (``_escape``).
 
     SeparateKQ's loss is MultiHead's at Q_h = W_K,hᵀ W_Q,h; on the diagonal set Q_h has at most
     r non-zero modes, its *support*, so the descent runs with the support fixed: every way to
@@ -269,6 +270,7 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
     xs = [v for vs in diag.values() for v in vs]
     loss = PolyFunction(_restricted_loss(shared, diag), xs, DPS)
     compiled = loss.compiled()
+
     def realise(values: dict) -> tuple[dict, dict]:
         """The balanced values and the model's letters at diagonal ``values``."""
         if der.model.name == "MultiHead":
