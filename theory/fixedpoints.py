@@ -90,11 +90,11 @@ class HessianIndex:
     points (letter -> Matrix), the number of negative Hessian eigenvalues (calling it), and the
     loss and the largest gradient entry at DPS digits (``loss``, ``gradient_size``)."""
 
-    def __init__(self, der: Derivation, data_values: dict):
+    def __init__(self, der: Derivation):
         params, flat = _explicit_parameters(der)
-        vals = dict(data_values)
+        vals = der.values(_zeros(der))
         vals.update(params)
-        self.params, self.der = params, der
+        self.params = params
         self.L = PolyFunction(sp.expand(der.loss_poly.evaluate(vals)), flat, DPS)
 
     def _args(self, point: dict, digits: int) -> list:
@@ -155,7 +155,6 @@ class ProductForm:
             raise ValueError("the stationarity equation of F(M) has no unique solution")
         self.M_star = m.subs(solution[0]).applyfunc(sp.factor)
         self.B = -self.gradient(sp.zeros(d, d))                   # −∂F/∂M at M = 0
-        self.numeric = merged.data.is_numeric()
 
     def loss(self, M: sp.Matrix):
         return self.F.evaluate(dict(self.vals, M=M))
@@ -195,11 +194,16 @@ class ProductForm:
         return X, Y
 
 
-def _index(der: Derivation, form: ProductForm):
+def _index(der: Derivation):
     """The Hessian-index counter of ``der`` (None for every point when the data are symbolic)."""
-    if not form.numeric:
-        return lambda point: None
-    return HessianIndex(der, {**der.data.values(), "_scalars": der.scalars()})
+    return HessianIndex(der) if der.data.is_numeric() else (lambda point: None)
+
+
+def _zeros(der: Derivation) -> dict:
+    """The model's parameters, all zero."""
+    shapes = der.model.shapes()
+    return {name: sp.zeros(*shape) if len(shape) == 2 else sp.Array.zeros(*shape)
+            for name, shape in shapes.items()}
 
 
 def _balanced_factor(M: sp.Matrix) -> tuple:
@@ -223,7 +227,7 @@ def _merged_classes(form: ProductForm) -> list[tuple]:
 
 
 def _merged_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
-    index = _index(der, form)
+    index = _index(der)
     return [_critical_set(der, index, *cls) for cls in _merged_classes(form)]
 
 
@@ -231,7 +235,7 @@ def _multihead_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
     """∂L/∂Q_h = u_h ∇F(M), ∂L/∂u_h = ⟨Q_h, ∇F(M)⟩: either ∇F(M) = 0 (M = M*, the minimum
     set Σ_h u_h Q_h = M*) or every u_h = 0, so M = 0 and ⟨Q_h, B⟩ = 0 for every head."""
     d, H = form.d, der.model.heads
-    index = _index(der, form)
+    index = _index(der)
     u, Q0 = _balanced_factor(form.M_star / H)                 # each head carries M*/H
     share = {**{f"V{h}": sp.Matrix([[u]]) for h in range(H)},
              **{f"Q{h}": Q0 for h in range(H)}}
@@ -261,12 +265,12 @@ def _low_rank_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
     heads' rank slots in order, each head's share factorised through its SVD. Idle heads sit
     at zero, where the loss is cubic in them: such saddles can have Hessian index 0 (they are
     escaped at third order), so ``info['loss_gap']`` (loss above the minimum) is reported."""
-    if not form.numeric:
+    if not der.data.is_numeric():
         raise InputError("data", "SeparateKQ critical sets need numeric Λ, Σ_w, N and σ")
     d, H, r = form.d, der.model.heads, der.model.rank
     modes = _singular_modes(form)
     k = min(d, H * r)
-    index = _index(der, form)
+    index = _index(der)
     out = []
     for size in range(k, -1, -1):
         for S in combinations(range(d), size):
@@ -362,7 +366,7 @@ def _invariant_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
 
     Critical sets of F on either set are critical sets of FullLSA; their Hessian index is
     counted in all of FullLSA's active entries. Points off both sets are not enumerated."""
-    d, index = form.d, _index(der, form)
+    d, index = form.d, _index(der)
     zero = sp.zeros(1, d)
     out = []
     for name, eqs, point, loss, info in _merged_classes(form):
@@ -370,7 +374,7 @@ def _invariant_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
         out.append(_critical_set(der, index, f"{name} (on P1 = 0, Q2 = 0)",
                                  eqs + [sp.Eq(sp.Symbol("P_1"), 0), sp.Eq(sp.Symbol("Q_2"), 0)],
                                  full, loss, info))
-    if form.numeric:
+    if der.data.is_numeric():
         for i, (s_i, left, right) in enumerate(_singular_modes(form)):
             scale = sp.sqrt(s_i * left.norm() * right.norm())         # balanced: ‖P₁‖ = ‖Q₂‖
             full = {"P1": scale * left.T / left.norm(), "P2": sp.zeros(1, 1),

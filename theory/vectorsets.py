@@ -64,11 +64,12 @@ from . import models
 from .derive import Derivation, derive
 from .errors import InputError
 from .fixedpoints import (DPS, FixedPointSet, HessianIndex, _critical_params, _critical_set,
-                          _mp, _with_loss_gaps, fixed_points)
+                          _index, _mp, _with_loss_gaps, _zeros, fixed_points)
 from .polyeval import PolyFunction
 from .productform import merged_counterpart
 from .words import Mat
 
+ESCAPE_STEP = 1e-4          # in (p, q): lower loss by ~1e-9, W_K and W_Q moved by ~1e-2
 GRADIENT_TOL = 1e-10        # a set that is not critical has gradients O(1); float data
                             # (e.g. Λ's eigenvalues read from doubles) leave ~1e-16
 
@@ -89,11 +90,11 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
             raise InputError("data", "FullLSA's critical sets are enumerated for symmetric task "
                              "laws (W and −W equally likely; add the negated tasks to the set)")
         return _two_path_sets(der)
+    index = _index(der)                     # the costliest step: built once
+    sets = _eigenmode_sets(der, index)
     if der.model.name == "SeparateKQ" or 1 < getattr(der.model, "heads", 1) < data.d:
-        index = _landscape(der)             # built once: the costliest step, used by both
-        sets = _eigenmode_sets(der, index)
-        return _with_loss_gaps(sets + _descents(der, sets, index))
-    return _eigenmode_sets(der, _landscape(der))
+        sets = _with_loss_gaps(sets + _descents(der, sets, index))
+    return sets
 
 
 def _head_letters(der: Derivation) -> dict:
@@ -102,11 +103,6 @@ def _head_letters(der: Derivation) -> dict:
     for b in der.model.blocks():
         heads.setdefault(b.head, []).append(b.letter)
     return heads
-
-
-def _landscape(der: Derivation) -> HessianIndex:
-    """The full model's explicit loss, gradient and Hessian at the data's values."""
-    return HessianIndex(der, der.values(_zeros(der)))
 
 
 def _is_value(letter: Mat) -> bool:
@@ -130,7 +126,7 @@ def _check_critical(index, fp: FixedPointSet) -> FixedPointSet:
 def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
     d_y = der.data.d_y
     scalar = derive(der.model.with_outputs(1), der.data.with_outputs(1))
-    index = _landscape(der) if der.data.is_numeric() else (lambda point: None)
+    index = _index(der)
     out = []
     for fp in fixed_points(scalar):
         lifted = _lift(der, fp.info["letters"], d_y)
@@ -147,12 +143,6 @@ def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
             der, index, fp.name, equations, letters, der.loss_value(_critical_params(der, letters)),
             info)))
     return out
-
-
-def _zeros(der: Derivation) -> dict:
-    shapes = der.model.shapes()
-    return {name: sp.zeros(*shape) if len(shape) == 2 else sp.Array.zeros(*shape)
-            for name, shape in shapes.items()}
 
 
 def _lift(der: Derivation, letters: dict, d_y: int) -> tuple[dict, dict] | None:
@@ -290,18 +280,17 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
         with mpmath.workdps(DPS):
             curvature = mpmath.matrix(loss.hessian(start))
         for support in _supports(fp.info["groups"], len(heads), d, rank):
-            free = [i for i, v in enumerate(xs)
-                    if not any(v in diag[Q.name] and v not in [diag[Q.name][k] for k in S]
-                               for (V, Q), S in zip(heads, support))]
+            off = {diag[Q.name][k] for (V, Q), S in zip(heads, support)
+                   for k in range(d) if k not in S}
+            free = [i for i, v in enumerate(xs) if v not in off]
             with mpmath.workdps(DPS):
                 curv, vecs = mpmath.eigsy(_sub(curvature, free))
             if curv[0] > -1e-12:
                 continue                        # no descent direction with this support
             if fp.hessian_index == 0 and "escape" not in fp.info:
-                fp.info["escape"] = _escape(index, realise, xs, start, free, vecs)
-            x = [0.0] * len(xs)                 # modes off the support: exactly zero
-            for n, i in enumerate(free):
-                x[i] = float(start[i] + 1e-3 * vecs[n, 0])
+                fp.info["escape"] = _escape(der, index, realise, xs,
+                                            _step(start, free, vecs, ESCAPE_STEP))
+            x = [float(v) for v in _step(start, free, vecs, 1e-3)]
             x = _pinv_newton(loss, _descend(compiled, x, free), free)
             values, letters = realise(dict(zip(xs, x)))
             found = index.loss(letters)
@@ -320,20 +309,25 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
     return out
 
 
-def _escape(index: HessianIndex, realise, xs: list, start: list, free: list,
-            vecs: mpmath.matrix, step: float = 1e-4) -> dict:
-    """A point near a set of Hessian index 0 with lower loss: the set is not a minimum. The
-    restricted loss has negative curvature along ``vecs[:, 0]`` (coordinates ``free``) in
-    (p, q); for SeparateKQ a new mode of a head is a new rank slot, reached at order
-    √step in W_K, W_Q — a descent at third or fourth order that the Hessian cannot see.
-    {"point": the model's parameters, "loss": at DPS digits, "step": in (p, q)}."""
-    x = [mpmath.mpf(0)] * len(xs)
+def _step(start: list, free: list, vecs: mpmath.matrix, size) -> list:
+    """``start`` moved by ``size`` along the curvature eigenvector ``vecs[:, 0]`` in the
+    coordinates ``free``; every other coordinate (modes off the support) exactly zero."""
+    x = [mpmath.mpf(0)] * len(start)
     with mpmath.workdps(DPS):
         for n, i in enumerate(free):
-            x[i] = start[i] + step * vecs[n, 0]
-        _, letters = realise(dict(zip(xs, (sp.Float(v, DPS) for v in x))))
-    return {"point": _critical_params(index.der, letters), "loss": index.loss(letters),
-            "step": step}
+            x[i] = start[i] + size * vecs[n, 0]
+    return x
+
+
+def _escape(der: Derivation, index: HessianIndex, realise, xs: list, x: list) -> dict:
+    """A point near a set of Hessian index 0 with lower loss: the set is not a minimum. ``x``
+    is a step of ESCAPE_STEP along negative curvature of the restricted loss in (p, q); for
+    SeparateKQ a new mode of a head is a new rank slot, reached at order √ESCAPE_STEP in W_K,
+    W_Q — a descent at third or fourth order that the Hessian cannot see.
+    {"point": the model's parameters, "loss": at DPS digits, "step": in (p, q)}."""
+    _, letters = realise(dict(zip(xs, (sp.Float(v, DPS) for v in x))))
+    return {"point": _critical_params(der, letters), "loss": index.loss(letters),
+            "step": ESCAPE_STEP}
 
 
 def _multihead_counterpart(der: Derivation) -> Derivation:
@@ -514,7 +508,7 @@ def _two_path_sets(der: Derivation) -> list[FixedPointSet]:
     grads = {v: sp.diff(loss, v) for vs in diag.values() for v in vs}
     single = {(P, Q, k): _mode_guess(loss, diag[P][k], diag[Q][k])
               for P, Q in PATHS.values() for k in range(d)}
-    index = _landscape(der)
+    index = _index(der)
     out = []
     for assignment in product((0, 1, 2), repeat=d):
         learned = [k for k in range(d) if assignment[k]]
