@@ -23,24 +23,17 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import numpy as np
 import sympy as sp
 
-from .data import N_SYM, W_TASK, eps, x
-from .errors import check_int
-from .gaussian import QUERY, RandVec, Segment
-from .words import Mat, transpose_word
+from .data import N_SYM, x
+from .errors import InputError, check_int
+from .gaussian import QUERY, Segment
+from .terms import VecTerm, attend, input_tokens, negate, sandwich, target, token_part
+from .words import Mat
 
-
-@dataclass(frozen=True)
-class VecTerm:
-    """coeff · Σ_{labels} (word · vec) · Π segments: one additive piece of a vector-valued
-    random polynomial (``word`` is a tuple of letters, ``vec`` the random vector it acts on)."""
-
-    coeff: sp.Expr
-    labels: tuple
-    word: tuple
-    vec: RandVec
-    segments: tuple = ()
+__all__ = ["Model", "Merged", "MultiHead", "SeparateKQ", "FullLSA", "Stack", "Param", "Block",
+           "VecTerm", "MODELS", "sandwich", "target", "token_part"]
 
 
 @dataclass(frozen=True)
@@ -80,34 +73,23 @@ def _part(part: str | None, sizes: dict) -> slice:
     return slice(0, sizes["x"]) if part == "x" else slice(sizes["x"], None)
 
 
-# --- building ŷ -----------------------------------------------------------------------------
-
-def token_part(part: str, label: str) -> list[tuple]:
-    """The x- or y-part of a context token as (word, vector) pieces: x_i, or y_i = W x_i + ε_i."""
-    if part == "x":
-        return [((), x(label))]
-    return [((W_TASK,), x(label)), ((), eps(label))]
-
-
-def sandwich(left: tuple, a: str, b: str, right: tuple, label: str, coeff) -> list[VecTerm]:
-    """coeff · left · S_ab · right · x_q with S_ab = Σ_i a_i b_iᵀ (a, b ∈ {"x", "y"})."""
-    return [VecTerm(coeff, (label,), left + wa, va,
-                    (Segment(vb, transpose_word(wb) + right, x(QUERY)),))
-            for wa, va in token_part(a, label) for wb, vb in token_part(b, label)]
-
-
-def target() -> list[VecTerm]:
-    """The query label y_q = W x_q + ε_q."""
-    return [VecTerm(sp.Integer(1), (), (W_TASK,), x(QUERY)),
-            VecTerm(sp.Integer(1), (), (), eps(QUERY))]
-
-
 # --- models -----------------------------------------------------------------------------------
 
 class Model:
-    """Base class: subclasses define ``params``, ``blocks``, ``prediction``, ``layer``."""
+    """The model contract: what every analysis may ask of a parameterization.
+
+    Subclasses define ``params`` (parameter arrays), ``blocks()`` (the matrix letters the loss
+    sees, as slices of the parameters), ``prediction()`` (ŷ as vector terms, for the expectation
+    engine) and ``layer()`` (per head, which words of letters fill which blocks of W_PV and
+    W_KQ, for the simulator of the actual network). ``stackable`` says that ``layer()`` gives
+    the whole of W_PV and W_KQ (every entry it does not name is zero), so that the model can be
+    a layer of a ``Stack``; a one-layer model reads ŷ from the query with the query among the
+    keys and without negation (``query_in_keys``, ``negate_readout``)."""
 
     name = "model"
+    stackable = True
+    query_in_keys = True
+    negate_readout = False
 
     def __init__(self, d: int, d_y: int = 1):
         self.d, self.d_y = check_int("d", d), check_int("d_y", d_y)
@@ -118,6 +100,7 @@ class Model:
         return {"x": self.d, "y": self.d_y, "z": self.d + self.d_y}
 
     def shapes(self) -> dict:
+        """{parameter name: array shape}."""
         return {p.name: p.shape(self.sizes()) for p in self.params}
 
     def blocks(self) -> list[Block]:
@@ -133,6 +116,27 @@ class Model:
         """Per head: {"W_PV" | "W_KQ": [(row space, col space, word of letters)]}."""
         raise NotImplementedError
 
+    def stack_layers(self) -> list[list[dict]]:
+        """``layer()`` of every layer, first to last (one layer here)."""
+        return [self.layer()]
+
+    def attention_weights(self, params: dict) -> list[list[tuple]]:
+        """The actual attention weights of the network at ``params``.
+
+        Parameters
+        ----------
+        params : dict
+            {parameter name: array} (a scalar for a square block means that multiple of I).
+
+        Returns
+        -------
+        list
+            ``[[(W_PV, W_KQ) per head] per layer]``, NumPy D × D arrays, D = d + d_y.
+        """
+        letters = letter_arrays(self, params)
+        return [[tuple(w) for w in zip(*fill_weights(spec, letters, self.d, self.d_y))]
+                for spec in self.stack_layers()]
+
     def key(self) -> tuple:
         """What the structural derivation depends on (dimensions stay symbolic)."""
         return (self.name,)
@@ -145,6 +149,47 @@ class Model:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(d={self.d}, d_y={self.d_y})"
+
+
+def letter_arrays(model: Model, params: dict) -> dict:
+    """{letter name: float array} cut from ``params`` (arrays; scalars broadcast to I)."""
+    shapes, sizes = model.shapes(), model.sizes()
+    if not isinstance(params, dict) or set(params) != set(shapes):
+        raise InputError("params", f"must be a dict with entries {sorted(shapes)}")
+    arrays = {}
+    for name, shape in shapes.items():
+        try:
+            value = np.asarray(params[name], dtype=float)
+        except (TypeError, ValueError):
+            raise InputError("params", f"{name} must be numeric") from None
+        if value.ndim == 0 and shape[-1] == shape[-2]:
+            value = value * np.broadcast_to(np.eye(shape[-1]), shape)
+        if value.shape != shape:
+            raise InputError("params", f"{name} must have shape {shape}, got {value.shape}")
+        arrays[name] = value
+    return {b.letter.name: arrays[b.param][b.index(sizes)] for b in model.blocks()}
+
+
+def _word_value(letters: dict, word: tuple) -> np.ndarray:
+    out = None
+    for letter in word:
+        m = letters[letter.name]
+        m = m.swapaxes(-1, -2) if letter.T else m
+        out = m if out is None else out @ m
+    return out
+
+
+def fill_weights(spec: list[dict], letters: dict, d: int, d_y: int) -> tuple:
+    """(W_PV, W_KQ) of one layer, each (…, H, D, D), from its ``layer()`` spec and letter values
+    with any leading axes (…); entries the spec does not name are zero."""
+    lead = np.shape(next(iter(letters.values())))[:-2] if letters else ()
+    space = {"x": slice(0, d), "y": slice(d, d + d_y)}
+    out = {w: np.zeros(lead + (len(spec), d + d_y, d + d_y)) for w in ("W_PV", "W_KQ")}
+    for h, head in enumerate(spec):
+        for wname, entries in head.items():
+            for rows, cols, word in entries:
+                out[wname][..., h, space[rows], space[cols]] += _word_value(letters, word)
+    return out["W_PV"], out["W_KQ"]
 
 
 def _heads(H) -> int:
@@ -274,9 +319,114 @@ class FullLSA(Model):
                 + sandwich((P2,), "y", "x", (Q1,), "i", c)
                 + sandwich((P2,), "y", "y", (Q2,), "i", c))
 
+    stackable = False      # layer() names only the blocks that reach one layer's ŷ
+
     def layer(self) -> list[dict]:
         return [{"W_PV": [("y", "x", (self.P1,)), ("y", "y", (self.P2,))],
                  "W_KQ": [("x", "x", (self.Q1,)), ("y", "x", (self.Q2,))]}]
+
+    def attention_weights(self, params: dict) -> list[list[tuple]]:
+        """``[[(W_PV, W_KQ)]]``: the parameters themselves (inert entries included)."""
+        letter_arrays(self, params)                      # checks names and shapes
+        shapes = self.shapes()
+        return [[tuple(np.asarray(params[n], dtype=float) * (np.eye(shapes[n][0])
+                                                             if np.ndim(params[n]) == 0 else 1)
+                       for n in ("W_PV", "W_KQ"))]]
+
+
+class Stack(Model):
+    """L attention layers applied in turn to the whole token matrix, with residual connections:
+
+        Z⁽ˡ⁾ = Z⁽ˡ⁻¹⁾ + Σ_h W_PV,h⁽ˡ⁾ (Z⁽ˡ⁻¹⁾ M Z⁽ˡ⁻¹⁾ᵀ / N) W_KQ,h⁽ˡ⁾ Z⁽ˡ⁻¹⁾,
+
+    ŷ = the y-rows of the query column of Z⁽ᴸ⁾ (its negative with ``negate_readout``, the
+    readout of Ahn et al. 2023). M = diag(1, …, 1, m) is the key mask: m = 1 puts the query
+    among the keys (the one-layer convention of this package), m = 0 (``query_in_keys=False``)
+    sums over the N context tokens only (Ahn et al.). The 1/N stays; a convention without it is
+    the same model with every W_PV,h⁽ˡ⁾ scaled by N.
+
+    Parameters
+    ----------
+    layers : list of Model
+        Each layer's parameterization (Merged, MultiHead, SeparateKQ or a user-written model
+        with ``stackable``), all with the same d and d_y (and the same rank r where they have one).
+    query_in_keys : bool
+        Whether the query token is among the keys of every layer.
+    negate_readout : bool
+        Read ŷ as minus the query's y-rows.
+
+    Parameters of layer l are named ``"l.name"`` (``"0.V"``, ``"1.Q"`` …); its letters carry
+    the superscript l + 1 (``V__1`` prints as V¹ …).
+    """
+
+    name = "Stack"
+
+    def __init__(self, layers, query_in_keys: bool = True, negate_readout: bool = False):
+        layers = list(layers) if isinstance(layers, (list, tuple)) else None
+        if not layers or not all(isinstance(m, Model) for m in layers):
+            raise InputError("layers", "must be a non-empty list of models, e.g. "
+                             "[models.Merged(d), models.Merged(d)]")
+        for l, m in enumerate(layers):
+            if isinstance(m, Stack) or not m.stackable:
+                raise InputError("layers", f"layer {l} ({m!r}) cannot sit in a stack: its "
+                                 "layer() does not give all of W_PV and W_KQ")
+            if (m.d, m.d_y) != (layers[0].d, layers[0].d_y):
+                raise InputError("layers", f"layer {l} has (d, d_y) = ({m.d}, {m.d_y}), layer 0 "
+                                 f"({layers[0].d}, {layers[0].d_y}); use one d and d_y")
+        ranks = {m.sizes()["r"] for m in layers if "r" in m.sizes()}
+        if len(ranks) > 1:
+            raise InputError("layers", f"key-query ranks {sorted(ranks)} differ; use one rank")
+        for flag, value in (("query_in_keys", query_in_keys), ("negate_readout", negate_readout)):
+            if not isinstance(value, bool):
+                raise InputError(flag, f"must be True or False, got {value!r}")
+        super().__init__(layers[0].d, layers[0].d_y)
+        self.layers = tuple(layers)
+        self.query_in_keys, self.negate_readout = query_in_keys, negate_readout
+        self.params = tuple(Param(f"{l}.{p.name}", p.rows, p.cols, p.heads)
+                            for l, m in enumerate(layers) for p in m.params)
+
+    @staticmethod
+    def _letter(letter: Mat, l: int) -> Mat:
+        return Mat(f"{letter.name}__{l + 1}", letter.T, letter.symmetric, letter.rows,
+                   letter.cols)
+
+    def sizes(self) -> dict:
+        out = {}
+        for m in self.layers:
+            out.update(m.sizes())
+        return out
+
+    def blocks(self) -> list[Block]:
+        return [Block(self._letter(b.letter, l), f"{l}.{b.param}", b.head, b.row_part,
+                      b.col_part) for l, m in enumerate(self.layers) for b in m.blocks()]
+
+    def stack_layers(self) -> list[list[dict]]:
+        return [[{w: [(rows, cols, tuple(self._letter(t, l) for t in word))
+                      for rows, cols, word in entries] for w, entries in head.items()}
+                 for head in m.layer()] for l, m in enumerate(self.layers)]
+
+    def layer(self) -> list[dict]:
+        raise InputError("model", "a Stack has several layers: use stack_layers()")
+
+    def prediction(self) -> list[VecTerm]:
+        context, query = input_tokens()
+        specs = self.stack_layers()
+        for l, spec in enumerate(specs):
+            context, query = attend(spec, context, query, self.query_in_keys,
+                                    update_context=l < len(specs) - 1)
+        return negate(query["y"]) if self.negate_readout else query["y"]
+
+    def key(self) -> tuple:
+        return (self.name, tuple(m.key() for m in self.layers), self.query_in_keys,
+                self.negate_readout)
+
+    def with_outputs(self, d_y: int) -> "Stack":
+        return Stack([m.with_outputs(d_y) for m in self.layers], self.query_in_keys,
+                     self.negate_readout)
+
+    def __repr__(self) -> str:
+        return (f"Stack([{', '.join(map(repr, self.layers))}], query_in_keys="
+                f"{self.query_in_keys}, negate_readout={self.negate_readout})")
 
 
 MODELS = {cls.name: cls for cls in (Merged, MultiHead, SeparateKQ, FullLSA)}
