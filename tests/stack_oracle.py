@@ -35,7 +35,8 @@ from fractions import Fraction
 import numpy as np
 import sympy as sp
 
-__all__ = ["forward", "loss_and_grad", "mc_loss", "mc_grad", "exact_loss", "expect_square"]
+__all__ = ["forward", "loss_and_grad", "mc_loss", "mc_grad", "exact_loss", "residual_polynomials",
+           "expect_square"]
 
 
 # ----------------------------------------------------------------------------------- network
@@ -528,23 +529,15 @@ def _exact_residuals(ring, weights, Zcols, yq, d, N, query_in_keys, sign):
             for k in range(D - d)]
 
 
-def exact_loss(weights, Lambda, N, *, d_y=1, tasks="gaussian", Sigma_w=None, sigma=0,
-               query_in_keys=True, negate_readout=False, eigenbasis=None):
-    """L = ½ E‖ŷ − y_q‖² exactly, by brute-force expansion in independent Gaussian scalars.
-
-    Parameters
-    ----------
-    weights : ``[[(W_PV, W_KQ) per head] per layer]`` with exact rational entries (int, Fraction,
-        sympy.Rational, or floats with a power-of-two denominator).
-    Lambda : rational symmetric positive-definite d×d matrix. N : context length (int ≥ 1).
-    d_y, tasks, Sigma_w, eigenbasis : the task law (module docstring); finite task sets are
-        averaged exactly over the P tasks.
-    sigma : label-noise standard deviation; σ² must be rational.
-    query_in_keys, negate_readout : the key mask and the readout sign.
+def residual_polynomials(weights, Lambda, N, *, d_y=1, tasks="gaussian", Sigma_w=None, sigma=0,
+                         query_in_keys=True, negate_readout=False, eigenbasis=None):
+    """ŷ − y_q as exact polynomials in independent centred Gaussian scalars h (arguments as in
+    ``exact_loss``). Variables in order: x_1..x_N, x_q (d each, x_s = L_Λ h_s), then the task
+    scalars (none for a finite task set), then ε_1..ε_N, ε_q (d_y each, only if σ ≠ 0).
 
     Returns
     -------
-    sympy.Rational.
+    (ring, [[residual polynomial per output row] per task], variances of the h_j).
     """
     if not isinstance(N, (int, np.integer)) or N < 1:
         raise ValueError(f"N: need a positive integer context length; got {N!r}")
@@ -610,13 +603,37 @@ def exact_loss(weights, Lambda, N, *, d_y=1, tasks="gaussian", Sigma_w=None, sig
             ys.append(ring.lincomb(terms))
         return ys
 
-    total = Fraction(0)
+    per_task = []
     for W in task_sets:
         xs = [[ring.linear({x_index[s][j]: LL[i][j] for j in range(d)}) for i in range(d)]
               for s in range(N + 1)]
         cols = [xs[s] + labels(W, xs[s], s) for s in range(N)] + [xs[N] + [ring.zero()] * d_y]
-        residuals = _exact_residuals(ring, weights, cols, labels(W, xs[N], N), d, N,
-                                     query_in_keys, sign)
-        total += sum((expect_square(ring, r, variances) for r in residuals), Fraction(0))
-    total /= 2 * len(task_sets)
+        per_task.append(_exact_residuals(ring, weights, cols, labels(W, xs[N], N), d, N,
+                                         query_in_keys, sign))
+    return ring, per_task, variances
+
+
+def exact_loss(weights, Lambda, N, *, d_y=1, tasks="gaussian", Sigma_w=None, sigma=0,
+               query_in_keys=True, negate_readout=False, eigenbasis=None):
+    """L = ½ E‖ŷ − y_q‖² exactly, by brute-force expansion in independent Gaussian scalars.
+
+    Parameters
+    ----------
+    weights : ``[[(W_PV, W_KQ) per head] per layer]`` with exact rational entries (int, Fraction,
+        sympy.Rational, or floats with a power-of-two denominator).
+    Lambda : rational symmetric positive-definite d×d matrix. N : context length (int ≥ 1).
+    d_y, tasks, Sigma_w, eigenbasis : the task law (module docstring); finite task sets are
+        averaged exactly over the P tasks.
+    sigma : label-noise standard deviation; σ² must be rational.
+    query_in_keys, negate_readout : the key mask and the readout sign.
+
+    Returns
+    -------
+    sympy.Rational.
+    """
+    ring, per_task, variances = residual_polynomials(
+        weights, Lambda, N, d_y=d_y, tasks=tasks, Sigma_w=Sigma_w, sigma=sigma,
+        query_in_keys=query_in_keys, negate_readout=negate_readout, eigenbasis=eigenbasis)
+    total = sum((expect_square(ring, r, variances) for residuals in per_task for r in residuals),
+                Fraction(0)) / (2 * len(per_task))
     return sp.Rational(total.numerator, total.denominator)
