@@ -240,13 +240,13 @@ def exact_gradient(weights, N, **data):
     return out
 
 
-def assert_grad_agrees(weights, N, **data):
+def assert_grad_agrees(weights, N, prompts=10**6, **data):
     """Exact gradient within Z_MAX standard errors of mc_grad, entry by entry; entries with a
     zero per-prompt gradient (inert) must be exactly zero in both."""
     exact = exact_gradient(weights, N, **data)
     floats = {k: (v if isinstance(v, (str, bool, int)) else np.array(v, dtype=float))
               for k, v in data.items()}
-    grad, se = so.mc_grad(as_float(weights), np.array(LAMBDA, dtype=float), N, prompts=10**6,
+    grad, se = so.mc_grad(as_float(weights), np.array(LAMBDA, dtype=float), N, prompts=prompts,
                           seed=5, **floats)
     for l, layer in enumerate(exact):
         for h, head in enumerate(layer):
@@ -261,8 +261,8 @@ def assert_grad_agrees(weights, N, **data):
 def test_two_layers_gradient_exact_equals_monte_carlo():
     weights = merged_stack(3)
     weights[0].append(merged(F(1, 3), rational_matrix(np.random.default_rng(9), (2, 2), 6)))
-    assert_grad_agrees(weights, 2, Sigma_w=SIGMA_W, sigma=SIGMA, query_in_keys=False,
-                       negate_readout=True)
+    assert_grad_agrees(weights, 2, prompts=3 * 10**5, Sigma_w=SIGMA_W, sigma=SIGMA,
+                       query_in_keys=False, negate_readout=True)
 
 
 @pytest.mark.slow
