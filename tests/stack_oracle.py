@@ -448,8 +448,12 @@ class _Ring:
                                np.concatenate([out.nums, part.nums]), 1)
         return _Poly(out.keys, out.nums, p.den * q.den) if out.nums.size else out
 
+    def field(self, keys, j):
+        """Exponent of variable j in each packed monomial key."""
+        return ((keys >> (self.bits * j)) & ((1 << self.bits) - 1)).astype(np.int64)
+
     def exponents(self, p, j):
-        return ((p.keys >> (self.bits * j)) & ((1 << self.bits) - 1)).astype(np.int64)
+        return self.field(p.keys, j)
 
 
 def expect_square(ring, p, variances):
@@ -459,7 +463,7 @@ def expect_square(ring, p, variances):
     for j, v in enumerate(variances):
         if keys.size == 0:
             break
-        n = ((keys >> (ring.bits * j)) & ((1 << ring.bits) - 1)).astype(np.int64)
+        n = ring.field(keys, j)
         top = int(n.max()) // 2
         if top == 0:
             continue
@@ -476,8 +480,7 @@ def expect_square(ring, p, variances):
         keys, nums, den = p.keys, p.nums, p.den
     if keys.size == 0:
         return Fraction(0)
-    exps = [((keys >> (ring.bits * j)) & ((1 << ring.bits) - 1)).astype(np.int64)
-            for j in range(len(variances))]
+    exps = [ring.field(keys, j) for j in range(len(variances))]
     tops = [int(e.max()) for e in exps]
     weight = np.ones(keys.size, dtype=object)
     for e, v, top in zip(exps, variances, tops):
