@@ -170,6 +170,11 @@ def _shape_code(param) -> str:
     return "(" + ", ".join(([str(param.heads)] if param.heads else []) + core) + ")"
 
 
+def _ident(name: str) -> str:
+    """A parameter name as part of a Python identifier (a stack's "0.V" → "0_V")."""
+    return name.replace(".", "_")
+
+
 def _index_code(block) -> str:
     parts = [_PART[block.row_part], _PART[block.col_part]]
     return "[" + ", ".join(([str(block.head)] if block.head is not None else []) + parts) + "]"
@@ -187,10 +192,10 @@ def _generate(der: Derivation) -> _Polys:
     header = ["    n_x = Lambda.shape[0]", "    n_y = dims[0]", "    n_r = dims[1]",
               "    CONSTANTS", "    pos = 0"]
     for p in model.params:
-        header += [f"    P_{p.name} = theta[pos:pos + {_size_code(p)}].reshape({_shape_code(p)})",
+        header += [f"    P_{_ident(p.name)} = theta[pos:pos + {_size_code(p)}].reshape({_shape_code(p)})",
                    f"    pos += {_size_code(p)}"]
     for b in model.blocks():
-        header.append(f"    {b.letter.name} = np.ascontiguousarray(P_{b.param}{_index_code(b)})")
+        header.append(f"    {b.letter.name} = np.ascontiguousarray(P_{_ident(b.param)}{_index_code(b)})")
     args = "theta, k, Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"
 
     def scalar_fn(name: str, poly: TracePoly) -> list[str]:
@@ -232,17 +237,17 @@ def _generate(der: Derivation) -> _Polys:
         if any(split[n][0].terms for n in split):
             weight = pr.open_loops([W_TASK.name])
             per_task = [block_value(pr, b, split[b.letter.name][0]) for b in blocks]
-            loop = [f"        G_{b.param}{_index_code(b)} += {weight} * ({v})"
+            loop = [f"        G_{_ident(b.param)}{_index_code(b)} += {weight} * ({v})"
                     for b, v in zip(blocks, per_task) if v is not None]
             pr.close_loops()
-        init = [f"    G_{p.name} = np.zeros({_shape_code(p)}, dtype=theta.dtype)"
+        init = [f"    G_{_ident(p.name)} = np.zeros({_shape_code(p)}, dtype=theta.dtype)"
                 for p in model.params]
-        init += [f"    G_{b.param}{_index_code(b)} = {v}" for b, v in zip(blocks, fixed)
+        init += [f"    G_{_ident(b.param)}{_index_code(b)} = {v}" for b, v in zip(blocks, fixed)
                  if v is not None]
         out = ["    out = np.empty(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
         for p in model.params:
-            out += [f"    out[pos:pos + G_{p.name}.size] = G_{p.name}.ravel()",
-                    f"    pos += G_{p.name}.size"]
+            out += [f"    out[pos:pos + G_{_ident(p.name)}.size] = G_{_ident(p.name)}.ravel()",
+                    f"    pos += G_{_ident(p.name)}.size"]
         return ([f"def {name}({args}):"] + header + pr.lines[:cut] + init + pr.lines[cut:]
                 + loop + out + ["    return out", ""])
 

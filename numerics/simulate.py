@@ -1,16 +1,12 @@
-"""Ground truth: train the actual linear self-attention layer by SGD on sampled prompts.
+"""Ground truth: train the actual linear-attention network by SGD on sampled prompts.
 
 Nothing here uses a derived formula. Each step draws B fresh prompts per seed, builds the
-embedding Z = [z_1 … z_N, (x_q; 0)], evaluates f(Z) = Z + W_PV (Z Zᵀ/N) W_KQ Z, reads
-ŷ = the y-rows of the last column, and back-propagates the batch loss
-(1/B) Σ ½‖ŷ − y_q‖² through the layer by hand:
-
-    h = H W_KQ z_q,  ∂/∂W_PV = E_yᵀ r hᵀ,  ∂/∂W_KQ = H W_PVᵀ E_yᵀ r z_qᵀ   (H = Z Zᵀ/N, r = ŷ − y_q)
-    (per head)
-
-then pulls the layer gradient back to the model's parameters through the words that fill the
-layer's blocks (``model.layer()``). Heads add up; all seeds run at once as a leading array axis.
-"""
+embedding Z = [z_1 … z_N, (x_q; 0)], applies the layers in turn,
+Z ← Z + Σ_h W_PV,h (Z M Zᵀ/N) W_KQ,h Z (one layer for the one-layer models; M the key mask),
+reads ŷ = the y-rows of the last column (negated for ``negate_readout``), and back-propagates
+the batch loss (1/B) Σ ½‖ŷ − y_q‖² through the layers by hand (``network_loss_and_grad``),
+then pulls each layer's gradient back to the model's parameters through the words that fill
+its blocks (``model.stack_layers()``). Heads add up; all seeds run at once as a leading axis."""
 
 from __future__ import annotations
 
@@ -21,7 +17,7 @@ import numpy as np
 
 from ..theory.data import ICLData
 from ..theory.errors import DivergenceError, InputError, check_int, check_real
-from ..theory.models import Model
+from ..theory.models import Model, fill_weights
 from .codegen import RUNAWAY
 from .integrate import MAX_ROWS_BYTES
 from .params import as_arrays
@@ -70,35 +66,30 @@ def _product(letters: dict, word: tuple) -> np.ndarray:
     return out
 
 
-def layer_weights(model: Model, data: ICLData, letters: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(W_PV, W_KQ), each (S, H, D, D), filled from the model's ``layer()``; the rest is zero."""
-    S = next(iter(letters.values())).shape[0]
-    heads, D, space = model.layer(), data.d + data.d_y, _spaces(data)
-    weights = {w: np.zeros((S, len(heads), D, D)) for w in ("W_PV", "W_KQ")}
-    for h, head in enumerate(heads):
-        for wname, entries in head.items():
-            for rows, cols, word in entries:
-                weights[wname][:, h, space[rows], space[cols]] += _product(letters, word)
-    return weights["W_PV"], weights["W_KQ"]
+def network_weights(model: Model, data: ICLData, letters: dict) -> list[tuple]:
+    """[(W_PV, W_KQ) per layer], each (S, H, D, D), filled from the model's ``stack_layers()``;
+    entries no word names are zero."""
+    return [fill_weights(spec, letters, data.d, data.d_y) for spec in model.stack_layers()]
 
 
-def pullback(model: Model, data: ICLData, letters: dict, g_PV: np.ndarray,
-             g_KQ: np.ndarray) -> dict:
-    """Gradient with respect to the parameter arrays from the layer's gradient, by the
-    product rule on each word: ∂⟨G, L₁⋯L_k⟩/∂L_j = (L₁⋯L_{j−1})ᵀ G (L_{j+1}⋯L_k)ᵀ."""
-    space, grads = _spaces(data), {"W_PV": g_PV, "W_KQ": g_KQ}
+def pullback(model: Model, data: ICLData, letters: dict, grads: list[tuple]) -> dict:
+    """Gradient with respect to the parameter arrays from each layer's (∂/∂W_PV, ∂/∂W_KQ), by
+    the product rule on each word: ∂⟨G, L₁⋯L_k⟩/∂L_j = (L₁⋯L_{j−1})ᵀ G (L_{j+1}⋯L_k)ᵀ."""
+    space = _spaces(data)
     letter_grads = {name: np.zeros_like(v) for name, v in letters.items()}
-    for h, head in enumerate(model.layer()):
-        for wname, entries in head.items():
-            for rows, cols, word in entries:
-                G = grads[wname][:, h, space[rows], space[cols]]
-                for j, letter in enumerate(word):
-                    g = G
-                    if j > 0:
-                        g = _product(letters, word[:j]).swapaxes(-1, -2) @ g
-                    if j < len(word) - 1:
-                        g = g @ _product(letters, word[j + 1:]).swapaxes(-1, -2)
-                    letter_grads[letter.name] += g.swapaxes(-1, -2) if letter.T else g
+    for spec, (g_PV, g_KQ) in zip(model.stack_layers(), grads):
+        layer_grads = {"W_PV": g_PV, "W_KQ": g_KQ}
+        for h, head in enumerate(spec):
+            for wname, entries in head.items():
+                for rows, cols, word in entries:
+                    G = layer_grads[wname][:, h, space[rows], space[cols]]
+                    for j, letter in enumerate(word):
+                        g = G
+                        if j > 0:
+                            g = _product(letters, word[:j]).swapaxes(-1, -2) @ g
+                        if j < len(word) - 1:
+                            g = g @ _product(letters, word[j + 1:]).swapaxes(-1, -2)
+                        letter_grads[letter.name] += g.swapaxes(-1, -2) if letter.T else g
     sizes = model.sizes()
     out = {}
     S = next(iter(letters.values())).shape[0]
@@ -149,24 +140,68 @@ class PromptSampler:
         return x[..., :N, :], y[..., :N, :], x[..., N, :], y[..., N, :]
 
 
-def layer_loss_and_grad(W_PV, W_KQ, X, Y, xq, yq, d: int):
-    """Batch loss per seed of the multi-head layer f(Z) = Z + Σ_h W_PV,h (Z Zᵀ/N) W_KQ,h Z and
-    its gradient with respect to W_PV, W_KQ (shapes (S, H, D, D))."""
+def _attention(W_PV, W_KQ, Z, rows, mask, N: int):
+    """Σ_h W_PV,h (Zᵀ M Z/N) W_KQ,h z_t for the tokens ``rows`` (token-major arrays: Z is
+    (S, B, N+1, D)); returns the update and A = Zᵀ M Z/N."""
+    A = np.einsum("sbti,sbtj->sbij", Z * mask[:, None], Z) / N            # (S,B,D,D), symmetric
+    U = np.einsum("shij,sbtj->sbhti", W_KQ, rows)                         # W_KQ,h z_t
+    R = np.einsum("sbij,sbhtj->sbhti", A, U)                              # A W_KQ,h z_t
+    return np.einsum("shij,sbhtj->sbti", W_PV, R), A, U, R
+
+
+def network_loss_and_grad(weights: list[tuple], X, Y, xq, yq, d: int,
+                          query_in_keys: bool = True, negate_readout: bool = False):
+    """Batch loss per seed of the stacked network and its gradient per layer.
+
+    Z⁽ˡ⁾ = Z⁽ˡ⁻¹⁾ + Σ_h W_PV,h (Z⁽ˡ⁻¹⁾ M Z⁽ˡ⁻¹⁾ᵀ/N) W_KQ,h Z⁽ˡ⁻¹⁾ with Z⁽⁰⁾ = [z_1 … z_N, (x_q; 0)]
+    and M = diag(1, …, 1, query_in_keys); ŷ = ±(y-rows of the query column of Z⁽ᴸ⁾). Every
+    column is updated except in the last layer, where only the query is read. Gradients by
+    hand (reverse mode): with A = Zᵀ M Z/N, U_h = W_KQ,h z_t, G = ∂ℓ/∂z_t',
+
+        ∂/∂W_PV,h = Σ_t G_t (A U_h,t)ᵀ,   ∂/∂W_KQ,h = Σ_t (A W_PV,hᵀ G_t) z_tᵀ,
+        ∂/∂z_t += G_t + Σ_h W_KQ,hᵀ A W_PV,hᵀ G_t,   ∂/∂z_j += m_j (E + Eᵀ) z_j / N,
+        E = Σ_h Σ_t W_PV,hᵀ G_t U_h,tᵀ.
+
+    ``weights``: [(W_PV, W_KQ) per layer], each (S, H, D, D). Returns (loss (S,), [(∂W_PV,
+    ∂W_KQ) per layer]) with the loss ½ mean over the batch of ‖ŷ − y_q‖²."""
     S, B, N, _ = X.shape
-    zq = np.concatenate([xq, np.zeros_like(yq)], axis=-1)                # (S,B,D)
+    zq = np.concatenate([xq, np.zeros_like(yq)], axis=-1)
     Z = np.concatenate([np.concatenate([X, Y], axis=-1), zq[:, :, None, :]], axis=2)
-    H = Z.swapaxes(-1, -2) @ Z / N                                       # (S,B,D,D)
-    a = np.einsum("shij,sbj->sbhi", W_KQ, zq)                            # W_KQ,h z_q
-    hv = np.einsum("sbij,sbhj->sbhi", H, a)                              # H W_KQ,h z_q
-    out = np.einsum("shij,sbhj->sbi", W_PV, hv)                          # Σ_h W_PV,h h_h
-    r = out[..., d:] - yq                                                # ŷ − y_q
+    mask = np.ones(N + 1)
+    mask[N] = 1.0 if query_in_keys else 0.0
+    tape = []
+    for l, (W_PV, W_KQ) in enumerate(weights):
+        rows = Z if l < len(weights) - 1 else Z[:, :, N:]
+        update, A, U, R = _attention(W_PV, W_KQ, Z, rows, mask, N)
+        tape.append((Z, rows, A, U, R))
+        Z = rows + update
+    sign = -1.0 if negate_readout else 1.0
+    r = sign * Z[:, :, -1, d:] - yq                                       # ŷ − y_q
     loss = 0.5 * np.mean(np.sum(r**2, axis=-1), axis=1)
-    g_PV = np.zeros_like(W_PV)
-    g_PV[:, :, d:, :] = np.einsum("sbi,sbhj->shij", r, hv) / B
-    e = np.einsum("shji,sbj->sbhi", W_PV[:, :, d:, :], r)                 # W_PV,hᵀ E_yᵀ r
-    f = np.einsum("sbij,sbhj->sbhi", H, e)                               # H is symmetric
-    g_KQ = np.einsum("sbhi,sbj->shij", f, zq) / B
-    return loss, g_PV, g_KQ
+    G = np.zeros_like(Z)
+    G[:, :, -1, d:] = sign * r / B
+    grads = []
+    for (W_PV, W_KQ), (Z, rows, A, U, R) in zip(reversed(weights), reversed(tape)):
+        g_PV = np.einsum("sbti,sbhtj->shij", G, R)
+        PG = np.einsum("shji,sbtj->sbhti", W_PV, G)                      # W_PV,hᵀ G_t
+        APG = np.einsum("sbij,sbhtj->sbhti", A, PG)
+        g_KQ = np.einsum("sbhti,sbtj->shij", APG, rows)
+        E = np.einsum("sbhti,sbhtj->sbij", PG, U)
+        grads.append((g_PV, g_KQ))
+        G_rows = G + np.einsum("shji,sbhtj->sbti", W_KQ, APG)
+        G = np.einsum("sbtj,sbij->sbti", Z * mask[:, None], E + E.swapaxes(-1, -2)) / N
+        G[:, :, -G_rows.shape[2]:] += G_rows
+    return loss, grads[::-1]
+
+
+def model_loss_and_grad(model: Model, data: ICLData, params: dict, prompts: tuple):
+    """Batch loss per seed of ``model``'s actual network at ``params`` ({name: (S, *shape)})
+    on ``prompts`` = (X, Y, x_q, y_q) with leading axes (S, B), and its gradient with respect
+    to the parameter arrays (same shapes as ``params``)."""
+    letters = letter_values(model, params)
+    loss, grads = network_loss_and_grad(network_weights(model, data, letters), *prompts,
+                                        data.d, model.query_in_keys, model.negate_readout)
+    return loss, pullback(model, data, letters, grads)
 
 
 def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int, steps: int,
@@ -196,10 +231,7 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
         if n % record_every == 0 or n == steps:
             for name in shapes:
                 records[name].append(params[name].copy())
-        letters = letter_values(model, params)
-        W_PV, W_KQ = layer_weights(model, data, letters)
-        X, Y, xq, yq = sampler.prompts(rng, (seeds, batch))
-        loss, g_PV, g_KQ = layer_loss_and_grad(W_PV, W_KQ, X, Y, xq, yq, data.d)
+        loss, grads = model_loss_and_grad(model, data, params, sampler.prompts(rng, (seeds, batch)))
         losses[n] = loss
         if not np.all(np.isfinite(loss)) or loss.max() > RUNAWAY:
             partial = _result(losses[:n], records, steps, record_every, dict(
@@ -210,7 +242,7 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
                                   f"(now {lr:g}). Steps before it are in .partial", n, partial)
         if n == steps:
             break
-        for name, g in pullback(model, data, letters, g_PV, g_KQ).items():
+        for name, g in grads.items():
             params[name] = params[name] - lr * g
         if progress is not None:
             progress(n + 1)

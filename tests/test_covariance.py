@@ -7,8 +7,7 @@ import sympy as sp
 
 from icldyn.numerics import compile_flow, gradient_descent, simulate_sgd
 from icldyn.numerics.covariance import compile_covariance
-from icldyn.numerics.simulate import (PromptSampler, layer_loss_and_grad, layer_weights,
-                                      letter_values, pullback)
+from icldyn.numerics.simulate import PromptSampler, model_loss_and_grad
 from icldyn.numerics.sme import simulate_sme, sqrt_psd
 from icldyn.theory import ICLData, derive, models
 
@@ -19,11 +18,8 @@ def prompt_gradients(flow, theta, n, seed):
     """n single-prompt gradients of the actual layer at θ, in θ's ordering (rows)."""
     model, data = flow.model, flow.data
     params = {k: np.repeat(v[None], n, axis=0) for k, v in flow.unpack(theta).items()}
-    letters = letter_values(model, params)
-    X, Y, xq, yq = PromptSampler(data).prompts(np.random.default_rng(seed), (n, 1))
-    _, g_PV, g_KQ = layer_loss_and_grad(*layer_weights(model, data, letters), X, Y, xq, yq,
-                                        data.d)
-    grads = pullback(model, data, letters, g_PV, g_KQ)
+    prompts = PromptSampler(data).prompts(np.random.default_rng(seed), (n, 1))
+    _, grads = model_loss_and_grad(model, data, params, prompts)
     return np.concatenate([grads[k].reshape(n, -1) for k in flow.shapes], axis=1)
 
 

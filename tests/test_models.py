@@ -8,8 +8,7 @@ import sympy as sp
 
 from brute import Components, layer_loss
 from icldyn.numerics import compile_flow, integrate
-from icldyn.numerics.simulate import (PromptSampler, layer_loss_and_grad, layer_weights,
-                                      letter_values, pullback)
+from icldyn.numerics.simulate import PromptSampler, model_loss_and_grad
 from icldyn.theory import ICLData, derive, models
 
 R = sp.Rational
@@ -111,10 +110,8 @@ def test_simulator_parameter_gradient_matches_finite_differences(model):
     params = {k: rng.standard_normal((1,) + s) for k, s in model.shapes().items()}
 
     def loss_and_grad(p):
-        letters = letter_values(model, p)
-        W_PV, W_KQ = layer_weights(model, data, letters)
-        loss, g_PV, g_KQ = layer_loss_and_grad(W_PV, W_KQ, X, Y, xq, yq, data.d)
-        return loss[0], pullback(model, data, letters, g_PV, g_KQ)
+        loss, grads = model_loss_and_grad(model, data, p, (X, Y, xq, yq))
+        return loss[0], grads
 
     _, grads = loss_and_grad(params)
     h = 1e-6

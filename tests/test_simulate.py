@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from icldyn.numerics import compile_flow, gradient_descent, simulate_sgd
-from icldyn.numerics.simulate import (PromptSampler, block_z_scores, layer_loss_and_grad,
-                                      layer_weights, letter_values)
+from icldyn.numerics.simulate import (PromptSampler, block_z_scores, letter_values,
+                                      network_loss_and_grad, network_weights)
 from icldyn.theory import ICLData, InputError, derive, models
 
 
@@ -28,7 +28,7 @@ def test_layer_gradient_matches_finite_differences(tasks):
     X, Y, xq, yq = PromptSampler(data).prompts(rng, (1, 4))
     D = data.d + data.d_y
     W_PV, W_KQ = rng.standard_normal((1, 2, D, D)), rng.standard_normal((1, 2, D, D))
-    _, g_PV, g_KQ = layer_loss_and_grad(W_PV, W_KQ, X, Y, xq, yq, data.d)
+    _, [(g_PV, g_KQ)] = network_loss_and_grad([(W_PV, W_KQ)], X, Y, xq, yq, data.d)
     h = 1e-6
     for W, g in ((W_PV, g_PV), (W_KQ, g_KQ)):
         for hd, i, j in [(0, 0, 0), (1, D - 1, 1), (0, 1, D - 1), (1, D - 1, D - 1)]:
@@ -36,15 +36,15 @@ def test_layer_gradient_matches_finite_differences(tasks):
             plus[0, hd, i, j] += h
             minus[0, hd, i, j] -= h
             args = [(plus, W_KQ), (minus, W_KQ)] if W is W_PV else [(W_PV, plus), (W_PV, minus)]
-            fd = (layer_loss_and_grad(*args[0], X, Y, xq, yq, data.d)[0]
-                  - layer_loss_and_grad(*args[1], X, Y, xq, yq, data.d)[0]) / (2 * h)
+            fd = (network_loss_and_grad([args[0]], X, Y, xq, yq, data.d)[0]
+                  - network_loss_and_grad([args[1]], X, Y, xq, yq, data.d)[0]) / (2 * h)
             assert g[0, hd, i, j] == pytest.approx(fd[0], rel=1e-6, abs=1e-8)
 
 
 def test_layer_weights_place_blocks_and_leave_the_rest_inert():
     model, data, init = setting("gaussian")
     letters = letter_values(model, {k: v[None] for k, v in init.items()})
-    W_PV, W_KQ = layer_weights(model, data, letters)
+    [(W_PV, W_KQ)] = network_weights(model, data, letters)
     assert W_PV.shape == (1, 1, 4, 4)
     assert W_PV[0, 0, 3, 3] == init["V"][0, 0] and np.count_nonzero(W_PV) == 1
     np.testing.assert_array_equal(W_KQ[0, 0, :3, :3], init["Q"])

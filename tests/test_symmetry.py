@@ -8,7 +8,7 @@ import sympy as sp
 from scipy.linalg import expm
 
 from icldyn.numerics import compile_flow, integrate
-from icldyn.numerics.simulate import PromptSampler, layer_loss_and_grad, layer_weights, letter_values
+from icldyn.numerics.simulate import PromptSampler, model_loss_and_grad
 from icldyn.theory import ICLData, derive, models
 from icldyn.theory.symmetry import inert_entries
 
@@ -53,9 +53,8 @@ def test_full_lsa_law_and_inert_entries():
 
 
 def _layer_outputs(model, data, params, prompts):
-    letters = letter_values(model, {k: v[None] for k, v in params.items()})
-    W_PV, W_KQ = layer_weights(model, data, letters)
-    return layer_loss_and_grad(W_PV, W_KQ, *prompts, data.d)[0]
+    return model_loss_and_grad(model, data, {k: v[None] for k, v in params.items()},
+                                 prompts)[0]
 
 
 @pytest.mark.parametrize("case", ["gl_r", "gl_h"])

@@ -137,6 +137,12 @@ class Model:
         return [[tuple(w) for w in zip(*fill_weights(spec, letters, self.d, self.d_y))]
                 for spec in self.stack_layers()]
 
+    def symmetry_parts(self) -> list[tuple] | None:
+        """Optional structure for the symmetry search: sub-models whose symmetries act on this
+        model's letters, as [(sub-model, {its letter: this model's letter})]; None (the
+        default) means search this model's own ŷ."""
+        return None
+
     def key(self) -> tuple:
         """What the structural derivation depends on (dimensions stay symbolic)."""
         return (self.name,)
@@ -407,6 +413,13 @@ class Stack(Model):
 
     def layer(self) -> list[dict]:
         raise InputError("model", "a Stack has several layers: use stack_layers()")
+
+    def symmetry_parts(self) -> list[tuple]:
+        """Each layer with its letters renamed: a symmetry of a stackable layer leaves its
+        map Z ↦ f(Z) unchanged, hence the whole stack (each lifted law is still proved on the
+        stack's own derived polynomials)."""
+        return [(m, {n: self._letter(letter, l).name for n, letter in m.letters().items()})
+                for l, m in enumerate(self.layers)]
 
     def prediction(self) -> list[VecTerm]:
         context, query = input_tokens()

@@ -145,6 +145,9 @@ def find_symmetries(der: Derivation) -> dict:
 
 def _find(der: Derivation) -> dict:
     model = der.model
+    parts = model.symmetry_parts()
+    if parts is not None:
+        return _lift(parts, der)
     terms = model.prediction()
     letters = list(model.letters().values())
     found = {"mixing": [], "space": {}}
@@ -166,6 +169,20 @@ def _find(der: Derivation) -> dict:
         solutions = _solve(cands, terms, der)
         if solutions:
             found["space"][space] = solutions
+    return found
+
+
+def _lift(parts: list, der: Derivation) -> dict:
+    """The symmetries of each part (a sub-model searched on its own ŷ) on the model's letters."""
+    found = {"mixing": [], "space": {}}
+    for part, names in parts:
+        sub = find_symmetries(Derivation(part, der.data))
+        found["mixing"] += [{"<-".join(names[n] for n in label.split("<-")): a
+                             for label, a in gen.items()} for gen in sub["mixing"]]
+        for space, gens in sub["space"].items():
+            found["space"].setdefault(space, []).extend(
+                {" ".join(names.get(t, t) for t in label.split(" ")): a
+                 for label, a in gen.items()} for gen in gens)
     return found
 
 
