@@ -188,7 +188,7 @@ def test_separate_kq_sets_with_general_lambda_and_sigma_w():
     assert np.linalg.matrix_rank(M) == 1 and abs(M[0, 1]) > 1e-3     # not diagonal
 
 
-SCALAR = ICLData(d=2, N=4, Lambda=np.diag([2.0, 1.0]), noise=0.1)
+KINDS_DATA = ICLData(d=2, N=4, Lambda=np.diag([2.0, 1.0]), noise=0.1)
 
 
 @pytest.mark.parametrize("model, expected", [
@@ -201,7 +201,7 @@ def test_kinds_of_scalar_sets_against_the_flow(model, expected):
     """Every set's kind is confirmed by the exact flow (``kind_check``); the product-form
     minima are certified globally, and SeparateKQ's origin and one-mode set (an idle head) are
     degenerate saddles escaped at third order."""
-    der = derive(model, SCALAR)
+    der = derive(model, KINDS_DATA)
     sets = der.fixed_points()
     assert kind_check(der, sets) == expected
     assert "global minimum" in sets[0].evidence
