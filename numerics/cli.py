@@ -198,19 +198,23 @@ def cmd_critical_sets(args) -> int:
     sets = derive(model, data).fixed_points()
     best = min(float(fp.loss) for fp in sets)
     rows = [{"name": fp.name, "loss": float(fp.loss), "hessian_index": fp.hessian_index,
-             "loss_gap": float(fp.loss) - best, "equations": "; ".join(map(str, fp.equations))}
+             "kind": fp.kind, "escape_order": fp.escape.order if fp.escape else None,
+             "loss_gap": float(fp.loss) - best, "equations": "; ".join(map(str, fp.equations)),
+             "evidence": fp.evidence}
             for fp in sets]
     print(f"critical sets of {model!r} on {data!r}, Λ = diag({args.spectrum})")
-    print(f"{'L':>10} {'L - min':>10} {'index':>6}  set")
+    print(f"{'L':>10} {'L - min':>10} {'index':>6}  {'kind':<22} set")
     for r in rows:
+        kind = r["kind"] + (f" (k = {r['escape_order']})" if r["escape_order"] else "")
         print(f"{r['loss']:>10.6f} {r['loss_gap']:>10.6f} {str(r['hessian_index']):>6}  "
-              f"{r['name']}")
+              f"{kind:<22} {r['name']}")
     out = Path(args.out)
     config = {"model": repr(model), "d": args.d, "d_y": d_y, "tasks": args.tasks,
               "spectrum": args.spectrum, "N": args.N, "noise": args.noise}
     write_json(out / "results.json", {"config": config, "provenance": provenance(),
                                       "sets": rows})
-    write_csv(out / "critical_sets.csv", rows, ("name", "loss", "loss_gap", "hessian_index"))
+    write_csv(out / "critical_sets.csv", rows,
+              ("name", "loss", "loss_gap", "hessian_index", "kind", "escape_order"))
     print(f"run folder: {out}")
     return 0
 
@@ -322,7 +326,7 @@ def parser() -> argparse.ArgumentParser:
     rk.add_argument("--out", default="runs/risks", help="run folder (default runs/risks)")
     rk.set_defaults(func=cmd_risks)
     cs = sub.add_parser("critical-sets", help="a model's critical sets with their loss, gap "
-                                              "to the minimum and Hessian index")
+                                              "to the minimum, Hessian index and kind")
     _model_arguments(cs, d=2)
     cs.add_argument("--d-y", dest="d_y", type=int, default=None,
                     help="outputs (default 1; d for --tasks diagonal)")

@@ -53,3 +53,46 @@ def critical_check(der, sets):
         assert flow.loss(theta) == pytest.approx(float(fp.loss), rel=1e-13)
         assert np.abs(flow.conserved(theta)).max() < 1e-13
     return flow
+
+
+def kind_check(der, sets, seed: int = 0, scale: float = 1e-2, t_end: float = 2000.0):
+    """Each set's kind against the exact flow (compiled), from a random perturbation of size
+    ``scale`` of its representative: a minimum holds index 0 and evidence, and the flow returns
+    to its loss (to 1e-8); a degenerate saddle holds index 0 and an escape whose point has lower
+    loss, and the flow leaves it with the loss falling (by > 1e-4 below the set's); a strict
+    saddle has index > 0. The escape's order and coefficient are checked on the compiled loss:
+    for a line (order 3), (L(θ₀ + tv) − L(θ₀ − tv))/2 = c t³ + O(t⁵). Returns {kind: count}."""
+    import pytest
+    from icldyn.numerics import compile_flow, integrate
+    flow = compile_flow(der)
+    rng = np.random.default_rng(seed)
+    counts: dict = {}
+    for fp in sets:
+        counts[fp.kind] = counts.get(fp.kind, 0) + 1
+        theta = flow.pack(_floats(fp.point))
+        loss0 = flow.loss(theta)
+        if fp.kind == "strict saddle":
+            assert fp.hessian_index > 0 and fp.escape is None, fp.name
+            continue
+        if fp.kind == "unresolved":
+            continue
+        assert fp.hessian_index == 0 and fp.evidence, fp.name
+        end = integrate(flow, theta + scale * rng.standard_normal(flow.size), t_end=t_end,
+                        n_points=2).loss[-1]
+        if fp.kind == "minimum":
+            assert fp.escape is None and abs(end - loss0) < 1e-8, (fp.name, end, loss0)
+            continue
+        assert fp.kind == "degenerate saddle" and end < loss0 - 1e-4, (fp.name, end, loss0)
+        esc = fp.escape
+        assert esc.coefficient < 0 and esc.loss < fp.loss
+        assert flow.loss(flow.pack(_floats(esc.point))) < loss0 - 1e-6, fp.name
+        if esc.bend is None:
+            v, t = flow.pack(_floats(esc.direction)), 1e-3
+            assert abs(np.linalg.norm(v) - 1) < 1e-12
+            odd = (flow.loss(theta + t * v) - flow.loss(theta - t * v)) / 2
+            assert esc.order == 3 and odd / t**3 == pytest.approx(float(esc.coefficient), 1e-3)
+    return counts
+
+
+def _floats(point: dict) -> dict:
+    return {k: np.array(v.tolist(), dtype=float) for k, v in point.items()}

@@ -102,6 +102,8 @@ def test_critical_sets_table(tmp_path, capsys):
     assert res["config"]["tasks"] == "diagonal" and res["provenance"]["versions"]["numpy"]
     first = res["sets"][0]
     assert first["loss"] == pytest.approx(3 / 6, rel=1e-12) and first["hessian_index"] == 0
+    assert first["kind"] == "minimum" and first["evidence"]
+    assert all(r["kind"] == "strict saddle" for r in res["sets"] if r["hessian_index"])
     assert (out / "critical_sets.csv").read_text().count("\n") == 1 + len(res["sets"])
     assert "origin" in capsys.readouterr().out
     assert main(["critical-sets", "--model", "Merged", "--d", "3", "--d-y", "2",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from conftest import critical_check, rotated_vector_tasks
+from conftest import critical_check, kind_check, rotated_vector_tasks
 from icldyn.numerics import compile_flow, integrate
 from icldyn.theory import ICLData, derive, models
 
@@ -186,3 +186,49 @@ def test_separate_kq_sets_with_general_lambda_and_sigma_w():
     assert float(sets[0].loss) == pytest.approx(float(merged.loss), rel=1e-25)
     M = np.array(sets[1].info["M"], dtype=float)
     assert np.linalg.matrix_rank(M) == 1 and abs(M[0, 1]) > 1e-3     # not diagonal
+
+
+KINDS_DATA = ICLData(d=2, N=4, Lambda=np.diag([2.0, 1.0]), noise=0.1)
+
+
+@pytest.mark.parametrize("model, expected", [
+    (models.Merged(2), {"minimum": 1, "strict saddle": 1}),
+    (models.MultiHead(2, heads=2), {"minimum": 1, "strict saddle": 1}),
+    (models.SeparateKQ(2, heads=2, rank=1), {"minimum": 1, "strict saddle": 1,
+                                             "degenerate saddle": 2}),
+])
+def test_kinds_of_scalar_sets_against_the_flow(model, expected):
+    """Every set's kind is confirmed by the exact flow (``kind_check``); the product-form
+    minima are certified globally, and SeparateKQ's origin and one-mode set (an idle head) are
+    degenerate saddles escaped at third order."""
+    der = derive(model, KINDS_DATA)
+    sets = der.fixed_points()
+    assert kind_check(der, sets) == expected
+    assert "global minimum" in sets[0].evidence
+    assert all(fp.escape.order == 3 for fp in sets if fp.escape)
+
+
+@pytest.mark.slow
+def test_the_issue_example_has_exactly_one_minimum():
+    """SeparateKQ(4, heads=4, rank=1): the origin and the stage sets {1}, {1, 2}, {1, 2, 3} have
+    Hessian index 0 but are degenerate saddles (an idle head takes the next mode at third
+    order); the global minimum alone is a minimum, the rest strict saddles."""
+    der = derive(models.SeparateKQ(4, heads=4, rank=1),
+                 ICLData(d=4, N=31, Lambda=np.diag([.4, .3, .2, .1])))
+    sets = der.fixed_points()
+    assert [fp.name for fp in sets if fp.kind == "minimum"] == ["global minimum"]
+    stages = {fp.info["learned"] for fp in sets if fp.kind == "degenerate saddle"}
+    assert stages == {(), (0,), (0, 1), (0, 1, 2)}
+    assert all(fp.kind == "strict saddle" for fp in sets if fp.hessian_index)
+    for fp in sets:
+        if fp.escape:
+            assert fp.escape.order == 3 and fp.escape.loss < fp.loss
+
+
+def test_full_lsa_kinds_against_the_flow():
+    """FullLSA (not product-form): both index-0 sets are local minima by the Hessian on the
+    normal space of the rescaling orbit, and the flow returns to each."""
+    der = derive(models.FullLSA(2), ICLData(d=2, N=3, Lambda=np.array([[1.5, 0.3], [0.3, 0.7]])))
+    sets = der.fixed_points()
+    assert kind_check(der, sets) == {"minimum": 2, "strict saddle": 2}
+    assert all("normal space" in fp.evidence for fp in sets if fp.kind == "minimum")

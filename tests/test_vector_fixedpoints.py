@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from conftest import critical_check, rotated_vector_tasks
+from conftest import critical_check, kind_check, rotated_vector_tasks
 from icldyn.numerics import integrate
 from icldyn.theory import ICLData, InputError, derive, models
 
@@ -120,6 +120,8 @@ def test_multihead_with_eigenbasis_tasks_learns_each_mode_in_its_own_head():
     together = next(fp for fp in sets if fp.info["groups"] == ((0, 1),))
     assert float(together.loss) == pytest.approx(float(merged[0].loss), rel=1e-12)
     assert together.hessian_index > 0                # escaped by the idle head
+    counts = kind_check(der, sets)
+    assert counts["minimum"] == 1 and sets[0].kind == "minimum", counts
     rng = np.random.default_rng(0)
     for _ in range(3):
         traj = integrate(flow, 0.1 * rng.standard_normal(flow.size), t_end=2000.0, n_points=2)
@@ -193,6 +195,9 @@ def test_separate_kq_with_eigenbasis_tasks_learns_at_most_rank_modes_per_head(he
         assert float(sets[0].loss) == pytest.approx(sum(s) / (N + 2), rel=1e-12)
     assert check_escapes(flow, sets)[0] == 0
     assert flows_end_at(flow, sets, np.random.default_rng(2), 3, t_end=3000.0).count(0) >= 2
+    kind_check(der, sets, t_end=3000.0)                     # one head: {2} is a local minimum
+    assert sets[0].kind == "minimum"
+    assert all(fp.kind == "degenerate saddle" for fp in sets if "escape" in fp.info)
 
 
 @pytest.mark.slow
@@ -212,6 +217,8 @@ def test_full_lsa_with_eigenbasis_tasks_has_mixed_path_local_minima():
         assert float(fp.loss) == pytest.approx(float(merged.loss), rel=1e-12)
     mixed = [fp for fp in sets if set(fp.info["paths"]) == {1, 2}]
     assert all(fp.hessian_index == 0 and fp.info["loss_gap"] > 0.01 for fp in mixed)
+    assert all(fp.kind == "minimum" for fp in sets[:2] + mixed)
+    assert kind_check(der, sets)["minimum"] == 4
     hits = flows_end_at(flow, sets, np.random.default_rng(0), 3, t_end=1000.0)
     assert {id(sets[i]) for i in hits} & {id(fp) for fp in mixed}, hits
 

@@ -214,21 +214,23 @@ FULL_NOISE_PROSE = (r"Scalar tasks, $\Sigma_w = I$, $\sigma = 0$, $\Lambda = \la
                     r"noise off the set is a multiple of $\mathrm{tr}(A B^\top)$, with "
                     r"$\lambda q u = 1$ the large-$N$ minimum.")
 INDEX_PROSE = (r"Each set is given by a balanced representative (every conserved quantity zero); "
-               r"the index counts negative Hessian eigenvalues there (a set escaped only at "
-               r"third order, through an idle head, can have index 0 without being a minimum; "
-               r"$0^*$ marks those where a point of lower loss next to the representative was "
-               r"found, through a new rank slot of a head).")
+               r"the index counts negative Hessian eigenvalues there, and the kind says what the "
+               r"set is, with a proof (\texttt{fp.kind}, \texttt{fp.evidence}): a minimum "
+               r"(global by an argument on $F(M)$, or the Hessian positive definite on the "
+               r"normal space of the symmetry orbit), a strict saddle (index $> 0$), a "
+               r"degenerate saddle (index 0, but the loss falls at the order $k$ given, along an "
+               r"explicit direction: \texttt{fp.escape}), or unresolved.")
 
 
 def _critical_table_section(model, data: dict = EXAMPLE, prose: str = SCALAR_PROSE,
                             title: str = "Critical sets on an example") -> tuple:
     """The critical sets of ``model`` on a numeric example, as a table."""
     sets = derive(model, ICLData(**data)).fixed_points()
-    rows = [r"\begin{tabular}{lrr}", r"critical set & $L$ & Hessian index \\ \hline"]
+    rows = [r"\begin{tabular}{lrrl}", r"critical set & $L$ & Hessian index & kind \\ \hline"]
     for fp in sets:
         name = fp.name.translate({ord(c): "\\" + c for c in "_{}"})
-        index = f"{fp.hessian_index}" + ("$^*$" if "escape" in fp.info else "")
-        rows.append(rf"{name} & {float(fp.loss):.6f} & {index} \\")
+        kind = fp.kind + (f" ($k = {fp.escape.order}$)" if fp.escape else "")
+        rows.append(rf"{name} & {float(fp.loss):.6f} & {fp.hessian_index} & {kind} \\")
     rows.append(r"\end{tabular}")
     return (title, prose + INDEX_PROSE, "\n".join(rows))
 

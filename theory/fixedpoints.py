@@ -9,8 +9,11 @@ Merged:
 MultiHead, SeparateKQ (one class per subset of whitened singular modes) and FullLSA (two
 invariant sets) are in their functions below; vector tasks (d_y > 1) in ``vectorsets``.
 
-Every set carries a representative point, its loss, and the Hessian index (number of negative
-eigenvalues of the full model's Hessian there; 0 for minima).
+Every set carries a representative point, its loss, the Hessian index (number of negative
+eigenvalues of the full model's Hessian there) and its ``kind`` with the evidence
+(``criticality``): the global minima of the product-form models are certified here (F is a
+convex quadratic in M; Eckart–Young for the rank-limited SeparateKQ), every other set by its
+Hessian and, at index 0, by the symmetry orbit or a higher-order escape.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from .criticality import Escape, classify
 from .derive import Derivation
 from .errors import InputError
 from .polyeval import PolyFunction
@@ -39,7 +43,11 @@ class FixedPointSet:
     (negative Hessian eigenvalues at the point; None for symbolic data). For scalar tasks
     ``info['M']`` is the set's learned matrix: ŷ = S_yx M x_q / N there. ``info['loss_gap']``
     is the loss above the lowest set; ``info['escape']`` (SeparateKQ with eigenbasis tasks),
-    where present, a point of lower loss next to a representative of Hessian index 0."""
+    where present, a point of lower loss found by the restricted descent next to the
+    representative. ``kind``: "minimum", "strict saddle", "degenerate saddle" or "unresolved"
+    (``criticality.KINDS``), proved by ``evidence`` (a sentence); for a degenerate saddle
+    ``escape`` is the certificate (``criticality.Escape``: direction, order, coefficient, a
+    point of lower loss)."""
 
     name: str
     equations: list
@@ -47,6 +55,23 @@ class FixedPointSet:
     loss: object
     hessian_index: int | None
     info: dict = field(default_factory=dict)
+    kind: str = "unresolved"
+    evidence: str = ""
+    escape: Escape | None = None
+
+
+CONVEX = ("L = F(M), F a convex quadratic in the learned matrix M (an expected squared error of "
+          "a prediction linear in M); the set attains ∇F(M) = 0, F's minimum over all M: a "
+          "global minimum")
+ECKART_YOUNG = ("L = F(M) = ½‖X^½ M Y^½ − C‖² + const over the matrices of rank ≤ {k} the model "
+                "reaches; the set keeps C's {k} largest singular modes, the minimum over that "
+                "rank (Eckart–Young): a global minimum")
+
+
+def _certified(fp: FixedPointSet, evidence: str) -> FixedPointSet:
+    """``fp`` marked a minimum by a global argument."""
+    fp.kind, fp.evidence = "minimum", evidence
+    return fp
 
 
 def _critical_set(der: Derivation, index, name, equations, letters: dict, loss,
@@ -90,6 +115,8 @@ class HessianIndex:
     points (letter -> Matrix), the number of negative Hessian eigenvalues (calling it), and the
     loss and the largest gradient entry at DPS digits (``loss``, ``gradient_size``)."""
 
+    digits = DPS
+
     def __init__(self, der: Derivation):
         params, flat = _explicit_parameters(der)
         vals = der.values(_zeros(der))
@@ -99,6 +126,18 @@ class HessianIndex:
 
     def _args(self, point: dict, digits: int) -> list:
         return [_mp(point[n][k], digits) for n, m in self.params.items() for k in range(len(m))]
+
+    def flat(self, point: dict) -> list:
+        """The entries of ``point`` (letter -> Matrix) in this function's variable order."""
+        return self._args(point, DPS)
+
+    def letters(self, flat: list) -> dict:
+        """Letter -> sympy Matrix (DPS-digit Floats) from entries in the variable order."""
+        out, k = {}, 0
+        for n, m in self.params.items():
+            out[n] = sp.Matrix(m.rows, m.cols, [sp.Float(v, DPS) for v in flat[k:k + len(m)]])
+            k += len(m)
+        return out
 
     def __call__(self, point: dict) -> int:
         with mpmath.workdps(30):
@@ -228,7 +267,8 @@ def _merged_classes(form: ProductForm) -> list[tuple]:
 
 def _merged_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
     index = _index(der)
-    return [_critical_set(der, index, *cls) for cls in _merged_classes(form)]
+    minimum, saddle = (_critical_set(der, index, *cls) for cls in _merged_classes(form))
+    return classify(der, index, [_certified(minimum, CONVEX), saddle])
 
 
 def _multihead_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
@@ -252,7 +292,7 @@ def _multihead_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
         der, index, "saddle set", [sp.Eq(u_, 0) for u_ in uh]
         + [sp.Eq(sp.Trace(Q_.T * sp.ImmutableMatrix(form.B)), 0) for Q_ in Qh],
         origin, form.loss(sp.zeros(d, d)), {"growth_direction": form.B, "M": sp.zeros(d, d)})
-    return [minimum, saddle]
+    return classify(der, index, [_certified(minimum, CONVEX), saddle])
 
 
 def _low_rank_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
@@ -281,14 +321,16 @@ def _low_rank_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
             M = _mode_sum(modes, S)
             modes_text = ", ".join(str(i + 1) for i in S)
             name = f"singular modes {{{modes_text}}} learned" if S else "origin"
-            if S == tuple(range(k)):             # Eckart–Young in the whitened coordinates
-                name = "global minimum" + ("" if k == d else f" (rank {k})")
-            out.append(_critical_set(
+            fp = _critical_set(
                 der, index, name,
                 [sp.Eq(sp.Symbol(f"mode_{i + 1}"), 0) for i in range(d) if i not in S],
                 point, form.loss(M),
-                {"M": M, "learned": S, "singular_values": [m[0] for m in modes]}))
-    return _with_loss_gaps(out)
+                {"M": M, "learned": S, "singular_values": [m[0] for m in modes]})
+            if S == tuple(range(k)):             # Eckart–Young in the whitened coordinates
+                fp.name = "global minimum" + ("" if k == d else f" (rank {k})")
+                _certified(fp, CONVEX if k == d else ECKART_YOUNG.format(k=k))
+            out.append(fp)
+    return classify(der, index, _with_loss_gaps(out))
 
 
 def _with_loss_gaps(sets: list) -> list:
@@ -389,4 +431,4 @@ def _invariant_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
                  sp.Eq(sp.MatrixSymbol("P_1", 1, d).T * sp.MatrixSymbol("Q_2", 1, d),
                        sp.ImmutableMatrix(M))],
                 full, form.loss(M), {"M": M, "singular_value": s_i}))
-    return _with_loss_gaps(out)
+    return classify(der, index, _with_loss_gaps(out))

@@ -63,8 +63,9 @@ from sympy.utilities.iterables import multiset_partitions
 from . import models
 from .derive import Derivation, derive
 from .errors import InputError
-from .fixedpoints import (DPS, FixedPointSet, HessianIndex, _critical_params, _critical_set,
-                          _index, _mp, _with_loss_gaps, _zeros, fixed_points)
+from .criticality import classify
+from .fixedpoints import (CONVEX, DPS, FixedPointSet, HessianIndex, _certified, _critical_params,
+                          _critical_set, _index, _mp, _with_loss_gaps, _zeros, fixed_points)
 from .polyeval import PolyFunction
 from .productform import merged_counterpart
 from .words import Mat
@@ -94,7 +95,7 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
     sets = _eigenmode_sets(der, index)
     if der.model.name == "SeparateKQ" or 1 < getattr(der.model, "heads", 1) < data.d:
         sets = _with_loss_gaps(sets + _descents(der, sets, index))
-    return sets
+    return classify(der, index, sets)
 
 
 def _head_letters(der: Derivation) -> dict:
@@ -139,10 +140,16 @@ def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
             equations = _zero_set_equations(der, fp)
         info = {**fp.info, "scalar_loss": fp.loss}
         info.pop("letters")
-        out.append(_check_critical(index, _critical_set(
+        lifted = _check_critical(index, _critical_set(
             der, index, fp.name, equations, letters, der.loss_value(_critical_params(der, letters)),
-            info)))
-    return out
+            info))
+        out.append(_certified(lifted, LIFTED_CONVEX) if fp.evidence == CONVEX else lifted)
+    return classify(der, index, out)
+
+
+LIFTED_CONVEX = ("ŷ is linear in T = Σ_h vec(V_h) vec(Q_h)ᵀ and L = F(T) is a convex quadratic "
+                 "whose minimiser over all T is the lift of the scalar M* (module docstring); "
+                 "the set attains it: a global minimum")
 
 
 def _lift(der: Derivation, letters: dict, d_y: int) -> tuple[dict, dict] | None:
@@ -523,7 +530,7 @@ def _two_path_sets(der: Derivation) -> list[FixedPointSet]:
             [sp.Eq(sp.Symbol(f"{n.lower()}_{k + 1}"), 0) for n in diag for k in range(d)
              if n not in PATHS.get(assignment[k], ())],
             letters, index.loss(letters), {"learned": tuple(learned), "paths": assignment})))
-    return _with_loss_gaps(out)
+    return classify(der, index, _with_loss_gaps(out))
 
 
 def _path_name(assignment: tuple) -> str:
