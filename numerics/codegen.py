@@ -211,12 +211,11 @@ def _generate(der: Derivation) -> _Polys:
             pr.close_loops()
         return [f"def {name}({args}):"] + header + pr.lines + ["    return total", ""]
 
-    def block_value(pr: _Printer, b, g: MatPoly) -> str | None:
+    def block_value(pr: _Printer, b, g: MatPoly) -> list[str]:
         rows = _SIZE[b.letter.rows]
-        parts = [f"({pr.scalar_term(traces, k(c))}) * "
-                 + (pr.word(word) if word else f"np.eye({rows})")
-                 for (traces, word), c in g.terms.items()]
-        return " + ".join(parts) if parts else None
+        return [f"({pr.scalar_term(traces, k(c))}) * "
+                + (pr.word(word) if word else f"np.eye({rows})")
+                for (traces, word), c in g.terms.items()]
 
     def grad_fn(name: str, grads: dict) -> list[str]:
         pr = _Printer(consts)
@@ -233,17 +232,21 @@ def _generate(der: Derivation) -> _Polys:
                     pr.word(word)
         blocks = list(model.blocks())
         fixed = [block_value(pr, b, split[b.letter.name][1]) for b in blocks]
-        loop, cut = [], len(pr.lines)          # cut: where the task loop (if any) starts
+        cut = len(pr.lines)                    # where the task loop (if any) starts
+        init = _Printer()
+        init.lines = [f"    G_{_ident(p.name)} = np.zeros({_shape_code(p)}, dtype=theta.dtype)"
+                      for p in model.params]
+        for b, parts in zip(blocks, fixed):
+            init.add_up(f"G_{_ident(b.param)}{_index_code(b)}", parts)
+        loop = _Printer()
         if any(split[n][0].terms for n in split):
             weight = pr.open_loops([W_TASK.name])
-            per_task = [block_value(pr, b, split[b.letter.name][0]) for b in blocks]
-            loop = [f"        G_{_ident(b.param)}{_index_code(b)} += {weight} * ({v})"
-                    for b, v in zip(blocks, per_task) if v is not None]
+            loop.indent = pr.indent
+            for b in blocks:
+                loop.add_up(f"G_{_ident(b.param)}{_index_code(b)}",
+                            block_value(pr, b, split[b.letter.name][0]), weight)
             pr.close_loops()
-        init = [f"    G_{_ident(p.name)} = np.zeros({_shape_code(p)}, dtype=theta.dtype)"
-                for p in model.params]
-        init += [f"    G_{_ident(b.param)}{_index_code(b)} = {v}" for b, v in zip(blocks, fixed)
-                 if v is not None]
+        init, loop = init.lines, loop.lines
         out = ["    out = np.empty(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
         for p in model.params:
             out += [f"    out[pos:pos + G_{_ident(p.name)}.size] = G_{_ident(p.name)}.ravel()",

@@ -205,7 +205,7 @@ def test_sgd_of_the_stacked_network_matches_theory(layers):
     rng = np.random.default_rng(4)
     init = {k: 0.4 * rng.standard_normal(s) for k, s in model.shapes().items()}
     sim = simulate_sgd(model, data, init, lr=0.005, batch=64, steps=600, seeds=32, seed=1)
-    flow = compile_flow(derive(model, data))
+    flow = compile_flow(derive(model, data), backend="numpy")
     theory = gradient_descent(flow, flow.pack(init), lr=0.005, steps=600).loss
     z = block_z_scores(sim.losses[:-1], theory[:-1], 50)
     assert np.abs(z).max() < 4, z

@@ -28,6 +28,7 @@ import sympy as sp
 from .criticality import Escape, classify
 from .derive import Derivation
 from .errors import InputError
+from .models import FullLSA, Merged, MultiHead, SeparateKQ
 from .polyeval import PolyFunction
 from .productform import merged_counterpart, product_loss
 from .words import MatPoly
@@ -159,6 +160,10 @@ def fixed_points(der: Derivation) -> list[FixedPointSet]:
     """Critical sets of ``der``: every model with scalar tasks (d_y = 1, see the module
     docstring); vector tasks in ``vectorsets`` (every model with Gaussian task rows or the
     paper's eigenbasis tasks, with the exceptions listed there)."""
+    if type(der.model) not in (Merged, MultiHead, SeparateKQ, FullLSA):
+        raise InputError("model", f"critical sets are enumerated for the one-layer models "
+                         f"Merged, MultiHead, SeparateKQ, FullLSA, not {der.model!r} (for a "
+                         "stack of Merged layers see theory.gdsteps)")
     if der.data.d_y != 1 or der.data.tasks == "diagonal":
         from .vectorsets import vector_fixed_points
         return vector_fixed_points(der)

@@ -24,6 +24,7 @@ generic B) and its exact change under one GD step, η² times a quadratic in the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property, partial
 
 import sympy as sp
 
@@ -76,11 +77,16 @@ class ConservationLaw:
 
     quantity: object
     proved: bool
-    gd_change: object
+    gd_change_fn: object
     terms: list
     der: object
     space: str | None = None
     generator: dict = field(default_factory=dict)
+
+    @cached_property
+    def gd_change(self):
+        """η² · (quadratic in the gradients): computed on first use (large for deep stacks)."""
+        return self.gd_change_fn()
 
     @property
     def name(self) -> str:
@@ -216,17 +222,17 @@ def conservation_laws(der: Derivation) -> list[ConservationLaw]:
             key = tuple(sorted(label.split("<-")))
             sym[key] = sym.get(key, 0) + a
         sym = _normalised({k: v for k, v in sym.items() if v != 0}, order)
-        C, rate, change = TracePoly(), TracePoly(), TracePoly()
+        C, rate = TracePoly(), TracePoly()
         for (L, M), s in sym.items():
             XL, XM = MatPoly.letter(letters[L]), MatPoly.letter(letters[M])
             C = C + XL.inner(XM).scale(s)
             rate = rate + (grads[L].inner(XM) + XL.inner(grads[M])).scale(s)
-            change = change + grads[L].inner(independent(grads[M])).scale(s * ETA**2)
         if C.is_zero() or _dependent(C, scalars):
             continue
         scalars.append(C)
         terms = [(s, L, M) for (L, M), s in sym.items()]
-        laws.append(ConservationLaw(C, rate.is_zero(), change, terms, der, None, gen))
+        laws.append(ConservationLaw(C, rate.is_zero(), partial(_scalar_change, grads, sym),
+                                    terms, der, None, gen))
 
     # space actions: X = Σ c_L L Lᵀ + Σ c'_L Lᵀ L on the space, conserved entrywise
     for space, gens in found["space"].items():
@@ -239,23 +245,42 @@ def conservation_laws(der: Derivation) -> list[ConservationLaw]:
                 side = "left" if label.startswith("A") else "right"
                 coeffs[(side, name)] = coeffs.get((side, name), 0) + k
             coeffs = _normalised({k: v for k, v in coeffs.items() if v != 0}, order)
-            X, dX, change = (MatPoly(space, space) for _ in range(3))
+            X, dX = MatPoly(space, space), MatPoly(space, space)
             for (side, name), k in coeffs.items():
                 L, G = MatPoly.letter(letters[name]), grads[name]
-                gram = (lambda a, b: a.matmul(b.transpose())) if side == "left" else \
-                    (lambda a, b: a.transpose().matmul(b))
-                X = X + gram(L, L).scale(k)
-                dX = dX + (gram(G, L) + gram(L, G)).scale(k)
-                change = change + gram(G, independent(G)).scale(k * ETA**2)
+                X = X + _GRAM[side](L, L).scale(k)
+                dX = dX + (_GRAM[side](G, L) + _GRAM[side](L, G)).scale(k)
             probe = X.trace_with(B)
             if probe.is_zero() or _dependent(probe, seen):
                 continue
             seen.append(probe)
             terms = [(k, f"{n}·{n}ᵀ" if side == "left" else f"{n}ᵀ·{n}", n)
                      for (side, n), k in coeffs.items()]
-            laws.append(ConservationLaw(X, dX.trace_with(B).is_zero(), change, terms, der,
-                                        space, gen))
+            laws.append(ConservationLaw(X, dX.trace_with(B).is_zero(),
+                                        partial(_matrix_change, grads, coeffs, space), terms,
+                                        der, space, gen))
     return laws
+
+
+_GRAM = {"left": lambda a, b: a.matmul(b.transpose()),      # a bᵀ
+         "right": lambda a, b: a.transpose().matmul(b)}     # aᵀ b
+
+
+def _scalar_change(grads: dict, sym: dict) -> TracePoly:
+    """Exact change of C = Σ s ⟨L, M⟩ under one GD step: η² Σ s ⟨G_L, G_M⟩ (G_M of an
+    independent draw where the gradients hold a finite task set's W)."""
+    change = TracePoly()
+    for (L, M), s in sym.items():
+        change = change + grads[L].inner(independent(grads[M])).scale(s * ETA**2)
+    return change
+
+
+def _matrix_change(grads: dict, coeffs: dict, space: str) -> MatPoly:
+    """Exact change of X = Σ k L Lᵀ (or LᵀL) under one GD step: η² Σ k G Gᵀ (or GᵀG)."""
+    change = MatPoly(space, space)
+    for (side, name), k in coeffs.items():
+        change = change + _GRAM[side](grads[name], independent(grads[name])).scale(k * ETA**2)
+    return change
 
 
 def _normalised(coeffs: dict, order: dict) -> dict:

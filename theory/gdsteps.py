@@ -1,0 +1,157 @@
+"""L steps of preconditioned gradient descent in context, exactly (Ahn, Cheng, Daneshmand,
+Sra, NeurIPS 2023): a ``Stack`` of L Merged layers (d_y = 1) on the set
+
+    Q_l = q_l I,   V_l = u_l        (l = 1 … L),
+
+where ŷ depends on the parameters through the step sizes a_l = u_l q_l only (each layer's
+rescaling symmetry). With Ahn et al.'s conventions (``query_in_keys=False``,
+``negate_readout=True``) layer l updates every label by y_i ← y_i + (a_l/N) Σ_j y_j x_jᵀ x_i, i.e.
+the stack runs L steps of gradient descent on the in-context least-squares loss; without
+them the query takes part in the sums and the sign of the readout flips.
+
+For Λ = I, Σ_w = I and σ = 0 the exact loss on the set is a polynomial in a_1 … a_L whose
+coefficients are rational functions of N and d (they hold the Wishart moments E tr S^k, k ≤ 2L,
+of S = Σ_i x_i x_iᵀ). It is obtained from the stack's derived loss by setting every letter to a
+multiple of the identity, where a trace of identities is the dimension: nothing is typed in.
+On the set the gradient with respect to Q_l is a multiple of I (the loss is invariant under
+Q_l → O Q_l Oᵀ for all l at once, and the point is fixed by that action), so a critical point of
+the polynomial is a critical point of the whole stack.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import mpmath
+import sympy as sp
+
+from .data import N_SYM, SIGMA
+from .derive import Derivation
+from .errors import InputError
+from .models import Merged, Stack
+from .words import dim_symbol
+
+DPS = 40
+
+
+@dataclass
+class StepSizeLoss:
+    """The loss on the set Q_l = q_l I, V_l = u_l as a polynomial in the step sizes.
+
+    ``expr``: in ``steps`` (a_1 … a_L), N and d (symbols); ``value``: at the derivation's N, d."""
+
+    expr: sp.Expr
+    steps: tuple
+    value: sp.Expr
+
+
+@dataclass
+class GDSet:
+    """A critical point of the step-size loss: ``steps`` (a_l, DPS-digit Floats), ``loss``,
+    ``params`` (a balanced point of the stack: u_l = sign(a_l)√|a_l|, Q_l = √|a_l| I)."""
+
+    steps: tuple
+    loss: sp.Float
+    params: dict
+
+
+def step_size_loss(der: Derivation) -> StepSizeLoss:
+    """The exact loss of a stack of Merged layers on the preconditioned-GD set.
+
+    Parameters
+    ----------
+    der : Derivation
+        Of a ``Stack`` of ``Merged`` layers with d_y = 1, on data with Λ = I, gaussian tasks
+        with Σ_w = I and σ = 0.
+
+    Returns
+    -------
+    StepSizeLoss
+    """
+    model, data = der.model, der.data
+    if not isinstance(model, Stack) or not all(type(m) is Merged for m in model.layers):
+        raise InputError("der", f"needs a Stack of Merged layers, got {model!r}")
+    if data.d_y != 1 or data.tasks != "gaussian":
+        raise InputError("der", "needs d_y = 1 and gaussian tasks")
+    vals = data.values()
+    if vals["Lambda"] != sp.eye(data.d) or vals["Sigma_w"] != sp.eye(data.d) or data.noise != 0:
+        raise InputError("der", "needs Λ = I, Σ_w = I and σ = 0 (isotropic data)")
+    steps = sp.symbols(f"a1:{len(model.layers) + 1}", real=True)
+    poly = der.loss_poly
+    for l, a in enumerate(steps):
+        poly = poly.scalar_letter(f"V__{l + 1}", a).scalar_letter(f"Q__{l + 1}", 1)
+    poly = poly.scalar_letter("Lambda", 1).scalar_letter("Sigma_w", 1)
+    d_sym = sp.Symbol("d", positive=True, integer=True)
+    expr = sp.expand(poly.to_sympy().subs({SIGMA: 0, dim_symbol("y"): 1,
+                                           dim_symbol("x"): d_sym}))
+    value = sp.expand(expr.subs({N_SYM: data.N, d_sym: data.d}))
+    return StepSizeLoss(sp.collect(expr, steps), steps, value)
+
+
+def minimal_steps(loss: StepSizeLoss, starts: int = 32, seed: int = 0) -> list[GDSet]:
+    """Local minima of ``loss.value`` in the step sizes: from ``starts`` seeded random starts in
+    [−2, 2]^L (the one-step optimum is N/(N + d + 1) < 1), gradient descent with backtracking
+    (it only goes down, so it ends at minima, not saddles), then Newton's method at DPS digits;
+    a point is kept when its L × L Hessian is positive definite. Distinct minima, lowest first.
+    The first is the global minimum of the polynomial only if no start missed it."""
+    a = loss.steps
+    grad = sp.Matrix([sp.diff(loss.value, s) for s in a])
+    hess = grad.jacobian(a)
+    f_num, g_num = (sp.lambdify(a, e, "math") for e in (loss.value, list(grad)))
+    f_mp, g_mp, h_mp = (sp.lambdify(a, e, "mpmath") for e in (loss.value, list(grad), hess))
+    rng = random.Random(seed)
+    found: list[tuple] = []
+    for _ in range(starts):
+        x = _descend(f_num, g_num, [rng.uniform(-2, 2) for _ in a])
+        if x is None:
+            continue
+        with mpmath.workdps(DPS):
+            try:
+                root = mpmath.findroot(lambda *v: g_mp(*v), [mpmath.mpf(v) for v in x])
+            except (ValueError, ZeroDivisionError):
+                continue
+            root = tuple(root[i] for i in range(len(a))) if isinstance(root, mpmath.matrix) \
+                else (root,)
+            if min(mpmath.eigsy(mpmath.matrix(h_mp(*root)), eigvals_only=True)) <= 0:
+                continue
+            if all(max(abs(r - s) for r, s in zip(root, p)) > mpmath.mpf(10) ** -20
+                   for p, _ in found):
+                found.append((root, f_mp(*root)))
+    found.sort(key=lambda rl: rl[1])
+    return [GDSet(tuple(sp.Float(r, DPS) for r in root), sp.Float(value, DPS),
+                  gd_parameters(len(a), root)) for root, value in found]
+
+
+def _descend(f, g, x: list, iterations: int = 5000, tol: float = 1e-9) -> list | None:
+    """Gradient descent with Armijo backtracking from x; None if it runs away."""
+    step = 1.0
+    fx = f(*x)
+    for _ in range(iterations):
+        gx = g(*x)
+        norm2 = sum(v * v for v in gx)
+        if norm2 < tol**2:
+            return x
+        while True:
+            trial = [xi - step * gi for xi, gi in zip(x, gx)]
+            ft = f(*trial)
+            if ft <= fx - 0.5 * step * norm2:
+                break
+            step /= 2
+            if step < 1e-16:
+                return x
+        x, fx, step = trial, ft, min(2 * step, 1.0)
+        if abs(fx) > 1e12:
+            return None
+    return x
+
+
+def gd_parameters(layers: int, steps) -> dict:
+    """Balanced parameters of the set: u_l = sign(a_l)√|a_l|, Q_l = √|a_l| (times I)."""
+    out = {}
+    for l in range(layers):
+        a = sp.Float(steps[l], DPS)
+        r = sp.sqrt(abs(a))
+        out[f"{l}.V"] = sp.Matrix([[r if a >= 0 else -r]])
+        out[f"{l}.Q"] = r
+    return out
