@@ -61,16 +61,19 @@ def cmd_derive(args) -> int:
 
     if args.all:
         return _derive_all(Path(args.out))
-    if args.model not in models.MODELS:
-        raise InputError("--model", f"unknown model {args.model!r}; choose from "
-                         f"{sorted(models.MODELS)}")
+    if args.layers < 1:
+        raise InputError("--layers", f"must be at least 1, got {args.layers}")
     cov = {"diag": "diag", "full": "full", "iso": "iso"}.get(args.cov)
     if cov is None:
         raise InputError("--cov", f"must be diag, full or iso, got {args.cov!r}")
     d_y = args.d if args.tasks == "diagonal" else args.d_y
     data = ICLData(d=args.d, N=sp.Symbol("N", positive=True, integer=True), Lambda=cov,
                    d_y=d_y, tasks=args.tasks, noise=sp.Symbol("sigma", nonnegative=True))
-    der = derive(models.MODELS[args.model](args.d, d_y=d_y), data)
+    model = _model(args, d_y)
+    if args.layers > 1 or not args.query_in_keys or args.negate_readout:
+        model = models.Stack([model] * args.layers, query_in_keys=args.query_in_keys,
+                             negate_readout=args.negate_readout)
+    der = derive(model, data)
     tex = der.to_latex()
     if args.latex:
         from ..files import write_atomic
@@ -299,6 +302,16 @@ def parser() -> argparse.ArgumentParser:
                     help="finite: W uniform over P task matrices W_1..W_P (kept symbolic)")
     dv.add_argument("--d", type=int, default=2)
     dv.add_argument("--d-y", dest="d_y", type=int, default=1)
+    dv.add_argument("--heads", type=int, default=2, help="heads of MultiHead/SeparateKQ "
+                    "(default 2)")
+    dv.add_argument("--rank", type=int, default=1, help="key-query rank of SeparateKQ "
+                    "(default 1)")
+    dv.add_argument("--layers", type=int, default=1,
+                    help="a stack of this many layers of --model (default 1)")
+    dv.add_argument("--no-query-in-keys", dest="query_in_keys", action="store_false",
+                    help="stack: drop the query from the keys (Ahn et al.'s mask)")
+    dv.add_argument("--negate-readout", action="store_true",
+                    help="stack: read ŷ as minus the query's y-rows (Ahn et al.)")
     dv.add_argument("--latex", default=None, help="write the LaTeX to this file")
     dv.add_argument("--all", action="store_true",
                     help="regenerate every model's LaTeX document and the index in --out")

@@ -9,10 +9,18 @@ from .words import dim_symbol
 
 # expanded forms longer than this many terms are left to the compact η² Σ k_b ‖G_b‖² form
 MAX_EXPANDED_TERMS = 30
+MAX_EXPANSION_COST = 20000     # gradient-term products (deep stacks: the compact form only)
 
 
 def tex(expr) -> str:
-    return sp.latex(expr, mat_symbol_style="plain")
+    """LaTeX of ``expr``; a stack's letter ``V__2`` (layer 2) prints as V^{(2)}."""
+    names = {}
+    for m in getattr(expr, "free_symbols", ()):
+        base, sep, layer = m.name.rpartition("__")
+        if sep and layer.isdigit():
+            names[m] = sp.latex(sp.MatrixSymbol(base, 1, 1), mat_symbol_style="plain") + \
+                f"^{{({layer})}}"
+    return sp.latex(expr, mat_symbol_style="plain", symbol_names=names)
 
 
 def _terms(expr) -> tuple:
@@ -54,14 +62,16 @@ def derivation_latex(der) -> str:
                      rf"\frac{{dC_{{{i + 1}}}}}{{dt}} = 0 \\")
         lines.append(rf"\Delta C_{{{i + 1}}}^{{\mathrm{{GD}}}} &= \eta^{{2}}\left({compact}\right)"
                      r" \\")
-        if len(c.gd_change.terms) <= MAX_EXPANDED_TERMS:
+        if c.gd_change_cost <= MAX_EXPANSION_COST and \
+                len(c.gd_change.terms) <= MAX_EXPANDED_TERMS:
             lines += split_sum("", c.gd_change_expr, per_line=2)
     for i, law in enumerate(der.conserved_matrices):
         name = rf"X_{{{i + 1}}}"
         lines += split_sum(name, law.expr, per_line=4)
         lines.append(rf"\frac{{d{name}}}{{dt}} &= 0 \quad \text{{(a symmetric matrix on the "
                      rf"${tex(dim_symbol(law.space))}$-dimensional space)}} \\")
-        if len(law.gd_change.terms) <= MAX_EXPANDED_TERMS:
+        if law.gd_change_cost <= MAX_EXPANSION_COST and \
+                len(law.gd_change.terms) <= MAX_EXPANDED_TERMS:
             lines += split_sum(rf"\Delta {name}^{{\mathrm{{GD}}}}", law.gd_change_expr, 2)
     lines[-1] = lines[-1].rstrip(" \\")
     lines.append(r"\end{align*}")

@@ -83,6 +83,15 @@ class ConservationLaw:
     space: str | None = None
     generator: dict = field(default_factory=dict)
 
+    @property
+    def gd_change_cost(self) -> int:
+        """Products of gradient terms the expansion of ``gd_change`` needs (an upper bound on
+        its number of terms)."""
+        grads = self.der.gradient_poly
+        return sum(len(grads[L].terms) * len(grads[M].terms) for _, L, M in self.terms
+                   if L in grads and M in grads) if self.space is None else sum(
+            len(grads[n].terms) ** 2 for _, _, n in self.terms)
+
     @cached_property
     def gd_change(self):
         """η² · (quadratic in the gradients): computed on first use (large for deep stacks)."""
