@@ -33,6 +33,7 @@ from .models import Merged, Stack
 from .words import dim_symbol
 
 DPS = 40
+D_SYM = sp.Symbol("d", positive=True, integer=True)
 
 
 @dataclass
@@ -44,6 +45,11 @@ class StepSizeLoss:
     expr: sp.Expr
     steps: tuple
     value: sp.Expr
+
+    def at(self, d: int, N: int) -> "StepSizeLoss":
+        """The same polynomial with ``value`` at another (d, N) (``expr`` is exact in both)."""
+        return StepSizeLoss(self.expr, self.steps, sp.expand(self.expr.subs(
+            {D_SYM: d, N_SYM: N})))
 
 
 @dataclass
@@ -82,11 +88,9 @@ def step_size_loss(der: Derivation) -> StepSizeLoss:
     for l, a in enumerate(steps):
         poly = poly.scalar_letter(f"V__{l + 1}", a).scalar_letter(f"Q__{l + 1}", 1)
     poly = poly.scalar_letter("Lambda", 1).scalar_letter("Sigma_w", 1)
-    d_sym = sp.Symbol("d", positive=True, integer=True)
     expr = sp.expand(poly.to_sympy().subs({SIGMA: 0, dim_symbol("y"): 1,
-                                           dim_symbol("x"): d_sym}))
-    value = sp.expand(expr.subs({N_SYM: data.N, d_sym: data.d}))
-    return StepSizeLoss(sp.collect(expr, steps), steps, value)
+                                           dim_symbol("x"): D_SYM}))
+    return StepSizeLoss(sp.collect(expr, steps), steps, None).at(data.d, data.N)
 
 
 def minimal_steps(loss: StepSizeLoss, starts: int = 32, seed: int = 0) -> list[GDSet]:
