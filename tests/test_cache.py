@@ -62,8 +62,32 @@ def test_clear_and_info(fresh_cache):
     info = cache.cache_info()
     assert info["dir"] == str(fresh_cache)
     assert {k: v["entries"] for k, v in info["kinds"].items()} == {"demo": 1, "other": 1}
+    (fresh_cache / "demo" / "notes.txt").write_text("mine")          # not the cache's
     assert cache.clear_cache() == 2
-    assert not fresh_cache.exists() and cache.cache_info()["kinds"] == {}
+    assert cache.cache_info()["kinds"] == {"demo": {"entries": 1, "bytes": 4}}
+    assert sorted(p.name for p in fresh_cache.iterdir()) == [cache.MARKER, "demo"]
+    assert cache.cached("demo", ("x",), lambda: 5) == 5                # usable again
+
+
+def _tree(folder):
+    return sorted((str(p.relative_to(folder)), p.read_bytes() if p.is_file() else None)
+                  for p in folder.rglob("*"))
+
+
+def test_clear_refuses_a_folder_that_is_not_a_cache(tmp_path, monkeypatch, capsys):
+    from icldyn.numerics.cli import main
+    home = tmp_path / "home"
+    (home / "loss").mkdir(parents=True)
+    (home / "thesis.tex").write_text("years of work")
+    (home / "loss" / ("0" * 32 + ".json")).write_text("looks like an entry")
+    before = _tree(home)
+    monkeypatch.setenv(cache.ENV, str(home))
+    with pytest.raises(cache.InputError, match=f"{cache.ENV}: .*not an icldyn cache"):
+        cache.clear_cache()
+    assert main(["cache", "clear"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing was removed" in err[0]
+    assert _tree(home) == before
 
 
 def test_off_writes_nothing(tmp_path, monkeypatch):

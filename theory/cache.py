@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import re
 import stat
 import warnings
 from functools import lru_cache
@@ -35,12 +35,17 @@ from icldyn import __version__
 from icldyn.files import write_atomic
 
 from . import serial
+from .errors import InputError
 
 ENV = "ICLDYN_CACHE_DIR"
 MARKER = "CACHEDIR.TAG"
 MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                "# icldyn derivation cache: `icldyn cache clear` removes only the files it wrote.\n")
 FORMAT = "icldyn-cache/1"
+# names of the files the cache writes: entries (and write_atomic's temporaries), and Numba's
+# index/data files of the kernels (and Numba's temporaries; numerics/kernelcache.py)
+_WRITTEN = re.compile(r"\.?[0-9a-f]{32}\.json(\..+\.tmp)?"
+                      r"|k[0-9a-f]{32}\..+\.nb[ic](\.tmp\.[0-9a-f]+)?")
 _MEMORY: dict = {}
 _REFUSED: set = set()
 
@@ -180,13 +185,29 @@ def clear_memory() -> None:
 
 
 def clear_cache() -> int:
-    """Remove every disk entry and the in-memory layer; returns the number of files removed."""
+    """Remove the files the cache wrote (entries, compiled kernels, their temporary files)
+    and the in-memory layer; returns the number of files removed. The folder itself, its
+    marker and anything else in it stay. A folder without the marker is refused with an
+    ``InputError`` and nothing is removed."""
     clear_memory()
-    folder = cache_dir()
+    folder = configured_dir()
     if folder is None or not folder.exists():
         return 0
-    count = sum(1 for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
-    shutil.rmtree(folder)
+    if not (folder / MARKER).is_file():
+        raise InputError(ENV, f"{folder} has no {MARKER}, so it is not an icldyn cache; "
+                         f"nothing was removed (point {ENV} at the cache folder)")
+    count = 0
+    for sub in folder.iterdir():
+        if not sub.is_dir() or sub.is_symlink():
+            continue
+        for path in sub.iterdir():
+            if _WRITTEN.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                count += 1
+        try:
+            sub.rmdir()
+        except OSError:                     # it holds files the cache did not write
+            pass
     return count
 
 
