@@ -74,12 +74,17 @@ def _critical_params(der: Derivation, letters: dict) -> dict:
             for n, v in params.items()}
 
 
+def entry_symbols(name: str, rows: int, cols: int) -> sp.Matrix:
+    """A rows × cols Matrix of real symbols ``name_i_j``, one per entry: the indices are
+    separated, so no two entries share a name at any size (``m_1_11`` ≠ ``m_11_1``)."""
+    return sp.Matrix(rows, cols, lambda i, j: sp.Symbol(f"{name}_{i}_{j}", real=True))
+
+
 def _explicit_parameters(der: Derivation) -> tuple[dict, list]:
     """Letter name -> sympy Matrix of fresh entry symbols, and the flat symbol list."""
     sizes, values, flat = der.model.sizes(), {}, []
     for name, letter in der.letters.items():
-        m = sp.Matrix(sizes[letter.rows], sizes[letter.cols],
-                      lambda i, j: sp.Symbol(f"{name}_{i}{j}", real=True))
+        m = entry_symbols(name, sizes[letter.rows], sizes[letter.cols])
         values[name] = m
         flat += list(m)
     return values, flat
@@ -148,7 +153,7 @@ class ProductForm:
         self.F, self.M = product_loss(merged)
         self.G: MatPoly = self.F.diff(self.M)
         self.vals = merged.values({"V": 0, "Q": sp.zeros(d, d)})
-        m = sp.Matrix(d, d, lambda i, j: sp.Symbol(f"m_{i}{j}", real=True))
+        m = entry_symbols("m", d, d)
         grad = self.G.evaluate(dict(self.vals, M=m), (d, d))
         solution = sp.solve(list(grad), list(m), dict=True)
         if len(solution) != 1:
