@@ -179,3 +179,24 @@ def test_cli_never_tracebacks(argv, tmp_path_factory, capsys):
     err = capsys.readouterr().err
     assert code in (0, 2), (argv, err)
     assert "Traceback" not in err
+
+
+def test_strings_are_never_evaluated(tmp_path):
+    """ICLData and parameter values once went through sympify, which runs Python."""
+    sentinel = tmp_path / "sentinel"
+    code = f"__import__('pathlib').Path({str(sentinel)!r}).write_text('ran')"
+    attempts = [
+        ("noise", lambda: ICLData(d=2, N=4, Lambda=np.eye(2), noise=code)),
+        ("Lambda", lambda: ICLData(d=2, N=4, Lambda=[[code, 0], [0, 1]])),
+        ("Lambda", lambda: ICLData(d=2, N=4, Lambda=np.array([[code, 0], [0, 1]], object))),
+        ("Sigma_w", lambda: ICLData(d=2, N=4, Lambda=np.eye(2), Sigma_w=[[1, 0], [0, code]])),
+        ("Sigma_w", lambda: ICLData(d=2, N=4, Lambda=np.eye(2), d_y=2, tasks="diagonal",
+                                    Sigma_w=[code, 1])),
+        ("tasks", lambda: ICLData(d=2, N=4, Lambda=np.eye(2), tasks=[[[code, 0]]])),
+        ("params", lambda: derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.eye(2)))
+         .values({"V": code, "Q": 0})),
+    ]
+    for argument, attempt in attempts:
+        with pytest.raises(InputError, match=f"^{argument}: must be a real number"):
+            attempt()
+    assert not sentinel.exists()

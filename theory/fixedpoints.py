@@ -26,7 +26,7 @@ from .derive import Derivation
 from .errors import InputError
 from .polyeval import PolyFunction
 from .productform import merged_counterpart, product_loss
-from .words import MatPoly
+from .words import MatPoly, entry_symbol
 
 INDEX_TOL = 1e-12
 DPS = 40        # digits for the singular-mode reduction (exact gradients vanish to ~1e-35)
@@ -75,9 +75,8 @@ def _critical_params(der: Derivation, letters: dict) -> dict:
 
 
 def entry_symbols(name: str, rows: int, cols: int) -> sp.Matrix:
-    """A rows × cols Matrix of real symbols ``name_i_j``, one per entry: the indices are
-    separated, so no two entries share a name at any size (``m_1_11`` ≠ ``m_11_1``)."""
-    return sp.Matrix(rows, cols, lambda i, j: sp.Symbol(f"{name}_{i}_{j}", real=True))
+    """A rows × cols Matrix of one ``entry_symbol`` per entry."""
+    return sp.Matrix(rows, cols, lambda i, j: entry_symbol(name, i, j))
 
 
 def _explicit_parameters(der: Derivation) -> tuple[dict, list]:
