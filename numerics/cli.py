@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..theory.errors import InputError
+from ..theory.errors import DivergenceError, InputError
 
 
 def _progress():
@@ -179,8 +179,12 @@ def _model(args, d_y: int = 1):
     if args.model not in models.MODELS:
         raise InputError("--model", f"unknown model {args.model!r}; choose from "
                          f"{sorted(models.MODELS)}")
-    shape = {"MultiHead": dict(heads=args.heads),
-             "SeparateKQ": dict(heads=args.heads, rank=args.rank)}.get(args.model, {})
+    takes = {"MultiHead": ("heads",), "SeparateKQ": ("heads", "rank")}.get(args.model, ())
+    for option in ("heads", "rank"):
+        if getattr(args, option) is not None and option not in takes:
+            raise InputError(f"--{option}", f"{args.model} has no {option}; drop --{option} "
+                             "(MultiHead has heads, SeparateKQ heads and rank)")
+    shape = {o: getattr(args, o) for o in takes if getattr(args, o) is not None}
     return models.MODELS[args.model](args.d, d_y=d_y, **shape)
 
 
@@ -191,7 +195,7 @@ def cmd_critical_sets(args) -> int:
     from .runfolder import provenance, write_csv, write_json
     from .sweep import spectrum_values
 
-    d_y = args.d if args.tasks == "diagonal" and args.d_y is None else (args.d_y or 1)
+    d_y = args.d_y if args.d_y is not None else args.d if args.tasks == "diagonal" else 1
     model = _model(args, d_y)
     data = ICLData(d=args.d, N=args.N, Lambda=np.diag(spectrum_values(args.spectrum, args.d)),
                    d_y=d_y, tasks=args.tasks, noise=args.noise)
@@ -266,8 +270,10 @@ def cmd_cache(args) -> int:
 def _model_arguments(p: argparse.ArgumentParser, d: int) -> None:
     """--model, --heads, --rank (read by ``_model``), --d and --spectrum (Λ's eigenvalues)."""
     p.add_argument("--model", default="Merged")
-    p.add_argument("--heads", type=int, default=1, help="MultiHead / SeparateKQ heads")
-    p.add_argument("--rank", type=int, default=1, help="SeparateKQ key-query rank")
+    p.add_argument("--heads", type=int, default=None, help="MultiHead / SeparateKQ heads "
+                   "(default 1)")
+    p.add_argument("--rank", type=int, default=None, help="SeparateKQ key-query rank "
+                   "(default 1)")
     p.add_argument("--d", type=int, default=d)
     p.add_argument("--spectrum", default="geom:0.5", help="Λ's eigenvalues: iso, geom:r, a/b/…")
 
@@ -355,7 +361,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except InputError as exc:
+    except (InputError, DivergenceError) as exc:   # divergence: its message names the step size
         print(f"icldyn {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
