@@ -34,10 +34,13 @@ def _progress():
 def cmd_run(args) -> int:
     from .mainjob import RunConfig, run
     from .report import write_report
+    from .runfolder import prepare_folder
 
     overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig)
                  if getattr(args, f.name, None) is not None}
     config = RunConfig(**overrides)
+    config.validate()
+    prepare_folder(args.out, reuse=args.resume or args.overwrite)
     bar, update = _progress()
     with bar:
         outcome = run(config, progress=update, stages=Path(args.out) / "stages",
@@ -59,8 +62,12 @@ def cmd_derive(args) -> int:
 
     from ..theory import ICLData, derive, models
 
+    from .runfolder import check_file, prepare_folder
+
     if args.all:
-        return _derive_all(Path(args.out))
+        return _derive_all(prepare_folder(args.out, reuse=True))
+    if args.latex:
+        check_file(args.latex, "--latex")
     if args.model not in models.MODELS:
         raise InputError("--model", f"unknown model {args.model!r}; choose from "
                          f"{sorted(models.MODELS)}")
@@ -192,13 +199,14 @@ def cmd_critical_sets(args) -> int:
     import numpy as np
 
     from ..theory import ICLData, derive
-    from .runfolder import provenance, write_csv, write_json
+    from .runfolder import prepare_folder, provenance, write_csv, write_json
     from .sweep import spectrum_values
 
     d_y = args.d_y if args.d_y is not None else args.d if args.tasks == "diagonal" else 1
     model = _model(args, d_y)
     data = ICLData(d=args.d, N=args.N, Lambda=np.diag(spectrum_values(args.spectrum, args.d)),
                    d_y=d_y, tasks=args.tasks, noise=args.noise)
+    prepare_folder(args.out, reuse=args.overwrite)
     sets = derive(model, data).fixed_points()
     best = min(float(fp.loss) for fp in sets)
     rows = [{"name": fp.name, "loss": float(fp.loss), "hessian_index": fp.hessian_index,
@@ -226,12 +234,13 @@ def cmd_risks(args) -> int:
     import numpy as np
 
     from .algorithms import incontext_risks
-    from .runfolder import provenance, write_csv, write_json
+    from .runfolder import prepare_folder, provenance, write_csv, write_json
     from .sweep import spectrum_values
 
     model = _model(args)
     Ns = _grid(args.N, int, "--N")
     Lam = np.diag(spectrum_values(args.spectrum, args.d))
+    prepare_folder(args.out, reuse=args.overwrite)
     rows = incontext_risks(args.d, Lam, Ns, noise=args.noise, prompts=args.prompts,
                            seed=args.seed, model=model)
     out = Path(args.out)
@@ -278,6 +287,11 @@ def _model_arguments(p: argparse.ArgumentParser, d: int) -> None:
     p.add_argument("--spectrum", default="geom:0.5", help="Λ's eigenvalues: iso, geom:r, a/b/…")
 
 
+def _overwrite_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out although it holds files (its results are replaced)")
+
+
 def parser() -> argparse.ArgumentParser:
     from .mainjob import RunConfig
 
@@ -293,6 +307,7 @@ def parser() -> argparse.ArgumentParser:
                        help=f"default {getattr(defaults, name)}")
     r.add_argument("--resume", action="store_true",
                    help="reuse the finished SGD ensemble saved in --out (same settings)")
+    _overwrite_argument(r)
     r.set_defaults(func=cmd_run)
     dv = sub.add_parser("derive", help="derive a model's equations and print/write LaTeX")
     dv.add_argument("--model", default="Merged")
@@ -326,6 +341,7 @@ def parser() -> argparse.ArgumentParser:
     rk.add_argument("--prompts", type=int, default=20000, help="Monte-Carlo prompts per N")
     rk.add_argument("--seed", type=int, default=0)
     rk.add_argument("--out", default="runs/risks", help="run folder (default runs/risks)")
+    _overwrite_argument(rk)
     rk.set_defaults(func=cmd_risks)
     cs = sub.add_parser("critical-sets", help="a model's critical sets with their loss, gap "
                                               "to the minimum and Hessian index")
@@ -338,6 +354,7 @@ def parser() -> argparse.ArgumentParser:
     cs.add_argument("--noise", type=float, default=0.0, help="label noise σ")
     cs.add_argument("--out", default="runs/critical-sets",
                     help="run folder (default runs/critical-sets)")
+    _overwrite_argument(cs)
     cs.set_defaults(func=cmd_critical_sets)
     ca = sub.add_parser("cache", help="show or clear the on-disk derivation cache "
                                       "($ICLDYN_CACHE_DIR, default ~/.cache/icldyn)")
