@@ -284,3 +284,17 @@ def test_kernels_are_not_loaded_from_a_folder_others_can_write(fresh_cache, tmp_
         path.write_bytes(path.read_bytes()[:9])
     with pytest.warns(RuntimeWarning, match="unreadable compiled kernel"):
         assert kernelcache.njit_cached(_square, digest)(5.0) == 25.0
+
+
+def test_a_cache_deleted_under_a_running_job_costs_only_time(fresh_cache):
+    import shutil
+    cache.cached("demo", ("first",), lambda: 1)
+
+    def compute():                                   # another process clears it meanwhile
+        shutil.rmtree(fresh_cache)
+        return 2
+
+    assert cache.cached("demo", ("second",), compute) == 2
+    assert stat.S_IMODE((fresh_cache / "demo").stat().st_mode) == 0o700
+    assert (fresh_cache / cache.MARKER).is_file()
+    assert len(list((fresh_cache / "demo").glob("*.json"))) == 1     # stored again
