@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..theory import ICLData, derive, models
-from ..theory.errors import InputError
+from ..theory.errors import check_int
 from .simulate import PromptSampler
 
 
@@ -30,9 +30,8 @@ def incontext_risks(d: int, Lambda, Ns, Sigma_w=None, noise: float = 0.0,
     """For each N: the derived risk at ``model``'s global minimum (default the Merged model),
     and Monte-Carlo risks (mean, SE) of the learned algorithm ŷ = S_yx M x_q / N, OLS and the
     Bayes-optimal ridge predictor on the same prompts."""
-    if prompts < 2:
-        raise InputError("prompts", f"needs at least 2 prompts, got {prompts!r}")
-    rng = np.random.default_rng(seed)
+    prompts = check_int("prompts", prompts, minimum=2)
+    rng = np.random.default_rng(check_int("seed", seed, minimum=0))
     rows = []
     for N in Ns:
         data = ICLData(d=d, N=int(N), Lambda=Lambda, Sigma_w=Sigma_w, noise=noise)

@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..theory.errors import InputError
+from ..theory.errors import DivergenceError, InputError
 
 
 def _progress():
@@ -34,10 +34,13 @@ def _progress():
 def cmd_run(args) -> int:
     from .mainjob import RunConfig, run
     from .report import write_report
+    from .runfolder import prepare_folder
 
     overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig)
                  if getattr(args, f.name, None) is not None}
     config = RunConfig(**overrides)
+    config.validate()
+    prepare_folder(args.out, reuse=args.resume or args.overwrite)
     bar, update = _progress()
     with bar:
         outcome = run(config, progress=update, stages=Path(args.out) / "stages",
@@ -59,8 +62,12 @@ def cmd_derive(args) -> int:
 
     from ..theory import ICLData, derive, models
 
+    from .runfolder import check_file, prepare_folder
+
     if args.all:
-        return _derive_all(Path(args.out))
+        return _derive_all(prepare_folder(args.out, reuse=True))
+    if args.latex:
+        check_file(args.latex, "--latex")
     if args.layers < 1:
         raise InputError("--layers", f"must be at least 1, got {args.layers}")
     cov = {"diag": "diag", "full": "full", "iso": "iso"}.get(args.cov)
@@ -182,8 +189,12 @@ def _model(args, d_y: int = 1):
     if args.model not in models.MODELS:
         raise InputError("--model", f"unknown model {args.model!r}; choose from "
                          f"{sorted(models.MODELS)}")
-    shape = {"MultiHead": dict(heads=args.heads),
-             "SeparateKQ": dict(heads=args.heads, rank=args.rank)}.get(args.model, {})
+    takes = {"MultiHead": ("heads",), "SeparateKQ": ("heads", "rank")}.get(args.model, ())
+    for option in ("heads", "rank"):
+        if getattr(args, option) is not None and option not in takes:
+            raise InputError(f"--{option}", f"{args.model} has no {option}; drop --{option} "
+                             "(MultiHead has heads, SeparateKQ heads and rank)")
+    shape = {o: getattr(args, o) for o in takes if getattr(args, o) is not None}
     return models.MODELS[args.model](args.d, d_y=d_y, **shape)
 
 
@@ -191,13 +202,14 @@ def cmd_critical_sets(args) -> int:
     import numpy as np
 
     from ..theory import ICLData, derive
-    from .runfolder import provenance, write_csv, write_json
+    from .runfolder import prepare_folder, provenance, write_csv, write_json
     from .sweep import spectrum_values
 
-    d_y = args.d if args.tasks == "diagonal" and args.d_y is None else (args.d_y or 1)
+    d_y = args.d_y if args.d_y is not None else args.d if args.tasks == "diagonal" else 1
     model = _model(args, d_y)
     data = ICLData(d=args.d, N=args.N, Lambda=np.diag(spectrum_values(args.spectrum, args.d)),
                    d_y=d_y, tasks=args.tasks, noise=args.noise)
+    prepare_folder(args.out, reuse=args.overwrite)
     sets = derive(model, data).fixed_points()
     best = min(float(fp.loss) for fp in sets)
     rows = [{"name": fp.name, "loss": float(fp.loss), "hessian_index": fp.hessian_index,
@@ -229,12 +241,13 @@ def cmd_risks(args) -> int:
     import numpy as np
 
     from .algorithms import incontext_risks
-    from .runfolder import provenance, write_csv, write_json
+    from .runfolder import prepare_folder, provenance, write_csv, write_json
     from .sweep import spectrum_values
 
     model = _model(args)
     Ns = _grid(args.N, int, "--N")
     Lam = np.diag(spectrum_values(args.spectrum, args.d))
+    prepare_folder(args.out, reuse=args.overwrite)
     rows = incontext_risks(args.d, Lam, Ns, noise=args.noise, prompts=args.prompts,
                            seed=args.seed, model=model)
     out = Path(args.out)
@@ -273,10 +286,17 @@ def cmd_cache(args) -> int:
 def _model_arguments(p: argparse.ArgumentParser, d: int) -> None:
     """--model, --heads, --rank (read by ``_model``), --d and --spectrum (Λ's eigenvalues)."""
     p.add_argument("--model", default="Merged")
-    p.add_argument("--heads", type=int, default=1, help="MultiHead / SeparateKQ heads")
-    p.add_argument("--rank", type=int, default=1, help="SeparateKQ key-query rank")
+    p.add_argument("--heads", type=int, default=None, help="MultiHead / SeparateKQ heads "
+                   "(default 1)")
+    p.add_argument("--rank", type=int, default=None, help="SeparateKQ key-query rank "
+                   "(default 1)")
     p.add_argument("--d", type=int, default=d)
     p.add_argument("--spectrum", default="geom:0.5", help="Λ's eigenvalues: iso, geom:r, a/b/…")
+
+
+def _overwrite_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out although it holds files (its results are replaced)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -294,6 +314,7 @@ def parser() -> argparse.ArgumentParser:
                        help=f"default {getattr(defaults, name)}")
     r.add_argument("--resume", action="store_true",
                    help="reuse the finished SGD ensemble saved in --out (same settings)")
+    _overwrite_argument(r)
     r.set_defaults(func=cmd_run)
     dv = sub.add_parser("derive", help="derive a model's equations and print/write LaTeX")
     dv.add_argument("--model", default="Merged")
@@ -302,9 +323,9 @@ def parser() -> argparse.ArgumentParser:
                     help="finite: W uniform over P task matrices W_1..W_P (kept symbolic)")
     dv.add_argument("--d", type=int, default=2)
     dv.add_argument("--d-y", dest="d_y", type=int, default=1)
-    dv.add_argument("--heads", type=int, default=2, help="heads of MultiHead/SeparateKQ "
-                    "(default 2)")
-    dv.add_argument("--rank", type=int, default=1, help="key-query rank of SeparateKQ "
+    dv.add_argument("--heads", type=int, default=None, help="heads of MultiHead/SeparateKQ "
+                    "(default 1)")
+    dv.add_argument("--rank", type=int, default=None, help="key-query rank of SeparateKQ "
                     "(default 1)")
     dv.add_argument("--layers", type=int, default=1,
                     help="a stack of this many layers of --model (default 1)")
@@ -337,6 +358,7 @@ def parser() -> argparse.ArgumentParser:
     rk.add_argument("--prompts", type=int, default=20000, help="Monte-Carlo prompts per N")
     rk.add_argument("--seed", type=int, default=0)
     rk.add_argument("--out", default="runs/risks", help="run folder (default runs/risks)")
+    _overwrite_argument(rk)
     rk.set_defaults(func=cmd_risks)
     cs = sub.add_parser("critical-sets", help="a model's critical sets with their loss, gap "
                                               "to the minimum, Hessian index and kind")
@@ -349,6 +371,7 @@ def parser() -> argparse.ArgumentParser:
     cs.add_argument("--noise", type=float, default=0.0, help="label noise σ")
     cs.add_argument("--out", default="runs/critical-sets",
                     help="run folder (default runs/critical-sets)")
+    _overwrite_argument(cs)
     cs.set_defaults(func=cmd_critical_sets)
     ca = sub.add_parser("cache", help="show or clear the on-disk derivation cache "
                                       "($ICLDYN_CACHE_DIR, default ~/.cache/icldyn)")
@@ -372,7 +395,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except InputError as exc:
+    except (InputError, DivergenceError) as exc:   # divergence: its message names the step size
         print(f"icldyn {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,15 +11,15 @@ values reuses the same compiled code. The ``numba`` backend ``njit``s the very s
 from __future__ import annotations
 
 import hashlib
+import inspect
 import sys
 import types
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import sympy as sp
 
-from ..files import write_atomic
-from ..theory.cache import cache_dir
 from ..theory.data import N_SYM, SIGMA, W_COPY, W_TASK
 from ..theory.derive import Derivation
 from ..theory.errors import InputError
@@ -303,44 +303,30 @@ _COMPILED: dict = {}
 
 
 def _compile(source: str, backend: str) -> dict:
-    """The generated functions for ``backend``, compiled once per process. With the disk cache
-    on (``theory/cache.py``) the source is written to ``<cache>/kernels/<digest>.py`` and
-    compiled from there, so Numba caches the machine code next to it for every later process."""
+    """The generated functions for ``backend``, compiled once per process from ``source`` (held
+    in memory, never read back from disk). Numba's machine code is cached in the private
+    kernels folder (``kernelcache.py``) for every later process."""
     digest = hashlib.sha256(source.encode()).hexdigest()
     if (digest, backend) not in _COMPILED:
-        filename = _source_file(source, digest)
         module = types.ModuleType(f"icldyn_kernel_{digest[:16]}_{backend}")
-        sys.modules[module.__name__] = module       # Numba's cache re-imports it by name
+        sys.modules[module.__name__] = module       # Numba rebuilds cached code by module name
         namespace = module.__dict__
-        if backend == "numba":
-            import numba
-            jit = numba.njit(cache=filename is not None)
-        else:
-            jit = None
-        namespace["_eigdiag"] = eigdiag if jit is None else numba.njit(cache=True)(eigdiag)
-        exec(compile(source, filename or f"<icldyn-generated-{digest[:8]}>", "exec"), namespace)
+        namespace["_eigdiag"] = eigdiag if backend == "numpy" else _eigdiag_numba()
+        exec(compile(source, f"<icldyn-generated-{digest[:8]}>", "exec"), namespace)
         fns = {n: f for n, f in namespace.items()
                if isinstance(f, types.FunctionType) and n[0] != "_"}
-        if jit is not None:
-            fns = {n: jit(f) for n, f in fns.items()}
+        if backend == "numba":
+            from .kernelcache import njit_cached    # imports Numba
+            fns = {n: njit_cached(f, digest) for n, f in fns.items()}
             namespace.update(fns)                   # kernels call each other compiled
         _COMPILED[digest, backend] = fns
     return _COMPILED[digest, backend]
 
 
-def _source_file(source: str, digest: str) -> str | None:
-    """Path of the generated source in the cache (written once, never rewritten: Numba keys its
-    cache on the file's time stamp), or None when the disk cache is off or not writable."""
-    folder = cache_dir()
-    if folder is None:
-        return None
-    path = folder / "kernels" / f"k{digest[:32]}.py"
-    try:
-        if not path.exists():
-            write_atomic(path, source)
-    except OSError:
-        return None
-    return str(path)
+@lru_cache(maxsize=None)
+def _eigdiag_numba():
+    from .kernelcache import njit_cached
+    return njit_cached(eigdiag, hashlib.sha256(inspect.getsource(eigdiag).encode()).hexdigest())
 
 
 class CompiledFlow:

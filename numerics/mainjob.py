@@ -21,12 +21,13 @@ import sympy as sp
 
 from ..files import write_atomic
 from ..theory import ICLData, derive, models
-from ..theory.errors import InputError
+from ..theory.errors import InputError, check_int, check_real
 from ..theory.solutions import mode_reduction
-from .codegen import compile_flow
+from .codegen import BACKENDS, compile_flow
 from .integrate import gradient_descent, integrate
 from .lens import trajectory_measures
-from .simulate import SimResult, block_stats, block_z_scores, simulate_sgd
+from .simulate import (SimResult, block_stats, block_z_scores, check_prompt_memory,
+                       simulate_sgd)
 
 
 @dataclass
@@ -52,8 +53,15 @@ class RunConfig:
         if min(self.spectrum) <= 0:
             raise InputError("spectrum", "eigenvalues of Λ must be positive")
         for name in ("init_scale", "lr", "t_end"):
-            if not getattr(self, name) > 0:
-                raise InputError(name, f"must be positive, got {getattr(self, name)!r}")
+            check_real(name, getattr(self, name))
+        check_real("noise", self.noise, allow_zero=True)
+        for name in ("d", "N", "batch", "seeds", "record_every"):
+            check_int(name, getattr(self, name))
+        check_int("seed", self.seed, minimum=0)
+        check_int("rotation_seed", self.rotation_seed, minimum=0)
+        if self.backend not in BACKENDS:
+            raise InputError("backend", f"must be one of {BACKENDS}, got {self.backend!r}")
+        check_prompt_memory(self.N, self.d, self.d, self.seeds * self.batch)
         steps = self.t_end / self.lr
         if abs(steps - round(steps)) > 1e-9 or round(steps) % self.record_every:
             raise InputError("t_end", "t_end / lr must be a whole number of steps divisible "

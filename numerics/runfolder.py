@@ -7,10 +7,12 @@ import json
 import platform
 import subprocess
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
 from ..files import write_atomic
+from ..theory.errors import InputError
 
 DEPENDENCIES = ("icl-dynamics", "sympy", "numpy", "scipy", "numba", "mpmath", "matplotlib")
 
@@ -74,3 +76,37 @@ def _git_revision() -> str | None:
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True,
                            text=True, timeout=10).stdout.strip()
     return out.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def prepare_folder(out, option: str = "--out", reuse: bool = False) -> Path:
+    """Check a run folder before any work and create it: not a file, writable, and — unless
+    ``reuse`` (``--resume``/``--overwrite``) — new or empty, so a run never silently mixes
+    its results with another's. An ``InputError`` naming ``option`` otherwise."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(option, f"{out} is a file; name a folder")
+    if not reuse and out.is_dir() and any(out.iterdir()):
+        raise InputError(option, f"{out} already holds files; pass --resume to continue that "
+                         "run (where the command has it), --overwrite to replace its results, "
+                         "or name a new folder")
+    _probe(out, option)
+    return out
+
+
+def check_file(path, option: str) -> Path:
+    """Check before any work that ``path`` can be written as a file (not a folder, its folder
+    writable); an ``InputError`` naming ``option`` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(option, f"{path} is a folder; name a file")
+    _probe(path.parent, option)
+    return path
+
+
+def _probe(folder: Path, option: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise InputError(option, f"cannot write to {folder} ({exc.strerror or exc}); name a "
+                         "writable folder") from None

@@ -100,6 +100,17 @@ def pullback(model: Model, data: ICLData, letters: dict, grads: list[tuple]) -> 
     return out
 
 
+def check_prompt_memory(N: int, d: int, d_y: int, prompts: int) -> None:
+    """An ``InputError`` naming N when drawing ``prompts`` prompts of N + 1 samples at once
+    (inputs drawn and rotated, labels: (2d + d_y) float64 per sample) needs more than
+    ``MAX_ROWS_BYTES``; checked before any work, instead of a failed allocation."""
+    size = prompts * (N + 1) * (2 * d + d_y) * 8
+    if size > MAX_ROWS_BYTES:
+        raise InputError("N", f"{prompts} prompts (seeds × batch) of N = {N} samples need "
+                         f"{size / 2**30:.3g} GiB at once, over the {MAX_ROWS_BYTES / 2**30:g} "
+                         "GiB limit; use a shorter context, a smaller batch or fewer seeds")
+
+
 class PromptSampler:
     """Draws prompts of the data model: x ~ N(0, Λ), W from the task law, y = W x + ε."""
 
@@ -131,6 +142,7 @@ class PromptSampler:
     def prompts(self, rng, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(X (…, N, d), Y (…, N, d_y), x_q (…, d), y_q (…, d_y))."""
         N, d = int(self.data.N), self.data.d
+        check_prompt_memory(N, d, self.data.d_y, int(np.prod(shape)))
         W = self.tasks(rng, shape)
         g = rng.standard_normal((int(np.prod(shape)) * (N + 1), d))
         x = (g @ self.chol.T).reshape(shape + (N + 1, d))

@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import time
 import traceback
 from dataclasses import asdict, dataclass, fields
@@ -218,6 +219,7 @@ def run_sweep(spec: SweepSpec, out, resume: bool = False, workers: int | None = 
     ``progress(stage, done, total)`` is called as points finish."""
     if not isinstance(spec, SweepSpec):
         raise InputError("spec", f"must be a SweepSpec, got {type(spec).__name__}")
+    _check_executor(workers, scheduler)
     out = Path(out)
     _prepare(out, spec, resume)
     points = spec.points()
@@ -300,16 +302,39 @@ def _execute(points: list[dict], settings: dict, workers, scheduler):
             raise
 
 
-def _execute_dask(points: list[dict], settings: dict, scheduler):
+SCHEDULER_ADDRESS = re.compile(r"([a-z]+://)?[^\s:/]+(:[0-9]+)?")
+
+
+def _check_executor(workers, scheduler) -> None:
+    """Before any work: the worker count, a scheduler address that looks like one (a Client
+    passes) and Dask installed when a scheduler is named."""
+    if scheduler is None:
+        _workers(workers)
+        return
+    if isinstance(scheduler, str) and not (SCHEDULER_ADDRESS.fullmatch(scheduler)
+                                           and ("://" in scheduler or ":" in scheduler)):
+        raise InputError("scheduler", f"must be a Dask scheduler address like "
+                         f"tcp://HOST:PORT, got {scheduler!r}")
+    _distributed()
+
+
+def _distributed():
+    """The ``distributed`` module, or an InputError saying how to install it."""
     try:
-        from distributed import Client, as_completed
+        import distributed
     except ImportError:
         raise InputError("scheduler", "needs Dask distributed: pip install "
                          "'icl-dynamics[sweep]'") from None
+    return distributed
+
+
+def _execute_dask(points: list[dict], settings: dict, scheduler):
+    dask = _distributed()
+    Client, as_completed = dask.Client, dask.as_completed
     own = not isinstance(scheduler, Client)
     try:
         client = Client(scheduler, timeout="20s") if own else scheduler
-    except OSError as exc:
+    except (OSError, ValueError, TypeError) as exc:
         raise InputError("scheduler", f"cannot reach a Dask scheduler at {scheduler!r}: "
                          f"{exc}") from None
     try:

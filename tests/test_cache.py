@@ -1,8 +1,11 @@
 """The on-disk derivation cache: memory and disk layers, corrupt entries, concurrent writers,
-clearing, and Numba machine code reused by a later process."""
+clearing, Numba machine code reused by a later process, and trust: entries are data that never
+run code, folders are private and foreign ones refused."""
 
+import json
 import os
 import pickle
+import stat
 import subprocess
 import sys
 import textwrap
@@ -30,8 +33,8 @@ def test_memory_then_disk_layers(fresh_cache):
     assert cache.cached("demo", ("a", 1), compute) == {"value": 42}
     assert cache.cached("demo", ("a", 1), compute) == {"value": 42}
     assert len(calls) == 1
-    files = list((fresh_cache / "demo").glob("*.pickle"))
-    assert len(files) == 1 and pickle.loads(files[0].read_bytes()) == {"value": 42}
+    files = list((fresh_cache / "demo").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["kind"] == "demo"
     cache.clear_memory()
     assert cache.cached("demo", ("a", 1), compute) == {"value": 42}
     assert len(calls) == 1                                  # read back from disk
@@ -41,12 +44,16 @@ def test_memory_then_disk_layers(fresh_cache):
 
 def test_unreadable_entry_is_recomputed_and_replaced(fresh_cache):
     cache.cached("demo", ("k",), lambda: [1, 2, 3])
-    (path,) = (fresh_cache / "demo").glob("*.pickle")
-    path.write_bytes(b"\x80\x05truncated")
-    cache.clear_memory()
-    with pytest.warns(RuntimeWarning, match="unreadable cache entry"):
-        assert cache.cached("demo", ("k",), lambda: [1, 2, 3]) == [1, 2, 3]
-    assert pickle.loads(path.read_bytes()) == [1, 2, 3]
+    (path,) = (fresh_cache / "demo").glob("*.json")
+    good = path.read_bytes()
+    other = json.loads(good)
+    other["key"] = repr(("another",))
+    for bad in (good[:-7], b"\x80\x05truncated", json.dumps(other).encode()):
+        path.write_bytes(bad)
+        cache.clear_memory()
+        with pytest.warns(RuntimeWarning, match="unreadable cache entry"):
+            assert cache.cached("demo", ("k",), lambda: [1, 2, 3]) == [1, 2, 3]
+        assert path.read_bytes() == good                    # replaced
 
 
 def test_clear_and_info(fresh_cache):
@@ -55,8 +62,32 @@ def test_clear_and_info(fresh_cache):
     info = cache.cache_info()
     assert info["dir"] == str(fresh_cache)
     assert {k: v["entries"] for k, v in info["kinds"].items()} == {"demo": 1, "other": 1}
+    (fresh_cache / "demo" / "notes.txt").write_text("mine")          # not the cache's
     assert cache.clear_cache() == 2
-    assert not fresh_cache.exists() and cache.cache_info()["kinds"] == {}
+    assert cache.cache_info()["kinds"] == {"demo": {"entries": 1, "bytes": 4}}
+    assert sorted(p.name for p in fresh_cache.iterdir()) == [cache.MARKER, "demo"]
+    assert cache.cached("demo", ("x",), lambda: 5) == 5                # usable again
+
+
+def _tree(folder):
+    return sorted((str(p.relative_to(folder)), p.read_bytes() if p.is_file() else None)
+                  for p in folder.rglob("*"))
+
+
+def test_clear_refuses_a_folder_that_is_not_a_cache(tmp_path, monkeypatch, capsys):
+    from icldyn.numerics.cli import main
+    home = tmp_path / "home"
+    (home / "loss").mkdir(parents=True)
+    (home / "thesis.tex").write_text("years of work")
+    (home / "loss" / ("0" * 32 + ".json")).write_text("looks like an entry")
+    before = _tree(home)
+    monkeypatch.setenv(cache.ENV, str(home))
+    with pytest.raises(cache.InputError, match=f"{cache.ENV}: .*not an icldyn cache"):
+        cache.clear_cache()
+    assert main(["cache", "clear"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing was removed" in err[0]
+    assert _tree(home) == before
 
 
 def test_off_writes_nothing(tmp_path, monkeypatch):
@@ -90,7 +121,7 @@ def test_concurrent_processes_share_one_entry(tmp_path):
     assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
     assert len({o.strip() for o, _ in outs}) == 1
     loss_entries = list((tmp_path / "cache" / "loss").iterdir())
-    assert len(loss_entries) == 1 and loss_entries[0].suffix == ".pickle"  # no temp files left
+    assert len(loss_entries) == 1 and loss_entries[0].suffix == ".json"  # no temp files left
     # a later process reads the entry instead of deriving: same digest, entry untouched
     stamp = loss_entries[0].stat().st_mtime_ns
     out = subprocess.run([sys.executable, "-c", _DERIVE], env=env, capture_output=True,
@@ -119,3 +150,151 @@ def test_numba_kernels_are_reused_by_a_later_process(tmp_path):
     first, second = ([int(x) for x in r.stdout.split()] for r in runs)
     assert first == [0, 0]                               # compiled (and written) the first time
     assert min(second) >= 1, second                      # machine code loaded, not compiled
+    for path in (tmp_path / "cache" / "kernels").iterdir():   # truncated: recompiled, healed
+        path.write_bytes(path.read_bytes()[:20])
+    runs = [subprocess.run([sys.executable, "-c", _KERNEL], env=env, capture_output=True,
+                           text=True, timeout=600) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    assert "unreadable compiled kernel" in runs[0].stderr
+    assert min(int(x) for x in runs[1].stdout.split()) >= 1
+
+
+class _Planted:
+    """A pickle that, when loaded, writes a sentinel file (what an attacker would plant)."""
+
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self):
+        return (open, (self.sentinel, "w"))
+
+
+def test_a_planted_pickle_never_runs(fresh_cache, tmp_path):
+    sentinel = tmp_path / "sentinel"
+    payload = pickle.dumps(_Planted(sentinel))
+    name = cache.entry_name("demo", ("p",))
+    cache.cached("demo", ("other",), lambda: 4)            # our own, private, marked folder
+    for suffix in (".pickle", ".json"):                    # the old and the new entry names
+        (fresh_cache / "demo" / f"{name}{suffix}").write_bytes(payload)
+    with pytest.warns(RuntimeWarning, match="unreadable cache entry"):
+        assert cache.cached("demo", ("p",), lambda: 5) == 5
+    assert not sentinel.exists()
+
+
+def test_serial_round_trip_and_refusals():
+    import sympy as sp
+    from icldyn.theory import ICLData, derive, models, serial
+    der = derive(models.SeparateKQ(2, 1, 1), ICLData(d=2, N=4, Lambda="full", noise=0.1))
+    back = serial.from_data(json.loads(json.dumps(serial.to_data(der.loss_poly))))
+    assert back.terms == der.loss_poly.terms and list(back.terms) == list(der.loss_poly.terms)
+    N = sp.Symbol("N", positive=True, integer=True)
+    assert serial.from_data(serial.to_data(N)).is_positive      # assumptions kept
+    assert serial.from_data(serial.to_data(sp.Symbol("N"))) != N
+    for data in (["eval", "__import__('os')"], ["Symbol", "x", {"evil": True}], ["int", "1e9"],
+                 ["Pow", [["Integer", "2"]]], ["v", [1]], sp.srepr(N), ["TracePoly", ["v", 1]]):
+        with pytest.raises(ValueError, match="not a serialised derivation"):
+            serial.from_data(data)
+    for value in (sp.Float(1.5), sp.sin(N), object(), sp.Dummy("x")):
+        with pytest.raises(TypeError):
+            serial.to_data(value)
+
+
+def test_new_folders_are_private(tmp_path, monkeypatch):
+    old = os.umask(0)
+    try:
+        monkeypatch.setenv(cache.ENV, str(tmp_path / "a" / "cache"))
+        cache.clear_memory()
+        cache.cached("demo", ("u",), lambda: 1)
+    finally:
+        os.umask(old)
+        cache.clear_memory()
+    for folder in (tmp_path / "a" / "cache", tmp_path / "a" / "cache" / "demo"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert (tmp_path / "a" / "cache" / cache.MARKER).is_file()
+
+
+def _refused(folder, monkeypatch, match):
+    """The cache at ``folder`` is refused with one warning; values are computed, not read."""
+    monkeypatch.setenv(cache.ENV, str(folder))
+    monkeypatch.setattr(cache, "_REFUSED", set())
+    cache.clear_memory()
+    before = sorted(p.name for p in folder.rglob("*"))
+    calls = []
+    with pytest.warns(RuntimeWarning, match=match) as record:
+        for _ in range(2):
+            assert cache.cached("demo", ("r",), lambda: calls.append(1) or 3) == 3
+            cache.clear_memory()
+    assert len(calls) == 2 and len(record) == 1
+    assert sorted(p.name for p in folder.rglob("*")) == before       # nothing written
+
+
+def test_folders_others_can_write_are_refused(tmp_path, monkeypatch):
+    sentinel = tmp_path / "sentinel"
+    folder = tmp_path / "shared"
+    (folder / "demo").mkdir(parents=True)
+    (folder / cache.MARKER).write_text(cache.MARKER_TEXT)
+    for suffix in (".pickle", ".json"):
+        (folder / "demo" / f"{cache.entry_name('demo', ('r',))}{suffix}").write_bytes(
+            pickle.dumps(_Planted(sentinel)))
+    for mode in (0o777, 0o770, 0o702):
+        folder.chmod(mode)
+        _refused(folder, monkeypatch, "writable by group or others")
+    folder.chmod(0o700)
+    (folder / "demo").chmod(0o777)
+    _refused(folder, monkeypatch, "writable by group or others")
+    assert not sentinel.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_folder_of_another_user_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "theirs"
+    folder.mkdir(mode=0o700)
+    (folder / cache.MARKER).write_text(cache.MARKER_TEXT)
+    os.chown(folder, 4242, 4242)
+    _refused(folder, monkeypatch, "owned by another user")
+
+
+def test_a_folder_with_other_files_is_not_taken_over(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "thesis.tex").write_text("years of work")
+    _refused(home, monkeypatch, "not an icldyn cache")
+
+
+def _square(x):
+    return x * x
+
+
+def test_kernels_are_not_loaded_from_a_folder_others_can_write(fresh_cache, tmp_path):
+    from icldyn.numerics import kernelcache
+    digest = "ab" * 32
+    assert kernelcache.njit_cached(_square, digest)(3.0) == 9.0       # compiled and stored
+    folder = fresh_cache / kernelcache.FOLDER
+    index = [p for p in folder.iterdir() if p.suffix == ".nbi"]
+    assert index and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    sentinel = tmp_path / "sentinel"
+    for path in folder.iterdir():
+        path.write_bytes(pickle.dumps(_Planted(sentinel)))
+    folder.chmod(0o777)
+    with pytest.warns(RuntimeWarning, match="writable by group or others"):
+        assert kernelcache.njit_cached(_square, digest)(4.0) == 16.0   # compiled afresh
+    assert not sentinel.exists()
+    folder.chmod(0o700)
+    for path in folder.iterdir():                                     # our own, but broken
+        path.write_bytes(path.read_bytes()[:9])
+    with pytest.warns(RuntimeWarning, match="unreadable compiled kernel"):
+        assert kernelcache.njit_cached(_square, digest)(5.0) == 25.0
+
+
+def test_a_cache_deleted_under_a_running_job_costs_only_time(fresh_cache):
+    import shutil
+    cache.cached("demo", ("first",), lambda: 1)
+
+    def compute():                                   # another process clears it meanwhile
+        shutil.rmtree(fresh_cache)
+        return 2
+
+    assert cache.cached("demo", ("second",), compute) == 2
+    assert stat.S_IMODE((fresh_cache / "demo").stat().st_mode) == 0o700
+    assert (fresh_cache / cache.MARKER).is_file()
+    assert len(list((fresh_cache / "demo").glob("*.json"))) == 1     # stored again

@@ -109,3 +109,35 @@ def test_critical_sets_table(tmp_path, capsys):
     assert main(["critical-sets", "--model", "Merged", "--d", "3", "--d-y", "2",
                  "--tasks", "diagonal", "--out", str(out)]) == 2
     assert "need d_y = d" in capsys.readouterr().err
+
+
+def _tree(folder):
+    return sorted((str(p.relative_to(folder)), p.read_bytes() if p.is_file() else None)
+                  for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("command", [["run"], ["risks", "--N", "2"], ["critical-sets"]])
+def test_an_existing_run_folder_is_refused_before_any_work(command, tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "results.json").write_text('{"from": "another run"}')
+    before = _tree(out)
+    assert main(command + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "--overwrite" in err[0]
+    assert _tree(out) == before
+
+
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for argv, option in ((["run", "--out", str(a_file)], "--out"),
+                         (["run", "--out", str(a_file / "sub")], "--out"),
+                         (["derive", "--all", "--out", str(a_file)], "--out"),
+                         (["derive", "--latex", str(tmp_path)], "--latex"),
+                         (["derive", "--latex", str(a_file / "x.tex")], "--latex"),
+                         (["critical-sets", "--out", str(a_file)], "--out")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and option in err[0], (argv, err)
+    assert a_file.read_text() == "x"

@@ -232,3 +232,17 @@ def test_full_lsa_kinds_against_the_flow():
     sets = der.fixed_points()
     assert kind_check(der, sets) == {"minimum": 2, "strict saddle": 2}
     assert all("normal space" in fp.evidence for fp in sets if fp.kind == "minimum")
+
+
+@pytest.mark.parametrize("d, d_y", [(12, 1), (2, 12)])
+def test_entry_symbols_never_collide_at_two_digit_sizes(d, d_y):
+    """Entry symbols once named m_{i}{j} made m_111 both (1, 11) and (11, 1): critical sets at
+    d = 12 or d_y = 12 failed with 'duplicate symbols'."""
+    from icldyn.theory.fixedpoints import entry_symbols
+    assert len(set(entry_symbols("m", 12, 12))) == 144
+    der = derive(models.Merged(d, d_y=d_y),
+                 ICLData(d=d, N=4, Lambda=np.diag(np.linspace(2, 1, d)), d_y=d_y))
+    sets = der.fixed_points()
+    assert sorted(fp.hessian_index for fp in sets) == [0, 1]
+    saddle = next(fp for fp in sets if fp.hessian_index == 1)
+    assert float(saddle.loss) == pytest.approx(d_y * np.linspace(2, 1, d).sum() / 2)  # d_y trΛ/2

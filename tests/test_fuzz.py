@@ -179,3 +179,47 @@ def test_cli_never_tracebacks(argv, tmp_path_factory, capsys):
     err = capsys.readouterr().err
     assert code in (0, 2), (argv, err)
     assert "Traceback" not in err
+
+
+def test_strings_are_never_evaluated(tmp_path):
+    """ICLData and parameter values once went through sympify, which runs Python."""
+    sentinel = tmp_path / "sentinel"
+    code = f"__import__('pathlib').Path({str(sentinel)!r}).write_text('ran')"
+    attempts = [
+        ("noise", lambda: ICLData(d=2, N=4, Lambda=np.eye(2), noise=code)),
+        ("Lambda", lambda: ICLData(d=2, N=4, Lambda=[[code, 0], [0, 1]])),
+        ("Lambda", lambda: ICLData(d=2, N=4, Lambda=np.array([[code, 0], [0, 1]], object))),
+        ("Sigma_w", lambda: ICLData(d=2, N=4, Lambda=np.eye(2), Sigma_w=[[1, 0], [0, code]])),
+        ("Sigma_w", lambda: ICLData(d=2, N=4, Lambda=np.eye(2), d_y=2, tasks="diagonal",
+                                    Sigma_w=[code, 1])),
+        ("tasks", lambda: ICLData(d=2, N=4, Lambda=np.eye(2), tasks=[[[code, 0]]])),
+        ("params", lambda: derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.eye(2)))
+         .values({"V": code, "Q": 0})),
+    ]
+    for argument, attempt in attempts:
+        with pytest.raises(InputError, match=f"^{argument}: must be a real number"):
+            attempt()
+    assert not sentinel.exists()
+
+
+BAD_CLI = [  # argv, the argument the one-line error must name
+    (["run", "--lr", "inf"], "lr"), (["run", "--lr", "nan"], "lr"),
+    (["run", "--N", "1000000000"], "N"), (["run", "--noise", "-1"], "noise"),
+    (["run", "--seeds", "0"], "seeds"), (["run", "--backend", "bogus"], "backend"),
+    (["run", "--lr", "1"], "step size"), (["risks", "--seed", "-1"], "seed"),
+    (["risks", "--prompts", "1"], "prompts"), (["risks", "--heads", "2"], "--heads"),
+    (["sweep", "--scheduler", "bogus", "--d", "2"], "scheduler"),
+    (["sweep", "--workers", "0", "--d", "2"], "workers"),
+    (["critical-sets", "--d-y", "0"], "d_y"),
+    (["critical-sets", "--model", "FullLSA", "--heads", "3"], "--heads"),
+    (["critical-sets", "--model", "MultiHead", "--rank", "2"], "--rank"),
+]
+
+
+@pytest.mark.parametrize("argv, argument", BAD_CLI, ids=[" ".join(a) for a, _ in BAD_CLI])
+def test_cli_bad_inputs_are_one_line_naming_the_argument(argv, argument, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and argument in err[0], err
+    assert not out.exists() or not any(out.iterdir())    # checked before any result

@@ -86,3 +86,17 @@ def test_exact_vs_decoupled_gap_and_the_breaking_of_per_mode_conservation():
     final = flow.unpack(traj.theta[-1])
     modes = np.diag(final["V"]) * np.diag(final["Q"])
     assert np.allclose(modes, [float(a) for a in red.exact_fixed_point(16)], rtol=1e-6)
+
+
+def test_isotropic_reduction_refuses_data_it_does_not_fit():
+    from icldyn.theory.solutions import isotropic_reduction
+    for Lambda in (np.diag([1.0, 0.5]), "full", "diag"):
+        with pytest.raises(InputError, match=r"der: .*Λ = λI"):
+            isotropic_reduction(derive(models.Merged(2), ICLData(d=2, N=4, Lambda=Lambda)))
+    # a numeric multiple of I fits: the reduction is the symbolic one at λ = 2
+    sym = isotropic_reduction(derive(models.Merged(2), ICLData(d=2, N=4, Lambda="iso")))
+    num = isotropic_reduction(derive(models.Merged(2), ICLData(d=2, N=4, Lambda=2 * np.eye(2))))
+    lam = sp.Symbol("lambda", positive=True)
+    assert sp.simplify(num.rate() - sym.rate().subs(lam, 2)) == 0
+    with pytest.raises(InputError, match="delta: must be a real number"):
+        sym.rate("__import__('os')")

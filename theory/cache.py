@@ -1,25 +1,32 @@
-"""The on-disk derivation cache.
+"""The on-disk derivation cache: data, never code, in a folder only its owner can write.
 
 Structural results (expected losses, symmetry generators, ...) depend only on a model's
 structure, the data's structure and the code that derived them, so they are stored once per
 key in a folder shared by every process:
 
-    <cache dir>/<kind>/<sha256(kind, key, code version)>.pickle
+    <cache dir>/<kind>/<sha256(kind, key, code version)>.json
 
-The cache dir is ``$ICLDYN_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/icldyn`` or
-``~/.cache/icldyn``; ``ICLDYN_CACHE_DIR=off`` turns the disk layer off (memory only).
-The code version is the package version plus a hash of the ``theory`` sources, so an edited
-derivation never reads a stale entry. Writes are atomic renames, so processes racing on one key
-each compute it and the last rename wins with identical content; an unreadable entry is
-recomputed and replaced. ``clear_cache()`` (or ``icldyn cache clear``) empties the folder.
+Each entry is data-only JSON (``serial.py``: loading never runs code) holding its kind, key and
+code version besides the value; an entry that is unreadable or names another key is recomputed
+and replaced with a warning, never fatal. The cache dir is ``$ICLDYN_CACHE_DIR`` if set, else
+``$XDG_CACHE_HOME/icldyn`` or ``~/.cache/icldyn``; ``ICLDYN_CACHE_DIR=off`` turns the disk
+layer off (memory only). The code version is the package version plus a hash of the ``theory``
+sources, so an edited derivation never reads a stale entry. Writes are atomic renames, so
+processes racing on one key each compute it and the last rename wins with identical content.
+
+Trust: folders are created 0700 and marked with ``CACHEDIR.TAG`` (the cache-directory
+standard, with an icldyn line). A cache folder owned by another user, writable by group or
+others, or holding other files without the marker is refused with one warning, and the disk
+layer is then off (computations still run).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import pickle
-import shutil
+import re
+import stat
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -27,17 +34,90 @@ from pathlib import Path
 from icldyn import __version__
 from icldyn.files import write_atomic
 
+from . import serial
+from .errors import InputError
+
 ENV = "ICLDYN_CACHE_DIR"
+MARKER = "CACHEDIR.TAG"
+MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+               "# icldyn derivation cache: `icldyn cache clear` removes only the files it wrote.\n")
+FORMAT = "icldyn-cache/1"
+# names of the files the cache writes: entries (and write_atomic's temporaries), and Numba's
+# index/data files of the kernels (and Numba's temporaries; numerics/kernelcache.py)
+_WRITTEN = re.compile(r"\.?[0-9a-f]{32}\.json(\..+\.tmp)?"
+                      r"|k[0-9a-f]{32}\..+\.nb[ic](\.tmp\.[0-9a-f]+)?")
 _MEMORY: dict = {}
+_REFUSED: set = set()
 
 
-def cache_dir() -> Path | None:
-    """The cache folder, or None when the disk cache is off."""
+def configured_dir() -> Path | None:
+    """The cache folder the environment names, or None when the disk cache is switched off."""
     value = os.environ.get(ENV)
     if value is not None:
         return None if value.strip().lower() in ("", "off", "0", "none") else Path(value)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "icldyn"
+
+
+def cache_dir() -> Path | None:
+    """The cache folder, created private if missing; None when the disk cache is off or the
+    folder is refused (see the module docstring)."""
+    folder = configured_dir()
+    return None if folder is None else _usable(folder, root=True)
+
+
+def private_folder(name: str) -> Path | None:
+    """``<cache dir>/<name>``, created 0700 and checked like the cache dir (None if off)."""
+    folder = cache_dir()
+    return None if folder is None else _usable(folder / name, root=False)
+
+
+def _usable(folder: Path, root: bool) -> Path | None:
+    """``folder``, created 0700 if missing (and marked, for the root), or None with one
+    warning when it is refused."""
+    try:
+        if root:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        problem = _untrusted(folder) or (_foreign(folder) if root else None)
+    except OSError as exc:
+        problem = f"it cannot be used ({exc})"
+    if problem is not None:
+        _refuse(folder, problem)
+        return None
+    return folder
+
+
+def _foreign(folder: Path) -> str | None:
+    """Why ``folder`` is not ours: it holds files but not our marker. An empty folder is
+    adopted (the marker written)."""
+    if (folder / MARKER).is_file():
+        return None
+    if any(folder.iterdir()):
+        return (f"it holds files but no {MARKER}, so it is not an icldyn cache; name an empty "
+                "or new folder")
+    write_atomic(folder / MARKER, MARKER_TEXT)
+    return None
+
+
+def _untrusted(folder: Path) -> str | None:
+    """Why ``folder`` may hold files planted by someone else, or None if only we can write it."""
+    st = folder.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a folder"
+    if st.st_uid != os.geteuid():
+        return f"it is owned by another user (uid {st.st_uid}); name a folder of your own"
+    if st.st_mode & 0o022:
+        return (f"it is writable by group or others (mode {stat.filemode(st.st_mode)}); "
+                f"run `chmod go-w {folder}` or name a private folder")
+    return None
+
+
+def _refuse(folder: Path, problem: str) -> None:
+    if str(folder) not in _REFUSED:
+        _REFUSED.add(str(folder))
+        warnings.warn(f"{ENV}: not using the cache folder {folder}: {problem}; the disk cache "
+                      "is off (results are computed, not stored)", RuntimeWarning, stacklevel=4)
 
 
 @lru_cache(maxsize=None)
@@ -58,34 +138,44 @@ def entry_name(kind: str, key) -> str:
 def cached(kind: str, key, compute):
     """``compute()`` memoised in memory and on disk under (kind, key, code version).
 
-    ``key`` must have a ``repr`` that determines the result (tuples of strings and ints)."""
+    ``key`` must have a ``repr`` that determines the result (tuples of strings and ints); the
+    value must be data ``serial.py`` covers."""
     mem_key = (kind, key)
     if mem_key in _MEMORY:
         return _MEMORY[mem_key]
-    folder = cache_dir()
-    path = None if folder is None else folder / kind / f"{entry_name(kind, key)}.pickle"
-    value = _load(path) if path is not None and path.exists() else None
+    folder = private_folder(kind)
+    path = None if folder is None else folder / f"{entry_name(kind, key)}.json"
+    header = {"format": FORMAT, "kind": kind, "key": repr(key), "code_version": code_version()}
+    value = _load(path, header) if path is not None and path.exists() else None
     if value is None:
         value = compute()
         if path is not None:
-            _store(path, value)
+            _store(kind, path.name, header, value)
     _MEMORY[mem_key] = value
     return value
 
 
-def _load(path: Path):
+def _load(path: Path, header: dict):
     try:
-        return pickle.loads(path.read_bytes())
-    except Exception as exc:  # a truncated or foreign file: recompute and replace it
-        warnings.warn(f"ignoring unreadable cache entry {path} ({type(exc).__name__}); "
-                      "recomputing it", RuntimeWarning, stacklevel=3)
+        entry = json.loads(path.read_bytes())
+        if not isinstance(entry, dict) or {k: entry.get(k) for k in header} != header \
+                or "value" not in entry:
+            raise ValueError("the entry is for another key or version")
+        return serial.from_data(entry["value"])
+    except (OSError, ValueError) as exc:  # truncated, foreign or stale: recompute, replace
+        warnings.warn(f"ignoring unreadable cache entry {path} ({exc}); recomputing it",
+                      RuntimeWarning, stacklevel=3)
         return None
 
 
-def _store(path: Path, value) -> None:
+def _store(kind: str, name: str, header: dict, value) -> None:
+    folder = private_folder(kind)         # again: the folder may have been removed meanwhile
+    if folder is None:
+        return
+    path = folder / name
     try:
-        write_atomic(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-    except OSError as exc:  # a read-only or full disk must not stop a derivation
+        write_atomic(path, json.dumps({**header, "value": serial.to_data(value)}))
+    except (OSError, TypeError) as exc:  # a full disk or an unserialisable value: not stored
         warnings.warn(f"could not write cache entry {path}: {exc}", RuntimeWarning, stacklevel=3)
 
 
@@ -95,13 +185,29 @@ def clear_memory() -> None:
 
 
 def clear_cache() -> int:
-    """Remove every disk entry and the in-memory layer; returns the number of files removed."""
+    """Remove the files the cache wrote (entries, compiled kernels, their temporary files)
+    and the in-memory layer; returns the number of files removed. The folder itself, its
+    marker and anything else in it stay. A folder without the marker is refused with an
+    ``InputError`` and nothing is removed."""
     clear_memory()
-    folder = cache_dir()
+    folder = configured_dir()
     if folder is None or not folder.exists():
         return 0
-    count = sum(1 for p in folder.rglob("*") if p.is_file())
-    shutil.rmtree(folder)
+    if not (folder / MARKER).is_file():
+        raise InputError(ENV, f"{folder} has no {MARKER}, so it is not an icldyn cache; "
+                         f"nothing was removed (point {ENV} at the cache folder)")
+    count = 0
+    for sub in folder.iterdir():
+        if not sub.is_dir() or sub.is_symlink():
+            continue
+        for path in sub.iterdir():
+            if _WRITTEN.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                count += 1
+        try:
+            sub.rmdir()
+        except OSError:                     # it holds files the cache did not write
+            pass
     return count
 
 

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import copy
 import itertools
-import warnings
+import numbers
 
 import mpmath
 import sympy as sp
-from sympy.utilities.exceptions import SymPyDeprecationWarning
 
 from .errors import InputError, check_int
 from .gaussian import EigenCov, GaussianLaw, KronCov, RandVec, VectorCov
-from .words import Mat, TaskSet, dim_symbol, rename_letter
+from .words import Mat, TaskSet, dim_symbol, entry_symbol, rename_letter
 
 N_SYM = sp.Symbol("N", positive=True, integer=True)
 SIGMA = sp.Symbol("sigma", nonnegative=True)
@@ -233,17 +232,13 @@ def _covariance(name: str, value, d: int) -> sp.Matrix:
         if value == "iso":
             return LAMBDA_ISO * sp.eye(d)
         if value == "full":
-            sym = sp.Matrix(d, d, lambda i, j: sp.Symbol(
-                f"{name}_{min(i, j) + 1}{max(i, j) + 1}", real=True))
-            return sym
+            return sp.Matrix(d, d, lambda i, j: entry_symbol(name, min(i, j) + 1, max(i, j) + 1))
         raise InputError(name, f"must be an array, a sympy Matrix, or one of 'diag', 'full', "
                          f"'iso'; got {value!r}")
     try:
-        with warnings.catch_warnings():       # non-numbers in a Matrix: refused, not warned
-            warnings.simplefilter("error", SymPyDeprecationWarning)
-            m = sp.Matrix(value)
-    except SymPyDeprecationWarning:
-        raise InputError(name, "entries must be numbers or SymPy expressions") from None
+        m = sp.Matrix(exact_entries(name, value))
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - re-raised with the argument named
         raise InputError(name, f"could not be read as a matrix ({exc})") from None
     if m.shape != (d, d):
@@ -265,7 +260,9 @@ def _task_set(value, d: int, d_y: int) -> TaskSet:
     """A (P, d_y, d) array (or nested lists) of finite numbers as exact sympy Matrices."""
     try:
         rows = value.tolist() if hasattr(value, "tolist") else list(value)
-        mats = [sp.Matrix(m) for m in rows]
+        mats = [sp.Matrix(exact_entries("tasks", m)) for m in rows]
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - re-raised with the argument named
         raise InputError("tasks", f"could not be read as a (P, d_y, d) array of task "
                          f"matrices ({exc})") from None
@@ -283,7 +280,7 @@ def _task_set(value, d: int, d_y: int) -> TaskSet:
 def _variances(value, d: int) -> sp.Matrix:
     if value is None:
         return sp.Matrix([1] * d)
-    m = sp.Matrix(value)
+    m = sp.Matrix(exact_entries("Sigma_w", value))
     if m.shape == (d, d):
         if not m.is_diagonal():
             raise InputError("Sigma_w", "for diagonal tasks, modes are independent: give the "
@@ -298,10 +295,32 @@ def _variances(value, d: int) -> sp.Matrix:
 
 
 def _noise(value):
-    v = sp.sympify(value)
+    v = exact_scalar("noise", value)
     if v.is_number and (not v.is_finite or v < 0):
         raise InputError("noise", f"must be a finite σ >= 0, got {value!r}")
     return _exact(v)
+
+
+def exact_scalar(argument: str, value) -> sp.Expr:
+    """``value`` as a SymPy expression: a number (int, float — kept exact, see ``_exact`` —,
+    NumPy scalar, Fraction) or a SymPy expression. Strings and other objects are an
+    ``InputError`` naming ``argument``: they are never ``sympify``d, which evaluates Python."""
+    if isinstance(value, sp.Expr):
+        return _exact(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Number) or \
+            isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real):
+        raise InputError(argument, f"must be a real number or a SymPy expression, got "
+                         f"{type(value).__name__} {str(value)[:40]!r}")
+    return _exact(sp.sympify(value))
+
+
+def exact_entries(argument: str, value):
+    """A matrix, array or nested lists as nested lists of ``exact_scalar`` entries."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [exact_entries(argument, v) for v in value]
+    return exact_scalar(argument, value)
 
 
 def _exact(v):

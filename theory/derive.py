@@ -12,7 +12,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .cache import cached
-from .data import LAMBDA_ISO, N_SYM, W_COPY, W_TASK, ICLData
+from .data import LAMBDA_ISO, N_SYM, W_COPY, W_TASK, ICLData, exact_entries
 from .errors import InputError
 from .gaussian import Monomial, Segment, expect
 from .models import Model, VecTerm, target
@@ -283,11 +283,11 @@ class TaskMean(sp.MatrixExpr):
 
 def _cut(block, value, shape: tuple, sizes: dict) -> sp.Matrix:
     """The block's sympy Matrix inside a parameter value of the given shape."""
-    value = value.tolist() if hasattr(value, "tolist") else value
-    if not isinstance(value, (list, tuple)):
+    value = exact_entries("params", value)
+    if not isinstance(value, list):
         if len(shape) != 2 or shape[0] != shape[1]:
             raise InputError("params", f"{block.param} must have shape {shape}, got a scalar")
-        value = (sp.eye(shape[0]) * sp.sympify(value)).tolist()
+        value = (sp.eye(shape[0]) * value).tolist()
     idx = block.index(sizes)
     if block.head is not None:
         if len(value) != shape[0]:

@@ -31,7 +31,7 @@ from .errors import InputError
 from .models import FullLSA, Merged, MultiHead, SeparateKQ
 from .polyeval import PolyFunction
 from .productform import merged_counterpart, product_loss
-from .words import MatPoly
+from .words import MatPoly, entry_symbol
 
 INDEX_TOL = 1e-12
 DPS = 40        # digits for the singular-mode reduction (exact gradients vanish to ~1e-35)
@@ -100,12 +100,16 @@ def _critical_params(der: Derivation, letters: dict) -> dict:
             for n, v in params.items()}
 
 
+def entry_symbols(name: str, rows: int, cols: int) -> sp.Matrix:
+    """A rows × cols Matrix of one ``entry_symbol`` per entry."""
+    return sp.Matrix(rows, cols, lambda i, j: entry_symbol(name, i, j))
+
+
 def _explicit_parameters(der: Derivation) -> tuple[dict, list]:
     """Letter name -> sympy Matrix of fresh entry symbols, and the flat symbol list."""
     sizes, values, flat = der.model.sizes(), {}, []
     for name, letter in der.letters.items():
-        m = sp.Matrix(sizes[letter.rows], sizes[letter.cols],
-                      lambda i, j: sp.Symbol(f"{name}_{i}{j}", real=True))
+        m = entry_symbols(name, sizes[letter.rows], sizes[letter.cols])
         values[name] = m
         flat += list(m)
     return values, flat
@@ -192,7 +196,7 @@ class ProductForm:
         self.F, self.M = product_loss(merged)
         self.G: MatPoly = self.F.diff(self.M)
         self.vals = merged.values({"V": 0, "Q": sp.zeros(d, d)})
-        m = sp.Matrix(d, d, lambda i, j: sp.Symbol(f"m_{i}{j}", real=True))
+        m = entry_symbols("m", d, d)
         grad = self.G.evaluate(dict(self.vals, M=m), (d, d))
         solution = sp.solve(list(grad), list(m), dict=True)
         if len(solution) != 1:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from .data import LAMBDA_ISO, N_SYM
+from .data import N_SYM, exact_scalar
 from .derive import Derivation
 from .errors import InputError
 from .words import dim_symbol
@@ -171,7 +171,7 @@ class IsotropicReduction:
     def rate(self, delta=None) -> sp.Expr:
         """R(a) with ȧ = R(a) on the level set u² − d q² = Δ (u, q > 0); ``delta`` None: Δ
         symbolic."""
-        delta = self.delta if delta is None else sp.sympify(delta)
+        delta = self.delta if delta is None else exact_scalar("delta", delta)
         q2 = sp.Symbol("q2", positive=True)
         adot = sp.expand((self.u_dot * self.q + self.u * self.q_dot).subs(self.u, self.a / self.q))
         adot = sp.expand(adot.subs(self.q, sp.sqrt(q2)))        # even in q: a function of q²
@@ -221,16 +221,21 @@ class IsotropicReduction:
 
 
 def isotropic_reduction(der: Derivation) -> IsotropicReduction:
-    """The reduced flow of the Merged model on Q = qI for Λ = λI (``Lambda="iso"``) and
-    Σ_w = I, from the derived gradient (dimensions, N and σ symbolic; d_y = 1)."""
+    """The reduced flow of the Merged model on Q = qI for Λ = λI (``Lambda="iso"``: λ
+    symbolic, or a numeric multiple of I) and Σ_w = I, from the derived gradient (dimensions,
+    N and σ symbolic; d_y = 1)."""
     data = der.data
     if der.model.name != "Merged" or data.d_y != 1 or not data.isotropic_tasks:
         raise InputError("der", "the isotropic reduction needs the Merged model with scalar "
                          "Gaussian tasks, Σ_w = I")
+    lam = data.Lambda[0, 0]
+    if data.Lambda != lam * sp.eye(data.d):
+        raise InputError("der", "the isotropic reduction needs Λ = λI (Lambda='iso'); for "
+                         "other Λ use mode_reduction (eigenbasis tasks) or integrate the flow")
     u, q = sp.Symbol("u", positive=True), sp.Symbol("q", positive=True)
     flows = {}
     for name, g in der.gradient_poly.items():
-        reduced = g.scalar_letter("Lambda", LAMBDA_ISO).scalar_letter("Q", q) \
+        reduced = g.scalar_letter("Lambda", lam).scalar_letter("Q", q) \
             .scalar_letter("V", u)
         if any(word for _, word in reduced.terms):
             raise ValueError(f"∂L/∂{name} is not a multiple of I on Q = qI")

@@ -76,6 +76,12 @@ def dim_symbol(space: str) -> sp.Symbol:
     return DIMS[space]
 
 
+def entry_symbol(name: str, i: int, j: int) -> sp.Symbol:
+    """The real symbol ``name_i_j`` of a matrix entry: indices separated, so no two entries
+    share a name at any size (``m_1_11`` ≠ ``m_11_1``)."""
+    return sp.Symbol(f"{name}_{i}_{j}", real=True)
+
+
 def word_key(word: tuple):
     return tuple(letter.key() for letter in word)
 

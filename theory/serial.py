@@ -1,0 +1,161 @@
+"""A data-only serialisation of derived objects, for the on-disk cache.
+
+Loading never runs code: the data is JSON, and every node is rebuilt by a constructor chosen
+from a fixed table by its tag — anything else is refused with a ``ValueError``. It covers what
+the derivations store:
+
+- ``None``, bools, ints, strings, tuples, lists and dicts (keys of any covered type);
+- the letters ``Mat`` and ``Dg``, ``TracePoly`` and ``MatPoly``;
+- SymPy coefficients built from ``Integer``, ``Rational``, ``Symbol`` (with its assumptions),
+  ``Add``, ``Mul`` and ``Pow`` — not ``sympify``/``srepr``, which evaluate Python.
+
+Each node is a JSON list ``[tag, *fields]``.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.core.assumptions import _assume_defined
+
+from .words import Dg, Mat, MatPoly, TracePoly
+
+_ASSUMPTIONS = frozenset(_assume_defined)
+
+
+def to_data(value):
+    """``value`` as nested lists, strings, bools and None (for ``json.dumps``); a
+    ``TypeError`` for a type outside the list above."""
+    return _encode(value)
+
+
+def from_data(data):
+    """The value ``to_data`` encoded as ``data`` (as ``json.loads`` returns it); a
+    ``ValueError`` for anything else."""
+    try:
+        return _decode(data)
+    except (TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+        raise ValueError(f"not a serialised derivation ({type(exc).__name__}: {exc})") from None
+
+
+def _encode(v):
+    if v is None or isinstance(v, (bool, str)):
+        return ["v", v]
+    if type(v) is int:
+        return ["int", str(v)]
+    if isinstance(v, sp.Basic):
+        return _encode_expr(v)
+    if type(v) in (tuple, list):
+        return [type(v).__name__, [_encode(a) for a in v]]
+    if type(v) is dict:
+        return ["dict", [[_encode(k), _encode(a)] for k, a in v.items()]]
+    if type(v) is Mat:
+        return ["Mat", v.name, v.T, v.symmetric, v.rows, v.cols]
+    if type(v) is Dg:
+        return ["Dg", _encode(v.inner)]
+    if type(v) is TracePoly:
+        return ["TracePoly", _encode(v.terms)]
+    if type(v) is MatPoly:
+        return ["MatPoly", v.rows, v.cols, _encode(v.terms)]
+    raise TypeError(f"cannot serialise {type(v).__name__} as data")
+
+
+def _encode_expr(e: sp.Basic):
+    if isinstance(e, sp.Integer):
+        return ["Integer", str(e.p)]
+    if isinstance(e, sp.Rational):
+        return ["Rational", str(e.p), str(e.q)]
+    if type(e) is sp.Symbol:
+        return ["Symbol", e.name, {k: bool(a) for k, a in e._assumptions_orig.items()}]
+    if isinstance(e, (sp.Add, sp.Mul, sp.Pow)):
+        return [type(e).__name__, [_encode_expr(a) for a in e.args]]
+    raise TypeError(f"cannot serialise the SymPy node {type(e).__name__} as data")
+
+
+def _string(v) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _integer(text) -> int:
+    if not isinstance(text, str) or not text.lstrip("-").isdigit():
+        raise TypeError(f"expected an integer literal, got {text!r}")
+    return int(text)
+
+
+def _symbol(name, assumptions) -> sp.Symbol:
+    if not isinstance(assumptions, dict) or not set(assumptions) <= _ASSUMPTIONS or \
+            not all(isinstance(a, bool) for a in assumptions.values()):
+        raise TypeError(f"bad assumptions {assumptions!r}")
+    return sp.Symbol(_string(name), **assumptions)
+
+
+def _expr(node) -> sp.Expr:
+    value = _decode(node)
+    if not isinstance(value, sp.Expr):
+        raise TypeError(f"expected a SymPy expression, got {type(value).__name__}")
+    return value
+
+
+def _pairs(items):
+    return {_decode(k): _decode(a) for k, a in items}
+
+
+def _bool(v) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"expected a bool, got {v!r}")
+    return v
+
+
+def _plain(v):
+    if v is not None and not isinstance(v, (bool, str)):
+        raise TypeError(f"expected None, a bool or a string, got {type(v).__name__}")
+    return v
+
+
+def _exactly(n: int, items: list) -> list:
+    if not isinstance(items, list) or len(items) != n:
+        raise TypeError(f"expected {n} arguments")
+    return items
+
+
+def _dg(inner) -> Dg:
+    word = _decode(inner)
+    if not isinstance(word, tuple) or not all(isinstance(a, (Mat, Dg)) for a in word):
+        raise TypeError("Dg needs a word of letters")
+    return Dg(word)
+
+
+def _trace_poly(terms) -> TracePoly:
+    return TracePoly._canonical(_decode(terms))
+
+
+def _mat_poly(rows, cols, terms) -> MatPoly:
+    return MatPoly(_string(rows), _string(cols))._canonical(_decode(terms))
+
+
+_DECODERS = {
+    "v": _plain,
+    "int": _integer,
+    "tuple": lambda items: tuple(_decode(a) for a in items),
+    "list": lambda items: [_decode(a) for a in items],
+    "dict": _pairs,
+    "Mat": lambda name, T, sym, rows, cols: Mat(_string(name), _bool(T), _bool(sym),
+                                               _string(rows), _string(cols)),
+    "Dg": _dg,
+    "TracePoly": _trace_poly,
+    "MatPoly": _mat_poly,
+    "Integer": lambda p: sp.Integer(_integer(p)),
+    "Rational": lambda p, q: sp.Rational(_integer(p), _integer(q)),
+    "Symbol": _symbol,
+    "Add": lambda args: sp.Add(*[_expr(a) for a in args]),
+    "Mul": lambda args: sp.Mul(*[_expr(a) for a in args]),
+    "Pow": lambda args: sp.Pow(*[_expr(a) for a in _exactly(2, args)]),
+}
+
+
+def _decode(node):
+    if not isinstance(node, list) or not node or not isinstance(node[0], str) \
+            or node[0] not in _DECODERS:
+        raise TypeError(f"unknown node {str(node)[:60]!r}")
+    return _DECODERS[node[0]](*node[1:])
