@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from icldyn.numerics import compile_flow
+from icldyn.numerics import compile_flow, integrate
 from icldyn.theory import ICLData, InputError, derive, models
 from icldyn.theory.gdsteps import minimal_steps, step_size_loss
 
@@ -72,3 +72,24 @@ def test_step_size_loss_refuses_other_settings():
     with pytest.raises(InputError, match="isotropic"):
         step_size_loss(derive(models.Stack([models.Merged(2)] * 2),
                               ICLData(d=2, N=3, Lambda=np.diag([2.0, 1.0]))))
+
+
+@pytest.mark.slow
+def test_gradient_flow_of_the_whole_stack_finds_the_gd_steps():
+    """From small random starts (3 seeds) the exact flow of a 2-layer stack (Ahn et al.'s
+    conventions, d = 3, N = 8) ends at the loss of the best step sizes, with every learned
+    M_l = u_l Q_l a multiple of I (the layers differ only in their step)."""
+    der = setting(2, d=3, N=8, **AHN)
+    best = minimal_steps(step_size_loss(der))[0]
+    flow = compile_flow(der, backend="numpy")
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        theta = flow.pack({k: 0.05 * rng.standard_normal(s)
+                           for k, s in der.model.shapes().items()})
+        end = flow.unpack(integrate(flow, theta, t_end=400.0).theta[-1])
+        assert flow.loss(flow.pack(end)) == pytest.approx(float(best.loss), rel=1e-8)
+        steps = sorted(float(end[f"{l}.V"][0, 0]) * np.trace(end[f"{l}.Q"]) / 3 for l in (0, 1))
+        assert steps == pytest.approx(sorted(float(a) for a in best.steps), rel=1e-5)
+        for l in (0, 1):
+            M = end[f"{l}.V"][0, 0] * end[f"{l}.Q"]
+            assert np.linalg.norm(M - np.trace(M) / 3 * np.eye(3)) < 1e-6 * np.linalg.norm(M)
