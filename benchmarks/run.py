@@ -152,7 +152,8 @@ def bench_cost_exponents() -> list[dict]:
 
 def bench_derivation() -> list[dict]:
     """Derivation incl. the symmetry search: cold (empty cache), from the disk cache (memory
-    layer cleared, as in a new process) and from memory."""
+    layer cleared, as in a new process) and from memory; one-layer models and stacks (targets
+    of the depth issue: 2 layers < 60 s, 3 layers < 10 min cold, symbolic Λ)."""
     import tempfile
 
     import sympy as sp
@@ -162,7 +163,9 @@ def bench_derivation() -> list[dict]:
     N, sigma = sp.Symbol("N", positive=True, integer=True), sp.Symbol("sigma", nonnegative=True)
     os.environ[cache.ENV] = tempfile.mkdtemp(prefix="icldyn-bench-cache-")
     for model in (models.Merged(3), models.MultiHead(3, heads=2), models.SeparateKQ(3, 2, 2),
-                  models.FullLSA(3)):
+                  models.FullLSA(3), models.Stack([models.Merged(3)] * 2),
+                  models.Stack([models.MultiHead(3, heads=2), models.SeparateKQ(3, 2, 1)]),
+                  models.Stack([models.Merged(3)] * 3)):
         data = ICLData(d=3, N=N, Lambda="full", Sigma_w="full", noise=sigma)
         times = []
         for clear in (cache.clear_cache, cache.clear_memory, lambda: None):

@@ -83,7 +83,7 @@ def test_views_show_the_task_average():
 
 @pytest.mark.parametrize("tasks,match", [
     (np.zeros((0, 1, 2)), "at least one"), (np.ones((2, 2, 2)), r"shape \(d_y, d\)"),
-    ([[["a", 1]]], "finite real"), ([[[np.inf, 1.0]]], "finite real"), ("ridge", "one of"),
+    ([[["a", 1]]], "real number"), ([[[np.inf, 1.0]]], "finite real"), ("ridge", "one of"),
     (5, "could not be read")])
 def test_bad_task_sets_are_clear_errors(tasks, match):
     with pytest.raises(InputError, match=match):
