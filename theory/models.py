@@ -375,7 +375,10 @@ class Stack(Model):
         for l, m in enumerate(layers):
             if isinstance(m, Stack) or not m.stackable:
                 raise InputError("layers", f"layer {l} ({m!r}) cannot sit in a stack: its "
-                                 "layer() does not give all of W_PV and W_KQ")
+                                 "layer() does not give all of W_PV and W_KQ (for FullLSA every "
+                                 "block is live in a stack: two full layers at d = 2 give ŷ of "
+                                 "92 620 vector terms, ~4e9 loss monomials, beyond the engine); "
+                                 "use Merged, MultiHead or SeparateKQ layers")
             if (m.d, m.d_y) != (layers[0].d, layers[0].d_y):
                 raise InputError("layers", f"layer {l} has (d, d_y) = ({m.d}, {m.d_y}), layer 0 "
                                  f"({layers[0].d}, {layers[0].d_y}); use one d and d_y")
