@@ -61,7 +61,8 @@ def test_stack_api_and_weights():
 
 @pytest.mark.parametrize("bad,match", [
     (lambda: models.Stack([]), "layers"),
-    (lambda: models.Stack([models.FullLSA(2), models.Merged(2)]), "cannot sit in a stack"),
+    (lambda: derive(models.Stack([models.FullLSA(2), models.Merged(2)]),
+                    ICLData(d=2, N=3, Lambda=np.eye(2))), "cannot be derived"),
     (lambda: models.Stack([models.Merged(2), models.Merged(3)]), "d, d_y"),
     (lambda: models.Stack([models.SeparateKQ(2, rank=1), models.SeparateKQ(2, rank=2)]),
      "ranks"),
@@ -70,6 +71,30 @@ def test_stack_api_and_weights():
 def test_stack_bad_input_is_a_clear_error(bad, match):
     with pytest.raises(InputError, match=match):
         bad()
+
+
+def test_a_stack_with_a_full_layer_is_simulated():
+    """FullLSA inside a stack: all of W_PV and W_KQ are live (shapes, weights, SGD of the actual
+    network, whose gradient is checked against the oracle's), though its loss is not derived."""
+    m = models.Stack([models.FullLSA(2), models.SeparateKQ(2, heads=2, rank=1)])
+    assert list(m.shapes()) == ["0.W_PV", "0.W_KQ", "1.V", "1.W_K", "1.W_Q"]
+    rng = np.random.default_rng(3)
+    params = {k: 0.3 * rng.standard_normal(s) for k, s in m.shapes().items()}
+    W = m.attention_weights(params)
+    np.testing.assert_array_equal(W[0][0][0], params["0.W_PV"])
+    np.testing.assert_array_equal(W[0][0][1], params["0.W_KQ"])
+    data = ICLData(d=2, N=3, Lambda=np.eye(2))
+    from icldyn.numerics.simulate import PromptSampler, model_loss_and_grad
+    prompts = PromptSampler(data).prompts(rng, (1, 4))
+    loss, grads = model_loss_and_grad(m, data, {k: v[None] for k, v in params.items()}, prompts)
+    losses, ref = oracle.loss_and_grad(W, *(p[0] for p in prompts))
+    assert loss[0] == pytest.approx(losses.mean(), rel=1e-12)
+    np.testing.assert_allclose(grads["0.W_PV"][0], ref[0][0][0].mean(axis=0), rtol=1e-10,
+                               atol=1e-14)
+    np.testing.assert_allclose(grads["0.W_KQ"][0], ref[0][0][1].mean(axis=0), rtol=1e-10,
+                               atol=1e-14)
+    sim = simulate_sgd(m, data, params, lr=0.01, batch=8, steps=5, seeds=2)
+    assert np.all(np.isfinite(sim.loss))
 
 
 def test_one_layer_stack_is_the_model():

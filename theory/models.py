@@ -81,13 +81,15 @@ class Model:
     Subclasses define ``params`` (parameter arrays), ``blocks()`` (the matrix letters the loss
     sees, as slices of the parameters), ``prediction()`` (ŷ as vector terms, for the expectation
     engine) and ``layer()`` (per head, which words of letters fill which blocks of W_PV and
-    W_KQ, for the simulator of the actual network). ``stackable`` says that ``layer()`` gives
-    the whole of W_PV and W_KQ (every entry it does not name is zero), so that the model can be
-    a layer of a ``Stack``; a one-layer model reads ŷ from the query with the query among the
+    W_KQ, for the simulator of the actual network). Inside a ``Stack`` every block of W_PV and
+    W_KQ can matter: ``stack_blocks()`` and ``stack_layer()`` give them all (by default
+    ``blocks()`` and ``layer()``, which suffice when ``layer()`` names every non-zero entry), and
+    ``stack_cost`` is None when the expectation engine can derive a stack of such layers (else
+    the reason it cannot). A one-layer model reads ŷ from the query with the query among the
     keys and without negation (``query_in_keys``, ``negate_readout``)."""
 
     name = "model"
-    stackable = True
+    stack_cost: str | None = None
     query_in_keys = True
     negate_readout = False
 
@@ -115,6 +117,15 @@ class Model:
     def layer(self) -> list[dict]:
         """Per head: {"W_PV" | "W_KQ": [(row space, col space, word of letters)]}."""
         raise NotImplementedError
+
+    def stack_blocks(self) -> list[Block]:
+        """The blocks a layer of this model has inside a stack (default: ``blocks()``)."""
+        return self.blocks()
+
+    def stack_layer(self) -> list[dict]:
+        """``layer()`` inside a stack: every non-zero entry of W_PV and W_KQ (default:
+        ``layer()``)."""
+        return self.layer()
 
     def stack_layers(self) -> list[list[dict]]:
         """``layer()`` of every layer, first to last (one layer here)."""
@@ -325,7 +336,23 @@ class FullLSA(Model):
                 + sandwich((P2,), "y", "x", (Q1,), "i", c)
                 + sandwich((P2,), "y", "y", (Q2,), "i", c))
 
-    stackable = False      # layer() names only the blocks that reach one layer's ŷ
+    # inside a stack every block is live: the other four blocks of W_PV and W_KQ
+    Pxx, Pxy = Mat("Pxx", rows="x", cols="x"), Mat("Pxy", rows="x", cols="y")
+    Qxy, Qyy = Mat("Qxy", rows="x", cols="y"), Mat("Qyy", rows="y", cols="y")
+    stack_cost = ("every block of W_PV and W_KQ is live in a stack: two full layers at d = 2 "
+                  "give ŷ of 92 620 vector terms, ~4e9 loss monomials, beyond the engine")
+
+    def stack_blocks(self) -> list[Block]:
+        return self.blocks() + [Block(self.Pxx, "W_PV", None, "x", "x"),
+                                Block(self.Pxy, "W_PV", None, "x", "y"),
+                                Block(self.Qxy, "W_KQ", None, "x", "y"),
+                                Block(self.Qyy, "W_KQ", None, "y", "y")]
+
+    def stack_layer(self) -> list[dict]:
+        blocks = {"W_PV": [], "W_KQ": []}
+        for b in self.stack_blocks():
+            blocks[b.param].append((b.row_part, b.col_part, (b.letter,)))
+        return [blocks]
 
     def layer(self) -> list[dict]:
         return [{"W_PV": [("y", "x", (self.P1,)), ("y", "y", (self.P2,))],
@@ -354,8 +381,10 @@ class Stack(Model):
     Parameters
     ----------
     layers : list of Model
-        Each layer's parameterization (Merged, MultiHead, SeparateKQ or a user-written model
-        with ``stackable``), all with the same d and d_y (and the same rank r where they have one).
+        Each layer's parameterization (Merged, MultiHead, SeparateKQ, FullLSA or a user-written
+        model), all with the same d and d_y (and the same rank r where they have one). A stack
+        with a FullLSA layer has weights and can be simulated, but its loss cannot be derived
+        (``stack_cost``).
     query_in_keys : bool
         Whether the query token is among the keys of every layer.
     negate_readout : bool
@@ -373,12 +402,8 @@ class Stack(Model):
             raise InputError("layers", "must be a non-empty list of models, e.g. "
                              "[models.Merged(d), models.Merged(d)]")
         for l, m in enumerate(layers):
-            if isinstance(m, Stack) or not m.stackable:
-                raise InputError("layers", f"layer {l} ({m!r}) cannot sit in a stack: its "
-                                 "layer() does not give all of W_PV and W_KQ (for FullLSA every "
-                                 "block is live in a stack: two full layers at d = 2 give ŷ of "
-                                 "92 620 vector terms, ~4e9 loss monomials, beyond the engine); "
-                                 "use Merged, MultiHead or SeparateKQ layers")
+            if isinstance(m, Stack):
+                raise InputError("layers", f"layer {l} is itself a Stack: list its layers")
             if (m.d, m.d_y) != (layers[0].d, layers[0].d_y):
                 raise InputError("layers", f"layer {l} has (d, d_y) = ({m.d}, {m.d_y}), layer 0 "
                                  f"({layers[0].d}, {layers[0].d_y}); use one d and d_y")
@@ -407,24 +432,29 @@ class Stack(Model):
 
     def blocks(self) -> list[Block]:
         return [Block(self._letter(b.letter, l), f"{l}.{b.param}", b.head, b.row_part,
-                      b.col_part) for l, m in enumerate(self.layers) for b in m.blocks()]
+                      b.col_part) for l, m in enumerate(self.layers) for b in m.stack_blocks()]
 
     def stack_layers(self) -> list[list[dict]]:
         return [[{w: [(rows, cols, tuple(self._letter(t, l) for t in word))
                       for rows, cols, word in entries] for w, entries in head.items()}
-                 for head in m.layer()] for l, m in enumerate(self.layers)]
+                 for head in m.stack_layer()] for l, m in enumerate(self.layers)]
 
     def layer(self) -> list[dict]:
         raise InputError("model", "a Stack has several layers: use stack_layers()")
 
     def symmetry_parts(self) -> list[tuple]:
-        """Each layer with its letters renamed: a symmetry of a stackable layer leaves its
-        map Z ↦ f(Z) unchanged, hence the whole stack (each lifted law is still proved on the
+        """Each layer with its letters renamed: a symmetry of a layer whose ``layer()`` is its
+        whole map leaves Z ↦ f(Z) unchanged, hence the whole stack (each lifted law is still proved on the
         stack's own derived polynomials)."""
         return [(m, {n: self._letter(letter, l).name for n, letter in m.letters().items()})
                 for l, m in enumerate(self.layers)]
 
     def prediction(self) -> list[VecTerm]:
+        for l, m in enumerate(self.layers):
+            if m.stack_cost is not None:
+                raise InputError("model", f"the loss of a stack with layer {l} = {m!r} cannot be "
+                                 f"derived: {m.stack_cost}; simulate it (simulate_sgd), or use "
+                                 "Merged, MultiHead or SeparateKQ layers")
         context, query = input_tokens()
         specs = self.stack_layers()
         for l, spec in enumerate(specs):
