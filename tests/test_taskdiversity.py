@@ -109,3 +109,60 @@ def test_bayes_optimal_predictors_win_on_their_own_task_law():
         assert abs(mean - fit[where]) < 4 * se
     with pytest.raises(InputError, match="prompts"):
         baseline_risks(setting, tasks, fit["M"], 1, seed=0)
+
+
+# --- against the asymptotic theory of Lu, Letey, Zavatone-Veth, Maiti, Pehlevan ---------------
+
+def test_asymptotic_formula_limits():
+    """κ → ∞ (and τ → ∞): e = ρ + x/(1 + x), x = (1 + ρ)/α (the paper's unstructured limit);
+    large finite τ approaches τ = ∞; τ = 1 (the interpolation peak) is refused."""
+    from icldyn.numerics.asymptotic import icl_error
+    for alpha, rho in ((1.0, 0.25), (3.0, 0.0), (0.5, 1.0)):
+        x = (1 + rho) / alpha
+        assert icl_error(alpha, 1e9, rho) == pytest.approx(rho + x / (1 + x), rel=1e-6)
+        assert icl_error(alpha, 2.0, rho, tau=1e7) == pytest.approx(icl_error(alpha, 2.0, rho),
+                                                                     rel=1e-5)
+    with pytest.raises(InputError, match="tau"):
+        icl_error(1.0, 1.0, 0.1, tau=1)
+
+
+def test_lu_conventions_at_the_family_limit():
+    """Λ = I/d, σ² = ρ, e = 2L: the exact Gaussian-task minimum in Lu et al.'s units tends to
+    their κ → ∞ error ρ + x/(1 + x), with d·(difference) constant (exactly O(1/d))."""
+    from icldyn.numerics.taskdiversity import lu_setting
+    alpha, rho = 1.0, 0.25
+    x = (1 + rho) / alpha
+    scaled = [d * (2 * lu_setting(d, alpha, rho).family_minimum()[1] - rho - x / (1 + x))
+              for d in (5, 10, 20)]
+    assert all(s > 0 for s in scaled) and max(scaled) < 1.25 * min(scaled), scaled
+
+
+@pytest.mark.slow
+def test_finite_d_curves_approach_the_asymptotic_formula_like_one_over_d():
+    """Averaged over draws of the task set, e_ICL(d) − e_asymptotic shrinks like c/d at κ = 4
+    and 8 (d = 8, 16, 32): positive beyond 3 SE, more than halved from d = 8 to 32, and
+    d·difference equal to its d = 8 value within 4 combined standard errors."""
+    from icldyn.numerics.taskdiversity import lu_sweep
+    rows = lu_sweep([8, 16, 32], [4.0, 8.0], alpha=1.0, rho=0.25, draws=24, seed=0)
+    for kappa in (4.0, 8.0):
+        first, *rest = [r for r in rows if r["kappa"] == kappa]
+        assert all(r["diff"] > 3 * r["e_icl_se"] for r in [first, *rest])
+        assert rest[-1]["diff"] < 0.5 * first["diff"]
+        for r in rest:
+            z = (r["d"] * r["diff"] - 8 * first["diff"]) / np.hypot(r["d"] * r["e_icl_se"],
+                                                                    8 * first["e_icl_se"])
+            assert abs(z) < 4, (kappa, r["d"], z)
+
+
+def test_task_diversity_command(tmp_path, capsys):
+    from icldyn.numerics.cli import main
+    out = tmp_path / "td"
+    assert main(["task-diversity", "--d", "4,8", "--kappa", "0.5,2", "--draws", "2",
+                 "--out", str(out)]) == 0
+    import json
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["seed"] == 0 and res["provenance"]["versions"]["numpy"]
+    assert len(res["rows"]) == 4 and (out / "task_diversity.png").stat().st_size > 0
+    assert (out / "task_diversity.csv").read_text().count("\n") == 5
+    assert "asymptotic" in capsys.readouterr().out
+    assert main(["task-diversity", "--d", "4", "--kappa", "x", "--out", str(out)]) == 2
