@@ -253,11 +253,11 @@ def cmd_risks(args) -> int:
 def cmd_task_diversity(args) -> int:
     from .taskdiversity import write_task_diversity
 
-    done = []
     res = write_task_diversity(
         args.out, _grid(args.d, int, "--d"), _grid(args.kappa, float, "--kappa"),
         _grid(args.alpha, float, "--alpha"), _grid(args.rho, float, "--rho"), args.draws,
-        args.seed, args.prompts, progress=lambda d, k: done.append((d, k)))
+        args.seed, args.prompts,
+        progress=lambda d, k: print(f"done d = {d}, κ = {k:g}", file=sys.stderr, flush=True))
     print("exact finite-d e_ICL (fresh tasks) and e_IDG (training tasks) vs Lu et al.'s "
           "asymptotic e_ICL (τ = ∞), e = E(ŷ − y)²")
     print(f"{'d':>4} {'α':>5} {'ρ':>5} {'κ':>6} {'e_ICL':>17} {'asymptotic':>10} "
