@@ -292,6 +292,7 @@ def _figure(rows, alphas, rhos):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     grid = [(a, r) for a in alphas for r in rhos]
     fig, axes = plt.subplots(len(grid), 2, figsize=(11, 4.2 * len(grid)), squeeze=False)
@@ -318,5 +319,9 @@ def _figure(rows, alphas, rhos):
         ax2.set(xscale="log", xlabel="κ = P/d", ylabel="d · (e_ICL − asymptotic)",
                 title="O(1/d) approach: curves coincide")
         ax2.legend(fontsize=7)
+        for a in (ax, ax2):
+            a.set_xticks(sorted({r["kappa"] for r in sel}))
+            a.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fig.tight_layout()
     return fig
