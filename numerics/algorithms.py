@@ -8,7 +8,9 @@ modes: principal-component regression in context). Its in-context risk
 independent check), next to
 * OLS: ŵ = X⁺ y (minimum-norm when N < d), ŷ = ŵᵀ x_q;
 * the Bayes-optimal predictor E[w | context]ᵀ x_q (ridge with the prior Σ_w and noise σ²):
-  ŵ = Σ_w Xᵀ (X Σ_w Xᵀ + σ² I)⁻¹ y, the Σ_w-minimum-norm interpolant when σ = 0.
+  ŵ = Σ_w Xᵀ (X Σ_w Xᵀ + σ² I)⁻¹ y, the Σ_w-minimum-norm interpolant when σ = 0;
+* for a finite task set, the Bayes-optimal predictor of that set (dMMSE: the posterior over the
+  P tasks).
 """
 
 from __future__ import annotations
@@ -18,6 +20,33 @@ import numpy as np
 from ..theory import ICLData, derive, models
 from ..theory.errors import check_int
 from .simulate import PromptSampler
+
+
+def ols_weights(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ŵ = X⁺ y per prompt (minimum-norm when N < d); X (…, N, d), y (…, N) → (…, d)."""
+    return np.einsum("...in,...n->...i", np.linalg.pinv(X), y)
+
+
+def ridge_weights(X: np.ndarray, y: np.ndarray, Sigma_w: np.ndarray, noise: float) -> np.ndarray:
+    """The posterior mean E[w | X, y] for the prior w ~ N(0, Σ_w) and noise σ:
+    ŵ = Σ_w Xᵀ (X Σ_w Xᵀ + σ² I)⁻¹ y (the Σ_w-minimum-norm interpolant when σ = 0)."""
+    K = X @ Sigma_w @ X.swapaxes(-1, -2) + noise**2 * np.eye(X.shape[-2])
+    return np.einsum("ij,...nj,...n->...i", Sigma_w, X,
+                     np.einsum("...nm,...m->...n", np.linalg.pinv(K, hermitian=True), y))
+
+
+def set_posterior_weights(X: np.ndarray, y: np.ndarray, tasks: np.ndarray,
+                          noise: float) -> np.ndarray:
+    """The posterior mean of w when w is uniform over a finite set (dMMSE, Raventós et al.):
+    ŵ = Σ_k π_k w_k, π_k ∝ exp(−‖y − X w_k‖² / 2σ²); for σ = 0 the posterior is uniform over
+    the tasks that fit the context best. X (…, N, d), y (…, N), tasks (P, d) → (…, d)."""
+    sq = ((y[..., None, :] - np.einsum("...nd,kd->...kn", X, tasks)) ** 2).sum(-1)
+    if noise > 0:
+        logits = -sq / (2 * noise**2)
+        pi = np.exp(logits - logits.max(-1, keepdims=True))
+    else:
+        pi = (sq <= sq.min(-1, keepdims=True) * (1 + 1e-9) + 1e-300).astype(float)
+    return (pi / pi.sum(-1, keepdims=True)) @ tasks
 
 
 def _risk(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -40,11 +69,9 @@ def incontext_risks(d: int, Lambda, Ns, Sigma_w=None, noise: float = 0.0,
         X, Y, xq, yq = PromptSampler(data).prompts(rng, (prompts,))
         y, target = Y[..., 0], yq[..., 0]
         learned = np.einsum("pn,pni,ij,pj->p", y, X, M, xq) / N
-        w_ols = np.einsum("pin,pn->pi", np.linalg.pinv(X), y)
+        w_ols = ols_weights(X, y)
         Sw = np.eye(d) if data.Sigma_w is None else np.array(data.Sigma_w.tolist(), float)
-        K = X @ Sw @ X.swapaxes(-1, -2) + float(noise) ** 2 * np.eye(int(N))
-        w_bayes = np.einsum("ij,pnj,pn->pi", Sw, X,
-                            np.einsum("pnm,pm->pn", np.linalg.pinv(K, hermitian=True), y))
+        w_bayes = ridge_weights(X, y, Sw, float(noise))
         rows.append({
             "N": int(N), "theory": float(minimum.loss),
             "learned_mc": _risk(learned, target),

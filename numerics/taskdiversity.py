@@ -1,0 +1,327 @@
+"""Task diversity: pretrain on a finite set of P tasks, test on the task family.
+
+The Merged model with scalar tasks (d_y = 1) has L(u, Q) = F(uQ) with F quadratic in M = uQ
+(MATH.md §3.2). For a finite task set T = {w_1..w_P} the package derives F_T exactly (the average
+over T of the loss conditional on the task, ``ICLData(..., tasks=T)``); its minimiser M*(T) is
+what a layer trained to convergence on infinitely many prompts of those tasks computes. Here:
+
+* ``quadratic_minimum``: M* from the derivation's compiled gradient. At u = 1, ∂L/∂Q = ∇F(M) is
+  affine in M, ∇F(M) = 𝒜(M) − B with 𝒜 the Hessian of F (symmetric, positive definite); M*
+  solves 𝒜(M) = B, by conjugate gradients with 𝒜(M) = ∇F(M) − ∇F(0) (exact, F is quadratic);
+  no formula for M* is typed in.
+* ``TaskDiversity.fit``: M*(T), its exact loss on T (in-distribution, memorisation) and its exact
+  loss on fresh tasks of the family (the derived Gaussian-task loss at M*(T): in-context
+  learning), both exact conditional on the draw of T.
+* ``baseline_risks``: Monte Carlo risks on the same two task laws of OLS, ridge (Bayes-optimal
+  for the Gaussian family), the finite set's Bayes-optimal predictor (dMMSE: the posterior over
+  the P tasks) and the learned algorithm ŷ = S_yx M* x_q / N itself.
+* ``task_count_sweep``: all of it over draws of T (seeded), mean and standard error over draws.
+* ``lu_sweep``: the same in the conventions of Lu, Letey, Zavatone-Veth, Maiti, Pehlevan
+  (arXiv:2405.11751), next to their asymptotic formula (``asymptotic.py``, comparison only).
+
+Risks here are the package's ½E(ŷ − y_q)² (noise included) unless a name says ``e_``: Lu et al.'s
+e = E(ŷ − y_q)² = 2 × ours.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import sympy as sp
+
+from ..theory import ICLData, derive, models
+from ..theory.errors import InputError, check_int, check_real
+from .algorithms import ols_weights, ridge_weights, set_posterior_weights
+from .asymptotic import icl_error
+from .codegen import CompiledFlow, compile_flow
+from .simulate import PromptSampler
+
+
+def draw_task_set(P: int, d: int, seed) -> np.ndarray:
+    """P tasks w ~ N(0, I_d) of the Gaussian family, as a (P, 1, d) array (``seed``: anything
+    ``numpy.random.default_rng`` takes)."""
+    P, d = check_int("P", P), check_int("d", d)
+    return np.random.default_rng(seed).standard_normal((P, 1, d))
+
+
+def second_moment_set(tasks) -> np.ndarray:
+    """A set of r = rank(Σ̂) ≤ d scalar tasks with the same second moment Σ̂ = (1/P) Σ_k w_k w_kᵀ
+    as ``tasks`` ((P, 1, d)): w'_j = √(r λ_j) v_j from Σ̂'s eigenpairs (λ_j > 1e-12 λ_max).
+    With d_y = 1 the loss is quadratic in w, so a task set enters only through Σ̂
+    (tests/test_finite_tasks.py checks it): the derived loss on this set is the loss on
+    ``tasks``, with min(P, d) tasks in the compiled loop over the set instead of P."""
+    W = np.asarray(tasks, dtype=float)
+    if W.ndim != 3 or W.shape[1] != 1:
+        raise InputError("tasks", f"must be a (P, 1, d) array of scalar tasks, got {W.shape}")
+    lam, V = np.linalg.eigh(W[:, 0, :].T @ W[:, 0, :] / len(W))
+    keep = lam > 1e-12 * lam.max()
+    r = int(keep.sum())
+    return (np.sqrt(r * lam[keep]) * V[:, keep]).T[:, None, :]
+
+
+def quadratic_minimum(flow: CompiledFlow, rtol: float = 1e-7, maxiter: int = 300) -> np.ndarray:
+    """M* = argmin F(M) for a compiled Merged flow with d_y = 1 (L(u, Q) = F(uQ)).
+
+    Solves the stationarity system ∇F(M) = 0 by conjugate gradients on the compiled gradient
+    (see the module docstring); ``rtol`` bounds ‖∇F(M*)‖ / ‖∇F(0)‖ (rounding in the gradient
+    puts a floor under it, ~1e-9 at d = 100 with Λ = I/d and growing with d; the loss at M* is
+    exact to ~1e-14 even at rtol = 1e-7, its error being quadratic in M − M*), reached in
+    ``maxiter`` iterations or an error.
+
+    Returns
+    -------
+    M* as a (d, d) array.
+    """
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    if not isinstance(flow, CompiledFlow) or not isinstance(flow.model, models.Merged) \
+            or flow.data.d_y != 1:
+        raise InputError("flow", "needs a compiled flow of models.Merged(d) with d_y = 1 "
+                         "(the loss is then quadratic in M = uQ)")
+    d = flow.data.d
+    u = flow.pack({"V": 1.0, "Q": 0.0})[:1]
+
+    def gradient(M):
+        return flow.grad(np.concatenate([u, np.ravel(M)]))[1:]
+
+    B = -gradient(np.zeros(d * d))
+    hessian = LinearOperator((d * d, d * d), matvec=lambda M: gradient(M) + B, dtype=float)
+    M, info = cg(hessian, B, rtol=rtol, atol=0.0, maxiter=maxiter)
+    residual = np.linalg.norm(gradient(M)) / max(np.linalg.norm(B), 1e-300)
+    if info != 0 or residual > 100 * rtol:
+        raise InputError("flow", f"the stationarity system did not converge (relative "
+                         f"gradient {residual:.1e}): is the loss convex in M?")
+    return M.reshape(d, d)
+
+
+class TaskDiversity:
+    """The Merged model (d_y = 1) pretrained on finite task sets, tested on the Gaussian family.
+
+    ``TaskDiversity(d, N, Lambda, noise)``: inputs x ~ N(0, Λ), family w ~ N(0, I_d), labels
+    y = wᵀx + ε, ε ~ N(0, σ²). ``fit(tasks)`` trains on a (P, 1, d) task set."""
+
+    def __init__(self, d: int, N: int, Lambda, noise: float = 0.0, backend: str = "numba"):
+        self.family = ICLData(d=d, N=N, Lambda=Lambda, tasks="gaussian", noise=noise)
+        if not self.family.is_numeric():
+            raise InputError("Lambda", "task diversity needs numeric Λ, N and noise")
+        self.d, self.N, self.backend = d, int(N), backend
+        self.noise = float(self.family.noise)
+        self.Lambda = np.array(self.family.Lambda.tolist(), dtype=float)
+        self.model = models.Merged(d)
+        self.family_flow = compile_flow(derive(self.model, self.family), backend)
+        self._family_minimum = None
+
+    def set_flow(self, tasks) -> CompiledFlow:
+        """The compiled flow of the exact loss on the task set ``tasks`` ((P, 1, d)), given to
+        the derivation as its ``second_moment_set`` (the same loss, at most d tasks)."""
+        data = ICLData(d=self.d, N=self.N, Lambda=self.family.Lambda,
+                       tasks=second_moment_set(tasks),
+                       noise=self.family.noise)
+        return compile_flow(derive(self.model, data), self.backend)
+
+    def theta(self, M: np.ndarray) -> np.ndarray:
+        """θ with u = 1, Q = M (any point with uQ = M has the same loss)."""
+        return self.family_flow.pack({"V": 1.0, "Q": M})
+
+    def family_minimum(self) -> tuple[np.ndarray, float]:
+        """(M*, loss) of the Gaussian family itself (P → ∞), from the same solver."""
+        if self._family_minimum is None:
+            M = quadratic_minimum(self.family_flow)
+            self._family_minimum = (M, self.family_flow.loss(self.theta(M)))
+        return self._family_minimum
+
+    def fit(self, tasks) -> dict:
+        """M*(T) and its exact losses: ``train`` on T, ``test`` on fresh family tasks,
+        ``gap`` = test − train; ``flow`` is the set's compiled flow."""
+        flow = self.set_flow(tasks)
+        M = quadratic_minimum(flow)
+        train, test = flow.loss(self.theta(M)), self.family_flow.loss(self.theta(M))
+        return {"M": M, "train": train, "test": test, "gap": test - train, "flow": flow}
+
+
+BASELINES = ("learned", "ols", "ridge", "dmmse")
+
+
+def baseline_risks(setting: TaskDiversity, tasks: np.ndarray, M: np.ndarray, prompts: int,
+                   seed, chunk_floats: int = 4_000_000) -> dict:
+    """Monte-Carlo risks ½E(ŷ − y_q)² (mean, SE) of the learned algorithm ŷ = S_yx M x_q / N,
+    OLS, ridge (Bayes-optimal for the Gaussian family) and dMMSE (Bayes-optimal for ``tasks``),
+    on ``prompts`` prompts with fresh family tasks (keys ``<name>_test``) and with tasks drawn
+    from the set (``<name>_train``)."""
+    prompts = check_int("prompts", prompts, minimum=2)
+    rng = np.random.default_rng(seed)
+    W = np.asarray(tasks, dtype=float)[:, 0, :]
+    chunk = max(1, chunk_floats // ((setting.N + 1) * setting.d))
+    out = {}
+    for where, data in (("test", setting.family), ("train", None)):
+        if data is None:
+            data = ICLData(d=setting.d, N=setting.N, Lambda=setting.family.Lambda, tasks=tasks,
+                           noise=setting.family.noise)
+        sampler = PromptSampler(data)
+        losses = {name: [] for name in BASELINES}
+        for start in range(0, prompts, chunk):
+            X, Y, xq, yq = sampler.prompts(rng, (min(chunk, prompts - start),))
+            y, target = Y[..., 0], yq[..., 0]
+            weights = {"learned": np.einsum("pn,pni,ij->pj", y, X, M) / setting.N,
+                       "ols": ols_weights(X, y),
+                       "ridge": ridge_weights(X, y, np.eye(setting.d), setting.noise),
+                       "dmmse": set_posterior_weights(X, y, W, setting.noise)}
+            for name, w in weights.items():
+                losses[name].append(0.5 * (np.einsum("pi,pi->p", w, xq) - target) ** 2)
+        for name, parts in losses.items():
+            values = np.concatenate(parts)
+            out[f"{name}_{where}"] = (float(values.mean()),
+                                      float(values.std(ddof=1) / math.sqrt(len(values))))
+    return out
+
+
+def _mean_se(values) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return float(values.mean()), float(se)
+
+
+def task_count_sweep(setting: TaskDiversity, Ps, draws: int, seed: int = 0,
+                     prompts: int = 0) -> list[dict]:
+    """For each task count P: ``draws`` task sets drawn with seeds (seed, P, r), each fitted
+    exactly; per row the mean and SE over draws (keys ``<name>``, ``<name>_se``) of the exact
+    ``train``, ``test`` and ``gap``, and with ``prompts`` > 0 of the Monte-Carlo baselines
+    (their SE over draws includes the Monte-Carlo error). ``family_min`` is the loss of the
+    Gaussian-family minimum (P → ∞)."""
+    draws = check_int("draws", draws, minimum=2)
+    rows = []
+    for P in Ps:
+        per_draw = []
+        for r in range(draws):
+            tasks = draw_task_set(P, setting.d, (seed, P, r))
+            fit = setting.fit(tasks)
+            values = {k: fit[k] for k in ("train", "test", "gap")}
+            if prompts:
+                mc = baseline_risks(setting, tasks, fit["M"], prompts, (seed, P, r, 1))
+                values.update({k: v[0] for k, v in mc.items()})
+            per_draw.append(values)
+        row = {"P": int(P), "draws": draws, "family_min": setting.family_minimum()[1]}
+        for key in per_draw[0]:
+            row[key], row[f"{key}_se"] = _mean_se([v[key] for v in per_draw])
+        rows.append(row)
+    return rows
+
+
+def lu_setting(d: int, alpha: float, rho: float, backend: str = "numba") -> TaskDiversity:
+    """Lu et al.'s conventions as package data: x ~ N(0, I_d/d) (Λ = I/d, exact), N = round(αd)
+    context examples, noise variance ρ (σ = √ρ), family w ~ N(0, I_d). Their e = 2 × our loss."""
+    alpha = check_real("alpha", alpha)
+    rho = check_real("rho", rho, allow_zero=True)
+    N = max(1, round(alpha * d))
+    return TaskDiversity(d, N, sp.eye(d) / d, noise=math.sqrt(rho), backend=backend)
+
+
+_LU_NAMES = {"test": "e_icl", "test_se": "e_icl_se", "train": "e_idg", "train_se": "e_idg_se",
+             "family_min": "e_family"}
+
+
+def lu_sweep(ds, kappas, alpha: float = 1.0, rho: float = 0.25, draws: int = 8, seed: int = 0,
+             prompts: int = 0, progress=None) -> list[dict]:
+    """Exact finite-d task-diversity curves in Lu et al.'s conventions (``lu_setting``), next to
+    their asymptotic e_ICL (τ → ∞, ridgeless: the population loss on the P tasks, which our M*(T)
+    minimises exactly).
+
+    Conventions converted (ours → theirs): x ~ N(0, Λ) with Λ = I/d; w ~ N(0, I); σ² = ρ;
+    context length N = αd with our 1/N in ŷ = u S_yx Q x_q / N (their d/ℓ only rescales Γ, free
+    at the minimum); e = E(ŷ − y_q)² = 2 L. Their Γ also reads x_q Σ y_i² / ℓ (a (d+1)-th
+    column); the Merged model has no such term (it is FullLSA's P₂ S_yy Q₂) — it only affects
+    the error at O(1/d) — and their code normalises training tasks to ‖w‖ = √d, ours are
+    Gaussian: both are part of the finite-d difference. ``draws`` is the number of task sets at
+    the smallest d, scaled ∝ 1/d (at least 2): draw-to-draw fluctuations shrink with d.
+
+    Returns one row per (d, κ): ``e_icl`` (fresh tasks), ``e_idg`` (the training tasks),
+    ``e_gap``, their SEs over draws, ``e_family`` (P → ∞ at this d), ``e_asymptotic`` at the
+    realised α = N/d, κ = P/d, ``diff`` = e_icl − e_asymptotic, and with ``prompts`` > 0 the
+    Monte-Carlo baselines as e_<name>_<test|train>.
+    """
+    ds = [check_int("d", d) for d in ds]
+    rows = []
+    for d in ds:
+        setting = lu_setting(d, alpha, rho)
+        n_draws = max(2, math.ceil(draws * min(ds) / d))
+        Ps = [max(1, round(k * d)) for k in kappas]
+        for kappa, sweep in zip(kappas, task_count_sweep(setting, Ps, n_draws, seed, prompts)):
+            row = {"d": d, "kappa": kappa, "P": sweep.pop("P"), "N": setting.N,
+                   "alpha": alpha, "rho": rho, "draws": sweep.pop("draws")}
+            row.update({_LU_NAMES.get(k, f"e_{k}"): 2 * v for k, v in sweep.items()})
+            row["e_asymptotic"] = icl_error(setting.N / d, row["P"] / d, rho)
+            row["diff"] = row["e_icl"] - row["e_asymptotic"]
+            rows.append(row)
+            if progress is not None:
+                progress(d, kappa)
+    return rows
+
+
+TABLE_FIRST = ("d", "kappa", "alpha", "rho", "P", "N", "draws", "e_icl", "e_icl_se",
+               "e_asymptotic", "diff", "e_idg", "e_idg_se", "e_gap", "e_gap_se", "e_family")
+
+
+def write_task_diversity(out, ds, kappas, alphas=(1.0,), rhos=(0.25,), draws: int = 16,
+                         seed: int = 0, prompts: int = 0, progress=None) -> dict:
+    """``lu_sweep`` over the grid alphas × rhos, written to the run folder ``out``:
+    ``task_diversity.csv`` (one row per d, κ, α, ρ), ``results.json`` (config, seed,
+    provenance, rows) and ``task_diversity.png`` (e_ICL and e_IDG against κ per d with the
+    asymptotic curve; d·(e_ICL − asymptotic) against κ, flat where the approach is O(1/d))."""
+    from pathlib import Path
+
+    from .runfolder import provenance, save_figure, write_csv, write_json
+
+    out = Path(out)
+    rows = [r for a in alphas for rho in rhos
+            for r in lu_sweep(ds, kappas, a, rho, draws, seed, prompts, progress)]
+    config = {"d": list(ds), "kappa": list(kappas), "alpha": list(alphas), "rho": list(rhos),
+              "draws_at_smallest_d": draws, "seed": seed, "prompts": prompts,
+              "conventions": "Lu et al. (arXiv:2405.11751): x ~ N(0, I/d), w ~ N(0, I), "
+                             "noise variance rho, N = round(alpha d), e = E(y_hat - y_q)^2 "
+                             "= 2 x the package's loss; tau = infinity (population loss on "
+                             "the P tasks, ridgeless)"}
+    write_csv(out / "task_diversity.csv", rows, TABLE_FIRST)
+    write_json(out / "results.json", {"config": config, "provenance": provenance(),
+                                      "rows": rows})
+    save_figure(_figure(rows, alphas, rhos), out / "task_diversity.png")
+    return {"rows": rows, "config": config}
+
+
+def _figure(rows, alphas, rhos):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    grid = [(a, r) for a in alphas for r in rhos]
+    fig, axes = plt.subplots(len(grid), 2, figsize=(11, 4.2 * len(grid)), squeeze=False)
+    for (alpha, rho), (ax, ax2) in zip(grid, axes):
+        sel = [r for r in rows if r["alpha"] == alpha and r["rho"] == rho]
+        kap = np.geomspace(min(r["kappa"] for r in sel), max(r["kappa"] for r in sel), 200)
+        ax.plot(kap, [icl_error(alpha, k, rho) for k in kap], "k-", lw=2,
+                label="asymptotic e_ICL (Lu et al.)")
+        ds = sorted({r["d"] for r in sel})
+        for i, d in enumerate(ds):
+            part = sorted((r for r in sel if r["d"] == d), key=lambda r: r["kappa"])
+            k = [r["kappa"] for r in part]
+            col = plt.cm.viridis(i / max(1, len(ds) - 1))
+            ax.errorbar(k, [r["e_icl"] for r in part], [r["e_icl_se"] for r in part], fmt="o-",
+                        color=col, ms=4, label=f"d = {d}: fresh tasks (ICL)")
+            ax.errorbar(k, [r["e_idg"] for r in part], [r["e_idg_se"] for r in part], fmt="s--",
+                        color=col, ms=3, alpha=0.7, label=f"d = {d}: training tasks (IDG)")
+            ax2.errorbar(k, [d * r["diff"] for r in part], [d * r["e_icl_se"] for r in part],
+                         fmt="o-", color=col, ms=4, label=f"d = {d}")
+        ax.set(xscale="log", xlabel="κ = P/d", ylabel="e = E(ŷ − y)²",
+               title=f"exact finite d vs asymptotic, α = {alpha}, ρ = {rho}, τ = ∞")
+        ax.legend(fontsize=7)
+        ax2.axhline(0, color="k", lw=0.8)
+        ax2.set(xscale="log", xlabel="κ = P/d", ylabel="d · (e_ICL − asymptotic)",
+                title="O(1/d) approach: curves coincide")
+        ax2.legend(fontsize=7)
+        for a in (ax, ax2):
+            a.set_xticks(sorted({r["kappa"] for r in sel}))
+            a.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,171 @@
+"""Task diversity: the Merged model pretrained on a finite task set, tested on the family.
+M*(T) from the compiled gradient is critical and equals MATH.md §3.2's oracle with the set's
+second moment; its derived test error equals Monte Carlo of the actual layer on fresh tasks;
+P → ∞ recovers the Gaussian-task minimum; the Bayes-optimal predictors win on their own law."""
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from icldyn.numerics import compile_flow
+from icldyn.numerics.simulate import (PromptSampler, layer_loss_and_grad, layer_weights,
+                                      letter_values)
+from icldyn.numerics.taskdiversity import (TaskDiversity, baseline_risks, draw_task_set,
+                                           quadratic_minimum, second_moment_set,
+                                           task_count_sweep)
+from icldyn.theory import ICLData, InputError, derive, models
+
+LAM = np.array([[1.0, 0.2, 0.0], [0.2, 0.7, 0.1], [0.0, 0.1, 0.4]])
+N, SIGMA = 5, 0.3
+
+
+@pytest.fixture(scope="module")
+def setting():
+    return TaskDiversity(3, N, LAM, noise=SIGMA)
+
+
+def test_set_minimum_is_critical_and_equals_the_second_moment_oracle(setting):
+    tasks = draw_task_set(2, 3, 5)                          # P < d: Σ̂ singular
+    fit = setting.fit(tasks)
+    flow = fit["flow"]
+    M = quadratic_minimum(flow, rtol=1e-12)                 # at d = 3 rounding allows 1e-12
+    np.testing.assert_allclose(fit["M"], M, rtol=1e-5)      # the default rtol = 1e-7
+    u = np.sqrt(np.linalg.norm(M))                          # a balanced point of the set uQ = M*
+    g0 = np.linalg.norm(flow.grad(setting.theta(np.zeros((3, 3)))))
+    assert np.linalg.norm(flow.grad(flow.pack({"V": u, "Q": M / u}))) < 1e-11 * g0
+    S = np.einsum("kai,kaj->ij", tasks, tasks) / 2          # oracle (MATH.md §3.2), Σ_w = Σ̂
+    A = (N + 1) / N * LAM @ S @ LAM + (np.trace(S @ LAM) + SIGMA**2) / N * LAM
+    np.testing.assert_allclose(M, np.linalg.solve(A, LAM @ S), rtol=1e-9, atol=1e-11)
+    assert fit["train"] < fit["test"] and fit["gap"] == pytest.approx(fit["test"] - fit["train"])
+
+
+def test_second_moment_set_gives_the_same_loss_with_at_most_d_tasks(setting):
+    tasks = draw_task_set(7, 3, 1)
+    reduced = second_moment_set(tasks)
+    assert reduced.shape == (3, 1, 3)
+    full = compile_flow(derive(setting.model, ICLData(d=3, N=N, Lambda=LAM, tasks=tasks,
+                                                      noise=SIGMA)))
+    theta = full.pack({"V": 0.8, "Q": np.random.default_rng(2).standard_normal((3, 3))})
+    small = setting.set_flow(tasks)
+    assert small.loss(theta) == pytest.approx(full.loss(theta), rel=1e-12)
+    np.testing.assert_allclose(quadratic_minimum(full, rtol=1e-12),
+                               quadratic_minimum(small, rtol=1e-12), rtol=1e-9)
+    with pytest.raises(InputError, match="tasks"):
+        second_moment_set(np.ones((2, 2, 3)))
+
+
+def test_quadratic_minimum_needs_the_merged_scalar_model():
+    flow = compile_flow(derive(models.FullLSA(2), ICLData(d=2, N=3, Lambda=np.eye(2))))
+    with pytest.raises(InputError, match="Merged"):
+        quadratic_minimum(flow)
+
+
+def _layer_risk(setting, data, M, prompts, seed):
+    """½E(ŷ − y_q)² of the actual layer f(Z) (u = 1, Q = M) on prompts of ``data``:
+    mean and standard error over 64 batches."""
+    model = setting.model
+    letters = letter_values(model, {"V": np.ones((1, 1, 1)), "Q": M[None]})
+    W_PV, W_KQ = layer_weights(model, data, letters)
+    rng, batches = np.random.default_rng(seed), 64
+    X, Y, xq, yq = PromptSampler(data).prompts(rng, (batches, prompts // batches))
+    loss = layer_loss_and_grad(np.repeat(W_PV, batches, 0), np.repeat(W_KQ, batches, 0),
+                               X, Y, xq, yq, 3)[0]
+    return loss.mean(), loss.std(ddof=1) / np.sqrt(batches)
+
+
+def test_test_and_train_errors_equal_monte_carlo_of_the_layer(setting):
+    tasks = draw_task_set(2, 3, 7)
+    fit = setting.fit(tasks)
+    on_set = ICLData(d=3, N=N, Lambda=LAM, tasks=tasks, noise=SIGMA)
+    for data, exact in ((setting.family, fit["test"]), (on_set, fit["train"])):
+        mean, se = _layer_risk(setting, data, fit["M"], 128_000, 3)
+        assert abs(mean - exact) < 4 * se, (mean, exact, se)
+    assert fit["test"] > 1.2 * fit["train"]               # two tasks: memorised, not learned
+
+
+def test_many_tasks_recover_the_gaussian_task_minimum(setting):
+    """The family loss at M*(T) exceeds the family minimum by O(d/P): P·gap stays bounded
+    while the gap itself falls by two orders of magnitude from P = 10 to P = 1000."""
+    M_fam, L_fam = setting.family_minimum()
+    fam_grad = setting.family_flow.grad(setting.theta(M_fam))
+    assert np.linalg.norm(fam_grad) < 1e-7 * np.linalg.norm(
+        setting.family_flow.grad(setting.theta(np.zeros((3, 3)))))
+    rows = task_count_sweep(setting, [10, 1000], draws=4, seed=0)
+    excess = [r["test"] - L_fam for r in rows]
+    assert all(e > 0 for e in excess) and excess[1] < excess[0] / 30, excess
+    assert abs(rows[1]["train"] - L_fam) < 0.02 * L_fam
+    assert rows[0]["family_min"] == L_fam
+
+
+def test_bayes_optimal_predictors_win_on_their_own_task_law():
+    """dMMSE (the set's posterior) beats ridge on the training tasks, ridge (the family's
+    posterior) beats dMMSE on fresh tasks; the learned algorithm's Monte Carlo matches its exact
+    risks."""
+    setting = TaskDiversity(3, 8, np.eye(3), noise=0.2)
+    tasks = draw_task_set(3, 3, 4)
+    fit = setting.fit(tasks)
+    mc = baseline_risks(setting, tasks, fit["M"], 20000, seed=1)
+    assert mc["dmmse_train"][0] < mc["ridge_train"][0] - 4 * mc["ridge_train"][1]
+    assert mc["ridge_test"][0] < mc["dmmse_test"][0] - 4 * mc["dmmse_test"][1]
+    for where in ("test", "train"):
+        mean, se = mc[f"learned_{where}"]
+        assert abs(mean - fit[where]) < 4 * se
+    with pytest.raises(InputError, match="prompts"):
+        baseline_risks(setting, tasks, fit["M"], 1, seed=0)
+
+
+# --- against the asymptotic theory of Lu, Letey, Zavatone-Veth, Maiti, Pehlevan ---------------
+
+def test_asymptotic_formula_limits():
+    """κ → ∞ (and τ → ∞): e = ρ + x/(1 + x), x = (1 + ρ)/α (the paper's unstructured limit);
+    large finite τ approaches τ = ∞; τ = 1 (the interpolation peak) is refused."""
+    from icldyn.numerics.asymptotic import icl_error
+    for alpha, rho in ((1.0, 0.25), (3.0, 0.0), (0.5, 1.0)):
+        x = (1 + rho) / alpha
+        assert icl_error(alpha, 1e9, rho) == pytest.approx(rho + x / (1 + x), rel=1e-6)
+        assert icl_error(alpha, 2.0, rho, tau=1e7) == pytest.approx(icl_error(alpha, 2.0, rho),
+                                                                     rel=1e-5)
+    with pytest.raises(InputError, match="tau"):
+        icl_error(1.0, 1.0, 0.1, tau=1)
+
+
+def test_lu_conventions_at_the_family_limit():
+    """Λ = I/d, σ² = ρ, e = 2L: the exact Gaussian-task minimum in Lu et al.'s units tends to
+    their κ → ∞ error ρ + x/(1 + x), with d·(difference) constant (exactly O(1/d))."""
+    from icldyn.numerics.taskdiversity import lu_setting
+    alpha, rho = 1.0, 0.25
+    x = (1 + rho) / alpha
+    scaled = [d * (2 * lu_setting(d, alpha, rho).family_minimum()[1] - rho - x / (1 + x))
+              for d in (5, 10, 20)]
+    assert all(s > 0 for s in scaled) and max(scaled) < 1.25 * min(scaled), scaled
+
+
+@pytest.mark.slow
+def test_finite_d_curves_approach_the_asymptotic_formula_like_one_over_d():
+    """Averaged over draws of the task set, e_ICL(d) − e_asymptotic shrinks like c/d at κ = 4
+    and 8 (d = 8, 16, 32): positive beyond 3 SE, more than halved from d = 8 to 32, and
+    d·difference equal to its d = 8 value within 4 combined standard errors."""
+    from icldyn.numerics.taskdiversity import lu_sweep
+    rows = lu_sweep([8, 16, 32], [4.0, 8.0], alpha=1.0, rho=0.25, draws=24, seed=0)
+    for kappa in (4.0, 8.0):
+        first, *rest = [r for r in rows if r["kappa"] == kappa]
+        assert all(r["diff"] > 3 * r["e_icl_se"] for r in [first, *rest])
+        assert rest[-1]["diff"] < 0.5 * first["diff"]
+        for r in rest:
+            z = (r["d"] * r["diff"] - 8 * first["diff"]) / np.hypot(r["d"] * r["e_icl_se"],
+                                                                    8 * first["e_icl_se"])
+            assert abs(z) < 4, (kappa, r["d"], z)
+
+
+def test_task_diversity_command(tmp_path, capsys):
+    from icldyn.numerics.cli import main
+    out = tmp_path / "td"
+    assert main(["task-diversity", "--d", "4,8", "--kappa", "0.5,2", "--draws", "2",
+                 "--out", str(out)]) == 0
+    import json
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["seed"] == 0 and res["provenance"]["versions"]["numpy"]
+    assert len(res["rows"]) == 4 and (out / "task_diversity.png").stat().st_size > 0
+    assert (out / "task_diversity.csv").read_text().count("\n") == 5
+    assert "asymptotic" in capsys.readouterr().out
+    assert main(["task-diversity", "--d", "4", "--kappa", "x", "--out", str(out)]) == 2
