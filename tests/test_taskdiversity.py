@@ -8,8 +8,7 @@ import pytest
 import sympy as sp
 
 from icldyn.numerics import compile_flow
-from icldyn.numerics.simulate import (PromptSampler, layer_loss_and_grad, layer_weights,
-                                      letter_values)
+from icldyn.numerics.simulate import PromptSampler, model_loss_and_grad
 from icldyn.numerics.taskdiversity import (TaskDiversity, baseline_risks, draw_task_set,
                                            quadratic_minimum, second_moment_set,
                                            task_count_sweep)
@@ -63,13 +62,10 @@ def test_quadratic_minimum_needs_the_merged_scalar_model():
 def _layer_risk(setting, data, M, prompts, seed):
     """½E(ŷ − y_q)² of the actual layer f(Z) (u = 1, Q = M) on prompts of ``data``:
     mean and standard error over 64 batches."""
-    model = setting.model
-    letters = letter_values(model, {"V": np.ones((1, 1, 1)), "Q": M[None]})
-    W_PV, W_KQ = layer_weights(model, data, letters)
     rng, batches = np.random.default_rng(seed), 64
-    X, Y, xq, yq = PromptSampler(data).prompts(rng, (batches, prompts // batches))
-    loss = layer_loss_and_grad(np.repeat(W_PV, batches, 0), np.repeat(W_KQ, batches, 0),
-                               X, Y, xq, yq, 3)[0]
+    params = {"V": np.ones((batches, 1, 1)), "Q": np.repeat(M[None], batches, 0)}
+    loss = model_loss_and_grad(setting.model, data, params,
+                               PromptSampler(data).prompts(rng, (batches, prompts // batches)))[0]
     return loss.mean(), loss.std(ddof=1) / np.sqrt(batches)
 
 
