@@ -236,3 +236,30 @@ def test_sgd_of_the_stacked_network_matches_theory(layers):
     z = block_z_scores(sim.losses[:-1], theory[:-1], 25)
     assert np.abs(z).max() < 4, z
     assert theory[-1] < (0.8 if layers == 2 else 0.95) * theory[0]
+
+
+def test_staged_learning_through_two_layers():
+    """The paper's eigenbasis tasks (s = 2, 1, ½; N = 16) through 2 Merged layers with Ahn et
+    al.'s conventions, from V = −εI, Q = εI: in every layer the modes are learned in the order
+    of s (half-times of a_α = V_αα Q_αα), the first mode at the one-layer time within 25 %, and
+    the stack ends far below one layer (measured: 0.088 against 0.332 at t = 60)."""
+    s = np.array([2.0, 1.0, 0.5])
+    data = ICLData(d=3, N=16, Lambda=np.diag(s), d_y=3, tasks="diagonal")
+    half, loss = {}, {}
+    for L in (1, 2):
+        model = models.Stack([models.Merged(3, d_y=3)] * L, query_in_keys=False,
+                             negate_readout=True)
+        flow = compile_flow(derive(model, data), backend="numpy")
+        init = {f"{l}.{n}": v * 1e-3 * np.eye(3) for l in range(L)
+                for n, v in (("V", -1.0), ("Q", 1.0))}
+        traj = integrate(flow, flow.pack(init), t_end=60.0)
+        loss[L] = traj.loss[-1]
+        for l in range(L):
+            a = np.array([[p[f"{l}.V"][k, k] * p[f"{l}.Q"][k, k] for k in range(3)]
+                          for p in map(flow.unpack, traj.theta)])
+            half[L, l] = [traj.t[np.argmax(np.abs(a[:, k]) >= 0.5 * abs(a[-1, k]))]
+                          for k in range(3)]
+    for key, times in half.items():
+        assert times[0] < times[1] <= times[2], (key, times)
+        assert times[0] == pytest.approx(half[1, 0][0], rel=0.25)
+    assert loss[2] < 0.5 * loss[1]
