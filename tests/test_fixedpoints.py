@@ -246,3 +246,32 @@ def test_entry_symbols_never_collide_at_two_digit_sizes(d, d_y):
     assert sorted(fp.hessian_index for fp in sets) == [0, 1]
     saddle = next(fp for fp in sets if fp.hessian_index == 1)
     assert float(saddle.loss) == pytest.approx(d_y * np.linspace(2, 1, d).sum() / 2)  # d_y trΛ/2
+
+
+@pytest.mark.slow
+def test_plateaus_of_saddle_to_saddle_learning_are_the_degenerate_saddles_in_order():
+    """SeparateKQ(3, heads=3, rank=1), Λ = diag(1, ½, ¼), N = 15, from a 10⁻² start: the exact
+    flow's loss sits at the level of each degenerate saddle — origin, modes {1}, modes {1, 2} —
+    in that order (plateaus: points within 10⁻³ of the level where the gradient is small), then
+    reaches the minimum; it never plateaus at a strict saddle's level."""
+    der = derive(models.SeparateKQ(3, heads=3, rank=1),
+                 ICLData(d=3, N=15, Lambda=np.diag([1.0, 0.5, 0.25])))
+    sets = der.fixed_points()
+    flow = compile_flow(der, backend="numpy")
+    rng = np.random.default_rng(0)
+    theta = flow.pack({k: 1e-2 * rng.standard_normal(s) for k, s in der.model.shapes().items()})
+    traj = integrate(flow, theta, t_end=2e4, t_eval=np.geomspace(1e-2, 2e4, 3000))
+    grad = np.array([np.linalg.norm(flow.grad(th)) for th in traj.theta])
+
+    def plateau(level):          # first time on a plateau at this loss level, or None
+        on = np.nonzero((np.abs(traj.loss - level) < 1e-3 * level) & (grad < 1e-3))[0]
+        return traj.t[on[0]] if len(on) else None
+
+    visited = sorted((fp for fp in sets if fp.kind in ("degenerate saddle", "minimum")),
+                     key=lambda fp: -float(fp.loss))
+    assert [fp.kind for fp in visited] == ["degenerate saddle"] * 3 + ["minimum"]
+    times = [plateau(float(fp.loss)) for fp in visited]
+    assert None not in times and times == sorted(times), times
+    for fp in sets:
+        if fp.kind == "strict saddle":
+            assert plateau(float(fp.loss)) is None, fp.name
