@@ -20,9 +20,11 @@ from __future__ import annotations
 import copy
 import itertools
 import numbers
+import warnings
 
 import mpmath
 import sympy as sp
+from sympy.utilities.exceptions import SymPyDeprecationWarning
 
 from .errors import InputError, check_int
 from .gaussian import EigenCov, GaussianLaw, KronCov, RandVec, VectorCov
@@ -236,9 +238,14 @@ def _covariance(name: str, value, d: int) -> sp.Matrix:
         raise InputError(name, f"must be an array, a sympy Matrix, or one of 'diag', 'full', "
                          f"'iso'; got {value!r}")
     try:
-        m = sp.Matrix(exact_entries(name, value))
+        with warnings.catch_warnings():        # a list inside a Matrix: an error, not a warning
+            warnings.simplefilter("error", SymPyDeprecationWarning)
+            m = sp.Matrix(exact_entries(name, value))
     except InputError:
         raise
+    except SymPyDeprecationWarning:
+        raise InputError(name, f"must be a {d} × {d} matrix of numbers (got deeper nesting)") \
+            from None
     except Exception as exc:  # noqa: BLE001 - re-raised with the argument named
         raise InputError(name, f"could not be read as a matrix ({exc})") from None
     if m.shape != (d, d):
