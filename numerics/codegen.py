@@ -25,7 +25,8 @@ from ..theory.derive import Derivation
 from ..theory.errors import InputError
 from ..theory.words import (DIMS, Dg, MatPoly, TracePoly, split_by_letters,
                             transpose_word)
-from .params import as_arrays, as_theta
+from ..theory.params import as_arrays
+from .params import as_theta
 
 BACKENDS = ("numpy", "numba")
 COEFF_SYMBOLS = (N_SYM, SIGMA, DIMS["x"], DIMS["y"], DIMS["r"])

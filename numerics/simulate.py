@@ -17,10 +17,10 @@ import numpy as np
 
 from ..theory.data import ICLData
 from ..theory.errors import DivergenceError, InputError, check_int, check_real
-from ..theory.models import Model, fill_weights
+from ..theory.models import Model, fill_weights, word_value
 from .codegen import RUNAWAY
 from .integrate import MAX_ROWS_BYTES
-from .params import as_arrays
+from ..theory.params import as_arrays
 
 
 @dataclass
@@ -54,18 +54,6 @@ def letter_values(model: Model, params: dict) -> dict:
             for b in model.blocks()}
 
 
-def _letter(letters: dict, letter) -> np.ndarray:
-    m = letters[letter.name]
-    return m.swapaxes(-1, -2) if letter.T else m
-
-
-def _product(letters: dict, word: tuple) -> np.ndarray:
-    out = _letter(letters, word[0])
-    for letter in word[1:]:
-        out = out @ _letter(letters, letter)
-    return out
-
-
 def network_weights(model: Model, data: ICLData, letters: dict) -> list[tuple]:
     """[(W_PV, W_KQ) per layer], each (S, H, D, D), filled from the model's ``stack_layers()``;
     entries no word names are zero."""
@@ -86,9 +74,9 @@ def pullback(model: Model, data: ICLData, letters: dict, grads: list[tuple]) -> 
                     for j, letter in enumerate(word):
                         g = G
                         if j > 0:
-                            g = _product(letters, word[:j]).swapaxes(-1, -2) @ g
+                            g = word_value(letters, word[:j]).swapaxes(-1, -2) @ g
                         if j < len(word) - 1:
-                            g = g @ _product(letters, word[j + 1:]).swapaxes(-1, -2)
+                            g = g @ word_value(letters, word[j + 1:]).swapaxes(-1, -2)
                         letter_grads[letter.name] += g.swapaxes(-1, -2) if letter.T else g
     sizes = model.sizes()
     out = {}

@@ -24,11 +24,11 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
-import sympy as sp
 
 from .data import N_SYM, x
 from .errors import InputError, check_int
 from .gaussian import QUERY, Segment
+from .params import as_arrays
 from .terms import VecTerm, attend, input_tokens, negate, sandwich, target, token_part
 from .words import Mat
 
@@ -148,6 +148,12 @@ class Model:
         return [[tuple(w) for w in zip(*fill_weights(spec, letters, self.d, self.d_y))]
                 for spec in self.stack_layers()]
 
+    def product_model(self) -> "Model | None":
+        """Optional structure for analyses of F(M): the Merged model whose loss F(M), M = the
+        learned matrix, this model's loss factors through (or reduces to on an invariant set);
+        None when there is none."""
+        return None
+
     def symmetry_parts(self) -> list[tuple] | None:
         """Optional structure for the symmetry search: sub-models whose symmetries act on this
         model's letters, as [(sub-model, {its letter: this model's letter})]; None (the
@@ -169,25 +175,13 @@ class Model:
 
 
 def letter_arrays(model: Model, params: dict) -> dict:
-    """{letter name: float array} cut from ``params`` (arrays; scalars broadcast to I)."""
-    shapes, sizes = model.shapes(), model.sizes()
-    if not isinstance(params, dict) or set(params) != set(shapes):
-        raise InputError("params", f"must be a dict with entries {sorted(shapes)}")
-    arrays = {}
-    for name, shape in shapes.items():
-        try:
-            value = np.asarray(params[name], dtype=float)
-        except (TypeError, ValueError):
-            raise InputError("params", f"{name} must be numeric") from None
-        if value.ndim == 0 and shape[-1] == shape[-2]:
-            value = value * np.broadcast_to(np.eye(shape[-1]), shape)
-        if value.shape != shape:
-            raise InputError("params", f"{name} must have shape {shape}, got {value.shape}")
-        arrays[name] = value
+    """{letter name: float array} cut from ``params`` (``params.as_arrays``'s broadcasting)."""
+    arrays, sizes = as_arrays(model.shapes(), params), model.sizes()
     return {b.letter.name: arrays[b.param][b.index(sizes)] for b in model.blocks()}
 
 
-def _word_value(letters: dict, word: tuple) -> np.ndarray:
+def word_value(letters: dict, word: tuple) -> np.ndarray:
+    """The product of a word's letter values (any leading axes; transposes applied)."""
     out = None
     for letter in word:
         m = letters[letter.name]
@@ -205,7 +199,7 @@ def fill_weights(spec: list[dict], letters: dict, d: int, d_y: int) -> tuple:
     for h, head in enumerate(spec):
         for wname, entries in head.items():
             for rows, cols, word in entries:
-                out[wname][..., h, space[rows], space[cols]] += _word_value(letters, word)
+                out[wname][..., h, space[rows], space[cols]] += word_value(letters, word)
     return out["W_PV"], out["W_KQ"]
 
 
@@ -244,6 +238,10 @@ class MultiHead(Model):
     def key(self) -> tuple:
         return (self.name, self.heads)
 
+    def product_model(self) -> "Model":
+        """L = F(Σ_h V_h ⊗ Q_h): the Merged model's loss of the summed product."""
+        return Merged(self.d, d_y=self.d_y)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(d={self.d}, heads={self.heads}, d_y={self.d_y})"
 
@@ -267,6 +265,9 @@ class Merged(MultiHead):
 
     def key(self) -> tuple:
         return (self.name,)
+
+    def product_model(self) -> "Model":
+        return self
 
     def __repr__(self) -> str:
         return Model.__repr__(self)
@@ -342,6 +343,10 @@ class FullLSA(Model):
     stack_cost = ("every block of W_PV and W_KQ is live in a stack: two full layers at d = 2 "
                   "give ŷ of 92 620 vector terms, ~4e9 loss monomials, beyond the engine")
 
+    def product_model(self) -> "Model":
+        """On the invariant set P₁ = 0, Q₂ = 0 the loss is the Merged model's F(P₂ Q₁)."""
+        return Merged(self.d, d_y=self.d_y)
+
     def stack_blocks(self) -> list[Block]:
         return self.blocks() + [Block(self.Pxx, "W_PV", None, "x", "x"),
                                 Block(self.Pxy, "W_PV", None, "x", "y"),
@@ -360,11 +365,8 @@ class FullLSA(Model):
 
     def attention_weights(self, params: dict) -> list[list[tuple]]:
         """``[[(W_PV, W_KQ)]]``: the parameters themselves (inert entries included)."""
-        letter_arrays(self, params)                      # checks names and shapes
-        shapes = self.shapes()
-        return [[tuple(np.asarray(params[n], dtype=float) * (np.eye(shapes[n][0])
-                                                             if np.ndim(params[n]) == 0 else 1)
-                       for n in ("W_PV", "W_KQ"))]]
+        arrays = as_arrays(self.shapes(), params)
+        return [[(arrays["W_PV"], arrays["W_KQ"])]]
 
 
 class Stack(Model):

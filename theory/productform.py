@@ -16,7 +16,6 @@ from __future__ import annotations
 from .derive import Derivation, derive
 from .errors import InputError
 from .words import Mat, TracePoly, rename_letter
-from . import models
 
 
 def _name(letter):
@@ -41,10 +40,12 @@ def product_poly(poly: TracePoly, excess: int) -> TracePoly:
 
 
 def merged_counterpart(der: Derivation) -> Derivation:
-    """The Merged model on ``der``'s data (``der`` itself if it is one)."""
-    if der.model.name == "Merged":
-        return der
-    return derive(models.Merged(der.data.d, d_y=der.data.d_y), der.data, der.structural)
+    """The derivation of ``der.model.product_model()`` on ``der``'s data (``der`` itself when the
+    model is its own product model)."""
+    product = der.model.product_model()
+    if product is None:
+        raise InputError("der", f"{der.model!r} has no product form F(M) (product_model)")
+    return der if product is der.model else derive(product, der.data, der.structural)
 
 
 def product_loss(der: Derivation) -> tuple[TracePoly, Mat]:

@@ -1,0 +1,34 @@
+"""Parameter dictionaries → arrays: the broadcasting rules and their checks, shared by the
+models (attention weights) and the numerics (packing θ, the simulator)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+
+
+def as_arrays(shapes: dict, params: dict, argument: str = "params") -> dict:
+    """{name: float array of ``shapes[name]``} from user values. A scalar for a square block
+    means that multiple of the identity (of each head's block, for stacked heads)."""
+    if not isinstance(params, dict):
+        raise InputError(argument, f"must be a dict of parameters {sorted(shapes)}, "
+                         f"got {type(params).__name__}")
+    missing, extra = set(shapes) - set(params), set(params) - set(shapes)
+    if missing or extra:
+        raise InputError(argument, f"expected entries {sorted(shapes)}; missing "
+                         f"{sorted(missing)}, unexpected {sorted(extra)}")
+    out = {}
+    for name, shape in shapes.items():
+        try:
+            value = np.asarray(params[name], dtype=float)
+        except (TypeError, ValueError):
+            raise InputError(argument, f"{name} must be numeric, got {params[name]!r}") from None
+        if value.ndim == 0 and shape[-1] == shape[-2]:
+            value = value * np.broadcast_to(np.eye(shape[-1]), shape)
+        if value.shape != shape:
+            raise InputError(argument, f"{name} must have shape {shape}, got {value.shape}")
+        if not np.all(np.isfinite(value)):
+            raise InputError(argument, f"{name} contains NaN or infinite entries")
+        out[name] = value
+    return out
