@@ -9,7 +9,9 @@
 (d) numba vs numpy backend for 10⁵ GD steps at d = 16;
 (e) growth of the compiled-gradient cost with d per model (fitted exponent, d = 16 → 64);
 (f) finite task sets: compiled-gradient cost against the number of tasks P (MultiHead, vector
-    outputs, d = 8), next to the Gaussian-task gradient of the same model.
+    outputs, d = 8), next to the Gaussian-task gradient of the same model;
+(g) ICLData with a numeric Λ (float64 checks, exact rationals only on use) at d = 64, 256, 512,
+    next to the same Λ given as exact rationals (d = 64: the exact path's cost).
 Prints ratios and writes JSON (default benchmarks/results.json).
 """
 
@@ -224,6 +226,23 @@ def bench_task_sets() -> dict:
     return out
 
 
+def bench_data() -> dict:
+    import sympy as sp
+
+    from icldyn.theory import ICLData
+    rows = []
+    for d in (64, 256, 512):
+        X = np.random.default_rng(d).standard_normal((d, d))
+        Lam = X @ X.T / d + np.eye(d)
+        rows.append({"d": d, "numeric_s": best_time(lambda: ICLData(d=d, N=20, Lambda=Lam),
+                                                    repeat=3)})
+    d, Lam = 64, X[:64, :64] @ X[:64, :64].T / 64 + np.eye(64)
+    exact = sp.Matrix(d, d, [sp.Rational(v) for v in Lam.ravel()])
+    numeric = best_time(lambda: ICLData(d=d, N=20, Lambda=Lam), repeat=3)
+    return {"rows": rows, "exact_d64_s": best_time(lambda: ICLData(d=d, N=20, Lambda=exact),
+                                                    repeat=1), "numeric_d64_s": numeric}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
@@ -261,6 +280,11 @@ def main() -> None:
                      for P, g in zip(t["P"][1:], t["grad_s"][1:]))
     print(f"(f) gradient with a finite task set (MultiHead(2), d = 8, d_y = 2) vs Gaussian tasks "
           f"{t['grad_s'][0] * 1e6:.0f} µs: {cost}")
+    results["data"] = g = bench_data()
+    print("(g) ICLData with a numeric Λ: " + ", ".join(
+        f"d = {r['d']}: {r['numeric_s'] * 1e3:.1f} ms" for r in g["rows"])
+        + f"; exact rationals at d = 64: {g['exact_d64_s']:.2f} s = "
+        f"{g['exact_d64_s'] / g['numeric_d64_s']:.0f}x")
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -103,19 +103,17 @@ class PromptSampler:
     """Draws prompts of the data model: x ~ N(0, Λ), W from the task law, y = W x + ε."""
 
     def __init__(self, data: ICLData):
-        vals = data.values()
         self.data = data
-        if not all(v.is_number for v in data.Lambda) or not data.noise.is_number:
+        if not data.is_numeric():
             raise InputError("data", "simulation needs numeric Λ, Σ_w and noise")
-        self.chol = np.linalg.cholesky(np.array(vals["Lambda"].tolist(), dtype=float))
+        arrays = data.arrays()
+        self.chol = np.linalg.cholesky(arrays["Lambda"])
         if data.tasks == "gaussian":
-            sw = np.array(vals["Sigma_w"].tolist(), dtype=float)
-            self.task_chol = np.linalg.cholesky(sw)
+            self.task_chol = np.linalg.cholesky(arrays["Sigma_w"])
         elif data.tasks == "finite":
-            self.task_set = np.array([m.tolist() for m in vals["W"]], dtype=float)
+            self.task_set = np.array([m.tolist() for m in data.numeric_task_set()], dtype=float)
         else:
-            self.U = np.array(vals["U"].tolist(), dtype=float)
-            self.task_sd = np.sqrt(np.array(vals["c"].tolist(), dtype=float).ravel())
+            self.U, self.task_sd = arrays["U"], np.sqrt(arrays["c"])
         self.sigma = float(data.noise)
 
     def tasks(self, rng, shape) -> np.ndarray:
