@@ -66,7 +66,7 @@ def bench_gradient(d: int) -> dict:
 
 
 CURVE = dict(d=4, N=16, spectrum=(2.0, 1.0, 0.5, 0.25), lr=0.02, batch=64, steps=2000,
-             seeds=32)
+             seeds=32, validation=1024)
 
 
 def bench_curve() -> dict:
@@ -95,6 +95,16 @@ def bench_curve() -> dict:
            "simulation_1pct_s": t_sim * seeds_1pct / c["seeds"],
            "final_theory": float(theory.loss[-1]), "final_sgd": float(sim.loss[-1])}
     out["ratio_simulation"] = out["simulation_1pct_s"] / t_theory
+    start = time.perf_counter()
+    val = simulate_sgd(model, data, init, lr=c["lr"], batch=c["batch"], steps=c["steps"],
+                       seeds=c["seeds"], seed=0, record_every=10, validation=c["validation"])
+    t_val = time.perf_counter() - start
+    rel_val = float(np.median(val.val_loss_se / val.val_loss))
+    out["validation"] = {"prompts": c["validation"], "simulation_s": t_val,
+                         "median_relative_se": rel_val,
+                         "seeds_for_1pct": int(np.ceil(c["seeds"] * (rel_val / 0.01) ** 2))}
+    out["validation"]["simulation_1pct_s"] = t_val * out["validation"]["seeds_for_1pct"] \
+        / c["seeds"]
     t_torch = torch_sgd_time(c)
     if t_torch is not None:
         out["torch_s"] = t_torch
@@ -260,6 +270,10 @@ def main() -> None:
           f"simulate_sgd {c['simulation_s']:.2f} s for {c['seeds']} seeds (median relative SE "
           f"{c['simulation_median_relative_se']:.1%}), {c['seeds_for_1pct']} seeds for 1 % → "
           f"{c['simulation_1pct_s']:.0f} s = {c['ratio_simulation']:.0f}x theory")
+    v = c["validation"]
+    print(f"(b) with a held-out set of {v['prompts']} prompts per seed (every 10 steps): median "
+          f"relative SE {v['median_relative_se']:.2%}, {v['seeds_for_1pct']} seeds for 1 % "
+          f"(vs {c['seeds_for_1pct']}) → {v['simulation_1pct_s']:.1f} s")
     if "torch_s" in c:
         print(f"(b) plain PyTorch SGD loop: {c['torch_s']:.2f} s for {c['seeds']} seeds → "
               f"{c['torch_1pct_s']:.0f} s for 1 % = {c['ratio_torch']:.0f}x theory")
