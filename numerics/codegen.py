@@ -259,6 +259,7 @@ def _generate(der: Derivation) -> _Polys:
     lines += grad_fn("grad", der.gradient_poly)
     for i, c in enumerate(der.conserved):
         lines += scalar_fn(f"conserved_{i}", c.quantity)
+    lines += _observe_fn(len(der.conserved), args)
     names = [line.split(" = ")[0].strip() for line in consts.lines] or ["Lambda"]
     unpack = f"({', '.join(names)},) = consts"
     constants_fn = (["def constants(Lambda, Sigma_w, U, c):"] + consts.lines
@@ -266,6 +267,18 @@ def _generate(der: Derivation) -> _Polys:
     lines = ["import numpy as np", ""] + constants_fn + [
         line.replace("    CONSTANTS", "    " + unpack) for line in lines]
     return _Polys(coeffs, "\n".join(lines) + FIXED_STEP_LOOP)
+
+
+def _observe_fn(conserved: int, args: str) -> list[str]:
+    """``observe(rows, …)``: the loss and every conserved quantity of each row of θ in one
+    loop (compiled with the kernels, so recording a trajectory costs no Python per row)."""
+    call = args.replace("theta, ", "rows[i], ", 1)
+    return ([f"def observe({args.replace('theta', 'rows', 1)}):",
+             f"    out = np.empty((rows.shape[0], {1 + conserved}))",
+             "    for i in range(rows.shape[0]):",
+             f"        out[i, 0] = loss({call})"]
+            + [f"        out[i, {j + 1}] = conserved_{j}({call})" for j in range(conserved)]
+            + ["    return out", ""])
 
 
 RUNAWAY = 1e100
@@ -420,6 +433,15 @@ class CompiledFlow:
     def conserved(self, theta) -> np.ndarray:
         return np.array([self._fns[f"conserved_{i}"](*self._args(theta))
                          for i in range(len(self.der.conserved))])
+
+    def observe(self, rows) -> np.ndarray:
+        """The loss and the conserved quantities of each row of θ (R, P), in one compiled
+        loop: shape (R, 1 + number of conserved quantities), the loss first."""
+        rows = np.ascontiguousarray(rows, dtype=float)
+        if rows.ndim != 2 or rows.shape[1] != self.size:
+            raise InputError("rows", f"must have shape (R, {self.size}), got {rows.shape}")
+        _, *extra = self._args(np.zeros(self.size))
+        return _finite(self._fns["observe"](rows, *extra), rows)
 
     def gd_change(self, theta, lr: float) -> np.ndarray:
         """ΔC of each conserved quantity under one GD step of size lr, in the derived form

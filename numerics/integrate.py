@@ -30,9 +30,9 @@ class Trajectory:
 
     @classmethod
     def along(cls, flow: CompiledFlow, t, theta, **info) -> "Trajectory":
-        loss = np.array([flow.loss(row) for row in theta])
-        conserved = np.array([flow.conserved(row) for row in theta]).reshape(len(theta), -1)
-        return cls(np.asarray(t, dtype=float), theta, loss, conserved, dict(info))
+        observed = flow.observe(theta)
+        return cls(np.asarray(t, dtype=float), theta, observed[:, 0], observed[:, 1:],
+                   dict(info))
 
     def params(self, flow: CompiledFlow) -> dict:
         """{name: array of shape (len(t),) + block shape}."""
