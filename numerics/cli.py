@@ -34,18 +34,18 @@ def _progress():
 def cmd_run(args) -> int:
     from .mainjob import RunConfig, run
     from .report import write_report
-    from .runfolder import prepare_folder
+    from .runfolder import STAGES, staged_folder
 
     overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig)
                  if getattr(args, f.name, None) is not None}
     config = RunConfig(**overrides)
     config.validate()
-    prepare_folder(args.out, reuse=args.resume or args.overwrite)
     bar, update = _progress()
-    with bar:
-        outcome = run(config, progress=update, stages=Path(args.out) / "stages",
-                      resume=args.resume)
-    report = write_report(Path(args.out), outcome)
+    with staged_folder(args.out, resume=args.resume, overwrite=args.overwrite) as staging:
+        with bar:
+            outcome = run(config, progress=update, stages=staging / STAGES, resume=args.resume)
+        write_report(staging, outcome)
+    report = Path(args.out) / "report.md"
     res = outcome["results"]
     print(f"report: {report}")
     print(f"loss {res['loss']['initial']:.4f} -> flow {res['loss']['final_flow']:.5f}, "
