@@ -365,6 +365,8 @@ class CompiledFlow:
                          float(sizes.get("r", 0))]
         self.k = np.array(self._coeff_fn(*scalars), dtype=float)
         self.consts = self._constants(self.Lambda, self.Sigma_w, self.U, self.c)
+        if not all(np.all(np.isfinite(a)) for a in (self.k, self.tasks, *self.consts)):
+            raise data_overflow(data, "the products of the data the loss needs")
 
     def _constants(self, *data) -> tuple:
         """Products of data letters only, computed once per data set."""
@@ -400,10 +402,21 @@ class CompiledFlow:
 
     # --- evaluation --------------------------------------------------------------------------------
     def loss(self, theta) -> float:
-        return _finite(float(self._fns["loss"](*self._args(theta))), theta)
+        return self._finite(float(self._fns["loss"](*self._args(theta))), theta)
 
     def grad(self, theta) -> np.ndarray:
-        return _finite(self._fns["grad"](*self._args(theta)), theta)
+        return self._finite(self._fns["grad"](*self._args(theta)), theta)
+
+    def _finite(self, value, theta):
+        """``value`` if finite. A NaN or ∞ from finite θ means float64 overflowed: the data's
+        scale is blamed when θ scaled to entries of at most 1 overflows too, else θ."""
+        if np.all(np.isfinite(value)):
+            return value
+        top = float(np.abs(theta).max())
+        if top <= 1 or not np.all(np.isfinite(self._fns["grad"](*self._args(theta / top)))):
+            raise data_overflow(self.data, "the loss or its gradient")
+        raise InputError("theta", f"|θ| up to {top:.3g} overflows float64 in the loss or its "
+                         "gradient; rescale the parameters")
 
     def hvp(self, theta, v, h: float = 1e-30) -> np.ndarray:
         """Hessian-vector product ∇²L(θ) v by complex-step differentiation of the exact
@@ -448,12 +461,26 @@ def task_arrays(task_set, data) -> tuple[np.ndarray, np.ndarray]:
     return tasks, np.array(getattr(task_set, "weights", ()), dtype=float)
 
 
-def _finite(value, theta):
-    """``value`` if finite; a NaN or ∞ from finite θ means float64 overflowed."""
-    if not np.all(np.isfinite(value)):
-        raise InputError("theta", f"|θ| up to {np.abs(theta).max():.3g} overflows float64 in "
-                         "the loss or its gradient; rescale the parameters")
-    return value
+def data_scales(data) -> dict:
+    """{argument: largest |entry|} of numeric data: Λ, Σ_w (or the task variances c), the
+    finite task matrices and σ."""
+    top = lambda m: float(np.abs(np.array(m.tolist(), dtype=float)).max())  # noqa: E731
+    scales = {"Lambda": top(data.Lambda), "noise": abs(float(data.noise))}
+    if data.Sigma_w is not None:
+        scales["Sigma_w"] = top(data.Sigma_w)
+    if data.task_set is not None:
+        scales["tasks"] = max(top(m) for m in data.task_set)
+    return scales
+
+
+def data_overflow(data, where: str) -> InputError:
+    """The error for float64 overflow caused by the data's scale (losses are polynomials in
+    the data, so an entry near 1e308, or its square or cube, overflows): names the argument
+    with the largest entries."""
+    name, scale = max(data_scales(data).items(), key=lambda item: item[1])
+    return InputError(name, f"entries up to {scale:.3g} overflow float64 in {where} (it holds "
+                      f"powers of the data); rescale {name} to entries of order 1 (the loss "
+                      "scales with it)")
 
 
 def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
