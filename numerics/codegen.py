@@ -369,8 +369,10 @@ class CompiledFlow:
             raise data_overflow(data, "the products of the data the loss needs")
 
     def _constants(self, *data) -> tuple:
-        """Products of data letters only, computed once per data set."""
-        return tuple(np.ascontiguousarray(a) for a in self._fns["constants"](*data))
+        """Products of data letters only, computed once per data set (overflow is checked
+        by ``_set_data``)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return tuple(np.ascontiguousarray(a) for a in self._fns["constants"](*data))
 
     def _args(self, theta):
         theta = np.ascontiguousarray(theta, dtype=float)
@@ -402,10 +404,14 @@ class CompiledFlow:
 
     # --- evaluation --------------------------------------------------------------------------------
     def loss(self, theta) -> float:
-        return self._finite(float(self._fns["loss"](*self._args(theta))), theta)
+        return self._finite(float(self._eval("loss", theta)), theta)
 
     def grad(self, theta) -> np.ndarray:
-        return self._finite(self._fns["grad"](*self._args(theta)), theta)
+        return self._finite(self._eval("grad", theta), theta)
+
+    def _eval(self, name: str, theta):
+        with np.errstate(over="ignore", invalid="ignore"):    # overflow: see ``_finite``
+            return self._fns[name](*self._args(theta))
 
     def _finite(self, value, theta):
         """``value`` if finite. A NaN or ∞ from finite θ means float64 overflowed: the data's
@@ -413,7 +419,7 @@ class CompiledFlow:
         if np.all(np.isfinite(value)):
             return value
         top = float(np.abs(theta).max())
-        if top <= 1 or not np.all(np.isfinite(self._fns["grad"](*self._args(theta / top)))):
+        if top <= 1 or not np.all(np.isfinite(self._eval("grad", theta / top))):
             raise data_overflow(self.data, "the loss or its gradient")
         raise InputError("theta", f"|θ| up to {top:.3g} overflows float64 in the loss or its "
                          "gradient; rescale the parameters")

@@ -515,7 +515,8 @@ def summary_figure(rows: list[dict], spec: SweepSpec):
     ax.set_xlabel("context length N")
     ax.set_ylabel(f"loss after {spec.steps} steps")
     ax.set_title(", ".join(f"{a}={v}" for a, v in base.items()), fontsize=8)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:        # no line when every point failed
+        ax.legend(fontsize=7)
     fig.tight_layout()
     plt.close(fig)
     return fig
