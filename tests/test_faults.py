@@ -295,6 +295,7 @@ def test_killed_sweeps_leave_no_workers_and_resume_heals(tmp_path):
             "--replicas", "2"]
     out = tmp_path / "sw"
     rng = np.random.default_rng(6)
+    orphans = []                         # the workers alive when their sweep was killed
     for attempt in range(2):
         proc = subprocess.Popen(_icldyn("sweep", "--out", str(out), "--workers", "2",
                                         *(["--resume"] if attempt else []), *grid),
@@ -309,10 +310,12 @@ def test_killed_sweeps_leave_no_workers_and_resume_heals(tmp_path):
         family = _workers(proc.pid)
         proc.kill()
         proc.wait()
+        orphans += family
         deadline = time.monotonic() + 10
         while any(map(_alive, family)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(map(_alive, family)), "workers outlived their sweep"
+    assert orphans                       # the kills did land while workers ran
     assert main(["sweep", "--out", str(out), "--workers", "1", "--resume"]) == 0
     assert main(["sweep", "--out", str(tmp_path / "ref"), "--workers", "1", *grid]) == 0
     assert _numbers(read_table(out / "results.csv")) == _numbers(
