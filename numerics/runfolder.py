@@ -132,6 +132,8 @@ def staged_folder(out, option: str = "--out", resume: bool = False, overwrite: b
     the block raises, the staging folder is removed unless it holds saved stages (kept for
     ``--resume``)."""
     out = _check_target(out, option, reuse=resume or overwrite)
+    if out.is_symlink():                     # swap the folder it names, not the link
+        out = out.resolve()
     if not out.absolute().name:
         raise InputError(option, f"{out} names no folder; name one")
     _probe(out.absolute().parent, option)
@@ -157,8 +159,8 @@ def _claim(staging: Path, option: str, keep: str | None):
         staging.mkdir()
     except FileExistsError:
         stale = True
-        if not (staging / STAGING_MARK).is_file():
-            if not staging.is_dir() or any(staging.iterdir()):
+        if staging.is_symlink() or not (staging / STAGING_MARK).is_file():
+            if staging.is_symlink() or not staging.is_dir() or any(staging.iterdir()):
                 raise InputError(option, f"{staging} is in the way and was not made by icldyn; "
                                  "move it away or name another folder") from None
             stale = False                    # an empty folder: killed right after creating it
