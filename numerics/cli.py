@@ -34,18 +34,18 @@ def _progress():
 def cmd_run(args) -> int:
     from .mainjob import RunConfig, run
     from .report import write_report
-    from .runfolder import prepare_folder
+    from .runfolder import STAGES, staged_folder
 
     overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig)
                  if getattr(args, f.name, None) is not None}
     config = RunConfig(**overrides)
     config.validate()
-    prepare_folder(args.out, reuse=args.resume or args.overwrite)
     bar, update = _progress()
-    with bar:
-        outcome = run(config, progress=update, stages=Path(args.out) / "stages",
-                      resume=args.resume)
-    report = write_report(Path(args.out), outcome)
+    with staged_folder(args.out, resume=args.resume, overwrite=args.overwrite) as staging:
+        with bar:
+            outcome = run(config, progress=update, stages=staging / STAGES, resume=args.resume)
+        write_report(staging, outcome)
+    report = Path(args.out) / "report.md"
     res = outcome["results"]
     print(f"report: {report}")
     print(f"loss {res['loss']['initial']:.4f} -> flow {res['loss']['final_flow']:.5f}, "
@@ -160,18 +160,15 @@ SWEEP_SETTINGS = (("steps", int), ("replicas", int), ("mode", str), ("model", st
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import SweepSpec, load_spec, run_sweep
+    from .sweep import SweepSpec, read_spec, run_sweep
 
     given = {name: _grid(getattr(args, name), kind, f"--{name.replace('_', '-')}")
              for name, kind in SWEEP_AXES if getattr(args, name) is not None}
     given.update({name: getattr(args, name) for name, _ in SWEEP_SETTINGS
                   if getattr(args, name) is not None})
     out = Path(args.out)
-    if args.resume and (out / "spec.json").exists():
-        saved = load_spec(out)
-        spec = SweepSpec.from_json({**saved.to_json(), **given})
-    else:
-        spec = SweepSpec(**given)
+    saved = read_spec(out) if args.resume else None      # None: missing or unreadable
+    spec = SweepSpec.from_json({**saved.to_json(), **given}) if saved else SweepSpec(**given)
     bar, update = _progress()
     with bar:
         summary = run_sweep(spec, out, resume=args.resume, workers=args.workers,
@@ -180,6 +177,10 @@ def cmd_sweep(args) -> int:
           f"reused, {summary['failed_or_diverged']} failed or diverged) in "
           f"{summary['wall_s']:.1f} s on {summary['executor']}")
     print(f"table: {out / 'results.csv'}; figure: {out / 'summary.png'}")
+    if summary["failed"]:
+        print(f"icldyn sweep: {summary['failed']} point(s) failed (see status in results.csv); "
+              "rerun with --resume to retry them", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -377,10 +377,14 @@ class CompiledFlow:
                          float(sizes.get("r", 0))]
         self.k = np.array(self._coeff_fn(*scalars), dtype=float)
         self.consts = self._constants(self.Lambda, self.Sigma_w, self.U, self.c)
+        if not all(np.all(np.isfinite(a)) for a in (self.k, self.tasks, *self.consts)):
+            raise data_overflow(data, "the products of the data the loss needs")
 
     def _constants(self, *data) -> tuple:
-        """Products of data letters only, computed once per data set."""
-        return tuple(np.ascontiguousarray(a) for a in self._fns["constants"](*data))
+        """Products of data letters only, computed once per data set (overflow is checked
+        by ``_set_data``)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return tuple(np.ascontiguousarray(a) for a in self._fns["constants"](*data))
 
     def _args(self, theta):
         theta = np.ascontiguousarray(theta, dtype=float)
@@ -412,10 +416,25 @@ class CompiledFlow:
 
     # --- evaluation --------------------------------------------------------------------------------
     def loss(self, theta) -> float:
-        return _finite(float(self._fns["loss"](*self._args(theta))), theta)
+        return self._finite(float(self._eval("loss", theta)), theta)
 
     def grad(self, theta) -> np.ndarray:
-        return _finite(self._fns["grad"](*self._args(theta)), theta)
+        return self._finite(self._eval("grad", theta), theta)
+
+    def _eval(self, name: str, theta):
+        with np.errstate(over="ignore", invalid="ignore"):    # overflow: see ``_finite``
+            return self._fns[name](*self._args(theta))
+
+    def _finite(self, value, theta):
+        """``value`` if finite. A NaN or ∞ from finite θ means float64 overflowed: the data's
+        scale is blamed when θ scaled to entries of at most 1 overflows too, else θ."""
+        if np.all(np.isfinite(value)):
+            return value
+        top = float(np.abs(theta).max())
+        if top <= 1 or not np.all(np.isfinite(self._eval("grad", theta / top))):
+            raise data_overflow(self.data, "the loss or its gradient")
+        raise InputError("theta", f"|θ| up to {top:.3g} overflows float64 in the loss or its "
+                         "gradient; rescale the parameters")
 
     def hvp(self, theta, v, h: float = 1e-30) -> np.ndarray:
         """Hessian-vector product ∇²L(θ) v by complex-step differentiation of the exact
@@ -441,7 +460,11 @@ class CompiledFlow:
         if rows.ndim != 2 or rows.shape[1] != self.size:
             raise InputError("rows", f"must have shape (R, {self.size}), got {rows.shape}")
         _, *extra = self._args(np.zeros(self.size))
-        return _finite(self._fns["observe"](rows, *extra), rows)
+        with np.errstate(over="ignore", invalid="ignore"):    # overflow: see ``_finite``
+            out = self._fns["observe"](rows, *extra)
+        for value, row in zip(out, rows):
+            self._finite(value, row)
+        return out
 
     def gd_change(self, theta, lr: float) -> np.ndarray:
         """ΔC of each conserved quantity under one GD step of size lr, in the derived form
@@ -469,12 +492,26 @@ def task_arrays(task_set, data) -> tuple[np.ndarray, np.ndarray]:
     return tasks, np.array(getattr(task_set, "weights", ()), dtype=float)
 
 
-def _finite(value, theta):
-    """``value`` if finite; a NaN or ∞ from finite θ means float64 overflowed."""
-    if not np.all(np.isfinite(value)):
-        raise InputError("theta", f"|θ| up to {np.abs(theta).max():.3g} overflows float64 in "
-                         "the loss or its gradient; rescale the parameters")
-    return value
+def data_scales(data) -> dict:
+    """{argument: largest |entry|} of numeric data: Λ, Σ_w (or the task variances c), the
+    finite task matrices and σ."""
+    top = lambda m: float(np.abs(np.array(m.tolist(), dtype=float)).max())  # noqa: E731
+    scales = {"Lambda": top(data.Lambda), "noise": abs(float(data.noise))}
+    if data.Sigma_w is not None:
+        scales["Sigma_w"] = top(data.Sigma_w)
+    if data.task_set is not None:
+        scales["tasks"] = max(top(m) for m in data.task_set)
+    return scales
+
+
+def data_overflow(data, where: str) -> InputError:
+    """The error for float64 overflow caused by the data's scale (losses are polynomials in
+    the data, so an entry near 1e308, or its square or cube, overflows): names the argument
+    with the largest entries."""
+    name, scale = max(data_scales(data).items(), key=lambda item: item[1])
+    return InputError(name, f"entries up to {scale:.3g} overflow float64 in {where} (it holds "
+                      f"powers of the data); rescale {name} to entries of order 1 (the loss "
+                      "scales with it)")
 
 
 def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:

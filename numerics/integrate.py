@@ -115,6 +115,8 @@ def _loop(flow: CompiledFlow, theta0, step, steps: int, every: int, rk4: bool, *
     theta, done = flow.fixed_step(theta0, step, steps, every, rk4)
     traj = Trajectory.along(flow, step * every * np.arange(len(theta)), theta, **info)
     if done < steps:
+        if done == 0:
+            flow.grad(theta0)           # overflow at θ₀ itself: blames the data or θ₀, not lr
         limit = stability_limit(flow, theta0)
         raise DivergenceError(
             f"diverged at step {done} of {steps} (step size {step:g}); the stability limit "

@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import json
 import time
+import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -96,6 +98,21 @@ def _crossing(t: np.ndarray, y: np.ndarray, level: float) -> float:
     return float(t[i - 1] + (level - y[i - 1]) * (t[i] - t[i - 1]) / (y[i] - y[i - 1]))
 
 
+REACHED = 0.95
+
+
+def _short_horizon(t_end: float, reached: np.ndarray, predicted: list) -> str | None:
+    """A warning when the exact flow at t_end is not yet within 5 % of the fixed point in every
+    mode (``reached`` = a_α(t_end)/a*_α): later stages are cut off, and a mode that never
+    reaches half its fixed-point value has no stage time (NaN)."""
+    if np.all(np.abs(reached - 1) <= 1 - REACHED):
+        return None
+    return (f"t_end = {t_end:g} is too short: the exact flow ends at "
+            f"{', '.join(f'{r:.1%}' for r in reached)} of the fixed-point modes a*, so late "
+            f"stages are cut off (a mode below a*/2 has stage time NaN); the predicted "
+            f"half-times reach {max(predicted):.3g}: raise --t-end well beyond that")
+
+
 SIMULATION_STAGE = "simulation.npz"
 
 
@@ -110,16 +127,23 @@ def save_simulation(stages: Path, config: RunConfig, sim: SimResult) -> None:
 
 
 def load_simulation(stages: Path, config: RunConfig) -> SimResult | None:
-    """The saved ensemble if it was made with this very config, else None."""
+    """The saved ensemble if it was made with this very config, else None. Its
+    ``info["resumed_from"]`` is the file's path relative to the run folder (the parent of
+    ``stages``), which stays true when the folder is moved or swapped in."""
     path = Path(stages) / SIMULATION_STAGE
     if not path.exists():
         return None
-    with np.load(path) as z:
-        if str(z["config"]) != json.dumps(asdict(config), sort_keys=True):
-            return None
-        params = {k[len("param_"):]: z[k] for k in z.files if k.startswith("param_")}
-        return SimResult(z["loss"], z["loss_se"], z["losses"], z["steps"], params,
-                         {"resumed_from": str(path)})
+    try:
+        with np.load(path) as z:
+            if str(z["config"]) != json.dumps(asdict(config), sort_keys=True):
+                return None
+            params = {k[len("param_"):]: z[k] for k in z.files if k.startswith("param_")}
+            return SimResult(z["loss"], z["loss_se"], z["losses"], z["steps"], params,
+                             {"resumed_from": str(path.relative_to(path.parent.parent))})
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"ignoring the unreadable saved simulation {path} ({type(exc).__name__}: "
+                      f"{exc}); recomputing it", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def run(config: RunConfig, progress=None, stages: Path | None = None,
@@ -168,6 +192,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
     sim_theta = sim.theta()
     a_sim = _modes(flow, sim_theta).mean(axis=0)
     a_final = a_flow[-1]
+    a_star = np.array([float(a) for a in reduction.exact_fixed_point()])
     t_sim = sim.steps * config.lr
     stages = []
     for k in range(d):
@@ -176,13 +201,18 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
             "mode": k + 1, "s": float(reduction.s[k]),
             "saddle_growth_rate": float(reduction.saddle_growth_rates()[k]),
             "a_star_decoupled": float(reduction.fixed_point(k)),
+            "a_star_exact": float(a_star[k]),
             "a_final_exact_flow": float(a_final[k]),
             "a_star_paper_large_N": float(config.N / ((config.N + 1) * reduction.s[k]
                                                       + sum(reduction.s))),
             "t_half_predicted": predicted,
-            "t_half_exact_flow": _crossing(traj.t, a_flow[:, k], a_final[k] / 2),
-            "t_half_sgd": _crossing(t_sim, a_sim[:, k], a_final[k] / 2),
+            "t_half_exact_flow": _crossing(traj.t, a_flow[:, k], a_star[k] / 2),
+            "t_half_sgd": _crossing(t_sim, a_sim[:, k], a_star[k] / 2),
         })
+    short = _short_horizon(config.t_end, a_final / a_star, [st["t_half_predicted"]
+                                                             for st in stages])
+    if short:
+        warnings.warn(short, RuntimeWarning, stacklevel=2)
 
     t0 = time.perf_counter()
     pick = np.unique(np.r_[np.linspace(0, len(traj.t) - 1, 150).astype(int), len(traj.t) - 1])
@@ -210,7 +240,8 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
                       "max_rel_dev": float(np.abs(block_rel_dev).max())},
         "stages": stages,
         "fixed_point": {"grad_norm": float(np.linalg.norm(grad_final)),
-                        "modes": a_final.tolist()},
+                        "modes": a_star.tolist(), "modes_at_t_end": a_final.tolist()},
+        "warnings": [short] if short else [],
         "measures": {
             "top_hessian": {"initial": float(lens["top_hessian"][0]),
                             "max": float(lens["top_hessian"].max()),

@@ -44,12 +44,12 @@ def figure_loss(arrays: dict, results: dict):
 
 def figure_modes(arrays: dict, results: dict):
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    a_final = np.array(results["fixed_point"]["modes"])
+    a_star = np.array(results["fixed_point"]["modes"])
     for k, st in enumerate(results["stages"]):
         color = f"C{k}"
-        ax.plot(arrays["t_flow"][1:], arrays["modes_flow"][1:, k] / a_final[k], color=color,
+        ax.plot(arrays["t_flow"][1:], arrays["modes_flow"][1:, k] / a_star[k], color=color,
                 label=f"mode {k + 1} (s = {st['s']:g}): exact flow")
-        ax.plot(arrays["t_modes_sgd"][1:], arrays["modes_sgd"][1:, k] / a_final[k], ".", ms=2,
+        ax.plot(arrays["t_modes_sgd"][1:], arrays["modes_sgd"][1:, k] / a_star[k], ".", ms=2,
                 color=color, alpha=0.6)
         ax.axvline(st["t_half_predicted"], color=color, ls="--", lw=0.8)
     ax.axhline(0.5, color="grey", lw=0.5)
@@ -189,18 +189,22 @@ def markdown(outcome: dict) -> str:
     lines += [
         "",
         "| mode | s_α | saddle growth rate | predicted t½ (decoupled) | t½ exact flow | "
-        "t½ SGD mean | a* decoupled | a(∞) exact flow | paper N/((N+1)s+tr S) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "t½ SGD mean | a* decoupled | a* exact | a(t_end) exact flow | "
+        "paper N/((N+1)s+tr S) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for st in res["stages"]:
         lines.append(
             f"| {st['mode']} | {st['s']:g} | {st['saddle_growth_rate']:.4g} | "
             f"{st['t_half_predicted']:.3f} | {st['t_half_exact_flow']:.3f} | "
-            f"{st['t_half_sgd']:.3f} | {st['a_star_decoupled']:.4f} | "
+            f"{st['t_half_sgd']:.3f} | {st['a_star_decoupled']:.4f} | {st['a_star_exact']:.4f} | "
             f"{st['a_final_exact_flow']:.4f} | {st['a_star_paper_large_N']:.4f} |")
     lines += [
         "",
-        f"Fixed point reached by the flow: ‖∇L‖ = {res['fixed_point']['grad_norm']:.2e}.",
+        f"Stage half-times are the times a mode reaches half its exact fixed-point value a* "
+        f"(the critical point of the reduced loss). At t_end the flow has ‖∇L‖ = "
+        f"{res['fixed_point']['grad_norm']:.2e}."
+        + "".join(f" **Warning:** {w}." for w in res.get("warnings", [])),
         "",
         "![stages](modes.png)",
         "",

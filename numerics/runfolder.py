@@ -1,13 +1,22 @@
-"""Run folders: atomic writes (no half-written file after an interrupt) and provenance
-(package and dependency versions, git revision, platform) stored next to every result."""
+"""Run folders: atomic writes (no half-written file after an interrupt), whole folders swapped
+in at the end (a killed run never leaves a folder mixing two runs), and provenance (package and
+dependency versions, git revision, platform) stored next to every result."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import warnings
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -82,6 +91,12 @@ def prepare_folder(out, option: str = "--out", reuse: bool = False) -> Path:
     """Check a run folder before any work and create it: not a file, writable, and — unless
     ``reuse`` (``--resume``/``--overwrite``) — new or empty, so a run never silently mixes
     its results with another's. An ``InputError`` naming ``option`` otherwise."""
+    out = _check_target(out, option, reuse)
+    _probe(out, option)
+    return out
+
+
+def _check_target(out, option: str, reuse: bool) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(option, f"{out} is a file; name a folder")
@@ -89,8 +104,134 @@ def prepare_folder(out, option: str = "--out", reuse: bool = False) -> Path:
         raise InputError(option, f"{out} already holds files; pass --resume to continue that "
                          "run (where the command has it), --overwrite to replace its results, "
                          "or name a new folder")
-    _probe(out, option)
     return out
+
+
+STAGING_MARK = ".icldyn-staging"
+STAGES = "stages"
+
+
+def staging_path(out) -> Path:
+    """The staging folder of the run folder ``out``: ``.<name>.staging`` beside it."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.staging")
+
+
+@contextmanager
+def staged_folder(out, option: str = "--out", resume: bool = False, overwrite: bool = False):
+    """Write the run folder ``out`` as a whole: checks it before any work (as
+    ``prepare_folder``), yields a staging folder beside it to write into, and swaps that in for
+    ``out`` when the block ends normally (an atomic exchange of the two folders on Linux), so
+    ``out`` always holds one complete run: the old one until the swap (``--overwrite`` replaces
+    it only then), the new one after it.
+
+    The staging folder holds a marker file, locked while a run writes into it. A staging folder
+    left by a killed run (marker unlocked) is taken over: with ``resume`` its saved ``stages/``
+    (and those of ``out``) are kept for reuse, otherwise it is emptied; a warning says so. One
+    locked by a live run, or one without the marker, is an ``InputError`` naming ``option``. If
+    the block raises, the staging folder is removed unless it holds saved stages (kept for
+    ``--resume``)."""
+    out = _check_target(out, option, reuse=resume or overwrite)
+    if out.is_symlink():                     # swap the folder it names, not the link
+        out = out.resolve()
+    if not out.absolute().name:
+        raise InputError(option, f"{out} names no folder; name one")
+    _probe(out.absolute().parent, option)
+    staging = staging_path(out)
+    lock = _claim(staging, option, keep=STAGES if resume else None)
+    try:
+        if resume:
+            _carry(out / STAGES, staging / STAGES)
+        yield staging
+        _swap(staging, out)
+    except BaseException:
+        if not any(p.is_file() for p in (staging / STAGES).rglob("*")):
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        lock.close()
+
+
+def _claim(staging: Path, option: str, keep: str | None):
+    """Create or take over ``staging``; returns the open, locked marker file."""
+    stale = False
+    try:
+        staging.mkdir()
+    except FileExistsError:
+        stale = True
+        if staging.is_symlink() or not (staging / STAGING_MARK).is_file():
+            if staging.is_symlink() or not staging.is_dir() or any(staging.iterdir()):
+                raise InputError(option, f"{staging} is in the way and was not made by icldyn; "
+                                 "move it away or name another folder") from None
+            stale = False                    # an empty folder: killed right after creating it
+    marker = open(staging / STAGING_MARK, "a+")
+    try:
+        fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        marker.seek(0)
+        who = marker.read().strip() or "a live process"
+        marker.close()
+        raise InputError(option, f"another icldyn run ({who}) is writing this folder through "
+                         f"{staging}; wait for it to end or name another folder") from None
+    if stale:
+        for child in staging.iterdir():
+            if child.name not in (STAGING_MARK, keep):
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        warnings.warn(f"{staging} was left by an interrupted run; "
+                      + ("its saved stages are reused" if keep else "it is discarded"),
+                      RuntimeWarning, stacklevel=4)
+    marker.seek(0)
+    marker.truncate()
+    marker.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    marker.flush()
+    return marker
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """Copy the saved stages of the finished run into the staging folder (those already there,
+    from an interrupted run, win)."""
+    if not src.is_dir():
+        return
+    dst.mkdir(exist_ok=True)
+    for path in src.iterdir():
+        if path.is_file() and not (dst / path.name).exists():
+            shutil.copy2(path, dst / path.name)
+
+
+def _swap(staging: Path, out: Path) -> None:
+    """Put ``staging`` at ``out``; the old ``out`` (if it holds files) is removed after."""
+    if out.is_dir() and any(out.iterdir()):
+        (out / STAGING_MARK).touch()         # once swapped out, the old run is a stale staging
+        exchange(staging, out)
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        os.rename(staging, out)             # onto a missing or empty folder: atomic
+    (out / STAGING_MARK).unlink(missing_ok=True)
+
+
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two existing paths: atomically by Linux's renameat2(RENAME_EXCHANGE); where the
+    system or file system lacks it, by three renames (not atomic: a kill between them leaves
+    ``b`` missing and its old content at ``a``'s name + ``.swap``)."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                              ctypes.c_uint]
+        if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(a), None, str(b))
+    parked = a.with_name(a.name + ".swap")
+    os.rename(b, parked)
+    os.rename(a, b)
+    os.rename(parked, a)
 
 
 def check_file(path, option: str) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 from ..theory.data import ICLData
 from ..theory.errors import DivergenceError, InputError, check_int, check_real
 from ..theory.models import Model, fill_weights, word_value
-from .codegen import RUNAWAY
+from .codegen import RUNAWAY, data_overflow
 from .integrate import MAX_ROWS_BYTES
 from ..theory.params import as_arrays
 
@@ -276,10 +276,15 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
             for name in shapes:
                 records[name].append(params[name].copy())
             if held_out is not None:
-                records[VALIDATION].append(model_loss(model, data, params, held_out))
-        loss, grads = model_loss_and_grad(model, data, params, sampler.prompts(rng, (seeds, batch)))
+                with np.errstate(over="ignore", invalid="ignore"):
+                    records[VALIDATION].append(model_loss(model, data, params, held_out))
+        with np.errstate(over="ignore", invalid="ignore"):   # overflow is checked just below
+            loss, grads = model_loss_and_grad(model, data, params,
+                                              sampler.prompts(rng, (seeds, batch)))
         losses[n] = loss
         if not np.all(np.isfinite(loss)) or loss.max() > RUNAWAY:
+            if n == 0:                                        # before any step: not lr's fault
+                _blame_start(data, params)
             partial = _result(losses[:n], records, steps, record_every, dict(
                 model=repr(model), data=repr(data), lr=lr, batch=batch, steps=steps,
                 seeds=seeds, seed=seed, validation=validation))
@@ -295,6 +300,16 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
     info = dict(model=repr(model), data=repr(data), lr=lr, batch=batch, steps=steps,
                 seeds=seeds, seed=seed, validation=validation)
     return _result(losses, records, steps, record_every, info)
+
+
+def _blame_start(data: ICLData, params: dict) -> None:
+    """Overflow at the initial parameters: the data's scale when they are of order 1 (entries
+    at most 1), else the parameters."""
+    top = max(float(np.abs(v).max()) for v in params.values())
+    if top <= 1:
+        raise data_overflow(data, "the SGD loss at the initial parameters")
+    raise InputError("init", f"entries up to {top:.3g} overflow float64 in the SGD loss; "
+                     "rescale the initial parameters")
 
 
 def _se(losses: np.ndarray) -> np.ndarray:

@@ -17,7 +17,14 @@ explicit list ``a/b/...`` of d positive numbers. The initial parameters are
 The run folder holds ``spec.json`` (the grid, provenance), one ``points/<id>.json`` per finished
 point (written atomically as each finishes, so an interrupted sweep keeps them), ``results.csv``
 (one row per point, in grid order), ``summary.json`` and ``summary.png``. ``resume=True``
-continues a sweep in the same folder, computing only the missing points.
+continues a sweep in the same folder: it computes the missing points and retries the failed ones
+(a diverged point is a result and is kept); a point file or ``spec.json`` that cannot be read back
+(truncated, damaged, made with other settings) counts as missing and is named in a warning.
+
+Trust: a point's file name is computed here from the grid, never taken from a worker's answer,
+and a row whose axis values are not its point's is recorded as failed. Local workers end when the
+sweep that started them ends (killed included). A Dask cluster runs our code and sends back
+pickled results, so its scheduler and workers must be trusted (see the README for TLS).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import os
 import re
 import time
 import traceback
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -137,7 +145,25 @@ def spectrum_values(text: str, d: int) -> np.ndarray:
 
 def point_id(point: dict) -> str:
     """A stable name for a point: a digest of its axis values."""
-    return hashlib.sha256(json.dumps(point, sort_keys=True).encode()).hexdigest()[:16]
+    return _digest(point)
+
+
+def settings_id(settings: dict) -> str:
+    """A digest of the per-point settings (steps, replicas, mode, model, tasks), stored in each
+    point file so that a point made with other settings is never reused."""
+    return _digest(settings)
+
+
+def _digest(obj: dict) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+FAILED = "failed"
+
+
+def is_failed(row: dict) -> bool:
+    """Whether a row records a failure (retried by ``resume``); a divergence is a result."""
+    return str(row.get("status", FAILED)).startswith(FAILED)
 
 
 # --- one point --------------------------------------------------------------------------------
@@ -151,7 +177,7 @@ def run_point(point: dict, settings: dict) -> dict:
     except DivergenceError as exc:
         row["status"] = f"diverged at step {exc.step}"
     except Exception as exc:  # one bad point must not lose the others
-        row["status"] = f"failed: {type(exc).__name__}: {exc}"
+        row["status"] = f"{FAILED}: {type(exc).__name__}: {exc}"
         row["traceback"] = traceback.format_exc(limit=5)
     row["wall_s"] = time.perf_counter() - start
     row["worker_pid"] = os.getpid()
@@ -222,27 +248,63 @@ def run_sweep(spec: SweepSpec, out, resume: bool = False, workers: int | None = 
     _check_executor(workers, scheduler)
     out = Path(out)
     _prepare(out, spec, resume)
-    points = spec.points()
-    done = {p.stem for p in (out / "points").glob("*.json")}
-    todo = [p for p in points if point_id(p) not in done]
+    points, settings = spec.points(), spec.settings()
+    sid = settings_id(settings)
+    rows = _finished(out / "points", points, sid)
+    todo = [p for p in points if point_id(p) not in rows]
     tell = progress or (lambda *a: None)
-    tell("sweep points", len(points) - len(todo), len(points))
+    tell("sweep points", len(rows), len(points))
     start = time.perf_counter()
-    finished = len(points) - len(todo)
-    for row in _execute(todo, spec.settings(), workers, scheduler):
-        write_json(out / "points" / f"{row['id']}.json", row)
-        finished += 1
-        tell("sweep points", finished, len(points))
-    rows = [json.loads((out / "points" / f"{point_id(p)}.json").read_text()) for p in points]
-    write_csv(out / "results.csv", rows, TABLE_FIRST, drop=("traceback",))
+    for point, row in _execute(todo, settings, workers, scheduler):
+        name = point_id(point)                        # the client names the file, not the worker
+        if any(row.get(a) != point[a] for a in AXES):
+            row = _failed_row(point, "the worker returned a row for another point")
+        row.update(id=name, settings_id=sid)
+        write_json(out / "points" / f"{name}.json", row)
+        rows[name] = row
+        tell("sweep points", len(rows), len(points))
+    rows = [rows[point_id(p)] for p in points]
+    write_csv(out / "results.csv", rows, TABLE_FIRST, drop=("traceback", "settings_id"))
+    failed = sum(map(is_failed, rows))
     summary = {"points": len(points), "computed": len(todo), "reused": len(points) - len(todo),
-               "failed_or_diverged": sum(r["status"] != "ok" for r in rows),
+               "failed_or_diverged": sum(r["status"] != "ok" for r in rows), "failed": failed,
                "wall_s": time.perf_counter() - start,
                "executor": _executor_name(workers, scheduler),
-               "worker_pids": sorted({r["worker_pid"] for r in rows})}
+               "worker_pids": sorted({r["worker_pid"] for r in rows if "worker_pid" in r})}
     write_json(out / "summary.json", summary)
     save_figure(summary_figure(rows, spec), out / "summary.png")
     return {**summary, "rows": rows}
+
+
+def _failed_row(point: dict, why: str) -> dict:
+    return {"id": point_id(point), **point, "status": f"{FAILED}: {why}"}
+
+
+def _finished(folder: Path, points: list[dict], sid: str) -> dict:
+    """{point id: row} of the points already computed in ``folder`` with these settings. Failed
+    points are left out (so they are retried); a file that cannot be read back as its point's
+    row is left out too and named in a warning."""
+    rows, unreadable = {}, []
+    for point in points:
+        path = folder / f"{point_id(point)}.json"
+        if not path.exists():
+            continue
+        try:
+            row = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:                # UnicodeDecodeError is a ValueError
+            unreadable.append(f"{path} ({type(exc).__name__})")
+            continue
+        if not (isinstance(row, dict) and row.get("id") == path.stem
+                and all(row.get(a) == point[a] for a in AXES) and "status" in row):
+            unreadable.append(f"{path} (not this point's row)")
+        elif row.get("settings_id") != sid:
+            unreadable.append(f"{path} (made with other settings)")
+        elif not is_failed(row):
+            rows[path.stem] = row
+    if unreadable:
+        warnings.warn(f"recomputing {len(unreadable)} point(s) whose files cannot be reused: "
+                      + "; ".join(unreadable), RuntimeWarning, stacklevel=3)
+    return rows
 
 
 def _prepare(out: Path, spec: SweepSpec, resume: bool) -> None:
@@ -251,20 +313,37 @@ def _prepare(out: Path, spec: SweepSpec, resume: bool) -> None:
         if not resume:
             raise InputError("out", f"{out} already holds a sweep; pass resume=True (--resume) "
                              "to continue it, or choose a new folder")
-        saved = SweepSpec.from_json(json.loads(spec_file.read_text())["spec"]).to_json()
-        if saved != spec.to_json():
-            raise InputError("spec", f"differs from the sweep saved in {spec_file}; resume "
-                             "with the same grid (omit the grid options to reuse it)")
-        return
+        saved = read_spec(out)
+        if saved is not None:
+            if saved.to_json() != spec.to_json():
+                raise InputError("spec", f"differs from the sweep saved in {spec_file}; resume "
+                                 "with the same grid (omit the grid options to reuse it)")
+            return
     write_json(spec_file, {"spec": spec.to_json(), "provenance": provenance()})
+
+
+def read_spec(out) -> SweepSpec | None:
+    """The grid saved in a sweep folder; None when there is none or when ``spec.json`` cannot
+    be read back (then a warning names it, and the sweep's own spec will replace it)."""
+    path = Path(out) / "spec.json"
+    if not path.exists():
+        return None
+    try:
+        return SweepSpec.from_json(json.loads(path.read_text())["spec"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:   # InputError is a ValueError
+        warnings.warn(f"ignoring the unreadable sweep grid {path} ({type(exc).__name__}: "
+                      f"{exc}); it is rewritten from the grid given now", RuntimeWarning,
+                      stacklevel=2)
+        return None
 
 
 def load_spec(out) -> SweepSpec:
     """The grid saved in a sweep folder (for ``--resume`` without repeating the options)."""
-    path = Path(out) / "spec.json"
-    if not path.exists():
-        raise InputError("out", f"{out} holds no sweep (no spec.json) to resume")
-    return SweepSpec.from_json(json.loads(path.read_text())["spec"])
+    spec = read_spec(out)
+    if spec is None:
+        raise InputError("out", f"{out} holds no readable sweep grid (spec.json) to resume; "
+                         "give the grid options again")
+    return spec
 
 
 def _executor_name(workers, scheduler) -> str:
@@ -278,7 +357,7 @@ def _workers(workers) -> int:
 
 
 def _execute(points: list[dict], settings: dict, workers, scheduler):
-    """Rows as points finish (any order)."""
+    """(point, row) pairs as points finish (any order); the point is this process's own."""
     if not points:
         return
     if scheduler is not None:
@@ -287,19 +366,59 @@ def _execute(points: list[dict], settings: dict, workers, scheduler):
     n = min(_workers(workers), len(points))
     if n == 1:
         for p in points:
-            yield run_point(p, settings)
+            yield p, run_point(p, settings)
         return
+    yield from _execute_local(points, settings, n)
+
+
+WORKER_RETRIES = 1
+
+
+def _execute_local(points: list[dict], settings: dict, n: int):
+    """A pool of ``n`` spawned worker processes that end with this one. A worker that dies
+    (killed, out of memory) breaks the pool: the unfinished points are retried on a fresh pool
+    ``WORKER_RETRIES`` times, then recorded as failed (``--resume`` retries them)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_point, p, settings) for p in points]
+    from concurrent.futures.process import BrokenProcessPool
+
+    pending = list(points)
+    for _ in range(WORKER_RETRIES + 1):
+        if not pending:
+            return
+        pool = ProcessPoolExecutor(min(n, len(pending)),
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_end_with_parent, initargs=(os.getpid(),))
+        futures = {pool.submit(run_point, p, settings): p for p in pending}
+        pending = []
         try:
             for f in as_completed(futures):
-                yield f.result()
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+                try:
+                    row = f.result()
+                except BrokenProcessPool:
+                    pending.append(futures[f])
+                    continue
+                yield futures[f], row
+        finally:
+            pool.shutdown(wait=not pending, cancel_futures=True)
+    for p in pending:
+        yield p, _failed_row(p, "its worker process died twice (killed or out of memory?)")
+
+
+def _end_with_parent(parent: int) -> None:
+    """Pool-worker initializer: a thread that ends this worker as soon as its parent (the
+    sweep) is gone, so a killed sweep leaves no workers behind."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
+PARENT_POLL_S = 0.5
 
 
 SCHEDULER_ADDRESS = re.compile(r"([a-z]+://)?[^\s:/]+(:[0-9]+)?")
@@ -339,8 +458,13 @@ def _execute_dask(points: list[dict], settings: dict, scheduler):
                          f"{exc}") from None
     try:
         futures = client.map(run_point, points, settings=settings, pure=False)
+        point_of = {f.key: p for f, p in zip(futures, points)}
         for f in as_completed(futures):
-            yield f.result()
+            try:
+                row = f.result()
+            except Exception as exc:                 # e.g. KilledWorker: the point failed
+                row = _failed_row(point_of[f.key], f"{type(exc).__name__}: {exc}")
+            yield point_of[f.key], row
     finally:
         if own:
             client.close()
@@ -391,7 +515,8 @@ def summary_figure(rows: list[dict], spec: SweepSpec):
     ax.set_xlabel("context length N")
     ax.set_ylabel(f"loss after {spec.steps} steps")
     ax.set_title(", ".join(f"{a}={v}" for a, v in base.items()), fontsize=8)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:        # no line when every point failed
+        ax.legend(fontsize=7)
     fig.tight_layout()
     plt.close(fig)
     return fig

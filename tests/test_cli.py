@@ -41,7 +41,7 @@ def test_main_job_on_the_embedded_default(tmp_path):
     # --resume reuses the finished SGD ensemble and reproduces the report's numbers
     assert main(["run", "--out", str(out), "--resume"]) == 0
     again = json.loads((out / "results.json").read_text())
-    assert again["simulation_resumed_from"] == str(out / "stages" / "simulation.npz")
+    assert again["simulation_resumed_from"] == "stages/simulation.npz"
     assert again["loss"] == res["loss"] and again["stages"] == res["stages"]
 
 
