@@ -462,8 +462,9 @@ class CompiledFlow:
         _, *extra = self._args(np.zeros(self.size))
         with np.errstate(over="ignore", invalid="ignore"):    # overflow: see ``_finite``
             out = self._fns["observe"](rows, *extra)
-        for value, row in zip(out, rows):
-            self._finite(value, row)
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            self._finite(out[bad][0], rows[bad][0])     # raises, blaming the data or θ
         return out
 
     def gd_change(self, theta, lr: float) -> np.ndarray:
