@@ -31,10 +31,12 @@ _TEXT_COMMANDS = [
     (re.compile(r"\\emph\{([^{}]*)\}"), r"*\1*"),
     (re.compile(r"\\textbf\{([^{}]*)\}"), r"**\1**"),
     (re.compile(r"\\ldots\b"), "…"),
+    (re.compile(r"\\([{}])"), r"\1"),
     (re.compile(r"\\ "), " "),
     (re.compile(r"(?<!\\)~"), " "),
     (re.compile(r"\\\\\s*$", re.M), ""),
 ]
+_INLINE_MATH = re.compile(r"(\$[^$]*\$)")
 _MATH_ENVS = ("align*", "align", "equation*", "equation", "gather*", "multline*")
 
 
@@ -54,15 +56,30 @@ def _text(chunk: str) -> str:
             level = 2 + (len(m.group(1)) // 3 if m.group(1) else 0)
             out.append("#" * level + " " + m.group(2))
             continue
-        for pattern, repl in _TEXT_COMMANDS:
-            line = pattern.sub(repl, line)
-        out.append(line)
+        pieces = _INLINE_MATH.split(line)          # odd pieces: $…$, left as they are
+        for i in range(0, len(pieces), 2):
+            for pattern, repl in _TEXT_COMMANDS:
+                pieces[i] = pattern.sub(repl, pieces[i])
+        out.append("".join(pieces))
     return "\n".join(out)
+
+
+_TABULAR = re.compile(r"\\begin\{tabular\}\{[^}]*\}(.*?)\\end\{tabular\}", re.S)
+
+
+def _table(m: re.Match) -> str:
+    """A ``tabular`` (first row the header) as a Markdown table."""
+    rows = [r.replace("\\hline", "").strip() for r in m.group(1).split("\\\\")]
+    cells = [[_text(c).strip() for c in r.split("&")] for r in rows if r]
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
+    return "\n\n" + "\n".join(lines) + "\n\n"
 
 
 def tex_to_markdown(tex: str, name: str) -> str:
     """The body of a shipped LaTeX document as a Markdown page with MathJax display maths."""
     body = tex.split("\\begin{document}", 1)[-1].split("\\end{document}", 1)[0]
+    body = _TABULAR.sub(_table, body)
     envs = "|".join(re.escape(e) for e in _MATH_ENVS)
     pattern = re.compile(r"(\\begin\{(" + envs + r")\}.*?\\end\{\2\})", re.S)
     parts, pos = [], 0

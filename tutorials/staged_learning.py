@@ -1,0 +1,6 @@
+# %% [markdown]
+# # Staged learning
+# placeholder
+
+# %%
+print(1)
