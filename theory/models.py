@@ -1,4 +1,4 @@
-"""Parameterizations θ → (W_PV, W_KQ) of linear self-attention (MATH.md §2).
+"""Parameterizations θ → (W_PV, W_KQ) of linear self-attention (docs/math.md §2).
 
 One head computes f(Z) = Z + W_PV (Z Zᵀ/N) W_KQ Z and predicts ŷ, the y-rows of the query
 column:
