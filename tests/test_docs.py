@@ -110,7 +110,9 @@ MATH_PAGES = ["math.html", "concepts/data.html", "concepts/parameterizations.htm
               "concepts/derivation.html", "concepts/trajectories.html",
               "concepts/critical-sets.html", "concepts/noise.html", "concepts/measures.html",
               "concepts/conventions.html", "derivations/merged.html",
-              "derivations/separatekq.html", "derivations/stack.html"]
+              "derivations/separatekq.html", "derivations/stack.html",
+              "tutorials/staged_learning.html", "tutorials/zfb_minimum.html",
+              "tutorials/your_model.html"]
 
 
 @pytest.mark.parametrize("name", MATH_PAGES)
@@ -148,6 +150,12 @@ def test_api_reference_documents_the_public_names(site):
                  "icldyn.numerics.simulate.simulate_sgd", "icldyn.numerics.sme.simulate_sme",
                  "icldyn.numerics.covariance.compile_covariance"):
         assert f'id="{name}"' in numerics, name
+
+
+def test_every_tutorial_is_a_page_with_its_script(site):
+    for script in (ROOT / "tutorials").glob("*.py"):
+        assert (site / "tutorials" / f"{script.stem}.html").exists(), script.name
+        assert (site / "tutorials" / script.name).read_bytes() == script.read_bytes()
 
 
 def test_every_shipped_derivation_is_a_page(site):

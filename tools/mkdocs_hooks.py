@@ -8,17 +8,23 @@
   become pages ``tutorials/<name>.md``: markdown cells as text, code cells as Python blocks;
   the script itself is copied beside the page for download.
 
-Nothing here executes code or imports the package, so the build stays fast.
+By default nothing here executes code or imports the package, so the build stays fast (a few
+seconds). With ``ICLDYN_DOCS_EXECUTE=1`` the tutorials are executed cell by cell during the
+build and each code cell is followed by what it printed; a failing assertion fails the build.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
+import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
+from mkdocs.exceptions import PluginError
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
@@ -132,11 +138,30 @@ def percent_cells(source: str) -> list[tuple[str, str]]:
     return cells
 
 
-def tutorial_to_markdown(source: str, name: str) -> str:
+def run_cells(cells: list[tuple[str, str]], name: str) -> list[str]:
+    """Execute the code cells of one tutorial in one namespace; what each printed (markdown
+    cells: ""). An exception (a failed assertion) stops the build with the tutorial's name."""
+    namespace, printed = {"__name__": f"tutorial_{name}"}, []
+    for k, (kind, text) in enumerate(cells):
+        buffer = io.StringIO()
+        if kind == "code":
+            try:
+                with contextlib.redirect_stdout(buffer):
+                    exec(compile(text, f"tutorials/{name}.py (cell {k})", "exec"), namespace)
+            except Exception as err:
+                raise PluginError(f"tutorial {name}, cell {k}: {type(err).__name__}: {err}")
+        printed.append(buffer.getvalue())
+    return printed
+
+
+def tutorial_to_markdown(source: str, name: str, execute: bool = False) -> str:
     cells = percent_cells(source)
+    printed = run_cells(cells, name) if execute else [""] * len(cells)
     out = []
-    for kind, text in cells:
+    for (kind, text), output in zip(cells, printed):
         out.append(text if kind == "markdown" else f"```python\n{text}\n```")
+        if output.strip():
+            out.append(f"```text\n{output.rstrip()}\n```")
     out.append(f"\n*Download the script: [`{name}.py`]({name}.py) — run it with `python "
                f"tutorials/{name}.py`; `tests/test_tutorials.py` executes it and it asserts "
                "the number it reproduces.*")
@@ -171,7 +196,8 @@ def on_files(files, config):
     scripts = sorted((ROOT / "tutorials").glob("*.py"))
     for path in scripts:
         _add(files, config, f"tutorials/{path.stem}.md",
-             tutorial_to_markdown(path.read_text(encoding="utf-8"), path.stem))
+             tutorial_to_markdown(path.read_text(encoding="utf-8"), path.stem,
+                                  execute=os.environ.get("ICLDYN_DOCS_EXECUTE") == "1"))
         _add(files, config, f"tutorials/{path.stem}.py", path.read_bytes())
     _add(files, config, "tutorials/index.md", tutorials_index([p.stem for p in scripts]))
     return files
