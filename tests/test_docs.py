@@ -10,6 +10,7 @@ from __future__ import annotations
 import html.parser
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -128,7 +129,8 @@ def test_pages_carry_rendered_math_markup(site, name):
         assert piece.startswith("\\(") and piece.endswith("\\)"), piece[:80]
     # no TeX left outside the maths (and outside code, where it is meant literally)
     text = "".join(_parse(site / name).text)
-    raw = re.findall(r"\$\$|\\begin\{|\\frac|\\operatorname|\$[^$\s][^$]{0,60}\$", text)
+    raw = re.findall(r"\$\$|\\begin\{|\\frac|\\operatorname|\\\(|\\\[|\$[^$\s][^$]{0,60}\$",
+                     text)
     assert not raw, f"{name}: raw TeX in the text: {raw[:5]}"
 
 
@@ -163,6 +165,61 @@ def test_every_shipped_derivation_is_a_page(site):
         page = site / "derivations" / f"{tex.stem}.html"
         assert page.exists(), tex.name
         assert (site / "derivations" / tex.name).read_bytes() == tex.read_bytes()
+
+
+# --- in a real browser (optional: Chromium and a local MathJax 3) ------------------------------
+
+CDN_MATHJAX = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"
+BROWSERS = ("chromium", "chromium-headless-shell", "chromium-browser", "google-chrome")
+
+
+def _browser() -> str | None:
+    return next((path for path in map(shutil.which, BROWSERS) if path), None)
+
+
+def _local_mathjax() -> Path | None:
+    """MathJax 3's es5/tex-mml-chtml.js from $ICLDYN_MATHJAX (a MathJax 3 package folder, e.g.
+    from ``npm pack mathjax@3``) or ./node_modules/mathjax: the test has no network."""
+    for folder in (os.environ.get("ICLDYN_MATHJAX"), ROOT / "node_modules" / "mathjax"):
+        if folder and (Path(folder) / "es5" / "tex-mml-chtml.js").exists():
+            return Path(folder) / "es5" / "tex-mml-chtml.js"
+    return None
+
+
+@pytest.mark.parametrize("name", ["index.html", "math.html", "tutorials/staged_learning.html"])
+def test_maths_renders_in_a_headless_browser(site, name, tmp_path):
+    """Chromium loads the page (MathJax from a local copy instead of the CDN), runs MathJax,
+    and the DOM it leaves has every arithmatex element typeset and no TeX delimiters left; a
+    screenshot is taken and is not blank."""
+    browser, mathjax = _browser(), _local_mathjax()
+    if browser is None:
+        pytest.skip("no Chromium (apt-get install chromium-headless-shell)")
+    if mathjax is None:
+        pytest.skip("no local MathJax 3 (npm pack mathjax@3, unpack, set ICLDYN_MATHJAX)")
+    copy = tmp_path / "site"
+    shutil.copytree(site, copy)
+    page = copy / name
+    page.write_text(page.read_text(encoding="utf-8").replace(CDN_MATHJAX, mathjax.as_uri()),
+                    encoding="utf-8")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu",
+             "--allow-file-access-from-files", "--virtual-time-budget=20000",
+             "--window-size=1200,1400"]
+    dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    shot = tmp_path / "shot.png"
+    subprocess.run(flags + [f"--screenshot={shot}", page.as_uri()], capture_output=True,
+                   timeout=120)
+    marked = len(re.findall(r'class="arithmatex"', dom))
+    typeset = len(re.findall(r"<mjx-container", dom))
+    if marked:
+        assert typeset >= marked, f"{name}: {typeset} of {marked} maths typeset"
+    rendered = _Page()
+    rendered.feed(dom)
+    text = "".join(rendered.text)
+    assert not re.findall(r"\$\$|\\\(|\\\[|\\begin\{", text), f"{name}: raw TeX after MathJax"
+    import matplotlib.image
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[0] >= 1000 and pixels.std() > 0.05, "blank screenshot"
 
 
 # --- references to the mathematics (no build needed) -------------------------------------------

@@ -84,7 +84,7 @@ for k, plateau in enumerate(plateau_rates):      # 20× slower than the stages o
     assert plateau < 0.05 * min(stage_rates[k], stage_rates[k + 1])
 
 # %% [markdown]
-# ## 1. The escape rates are the paper's $1/\tau_\alpha = s_\alpha^2$
+# ## 1. The escape rates are the paper's 1/τ_α = s_α²
 #
 # Early on, each $a_\alpha$ grows as $e^{2s_\alpha^2 t}$ (both $p_\alpha$ and $q_\alpha$ grow
 # at $s_\alpha^2$). We read the rate off the integrated trajectory over the first
@@ -108,7 +108,7 @@ print("paper stage times:", np.round(paper_times, 3), " exact:", np.round(half_t
 assert abs(half_times[0] / paper_times[0] - 1) < 0.02
 
 # %% [markdown]
-# ## 2. The fixed points: the paper's $1/s^\infty_\alpha$ against the exact ones
+# ## 2. The fixed points: the paper's 1/s^∞_α against the exact ones
 #
 # The exact fixed point of the reduced flow (all modes learned) is found from the derived
 # polynomial; the paper's decoupled value $1/s^\infty_\alpha$ differs from it by $O(1/N)$. We

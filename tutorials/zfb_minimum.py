@@ -43,7 +43,7 @@ der = derive(models.Merged(d), data)
 zfb = np.linalg.inv((1 + 1 / N) * Lam + np.trace(Lam) / N * np.eye(d))   # the published Γ*
 
 # %% [markdown]
-# ## 1. The derived minimum is $\Gamma^*$
+# ## 1. The derived minimum is Γ*
 #
 # `fixed_points()` lists the critical sets; the first is the global minimum, with its learned
 # matrix `info["M"]` and the proof of its kind.
