@@ -16,21 +16,22 @@
 # gradient descent does not, reproduced here from $L$, $\nabla L$ and $\Sigma$ alone and checked
 # against SGD ensembles of the actual network:
 #
-# 1. **the conserved quantity drifts.** For the Merged model
-#    $C = \operatorname{tr}(VV^\top) - \operatorname{tr}(QQ^\top)$ is exactly conserved by the
-#    flow, and GD changes it only by the tiny derived $\eta^2$ terms. One SGD step
-#    $\theta\to\theta-\eta\hat g$ changes the quadratic $C$ by exactly
-#    $-\eta\nabla C\cdot\hat g + \tfrac12\eta^2\hat g^\top H_C\hat g$; since
-#    $\nabla C\cdot\nabla L\equiv 0$, its expectation is
-#
-#    $$
-#    \mathbb E[\Delta C] = \underbrace{\tfrac12\eta^2\,\nabla L^\top H_C\nabla L}_{\text{GD's own change}}
-#    + \frac{\eta^2}{2B}\operatorname{tr}\big(H_C\,\Sigma(\theta)\big),
-#    $$
-#
-#    a random walk pushed by the noise, proportional to $1/B$;
+# 1. **the conserved quantity drifts**: $C = \operatorname{tr}(VV^\top) - \operatorname{tr}(QQ^\top)$
+#    is exactly conserved by the Merged model's flow, and GD changes it only by tiny derived
+#    $\eta^2$ terms, but under SGD it random-walks, pushed by the noise, in proportion to $1/B$;
 # 2. **the loss sits above GD's**, by an amount and a spread across seeds that the stochastic
 #    modified equation (SME, Li, Tai and E 2017) predicts.
+#
+# For the first there is an exact statement. One SGD step $\theta\to\theta-\eta\hat g$
+# changes the quadratic $C$ by exactly $-\eta\nabla C\cdot\hat g + \tfrac12\eta^2\hat
+# g^\top H_C\hat g$; since $\nabla C\cdot\nabla L\equiv 0$, its expectation is
+#
+# $$
+# \mathbb E[\Delta C] = \tfrac12\eta^2\,\nabla L^\top H_C\nabla L
+# + \frac{\eta^2}{2B}\operatorname{tr}\big(H_C\,\Sigma(\theta)\big),
+# $$
+#
+# GD's own change plus the noise's push.
 #
 # The numbers reproduced are measured on SGD of the actual layer (`simulate_sgd`, no derived
 # formula).
