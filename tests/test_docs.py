@@ -113,7 +113,8 @@ MATH_PAGES = ["math.html", "concepts/data.html", "concepts/parameterizations.htm
               "concepts/conventions.html", "derivations/merged.html",
               "derivations/separatekq.html", "derivations/stack.html",
               "tutorials/staged_learning.html", "tutorials/zfb_minimum.html",
-              "tutorials/your_model.html", "tutorials/sgd_noise.html"]
+              "tutorials/your_model.html", "tutorials/sgd_noise.html",
+              "tutorials/saddle_to_saddle.html"]
 
 
 @pytest.mark.parametrize("name", MATH_PAGES)
