@@ -168,6 +168,25 @@ def test_every_shipped_derivation_is_a_page(site):
         assert (site / "derivations" / tex.name).read_bytes() == tex.read_bytes()
 
 
+# --- the examples on the pages run -------------------------------------------------------------
+
+STANDALONE = ["getting-started.md", "concepts/data.md", "concepts/parameterizations.md",
+              "concepts/derivation.md"]        # pages whose Python blocks run in sequence
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", STANDALONE)
+def test_code_examples_of_a_page_run(page, tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(encoding="utf-8"),
+                        re.S)
+    assert blocks, page
+    script = tmp_path / "example.py"
+    script.write_text("\n".join(blocks), encoding="utf-8")
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert run.returncode == 0, f"{page}:\n{run.stderr[-3000:]}"
+
+
 # --- in a real browser (optional: Chromium and a local MathJax 3) ------------------------------
 
 CDN_MATHJAX = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"
