@@ -201,7 +201,10 @@ def on_files(files, config):
              tutorial_to_markdown(path.read_text(encoding="utf-8"), path.stem,
                                   execute=os.environ.get("ICLDYN_DOCS_EXECUTE") == "1"))
         _add(files, config, f"tutorials/{path.stem}.py", path.read_bytes())
-    _add(files, config, "tutorials/index.md", tutorials_index([p.stem for p in scripts]))
+    order = _nav_order(config, "Tutorials", "tutorials")
+    names = sorted((p.stem for p in scripts), key=lambda n: (n not in order, order.index(n)
+                                                             if n in order else 0, n))
+    _add(files, config, "tutorials/index.md", tutorials_index(names))
     return files
 
 
@@ -220,8 +223,9 @@ def _source_tree() -> str:
 
 @event_priority(100)  # before mkdocstrings makes its handlers
 def on_config(config):
-    """The API reference reads the package's sources (``_source_tree``); generated pages join
-    the navigation under Derivations and Tutorials (after their index)."""
+    """The API reference reads the package's sources (``_source_tree``); the derivation pages
+    join the navigation under Derivations (after its index; tutorials are listed in
+    mkdocs.yml, in reading order)."""
     python = config["plugins"]["mkdocstrings"].config.handlers.setdefault("python", {})
     python["paths"] = [_source_tree()]
 
@@ -231,5 +235,14 @@ def on_config(config):
                 for path in sorted((ROOT / folder).glob(pattern)):
                     item[section].append(f"{folder}/{path.stem}.md")
     extend("Derivations", "derivations", "*.tex")
-    extend("Tutorials", "tutorials", "*.py")
     return config
+
+
+def _nav_order(config, section: str, folder: str) -> list[str]:
+    """Stems of the pages under ``folder/`` in the order the navigation lists them."""
+    for item in config["nav"]:
+        if isinstance(item, dict) and section in item:
+            return [Path(p).stem for p in item[section]
+                    if isinstance(p, str) and p.startswith(f"{folder}/") and
+                    not p.endswith("index.md")]
+    return []
