@@ -19,7 +19,7 @@ BUDGET = 120.0          # seconds per tutorial on an idle 2-core machine
 
 def test_there_are_tutorials():
     assert {p.stem for p in TUTORIALS} >= {"staged_learning", "zfb_minimum", "your_model",
-                                           "sgd_noise", "saddle_to_saddle"}
+                                           "sgd_noise", "saddle_to_saddle", "two_layers"}
 
 
 @pytest.mark.slow
