@@ -9,7 +9,9 @@
 (d) numba vs numpy backend for 10⁵ GD steps at d = 16;
 (e) growth of the compiled-gradient cost with d per model (fitted exponent, d = 16 → 64);
 (f) finite task sets: compiled-gradient cost against the number of tasks P (MultiHead, vector
-    outputs, d = 8), next to the Gaussian-task gradient of the same model.
+    outputs, d = 8), next to the Gaussian-task gradient of the same model;
+(g) ICLData with a numeric Λ (float64 checks, exact rationals only on use) at d = 64, 256, 512,
+    next to the same Λ given as exact rationals (d = 64: the exact path's cost).
 Prints ratios and writes JSON (default benchmarks/results.json).
 """
 
@@ -64,7 +66,7 @@ def bench_gradient(d: int) -> dict:
 
 
 CURVE = dict(d=4, N=16, spectrum=(2.0, 1.0, 0.5, 0.25), lr=0.02, batch=64, steps=2000,
-             seeds=32)
+             seeds=32, validation=1024)
 
 
 def bench_curve() -> dict:
@@ -93,6 +95,16 @@ def bench_curve() -> dict:
            "simulation_1pct_s": t_sim * seeds_1pct / c["seeds"],
            "final_theory": float(theory.loss[-1]), "final_sgd": float(sim.loss[-1])}
     out["ratio_simulation"] = out["simulation_1pct_s"] / t_theory
+    start = time.perf_counter()
+    val = simulate_sgd(model, data, init, lr=c["lr"], batch=c["batch"], steps=c["steps"],
+                       seeds=c["seeds"], seed=0, record_every=10, validation=c["validation"])
+    t_val = time.perf_counter() - start
+    rel_val = float(np.median(val.val_loss_se / val.val_loss))
+    out["validation"] = {"prompts": c["validation"], "simulation_s": t_val,
+                         "median_relative_se": rel_val,
+                         "seeds_for_1pct": int(np.ceil(c["seeds"] * (rel_val / 0.01) ** 2))}
+    out["validation"]["simulation_1pct_s"] = t_val * out["validation"]["seeds_for_1pct"] \
+        / c["seeds"]
     t_torch = torch_sgd_time(c)
     if t_torch is not None:
         out["torch_s"] = t_torch
@@ -224,6 +236,23 @@ def bench_task_sets() -> dict:
     return out
 
 
+def bench_data() -> dict:
+    import sympy as sp
+
+    from icldyn.theory import ICLData
+    rows = []
+    for d in (64, 256, 512):
+        X = np.random.default_rng(d).standard_normal((d, d))
+        Lam = X @ X.T / d + np.eye(d)
+        rows.append({"d": d, "numeric_s": best_time(lambda: ICLData(d=d, N=20, Lambda=Lam),
+                                                    repeat=3)})
+    d, Lam = 64, X[:64, :64] @ X[:64, :64].T / 64 + np.eye(64)
+    exact = sp.Matrix(d, d, [sp.Rational(v) for v in Lam.ravel()])
+    numeric = best_time(lambda: ICLData(d=d, N=20, Lambda=Lam), repeat=3)
+    return {"rows": rows, "exact_d64_s": best_time(lambda: ICLData(d=d, N=20, Lambda=exact),
+                                                    repeat=1), "numeric_d64_s": numeric}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
@@ -241,6 +270,10 @@ def main() -> None:
           f"simulate_sgd {c['simulation_s']:.2f} s for {c['seeds']} seeds (median relative SE "
           f"{c['simulation_median_relative_se']:.1%}), {c['seeds_for_1pct']} seeds for 1 % → "
           f"{c['simulation_1pct_s']:.0f} s = {c['ratio_simulation']:.0f}x theory")
+    v = c["validation"]
+    print(f"(b) with a held-out set of {v['prompts']} prompts per seed (every 10 steps): median "
+          f"relative SE {v['median_relative_se']:.2%}, {v['seeds_for_1pct']} seeds for 1 % "
+          f"(vs {c['seeds_for_1pct']}) → {v['simulation_1pct_s']:.1f} s")
     if "torch_s" in c:
         print(f"(b) plain PyTorch SGD loop: {c['torch_s']:.2f} s for {c['seeds']} seeds → "
               f"{c['torch_1pct_s']:.0f} s for 1 % = {c['ratio_torch']:.0f}x theory")
@@ -261,6 +294,11 @@ def main() -> None:
                      for P, g in zip(t["P"][1:], t["grad_s"][1:]))
     print(f"(f) gradient with a finite task set (MultiHead(2), d = 8, d_y = 2) vs Gaussian tasks "
           f"{t['grad_s'][0] * 1e6:.0f} µs: {cost}")
+    results["data"] = g = bench_data()
+    print("(g) ICLData with a numeric Λ: " + ", ".join(
+        f"d = {r['d']}: {r['numeric_s'] * 1e3:.1f} ms" for r in g["rows"])
+        + f"; exact rationals at d = 64: {g['exact_d64_s']:.2f} s = "
+        f"{g['exact_d64_s'] / g['numeric_d64_s']:.0f}x")
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -351,14 +351,13 @@ class CompiledFlow:
         self._set_data(self.data)
 
     def _set_data(self, data) -> None:
-        vals = {**data.values(), **self.der.task_values()}
+        arrays = data.arrays()
         d = data.d
-        self.Lambda = np.array(vals["Lambda"].tolist(), dtype=float)
-        self.Sigma_w = np.array(vals.get("Sigma_w", sp.eye(d)).tolist(), dtype=float)
-        self.U = np.array(vals.get("U", sp.eye(d)).tolist(), dtype=float)
-        self.c = np.array(vals.get("c", sp.ones(d, 1)).tolist(), dtype=float).ravel()
+        self.Lambda, self.Sigma_w, self.U, self.c = (
+            arrays[name] for name in ("Lambda", "Sigma_w", "U", "c"))
         # the tasks (or cubature nodes) W is averaged over
-        self.tasks, self.task_weights = task_arrays(vals.get(W_TASK.name), data)
+        self.tasks, self.task_weights = task_arrays(self.der.task_values().get(W_TASK.name),
+                                                    data)
         sizes = self.model.sizes()
         self.dims = np.array([data.d_y, sizes.get("r", 0)], dtype=np.int64)
         scalars = [float(data.N), float(data.noise), float(d), float(data.d_y),

@@ -51,11 +51,29 @@ class _Budget(Exception):
     pass
 
 
+STALL_WINDOW = 20_000   # gradient evaluations between checks of the integrator's pace
+
+
+def _stalled(reached: list, t_end: float, left: int) -> float | None:
+    """The evaluations still needed at the pace of the last window, when the flow is stiff:
+    that pace would need more than 100× the evaluations left and it did not speed up (by 2×)
+    over the window before (a transient that relaxes speeds up; a stiff flow does not)."""
+    if len(reached) < 3:
+        return None
+    pace, before = reached[-1] - reached[-2], reached[-2] - reached[-3]
+    need = (t_end - reached[-1]) / pace * STALL_WINDOW if pace > 0 else np.inf
+    return need if need > 100 * left and pace < 2 * before else None
+
+
 def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_eval=None,
               method: str = "DOP853", rtol: float = 1e-10, atol: float = 1e-12,
               max_nfev: int = 2_000_000) -> Trajectory:
     """Gradient flow by ``scipy.integrate.solve_ivp`` (adaptive; tolerances are arguments).
-    More than ``max_nfev`` gradient evaluations stop it with a clear error (no silent hang)."""
+
+    More than ``max_nfev`` gradient evaluations stop it with a clear error (no silent hang),
+    and so does a stiff flow (an explicit method's steps far too small to reach ``t_end``;
+    e.g. from parameters of 10¹⁶), which is stopped as soon as its pace shows it, with the
+    advice to use an implicit ``method`` such as ``"LSODA"``."""
     theta0 = _check(flow, theta0)
     t_end = check_real("t_end", t_end)
     rtol, atol = check_real("rtol", rtol), check_real("atol", atol)
@@ -63,21 +81,30 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
     if t_eval is None:
         n_points = check_int("n_points", n_points)
         t_eval = np.linspace(0.0, t_end, n_points)
-    count = [0]
+    count, reached = [0], [0.0]
 
     def rhs(t, theta):
         count[0] += 1
+        reached[-1] = max(reached[-1], t)
         if count[0] > max_nfev:
-            raise _Budget(t)
+            raise _Budget(f"the flow needed more than max_nfev={max_nfev} gradient "
+                          f"evaluations and reached only t = {reached[-1]:.4g} of {t_end:.4g}; "
+                          "shorten t_end, loosen rtol/atol or raise max_nfev")
+        if count[0] % STALL_WINDOW == 0:
+            need = _stalled(reached, t_end, max_nfev - count[0])
+            if need is not None:
+                raise _Budget(f"the flow is stiff: {method} reached t = {reached[-1]:.4g} of "
+                              f"{t_end:.4g} in {count[0]} gradient evaluations and at this "
+                              f"pace needs about {need:.1e} more (max_nfev={max_nfev}); use "
+                              "method='LSODA' (implicit) or start from smaller parameters")
+            reached.append(reached[-1])
         return flow.rhs(t, theta)
 
     try:
         sol = solve_ivp(rhs, (0.0, t_end), theta0, method=method, t_eval=t_eval,
                         rtol=rtol, atol=atol)
     except _Budget as stop:
-        raise InputError("t_end", f"the flow needed more than max_nfev={max_nfev} gradient "
-                         f"evaluations and reached only t = {stop.args[0]:.4g} of {t_end:.4g}; "
-                         "shorten t_end, loosen rtol/atol or raise max_nfev") from None
+        raise InputError("t_end", str(stop)) from None
     if not sol.success:
         raise RuntimeError(f"integration failed at t = {sol.t[-1]:.6g}: {sol.message}")
     return Trajectory.along(flow, sol.t, sol.y.T, method=method, rtol=rtol, atol=atol,

@@ -26,7 +26,11 @@ from ..theory.params import as_arrays
 @dataclass
 class SimResult:
     """Mean batch loss over seeds at each step (before the update) and its standard error;
-    ``params``: {name: (seeds, records, *shape)}; ``info``: the run's settings."""
+    ``params``: {name: (seeds, records, *shape)}; ``info``: the run's settings.
+
+    With a validation set (``simulate_sgd(..., validation=V)``): ``val_losses`` (records,
+    seeds), each seed's loss on its own V prompts drawn once, at the recorded steps, with
+    ``val_loss`` and ``val_loss_se`` their mean and standard error over seeds (else None)."""
 
     loss: np.ndarray
     loss_se: np.ndarray
@@ -34,12 +38,25 @@ class SimResult:
     steps: np.ndarray
     params: dict
     info: dict = field(default_factory=dict)
+    val_losses: np.ndarray | None = None
+
+    @property
+    def val_loss(self) -> np.ndarray | None:
+        return None if self.val_losses is None else self.val_losses.mean(axis=1)
+
+    @property
+    def val_loss_se(self) -> np.ndarray | None:
+        return None if self.val_losses is None else _se(self.val_losses)
 
     def theta(self) -> np.ndarray:
         """The recorded parameters as flat θ vectors (seeds, records, P), in the ordering of
         ``compile_flow``'s ``pack`` (parameters in the model's order, each raveled)."""
         return np.concatenate([v.reshape(v.shape[:2] + (-1,)) for v in self.params.values()],
                               axis=-1)
+
+
+VALIDATION = "_validation"      # the records' key of the validation losses
+VALIDATION_STREAM = 1          # the validation prompts' generator: default_rng([seed, 1])
 
 
 def _spaces(data: ICLData) -> dict:
@@ -103,19 +120,17 @@ class PromptSampler:
     """Draws prompts of the data model: x ~ N(0, Λ), W from the task law, y = W x + ε."""
 
     def __init__(self, data: ICLData):
-        vals = data.values()
         self.data = data
-        if not all(v.is_number for v in data.Lambda) or not data.noise.is_number:
+        if not data.is_numeric():
             raise InputError("data", "simulation needs numeric Λ, Σ_w and noise")
-        self.chol = np.linalg.cholesky(np.array(vals["Lambda"].tolist(), dtype=float))
+        arrays = data.arrays()
+        self.chol = np.linalg.cholesky(arrays["Lambda"])
         if data.tasks == "gaussian":
-            sw = np.array(vals["Sigma_w"].tolist(), dtype=float)
-            self.task_chol = np.linalg.cholesky(sw)
+            self.task_chol = np.linalg.cholesky(arrays["Sigma_w"])
         elif data.tasks == "finite":
-            self.task_set = np.array([m.tolist() for m in vals["W"]], dtype=float)
+            self.task_set = np.array([m.tolist() for m in data.numeric_task_set()], dtype=float)
         else:
-            self.U = np.array(vals["U"].tolist(), dtype=float)
-            self.task_sd = np.sqrt(np.array(vals["c"].tolist(), dtype=float).ravel())
+            self.U, self.task_sd = arrays["U"], np.sqrt(arrays["c"])
         self.sigma = float(data.noise)
 
     def tasks(self, rng, shape) -> np.ndarray:
@@ -149,6 +164,30 @@ def _attention(W_PV, W_KQ, Z, rows, mask, N: int):
     return np.einsum("shij,sbhtj->sbti", W_PV, R), A, U, R
 
 
+def _forward(weights: list[tuple], X, Y, xq, yq, d: int, mask, negate_readout: bool):
+    """(loss (S,), ŷ − y_q, the query column's last Z, the tape of every layer's inputs)."""
+    N = X.shape[2]
+    zq = np.concatenate([xq, np.zeros_like(yq)], axis=-1)
+    Z = np.concatenate([np.concatenate([X, Y], axis=-1), zq[:, :, None, :]], axis=2)
+    tape = []
+    for l, (W_PV, W_KQ) in enumerate(weights):
+        rows = Z if l < len(weights) - 1 else Z[:, :, N:]
+        update, A, U, R = _attention(W_PV, W_KQ, Z, rows, mask, N)
+        tape.append((Z, rows, A, U, R))
+        Z = rows + update
+    r = (-1.0 if negate_readout else 1.0) * Z[:, :, -1, d:] - yq         # ŷ − y_q
+    return 0.5 * np.mean(np.sum(r**2, axis=-1), axis=1), r, Z, tape
+
+
+def model_loss(model: Model, data: ICLData, params: dict, prompts: tuple) -> np.ndarray:
+    """Batch loss per seed of ``model``'s actual network (forward pass only); arguments as
+    for ``model_loss_and_grad``."""
+    mask = np.ones(prompts[0].shape[2] + 1)
+    mask[-1] = 1.0 if model.query_in_keys else 0.0
+    weights = network_weights(model, data, letter_values(model, params))
+    return _forward(weights, *prompts, data.d, mask, model.negate_readout)[0]
+
+
 def network_loss_and_grad(weights: list[tuple], X, Y, xq, yq, d: int,
                           query_in_keys: bool = True, negate_readout: bool = False):
     """Batch loss per seed of the stacked network and its gradient per layer.
@@ -165,19 +204,10 @@ def network_loss_and_grad(weights: list[tuple], X, Y, xq, yq, d: int,
     ``weights``: [(W_PV, W_KQ) per layer], each (S, H, D, D). Returns (loss (S,), [(∂W_PV,
     ∂W_KQ) per layer]) with the loss ½ mean over the batch of ‖ŷ − y_q‖²."""
     S, B, N, _ = X.shape
-    zq = np.concatenate([xq, np.zeros_like(yq)], axis=-1)
-    Z = np.concatenate([np.concatenate([X, Y], axis=-1), zq[:, :, None, :]], axis=2)
     mask = np.ones(N + 1)
     mask[N] = 1.0 if query_in_keys else 0.0
-    tape = []
-    for l, (W_PV, W_KQ) in enumerate(weights):
-        rows = Z if l < len(weights) - 1 else Z[:, :, N:]
-        update, A, U, R = _attention(W_PV, W_KQ, Z, rows, mask, N)
-        tape.append((Z, rows, A, U, R))
-        Z = rows + update
+    loss, r, Z, tape = _forward(weights, X, Y, xq, yq, d, mask, negate_readout)
     sign = -1.0 if negate_readout else 1.0
-    r = sign * Z[:, :, -1, d:] - yq                                       # ŷ − y_q
-    loss = 0.5 * np.mean(np.sum(r**2, axis=-1), axis=1)
     G = np.zeros_like(Z)
     G[:, :, -1, d:] = sign * r / B
     grads = []
@@ -206,17 +236,27 @@ def model_loss_and_grad(model: Model, data: ICLData, params: dict, prompts: tupl
 
 def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int, steps: int,
                  seeds: int = 16, seed: int = 0, record_every: int = 1,
-                 progress: Callable[[int], None] | None = None) -> SimResult:
+                 progress: Callable[[int], None] | None = None,
+                 validation: int = 0) -> SimResult:
     """Train ``model``'s layer by SGD from ``init`` on ``seeds`` independent prompt streams.
 
     ``loss[n]`` is the mean over seeds of the batch loss at step n (fresh prompts, evaluated
     before the update, so an unbiased estimate of the population loss at θ_n); ``loss[steps]``
     uses one extra batch. Returns means and standard errors across seeds. ``progress(n)`` is
-    called after each step."""
+    called after each step.
+
+    ``validation = V > 0`` also draws, once per seed, V prompts of its own (from a generator
+    independent of the training stream, so the training run is the same with or without it)
+    and records each seed's loss on them at every recorded step (``val_losses``). Those
+    prompts never enter training, so each is an unbiased estimate of the population loss at
+    θ_n; being the same prompts at every step (common random numbers), they do not add a
+    fresh batch's noise to every point, so a curve needs far fewer seeds for the same
+    standard error (benchmarks/run.py (b) measures it)."""
     lr = check_real("lr", lr)
     batch, steps, seeds, record_every = (check_int(n, v) for n, v in (
         ("batch", batch), ("steps", steps), ("seeds", seeds), ("record_every", record_every)))
     seed = check_int("seed", seed, minimum=0)
+    validation = check_int("validation", validation, minimum=0)
     if (steps + 1) * seeds * 8 > MAX_ROWS_BYTES:
         raise InputError("steps", f"{steps} steps × {seeds} seeds of losses need "
                          f"{(steps + 1) * seeds * 8 / 2**30:.1f} GiB; fewer steps or seeds")
@@ -225,18 +265,24 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
               for name, v in as_arrays(shapes, init, "init").items()}
     sampler = PromptSampler(data)
     rng = np.random.default_rng(seed)
+    held_out = sampler.prompts(np.random.default_rng([seed, VALIDATION_STREAM]),
+                               (seeds, validation)) if validation else None
     losses = np.empty((steps + 1, seeds))
     records = {n: [] for n in shapes}
+    if held_out is not None:
+        records[VALIDATION] = []
     for n in range(steps + 1):
         if n % record_every == 0 or n == steps:
             for name in shapes:
                 records[name].append(params[name].copy())
+            if held_out is not None:
+                records[VALIDATION].append(model_loss(model, data, params, held_out))
         loss, grads = model_loss_and_grad(model, data, params, sampler.prompts(rng, (seeds, batch)))
         losses[n] = loss
         if not np.all(np.isfinite(loss)) or loss.max() > RUNAWAY:
             partial = _result(losses[:n], records, steps, record_every, dict(
                 model=repr(model), data=repr(data), lr=lr, batch=batch, steps=steps,
-                seeds=seeds, seed=seed))
+                seeds=seeds, seed=seed, validation=validation))
             bad = int(np.argmax(~np.isfinite(loss) | (loss > RUNAWAY)))
             raise DivergenceError(f"SGD diverged at step {n} (seed index {bad}); lower lr "
                                   f"(now {lr:g}). Steps before it are in .partial", n, partial)
@@ -247,18 +293,25 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
         if progress is not None:
             progress(n + 1)
     info = dict(model=repr(model), data=repr(data), lr=lr, batch=batch, steps=steps,
-                seeds=seeds, seed=seed)
+                seeds=seeds, seed=seed, validation=validation)
     return _result(losses, records, steps, record_every, info)
 
 
-def _result(losses, records: dict, steps: int, record_every: int, info: dict) -> SimResult:
+def _se(losses: np.ndarray) -> np.ndarray:
+    """Standard error over seeds (axis 1); NaN with one seed."""
     seeds = losses.shape[1]
-    mean = losses.mean(axis=1)
-    se = losses.std(axis=1, ddof=1) / np.sqrt(seeds) if seeds > 1 else np.full_like(mean, np.nan)
+    if seeds < 2:
+        return np.full(len(losses), np.nan)
+    return losses.std(axis=1, ddof=1) / np.sqrt(seeds)
+
+
+def _result(losses, records: dict, steps: int, record_every: int, info: dict) -> SimResult:
+    val = records.pop(VALIDATION, None)
     n_rec = len(next(iter(records.values())))
     recorded = np.unique(np.r_[np.arange(0, steps + 1, record_every), steps])[:n_rec]
-    return SimResult(mean, se, losses, recorded,
-                     {k: np.stack(v, axis=1) for k, v in records.items()}, info)
+    val_losses = None if val is None else np.array(val[:n_rec]).reshape(n_rec, -1)
+    return SimResult(losses.mean(axis=1), _se(losses), losses, recorded,
+                     {k: np.stack(v, axis=1) for k, v in records.items()}, info, val_losses)
 
 
 def block_stats(losses: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:

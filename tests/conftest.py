@@ -7,9 +7,14 @@ import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+from icldyn.theory.cache import cache_dir
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 # A fresh derivation/kernel cache per test session (set ICLDYN_CACHE_DIR to reuse one locally).
 os.environ.setdefault("ICLDYN_CACHE_DIR", tempfile.mkdtemp(prefix="icldyn-test-cache-"))
+# Create and mark it here, once: pytest-xdist's workers inherit the variable and share the
+# folder (entries are written atomically), so none of them sees a half-made cache.
+cache_dir()
 
 settings.register_profile("default", deadline=None, max_examples=25,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -156,3 +156,30 @@ def test_inputs_are_checked():
         ICLData(d=2, N=3, Lambda=np.eye(2), noise=-1)
     with pytest.raises(InputError, match="model"):
         derive(models.Merged(3), ICLData(d=2, N=3, Lambda=np.eye(2)))
+
+
+def test_a_numeric_lambda_read_in_float64_is_the_exact_one():
+    """A NumPy Λ is checked in float64 and held as such; its exact form (built on use) equals
+    the same matrix given as exact rationals, and so do the float arrays and derived values.
+    Near the edge of positive definiteness the decision is exact, not float64's."""
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((3, 3))
+    Lam = A @ A.T / 3 + 0.2 * np.eye(3)
+    exact = sp.Matrix(3, 3, [sp.Rational(v) for v in Lam.ravel()])
+    fast, slow = (ICLData(d=3, N=5, Lambda=L, Sigma_w=L, noise=0.5) for L in (Lam, exact))
+    assert fast.Lambda == slow.Lambda == exact and fast.Sigma_w == slow.Sigma_w == exact
+    for name, array in fast.arrays().items():
+        assert np.array_equal(array, slow.arrays()[name]), name
+    V, Q = sp.Rational(1, 3), sp.Matrix(3, 3, lambda i, j: sp.Rational(i - j + 1, 4))
+    values = [derive(models.Merged(3), data).loss_value({"V": V, "Q": Q})
+              for data in (fast, slow)]
+    assert values[0] == values[1] and values[0].is_Rational
+    tiny = ICLData(d=2, N=3, Lambda=np.diag([1.0, 1e-300]))       # PD, below float64's margin
+    assert tiny.arrays()["Lambda"][1, 1] == 1e-300
+    for bad, match in ((np.diag([1.0, 0.0]), "positive definite"),
+                       (np.diag([1.0, -1e-300]), "positive definite"),
+                       (np.array([[1.0, 0.5], [0.4, 1.0]]), "symmetric"),
+                       (np.array([[1.0, np.nan], [np.nan, 1.0]]), "NaN"),
+                       (np.eye(3), r"shape \(2, 2\)")):
+        with pytest.raises(InputError, match=f"Lambda: .*{match}"):
+            ICLData(d=2, N=3, Lambda=bad)

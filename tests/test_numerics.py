@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import matrices, spd_matrices
 from icldyn.numerics import compile_flow, gradient_descent, integrate, rk4
+from icldyn.numerics.integrate import STALL_WINDOW
 from icldyn.theory import ICLData, InputError, derive, models
 from icldyn.theory.solutions import isotropic_reduction
 
@@ -258,3 +259,24 @@ def test_runaway_horizons_are_refused_not_hung():
         rk4(flow, theta, t_end=2.0, dt=5e-324)
     with pytest.raises(InputError, match="GiB"):
         gradient_descent(flow, theta, lr=0.01, steps=10**9)
+
+
+def test_a_stiff_flow_is_stopped_by_its_pace_and_an_implicit_method_solves_it():
+    """From Q of 10¹⁶ the flow along V has rate ~Q² (10³³): DOP853 would need ~10³¹ steps to
+    reach t = 0.01. It is stopped within a few windows of evaluations (not at max_nfev), with
+    advice that works: LSODA reaches t_end, V relaxes to ≈ 0 and the loss falls."""
+    data = ICLData(d=2, N=4, Lambda=np.eye(2))
+    flow = compile_flow(derive(models.Merged(2), data), "numpy")
+    theta = np.array([-2.6, 4.6e16, 2.8, 3.0, 1e-15])
+    calls = []
+    rhs = flow.rhs
+    flow.rhs = lambda t, y: calls.append(t) or rhs(t, y)
+    try:
+        with pytest.raises(InputError, match="stiff.*LSODA"):
+            integrate(flow, theta, t_end=0.01)
+    finally:
+        del flow.rhs
+    assert len(calls) <= 5 * STALL_WINDOW
+    traj = integrate(flow, theta, t_end=0.01, method="LSODA")
+    assert traj.t[-1] == 0.01 and abs(traj.theta[-1, 0]) < 1e-12
+    assert traj.loss[-1] < traj.loss[0]

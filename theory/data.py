@@ -23,6 +23,7 @@ import numbers
 import warnings
 
 import mpmath
+import numpy as np
 import sympy as sp
 from sympy.utilities.exceptions import SymPyDeprecationWarning
 
@@ -77,18 +78,48 @@ class ICLData:
         else:
             self.N = check_int("N", N)
         self.d, self.d_y, self.tasks = d, d_y, tasks
-        self.Lambda = _covariance("Lambda", Lambda, d)
+        self._exact, self._arrays = {}, {}
+        self._set_covariance("Lambda", Lambda)
         self.isotropic_inputs = isinstance(Lambda, str) and Lambda == "iso"   # Λ = λ I
         self.noise = _noise(noise)
         if tasks == "gaussian":
-            self.Sigma_w = None if Sigma_w is None else _covariance("Sigma_w", Sigma_w, d)
+            if Sigma_w is None:
+                self._exact["Sigma_w"] = None
+            else:
+                self._set_covariance("Sigma_w", Sigma_w)
         elif tasks == "diagonal":
-            self.Sigma_w = _variances(Sigma_w, d)
+            self._exact["Sigma_w"] = _variances(Sigma_w, d)
         elif Sigma_w is not None:
             raise InputError("Sigma_w", "a finite task set fixes the task law; leave Sigma_w "
                              "unset")
         else:
-            self.Sigma_w = None
+            self._exact["Sigma_w"] = None
+
+    def _set_covariance(self, name: str, value) -> None:
+        """A plain numeric array is checked in float64 and kept as such (its exact rationals
+        are built on first use); anything else is read exactly."""
+        array = _numeric_covariance(name, value, self.d)
+        if array is None:
+            self._exact[name] = _covariance(name, value, self.d)
+        else:
+            self._exact[name], self._arrays[name] = None, array
+
+    def _matrix(self, name: str):
+        if self._exact.get(name) is None and name in self._arrays:
+            self._exact[name] = _rationals(self._arrays[name])
+        return self._exact[name]
+
+    @property
+    def Lambda(self) -> sp.Matrix:
+        """Λ, exact: a float input is the exact rational of its binary value (built on first
+        use; ``arrays()`` gives float64 without it)."""
+        return self._matrix("Lambda")
+
+    @property
+    def Sigma_w(self):
+        """Gaussian tasks: Σ_w (None for I); diagonal tasks: the mode variances c (a column);
+        finite tasks: None. Exact, like ``Lambda``."""
+        return self._matrix("Sigma_w")
 
     # --- structure (what a derivation depends on) -------------------------------------------
     @property
@@ -117,10 +148,37 @@ class ICLData:
 
     def is_numeric(self) -> bool:
         """Whether Λ, Σ_w, σ and N are all numbers (then losses and critical sets are numbers)."""
-        entries = [*self.Lambda, self.noise, self.N]
-        if self.Sigma_w is not None:
-            entries += list(self.Sigma_w)
+        entries = [self.noise, self.N]
+        for name in ("Lambda", "Sigma_w"):
+            if name not in self._arrays and self._exact.get(name) is not None:
+                entries += list(self._exact[name])
         return all(sp.sympify(v).is_number for v in entries)
+
+    def arrays(self) -> dict:
+        """The numeric data as float64 arrays: ``Lambda`` (d × d), ``Sigma_w`` (d × d; I when
+        isotropic or unused), ``U`` (Λ's eigenbasis for diagonal tasks, else I) and ``c`` (the
+        mode variances of diagonal tasks, else ones). A plain numeric Λ or Σ_w never passes
+        through SymPy here, so this takes milliseconds at d = 512.
+
+        Raises
+        ------
+        InputError
+            If Λ, Σ_w, N or the noise are symbolic."""
+        if not self.is_numeric():
+            raise InputError("Lambda", "the data are symbolic; give numbers for Λ, Σ_w, N and "
+                             "noise to evaluate numerically")
+        d = self.d
+        out = {name: self._arrays.get(name) for name in ("Lambda", "Sigma_w")}
+        if out["Lambda"] is None:
+            out["Lambda"] = _floats(self.Lambda)
+        if self.tasks == "diagonal":
+            out["Sigma_w"], out["U"] = np.eye(d), _floats(self.eigenbasis())
+            out["c"] = _floats(self.Sigma_w).ravel()
+        else:
+            if out["Sigma_w"] is None:
+                out["Sigma_w"] = np.eye(d) if self.Sigma_w is None else _floats(self.Sigma_w)
+            out["U"], out["c"] = np.eye(d), np.ones(d)
+        return out
 
     def values(self) -> dict:
         """Letter name -> sympy Matrix (exact), plus ``_scalars`` (symbol -> value)."""
@@ -128,14 +186,18 @@ class ICLData:
         if self.tasks == "gaussian":
             vals["Sigma_w"] = sp.eye(self.d) if self.Sigma_w is None else self.Sigma_w
         elif self.tasks == "finite":
-            if self.task_set is None:
-                raise InputError("tasks", "the finite task set is symbolic; give the task "
-                                 "matrices as a (P, d_y, d) array to evaluate")
-            vals[W_TASK.name] = vals[W_COPY.name] = self.task_set
+            vals[W_TASK.name] = vals[W_COPY.name] = self.numeric_task_set()
         else:
             vals["U"] = self.eigenbasis()
             vals["c"] = self.Sigma_w
         return vals
+
+    def numeric_task_set(self) -> TaskSet:
+        """The finite task set (exact matrices); an ``InputError`` when it was left symbolic."""
+        if self.task_set is None:
+            raise InputError("tasks", "the finite task set is symbolic; give the task "
+                             "matrices as a (P, d_y, d) array to evaluate")
+        return self.task_set
 
     def with_outputs(self, d_y: int) -> "ICLData":
         """The same inputs, noise and task-row law with d_y outputs (gaussian tasks: the rows
@@ -258,9 +320,56 @@ def _covariance(name: str, value, d: int) -> sp.Matrix:
         if any(abs(m[i, j] - m[j, i]) > 1e-12 * scale for i in range(d) for j in range(i)):
             raise InputError(name, "must be symmetric")
         m = (m + m.T) / 2
-        if min(mpmath.eigsy(mpmath.matrix(m.evalf(30).tolist()), eigvals_only=True)) <= 0:
-            raise InputError(name, "must be positive definite (smallest eigenvalue <= 0)")
+        _check_positive_definite(name, m)
     return m
+
+
+# below this smallest/largest eigenvalue ratio, float64 cannot tell Λ ≻ 0: decide exactly
+PD_MARGIN = 1e-10
+
+
+def _numeric_covariance(name: str, value, d: int):
+    """``value`` as a checked symmetric positive definite float64 array if it is a plain
+    numeric array (NumPy array or nested lists of ints and floats) of shape (d, d); None for
+    anything else (strings, SymPy matrices, Fractions, ragged lists, other shapes: read, and
+    their errors worded, by ``_covariance``)."""
+    if isinstance(value, (str, sp.MatrixBase)):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            array = np.asarray(value)
+    except (ValueError, TypeError):
+        return None
+    if array.dtype.kind not in "iuf" or array.shape != (d, d):
+        return None
+    array = array.astype(float)
+    if not np.all(np.isfinite(array)):
+        raise InputError(name, "contains NaN or infinite entries")
+    if np.abs(array - array.T).max() > 1e-12 * np.abs(array).max():
+        raise InputError(name, "must be symmetric")
+    array = (array + array.T) / 2
+    eigenvalues = np.linalg.eigvalsh(array)
+    if eigenvalues[0] <= PD_MARGIN * abs(eigenvalues[-1]):
+        _check_positive_definite(name, _rationals(array))
+    return array
+
+
+def _check_positive_definite(name: str, m: sp.Matrix) -> None:
+    """The smallest eigenvalue at 30 digits."""
+    if min(mpmath.eigsy(mpmath.matrix(m.evalf(30).tolist()), eigvals_only=True)) <= 0:
+        raise InputError(name, "must be positive definite (smallest eigenvalue <= 0)")
+
+
+def _rationals(array: np.ndarray) -> sp.Matrix:
+    """A float64 array as the exact rationals of its binary values."""
+    rows, cols = array.shape
+    return sp.Matrix(rows, cols, [sp.Rational(*v.as_integer_ratio())
+                                  for v in array.ravel().tolist()])
+
+
+def _floats(m: sp.Matrix) -> np.ndarray:
+    return np.array(m.tolist(), dtype=float)
 
 
 def _task_set(value, d: int, d_y: int) -> TaskSet:

@@ -221,7 +221,7 @@ class Derivation:
         """Values of the task letters (W and its independent copy W_j) when the derived
         polynomials hold them: a finite task set, or the exact cubature of eigenbasis tasks."""
         if self.data.tasks == "finite":
-            rule = self.data.values()[W_TASK.name]
+            rule = self.data.numeric_task_set()
         elif self.conditional:
             rule = self.data.task_cubature()
         else:
