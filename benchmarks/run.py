@@ -1,6 +1,6 @@
 """Benchmarks, measured side by side in one run: `python benchmarks/run.py [--out FILE]`.
 
-(a) compiled gradient (numba) vs hand-written NumPy of the same formula (MATH.md §3.2, scalar
+(a) compiled gradient (numba) vs hand-written NumPy of the same formula (docs/math.md §3.2, scalar
     tasks), d = 8, 64, 256;
 (b) the expected learning curve by theory (exact GD, compiled) vs the same curve by
     `simulate_sgd` and by a plain PyTorch SGD loop, scaled to the seeds needed for 1 % accuracy;

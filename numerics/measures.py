@@ -1,4 +1,4 @@
-"""Macroscopic measures of weight matrices over training (MATH.md §5), on plain arrays.
+"""Macroscopic measures of weight matrices over training (docs/math.md §5), on plain arrays.
 
 Every function takes one matrix (m, n) or a stack of checkpoints (..., m, n) and works in
 float64 (products of float32 weights give wrong small singular values).

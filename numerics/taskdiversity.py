@@ -1,7 +1,7 @@
 """Task diversity: pretrain on a finite set of P tasks, test on the task family.
 
 The Merged model with scalar tasks (d_y = 1) has L(u, Q) = F(uQ) with F quadratic in M = uQ
-(MATH.md §3.2). For a finite task set T = {w_1..w_P} the package derives F_T exactly (the average
+(docs/math.md §3.2). For a finite task set T = {w_1..w_P} the package derives F_T exactly (the average
 over T of the loss conditional on the task, ``ICLData(..., tasks=T)``); its minimiser M*(T) is
 what a layer trained to convergence on infinitely many prompts of those tasks computes. Here:
 

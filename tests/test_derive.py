@@ -1,4 +1,4 @@
-"""Derived loss, gradient and conservation law of the Merged model against MATH.md's oracles
+"""Derived loss, gradient and conservation law of the Merged model against docs/math.md's oracles
 (§3.2 scalar tasks, §3.3 the paper's vector tasks) and against brute force of the actual layer."""
 
 import numpy as np
@@ -19,7 +19,7 @@ def sym_matrix(name, d, symmetric=False):
 
 
 def scalar_oracle(Lambda, Sigma_w, sigma, n, u, Q):
-    """MATH.md §3.2: L and G = ∂L/∂M with M = uQ, A = (N+1)/N ΛΣΛ + (tr(ΣΛ)+σ²)/N Λ."""
+    """docs/math.md §3.2: L and G = ∂L/∂M with M = uQ, A = (N+1)/N ΛΣΛ + (tr(ΣΛ)+σ²)/N Λ."""
     n = sp.sympify(n)
     M = u * Q
     A = (n + 1) / n * Lambda * Sigma_w * Lambda + ((Sigma_w * Lambda).trace() + sigma**2) / n * Lambda
@@ -75,7 +75,7 @@ def test_scalar_task_oracle_exact_random_numeric(seed):
 
 
 def vector_task_oracle(s, p, q, n):
-    """MATH.md §3.3: the exact loss on the diagonal set in Λ's eigenbasis."""
+    """docs/math.md §3.3: the exact loss on the diagonal set in Λ's eigenbasis."""
     d, n = len(s), sp.sympify(n)
     return sum(((n + 2) / n * s[a]**3 * p[a]**2 * q[a]**2
                 + s[a] * p[a]**2 / n * sum(s[b]**2 * q[b]**2 for b in range(d) if b != a)

@@ -116,7 +116,7 @@ def test_gd_change_uses_two_independent_draws():
 
 
 def test_fixed_points_of_scalar_finite_tasks_match_the_second_moment_oracle():
-    """d_y = 1: the minimum set {uQ = M*} with M* = A⁻¹ΛΣ̂ (MATH.md §3.2 oracle, Σ̂ the set's
+    """d_y = 1: the minimum set {uQ = M*} with M* = A⁻¹ΛΣ̂ (docs/math.md §3.2 oracle, Σ̂ the set's
     second moment), Hessian index 0; the saddle at the origin has index 1."""
     T = np.random.default_rng(1).standard_normal((4, 1, 2))
     Lam, N, sigma = np.array([[1.0, 0.2], [0.2, 0.5]]), 5, 0.25

@@ -1,4 +1,4 @@
-"""Critical sets: the scalar-task minimum against MATH.md §3.2's M*, the eigenmode sets of the
+"""Critical sets: the scalar-task minimum against docs/math.md §3.2's M*, the eigenmode sets of the
 paper's tasks against integration of the flow, and Hessian indices."""
 
 import numpy as np
@@ -110,7 +110,7 @@ def test_multihead_sets():
 
 def test_separate_kq_sets_are_eigenmode_subsets_of_m_star():
     """Σ_w = I, Λ diagonal: the singular modes are Λ's eigenmodes and the set of subset S has
-    M = the part of M* on S (MATH.md §3.2 oracle M*_αα = N/((N+1)s_α + tr Λ + σ²))."""
+    M = the part of M* on S (docs/math.md §3.2 oracle M*_αα = N/((N+1)s_α + tr Λ + σ²))."""
     der = derive(models.SeparateKQ(3, heads=1, rank=2), SCALAR)
     sets = der.fixed_points()
     assert len(sets) == 1 + 3 + 3                    # subsets of at most rank r = 2 modes

@@ -128,7 +128,7 @@ def test_isotropic_closed_form(d, n, lam, q0, imbalance):
 
 
 def test_isotropic_reduction_equals_the_oracle():
-    """MATH.md §3.2 oracles: ȧ = −√(Δ² + 4d a²)(c a − λ²), c = λ³(N+1+d)/N (σ = 0), and the
+    """docs/math.md §3.2 oracles: ȧ = −√(Δ² + 4d a²)(c a − λ²), c = λ³(N+1+d)/N (σ = 0), and the
     balanced logistic a(t) = a*/(1 + (a*/a₀ − 1) e^{−2√d λ² t}), a* = N/(λ(N+1+d))."""
     red = isotropic_reduction(derive(models.Merged(1), ICLData(d=1, N=2, Lambda="iso")))
     N, lam, sigma = sp.Symbol("N", positive=True, integer=True), sp.Symbol(
@@ -172,7 +172,7 @@ def test_uQ_converges_to_M_star(problem):
     Sw = np.array(data.Sigma_w.tolist(), dtype=float)
     n, sigma = data.N, float(data.noise)
     A = (n + 1) / n * Lam @ Sw @ Lam + (np.trace(Sw @ Lam) + sigma**2) / n * Lam
-    M_star = np.linalg.solve(A, Lam @ Sw)            # oracle (MATH.md §3.2)
+    M_star = np.linalg.solve(A, Lam @ Sw)            # oracle (docs/math.md §3.2)
     d = data.d
     theta0 = flow.pack({"V": 1.0, "Q": 0.1 * params["Q"]})
     traj = integrate(flow, theta0, t_end=2e4, n_points=2, rtol=1e-12, atol=1e-14)

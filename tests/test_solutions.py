@@ -1,4 +1,4 @@
-"""Eigenmode reduction and stage times against integration and MATH.md §3.3."""
+"""Eigenmode reduction and stage times against integration and docs/math.md §3.3."""
 
 import numpy as np
 import pytest

@@ -1,6 +1,6 @@
 """Self-tests of the stacked-attention oracle (tests/stack_oracle.py): backpropagation against
 finite differences, the exact polynomial against the network, the Hermite expectation against
-direct moments, exact loss and gradient against Monte Carlo, one layer against MATH.md §3.2."""
+direct moments, exact loss and gradient against Monte Carlo, one layer against docs/math.md §3.2."""
 
 import math
 from fractions import Fraction as F
@@ -141,7 +141,7 @@ def test_hermite_expectation_matches_direct_moments():
 # ---------------------------------------------------------------------------- one layer
 
 def oracle_merged_loss(u, Q, Lambda, Sigma_w, sigma2, N):
-    """MATH.md §3.2 (*oracle*): L = ½[tr(MᵀAMΛ) − 2tr(Σ_wΛMΛ) + tr(Σ_wΛ) + σ²], M = uQ."""
+    """docs/math.md §3.2 (*oracle*): L = ½[tr(MᵀAMΛ) − 2tr(Σ_wΛMΛ) + tr(Σ_wΛ) + σ²], M = uQ."""
     Lm, Sw = sp.Matrix(Lambda), sp.Matrix(Sigma_w)
     M = sp.nsimplify(u) * sp.Matrix(Q)
     A = sp.Rational(N + 1, N) * Lm * Sw * Lm + ((Sw * Lm).trace() + sigma2) / N * Lm

@@ -1,5 +1,5 @@
 """Task diversity: the Merged model pretrained on a finite task set, tested on the family.
-M*(T) from the compiled gradient is critical and equals MATH.md §3.2's oracle with the set's
+M*(T) from the compiled gradient is critical and equals docs/math.md §3.2's oracle with the set's
 second moment; its derived test error equals Monte Carlo of the actual layer on fresh tasks;
 P → ∞ recovers the Gaussian-task minimum; the Bayes-optimal predictors win on their own law."""
 
@@ -32,7 +32,7 @@ def test_set_minimum_is_critical_and_equals_the_second_moment_oracle(setting):
     u = np.sqrt(np.linalg.norm(M))                          # a balanced point of the set uQ = M*
     g0 = np.linalg.norm(flow.grad(setting.theta(np.zeros((3, 3)))))
     assert np.linalg.norm(flow.grad(flow.pack({"V": u, "Q": M / u}))) < 1e-11 * g0
-    S = np.einsum("kai,kaj->ij", tasks, tasks) / 2          # oracle (MATH.md §3.2), Σ_w = Σ̂
+    S = np.einsum("kai,kaj->ij", tasks, tasks) / 2          # oracle (docs/math.md §3.2), Σ_w = Σ̂
     A = (N + 1) / N * LAM @ S @ LAM + (np.trace(S @ LAM) + SIGMA**2) / N * LAM
     np.testing.assert_allclose(M, np.linalg.solve(A, LAM @ S), rtol=1e-9, atol=1e-11)
     assert fit["train"] < fit["test"] and fit["gap"] == pytest.approx(fit["test"] - fit["train"])

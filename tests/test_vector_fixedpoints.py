@@ -102,7 +102,7 @@ def test_zero_set_holds_traceless_values_and_cancelling_heads():
 
 def test_multihead_with_eigenbasis_tasks_learns_each_mode_in_its_own_head():
     """H ≥ d: the minimum deals one mode to each head and avoids the cross-mode coupling, so
-    L* = Σ_α s_α/(N + 2) (the minimum over a of MATH.md §3.3's per-mode terms without the
+    L* = Σ_α s_α/(N + 2) (the minimum over a of docs/math.md §3.3's per-mode terms without the
     coupling), below Merged's minimum; the flow from random full (non-diagonal) starts ends
     there. Merged's sets appear with all modes in one head, one index higher per idle head
     direction."""

@@ -1,4 +1,4 @@
-"""The data model of in-context linear regression (MATH.md §1) and its Gaussian law.
+"""The data model of in-context linear regression (docs/math.md §1) and its Gaussian law.
 
 Inputs x_i, x_q ~ N(0, Λ) i.i.d.; a task W (d_y × d) independent of the inputs; labels
 y = W x + ε with ε ~ N(0, σ² I). Task families:

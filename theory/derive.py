@@ -1,5 +1,5 @@
 """Derivation: from a model's ŷ and a data law to the exact loss, gradient, flow, GD map and
-conserved quantities (MATH.md §3).
+conserved quantities (docs/math.md §3).
 
     L(θ) = ½ E‖ŷ − y_q‖²,   G_b = ∂L/∂θ_b,   gradient flow dθ_b/dt = −G_b,
     discrete GD θ_b ← θ_b − η G_b.

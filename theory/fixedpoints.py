@@ -1,4 +1,4 @@
-"""Critical sets of every model with scalar tasks, their loss and Hessian index (MATH.md §3.2).
+"""Critical sets of every model with scalar tasks, their loss and Hessian index (docs/math.md §3.2).
 
 Scalar tasks (d_y = 1): V = u is a number and every term of the derived loss has as many u's as
 Q's (the rescaling symmetry), so L(u, Q) = F(M) with M = uQ, and F is quadratic (``ProductForm``,
@@ -409,7 +409,7 @@ def _to_sympy(v) -> sp.Matrix:
 def _invariant_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
     """FullLSA (d_y = 1) has two invariant sets on which it is a product-form model:
 
-    * P₁ = 0, Q₂ = 0 (MATH.md §2): ŷ = P₂ S_yx Q₁ x_q / N, the Merged model (u = P₂, Q = Q₁);
+    * P₁ = 0, Q₂ = 0 (docs/math.md §2): ŷ = P₂ S_yx Q₁ x_q / N, the Merged model (u = P₂, Q = Q₁);
     * P₂ = 0, Q₁ = 0: ŷ = P₁ S_xy Q₂ x_q / N = S_yx (P₁ᵀQ₂) x_q / N, the same F at the rank-one
       M = P₁ᵀQ₂, so its critical points are the single singular modes of SeparateKQ's
       landscape. It is invariant when the task law is symmetric (W → −W; the gradients along

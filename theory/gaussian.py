@@ -5,7 +5,7 @@ segment s is a bilinear form between random Gaussian vectors (``RandVec(var, sam
 context inputs ``x_i`` with a summed label i, the query ``x_q`` with the fixed sample ``"q"``,
 noise ``ε_i``…) through constant matrix letters and random Gaussian matrices (the task W).
 
-Method (MATH.md §3.1):
+Method (docs/math.md §3.1):
 1. the sum over context labels is split into index-coincidence patterns (set partitions); a
    pattern with k blocks stands for N(N−1)⋯(N−k+1) assignments of distinct values;
 2. inside a pattern, vectors with the same variable and the same block form one Gaussian group;

@@ -1,5 +1,5 @@
 """LaTeX export of derivations: an ``align*`` fragment (``Derivation.to_latex``) and whole
-documents (``derivation_document``), in the notation of MATH.md."""
+documents (``derivation_document``), in the notation of docs/math.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Parameterizations θ → (W_PV, W_KQ) of linear self-attention (MATH.md §2).
+"""Parameterizations θ → (W_PV, W_KQ) of linear self-attention (docs/math.md §2).
 
 One head computes f(Z) = Z + W_PV (Z Zᵀ/N) W_KQ Z and predicts ŷ, the y-rows of the query
 column:
@@ -52,8 +52,8 @@ class Param:
 
 @dataclass(frozen=True)
 class Block:
-    """Letter ``letter`` = param[head][row part, col part] (parts: None for all, or "x"/"y" of
-    a "z" space)."""
+    """Letter ``letter`` = ``param[head][row part, col part]`` (parts: None for all, or "x"/"y"
+    of a "z" space)."""
 
     letter: Mat
     param: str
@@ -392,6 +392,8 @@ class Stack(Model):
     negate_readout : bool
         Read ŷ as minus the query's y-rows.
 
+    Notes
+    -----
     Parameters of layer l are named ``"l.name"`` (``"0.V"``, ``"1.Q"`` …); its letters carry
     the superscript l + 1 (``V__1`` prints as V¹ …).
     """

@@ -1,4 +1,4 @@
-"""Eigenmode reduction and learning-stage timescales of the Merged model (MATH.md §3.3).
+"""Eigenmode reduction and learning-stage timescales of the Merged model (docs/math.md §3.3).
 
 On the set V = U diag(p) Uᵀ, Q = U diag(q) Uᵀ (Λ = U diag(s) Uᵀ; kept invariant by the flow for
 tasks that share Λ's eigenbasis) the derived loss becomes a polynomial L(p, q). Two reductions:
@@ -141,7 +141,7 @@ def mode_reduction(der: Derivation, symbolic_s: bool = False) -> ModeReduction:
 
 @dataclass
 class IsotropicReduction:
-    """Merged model, scalar Gaussian tasks with Σ_w = I and Λ = λI (MATH.md §3.2): on the set
+    """Merged model, scalar Gaussian tasks with Σ_w = I and Λ = λI (docs/math.md §3.2): on the set
     Q = qI the derived gradient of Q is a multiple of I (so the set is invariant; checked when
     the reduction is built), and the flow is u̇ = ``u_dot``, q̇ = ``q_dot`` (d, N, σ, λ symbols).
 

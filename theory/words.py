@@ -5,7 +5,7 @@ eigenbasis-diagonal part of a word ``Y``:
 
     Dg(Y) = U diag(c ∘ diag(Uᵀ Y U)) Uᵀ = Σ_k c_k (u_kᵀ Y u_k) u_k u_kᵀ,
 
-with U the eigenbasis of Λ and c the variances of the task amplitudes δ (MATH.md §1, tasks
+with U the eigenbasis of Λ and c the variances of the task amplitudes δ (docs/math.md §1, tasks
 ``diagonal``). It is symmetric, Dg(Y) = Dg(Yᵀ), and self-adjoint in the trace pairing:
 tr(R Dg(Y)) = Σ_k c_k (UᵀRU)_kk (UᵀYU)_kk = tr(Y Dg(R)).
 
