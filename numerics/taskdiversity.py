@@ -73,17 +73,27 @@ def quadratic_minimum(flow: CompiledFlow, rtol: float = 1e-7, maxiter: int = 300
     -------
     M* as a (d, d) array.
     """
-    from scipy.sparse.linalg import LinearOperator, cg
+    _check_merged_scalar(flow, "flow")
+    return _stationary_point(lambda theta: flow.grad(theta), flow, rtol, maxiter)
 
+
+def _check_merged_scalar(flow, arg: str) -> None:
     if not isinstance(flow, CompiledFlow) or not isinstance(flow.model, models.Merged) \
             or flow.data.d_y != 1:
-        raise InputError("flow", "needs a compiled flow of models.Merged(d) with d_y = 1 "
+        raise InputError(arg, "needs a compiled flow of models.Merged(d) with d_y = 1 "
                          "(the loss is then quadratic in M = uQ)")
+
+
+def _stationary_point(grad, flow: CompiledFlow, rtol: float, maxiter: int) -> np.ndarray:
+    """M with ∇F(M) = 0 by conjugate gradients, ``grad`` a gradient in θ = (u, vec Q) of a loss
+    F(uQ) quadratic in M = uQ (``flow`` packs θ)."""
+    from scipy.sparse.linalg import LinearOperator, cg
+
     d = flow.data.d
     u = flow.pack({"V": 1.0, "Q": 0.0})[:1]
 
     def gradient(M):
-        return flow.grad(np.concatenate([u, np.ravel(M)]))[1:]
+        return grad(np.concatenate([u, np.ravel(M)]))[1:]
 
     B = -gradient(np.zeros(d * d))
     hessian = LinearOperator((d * d, d * d), matvec=lambda M: gradient(M) + B, dtype=float)
@@ -93,6 +103,55 @@ def quadratic_minimum(flow: CompiledFlow, rtol: float = 1e-7, maxiter: int = 300
         raise InputError("flow", f"the stationarity system did not converge (relative "
                          f"gradient {residual:.1e}): is the loss convex in M?")
     return M.reshape(d, d)
+
+
+class SecondMomentLoss:
+    """The exact loss on a scalar task set T (d_y = 1) without a loop over its tasks.
+
+    The loss is quadratic in the task w, so its average over a task law is affine in the law's
+    second moment: L_T = L[Σ̂] with Σ̂ = (1/P) Σ_k w_k w_kᵀ = O diag(λ) Oᵀ, and L[Σ] = L[0] + ℓ(Σ)
+    with ℓ linear. Σ̂ may be singular (P < d) while the Gaussian-row law needs Σ_w positive
+    definite, so with Σ̂ = 2·(Σ̂ + I)/2 − I
+
+        L_T(u, Q) = 2 L_gauss[Oᵀ Λ O, (diag(λ) + I)/2](u, Oᵀ Q O) − L_gauss[Λ, I](u, Q),
+
+    two derived losses: Gaussian rows with Σ_w = (diag(λ) + I)/2 in Σ̂'s eigenbasis (x → Oᵀx,
+    w → Oᵀw leave ŷ − y_q unchanged when Q → OᵀQO), and the family's (Σ_w = I). The Gaussian
+    kernel takes Σ_w as data, so T costs one
+    evaluation of a d × d law, not P; rotating makes Σ_w diagonal (and Λ too when Λ ∝ I), which
+    keeps ICLData's exact positive-definiteness check cheap at d = 200
+    (tests/test_taskdiversity.py checks L_T against the finite-set derivation).
+    ``loss``, ``grad`` and ``pack`` as on a CompiledFlow."""
+
+    def __init__(self, tasks, family: CompiledFlow, backend: str = "numba"):
+        W = np.asarray(tasks, dtype=float)
+        data = family.data
+        if W.ndim != 3 or W.shape[1] != 1 or W.shape[2] != data.d:
+            raise InputError("tasks", f"must be a (P, 1, {data.d}) array of scalar "
+                             f"tasks, got {W.shape}")
+        lam, self.O = np.linalg.eigh(W[:, 0, :].T @ W[:, 0, :] / len(W))
+        Lambda = data.Lambda
+        if Lambda != Lambda[0, 0] * sp.eye(data.d):
+            Lambda = self.O.T @ np.array(Lambda.tolist(), dtype=float) @ self.O
+        rotated = ICLData(d=data.d, N=data.N, Lambda=Lambda, tasks="gaussian",
+                          Sigma_w=np.diag((np.maximum(lam, 0.0) + 1.0) / 2), noise=data.noise)
+        self.rotated = compile_flow(derive(family.model, rotated), backend)
+        self.family = family
+        self.model, self.data, self.pack = family.model, family.data, family.pack
+
+    def _rotate(self, theta, left, right) -> np.ndarray:
+        u, Q = theta[:1], theta[1:].reshape(self.data.d, self.data.d)
+        return np.concatenate([u, (left @ Q @ right).ravel()])
+
+    def loss(self, theta) -> float:
+        theta = np.asarray(theta, dtype=float)
+        return (2 * self.rotated.loss(self._rotate(theta, self.O.T, self.O))
+                - self.family.loss(theta))
+
+    def grad(self, theta) -> np.ndarray:
+        theta = np.asarray(theta, dtype=float)
+        g = self.rotated.grad(self._rotate(theta, self.O.T, self.O))
+        return 2 * self._rotate(g, self.O, self.O.T) - self.family.grad(theta)
 
 
 class TaskDiversity:
@@ -131,13 +190,18 @@ class TaskDiversity:
             self._family_minimum = (M, self.family_flow.loss(self.theta(M)))
         return self._family_minimum
 
-    def fit(self, tasks) -> dict:
+    def set_loss(self, tasks) -> SecondMomentLoss:
+        """The exact loss on ``tasks`` ((P, 1, d)) as ``SecondMomentLoss`` (no loop over T)."""
+        return SecondMomentLoss(tasks, self.family_flow, self.backend)
+
+    def fit(self, tasks, rtol: float = 1e-7) -> dict:
         """M*(T) and its exact losses: ``train`` on T, ``test`` on fresh family tasks,
-        ``gap`` = test − train; ``flow`` is the set's compiled flow."""
-        flow = self.set_flow(tasks)
-        M = quadratic_minimum(flow)
-        train, test = flow.loss(self.theta(M)), self.family_flow.loss(self.theta(M))
-        return {"M": M, "train": train, "test": test, "gap": test - train, "flow": flow}
+        ``gap`` = test − train; ``loss`` is the set's ``SecondMomentLoss``; ``rtol`` as in
+        ``quadratic_minimum``."""
+        loss = self.set_loss(tasks)
+        M = _stationary_point(loss.grad, self.family_flow, rtol, 300)
+        train, test = loss.loss(self.theta(M)), self.family_flow.loss(self.theta(M))
+        return {"M": M, "train": train, "test": test, "gap": test - train, "loss": loss}
 
 
 BASELINES = ("learned", "ols", "ridge", "dmmse")

@@ -26,7 +26,7 @@ def setting():
 def test_set_minimum_is_critical_and_equals_the_second_moment_oracle(setting):
     tasks = draw_task_set(2, 3, 5)                          # P < d: Σ̂ singular
     fit = setting.fit(tasks)
-    flow = fit["flow"]
+    flow = setting.set_flow(tasks)
     M = quadratic_minimum(flow, rtol=1e-12)                 # at d = 3 rounding allows 1e-12
     np.testing.assert_allclose(fit["M"], M, rtol=1e-5)      # the default rtol = 1e-7
     u = np.sqrt(np.linalg.norm(M))                          # a balanced point of the set uQ = M*
@@ -51,6 +51,22 @@ def test_second_moment_set_gives_the_same_loss_with_at_most_d_tasks(setting):
                                quadratic_minimum(small, rtol=1e-12), rtol=1e-9)
     with pytest.raises(InputError, match="tasks"):
         second_moment_set(np.ones((2, 2, 3)))
+
+
+@pytest.mark.parametrize("P", [2, 7])
+def test_second_moment_loss_equals_the_finite_set_derivation(setting, P):
+    """The loop-free loss on T (two Gaussian-row kernels, rotated into Σ̂'s eigenbasis) equals
+    the derived loss on the set, value and gradient, for singular (P < d) and full Σ̂."""
+    tasks = draw_task_set(P, 3, 1)
+    fast, exact = setting.set_loss(tasks), setting.set_flow(tasks)
+    rng = np.random.default_rng(P)
+    for _ in range(3):
+        theta = exact.pack({"V": rng.standard_normal(), "Q": rng.standard_normal((3, 3))})
+        assert fast.loss(theta) == pytest.approx(exact.loss(theta), rel=1e-12)
+        np.testing.assert_allclose(fast.grad(theta), exact.grad(theta), rtol=1e-11,
+                                   atol=1e-13 * np.linalg.norm(exact.grad(theta)))
+    with pytest.raises(InputError, match="tasks"):
+        setting.set_loss(np.ones((2, 1, 4)))
 
 
 def test_quadratic_minimum_needs_the_merged_scalar_model():
