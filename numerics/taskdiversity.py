@@ -11,7 +11,14 @@ what a layer trained to convergence on infinitely many prompts of those tasks co
   no formula for M* is typed in.
 * ``TaskDiversity.fit``: M*(T), its exact loss on T (in-distribution, memorisation) and its exact
   loss on fresh tasks of the family (the derived Gaussian-task loss at M*(T): in-context
-  learning), both exact conditional on the draw of T.
+  learning), both exact conditional on the draw of T. The loss on T enters through the set's
+  second moment only (``SecondMomentLoss``: two Gaussian-row kernels, no loop over the tasks;
+  a fit at d = 200 takes seconds).
+* ``SetTraining``: every other parameterization (MultiHead, SeparateKQ, FullLSA; Merged with
+  vector tasks), and the eigenbasis family: the exact loss on T minimised numerically from
+  seeded starts, its end point critical to rounding, classified by the package's critical-set
+  tools (``certify``: a certified global minimum, or a local minimum modulo the symmetry
+  orbit), and its exact loss on fresh family tasks; ``set_count_sweep`` over draws of T.
 * ``baseline_risks``: Monte Carlo risks on the same two task laws of OLS, ridge (Bayes-optimal
   for the Gaussian family), the finite set's Bayes-optimal predictor (dMMSE: the posterior over
   the P tasks) and the learned algorithm ŷ = S_yx M* x_q / N itself.
@@ -408,6 +415,62 @@ def task_count_sweep(setting: TaskDiversity, Ps, draws: int, seed: int = 0,
     return rows
 
 
+def set_count_sweep(training: SetTraining, Ps, draws: int, seed: int = 0, starts: int = 4,
+                    certify: bool = False) -> list[dict]:
+    """``task_count_sweep`` for any parameterization and family (``SetTraining``): per task count
+    P, ``draws`` sets drawn from the family with seeds (seed, P, r), each fitted from ``starts``
+    starts; mean and SE over draws of ``train``, ``test``, ``gap``, the largest end gradient
+    ``grad_max``, ``family_min`` (the minimiser on the family's loss), and with ``certify``
+    the count of draws whose end point is certified a minimum (``minima``) and a global one
+    (``global_minima``; certification costs seconds per draw)."""
+    draws = check_int("draws", draws, minimum=2)
+    family = training.family_minimum(starts, seed)
+    rows = []
+    for P in Ps:
+        fits = [training.fit(draw_family_tasks(training.family, P, (seed, P, r)), starts, seed)
+                for r in range(draws)]
+        row = {"model": repr(training.model), "family": training.family.tasks, "P": int(P),
+               "draws": draws, "family_min": family["loss"],
+               "grad_max": max(f["grad"] for f in fits)}
+        for key in ("train", "test", "gap"):
+            row[key], row[f"{key}_se"] = _mean_se([f[key] for f in fits])
+        if certify:
+            kinds = [training.certify(f, seed) for f in fits]
+            row["minima"] = sum(fp.kind == "minimum" for fp in kinds)
+            row["global_minima"] = sum(fp.info["global"] is True for fp in kinds)
+        rows.append(row)
+    return rows
+
+
+PARAMETERIZATION_GRID = {"d": 3, "N": 6, "Lambda": (1.0, 0.6, 0.3), "noise": 0.3,
+                         "P": (1, 3, 10, 30), "draws": 4, "starts": 3}
+
+
+def parameterization_sweep(seed: int = 0, progress=None) -> list[dict]:
+    """``set_count_sweep`` of every parameterization on ``PARAMETERIZATION_GRID`` (small d: the
+    finite-set derivations loop over the tasks): Merged, MultiHead(2), SeparateKQ(1, rank 2)
+    and FullLSA with scalar Gaussian tasks, Merged with Gaussian vector tasks (d_y = 2) and
+    with eigenbasis tasks (d_y = d). ``progress(model)`` after each model."""
+    g = PARAMETERIZATION_GRID
+    d, Lam = g["d"], np.diag(g["Lambda"])
+    cases = [(models.Merged(d), {}), (models.MultiHead(d, heads=2), {}),
+             (models.SeparateKQ(d, heads=1, rank=2), {}), (models.FullLSA(d), {}),
+             (models.Merged(d, d_y=2), {"d_y": 2}),
+             (models.Merged(d, d_y=d), {"d_y": d, "tasks": "diagonal"})]
+    rows = []
+    for model, family in cases:
+        training = SetTraining(model, ICLData(d=d, N=g["N"], Lambda=Lam, noise=g["noise"],
+                                              **family))
+        rows += set_count_sweep(training, g["P"], g["draws"], seed, g["starts"])
+        if progress is not None:
+            progress(model)
+    return rows
+
+
+PARAMETERIZATION_FIRST = ("model", "family", "P", "draws", "train", "train_se", "test",
+                          "test_se", "gap", "gap_se", "family_min", "grad_max")
+
+
 def lu_setting(d: int, alpha: float, rho: float, backend: str = "numba") -> TaskDiversity:
     """Lu et al.'s conventions as package data: x ~ N(0, I_d/d) (Λ = I/d, exact), N = round(αd)
     context examples, noise variance ρ (σ = √ρ), family w ~ N(0, I_d). Their e = 2 × our loss."""
@@ -463,11 +526,14 @@ TABLE_FIRST = ("d", "kappa", "alpha", "rho", "P", "N", "draws", "e_icl", "e_icl_
 
 
 def write_task_diversity(out, ds, kappas, alphas=(1.0,), rhos=(0.25,), draws: int = 16,
-                         seed: int = 0, prompts: int = 0, progress=None) -> dict:
+                         seed: int = 0, prompts: int = 0, progress=None,
+                         parameterizations: bool = False) -> dict:
     """``lu_sweep`` over the grid alphas × rhos, written to the run folder ``out``:
     ``task_diversity.csv`` (one row per d, κ, α, ρ), ``results.json`` (config, seed,
     provenance, rows) and ``task_diversity.png`` (e_ICL and e_IDG against κ per d with the
-    asymptotic curve; d·(e_ICL − asymptotic) against κ, flat where the approach is O(1/d))."""
+    asymptotic curve; d·(e_ICL − asymptotic) against κ, flat where the approach is O(1/d)).
+    With ``parameterizations``, also ``parameterization_sweep`` (the package's ½E(ŷ − y)²,
+    not Lu et al.'s e) in ``parameterizations.csv`` and under that key in results.json."""
     from pathlib import Path
 
     from .runfolder import provenance, save_figure, write_csv, write_json
@@ -481,11 +547,17 @@ def write_task_diversity(out, ds, kappas, alphas=(1.0,), rhos=(0.25,), draws: in
                              "noise variance rho, N = round(alpha d), e = E(y_hat - y_q)^2 "
                              "= 2 x the package's loss; tau = infinity (population loss on "
                              "the P tasks, ridgeless)"}
+    result = {"config": config, "provenance": provenance(), "rows": rows}
+    if parameterizations:
+        config["parameterizations"] = dict(PARAMETERIZATION_GRID, loss="1/2 E(y_hat - y_q)^2")
+        result["parameterizations"] = parameterization_sweep(
+            seed, progress and (lambda model: progress(repr(model), None)))
+        write_csv(out / "parameterizations.csv", result["parameterizations"],
+                  PARAMETERIZATION_FIRST)
     write_csv(out / "task_diversity.csv", rows, TABLE_FIRST)
-    write_json(out / "results.json", {"config": config, "provenance": provenance(),
-                                      "rows": rows})
+    write_json(out / "results.json", result)
     save_figure(_figure(rows, alphas, rhos), out / "task_diversity.png")
-    return {"rows": rows, "config": config}
+    return result
 
 
 def _figure(rows, alphas, rhos):

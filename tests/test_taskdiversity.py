@@ -275,3 +275,22 @@ def test_task_diversity_command(tmp_path, capsys):
     assert (out / "task_diversity.csv").read_text().count("\n") == 5
     assert "asymptotic" in capsys.readouterr().out
     assert main(["task-diversity", "--d", "4", "--kappa", "x", "--out", str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_task_diversity_command_with_parameterizations(tmp_path, monkeypatch, capsys):
+    """--parameterizations adds every model's row per P (a reduced grid here)."""
+    import json
+
+    from icldyn.numerics import taskdiversity
+    from icldyn.numerics.cli import main
+    monkeypatch.setitem(taskdiversity.PARAMETERIZATION_GRID, "P", (2,))
+    monkeypatch.setitem(taskdiversity.PARAMETERIZATION_GRID, "draws", 2)
+    monkeypatch.setitem(taskdiversity.PARAMETERIZATION_GRID, "starts", 1)
+    out = tmp_path / "td"
+    assert main(["task-diversity", "--d", "4", "--kappa", "1", "--draws", "2",
+                 "--parameterizations", "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())["parameterizations"]
+    assert len(rows) == 6 and all(r["grad_max"] < 1e-10 and r["test"] > 0 for r in rows)
+    assert (out / "parameterizations.csv").read_text().count("\n") == 7
+    assert "FullLSA" in capsys.readouterr().out
