@@ -124,11 +124,10 @@ class SecondMomentLoss:
 
     two derived losses: Gaussian rows with Σ_w = (diag(λ) + I)/2 in Σ̂'s eigenbasis (x → Oᵀx,
     w → Oᵀw leave ŷ − y_q unchanged when Q → OᵀQO), and the family's (Σ_w = I). The Gaussian
-    kernel takes Σ_w as data, so T costs one
-    evaluation of a d × d law, not P; rotating makes Σ_w diagonal (and Λ too when Λ ∝ I), which
-    keeps ICLData's exact positive-definiteness check cheap at d = 200
-    (tests/test_taskdiversity.py checks L_T against the finite-set derivation).
-    ``loss``, ``grad`` and ``pack`` as on a CompiledFlow."""
+    kernel takes Σ_w as data, so T costs one evaluation of a d × d law, not P; rotating makes
+    Σ_w diagonal (and Λ too when Λ ∝ I), which keeps ICLData's exact positive-definiteness
+    check cheap at d = 200 (tests/test_taskdiversity.py checks L_T against the finite-set
+    derivation). ``loss``, ``grad`` and ``pack`` as on a CompiledFlow."""
 
     def __init__(self, tasks, family: CompiledFlow, backend: str = "numba"):
         W = np.asarray(tasks, dtype=float)
