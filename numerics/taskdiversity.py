@@ -445,7 +445,7 @@ PARAMETERIZATION_GRID = {"d": 3, "N": 6, "Lambda": (1.0, 0.6, 0.3), "noise": 0.3
                          "P": (1, 3, 10, 30), "draws": 4, "starts": 3}
 
 
-def parameterization_sweep(seed: int = 0, progress=None) -> list[dict]:
+def parameterization_sweep(seed: int = 0, progress=None, backend: str = "numba") -> list[dict]:
     """``set_count_sweep`` of every parameterization on ``PARAMETERIZATION_GRID`` (small d: the
     finite-set derivations loop over the tasks): Merged, MultiHead(2), SeparateKQ(1, rank 2)
     and FullLSA with scalar Gaussian tasks, Merged with Gaussian vector tasks (d_y = 2) and
@@ -459,7 +459,7 @@ def parameterization_sweep(seed: int = 0, progress=None) -> list[dict]:
     rows = []
     for model, family in cases:
         training = SetTraining(model, ICLData(d=d, N=g["N"], Lambda=Lam, noise=g["noise"],
-                                              **family))
+                                              **family), backend)
         rows += set_count_sweep(training, g["P"], g["draws"], seed, g["starts"])
         if progress is not None:
             progress(model)
