@@ -189,6 +189,19 @@ def test_trained_model_errors_equal_monte_carlo_of_the_layer(trained, name):
         assert abs(mean - exact) < 4 * se, (name, mean, exact, se)
 
 
+def test_set_training_refuses_bad_input(trained):
+    finite = ICLData(d=2, N=3, Lambda=np.eye(2), tasks=np.ones((1, 1, 2)))
+    with pytest.raises(InputError, match="family"):
+        SetTraining(models.Merged(2), finite)
+    with pytest.raises(InputError, match="family"):
+        draw_family_tasks(finite, 3, 0)
+    training, tasks, _ = trained["vector"]
+    with pytest.raises(InputError, match="starts"):
+        training.fit(tasks, starts=0)
+    with pytest.raises(InputError, match="tasks"):
+        training.fit(np.ones((2, 1, 2)))            # d_y = 1 tasks for a d_y = 2 family
+
+
 @pytest.mark.slow
 def test_certified_kinds_of_the_set_minima(trained):
     """The package's critical-set tools on the numerical minima (about 25 s): MultiHead and
