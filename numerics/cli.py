@@ -278,7 +278,9 @@ def cmd_task_diversity(args) -> int:
         args.out, _grid(args.d, int, "--d"), _grid(args.kappa, float, "--kappa"),
         _grid(args.alpha, float, "--alpha"), _grid(args.rho, float, "--rho"), args.draws,
         args.seed, args.prompts,
-        progress=lambda d, k: print(f"done d = {d}, κ = {k:g}", file=sys.stderr, flush=True))
+        progress=lambda d, k: print(f"done d = {d}, κ = {k:g}" if k is not None else
+                                    f"done {d}", file=sys.stderr, flush=True),
+        parameterizations=args.parameterizations)
     print("exact finite-d e_ICL (fresh tasks) and e_IDG (training tasks) vs Lu et al.'s "
           "asymptotic e_ICL (τ = ∞), e = E(ŷ − y)²")
     print(f"{'d':>4} {'α':>5} {'ρ':>5} {'κ':>6} {'e_ICL':>17} {'asymptotic':>10} "
@@ -287,6 +289,9 @@ def cmd_task_diversity(args) -> int:
         print(f"{r['d']:>4} {r['alpha']:>5g} {r['rho']:>5g} {r['kappa']:>6g} "
               f"{r['e_icl']:>8.5f} ± {r['e_icl_se']:<6.5f} {r['e_asymptotic']:>10.5f} "
               f"{r['diff']:>+8.5f} {r['e_idg']:>8.5f} ± {r['e_idg_se']:<6.5f}")
+    for r in res.get("parameterizations", []):
+        print(f"{r['model']:<40} {r['family']:<8} P = {r['P']:<3} train {r['train']:.4f} "
+              f"test {r['test']:.4f} ± {r['test_se']:.4f} (½E(ŷ − y)²)")
     print(f"run folder: {args.out}")
     return 0
 
@@ -392,6 +397,9 @@ def parser() -> argparse.ArgumentParser:
     td.add_argument("--prompts", type=int, default=0,
                     help="Monte-Carlo prompts for OLS/ridge/dMMSE baselines (0: none)")
     td.add_argument("--seed", type=int, default=0)
+    td.add_argument("--parameterizations", action="store_true",
+                    help="also every parameterization (and eigenbasis tasks) at d = 3: "
+                         "parameterizations.csv (minutes)")
     td.add_argument("--out", default="runs/task-diversity", help="run folder")
     td.set_defaults(func=cmd_task_diversity)
     cs = sub.add_parser("critical-sets", help="a model's critical sets with their loss, gap "

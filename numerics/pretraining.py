@@ -38,7 +38,7 @@ def learning_curve(setting: TaskDiversity, tasks, t_end: float, init_scale: floa
     t_end = check_real("t_end", t_end)
     eps = check_real("init_scale", init_scale)
     fit = setting.fit(tasks)
-    flow = fit["flow"]
+    flow = setting.set_flow(tasks)
     theta0 = flow.pack({"V": eps * np.sqrt(setting.d), "Q": eps})
     traj = integrate(flow, theta0, t_end=t_end, t_eval=np.linspace(0.0, t_end, points))
     test = np.array([setting.family_flow.loss(th) for th in traj.theta])

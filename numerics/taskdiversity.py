@@ -11,7 +11,14 @@ what a layer trained to convergence on infinitely many prompts of those tasks co
   no formula for M* is typed in.
 * ``TaskDiversity.fit``: M*(T), its exact loss on T (in-distribution, memorisation) and its exact
   loss on fresh tasks of the family (the derived Gaussian-task loss at M*(T): in-context
-  learning), both exact conditional on the draw of T.
+  learning), both exact conditional on the draw of T. The loss on T enters through the set's
+  second moment only (``SecondMomentLoss``: two Gaussian-row kernels, no loop over the tasks;
+  a fit at d = 200 takes seconds).
+* ``SetTraining``: every other parameterization (MultiHead, SeparateKQ, FullLSA; Merged with
+  vector tasks), and the eigenbasis family: the exact loss on T minimised numerically from
+  seeded starts, its end point critical to rounding, classified by the package's critical-set
+  tools (``certify``: a certified global minimum, or a local minimum modulo the symmetry
+  orbit), and its exact loss on fresh family tasks; ``set_count_sweep`` over draws of T.
 * ``baseline_risks``: Monte Carlo risks on the same two task laws of OLS, ridge (Bayes-optimal
   for the Gaussian family), the finite set's Bayes-optimal predictor (dMMSE: the posterior over
   the P tasks) and the learned algorithm ŷ = S_yx M* x_q / N itself.
@@ -73,17 +80,27 @@ def quadratic_minimum(flow: CompiledFlow, rtol: float = 1e-7, maxiter: int = 300
     -------
     M* as a (d, d) array.
     """
-    from scipy.sparse.linalg import LinearOperator, cg
+    _check_merged_scalar(flow, "flow")
+    return _stationary_point(lambda theta: flow.grad(theta), flow, rtol, maxiter)
 
+
+def _check_merged_scalar(flow, arg: str) -> None:
     if not isinstance(flow, CompiledFlow) or not isinstance(flow.model, models.Merged) \
             or flow.data.d_y != 1:
-        raise InputError("flow", "needs a compiled flow of models.Merged(d) with d_y = 1 "
+        raise InputError(arg, "needs a compiled flow of models.Merged(d) with d_y = 1 "
                          "(the loss is then quadratic in M = uQ)")
+
+
+def _stationary_point(grad, flow: CompiledFlow, rtol: float, maxiter: int) -> np.ndarray:
+    """M with ∇F(M) = 0 by conjugate gradients, ``grad`` a gradient in θ = (u, vec Q) of a loss
+    F(uQ) quadratic in M = uQ (``flow`` packs θ)."""
+    from scipy.sparse.linalg import LinearOperator, cg
+
     d = flow.data.d
     u = flow.pack({"V": 1.0, "Q": 0.0})[:1]
 
     def gradient(M):
-        return flow.grad(np.concatenate([u, np.ravel(M)]))[1:]
+        return grad(np.concatenate([u, np.ravel(M)]))[1:]
 
     B = -gradient(np.zeros(d * d))
     hessian = LinearOperator((d * d, d * d), matvec=lambda M: gradient(M) + B, dtype=float)
@@ -93,6 +110,54 @@ def quadratic_minimum(flow: CompiledFlow, rtol: float = 1e-7, maxiter: int = 300
         raise InputError("flow", f"the stationarity system did not converge (relative "
                          f"gradient {residual:.1e}): is the loss convex in M?")
     return M.reshape(d, d)
+
+
+class SecondMomentLoss:
+    """The exact loss on a scalar task set T (d_y = 1) without a loop over its tasks.
+
+    The loss is quadratic in the task w, so its average over a task law is affine in the law's
+    second moment: L_T = L[Σ̂] with Σ̂ = (1/P) Σ_k w_k w_kᵀ = O diag(λ) Oᵀ, and L[Σ] = L[0] + ℓ(Σ)
+    with ℓ linear. Σ̂ may be singular (P < d) while the Gaussian-row law needs Σ_w positive
+    definite, so with Σ̂ = 2·(Σ̂ + I)/2 − I
+
+        L_T(u, Q) = 2 L_gauss[Oᵀ Λ O, (diag(λ) + I)/2](u, Oᵀ Q O) − L_gauss[Λ, I](u, Q),
+
+    two derived losses: Gaussian rows with Σ_w = (diag(λ) + I)/2 in Σ̂'s eigenbasis (x → Oᵀx,
+    w → Oᵀw leave ŷ − y_q unchanged when Q → OᵀQO), and the family's (Σ_w = I). The Gaussian
+    kernel takes Σ_w as data, so T costs one evaluation of a d × d law, not P; rotating makes
+    Σ_w diagonal (and Λ too when Λ ∝ I), which keeps ICLData's exact positive-definiteness
+    check cheap at d = 200 (tests/test_taskdiversity.py checks L_T against the finite-set
+    derivation). ``loss``, ``grad`` and ``pack`` as on a CompiledFlow."""
+
+    def __init__(self, tasks, family: CompiledFlow, backend: str = "numba"):
+        W = np.asarray(tasks, dtype=float)
+        data = family.data
+        if W.ndim != 3 or W.shape[1] != 1 or W.shape[2] != data.d:
+            raise InputError("tasks", f"must be a (P, 1, {data.d}) array of scalar "
+                             f"tasks, got {W.shape}")
+        lam, self.O = np.linalg.eigh(W[:, 0, :].T @ W[:, 0, :] / len(W))
+        Lambda = data.Lambda
+        if Lambda != Lambda[0, 0] * sp.eye(data.d):
+            Lambda = self.O.T @ np.array(Lambda.tolist(), dtype=float) @ self.O
+        rotated = ICLData(d=data.d, N=data.N, Lambda=Lambda, tasks="gaussian",
+                          Sigma_w=np.diag((np.maximum(lam, 0.0) + 1.0) / 2), noise=data.noise)
+        self.rotated = compile_flow(derive(family.model, rotated), backend)
+        self.family = family
+        self.model, self.data, self.pack = family.model, family.data, family.pack
+
+    def _rotate(self, theta, left, right) -> np.ndarray:
+        u, Q = theta[:1], theta[1:].reshape(self.data.d, self.data.d)
+        return np.concatenate([u, (left @ Q @ right).ravel()])
+
+    def loss(self, theta) -> float:
+        theta = np.asarray(theta, dtype=float)
+        return (2 * self.rotated.loss(self._rotate(theta, self.O.T, self.O))
+                - self.family.loss(theta))
+
+    def grad(self, theta) -> np.ndarray:
+        theta = np.asarray(theta, dtype=float)
+        g = self.rotated.grad(self._rotate(theta, self.O.T, self.O))
+        return 2 * self._rotate(g, self.O, self.O.T) - self.family.grad(theta)
 
 
 class TaskDiversity:
@@ -131,13 +196,154 @@ class TaskDiversity:
             self._family_minimum = (M, self.family_flow.loss(self.theta(M)))
         return self._family_minimum
 
-    def fit(self, tasks) -> dict:
+    def set_loss(self, tasks) -> SecondMomentLoss:
+        """The exact loss on ``tasks`` ((P, 1, d)) as ``SecondMomentLoss`` (no loop over T)."""
+        return SecondMomentLoss(tasks, self.family_flow, self.backend)
+
+    def fit(self, tasks, rtol: float = 1e-7) -> dict:
         """M*(T) and its exact losses: ``train`` on T, ``test`` on fresh family tasks,
-        ``gap`` = test − train; ``flow`` is the set's compiled flow."""
-        flow = self.set_flow(tasks)
-        M = quadratic_minimum(flow)
-        train, test = flow.loss(self.theta(M)), self.family_flow.loss(self.theta(M))
-        return {"M": M, "train": train, "test": test, "gap": test - train, "flow": flow}
+        ``gap`` = test − train; ``loss`` is the set's ``SecondMomentLoss``; ``rtol`` as in
+        ``quadratic_minimum``."""
+        loss = self.set_loss(tasks)
+        M = _stationary_point(loss.grad, self.family_flow, rtol, 300)
+        train, test = loss.loss(self.theta(M)), self.family_flow.loss(self.theta(M))
+        return {"M": M, "train": train, "test": test, "gap": test - train, "loss": loss}
+
+
+def draw_family_tasks(family: ICLData, P: int, seed) -> np.ndarray:
+    """P tasks drawn from ``family``'s task law (Gaussian rows, or eigenbasis tasks
+    U diag(δ) Uᵀ), as a (P, d_y, d) array, by the simulator's own sampler."""
+    P = check_int("P", P)
+    if family.tasks not in ("gaussian", "diagonal"):
+        raise InputError("family", f"must have a task law to draw from ('gaussian' or "
+                         f"'diagonal'), got tasks = {family.tasks!r}")
+    return PromptSampler(family).tasks(np.random.default_rng(seed), (P,))
+
+
+class SetTraining:
+    """Any parameterization trained to a minimum of its exact loss on a finite task set T,
+    tested exactly on the task family T was drawn from.
+
+    ``SetTraining(model, family)``: ``family`` an ``ICLData`` with a task law ('gaussian' rows,
+    any d_y; or 'diagonal', the paper's eigenbasis tasks) and numeric Λ, N, σ. ``fit(tasks)``
+    minimises the derived loss on T (``ICLData(..., tasks=T)``) numerically — BFGS from
+    ``starts`` seeded random starts, then Newton steps with the exact Hessian (complex-step
+    products of the compiled gradient; least squares, so the symmetry orbits' null directions
+    are harmless) — and reads the lowest end point's exact loss on the family. ``certify``
+    classifies that point with the package's critical-set tools. The loss on T is a polynomial
+    of degree 4 or more in θ (not convex): a numerical minimum is the lowest of the starts,
+    proven global only where ``certify`` finds a certified global minimum set at its loss."""
+
+    def __init__(self, model, family: ICLData, backend: str = "numba"):
+        if not family.is_numeric() or family.tasks not in ("gaussian", "diagonal"):
+            raise InputError("family", "needs numeric Λ, N, σ and a task law ('gaussian' or "
+                             "'diagonal') to test on")
+        self.model, self.family, self.backend = model, family, backend
+        self.family_flow = compile_flow(derive(model, family), backend)
+
+    def set_data(self, tasks) -> ICLData:
+        """The data law with the family's inputs and noise and tasks uniform over ``tasks``."""
+        f = self.family
+        return ICLData(d=f.d, N=f.N, Lambda=f.Lambda, d_y=f.d_y, tasks=tasks, noise=f.noise)
+
+    def fit(self, tasks, starts: int = 4, seed: int = 0, scale: float = 0.5) -> dict:
+        """The lowest of ``starts`` numerical minima of the exact loss on ``tasks``.
+
+        Returns
+        -------
+        dict: ``theta`` (the end point, as ``flow.pack``), ``train`` (its loss on T), ``test``
+        (on fresh family tasks), ``gap`` = test − train, ``grad`` (‖∇L_T‖_∞ there: the
+        criticality certificate, ~1e-13 when converged), ``losses`` (every start's end loss,
+        sorted), ``flow`` (the compiled flow on T).
+        """
+        flow = compile_flow(derive(self.model, self.set_data(tasks)), self.backend)
+        theta, losses = lowest_minimum(flow, starts, seed, scale)
+        train, test = flow.loss(theta), self.family_flow.loss(theta)
+        return {"theta": theta, "train": train, "test": test, "gap": test - train,
+                "grad": float(np.abs(flow.grad(theta)).max()), "losses": losses,
+                "flow": flow}
+
+    def family_minimum(self, starts: int = 4, seed: int = 0, scale: float = 0.5) -> dict:
+        """The same minimiser on the family's own loss (P → ∞): ``theta``, ``loss``, ``grad``,
+        ``losses``."""
+        theta, losses = lowest_minimum(self.family_flow, starts, seed, scale)
+        return {"theta": theta, "loss": self.family_flow.loss(theta), "losses": losses,
+                "grad": float(np.abs(self.family_flow.grad(theta)).max())}
+
+    def certify(self, fit: dict, seed: int = 0):
+        """The kind of ``fit``'s end point as a ``FixedPointSet`` (``kind``, ``evidence``):
+        the Hessian of the exact loss on T at 40 digits, on the normal space of the symmetry
+        orbit (``theory.criticality.classify``: a local minimum, or a saddle with its escape).
+        Where the package enumerates the critical sets on T, the evidence also says whether a
+        set certified as the global minimum (convexity, Eckart–Young) has the same loss (to
+        1e-9: ``info['global']`` True, and ``kind`` "minimum" even where the local test is
+        unresolved because the minimum set is larger than a symmetry orbit, e.g. MultiHead) or
+        a lower one (False); None where nothing is certified."""
+        from ..theory.criticality import classify
+        from ..theory.fixedpoints import FixedPointSet, HessianIndex
+
+        flow, der = fit["flow"], fit["flow"].der
+        params = flow.unpack(fit["theta"])
+        sizes = self.model.sizes()
+        letters = {b.letter.name: sp.Matrix(params[b.param][b.index(sizes)])
+                   for b in self.model.blocks()}
+        point = {n: sp.Matrix(v) if v.ndim == 2 else sp.Array(v.tolist())
+                 for n, v in params.items()}
+        index = HessianIndex(der)
+        fp = FixedPointSet("numerical minimum", [], point, index.loss(letters), index(letters),
+                           {"letters": letters, "gradient": float(index.gradient_size(letters))})
+        classify(der, index, [fp], seed)
+        fp.info["global"] = None
+        try:
+            sets = der.fixed_points()
+        except (InputError, ArithmeticError, ValueError) as exc:  # not enumerated, or failed
+            fp.evidence += f"; critical sets on T not enumerated ({exc})"
+            return fp
+        certified = [c for c in sets if c.kind == "minimum" and "global" in c.evidence]
+        if certified:
+            best = min(certified, key=lambda c: float(c.loss))
+            gap = float(fp.loss) - float(best.loss)
+            fp.info.update(certified_loss=float(best.loss),
+                           **{"global": abs(gap) < 1e-9 * max(1.0, abs(float(best.loss)))})
+            fp.evidence += (f"; the certified global minimum set ({best.evidence.split(':')[0]}) "
+                            f"has loss {float(best.loss):.12g}, difference {gap:.1e}")
+            if fp.info["global"]:
+                fp.kind = "minimum"
+                fp.evidence += ": the point attains the global minimum"
+        return fp
+
+
+def lowest_minimum(flow: CompiledFlow, starts: int = 4, seed: int = 0,
+                   scale: float = 0.5) -> tuple[np.ndarray, list]:
+    """The lowest end point of BFGS from ``starts`` random starts θ₀ ~ N(0, ``scale``² I)
+    (seeds (seed, k)), each polished by ``_newton_polish``; returns (θ, sorted end losses)."""
+    from scipy.optimize import minimize
+
+    starts = check_int("starts", starts)
+    scale = check_real("scale", scale)
+    ends = []
+    for k in range(starts):
+        theta = scale * np.random.default_rng((seed, k)).standard_normal(flow.size)
+        theta = minimize(flow.loss, theta, jac=flow.grad, method="BFGS",
+                         options={"gtol": 1e-10, "maxiter": 20_000}).x
+        ends.append(_newton_polish(flow, theta))
+    losses = [flow.loss(th) for th in ends]
+    return ends[int(np.argmin(losses))], sorted(losses)
+
+
+def _newton_polish(flow: CompiledFlow, theta, steps: int = 6) -> np.ndarray:
+    """Newton steps θ ← θ − H⁺∇L (least squares: the symmetry orbits make H singular) with the
+    exact Hessian (``flow.hvp`` on the unit vectors), kept while ‖∇L‖ falls."""
+    eye = np.eye(flow.size)
+    g = flow.grad(theta)
+    for _ in range(steps):
+        H = np.array([flow.hvp(theta, e) for e in eye])
+        step = np.linalg.lstsq((H + H.T) / 2, g, rcond=1e-10)[0]
+        g_new = flow.grad(theta - step)
+        if not np.linalg.norm(g_new) < np.linalg.norm(g):
+            break
+        theta, g = theta - step, g_new
+    return theta
 
 
 BASELINES = ("learned", "ols", "ridge", "dmmse")
@@ -208,6 +414,62 @@ def task_count_sweep(setting: TaskDiversity, Ps, draws: int, seed: int = 0,
     return rows
 
 
+def set_count_sweep(training: SetTraining, Ps, draws: int, seed: int = 0, starts: int = 4,
+                    certify: bool = False) -> list[dict]:
+    """``task_count_sweep`` for any parameterization and family (``SetTraining``): per task count
+    P, ``draws`` sets drawn from the family with seeds (seed, P, r), each fitted from ``starts``
+    starts; mean and SE over draws of ``train``, ``test``, ``gap``, the largest end gradient
+    ``grad_max``, ``family_min`` (the minimiser on the family's loss), and with ``certify``
+    the count of draws whose end point is certified a minimum (``minima``) and a global one
+    (``global_minima``; certification costs seconds per draw)."""
+    draws = check_int("draws", draws, minimum=2)
+    family = training.family_minimum(starts, seed)
+    rows = []
+    for P in Ps:
+        fits = [training.fit(draw_family_tasks(training.family, P, (seed, P, r)), starts, seed)
+                for r in range(draws)]
+        row = {"model": repr(training.model), "family": training.family.tasks, "P": int(P),
+               "draws": draws, "family_min": family["loss"],
+               "grad_max": max(f["grad"] for f in fits)}
+        for key in ("train", "test", "gap"):
+            row[key], row[f"{key}_se"] = _mean_se([f[key] for f in fits])
+        if certify:
+            kinds = [training.certify(f, seed) for f in fits]
+            row["minima"] = sum(fp.kind == "minimum" for fp in kinds)
+            row["global_minima"] = sum(fp.info["global"] is True for fp in kinds)
+        rows.append(row)
+    return rows
+
+
+PARAMETERIZATION_GRID = {"d": 3, "N": 6, "Lambda": (1.0, 0.6, 0.3), "noise": 0.3,
+                         "P": (1, 3, 10, 30), "draws": 4, "starts": 3}
+
+
+def parameterization_sweep(seed: int = 0, progress=None, backend: str = "numba") -> list[dict]:
+    """``set_count_sweep`` of every parameterization on ``PARAMETERIZATION_GRID`` (small d: the
+    finite-set derivations loop over the tasks): Merged, MultiHead(2), SeparateKQ(1, rank 2)
+    and FullLSA with scalar Gaussian tasks, Merged with Gaussian vector tasks (d_y = 2) and
+    with eigenbasis tasks (d_y = d). ``progress(model)`` after each model."""
+    g = PARAMETERIZATION_GRID
+    d, Lam = g["d"], np.diag(g["Lambda"])
+    cases = [(models.Merged(d), {}), (models.MultiHead(d, heads=2), {}),
+             (models.SeparateKQ(d, heads=1, rank=2), {}), (models.FullLSA(d), {}),
+             (models.Merged(d, d_y=2), {"d_y": 2}),
+             (models.Merged(d, d_y=d), {"d_y": d, "tasks": "diagonal"})]
+    rows = []
+    for model, family in cases:
+        training = SetTraining(model, ICLData(d=d, N=g["N"], Lambda=Lam, noise=g["noise"],
+                                              **family), backend)
+        rows += set_count_sweep(training, g["P"], g["draws"], seed, g["starts"])
+        if progress is not None:
+            progress(model)
+    return rows
+
+
+PARAMETERIZATION_FIRST = ("model", "family", "P", "draws", "train", "train_se", "test",
+                          "test_se", "gap", "gap_se", "family_min", "grad_max")
+
+
 def lu_setting(d: int, alpha: float, rho: float, backend: str = "numba") -> TaskDiversity:
     """Lu et al.'s conventions as package data: x ~ N(0, I_d/d) (Λ = I/d, exact), N = round(αd)
     context examples, noise variance ρ (σ = √ρ), family w ~ N(0, I_d). Their e = 2 × our loss."""
@@ -263,11 +525,14 @@ TABLE_FIRST = ("d", "kappa", "alpha", "rho", "P", "N", "draws", "e_icl", "e_icl_
 
 
 def write_task_diversity(out, ds, kappas, alphas=(1.0,), rhos=(0.25,), draws: int = 16,
-                         seed: int = 0, prompts: int = 0, progress=None) -> dict:
+                         seed: int = 0, prompts: int = 0, progress=None,
+                         parameterizations: bool = False) -> dict:
     """``lu_sweep`` over the grid alphas × rhos, written to the run folder ``out``:
     ``task_diversity.csv`` (one row per d, κ, α, ρ), ``results.json`` (config, seed,
     provenance, rows) and ``task_diversity.png`` (e_ICL and e_IDG against κ per d with the
-    asymptotic curve; d·(e_ICL − asymptotic) against κ, flat where the approach is O(1/d))."""
+    asymptotic curve; d·(e_ICL − asymptotic) against κ, flat where the approach is O(1/d)).
+    With ``parameterizations``, also ``parameterization_sweep`` (the package's ½E(ŷ − y)²,
+    not Lu et al.'s e) in ``parameterizations.csv`` and under that key in results.json."""
     from pathlib import Path
 
     from .runfolder import provenance, save_figure, write_csv, write_json
@@ -281,11 +546,17 @@ def write_task_diversity(out, ds, kappas, alphas=(1.0,), rhos=(0.25,), draws: in
                              "noise variance rho, N = round(alpha d), e = E(y_hat - y_q)^2 "
                              "= 2 x the package's loss; tau = infinity (population loss on "
                              "the P tasks, ridgeless)"}
+    result = {"config": config, "provenance": provenance(), "rows": rows}
+    if parameterizations:
+        config["parameterizations"] = dict(PARAMETERIZATION_GRID, loss="1/2 E(y_hat - y_q)^2")
+        result["parameterizations"] = parameterization_sweep(
+            seed, progress and (lambda model: progress(repr(model), None)))
+        write_csv(out / "parameterizations.csv", result["parameterizations"],
+                  PARAMETERIZATION_FIRST)
     write_csv(out / "task_diversity.csv", rows, TABLE_FIRST)
-    write_json(out / "results.json", {"config": config, "provenance": provenance(),
-                                      "rows": rows})
+    write_json(out / "results.json", result)
     save_figure(_figure(rows, alphas, rhos), out / "task_diversity.png")
-    return {"rows": rows, "config": config}
+    return result
 
 
 def _figure(rows, alphas, rhos):
