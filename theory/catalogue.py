@@ -98,13 +98,6 @@ def _noise_section() -> tuple:
     return ("Gradient noise (single-prompt covariance)", prose, _align(rows))
 
 
-CHAIN_RULE = {
-    "MultiHead": r"\delta M[A] = \sum_h \left(A_{V_h} Q_h + u_h A_{Q_h}\right)",
-    "SeparateKQ": r"\delta M[A] = \sum_h \left(A_{V_h} W_{K,h}^\top W_{Q,h} + u_h "
-                  r"(A_{W_{K,h}}^\top W_{Q,h} + W_{K,h}^\top A_{W_{Q,h}})\right)",
-}
-
-
 def _product_noise_section(model) -> tuple:
     """The gradient noise of a product-form model as the chain rule of one kernel Σ_M(M)."""
     der = derive(model, ICLData(d=2, N=N_SYM, Lambda="iso"), structural=True)
@@ -114,7 +107,7 @@ def _product_noise_section(model) -> tuple:
              r"chain rule of $G = \nabla_M \ell$, and its covariance (the noise of SGD; a batch "
              r"of $B$ prompts divides it by $B$) is "
              r"$\mathrm{Cov}(\langle A, g\rangle, \langle B, g\rangle) = "
-             r"\Sigma_M(M)[\delta M[A], \delta M[B]]$ with " + f"${CHAIN_RULE[model.name]}$"
+             r"\Sigma_M(M)[\delta M[A], \delta M[B]]$ with " + f"${model.chain_rule_latex()}$"
              + r" for probes $A$, $B$ of the parameters' shapes, and the kernel "
              r"$\Sigma_M(M)[A_M, B_M] = \mathrm{Cov}(\langle A_M, G\rangle, \langle B_M, "
              r"G\rangle)$ derived once, on the Merged model (its $Q$--$Q$ block at $u = 1$, "

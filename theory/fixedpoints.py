@@ -18,6 +18,7 @@ Hessian and, at index 0, by the symmetry orbit or a higher-order escape.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -28,7 +29,6 @@ import sympy as sp
 from .criticality import Escape, classify
 from .derive import Derivation
 from .errors import InputError
-from .models import FullLSA, Merged, MultiHead, SeparateKQ
 from .polyeval import PolyFunction
 from .productform import merged_counterpart, product_loss
 from .words import MatPoly, entry_symbol
@@ -163,22 +163,29 @@ class HessianIndex:
 def fixed_points(der: Derivation) -> list[FixedPointSet]:
     """Critical sets of ``der``: every model with scalar tasks (d_y = 1, see the module
     docstring); vector tasks in ``vectorsets`` (every model with Gaussian task rows or the
-    paper's eigenbasis tasks, with the exceptions listed there)."""
-    if type(der.model) not in (Merged, MultiHead, SeparateKQ, FullLSA):
-        raise InputError("model", f"critical sets are enumerated for the one-layer models "
-                         f"Merged, MultiHead, SeparateKQ, FullLSA, not {der.model!r} (for a "
-                         "stack of Merged layers see theory.gdsteps)")
+    paper's eigenbasis tasks, with the exceptions listed there). The model must state a
+    structure the enumeration uses (``Model.head_products`` or ``Model.signal_paths``)."""
+    require_structure(der.model)
     if der.data.d_y != 1 or der.data.tasks == "diagonal":
         from .vectorsets import vector_fixed_points
         return vector_fixed_points(der)
     form = ProductForm(der)
-    if der.model.name == "Merged":
-        return _merged_sets(der, form)
-    if der.model.name == "MultiHead":
-        return _multihead_sets(der, form)
-    if der.model.name == "SeparateKQ":
-        return _low_rank_sets(der, form)
-    return _invariant_sets(der, form)
+    heads = der.model.head_products()
+    if heads is None:
+        return _invariant_sets(der, form, der.model.signal_paths())
+    if heads.rank is not None:
+        return _low_rank_sets(der, form, heads)
+    if len(heads.heads) == 1 and der.model.product_model() is der.model:
+        return _merged_sets(der, form, heads.heads[0])
+    return _multihead_sets(der, form, heads.heads)
+
+
+def require_structure(model) -> None:
+    """Refuse (``InputError``) a model that states neither structure critical sets use."""
+    if model.head_products() is None and model.signal_paths() is None:
+        raise InputError("model", f"critical sets of {model!r} cannot be enumerated: it states "
+                         "neither head_products() (ŷ = Σ_h V_h S_yx K_h x_q / N) nor "
+                         "signal_paths() (for a stack of Merged layers see theory.gdsteps)")
 
 
 # --- scalar tasks ------------------------------------------------------------------------------
@@ -274,22 +281,24 @@ def _merged_classes(form: ProductForm) -> list[tuple]:
              {"growth_direction": form.B, "M": sp.zeros(d, d)})]
 
 
-def _merged_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
+def _merged_sets(der: Derivation, form: ProductForm, head: tuple) -> list[FixedPointSet]:
+    """The two Merged classes at the model's letters ``head`` = (value, key-query)."""
     index = _index(der)
-    minimum, saddle = (_critical_set(der, index, *cls) for cls in _merged_classes(form))
+    minimum, saddle = (
+        _critical_set(der, index, name, eqs, dict(zip(head, (point["V"], point["Q"]))), loss,
+                      info) for name, eqs, point, loss, info in _merged_classes(form))
     return classify(der, index, [_certified(minimum, CONVEX), saddle])
 
 
-def _multihead_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
+def _multihead_sets(der: Derivation, form: ProductForm, heads: tuple) -> list[FixedPointSet]:
     """∂L/∂Q_h = u_h ∇F(M), ∂L/∂u_h = ⟨Q_h, ∇F(M)⟩: either ∇F(M) = 0 (M = M*, the minimum
-    set Σ_h u_h Q_h = M*) or every u_h = 0, so M = 0 and ⟨Q_h, B⟩ = 0 for every head."""
-    d, H = form.d, der.model.heads
+    set Σ_h u_h Q_h = M*) or every u_h = 0, so M = 0 and ⟨Q_h, B⟩ = 0 for every head
+    (``heads``: per head its letters (u_h, Q_h))."""
+    d, H = form.d, len(heads)
     index = _index(der)
     u, Q0 = _balanced_factor(form.M_star / H)                 # each head carries M*/H
-    share = {**{f"V{h}": sp.Matrix([[u]]) for h in range(H)},
-             **{f"Q{h}": Q0 for h in range(H)}}
-    origin = {**{f"V{h}": sp.zeros(1, 1) for h in range(H)},
-              **{f"Q{h}": sp.zeros(d, d) for h in range(H)}}
+    share = {**{V: sp.Matrix([[u]]) for V, _ in heads}, **{Q: Q0 for _, Q in heads}}
+    origin = {**{V: sp.zeros(1, 1) for V, _ in heads}, **{Q: sp.zeros(d, d) for _, Q in heads}}
     uh = [sp.Symbol(f"u_{h}") for h in range(H)]
     Qh = [sp.MatrixSymbol(f"Q_{h}", d, d) for h in range(H)]
     M_sum = sp.MatAdd(*[u_ * Q_ for u_, Q_ in zip(uh, Qh)])
@@ -304,7 +313,7 @@ def _multihead_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
     return classify(der, index, [_certified(minimum, CONVEX), saddle])
 
 
-def _low_rank_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
+def _low_rank_sets(der: Derivation, form: ProductForm, heads) -> list[FixedPointSet]:
     """SeparateKQ: M = Σ_h u_h W_K,hᵀ W_Q,h has rank ≤ k = min(d, H r). With ∂F/∂M = X M Y − B,
     M̃ = X^½ M Y^½ turns F into ½‖M̃‖² − ⟨C, M̃⟩ + const with C = X^-½ B Y^-½ = Σ σ_i a_i b_iᵀ;
     a factorised M is critical iff M̃ = Σ_{i∈S} σ_i a_i b_iᵀ for a subset S of C's singular
@@ -313,10 +322,12 @@ def _low_rank_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
     Representatives are balanced (every conserved quantity zero): modes are dealt to the
     heads' rank slots in order, each head's share factorised through its SVD. Idle heads sit
     at zero, where the loss is cubic in them: such saddles can have Hessian index 0 (they are
-    escaped at third order), so ``info['loss_gap']`` (loss above the minimum) is reported."""
+    escaped at third order), so ``info['loss_gap']`` (loss above the minimum) is reported.
+    ``heads``: the model's ``HeadProducts`` (letters (u_h, W_K,h, W_Q,h) per head, rank r)."""
     if not der.data.is_numeric():
-        raise InputError("data", "SeparateKQ critical sets need numeric Λ, Σ_w, N and σ")
-    d, H, r = form.d, der.model.heads, der.model.rank
+        raise InputError("data", f"critical sets of {der.model!r} (rank-limited heads) need "
+                         "numeric Λ, Σ_w, N and σ")
+    d, H, r = form.d, len(heads.heads), heads.rank
     modes = _singular_modes(form)
     k = min(d, H * r)
     index = _index(der)
@@ -325,8 +336,8 @@ def _low_rank_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
         for S in combinations(range(d), size):
             point = {}
             for h in range(H):
-                point.update(_head_point(h, [modes[i] for n, i in enumerate(S) if n // r == h],
-                                         d, r))
+                point.update(_head_point(heads.heads[h], [modes[i] for n, i in enumerate(S)
+                                                          if n // r == h], d, r))
             M = _mode_sum(modes, S)
             modes_text = ", ".join(str(i + 1) for i in S)
             name = f"singular modes {{{modes_text}}} learned" if S else "origin"
@@ -367,11 +378,13 @@ def _mode_sum(modes: list, S) -> sp.Matrix:
     return sum((modes[i][0] * modes[i][1] * modes[i][2].T for i in S), sp.zeros(d, d))
 
 
-def _head_point(h: int, share: list, d: int, r: int) -> dict:
-    """Balanced V_h, W_K,h, W_Q,h for the head carrying Σ σ_i left_i right_iᵀ over ``share``:
-    rows √σ_i·c·left_iᵀ/‖…‖ pairs through the SVD of the head's share, u_h² = ‖W_K‖² = ‖W_Q‖²."""
+def _head_point(head: tuple, share: list, d: int, r: int) -> dict:
+    """Balanced V_h, W_K,h, W_Q,h (letter names ``head``) for the head carrying
+    Σ σ_i left_i right_iᵀ over ``share``: rows √σ_i·c·left_iᵀ/‖…‖ pairs through the SVD of the
+    head's share, u_h² = ‖W_K‖² = ‖W_Q‖²."""
+    value, key, query = head
     if not share:
-        return {f"V{h}": sp.zeros(1, 1), f"WK{h}": sp.zeros(r, d), f"WQ{h}": sp.zeros(r, d)}
+        return {value: sp.zeros(1, 1), key: sp.zeros(r, d), query: sp.zeros(r, d)}
     M_h = _mode_sum(share, range(len(share)))
     WK, WQ = sp.zeros(r, d), sp.zeros(r, d)
     with mpmath.workdps(DPS):
@@ -382,7 +395,7 @@ def _head_point(h: int, share: list, d: int, r: int) -> dict:
             for col in range(d):
                 WK[j, col] = sp.Float(c * mpmath.sqrt(S[j]) * U[col, j], DPS)
                 WQ[j, col] = sp.Float(c * mpmath.sqrt(S[j]) * V[j, col], DPS)
-        return {f"V{h}": sp.Matrix([[sp.Float(c ** -2, DPS)]]), f"WK{h}": WK, f"WQ{h}": WQ}
+        return {value: sp.Matrix([[sp.Float(c ** -2, DPS)]]), key: WK, query: WQ}
 
 
 def _inverse_sqrt(Z: mpmath.matrix) -> mpmath.matrix:
@@ -406,8 +419,9 @@ def _to_sympy(v) -> sp.Matrix:
     return sp.Matrix([sp.Float(x, DPS) for x in v])
 
 
-def _invariant_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
-    """FullLSA (d_y = 1) has two invariant sets on which it is a product-form model:
+def _invariant_sets(der: Derivation, form: ProductForm, paths: tuple) -> list[FixedPointSet]:
+    """FullLSA (d_y = 1) has two invariant sets on which it is a product-form model (``paths``:
+    ((P₂, Q₁), (P₁, Q₂)), the model's ``signal_paths``):
 
     * P₁ = 0, Q₂ = 0 (MATH.md §2): ŷ = P₂ S_yx Q₁ x_q / N, the Merged model (u = P₂, Q = Q₁);
     * P₂ = 0, Q₁ = 0: ŷ = P₁ S_xy Q₂ x_q / N = S_yx (P₁ᵀQ₂) x_q / N, the same F at the rank-one
@@ -417,27 +431,34 @@ def _invariant_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
 
     Critical sets of F on either set are critical sets of FullLSA; their Hessian index is
     counted in all of FullLSA's active entries. Points off both sets are not enumerated."""
+    (P2, Q1), (P1, Q2) = paths
     d, index = form.d, _index(der)
     zero = sp.zeros(1, d)
     out = []
     for name, eqs, point, loss, info in _merged_classes(form):
-        full = {"P1": zero, "P2": point["V"], "Q1": point["Q"], "Q2": zero}
-        out.append(_critical_set(der, index, f"{name} (on P1 = 0, Q2 = 0)",
-                                 eqs + [sp.Eq(sp.Symbol("P_1"), 0), sp.Eq(sp.Symbol("Q_2"), 0)],
+        full = {P1: zero, P2: point["V"], Q1: point["Q"], Q2: zero}
+        out.append(_critical_set(der, index, f"{name} (on {P1} = 0, {Q2} = 0)",
+                                 eqs + [sp.Eq(sp.Symbol(_subscripted(P1)), 0),
+                                        sp.Eq(sp.Symbol(_subscripted(Q2)), 0)],
                                  full, loss, info))
     if der.data.is_numeric():
         for i, (s_i, left, right) in enumerate(_singular_modes(form)):
             scale = sp.sqrt(s_i * left.norm() * right.norm())         # balanced: ‖P₁‖ = ‖Q₂‖
-            full = {"P1": scale * left.T / left.norm(), "P2": sp.zeros(1, 1),
-                    "Q1": sp.zeros(d, d), "Q2": scale * right.T / right.norm()}
+            full = {P1: scale * left.T / left.norm(), P2: sp.zeros(1, 1),
+                    Q1: sp.zeros(d, d), Q2: scale * right.T / right.norm()}
             grads = der.gradient_value(_critical_params(der, full))
             if max(abs(g) for G in grads.values() for g in G) > 1e-20 * (1 + abs(s_i)):
                 continue                                    # the set is not invariant here
             M = _mode_sum([(s_i, left, right)], [0])
             out.append(_critical_set(
-                der, index, f"rank-one mode {i + 1} (on P2 = 0, Q1 = 0)",
-                [sp.Eq(sp.Symbol("P_2"), 0), sp.Eq(sp.Symbol("Q_1"), 0),
-                 sp.Eq(sp.MatrixSymbol("P_1", 1, d).T * sp.MatrixSymbol("Q_2", 1, d),
+                der, index, f"rank-one mode {i + 1} (on {P2} = 0, {Q1} = 0)",
+                [sp.Eq(sp.Symbol(_subscripted(P2)), 0), sp.Eq(sp.Symbol(_subscripted(Q1)), 0),
+                 sp.Eq(sp.MatrixSymbol(_subscripted(P1), 1, d).T * sp.MatrixSymbol(_subscripted(Q2), 1, d),
                        sp.ImmutableMatrix(M))],
                 full, form.loss(M), {"M": M, "singular_value": s_i}))
     return classify(der, index, _with_loss_gaps(out))
+
+
+def _subscripted(name: str) -> str:
+    """A letter name with its trailing index as a subscript: "P1" → "P_1"."""
+    return re.sub(r"(\d+)$", r"_\1", name)

@@ -33,7 +33,7 @@ from .terms import VecTerm, attend, input_tokens, negate, sandwich, target, toke
 from .words import Mat
 
 __all__ = ["Model", "Merged", "MultiHead", "SeparateKQ", "FullLSA", "Stack", "Param", "Block",
-           "VecTerm", "MODELS", "sandwich", "target", "token_part"]
+           "HeadProducts", "VecTerm", "MODELS", "sandwich", "target", "token_part"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,19 @@ class Block:
         """The (head,) row, column slices of this block inside its parameter array."""
         parts = (_part(self.row_part, sizes), _part(self.col_part, sizes))
         return parts if self.head is None else (self.head,) + parts
+
+
+@dataclass(frozen=True)
+class HeadProducts:
+    """Optional structure: ŷ = Σ_h V_h S_yx K_h x_q / N, so for scalar tasks (V_h = u_h)
+    ŷ = S_yx M x_q / N with M = Σ_h u_h K_h.
+
+    ``heads[h]`` names head h's letters: its value letter V_h (y × y) first, then its key-query
+    factors — one x × x letter K_h (``rank`` None), or W_K,h, W_Q,h (r × x each) with
+    K_h = W_K,hᵀ W_Q,h of rank ≤ ``rank``."""
+
+    heads: tuple
+    rank: int | None = None
 
 
 def _part(part: str | None, sizes: dict) -> slice:
@@ -160,6 +173,24 @@ class Model:
         default) means search this model's own ŷ."""
         return None
 
+    def head_products(self) -> HeadProducts | None:
+        """Optional structure for critical sets and reductions: ŷ = Σ_h V_h S_yx K_h x_q / N
+        (``HeadProducts``); None when the model's ŷ is not of that form."""
+        return None
+
+    def signal_paths(self) -> tuple | None:
+        """Optional structure for critical sets: the (value letter, key-query letter) pairs
+        through which the signal reaches ŷ on separate invariant sets (FullLSA:
+        P₂S_yxQ₁x_q/N and P₁S_xyQ₂x_q/N), first the Merged-like path; None when there are
+        none."""
+        return None
+
+    def chain_rule_latex(self) -> str:
+        """δM[A] (LaTeX), the learned matrix M's change along probes A of the parameters, for
+        the gradient noise of a product-form model."""
+        raise InputError("model", f"{self!r} states no chain rule δM[A] of its product form "
+                         "(chain_rule_latex)")
+
     def key(self) -> tuple:
         """What the structural derivation depends on (dimensions stay symbolic)."""
         return (self.name,)
@@ -242,6 +273,13 @@ class MultiHead(Model):
         """L = F(Σ_h V_h ⊗ Q_h): the Merged model's loss of the summed product."""
         return Merged(self.d, d_y=self.d_y)
 
+    def head_products(self) -> HeadProducts:
+        return HeadProducts(tuple((V.name, Q.name) for V, Q in map(self._letters,
+                                                                   range(self.heads))))
+
+    def chain_rule_latex(self) -> str:
+        return r"\delta M[A] = \sum_h \left(A_{V_h} Q_h + u_h A_{Q_h}\right)"
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(d={self.d}, heads={self.heads}, d_y={self.d_y})"
 
@@ -310,6 +348,14 @@ class SeparateKQ(MultiHead):
     def key(self) -> tuple:
         return (self.name, self.heads)
 
+    def head_products(self) -> HeadProducts:
+        return HeadProducts(tuple(tuple(f.name for f in self._factors(h))
+                                  for h in range(self.heads)), self.rank)
+
+    def chain_rule_latex(self) -> str:
+        return (r"\delta M[A] = \sum_h \left(A_{V_h} W_{K,h}^\top W_{Q,h} + u_h "
+                r"(A_{W_{K,h}}^\top W_{Q,h} + W_{K,h}^\top A_{W_{Q,h}})\right)")
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(d={self.d}, heads={self.heads}, rank={self.rank}, "
                 f"d_y={self.d_y})")
@@ -346,6 +392,10 @@ class FullLSA(Model):
     def product_model(self) -> "Model":
         """On the invariant set P₁ = 0, Q₂ = 0 the loss is the Merged model's F(P₂ Q₁)."""
         return Merged(self.d, d_y=self.d_y)
+
+    def signal_paths(self) -> tuple:
+        """P₂S_yxQ₁x_q/N (on P₁ = 0, Q₂ = 0) and P₁S_xyQ₂x_q/N (on P₂ = 0, Q₁ = 0)."""
+        return (self.P2.name, self.Q1.name), (self.P1.name, self.Q2.name)
 
     def stack_blocks(self) -> list[Block]:
         return self.blocks() + [Block(self.Pxx, "W_PV", None, "x", "x"),

@@ -65,7 +65,8 @@ from .derive import Derivation, derive
 from .errors import InputError
 from .criticality import classify
 from .fixedpoints import (CONVEX, DPS, FixedPointSet, HessianIndex, _certified, _critical_params,
-                          _critical_set, _index, _mp, _with_loss_gaps, _zeros, fixed_points)
+                          _critical_set, _index, _mp, _with_loss_gaps, _zeros, fixed_points,
+                          require_structure)
 from .polyeval import PolyFunction
 from .productform import merged_counterpart
 from .words import Mat
@@ -78,6 +79,7 @@ GRADIENT_TOL = 1e-10        # a set that is not critical has gradients O(1); flo
 def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
     """Critical sets for d_y > 1 (see the module docstring)."""
     data = der.data
+    require_structure(der.model)
     if data.tasks == "gaussian":
         return _lifted_sets(der)
     if not data.is_numeric():
@@ -86,14 +88,17 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
     if not data.tasks_in_eigenbasis():
         raise InputError("data", "for a finite set of vector tasks, critical sets are derived "
                          "when every task is diagonal in Λ's eigenbasis (the paper's setting)")
-    if der.model.name == "FullLSA":
+    paths = der.model.signal_paths()
+    if paths is not None:
         if not data.symmetric_tasks():      # the two paths couple; minima off the diagonal set
-            raise InputError("data", "FullLSA's critical sets are enumerated for symmetric task "
-                             "laws (W and −W equally likely; add the negated tasks to the set)")
-        return _two_path_sets(der)
+            raise InputError("data", f"critical sets of {der.model!r} are enumerated for "
+                             "symmetric task laws (W and −W equally likely; add the negated "
+                             "tasks to the set)")
+        return _two_path_sets(der, paths)
     index = _index(der)                     # the costliest step: built once
     sets = _eigenmode_sets(der, index)
-    if der.model.name == "SeparateKQ" or 1 < getattr(der.model, "heads", 1) < data.d:
+    heads = der.model.head_products()
+    if heads.rank is not None or 1 < len(heads.heads) < data.d:
         sets = _with_loss_gaps(sets + _descents(der, sets, index))
     return classify(der, index, sets)
 
@@ -136,7 +141,7 @@ def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
         letters, scales = lifted
         equations = [sp.Eq(sp.MatrixSymbol(name, d_y, d_y), u * sp.Identity(d_y))
                      for name, u in scales.items()] + fp.equations
-        if fp.name == "saddle set" and der.model.name in ("Merged", "MultiHead"):
+        if fp.name == "saddle set" and _full_rank_heads(der):
             equations = _zero_set_equations(der, fp)
         info = {**fp.info, "scalar_loss": fp.loss}
         info.pop("letters")
@@ -145,6 +150,12 @@ def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
             info))
         out.append(_certified(lifted, LIFTED_CONVEX) if fp.evidence == CONVEX else lifted)
     return classify(der, index, out)
+
+
+def _full_rank_heads(der: Derivation) -> bool:
+    """Whether ``der``'s model is a sum of heads V_h S_yx K_h with free K_h (MultiHead)."""
+    heads = der.model.head_products()
+    return heads is not None and heads.rank is None
 
 
 LIFTED_CONVEX = ("ŷ is linear in T = Σ_h vec(V_h) vec(Q_h)ᵀ and L = F(T) is a convex quadratic "
@@ -217,7 +228,7 @@ def _eigenmode_sets(der: Derivation, index: HessianIndex) -> list[FixedPointSet]
     guess = [_mode_guess(loss, p[k], q[k]) for k in range(d)]
     U = der.data.eigenbasis()
     heads = list(_head_letters(der).values())
-    rank = getattr(der.model, "rank", d)
+    rank = der.model.head_products().rank or d
     solved: dict = {}
     out = []
     for size in range(d, -1, -1):
@@ -259,7 +270,7 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
     shared = _multihead_counterpart(der)
     heads = list(_head_letters(shared).values())
     own_heads = list(_head_letters(der).values())
-    rank = min(getattr(der.model, "rank", d), d)
+    rank = min(der.model.head_products().rank or d, d)
     diag = {}
     for h, (V, Q) in enumerate(heads):
         diag[V.name] = sp.symbols(f"p{h}_1:{d + 1}", real=True)
@@ -270,7 +281,7 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
 
     def realise(values: dict) -> tuple[dict, dict]:
         """The balanced values and the model's letters at diagonal ``values``."""
-        if der.model.name == "MultiHead":
+        if _full_rank_heads(der):
             values = _balanced(values, [(diag[V.name], diag[Q.name]) for V, Q in heads])
         letters = {}
         for own, (V, Q) in zip(own_heads, heads):
@@ -338,10 +349,11 @@ def _escape(der: Derivation, index: HessianIndex, realise, xs: list, x: list) ->
 
 
 def _multihead_counterpart(der: Derivation) -> Derivation:
-    """MultiHead with ``der``'s heads on its data (``der`` itself if it is one)."""
-    if der.model.name == "MultiHead":
+    """MultiHead with ``der``'s heads on its data (``der`` itself if its heads are free)."""
+    if _full_rank_heads(der):
         return der
-    model = models.MultiHead(der.data.d, heads=der.model.heads, d_y=der.data.d_y)
+    model = models.MultiHead(der.data.d, heads=len(der.model.head_products().heads),
+                             d_y=der.data.d_y)
     return derive(model, der.data, der.structural)
 
 
@@ -497,46 +509,46 @@ def _newton(grads: dict, pairs: list, guess: list) -> dict:
 
 # --- FullLSA with eigenbasis tasks: two paths per mode -----------------------------------------
 
-PATHS = {1: ("P2", "Q1"), 2: ("P1", "Q2")}     # ŷ ∋ P₂S_yxQ₁x_q/N and P₁S_xyQ₂x_q/N
-
-
-def _two_path_sets(der: Derivation) -> list[FixedPointSet]:
+def _two_path_sets(der: Derivation, paths: tuple) -> list[FixedPointSet]:
     """FullLSA with eigenbasis tasks. All four blocks diagonal in Λ's eigenbasis is an invariant
     set (the sign flips of the eigenbasis); on it a mode α carries signal through two paths,
     P₂S_yxQ₁ (Merged's, variables p_α, q_α) and P₁S_xyQ₂ (a_α, b_α; W is symmetric, so the
     path alone has Merged's loss), while P₁(S_xx + x_qx_qᵀ)Q₁ and P₂S_yyQ₂ only add variance.
     One set per assignment of each mode to: unlearned, path 1 or path 2 (3^d sets), solved by
     Newton's method on the exact reduced loss; modes using both paths at once are not
-    enumerated. Mixed assignments are the spurious local minima that random starts reach."""
+    enumerated. Mixed assignments are the spurious local minima that random starts reach.
+    ``paths``: the model's ``signal_paths``, ((P₂, Q₁), (P₁, Q₂))."""
     d = der.data.d
     U = der.data.eigenbasis()
-    diag = {n: sp.symbols(f"{n.lower()}_1:{d + 1}", real=True) for n in ("P1", "P2", "Q1", "Q2")}
+    coded = dict(enumerate(paths, start=1))     # assignment code → (value, key-query letter)
+    diag = {n: sp.symbols(f"{n.lower()}_1:{d + 1}", real=True)
+            for n in sorted({n for path in paths for n in path})}
     loss = _restricted_loss(der, diag)
     grads = {v: sp.diff(loss, v) for vs in diag.values() for v in vs}
     single = {(P, Q, k): _mode_guess(loss, diag[P][k], diag[Q][k])
-              for P, Q in PATHS.values() for k in range(d)}
+              for P, Q in coded.values() for k in range(d)}
     index = _index(der)
     out = []
     for assignment in product((0, 1, 2), repeat=d):
         learned = [k for k in range(d) if assignment[k]]
-        pairs = [(diag[P][k], diag[Q][k]) for P, Q in PATHS.values() for k in range(d)]
-        guess = [single[P, Q, k] if PATHS.get(assignment[k]) == (P, Q) else 0
-                 for P, Q in PATHS.values() for k in range(d)]
+        pairs = [(diag[P][k], diag[Q][k]) for P, Q in coded.values() for k in range(d)]
+        guess = [single[P, Q, k] if coded.get(assignment[k]) == (P, Q) else 0
+                 for P, Q in coded.values() for k in range(d)]
         root = _newton(grads, pairs if learned else [], guess)
         letters = {n: U * sp.diag(*[root.get(v, sp.Integer(0)) for v in vs]) * U.T
                    for n, vs in diag.items()}
         out.append(_check_critical(index, _critical_set(
-            der, index, _path_name(assignment),
+            der, index, _path_name(assignment, paths),
             [sp.Eq(sp.Symbol(f"{n.lower()}_{k + 1}"), 0) for n in diag for k in range(d)
-             if n not in PATHS.get(assignment[k], ())],
+             if n not in coded.get(assignment[k], ())],
             letters, index.loss(letters), {"learned": tuple(learned), "paths": assignment})))
     return classify(der, index, _with_loss_gaps(out))
 
 
-def _path_name(assignment: tuple) -> str:
+def _path_name(assignment: tuple, paths: tuple) -> str:
     """"modes {1} via P2 Q1 + {2} via P1 Q2"."""
     parts = []
-    for path, (P, Q) in PATHS.items():
+    for path, (P, Q) in enumerate(paths, start=1):
         modes = [str(k + 1) for k, c in enumerate(assignment) if c == path]
         if modes:
             parts.append("{" + ", ".join(modes) + f"}} via {P} {Q}")
