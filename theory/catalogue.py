@@ -8,6 +8,7 @@ import sympy as sp
 from . import models
 from .data import N_SYM, SIGMA, ICLData
 from .derive import derive
+from .gdsteps import minimal_steps, step_size_loss
 from .latex import derivation_document, split_sum, tex
 from .productform import product_noise
 from .solutions import isotropic_reduction, mode_reduction
@@ -253,7 +254,6 @@ GD_EXAMPLES = ((5, 20), (8, 16))
 
 def _gd_steps_section() -> tuple:
     """The step-size loss of L = 1, 2 (symbolic) and its minima for L = 1, 2, 3 (table)."""
-    from .gdsteps import minimal_steps, step_size_loss
     rows, table = [], []
     for flags in ((False, True), (True, False)):
         for L in (1, 2, 3):

@@ -61,14 +61,15 @@ import sympy as sp
 from sympy.utilities.iterables import multiset_partitions
 
 from . import models
+from .criticality import classify
 from .derive import Derivation, derive
 from .errors import InputError
-from .criticality import classify
-from .fixedpoints import (CONVEX, DPS, FixedPointSet, HessianIndex, _certified, _critical_params,
-                          _critical_set, _index, _mp, _with_loss_gaps, _zeros, fixed_points,
-                          require_structure)
+from .landscape import (CONVEX, DPS, FixedPointSet, HessianIndex, certified, critical_params,
+                        critical_set, index_counter, require_structure, to_mp, with_loss_gaps,
+                        zero_params)
 from .polyeval import PolyFunction
 from .productform import merged_counterpart
+from .scalarsets import scalar_fixed_points
 from .words import Mat
 
 ESCAPE_STEP = 1e-4          # in (p, q): lower loss by ~1e-9, W_K and W_Q moved by ~1e-2
@@ -95,11 +96,11 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
                              "symmetric task laws (W and −W equally likely; add the negated "
                              "tasks to the set)")
         return _two_path_sets(der, paths)
-    index = _index(der)                     # the costliest step: built once
+    index = index_counter(der)              # the costliest step: built once
     sets = _eigenmode_sets(der, index)
     heads = der.model.head_products()
     if heads.rank is not None or 1 < len(heads.heads) < data.d:
-        sets = _with_loss_gaps(sets + _descents(der, sets, index))
+        sets = with_loss_gaps(sets + _descents(der, sets, index))
     return classify(der, index, sets)
 
 
@@ -120,7 +121,7 @@ def _check_critical(index, fp: FixedPointSet) -> FixedPointSet:
     HessianIndex; nothing to check for symbolic data)."""
     if not isinstance(index, HessianIndex):
         return fp
-    size = index.gradient_size(fp.info["letters"])
+    size = index.gradient_size(fp.letters)
     if size > GRADIENT_TOL:
         raise ArithmeticError(f"{fp.name}: the exact gradient is {float(size):.3g}, not zero "
                               "(the set is not critical; please report this)")
@@ -132,10 +133,10 @@ def _check_critical(index, fp: FixedPointSet) -> FixedPointSet:
 def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
     d_y = der.data.d_y
     scalar = derive(der.model.with_outputs(1), der.data.with_outputs(1))
-    index = _index(der)
+    index = index_counter(der)
     out = []
-    for fp in fixed_points(scalar):
-        lifted = _lift(der, fp.info["letters"], d_y)
+    for fp in scalar_fixed_points(scalar):
+        lifted = _lift(der, fp.letters, d_y)
         if lifted is None:           # a set that uses the y-rows of W_KQ or x-columns of W_PV
             continue
         letters, scales = lifted
@@ -143,12 +144,11 @@ def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
                      for name, u in scales.items()] + fp.equations
         if fp.name == "saddle set" and _full_rank_heads(der):
             equations = _zero_set_equations(der, fp)
-        info = {**fp.info, "scalar_loss": fp.loss}
-        info.pop("letters")
-        lifted = _check_critical(index, _critical_set(
-            der, index, fp.name, equations, letters, der.loss_value(_critical_params(der, letters)),
+        info = {**fp.info, "M": fp.M, "loss_gap": fp.loss_gap, "scalar_loss": fp.loss}
+        lifted = _check_critical(index, critical_set(
+            der, index, fp.name, equations, letters, der.loss_value(critical_params(der, letters)),
             info))
-        out.append(_certified(lifted, LIFTED_CONVEX) if fp.evidence == CONVEX else lifted)
+        out.append(certified(lifted, LIFTED_CONVEX) if fp.evidence == CONVEX else lifted)
     return classify(der, index, out)
 
 
@@ -202,7 +202,7 @@ def _restricted_loss(der: Derivation, diag: dict) -> sp.Expr:
     """``der``'s exact loss with each letter in ``diag`` set to U diag(its symbols) Uᵀ (Λ's
     eigenbasis U) and every other letter zero."""
     U = der.data.eigenbasis()
-    vals = der.values(_zeros(der))
+    vals = der.values(zero_params(der))
     vals.update({n: U * sp.diag(*v) * U.T for n, v in diag.items()})
     return sp.expand(der.loss_poly.evaluate(vals))
 
@@ -216,7 +216,7 @@ def _mode_guess(loss: sp.Expr, x: sp.Symbol, y: sp.Symbol) -> mpmath.mpf:
              if r.is_real and r > 0]
     if not roots:
         raise ArithmeticError(f"mode ({x}, {y}) has no single-mode critical point")
-    return _mp(min(roots, key=lambda r: single.subs(t, r)))
+    return to_mp(min(roots, key=lambda r: single.subs(t, r)))
 
 
 def _eigenmode_sets(der: Derivation, index: HessianIndex) -> list[FixedPointSet]:
@@ -244,12 +244,12 @@ def _eigenmode_sets(der: Derivation, index: HessianIndex) -> list[FixedPointSet]
                                          [root.get(q[k], sp.Integer(0)) for k in range(d)])
                     letters.update(_head_point(head, *solved[group], U, rank))
                 a = [sum(solved[g][0][k] * solved[g][1][k] for g in groups) for k in range(d)]
-                out.append(_check_critical(index, _critical_set(
+                out.append(_check_critical(index, critical_set(
                     der, index, _mode_name(groups, d, len(heads)),
                     [sp.Eq(p[k] * q[k], 0) for k in range(d) if k not in S],
                     letters, index.loss(letters),
                     {"a": a, "learned": S, "groups": groups})))
-    return _with_loss_gaps(out)
+    return with_loss_gaps(out)
 
 
 def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPointSet]:
@@ -293,8 +293,8 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
     queue, out = list(sets), []
     while queue:
         fp = queue.pop(0)
-        start = [_mp(v) for head, (V, Q) in zip(own_heads, heads)
-                 for v in _head_diagonals(head, fp.info["letters"], U)]
+        start = [to_mp(v) for head, (V, Q) in zip(own_heads, heads)
+                 for v in _head_diagonals(head, fp.letters, U)]
         with mpmath.workdps(DPS):
             curvature = mpmath.matrix(loss.hessian(start))
         for support in _supports(fp.info["groups"], len(heads), d, rank):
@@ -318,7 +318,7 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
             groups = tuple(tuple(k for k in range(d) if abs(values[diag[V.name][k]]
                                                             * values[diag[Q.name][k]]) > 1e-20)
                            for V, Q in heads)
-            new = _check_critical(index, _critical_set(
+            new = _check_critical(index, critical_set(
                 der, index, _mode_name(groups, d, len(heads), shared=True), [], letters,
                 found, {"groups": groups, "descended_from": fp.name,
                         "learned": tuple(sorted(set().union(*groups)))}))
@@ -344,7 +344,7 @@ def _escape(der: Derivation, index: HessianIndex, realise, xs: list, x: list) ->
     W_Q — a descent at third or fourth order that the Hessian cannot see.
     {"point": the model's parameters, "loss": at DPS digits, "step": in (p, q)}."""
     _, letters = realise(dict(zip(xs, (sp.Float(v, DPS) for v in x))))
-    return {"point": _critical_params(der, letters), "loss": index.loss(letters),
+    return {"point": critical_params(der, letters), "loss": index.loss(letters),
             "step": ESCAPE_STEP}
 
 
@@ -392,8 +392,8 @@ def _balanced(values: dict, heads: list) -> dict:
     if not heads:
         return values
     with mpmath.workdps(DPS):
-        Pv = mpmath.matrix([[_mp(values[v]) for v in p] for p, _ in heads])
-        Qv = mpmath.matrix([[_mp(values[v]) for v in q] for _, q in heads])
+        Pv = mpmath.matrix([[to_mp(values[v]) for v in p] for p, _ in heads])
+        Qv = mpmath.matrix([[to_mp(values[v]) for v in q] for _, q in heads])
         R = mpmath.cholesky(Pv * Pv.T)
         E, W = mpmath.eigsy(R.T * (Qv * Qv.T) * R)
         T = mpmath.diag([mpmath.sqrt(mpmath.sqrt(e)) for e in E]) * W.T * mpmath.inverse(R)
@@ -527,7 +527,7 @@ def _two_path_sets(der: Derivation, paths: tuple) -> list[FixedPointSet]:
     grads = {v: sp.diff(loss, v) for vs in diag.values() for v in vs}
     single = {(P, Q, k): _mode_guess(loss, diag[P][k], diag[Q][k])
               for P, Q in coded.values() for k in range(d)}
-    index = _index(der)
+    index = index_counter(der)
     out = []
     for assignment in product((0, 1, 2), repeat=d):
         learned = [k for k in range(d) if assignment[k]]
@@ -537,12 +537,12 @@ def _two_path_sets(der: Derivation, paths: tuple) -> list[FixedPointSet]:
         root = _newton(grads, pairs if learned else [], guess)
         letters = {n: U * sp.diag(*[root.get(v, sp.Integer(0)) for v in vs]) * U.T
                    for n, vs in diag.items()}
-        out.append(_check_critical(index, _critical_set(
+        out.append(_check_critical(index, critical_set(
             der, index, _path_name(assignment, paths),
             [sp.Eq(sp.Symbol(f"{n.lower()}_{k + 1}"), 0) for n in diag for k in range(d)
              if n not in coded.get(assignment[k], ())],
             letters, index.loss(letters), {"learned": tuple(learned), "paths": assignment})))
-    return classify(der, index, _with_loss_gaps(out))
+    return classify(der, index, with_loss_gaps(out))
 
 
 def _path_name(assignment: tuple, paths: tuple) -> str:
