@@ -10,7 +10,6 @@ its blocks (``model.stack_layers()``). Heads add up; all seeds run at once as a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -20,26 +19,8 @@ from ..theory.errors import DivergenceError, InputError, check_int, check_real
 from ..theory.models import Model, fill_weights, word_value
 from .codegen import RUNAWAY
 from .integrate import MAX_ROWS_BYTES
+from .results import SimResult
 from ..theory.params import as_arrays
-
-
-@dataclass
-class SimResult:
-    """Mean batch loss over seeds at each step (before the update) and its standard error;
-    ``params``: {name: (seeds, records, *shape)}; ``info``: the run's settings."""
-
-    loss: np.ndarray
-    loss_se: np.ndarray
-    losses: np.ndarray
-    steps: np.ndarray
-    params: dict
-    info: dict = field(default_factory=dict)
-
-    def theta(self) -> np.ndarray:
-        """The recorded parameters as flat θ vectors (seeds, records, P), in the ordering of
-        ``compile_flow``'s ``pack`` (parameters in the model's order, each raveled)."""
-        return np.concatenate([v.reshape(v.shape[:2] + (-1,)) for v in self.params.values()],
-                              axis=-1)
 
 
 def _spaces(data: ICLData) -> dict:
@@ -211,8 +192,33 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
 
     ``loss[n]`` is the mean over seeds of the batch loss at step n (fresh prompts, evaluated
     before the update, so an unbiased estimate of the population loss at θ_n); ``loss[steps]``
-    uses one extra batch. Returns means and standard errors across seeds. ``progress(n)`` is
-    called after each step."""
+    uses one extra batch.
+
+    Parameters
+    ----------
+    model : Model
+        The parameterization; its actual layer(s) are trained (``model.stack_layers()``).
+    data : ICLData
+        The data law (numeric).
+    init : dict
+        {name: array or scalar}, the same start for every seed.
+    lr : float
+        Learning rate.
+    batch, steps, seeds : int
+        Prompts per step, steps, independent streams.
+    seed : int
+        Seed of the prompt streams.
+    record_every : int
+        Record the parameters every this many steps (and at the end).
+    progress : callable, optional
+        Called with n after each step.
+
+    Returns
+    -------
+    SimResult
+        ``loss``, ``loss_se`` (steps + 1,), ``losses`` (steps + 1, seeds), ``steps`` (the
+        recorded ones), ``theta`` and ``params`` at them, ``info`` (settings).
+    """
     lr = check_real("lr", lr)
     batch, steps, seeds, record_every = (check_int(n, v) for n, v in (
         ("batch", batch), ("steps", steps), ("seeds", seeds), ("record_every", record_every)))
