@@ -38,7 +38,17 @@ __all__ = ["Model", "Merged", "MultiHead", "SeparateKQ", "FullLSA", "Stack", "Pa
 
 @dataclass(frozen=True)
 class Param:
-    """A parameter array of shape (heads, rows, cols), or (rows, cols) when heads is None."""
+    """A parameter array of shape (heads, rows, cols), or (rows, cols) when heads is None.
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name (a key of ``params`` dicts).
+    rows, cols : str
+        Spaces of its rows and columns: "x", "y", "r" or "z".
+    heads : int, optional
+        A leading axis of heads.
+    """
 
     name: str
     rows: str
@@ -52,8 +62,19 @@ class Param:
 
 @dataclass(frozen=True)
 class Block:
-    """Letter ``letter`` = param[head][row part, col part] (parts: None for all, or "x"/"y" of
-    a "z" space)."""
+    """Letter ``letter`` = param[head][row part, col part].
+
+    Parameters
+    ----------
+    letter : Mat
+        The matrix letter the loss sees.
+    param : str
+        The parameter it is cut from.
+    head : int, optional
+        Its head (parameters with a heads axis).
+    row_part, col_part : str, optional
+        None for all rows / columns, or "x" / "y" of a "z" space.
+    """
 
     letter: Mat
     param: str
@@ -72,9 +93,15 @@ class HeadProducts:
     """Optional structure: ŷ = Σ_h V_h S_yx K_h x_q / N, so for scalar tasks (V_h = u_h)
     ŷ = S_yx M x_q / N with M = Σ_h u_h K_h.
 
-    ``heads[h]`` names head h's letters: its value letter V_h (y × y) first, then its key-query
-    factors — one x × x letter K_h (``rank`` None), or W_K,h, W_Q,h (r × x each) with
-    K_h = W_K,hᵀ W_Q,h of rank ≤ ``rank``."""
+    Parameters
+    ----------
+    heads : tuple
+        ``heads[h]`` names head h's letters: its value letter V_h (y × y) first, then its
+        key-query factors — one x × x letter K_h (``rank`` None), or W_K,h, W_Q,h (r × x
+        each) with K_h = W_K,hᵀ W_Q,h of rank ≤ ``rank``.
+    rank : int, optional
+        The key-query rank of factorised heads.
+    """
 
     heads: tuple
     rank: int | None = None
@@ -99,7 +126,22 @@ class Model:
     ``blocks()`` and ``layer()``, which suffice when ``layer()`` names every non-zero entry), and
     ``stack_cost`` is None when the expectation engine can derive a stack of such layers (else
     the reason it cannot). A one-layer model reads ŷ from the query with the query among the
-    keys and without negation (``query_in_keys``, ``negate_readout``)."""
+    keys and without negation (``query_in_keys``, ``negate_readout``).
+
+    Optional structures an analysis may use (each None by default, and the analysis then
+    refuses with an ``InputError`` naming the model): ``product_model()`` (L = F(M)),
+    ``head_products()`` (ŷ = Σ_h V_h S_yx K_h x_q / N), ``signal_paths()`` (separate
+    invariant paths), ``symmetry_parts()``, ``chain_rule_latex()``. A parameterization
+    written on this contract gets loss, gradient, flow, conserved quantities, compiled flow
+    and simulation with no edit elsewhere (``tests/test_contract.py`` defines two).
+
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    d_y : int
+        Output dimension.
+    """
 
     name = "model"
     stack_cost: str | None = None
@@ -112,23 +154,64 @@ class Model:
     params: tuple = ()
 
     def sizes(self) -> dict:
+        """The sizes of the model's spaces.
+
+        Returns
+        -------
+        dict
+            {space: size}: "x" (d), "y" (d_y), "z" (d + d_y), and "r" where there is a rank.
+        """
         return {"x": self.d, "y": self.d_y, "z": self.d + self.d_y}
 
     def shapes(self) -> dict:
-        """{parameter name: array shape}."""
+        """The shapes of the parameter arrays.
+
+        Returns
+        -------
+        dict
+            {parameter name: array shape}, in the model's parameter order.
+        """
         return {p.name: p.shape(self.sizes()) for p in self.params}
 
     def blocks(self) -> list[Block]:
+        """The letters the loss sees (contract: every model defines it).
+
+        Returns
+        -------
+        list of Block
+            The matrix letters the loss sees, each a slice of a parameter.
+        """
         raise NotImplementedError
 
     def letters(self) -> dict:
+        """The letters by name.
+
+        Returns
+        -------
+        dict
+            {letter name: Mat} of ``blocks()``.
+        """
         return {b.letter.name: b.letter for b in self.blocks()}
 
     def prediction(self) -> list[VecTerm]:
+        """ŷ for the expectation engine (contract: every model defines it).
+
+        Returns
+        -------
+        list of VecTerm
+            ŷ as a sum of vector terms (what the expectation engine consumes).
+        """
         raise NotImplementedError
 
     def layer(self) -> list[dict]:
-        """Per head: {"W_PV" | "W_KQ": [(row space, col space, word of letters)]}."""
+        """The actual layer (contract: every model defines it).
+
+        Returns
+        -------
+        list of dict
+            Per head: {"W_PV" | "W_KQ": [(row space, col space, word of letters)]}, the
+            actual layer the simulator runs.
+        """
         raise NotImplementedError
 
     def stack_blocks(self) -> list[Block]:
@@ -162,41 +245,84 @@ class Model:
                 for spec in self.stack_layers()]
 
     def product_model(self) -> "Model | None":
-        """Optional structure for analyses of F(M): the Merged model whose loss F(M), M = the
-        learned matrix, this model's loss factors through (or reduces to on an invariant set);
-        None when there is none."""
+        """Optional structure for analyses of F(M).
+
+        Returns
+        -------
+        Model or None
+            The Merged model whose loss F(M), M = the learned matrix, this model's loss
+            factors through (or reduces to on an invariant set); None when there is none.
+        """
         return None
 
     def symmetry_parts(self) -> list[tuple] | None:
-        """Optional structure for the symmetry search: sub-models whose symmetries act on this
-        model's letters, as [(sub-model, {its letter: this model's letter})]; None (the
-        default) means search this model's own ŷ."""
+        """Optional structure for the symmetry search.
+
+        Returns
+        -------
+        list or None
+            Sub-models whose symmetries act on this model's letters, as
+            [(sub-model, {its letter: this model's letter})]; None (the default) means
+            search this model's own ŷ.
+        """
         return None
 
     def head_products(self) -> HeadProducts | None:
-        """Optional structure for critical sets and reductions: ŷ = Σ_h V_h S_yx K_h x_q / N
-        (``HeadProducts``); None when the model's ŷ is not of that form."""
+        """Optional structure for critical sets and reductions: ŷ = Σ_h V_h S_yx K_h x_q / N.
+
+        Returns
+        -------
+        HeadProducts or None
+            The letters of each head and the key-query rank; None when ŷ is not of that form.
+        """
         return None
 
     def signal_paths(self) -> tuple | None:
-        """Optional structure for critical sets: the (value letter, key-query letter) pairs
-        through which the signal reaches ŷ on separate invariant sets (FullLSA:
-        P₂S_yxQ₁x_q/N and P₁S_xyQ₂x_q/N), first the Merged-like path; None when there are
-        none."""
+        """Optional structure for critical sets: separate paths of the signal to ŷ.
+
+        Returns
+        -------
+        tuple or None
+            The (value letter, key-query letter) pairs through which the signal reaches ŷ on
+            separate invariant sets (FullLSA: P₂S_yxQ₁x_q/N and P₁S_xyQ₂x_q/N), first the
+            Merged-like path; None when there are none.
+        """
         return None
 
     def chain_rule_latex(self) -> str:
-        """δM[A] (LaTeX), the learned matrix M's change along probes A of the parameters, for
-        the gradient noise of a product-form model."""
+        """The chain rule of a product-form model's learned matrix, for its gradient noise.
+
+        Returns
+        -------
+        str
+            δM[A] in LaTeX: M's change along probes A of the parameters.
+        """
         raise InputError("model", f"{self!r} states no chain rule δM[A] of its product form "
                          "(chain_rule_latex)")
 
     def key(self) -> tuple:
-        """What the structural derivation depends on (dimensions stay symbolic)."""
+        """The structural identity of the model.
+
+        Returns
+        -------
+        tuple
+            What the structural derivation depends on (dimensions stay symbolic): the
+            derivation cache's key, so a user-written model with options must include them.
+        """
         return (self.name,)
 
     def with_outputs(self, d_y: int) -> "Model":
-        """The same parameterization with d_y outputs."""
+        """The same parameterization with another output dimension.
+
+        Parameters
+        ----------
+        d_y : int
+            Output dimension.
+
+        Returns
+        -------
+        Model
+        """
         out = copy.copy(self)
         out.d_y = check_int("d_y", d_y)
         return out
@@ -239,7 +365,17 @@ def _heads(H) -> int:
 
 
 class MultiHead(Model):
-    """H merged heads: ŷ = Σ_h V_h S_yx Q_h x_q / N; params V (H, d_y, d_y), Q (H, d, d)."""
+    """H merged heads: ŷ = Σ_h V_h S_yx Q_h x_q / N; params V (H, d_y, d_y), Q (H, d, d).
+
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    heads : int
+        Number of heads H.
+    d_y : int
+        Output dimension.
+    """
 
     name = "MultiHead"
 
@@ -285,9 +421,16 @@ class MultiHead(Model):
 
 
 class Merged(MultiHead):
-    """The seed paper's reduced model: ŷ = V S_yx Q x_q / N (V = P₂, Q = Q₁; u = V when d_y = 1).
+    """The seed paper's reduced model: ŷ = V S_yx Q x_q / N (V = P₂, Q = Q₁; u = V when d_y = 1);
+    params V (d_y × d_y), Q (d × d).
 
-    Parameters: V (d_y × d_y), Q (d × d)."""
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    d_y : int
+        Output dimension.
+    """
 
     name = "Merged"
 
@@ -313,7 +456,19 @@ class Merged(MultiHead):
 
 class SeparateKQ(MultiHead):
     """H heads with factorised key-query matrices Q_h = W_K,hᵀ W_Q,h of rank ≤ r:
-    ŷ = Σ_h V_h S_yx W_K,hᵀ W_Q,h x_q / N; params V (H, d_y, d_y), W_K, W_Q (H, r, d)."""
+    ŷ = Σ_h V_h S_yx W_K,hᵀ W_Q,h x_q / N; params V (H, d_y, d_y), W_K, W_Q (H, r, d).
+
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    heads : int
+        Number of heads H.
+    rank : int
+        Key-query rank r.
+    d_y : int
+        Output dimension.
+    """
 
     name = "SeparateKQ"
 
@@ -363,7 +518,15 @@ class SeparateKQ(MultiHead):
 
 class FullLSA(Model):
     """All entries of W_PV and W_KQ ((d + d_y) × (d + d_y) each); the loss sees the blocks
-    P₁ = W_PV[y, x], P₂ = W_PV[y, y], Q₁ = W_KQ[x, x], Q₂ = W_KQ[y, x]; the rest is inert."""
+    P₁ = W_PV[y, x], P₂ = W_PV[y, y], Q₁ = W_KQ[x, x], Q₂ = W_KQ[y, x]; the rest is inert.
+
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    d_y : int
+        Output dimension.
+    """
 
     name = "FullLSA"
     params = (Param("W_PV", "z", "z"), Param("W_KQ", "z", "z"))
