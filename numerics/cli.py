@@ -5,6 +5,7 @@ experiments ``grok`` and ``icl-emergence``."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -190,13 +191,14 @@ def _model(args, d_y: int = 1):
     if args.model not in models.MODELS:
         raise InputError("--model", f"unknown model {args.model!r}; choose from "
                          f"{sorted(models.MODELS)}")
-    takes = {"MultiHead": ("heads",), "SeparateKQ": ("heads", "rank")}.get(args.model, ())
+    cls = models.MODELS[args.model]
+    takes = [o for o in ("heads", "rank") if o in inspect.signature(cls).parameters]
     for option in ("heads", "rank"):
         if getattr(args, option) is not None and option not in takes:
             raise InputError(f"--{option}", f"{args.model} has no {option}; drop --{option} "
                              "(MultiHead has heads, SeparateKQ heads and rank)")
     shape = {o: getattr(args, o) for o in takes if getattr(args, o) is not None}
-    return models.MODELS[args.model](args.d, d_y=d_y, **shape)
+    return cls(args.d, d_y=d_y, **shape)
 
 
 def cmd_critical_sets(args) -> int:

@@ -348,7 +348,15 @@ class CompiledFlow:
 
     ``loss(θ)``, ``grad(θ)`` (= ∂L/∂θ, so dθ/dt = −grad), ``conserved(θ)`` (one value per
     conserved quantity), ``gd_change(θ, lr)`` (the derived exact change of each conserved
-    quantity under one GD step)."""
+    quantity under one GD step).
+
+    Parameters
+    ----------
+    der : Derivation
+        The derivation to compile.
+    backend : str
+        "numba" or "numpy" (``BACKENDS``).
+    """
 
     def __init__(self, der: Derivation, backend: str = "numba"):
         if not isinstance(backend, str) or backend not in BACKENDS:
@@ -396,7 +404,19 @@ class CompiledFlow:
 
     # --- parameters ------------------------------------------------------------------------------
     def pack(self, params: dict) -> np.ndarray:
-        """Flat θ from {name: array or scalar} (see ``params.as_arrays`` for broadcasting)."""
+        """Flat θ from parameter arrays.
+
+        Parameters
+        ----------
+        params : dict
+            {name: array or scalar} (a scalar for a square block means that multiple of I;
+            ``theory.params.as_arrays``).
+
+        Returns
+        -------
+        ndarray
+            Flat float64 θ, the parameters in the model's order, each raveled.
+        """
         return np.concatenate([a.ravel() for a in as_arrays(self.shapes, params).values()])
 
     def letter_positions(self) -> dict:
@@ -406,6 +426,18 @@ class CompiledFlow:
                 for b in self.model.blocks()}
 
     def unpack(self, theta) -> dict:
+        """Parameter arrays from flat θ (any leading axes).
+
+        Parameters
+        ----------
+        theta : array_like (..., size)
+            Flat θ, or rows of them.
+
+        Returns
+        -------
+        dict
+            {name: array of shape theta.shape[:-1] + the parameter's shape}.
+        """
         theta = as_theta(theta, self.size, leading=True)
         out, pos = {}, 0
         for name, shape in self.shapes.items():
@@ -416,9 +448,31 @@ class CompiledFlow:
 
     # --- evaluation --------------------------------------------------------------------------------
     def loss(self, theta) -> float:
+        """The loss L(θ).
+
+        Parameters
+        ----------
+        theta : array_like (size,)
+            Flat θ.
+
+        Returns
+        -------
+        float
+        """
         return self._finite(float(self._eval("loss", theta)), theta)
 
     def grad(self, theta) -> np.ndarray:
+        """The gradient ∂L/∂θ (dθ/dt = −grad).
+
+        Parameters
+        ----------
+        theta : array_like (size,)
+            Flat θ.
+
+        Returns
+        -------
+        ndarray (size,)
+        """
         return self._finite(self._eval("grad", theta), theta)
 
     def _eval(self, name: str, theta):
@@ -450,6 +504,17 @@ class CompiledFlow:
         return -self.grad(theta)
 
     def conserved(self, theta) -> np.ndarray:
+        """The derived scalar conserved quantities at θ (``der.conserved``, in order).
+
+        Parameters
+        ----------
+        theta : array_like (size,)
+            Flat θ.
+
+        Returns
+        -------
+        ndarray (C,)
+        """
         return np.array([self._fns[f"conserved_{i}"](*self._args(theta))
                          for i in range(len(self.der.conserved))])
 
@@ -516,7 +581,20 @@ def data_overflow(data, where: str) -> InputError:
 
 
 def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
-    """Compile a derivation's loss, gradient and conserved quantities for ``backend``."""
+    """Compile a derivation's loss, gradient and conserved quantities for ``backend``.
+
+    Parameters
+    ----------
+    der : Derivation
+        From ``icldyn.theory.derive``.
+    backend : str
+        "numba" (compiled once, cached on disk) or "numpy".
+
+    Returns
+    -------
+    CompiledFlow
+        ``pack``/``unpack``, ``loss``, ``grad``, ``conserved``, ``gd_change``.
+    """
     if not isinstance(der, Derivation):
         raise InputError("der", f"must be a Derivation from icldyn.theory.derive, got {der!r}")
     return CompiledFlow(der, backend)

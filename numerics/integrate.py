@@ -7,7 +7,7 @@ Time convention: gradient flow dθ/dt = −∇L(θ) with t = learning rate × st
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.integrate import solve_ivp
@@ -16,30 +16,24 @@ from ..theory.errors import DivergenceError, InputError, check_int, check_real
 from .codegen import CompiledFlow
 from .measures import top_hessian_eigenvalue
 from .params import as_theta
+from .results import Trajectory
 
 
-@dataclass
-class Trajectory:
-    """Rows of θ at times t, with the loss and conserved quantities along them."""
+def start_theta(flow, theta0) -> np.ndarray:
+    """The checked starting point of an integrator.
 
-    t: np.ndarray
-    theta: np.ndarray
-    loss: np.ndarray
-    conserved: np.ndarray
-    info: dict = field(default_factory=dict)
+    Parameters
+    ----------
+    flow : CompiledFlow
+        From ``compile_flow`` (anything else is an InputError).
+    theta0 : dict or array_like
+        {name: array or scalar} (packed by ``flow.pack``) or a flat θ of ``flow.size``.
 
-    @classmethod
-    def along(cls, flow: CompiledFlow, t, theta, **info) -> "Trajectory":
-        observed = flow.observe(theta)
-        return cls(np.asarray(t, dtype=float), theta, observed[:, 0], observed[:, 1:],
-                   dict(info))
-
-    def params(self, flow: CompiledFlow) -> dict:
-        """{name: array of shape (len(t),) + block shape}."""
-        return flow.unpack(self.theta)
-
-
-def _check(flow, theta0) -> np.ndarray:
+    Returns
+    -------
+    ndarray
+        Flat float64 θ.
+    """
     if not isinstance(flow, CompiledFlow):
         raise InputError("flow", f"must come from compile_flow, got {type(flow).__name__}")
     if isinstance(theta0, dict):
@@ -68,13 +62,35 @@ def _stalled(reached: list, t_end: float, left: int) -> float | None:
 def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_eval=None,
               method: str = "DOP853", rtol: float = 1e-10, atol: float = 1e-12,
               max_nfev: int = 2_000_000) -> Trajectory:
-    """Gradient flow by ``scipy.integrate.solve_ivp`` (adaptive; tolerances are arguments).
+    """Gradient flow dθ/dt = −∇L(θ) by ``scipy.integrate.solve_ivp`` (adaptive). More than
+    ``max_nfev`` gradient evaluations stop it with a clear error (no silent hang), and so
+    does a stiff flow (an explicit method's steps far too small to reach ``t_end``; e.g. from
+    parameters of 10¹⁶), which is stopped as soon as its pace shows it, with the advice to use
+    an implicit ``method`` such as ``"LSODA"``.
 
-    More than ``max_nfev`` gradient evaluations stop it with a clear error (no silent hang),
-    and so does a stiff flow (an explicit method's steps far too small to reach ``t_end``;
-    e.g. from parameters of 10¹⁶), which is stopped as soon as its pace shows it, with the
-    advice to use an implicit ``method`` such as ``"LSODA"``."""
-    theta0 = _check(flow, theta0)
+    Parameters
+    ----------
+    flow : CompiledFlow
+        From ``compile_flow``.
+    theta0 : dict or array_like
+        The start: {name: array or scalar} or a flat θ.
+    t_end : float
+        Final time.
+    n_points : int
+        Rows at evenly spaced times 0 … t_end (unless ``t_eval`` is given).
+    t_eval : array_like, optional
+        The times of the rows.
+    method, rtol, atol : str, float, float
+        ``solve_ivp``'s method and tolerances.
+    max_nfev : int
+        Budget of gradient evaluations.
+
+    Returns
+    -------
+    Trajectory
+        ``t``, ``theta`` (rows), ``loss``, ``conserved``; ``steps`` None.
+    """
+    theta0 = start_theta(flow, theta0)
     t_end = check_real("t_end", t_end)
     rtol, atol = check_real("rtol", rtol), check_real("atol", atol)
     max_nfev = check_int("max_nfev", max_nfev)
@@ -113,7 +129,8 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
 
 def _loop(flow: CompiledFlow, theta0, step, steps: int, every: int, rk4: bool, **info):
     theta, done = flow.fixed_step(theta0, step, steps, every, rk4)
-    traj = Trajectory.along(flow, step * every * np.arange(len(theta)), theta, **info)
+    rows = every * np.arange(len(theta))
+    traj = Trajectory.along(flow, step * rows, theta, steps=rows, **info)
     if done < steps:
         if done == 0:
             flow.grad(theta0)           # overflow at θ₀ itself: blames the data or θ₀, not lr
@@ -149,8 +166,25 @@ def _steps(steps, every, size: int = 1):
 
 
 def rk4(flow: CompiledFlow, theta0, t_end: float, dt: float, every: int = 1) -> Trajectory:
-    """Gradient flow by classical fixed-step RK4 (a compiled loop with the numba backend)."""
-    theta0 = _check(flow, theta0)
+    """Gradient flow by classical fixed-step RK4 (a compiled loop with the numba backend).
+
+    Parameters
+    ----------
+    flow : CompiledFlow
+        From ``compile_flow``.
+    theta0 : dict or array_like
+        The start: {name: array or scalar} or a flat θ.
+    t_end, dt : float
+        Final time and step.
+    every : int
+        One row per ``every`` steps.
+
+    Returns
+    -------
+    Trajectory
+        Rows at t = dt × ``steps``.
+    """
+    theta0 = start_theta(flow, theta0)
     dt, t_end = check_real("dt", dt), check_real("t_end", t_end)
     ratio = t_end / dt
     if not ratio < MAX_STEPS:
@@ -163,9 +197,27 @@ def rk4(flow: CompiledFlow, theta0, t_end: float, dt: float, every: int = 1) -> 
 
 def gradient_descent(flow: CompiledFlow, theta0, lr: float, steps: int,
                      every: int = 1) -> Trajectory:
-    """The exact expected discrete dynamics θ ← θ − lr ∇L(θ); one row per ``every`` steps,
-    ``t`` in flow time (lr × step)."""
-    theta0 = _check(flow, theta0)
+    """The exact expected discrete dynamics θ ← θ − lr ∇L(θ).
+
+    Parameters
+    ----------
+    flow : CompiledFlow
+        From ``compile_flow``.
+    theta0 : dict or array_like
+        The start: {name: array or scalar} or a flat θ.
+    lr : float
+        Learning rate.
+    steps : int
+        Number of steps.
+    every : int
+        One row per ``every`` steps.
+
+    Returns
+    -------
+    Trajectory
+        Rows at ``steps`` 0, every, 2·every …, ``t`` in flow time (lr × step).
+    """
+    theta0 = start_theta(flow, theta0)
     lr = check_real("lr", lr)
     _steps(steps, every, flow.size)
     return _loop(flow, theta0, float(lr), int(steps), int(every), rk4=False, method="gd", lr=lr)
@@ -191,7 +243,7 @@ def integrate_reference(flow: CompiledFlow, theta0, t_end: float, n_points: int 
     import mpmath
     import sympy as sp
 
-    theta0 = _check(flow, theta0)
+    theta0 = start_theta(flow, theta0)
     t_end, dps = check_real("t_end", t_end), check_int("dps", dps, minimum=16)
     n_points = check_int("n_points", n_points, minimum=2)
     der = flow.der

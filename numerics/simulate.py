@@ -10,7 +10,6 @@ its blocks (``model.stack_layers()``). Heads add up; all seeds run at once as a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -20,39 +19,8 @@ from ..theory.errors import DivergenceError, InputError, check_int, check_real
 from ..theory.models import Model, fill_weights, word_value
 from .codegen import RUNAWAY, data_overflow
 from .integrate import MAX_ROWS_BYTES
+from .results import SimResult, standard_error
 from ..theory.params import as_arrays
-
-
-@dataclass
-class SimResult:
-    """Mean batch loss over seeds at each step (before the update) and its standard error;
-    ``params``: {name: (seeds, records, *shape)}; ``info``: the run's settings.
-
-    With a validation set (``simulate_sgd(..., validation=V)``): ``val_losses`` (records,
-    seeds), each seed's loss on its own V prompts drawn once, at the recorded steps, with
-    ``val_loss`` and ``val_loss_se`` their mean and standard error over seeds (else None)."""
-
-    loss: np.ndarray
-    loss_se: np.ndarray
-    losses: np.ndarray
-    steps: np.ndarray
-    params: dict
-    info: dict = field(default_factory=dict)
-    val_losses: np.ndarray | None = None
-
-    @property
-    def val_loss(self) -> np.ndarray | None:
-        return None if self.val_losses is None else self.val_losses.mean(axis=1)
-
-    @property
-    def val_loss_se(self) -> np.ndarray | None:
-        return None if self.val_losses is None else _se(self.val_losses)
-
-    def theta(self) -> np.ndarray:
-        """The recorded parameters as flat θ vectors (seeds, records, P), in the ordering of
-        ``compile_flow``'s ``pack`` (parameters in the model's order, each raveled)."""
-        return np.concatenate([v.reshape(v.shape[:2] + (-1,)) for v in self.params.values()],
-                              axis=-1)
 
 
 VALIDATION = "_validation"      # the records' key of the validation losses
@@ -242,16 +210,41 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
 
     ``loss[n]`` is the mean over seeds of the batch loss at step n (fresh prompts, evaluated
     before the update, so an unbiased estimate of the population loss at θ_n); ``loss[steps]``
-    uses one extra batch. Returns means and standard errors across seeds. ``progress(n)`` is
-    called after each step.
+    uses one extra batch.
 
-    ``validation = V > 0`` also draws, once per seed, V prompts of its own (from a generator
-    independent of the training stream, so the training run is the same with or without it)
-    and records each seed's loss on them at every recorded step (``val_losses``). Those
-    prompts never enter training, so each is an unbiased estimate of the population loss at
-    θ_n; being the same prompts at every step (common random numbers), they do not add a
-    fresh batch's noise to every point, so a curve needs far fewer seeds for the same
-    standard error (benchmarks/run.py (b) measures it)."""
+    Parameters
+    ----------
+    model : Model
+        The parameterization; its actual layer(s) are trained (``model.stack_layers()``).
+    data : ICLData
+        The data law (numeric).
+    init : dict
+        {name: array or scalar}, the same start for every seed.
+    lr : float
+        Learning rate.
+    batch, steps, seeds : int
+        Prompts per step, steps, independent streams.
+    seed : int
+        Seed of the prompt streams.
+    record_every : int
+        Record the parameters every this many steps (and at the end).
+    progress : callable, optional
+        Called with n after each step.
+    validation : int
+        V > 0 also draws, once per seed, V prompts of its own (from a generator independent
+        of the training stream, so the training run is the same with or without it) and
+        records each seed's loss on them at every recorded step (``val_losses``). Those
+        prompts never enter training, so each is an unbiased estimate of the population loss
+        at θ_n; being the same prompts at every step (common random numbers), they do not add
+        a fresh batch's noise to every point, so a curve needs far fewer seeds for the same
+        standard error (benchmarks/run.py (b) measures it).
+
+    Returns
+    -------
+    SimResult
+        ``loss``, ``loss_se`` (steps + 1,), ``losses`` (steps + 1, seeds), ``steps`` (the
+        recorded ones), ``theta`` and ``params`` at them, ``info`` (settings).
+    """
     lr = check_real("lr", lr)
     batch, steps, seeds, record_every = (check_int(n, v) for n, v in (
         ("batch", batch), ("steps", steps), ("seeds", seeds), ("record_every", record_every)))
@@ -312,20 +305,12 @@ def _blame_start(data: ICLData, params: dict) -> None:
                      "rescale the initial parameters")
 
 
-def _se(losses: np.ndarray) -> np.ndarray:
-    """Standard error over seeds (axis 1); NaN with one seed."""
-    seeds = losses.shape[1]
-    if seeds < 2:
-        return np.full(len(losses), np.nan)
-    return losses.std(axis=1, ddof=1) / np.sqrt(seeds)
-
-
 def _result(losses, records: dict, steps: int, record_every: int, info: dict) -> SimResult:
     val = records.pop(VALIDATION, None)
     n_rec = len(next(iter(records.values())))
     recorded = np.unique(np.r_[np.arange(0, steps + 1, record_every), steps])[:n_rec]
     val_losses = None if val is None else np.array(val[:n_rec]).reshape(n_rec, -1)
-    return SimResult(losses.mean(axis=1), _se(losses), losses, recorded,
+    return SimResult(losses.mean(axis=1), standard_error(losses), losses, recorded,
                      {k: np.stack(v, axis=1) for k, v in records.items()}, info, val_losses)
 
 

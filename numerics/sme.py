@@ -15,29 +15,15 @@ it needs no prompts, only the derived L, ∇L and Σ.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from ..theory.errors import DivergenceError, InputError, check_int, check_real
+from ..theory.errors import DivergenceError, check_int, check_real
 from .codegen import RUNAWAY, CompiledFlow
 from .covariance import CompiledCovariance, compile_covariance
-from .integrate import _check
+from .integrate import start_theta
+from .results import Trajectory, standard_error
 
-@dataclass
-class SMEResult:
-    """Per recorded step: ``t`` (flow time nη), ``theta`` (replicas, records, P), the population
-    loss L(θ) of each replica ``losses`` (records, replicas) with its mean ``loss`` and standard
-    error ``loss_se``, and ``conserved`` (records, replicas, n_conserved)."""
-
-    t: np.ndarray
-    steps: np.ndarray
-    theta: np.ndarray
-    losses: np.ndarray
-    loss: np.ndarray
-    loss_se: np.ndarray
-    conserved: np.ndarray
-    info: dict = field(default_factory=dict)
+SMEResult = Trajectory      # the former name of the SME ensemble's result
 
 
 def sqrt_psd(S: np.ndarray) -> np.ndarray:
@@ -49,11 +35,17 @@ def sqrt_psd(S: np.ndarray) -> np.ndarray:
 
 def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
                  replicas: int = 64, seed: int = 0, record_every: int = 1,
-                 covariance: CompiledCovariance | None = None, progress=None) -> SMEResult:
-    """Euler–Maruyama ensemble of the SME from ``theta0`` (dict or vector); see module doc."""
-    if not isinstance(flow, CompiledFlow):
-        raise InputError("flow", f"must come from compile_flow, got {type(flow).__name__}")
-    theta0 = _check(flow, theta0)
+                 covariance: CompiledCovariance | None = None, progress=None) -> Trajectory:
+    """Euler–Maruyama ensemble of the SME from ``theta0`` (dict or vector); see module doc.
+
+    Returns
+    -------
+    Trajectory
+        Per recorded step: ``t`` (flow time nη), ``steps``, ``theta`` (replicas, records, P),
+        the population loss L(θ) of each replica ``losses`` (records, replicas) with its mean
+        ``loss`` and standard error ``loss_se``, ``conserved`` (records, replicas, C).
+    """
+    theta0 = start_theta(flow, theta0)
     lr = check_real("lr", lr)
     batch, steps, replicas, record_every = (check_int(n, v) for n, v in (
         ("batch", batch), ("steps", steps), ("replicas", replicas),
@@ -80,11 +72,11 @@ def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
     return _result(flow, records, recorded, lr, info)
 
 
-def _result(flow, records, recorded, lr, info) -> SMEResult:
+def _result(flow, records, recorded, lr, info) -> Trajectory:
     theta = np.stack(records, axis=1)                       # (replicas, records, P)
-    losses = np.array([[flow.loss(t) for t in row] for row in theta]).T
-    conserved = np.array([[flow.conserved(t) for t in row] for row in theta]).swapaxes(0, 1)
-    R = theta.shape[0]
-    se = losses.std(axis=1, ddof=1) / np.sqrt(R) if R > 1 else np.full(len(losses), np.nan)
+    observed = flow.observe(theta.reshape(-1, theta.shape[-1])).reshape(theta.shape[:2] + (-1,))
+    losses = observed[..., 0].T                             # (records, replicas)
+    conserved = observed[..., 1:].swapaxes(0, 1)            # (records, replicas, C)
     steps = np.array(recorded)
-    return SMEResult(steps * lr, steps, theta, losses, losses.mean(axis=1), se, conserved, info)
+    return Trajectory(steps * lr, steps, theta, losses.mean(axis=1), standard_error(losses),
+                      conserved, info, losses)

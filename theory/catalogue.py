@@ -8,6 +8,7 @@ import sympy as sp
 from . import models
 from .data import N_SYM, SIGMA, ICLData
 from .derive import derive
+from .gdsteps import minimal_steps, step_size_loss
 from .latex import derivation_document, split_sum, tex
 from .productform import product_noise
 from .solutions import isotropic_reduction, mode_reduction
@@ -98,13 +99,6 @@ def _noise_section() -> tuple:
     return ("Gradient noise (single-prompt covariance)", prose, _align(rows))
 
 
-CHAIN_RULE = {
-    "MultiHead": r"\delta M[A] = \sum_h \left(A_{V_h} Q_h + u_h A_{Q_h}\right)",
-    "SeparateKQ": r"\delta M[A] = \sum_h \left(A_{V_h} W_{K,h}^\top W_{Q,h} + u_h "
-                  r"(A_{W_{K,h}}^\top W_{Q,h} + W_{K,h}^\top A_{W_{Q,h}})\right)",
-}
-
-
 def _product_noise_section(model) -> tuple:
     """The gradient noise of a product-form model as the chain rule of one kernel Σ_M(M)."""
     der = derive(model, ICLData(d=2, N=N_SYM, Lambda="iso"), structural=True)
@@ -114,7 +108,7 @@ def _product_noise_section(model) -> tuple:
              r"chain rule of $G = \nabla_M \ell$, and its covariance (the noise of SGD; a batch "
              r"of $B$ prompts divides it by $B$) is "
              r"$\mathrm{Cov}(\langle A, g\rangle, \langle B, g\rangle) = "
-             r"\Sigma_M(M)[\delta M[A], \delta M[B]]$ with " + f"${CHAIN_RULE[model.name]}$"
+             r"\Sigma_M(M)[\delta M[A], \delta M[B]]$ with " + f"${model.chain_rule_latex()}$"
              + r" for probes $A$, $B$ of the parameters' shapes, and the kernel "
              r"$\Sigma_M(M)[A_M, B_M] = \mathrm{Cov}(\langle A_M, G\rangle, \langle B_M, "
              r"G\rangle)$ derived once, on the Merged model (its $Q$--$Q$ block at $u = 1$, "
@@ -260,7 +254,6 @@ GD_EXAMPLES = ((5, 20), (8, 16))
 
 def _gd_steps_section() -> tuple:
     """The step-size loss of L = 1, 2 (symbolic) and its minima for L = 1, 2, 3 (table)."""
-    from .gdsteps import minimal_steps, step_size_loss
     rows, table = [], []
     for flags in ((False, True), (True, False)):
         for L in (1, 2, 3):

@@ -7,7 +7,7 @@ per letter L (A_L and B_L, of L's shape) the covariance is the bilinear form
     M₂(A, B) = E[⟨A, g⟩⟨B, g⟩] = Σ_{L, L'} E[⟨r, δ_L ŷ[A_L]⟩ ⟨r, δ_{L'} ŷ[B_{L'}]⟩],
     Cov(A, B) = M₂(A, B) − ⟨A, ∇L⟩⟨B, ∇L⟩,
 
-where δ_L ŷ[A] is the derivative of ŷ in the direction A at the letter L (``symmetry.vary``):
+where δ_L ŷ[A] is the derivative of ŷ in the direction A at the letter L (``terms.vary``):
 both factors come from the same prompt (same task W, same query), so the engine sees one
 monomial with the context labels of the two factors summed independently. M₂ is exact for
 every N; it holds up to 4 context labels and task moments of order 4: Gaussian tasks through the
@@ -23,10 +23,10 @@ import sympy as sp
 
 from .cache import cached
 from .data import N_SYM, W_COPY, W_TASK, independent
-from .derive import Derivation, inner_monomial, residual
+from .derive import Derivation, register_analysis
 from .errors import InputError
 from .gaussian import expect, product_monomial
-from .symmetry import vary
+from .terms import inner_monomial, residual, vary
 from .words import Mat, MatPoly, TracePoly
 
 PROBES = ("A_", "B_")
@@ -122,3 +122,6 @@ def _second_moment(der: Derivation) -> dict:
                      for b in directional[PROBES[1], M.name]]
             out[L.name, M.name] = expect(monos, law, N_SYM)
     return out
+
+
+register_analysis("gradient_covariance", gradient_covariance)

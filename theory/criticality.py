@@ -33,6 +33,9 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from .landscape import HessianIndex, critical_params
+from .symmetry import find_symmetries
+
 KINDS = ("minimum", "strict saddle", "degenerate saddle", "unresolved")
 
 NULL_TOL = 1e-12        # Hessian eigenvalues below this fraction of the largest count as zero
@@ -65,7 +68,6 @@ def classify(der, index, sets: list, seed: int = 0) -> list:
     """``sets`` with ``kind``, ``evidence`` and ``escape`` filled in where a constructor did
     not already certify them (module docstring). ``index``: the model's ``HessianIndex`` (a
     plain function for symbolic data: nothing is decided then). Returns ``sets``."""
-    from .fixedpoints import HessianIndex
     rng = np.random.default_rng(seed)
     for fp in sets:
         if fp.kind != "unresolved":
@@ -116,7 +118,6 @@ def _orbit_tangents(der, index, letters: dict) -> mpmath.matrix:
     """Columns: the tangents at ``letters`` of the model's symmetry generators (every mixing
     generator, and every space action with A each elementary matrix E_ij), in the flat
     coordinates of ``index``."""
-    from .symmetry import find_symmetries
     found = find_symmetries(der)
     sizes = der.model.sizes()
     value = {n: sp.Matrix(letters[n]) for n in index.params}
@@ -245,7 +246,6 @@ def _curve(x0, v, w, t) -> list:
 def _certificate(der, index, x0, v, w, order) -> Escape:
     """The Escape along the curve: the exact coefficients of the loss in t, checked to vanish
     below ``order``, and the first local minimum of the loss in t > 0."""
-    from .fixedpoints import _critical_params
     degree = index.L.poly.total_degree() * (1 if w is None else 2)
     c = _taylor(index, x0, v, w, degree)
     scale = max(abs(a) for a in c[1:]) + 1
@@ -257,7 +257,7 @@ def _certificate(der, index, x0, v, w, order) -> Escape:
                    if abs(r.imag) < 1e-20 and r.real > 0)
     step = next(r for r in roots if mpmath.polyval(c[::-1], r) < c[0])
     point = _curve(x0, v, w, step)
-    to_params = lambda flat: _critical_params(der, index.letters(flat))
+    to_params = lambda flat: critical_params(der, index.letters(flat))
     return Escape(order, sp.Float(c[order], 30), to_params(v),
                   None if w is None else to_params(w), sp.Float(step, 30), to_params(point),
                   sp.Float(index.L.value(point), 30))

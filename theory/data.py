@@ -51,15 +51,29 @@ def eps(sample: str) -> RandVec:
 
 
 class ICLData:
-    """Data model: ``ICLData(d, N, Lambda, d_y=1, tasks="gaussian", Sigma_w=None, noise=0.0)``.
+    """Data model: prompts of N context pairs (x_i, y_i = W x_i + ε_i) and a query x_q, with
+    x ~ N(0, Λ), ε ~ N(0, σ² I) and the task W drawn once per prompt.
 
-    ``tasks``: ``"gaussian"``, ``"diagonal"``, ``"finite"`` (a symbolic set) or a (P, d_y, d)
-    array of task matrices (a finite set; ``task_set`` keeps them as exact sympy Matrices).
-
-    ``Lambda``: a numeric SPD array / sympy Matrix, or ``"diag"`` (diag(s_1..s_d), symbolic),
-    ``"full"`` (symmetric matrix of symbols), ``"iso"`` (λ I). ``N`` may be a SymPy symbol.
-    ``Sigma_w``: task-row covariance (gaussian tasks; default I) or the variances c of δ
-    (diagonal tasks; a vector or diagonal matrix; default ones).
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    N : int or sympy Symbol
+        Context length.
+    Lambda : array_like, sympy Matrix or str
+        Input covariance Λ: a numeric SPD matrix, or ``"diag"`` (diag(s_1..s_d), symbolic),
+        ``"full"`` (a symmetric matrix of symbols), ``"iso"`` (λ I).
+    d_y : int
+        Output dimension.
+    tasks : str or array_like
+        ``"gaussian"`` (rows of W i.i.d. N(0, Σ_w)), ``"diagonal"`` (the paper's eigenbasis
+        tasks W = U diag(δ) Uᵀ), ``"finite"`` (a symbolic set), or a (P, d_y, d) array of task
+        matrices (a finite set; ``task_set`` keeps them as exact sympy Matrices).
+    Sigma_w : array_like, optional
+        Task-row covariance (gaussian tasks; default I) or the variances c of δ (diagonal
+        tasks; a vector or diagonal matrix; default ones); unset for a finite set.
+    noise : float or sympy number
+        Label-noise standard deviation σ.
     """
 
     def __init__(self, d, N, Lambda="full", d_y=1, tasks="gaussian", Sigma_w=None, noise=0.0):
@@ -124,6 +138,7 @@ class ICLData:
     # --- structure (what a derivation depends on) -------------------------------------------
     @property
     def isotropic_tasks(self) -> bool:
+        """Gaussian tasks with Σ_w = I."""
         return self.tasks == "gaussian" and self.Sigma_w is None
 
     def structure(self) -> tuple:

@@ -14,39 +14,40 @@ import sympy as sp
 from .cache import cached
 from .data import LAMBDA_ISO, N_SYM, W_COPY, W_TASK, ICLData, exact_entries
 from .errors import InputError
-from .gaussian import Monomial, Segment, expect
-from .models import Model, VecTerm, target
-from .words import (TracePoly, dim_symbol, letter_names, rename_letter, split_by_letters,
-                    transpose_word)
+from .gaussian import expect
+from .models import Model
+from .terms import ETA, inner_monomial, residual    # ETA, inner_monomial, residual: old paths
+from .words import TracePoly, dim_symbol, letter_names, rename_letter, split_by_letters
 
-ETA = sp.Symbol("eta", positive=True)
 P_TASKS = sp.Symbol("P", positive=True, integer=True)     # size of a finite task set
 TASK_INDEX = sp.Symbol("k", positive=True, integer=True)
 TASK_INDEX_2 = sp.Symbol("j", positive=True, integer=True)
 
 
-def residual(model: Model) -> list[VecTerm]:
-    """ŷ − y_q as a list of vector terms."""
-    minus_y = [VecTerm(-t.coeff, t.labels, t.word, t.vec, t.segments) for t in target()]
-    return model.prediction() + minus_y
+# --- analyses: each module registers itself; derive imports none of them ------------------------
+
+ANALYSES: dict = {}
 
 
-def inner_monomial(a: VecTerm, b: VecTerm, coeff) -> Monomial:
-    """coeff · ⟨a, b⟩ with the summed labels of a and b renamed apart."""
-    ra, rb = {l: f"{l}1" for l in a.labels}, {l: f"{l}2" for l in b.labels}
-    segs = [_relabel(s, ra) for s in a.segments] + [_relabel(s, rb) for s in b.segments]
-    link = Segment(_relabel_vec(a.vec, ra), transpose_word(a.word) + b.word,
-                   _relabel_vec(b.vec, rb))
-    return Monomial(coeff * a.coeff * b.coeff, tuple(ra.values()) + tuple(rb.values()),
-                    tuple([link] + segs))
+def register_analysis(name: str, function) -> None:
+    """Make ``function(der)`` the analysis behind ``Derivation.<name>()``.
+
+    Parameters
+    ----------
+    name : str
+        "conservation_laws", "gradient_covariance", "fixed_points" or "to_latex".
+    function : callable
+        Takes a Derivation and returns the analysis' result.
+    """
+    ANALYSES[name] = function
 
 
-def _relabel_vec(v, mapping):
-    return type(v)(v.var, mapping.get(v.sample, v.sample))
-
-
-def _relabel(seg: Segment, mapping) -> Segment:
-    return Segment(_relabel_vec(seg.start, mapping), seg.letters, _relabel_vec(seg.end, mapping))
+def analysis(name: str):
+    """The function registered for ``name`` (``register_analysis``); the analyses register
+    when ``icldyn.theory`` is imported, which importing any of its modules does first."""
+    if name not in ANALYSES:
+        raise InputError("der", f"no analysis {name!r} is registered (import icldyn.theory)")
+    return ANALYSES[name]
 
 
 def structural_loss(model: Model, data: ICLData) -> TracePoly:
@@ -81,7 +82,17 @@ class Derivation:
     ``loss_poly`` / ``gradient_poly`` are structural (N, σ, d, d_y, r as symbols, matrices as
     letters); ``loss`` / ``gradient`` / ``flow`` are SymPy expressions with the parameters and
     covariances as MatrixSymbols and the data's scalars substituted — all of them, or with
-    ``structural=True`` only N and σ (dimensions stay symbols, as in the LaTeX documents)."""
+    ``structural=True`` only N and σ (dimensions stay symbols, as in the LaTeX documents).
+
+    Parameters
+    ----------
+    model : Model
+        A parameterization from ``icldyn.theory.models`` (or one written on its contract).
+    data : ICLData
+        The data law, with the model's d and d_y.
+    structural : bool
+        Keep the dimensions symbolic in the SymPy views.
+    """
 
     def __init__(self, model: Model, data: ICLData, structural: bool = False):
         if not isinstance(model, Model):
@@ -171,10 +182,12 @@ class Derivation:
 
     @property
     def loss(self) -> sp.Expr:
+        """L = ½ E‖ŷ − y_q‖² as a SymPy expression."""
         return self.to_sympy(self.loss_poly)
 
     @property
     def gradient(self) -> dict:
+        """{letter: ∂L/∂letter} as SymPy matrix expressions."""
         return {n: self.to_sympy(g) for n, g in self.gradient_poly.items()}
 
     @property
@@ -189,21 +202,36 @@ class Derivation:
 
     def conservation_laws(self) -> list:
         """All conservation laws found from the model's symmetries (``symmetry.py``), scalar
-        and matrix-valued, each proved on the derived polynomials; computed once."""
+        and matrix-valued, each proved on the derived polynomials; computed once.
+
+        Returns
+        -------
+        list of symmetry.ConservationLaw
+            ``.quantity``, ``.proved``, ``.space`` (None for a scalar), ``.gd_change``.
+        """
         if self._laws is None:
-            from .symmetry import conservation_laws
-            self._laws = conservation_laws(self)
+            self._laws = analysis("conservation_laws")(self)
         return self._laws
 
     def gradient_covariance(self):
-        """Exact covariance of the single-prompt gradient (``covariance.py``); computed once."""
-        from .covariance import gradient_covariance
-        return gradient_covariance(self)
+        """Exact covariance of the single-prompt gradient (``covariance.py``).
+
+        Returns
+        -------
+        covariance.GradientCovariance
+            Bilinear forms in probe matrices, per pair of letters.
+        """
+        return analysis("gradient_covariance")(self)
 
     def fixed_points(self) -> list:
-        """Critical sets with their loss and Hessian index (``fixedpoints.py``)."""
-        from .fixedpoints import fixed_points
-        return fixed_points(self)
+        """Critical sets with their loss and Hessian index (``fixedpoints.py``).
+
+        Returns
+        -------
+        list of FixedPointSet
+            Each with ``kind``, ``loss``, ``hessian_index``, ``point`` (see ``landscape``).
+        """
+        return analysis("fixed_points")(self)
 
     @property
     def conserved(self) -> list:
@@ -244,17 +272,47 @@ class Derivation:
         return vals
 
     def loss_value(self, params: dict):
+        """The exact loss at ``params``.
+
+        Parameters
+        ----------
+        params : dict
+            {parameter name: array, nested list or sympy Matrix} (a scalar for a square
+            block means that multiple of the identity).
+
+        Returns
+        -------
+        sympy number
+            L(params), exact for exact inputs.
+        """
         return self.loss_poly.evaluate(self.values(params))
 
     def gradient_value(self, params: dict) -> dict:
-        """Exact gradient with respect to each letter (block) of the model."""
+        """Exact gradient with respect to each letter (block) of the model.
+
+        Parameters
+        ----------
+        params : dict
+            As for ``loss_value``.
+
+        Returns
+        -------
+        dict
+            {letter name: sympy Matrix ∂L/∂letter}.
+        """
         vals, sizes = self.values(params), self.model.sizes()
         return {n: g.evaluate(vals, (sizes[self.letters[n].rows], sizes[self.letters[n].cols]))
                 for n, g in self.gradient_poly.items()}
 
     def to_latex(self) -> str:
-        from .latex import derivation_latex
-        return derivation_latex(self)
+        """The derivation as LaTeX (``latex.py``).
+
+        Returns
+        -------
+        str
+            Loss, gradient and conserved quantities as LaTeX equations.
+        """
+        return analysis("to_latex")(self)
 
 
 TASK_EXPECTATION = sp.Function(r"\mathbb{E}_{\delta}")
@@ -301,6 +359,21 @@ def _cut(block, value, shape: tuple, sizes: dict) -> sp.Matrix:
 
 
 def derive(model: Model, data: ICLData, structural: bool = False) -> Derivation:
-    """Derive the exact learning dynamics of ``model`` trained on ``data`` (``structural``:
-    keep the dimensions symbolic in the SymPy views)."""
+    """Derive the exact learning dynamics of ``model`` trained on ``data``.
+
+    Parameters
+    ----------
+    model : Model
+        A parameterization (``icldyn.theory.models``).
+    data : ICLData
+        The data law.
+    structural : bool
+        Keep the dimensions symbolic in the SymPy views (as in the LaTeX documents).
+
+    Returns
+    -------
+    Derivation
+        ``.loss``, ``.gradient``, ``.flow``, ``.conserved``, ``.fixed_points()``,
+        ``.to_latex()``.
+    """
     return Derivation(model, data, structural)

@@ -5,7 +5,15 @@ import numbers
 
 
 class InputError(ValueError):
-    """Invalid input. ``argument`` names the offending argument; the message says how to fix it."""
+    """Invalid input, reported in one line as "argument: how to fix it".
+
+    Parameters
+    ----------
+    argument : str
+        The offending argument (kept as ``.argument``).
+    message : str
+        What is wrong and how to fix it.
+    """
 
     def __init__(self, argument: str, message: str):
         self.argument = argument
@@ -33,8 +41,17 @@ def check_real(argument: str, value, allow_zero: bool = False) -> float:
 
 
 class DivergenceError(RuntimeError):
-    """A run blew up. ``step`` is the first step with a non-finite or runaway value and
-    ``partial`` holds everything computed before it (a Trajectory or SimResult)."""
+    """A run blew up.
+
+    Parameters
+    ----------
+    message : str
+        What diverged and what to change (e.g. a lower learning rate).
+    step : int
+        The first step with a non-finite or runaway value (kept as ``.step``).
+    partial : Trajectory, optional
+        Everything computed before it (kept as ``.partial``).
+    """
 
     def __init__(self, message: str, step: int, partial=None):
         self.step, self.partial = step, partial

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .derive import register_analysis
 from .words import dim_symbol
 
 # expanded forms longer than this many terms are left to the compact η² Σ k_b ‖G_b‖² form
@@ -94,3 +95,6 @@ def derivation_document(title: str, sections: list[tuple[str, str, object]]) -> 
         out.append("")
     out.append(r"\end{document}")
     return "\n".join(out) + "\n"
+
+
+register_analysis("to_latex", derivation_latex)

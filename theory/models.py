@@ -33,12 +33,22 @@ from .terms import VecTerm, attend, input_tokens, negate, sandwich, target, toke
 from .words import Mat
 
 __all__ = ["Model", "Merged", "MultiHead", "SeparateKQ", "FullLSA", "Stack", "Param", "Block",
-           "VecTerm", "MODELS", "sandwich", "target", "token_part"]
+           "HeadProducts", "VecTerm", "MODELS", "sandwich", "target", "token_part"]
 
 
 @dataclass(frozen=True)
 class Param:
-    """A parameter array of shape (heads, rows, cols), or (rows, cols) when heads is None."""
+    """A parameter array of shape (heads, rows, cols), or (rows, cols) when heads is None.
+
+    Parameters
+    ----------
+    name : str
+        The parameter's name (a key of ``params`` dicts).
+    rows, cols : str
+        Spaces of its rows and columns: "x", "y", "r" or "z".
+    heads : int, optional
+        A leading axis of heads.
+    """
 
     name: str
     rows: str
@@ -52,8 +62,19 @@ class Param:
 
 @dataclass(frozen=True)
 class Block:
-    """Letter ``letter`` = ``param[head][row part, col part]`` (parts: None for all, or "x"/"y"
-    of a "z" space)."""
+    """Letter ``letter`` = ``param[head][row part, col part]``.
+
+    Parameters
+    ----------
+    letter : Mat
+        The matrix letter the loss sees.
+    param : str
+        The parameter it is cut from.
+    head : int, optional
+        Its head (parameters with a heads axis).
+    row_part, col_part : str, optional
+        None for all rows / columns, or "x" / "y" of a "z" space.
+    """
 
     letter: Mat
     param: str
@@ -65,6 +86,25 @@ class Block:
         """The (head,) row, column slices of this block inside its parameter array."""
         parts = (_part(self.row_part, sizes), _part(self.col_part, sizes))
         return parts if self.head is None else (self.head,) + parts
+
+
+@dataclass(frozen=True)
+class HeadProducts:
+    """Optional structure: ŷ = Σ_h V_h S_yx K_h x_q / N, so for scalar tasks (V_h = u_h)
+    ŷ = S_yx M x_q / N with M = Σ_h u_h K_h.
+
+    Parameters
+    ----------
+    heads : tuple
+        ``heads[h]`` names head h's letters: its value letter V_h (y × y) first, then its
+        key-query factors — one x × x letter K_h (``rank`` None), or W_K,h, W_Q,h (r × x
+        each) with K_h = W_K,hᵀ W_Q,h of rank ≤ ``rank``.
+    rank : int, optional
+        The key-query rank of factorised heads.
+    """
+
+    heads: tuple
+    rank: int | None = None
 
 
 def _part(part: str | None, sizes: dict) -> slice:
@@ -86,7 +126,22 @@ class Model:
     ``blocks()`` and ``layer()``, which suffice when ``layer()`` names every non-zero entry), and
     ``stack_cost`` is None when the expectation engine can derive a stack of such layers (else
     the reason it cannot). A one-layer model reads ŷ from the query with the query among the
-    keys and without negation (``query_in_keys``, ``negate_readout``)."""
+    keys and without negation (``query_in_keys``, ``negate_readout``).
+
+    Optional structures an analysis may use (each None by default, and the analysis then
+    refuses with an ``InputError`` naming the model): ``product_model()`` (L = F(M)),
+    ``head_products()`` (ŷ = Σ_h V_h S_yx K_h x_q / N), ``signal_paths()`` (separate
+    invariant paths), ``symmetry_parts()``, ``chain_rule_latex()``. A parameterization
+    written on this contract gets loss, gradient, flow, conserved quantities, compiled flow
+    and simulation with no edit elsewhere (``tests/test_contract.py`` defines two).
+
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    d_y : int
+        Output dimension.
+    """
 
     name = "model"
     stack_cost: str | None = None
@@ -99,23 +154,64 @@ class Model:
     params: tuple = ()
 
     def sizes(self) -> dict:
+        """The sizes of the model's spaces.
+
+        Returns
+        -------
+        dict
+            {space: size}: "x" (d), "y" (d_y), "z" (d + d_y), and "r" where there is a rank.
+        """
         return {"x": self.d, "y": self.d_y, "z": self.d + self.d_y}
 
     def shapes(self) -> dict:
-        """{parameter name: array shape}."""
+        """The shapes of the parameter arrays.
+
+        Returns
+        -------
+        dict
+            {parameter name: array shape}, in the model's parameter order.
+        """
         return {p.name: p.shape(self.sizes()) for p in self.params}
 
     def blocks(self) -> list[Block]:
+        """The letters the loss sees (contract: every model defines it).
+
+        Returns
+        -------
+        list of Block
+            The matrix letters the loss sees, each a slice of a parameter.
+        """
         raise NotImplementedError
 
     def letters(self) -> dict:
+        """The letters by name.
+
+        Returns
+        -------
+        dict
+            {letter name: Mat} of ``blocks()``.
+        """
         return {b.letter.name: b.letter for b in self.blocks()}
 
     def prediction(self) -> list[VecTerm]:
+        """ŷ for the expectation engine (contract: every model defines it).
+
+        Returns
+        -------
+        list of VecTerm
+            ŷ as a sum of vector terms (what the expectation engine consumes).
+        """
         raise NotImplementedError
 
     def layer(self) -> list[dict]:
-        """Per head: {"W_PV" | "W_KQ": [(row space, col space, word of letters)]}."""
+        """The actual layer (contract: every model defines it).
+
+        Returns
+        -------
+        list of dict
+            Per head: {"W_PV" | "W_KQ": [(row space, col space, word of letters)]}, the
+            actual layer the simulator runs.
+        """
         raise NotImplementedError
 
     def stack_blocks(self) -> list[Block]:
@@ -149,23 +245,84 @@ class Model:
                 for spec in self.stack_layers()]
 
     def product_model(self) -> "Model | None":
-        """Optional structure for analyses of F(M): the Merged model whose loss F(M), M = the
-        learned matrix, this model's loss factors through (or reduces to on an invariant set);
-        None when there is none."""
+        """Optional structure for analyses of F(M).
+
+        Returns
+        -------
+        Model or None
+            The Merged model whose loss F(M), M = the learned matrix, this model's loss
+            factors through (or reduces to on an invariant set); None when there is none.
+        """
         return None
 
     def symmetry_parts(self) -> list[tuple] | None:
-        """Optional structure for the symmetry search: sub-models whose symmetries act on this
-        model's letters, as [(sub-model, {its letter: this model's letter})]; None (the
-        default) means search this model's own ŷ."""
+        """Optional structure for the symmetry search.
+
+        Returns
+        -------
+        list or None
+            Sub-models whose symmetries act on this model's letters, as
+            [(sub-model, {its letter: this model's letter})]; None (the default) means
+            search this model's own ŷ.
+        """
         return None
 
+    def head_products(self) -> HeadProducts | None:
+        """Optional structure for critical sets and reductions: ŷ = Σ_h V_h S_yx K_h x_q / N.
+
+        Returns
+        -------
+        HeadProducts or None
+            The letters of each head and the key-query rank; None when ŷ is not of that form.
+        """
+        return None
+
+    def signal_paths(self) -> tuple | None:
+        """Optional structure for critical sets: separate paths of the signal to ŷ.
+
+        Returns
+        -------
+        tuple or None
+            The (value letter, key-query letter) pairs through which the signal reaches ŷ on
+            separate invariant sets (FullLSA: P₂S_yxQ₁x_q/N and P₁S_xyQ₂x_q/N), first the
+            Merged-like path; None when there are none.
+        """
+        return None
+
+    def chain_rule_latex(self) -> str:
+        """The chain rule of a product-form model's learned matrix, for its gradient noise.
+
+        Returns
+        -------
+        str
+            δM[A] in LaTeX: M's change along probes A of the parameters.
+        """
+        raise InputError("model", f"{self!r} states no chain rule δM[A] of its product form "
+                         "(chain_rule_latex)")
+
     def key(self) -> tuple:
-        """What the structural derivation depends on (dimensions stay symbolic)."""
+        """The structural identity of the model.
+
+        Returns
+        -------
+        tuple
+            What the structural derivation depends on (dimensions stay symbolic): the
+            derivation cache's key, so a user-written model with options must include them.
+        """
         return (self.name,)
 
     def with_outputs(self, d_y: int) -> "Model":
-        """The same parameterization with d_y outputs."""
+        """The same parameterization with another output dimension.
+
+        Parameters
+        ----------
+        d_y : int
+            Output dimension.
+
+        Returns
+        -------
+        Model
+        """
         out = copy.copy(self)
         out.d_y = check_int("d_y", d_y)
         return out
@@ -208,7 +365,17 @@ def _heads(H) -> int:
 
 
 class MultiHead(Model):
-    """H merged heads: ŷ = Σ_h V_h S_yx Q_h x_q / N; params V (H, d_y, d_y), Q (H, d, d)."""
+    """H merged heads: ŷ = Σ_h V_h S_yx Q_h x_q / N; params V (H, d_y, d_y), Q (H, d, d).
+
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    heads : int
+        Number of heads H.
+    d_y : int
+        Output dimension.
+    """
 
     name = "MultiHead"
 
@@ -242,14 +409,28 @@ class MultiHead(Model):
         """L = F(Σ_h V_h ⊗ Q_h): the Merged model's loss of the summed product."""
         return Merged(self.d, d_y=self.d_y)
 
+    def head_products(self) -> HeadProducts:
+        return HeadProducts(tuple((V.name, Q.name) for V, Q in map(self._letters,
+                                                                   range(self.heads))))
+
+    def chain_rule_latex(self) -> str:
+        return r"\delta M[A] = \sum_h \left(A_{V_h} Q_h + u_h A_{Q_h}\right)"
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(d={self.d}, heads={self.heads}, d_y={self.d_y})"
 
 
 class Merged(MultiHead):
-    """The seed paper's reduced model: ŷ = V S_yx Q x_q / N (V = P₂, Q = Q₁; u = V when d_y = 1).
+    """The seed paper's reduced model: ŷ = V S_yx Q x_q / N (V = P₂, Q = Q₁; u = V when d_y = 1);
+    params V (d_y × d_y), Q (d × d).
 
-    Parameters: V (d_y × d_y), Q (d × d)."""
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    d_y : int
+        Output dimension.
+    """
 
     name = "Merged"
 
@@ -275,7 +456,19 @@ class Merged(MultiHead):
 
 class SeparateKQ(MultiHead):
     """H heads with factorised key-query matrices Q_h = W_K,hᵀ W_Q,h of rank ≤ r:
-    ŷ = Σ_h V_h S_yx W_K,hᵀ W_Q,h x_q / N; params V (H, d_y, d_y), W_K, W_Q (H, r, d)."""
+    ŷ = Σ_h V_h S_yx W_K,hᵀ W_Q,h x_q / N; params V (H, d_y, d_y), W_K, W_Q (H, r, d).
+
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    heads : int
+        Number of heads H.
+    rank : int
+        Key-query rank r.
+    d_y : int
+        Output dimension.
+    """
 
     name = "SeparateKQ"
 
@@ -310,6 +503,14 @@ class SeparateKQ(MultiHead):
     def key(self) -> tuple:
         return (self.name, self.heads)
 
+    def head_products(self) -> HeadProducts:
+        return HeadProducts(tuple(tuple(f.name for f in self._factors(h))
+                                  for h in range(self.heads)), self.rank)
+
+    def chain_rule_latex(self) -> str:
+        return (r"\delta M[A] = \sum_h \left(A_{V_h} W_{K,h}^\top W_{Q,h} + u_h "
+                r"(A_{W_{K,h}}^\top W_{Q,h} + W_{K,h}^\top A_{W_{Q,h}})\right)")
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(d={self.d}, heads={self.heads}, rank={self.rank}, "
                 f"d_y={self.d_y})")
@@ -317,7 +518,15 @@ class SeparateKQ(MultiHead):
 
 class FullLSA(Model):
     """All entries of W_PV and W_KQ ((d + d_y) × (d + d_y) each); the loss sees the blocks
-    P₁ = W_PV[y, x], P₂ = W_PV[y, y], Q₁ = W_KQ[x, x], Q₂ = W_KQ[y, x]; the rest is inert."""
+    P₁ = W_PV[y, x], P₂ = W_PV[y, y], Q₁ = W_KQ[x, x], Q₂ = W_KQ[y, x]; the rest is inert.
+
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    d_y : int
+        Output dimension.
+    """
 
     name = "FullLSA"
     params = (Param("W_PV", "z", "z"), Param("W_KQ", "z", "z"))
@@ -346,6 +555,10 @@ class FullLSA(Model):
     def product_model(self) -> "Model":
         """On the invariant set P₁ = 0, Q₂ = 0 the loss is the Merged model's F(P₂ Q₁)."""
         return Merged(self.d, d_y=self.d_y)
+
+    def signal_paths(self) -> tuple:
+        """P₂S_yxQ₁x_q/N (on P₁ = 0, Q₂ = 0) and P₁S_xyQ₂x_q/N (on P₂ = 0, Q₁ = 0)."""
+        return (self.P2.name, self.Q1.name), (self.P1.name, self.Q2.name)
 
     def stack_blocks(self) -> list[Block]:
         return self.blocks() + [Block(self.Pxx, "W_PV", None, "x", "x"),

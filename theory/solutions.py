@@ -119,9 +119,11 @@ def mode_reduction(der: Derivation, symbolic_s: bool = False) -> ModeReduction:
     The restriction evaluates the derived trace polynomial with U = I and Λ = diag(s) (a
     rotation of parameters and data together leaves L unchanged)."""
     data = der.data
-    if data.tasks != "diagonal" or der.model.name != "Merged":
+    head = single_head(der.model)
+    if data.tasks != "diagonal" or head is None:
         raise InputError("der", "the eigenmode reduction needs the Merged model with "
                          "tasks='diagonal'")
+    V, Q = head
     d = data.d
     if symbolic_s:
         s = sp.symbols(f"s_1:{d + 1}", positive=True)
@@ -131,7 +133,7 @@ def mode_reduction(der: Derivation, symbolic_s: bool = False) -> ModeReduction:
     p = sp.symbols(f"p_1:{d + 1}", real=True)
     q = sp.symbols(f"q_1:{d + 1}", real=True)
     values = {"Lambda": sp.diag(*s), "U": sp.eye(d), "c": data.Sigma_w,
-              "V": sp.diag(*p), "Q": sp.diag(*q), "_scalars": data.scalars()}
+              V: sp.diag(*p), Q: sp.diag(*q), "_scalars": data.scalars()}
     loss = sp.expand(der.loss_poly.evaluate(values))
     modes = [{p[k], q[k]} for k in range(d)]
     decoupled = sp.Add(*[t for t in sp.Add.make_args(loss)
@@ -225,7 +227,8 @@ def isotropic_reduction(der: Derivation) -> IsotropicReduction:
     symbolic, or a numeric multiple of I) and Σ_w = I, from the derived gradient (dimensions,
     N and σ symbolic; d_y = 1)."""
     data = der.data
-    if der.model.name != "Merged" or data.d_y != 1 or not data.isotropic_tasks:
+    head = single_head(der.model)
+    if head is None or data.d_y != 1 or not data.isotropic_tasks:
         raise InputError("der", "the isotropic reduction needs the Merged model with scalar "
                          "Gaussian tasks, Σ_w = I")
     lam = data.Lambda[0, 0]
@@ -235,9 +238,18 @@ def isotropic_reduction(der: Derivation) -> IsotropicReduction:
     u, q = sp.Symbol("u", positive=True), sp.Symbol("q", positive=True)
     flows = {}
     for name, g in der.gradient_poly.items():
-        reduced = g.scalar_letter("Lambda", lam).scalar_letter("Q", q) \
-            .scalar_letter("V", u)
+        reduced = g.scalar_letter("Lambda", lam).scalar_letter(head[1], q) \
+            .scalar_letter(head[0], u)
         if any(word for _, word in reduced.terms):
             raise ValueError(f"∂L/∂{name} is not a multiple of I on Q = qI")
         flows[name] = -sp.Add(*reduced.terms.values()).subs(dim_symbol("y"), 1)
-    return IsotropicReduction(u, q, flows["V"], flows["Q"])
+    return IsotropicReduction(u, q, flows[head[0]], flows[head[1]])
+
+
+def single_head(model) -> tuple | None:
+    """(value letter, key-query letter) when ``model``'s ŷ is one merged head V S_yx Q x_q / N
+    with a free Q (``Model.head_products``: Merged, MultiHead with one head); else None."""
+    heads = model.head_products()
+    if heads is None or heads.rank is not None or len(heads.heads) != 1:
+        return None
+    return heads.heads[0]

@@ -29,32 +29,11 @@ from functools import cached_property, partial
 import sympy as sp
 
 from .cache import cached
-from .data import independent
-from .derive import ETA, Derivation, inner_monomial
-from .gaussian import Segment, expect
-from .models import VecTerm
-from .words import Mat, MatPoly, TracePoly, dim_symbol, transpose_word
-
-
-def vary(terms: list[VecTerm], name: str, replacement: tuple) -> list[VecTerm]:
-    """Directional derivative of Σ terms when letter ``name`` moves by δL = ``replacement``
-    (a word): one copy of each term per occurrence of L, with that occurrence replaced."""
-    out = []
-    for t in terms:
-        for w_new in _replace_each(t.word, name, replacement):
-            out.append(VecTerm(t.coeff, t.labels, w_new, t.vec, t.segments))
-        for i, seg in enumerate(t.segments):
-            for w_new in _replace_each(seg.letters, name, replacement):
-                segs = t.segments[:i] + (Segment(seg.start, w_new, seg.end),) + t.segments[i + 1:]
-                out.append(VecTerm(t.coeff, t.labels, t.word, t.vec, segs))
-    return out
-
-
-def _replace_each(word: tuple, name: str, replacement: tuple):
-    for p, letter in enumerate(word):
-        if isinstance(letter, Mat) and letter.name == name:
-            new = transpose_word(replacement) if letter.T else replacement
-            yield word[:p] + new + word[p + 1:]
+from .data import N_SYM, independent
+from .derive import Derivation, register_analysis
+from .gaussian import expect
+from .terms import ETA, VecTerm, inner_monomial, vary    # vary: old path symmetry.vary
+from .words import Mat, MatPoly, TracePoly, dim_symbol
 
 
 @dataclass
@@ -140,7 +119,6 @@ def _null_space(gram: list[list[TracePoly]], n: int) -> list[sp.Matrix]:
 
 
 def _gram(variations: list[list[VecTerm]], der: Derivation) -> list[list[TracePoly]]:
-    from .data import N_SYM
     law = der.data.law(conditional=der.conditional)     # as exact, for every task W
     n = len(variations)
     gram = [[None] * n for _ in range(n)]
@@ -327,3 +305,6 @@ def inert_entries(model) -> dict:
                 covered += rows * cols
         out[p.name] = total - covered
     return out
+
+
+register_analysis("conservation_laws", conservation_laws)

@@ -14,6 +14,11 @@ token. ``attend`` applies this to the generic context token (free label ``TOKEN`
 query; inner sums of each factor are renamed apart, so every label is summed exactly once. This
 module knows no model: a layer is given by its blocks, per head {"W_PV" | "W_KQ": [(row part,
 column part, word of letters)]}.
+
+The building blocks every derivation and analysis shares live here too, below ``derive``: the
+residual ŷ − y_q (``residual``), the inner product ⟨a, b⟩ of two vector terms as one monomial
+of the expectation engine (``inner_monomial``), the directional derivative of a sum of terms
+when one letter moves (``vary``), and the learning-rate symbol η of the GD map (``ETA``).
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .data import N_SYM, W_TASK, eps, x
-from .gaussian import QUERY, RandVec, Segment
-from .words import transpose_word
+from .gaussian import QUERY, Monomial, RandVec, Segment
+from .words import Mat, transpose_word
 
 TOKEN = "t"          # the free label of the generic context token's stream
+ETA = sp.Symbol("eta", positive=True)       # the learning rate of the GD map θ ← θ − η ∇L
 
 
 @dataclass(frozen=True)
@@ -134,3 +140,50 @@ def attend(heads: list, context: dict, query: dict, query_in_keys: bool = True,
     new_query = _attend_token(heads, keys, query, coeff, fresh)
     new_context = _attend_token(heads, keys, context, coeff, fresh) if update_context else None
     return new_context, new_query
+
+
+# --- building blocks of the derivation and the analyses -------------------------------------
+
+def residual(model) -> list[VecTerm]:
+    """ŷ − y_q as a list of vector terms (``model.prediction()`` minus the target)."""
+    minus_y = [VecTerm(-t.coeff, t.labels, t.word, t.vec, t.segments) for t in target()]
+    return model.prediction() + minus_y
+
+
+def inner_monomial(a: VecTerm, b: VecTerm, coeff) -> Monomial:
+    """coeff · ⟨a, b⟩ with the summed labels of a and b renamed apart."""
+    ra, rb = {l: f"{l}1" for l in a.labels}, {l: f"{l}2" for l in b.labels}
+    segs = [_relabel(s, ra) for s in a.segments] + [_relabel(s, rb) for s in b.segments]
+    link = Segment(_relabel_vec(a.vec, ra), transpose_word(a.word) + b.word,
+                   _relabel_vec(b.vec, rb))
+    return Monomial(coeff * a.coeff * b.coeff, tuple(ra.values()) + tuple(rb.values()),
+                    tuple([link] + segs))
+
+
+def _relabel_vec(v, mapping):
+    return type(v)(v.var, mapping.get(v.sample, v.sample))
+
+
+def _relabel(seg: Segment, mapping) -> Segment:
+    return Segment(_relabel_vec(seg.start, mapping), seg.letters, _relabel_vec(seg.end, mapping))
+
+
+def vary(terms: list[VecTerm], name: str, replacement: tuple) -> list[VecTerm]:
+    """Directional derivative of Σ terms when letter ``name`` moves by δL = ``replacement``
+    (a word): one copy of each term per occurrence of L, with that occurrence replaced."""
+    out = []
+    for t in terms:
+        for w_new in _replace_each(t.word, name, replacement):
+            out.append(VecTerm(t.coeff, t.labels, w_new, t.vec, t.segments))
+        for i, seg in enumerate(t.segments):
+            for w_new in _replace_each(seg.letters, name, replacement):
+                segs = t.segments[:i] + (Segment(seg.start, w_new, seg.end),) + t.segments[i + 1:]
+                out.append(VecTerm(t.coeff, t.labels, t.word, t.vec, segs))
+    return out
+
+
+def _replace_each(word: tuple, name: str, replacement: tuple):
+    for p, letter in enumerate(word):
+        if isinstance(letter, Mat) and letter.name == name:
+            new = transpose_word(replacement) if letter.T else replacement
+            yield word[:p] + new + word[p + 1:]

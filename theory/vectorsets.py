@@ -61,13 +61,15 @@ import sympy as sp
 from sympy.utilities.iterables import multiset_partitions
 
 from . import models
+from .criticality import classify
 from .derive import Derivation, derive
 from .errors import InputError
-from .criticality import classify
-from .fixedpoints import (CONVEX, DPS, FixedPointSet, HessianIndex, _certified, _critical_params,
-                          _critical_set, _index, _mp, _with_loss_gaps, _zeros, fixed_points)
+from .landscape import (CONVEX, DPS, FixedPointSet, HessianIndex, certified, critical_params,
+                        critical_set, index_counter, require_structure, to_mp, with_loss_gaps,
+                        zero_params)
 from .polyeval import PolyFunction
 from .productform import merged_counterpart
+from .scalarsets import scalar_fixed_points
 from .words import Mat
 
 ESCAPE_STEP = 1e-4          # in (p, q): lower loss by ~1e-9, W_K and W_Q moved by ~1e-2
@@ -78,6 +80,7 @@ GRADIENT_TOL = 1e-10        # a set that is not critical has gradients O(1); flo
 def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
     """Critical sets for d_y > 1 (see the module docstring)."""
     data = der.data
+    require_structure(der.model)
     if data.tasks == "gaussian":
         return _lifted_sets(der)
     if not data.is_numeric():
@@ -86,15 +89,18 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
     if not data.tasks_in_eigenbasis():
         raise InputError("data", "for a finite set of vector tasks, critical sets are derived "
                          "when every task is diagonal in Λ's eigenbasis (the paper's setting)")
-    if der.model.name == "FullLSA":
+    paths = der.model.signal_paths()
+    if paths is not None:
         if not data.symmetric_tasks():      # the two paths couple; minima off the diagonal set
-            raise InputError("data", "FullLSA's critical sets are enumerated for symmetric task "
-                             "laws (W and −W equally likely; add the negated tasks to the set)")
-        return _two_path_sets(der)
-    index = _index(der)                     # the costliest step: built once
+            raise InputError("data", f"critical sets of {der.model!r} are enumerated for "
+                             "symmetric task laws (W and −W equally likely; add the negated "
+                             "tasks to the set)")
+        return _two_path_sets(der, paths)
+    index = index_counter(der)              # the costliest step: built once
     sets = _eigenmode_sets(der, index)
-    if der.model.name == "SeparateKQ" or 1 < getattr(der.model, "heads", 1) < data.d:
-        sets = _with_loss_gaps(sets + _descents(der, sets, index))
+    heads = der.model.head_products()
+    if heads.rank is not None or 1 < len(heads.heads) < data.d:
+        sets = with_loss_gaps(sets + _descents(der, sets, index))
     return classify(der, index, sets)
 
 
@@ -115,7 +121,7 @@ def _check_critical(index, fp: FixedPointSet) -> FixedPointSet:
     HessianIndex; nothing to check for symbolic data)."""
     if not isinstance(index, HessianIndex):
         return fp
-    size = index.gradient_size(fp.info["letters"])
+    size = index.gradient_size(fp.letters)
     if size > GRADIENT_TOL:
         raise ArithmeticError(f"{fp.name}: the exact gradient is {float(size):.3g}, not zero "
                               "(the set is not critical; please report this)")
@@ -127,24 +133,29 @@ def _check_critical(index, fp: FixedPointSet) -> FixedPointSet:
 def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
     d_y = der.data.d_y
     scalar = derive(der.model.with_outputs(1), der.data.with_outputs(1))
-    index = _index(der)
+    index = index_counter(der)
     out = []
-    for fp in fixed_points(scalar):
-        lifted = _lift(der, fp.info["letters"], d_y)
+    for fp in scalar_fixed_points(scalar):
+        lifted = _lift(der, fp.letters, d_y)
         if lifted is None:           # a set that uses the y-rows of W_KQ or x-columns of W_PV
             continue
         letters, scales = lifted
         equations = [sp.Eq(sp.MatrixSymbol(name, d_y, d_y), u * sp.Identity(d_y))
                      for name, u in scales.items()] + fp.equations
-        if fp.name == "saddle set" and der.model.name in ("Merged", "MultiHead"):
+        if fp.name == "saddle set" and _full_rank_heads(der):
             equations = _zero_set_equations(der, fp)
-        info = {**fp.info, "scalar_loss": fp.loss}
-        info.pop("letters")
-        lifted = _check_critical(index, _critical_set(
-            der, index, fp.name, equations, letters, der.loss_value(_critical_params(der, letters)),
+        info = {**fp.info, "M": fp.M, "loss_gap": fp.loss_gap, "scalar_loss": fp.loss}
+        lifted = _check_critical(index, critical_set(
+            der, index, fp.name, equations, letters, der.loss_value(critical_params(der, letters)),
             info))
-        out.append(_certified(lifted, LIFTED_CONVEX) if fp.evidence == CONVEX else lifted)
+        out.append(certified(lifted, LIFTED_CONVEX) if fp.evidence == CONVEX else lifted)
     return classify(der, index, out)
+
+
+def _full_rank_heads(der: Derivation) -> bool:
+    """Whether ``der``'s model is a sum of heads V_h S_yx K_h with free K_h (MultiHead)."""
+    heads = der.model.head_products()
+    return heads is not None and heads.rank is None
 
 
 LIFTED_CONVEX = ("ŷ is linear in T = Σ_h vec(V_h) vec(Q_h)ᵀ and L = F(T) is a convex quadratic "
@@ -191,7 +202,7 @@ def _restricted_loss(der: Derivation, diag: dict) -> sp.Expr:
     """``der``'s exact loss with each letter in ``diag`` set to U diag(its symbols) Uᵀ (Λ's
     eigenbasis U) and every other letter zero."""
     U = der.data.eigenbasis()
-    vals = der.values(_zeros(der))
+    vals = der.values(zero_params(der))
     vals.update({n: U * sp.diag(*v) * U.T for n, v in diag.items()})
     return sp.expand(der.loss_poly.evaluate(vals))
 
@@ -205,7 +216,7 @@ def _mode_guess(loss: sp.Expr, x: sp.Symbol, y: sp.Symbol) -> mpmath.mpf:
              if r.is_real and r > 0]
     if not roots:
         raise ArithmeticError(f"mode ({x}, {y}) has no single-mode critical point")
-    return _mp(min(roots, key=lambda r: single.subs(t, r)))
+    return to_mp(min(roots, key=lambda r: single.subs(t, r)))
 
 
 def _eigenmode_sets(der: Derivation, index: HessianIndex) -> list[FixedPointSet]:
@@ -217,7 +228,7 @@ def _eigenmode_sets(der: Derivation, index: HessianIndex) -> list[FixedPointSet]
     guess = [_mode_guess(loss, p[k], q[k]) for k in range(d)]
     U = der.data.eigenbasis()
     heads = list(_head_letters(der).values())
-    rank = getattr(der.model, "rank", d)
+    rank = der.model.head_products().rank or d
     solved: dict = {}
     out = []
     for size in range(d, -1, -1):
@@ -233,12 +244,12 @@ def _eigenmode_sets(der: Derivation, index: HessianIndex) -> list[FixedPointSet]
                                          [root.get(q[k], sp.Integer(0)) for k in range(d)])
                     letters.update(_head_point(head, *solved[group], U, rank))
                 a = [sum(solved[g][0][k] * solved[g][1][k] for g in groups) for k in range(d)]
-                out.append(_check_critical(index, _critical_set(
+                out.append(_check_critical(index, critical_set(
                     der, index, _mode_name(groups, d, len(heads)),
                     [sp.Eq(p[k] * q[k], 0) for k in range(d) if k not in S],
                     letters, index.loss(letters),
                     {"a": a, "learned": S, "groups": groups})))
-    return _with_loss_gaps(out)
+    return with_loss_gaps(out)
 
 
 def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPointSet]:
@@ -259,7 +270,7 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
     shared = _multihead_counterpart(der)
     heads = list(_head_letters(shared).values())
     own_heads = list(_head_letters(der).values())
-    rank = min(getattr(der.model, "rank", d), d)
+    rank = min(der.model.head_products().rank or d, d)
     diag = {}
     for h, (V, Q) in enumerate(heads):
         diag[V.name] = sp.symbols(f"p{h}_1:{d + 1}", real=True)
@@ -270,7 +281,7 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
 
     def realise(values: dict) -> tuple[dict, dict]:
         """The balanced values and the model's letters at diagonal ``values``."""
-        if der.model.name == "MultiHead":
+        if _full_rank_heads(der):
             values = _balanced(values, [(diag[V.name], diag[Q.name]) for V, Q in heads])
         letters = {}
         for own, (V, Q) in zip(own_heads, heads):
@@ -282,8 +293,8 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
     queue, out = list(sets), []
     while queue:
         fp = queue.pop(0)
-        start = [_mp(v) for head, (V, Q) in zip(own_heads, heads)
-                 for v in _head_diagonals(head, fp.info["letters"], U)]
+        start = [to_mp(v) for head, (V, Q) in zip(own_heads, heads)
+                 for v in _head_diagonals(head, fp.letters, U)]
         with mpmath.workdps(DPS):
             curvature = mpmath.matrix(loss.hessian(start))
         for support in _supports(fp.info["groups"], len(heads), d, rank):
@@ -307,7 +318,7 @@ def _descents(der: Derivation, sets: list, index: HessianIndex) -> list[FixedPoi
             groups = tuple(tuple(k for k in range(d) if abs(values[diag[V.name][k]]
                                                             * values[diag[Q.name][k]]) > 1e-20)
                            for V, Q in heads)
-            new = _check_critical(index, _critical_set(
+            new = _check_critical(index, critical_set(
                 der, index, _mode_name(groups, d, len(heads), shared=True), [], letters,
                 found, {"groups": groups, "descended_from": fp.name,
                         "learned": tuple(sorted(set().union(*groups)))}))
@@ -333,15 +344,16 @@ def _escape(der: Derivation, index: HessianIndex, realise, xs: list, x: list) ->
     W_Q — a descent at third or fourth order that the Hessian cannot see.
     {"point": the model's parameters, "loss": at DPS digits, "step": in (p, q)}."""
     _, letters = realise(dict(zip(xs, (sp.Float(v, DPS) for v in x))))
-    return {"point": _critical_params(der, letters), "loss": index.loss(letters),
+    return {"point": critical_params(der, letters), "loss": index.loss(letters),
             "step": ESCAPE_STEP}
 
 
 def _multihead_counterpart(der: Derivation) -> Derivation:
-    """MultiHead with ``der``'s heads on its data (``der`` itself if it is one)."""
-    if der.model.name == "MultiHead":
+    """MultiHead with ``der``'s heads on its data (``der`` itself if its heads are free)."""
+    if _full_rank_heads(der):
         return der
-    model = models.MultiHead(der.data.d, heads=der.model.heads, d_y=der.data.d_y)
+    model = models.MultiHead(der.data.d, heads=len(der.model.head_products().heads),
+                             d_y=der.data.d_y)
     return derive(model, der.data, der.structural)
 
 
@@ -380,8 +392,8 @@ def _balanced(values: dict, heads: list) -> dict:
     if not heads:
         return values
     with mpmath.workdps(DPS):
-        Pv = mpmath.matrix([[_mp(values[v]) for v in p] for p, _ in heads])
-        Qv = mpmath.matrix([[_mp(values[v]) for v in q] for _, q in heads])
+        Pv = mpmath.matrix([[to_mp(values[v]) for v in p] for p, _ in heads])
+        Qv = mpmath.matrix([[to_mp(values[v]) for v in q] for _, q in heads])
         R = mpmath.cholesky(Pv * Pv.T)
         E, W = mpmath.eigsy(R.T * (Qv * Qv.T) * R)
         T = mpmath.diag([mpmath.sqrt(mpmath.sqrt(e)) for e in E]) * W.T * mpmath.inverse(R)
@@ -497,46 +509,46 @@ def _newton(grads: dict, pairs: list, guess: list) -> dict:
 
 # --- FullLSA with eigenbasis tasks: two paths per mode -----------------------------------------
 
-PATHS = {1: ("P2", "Q1"), 2: ("P1", "Q2")}     # ŷ ∋ P₂S_yxQ₁x_q/N and P₁S_xyQ₂x_q/N
-
-
-def _two_path_sets(der: Derivation) -> list[FixedPointSet]:
+def _two_path_sets(der: Derivation, paths: tuple) -> list[FixedPointSet]:
     """FullLSA with eigenbasis tasks. All four blocks diagonal in Λ's eigenbasis is an invariant
     set (the sign flips of the eigenbasis); on it a mode α carries signal through two paths,
     P₂S_yxQ₁ (Merged's, variables p_α, q_α) and P₁S_xyQ₂ (a_α, b_α; W is symmetric, so the
     path alone has Merged's loss), while P₁(S_xx + x_qx_qᵀ)Q₁ and P₂S_yyQ₂ only add variance.
     One set per assignment of each mode to: unlearned, path 1 or path 2 (3^d sets), solved by
     Newton's method on the exact reduced loss; modes using both paths at once are not
-    enumerated. Mixed assignments are the spurious local minima that random starts reach."""
+    enumerated. Mixed assignments are the spurious local minima that random starts reach.
+    ``paths``: the model's ``signal_paths``, ((P₂, Q₁), (P₁, Q₂))."""
     d = der.data.d
     U = der.data.eigenbasis()
-    diag = {n: sp.symbols(f"{n.lower()}_1:{d + 1}", real=True) for n in ("P1", "P2", "Q1", "Q2")}
+    coded = dict(enumerate(paths, start=1))     # assignment code → (value, key-query letter)
+    diag = {n: sp.symbols(f"{n.lower()}_1:{d + 1}", real=True)
+            for n in sorted({n for path in paths for n in path})}
     loss = _restricted_loss(der, diag)
     grads = {v: sp.diff(loss, v) for vs in diag.values() for v in vs}
     single = {(P, Q, k): _mode_guess(loss, diag[P][k], diag[Q][k])
-              for P, Q in PATHS.values() for k in range(d)}
-    index = _index(der)
+              for P, Q in coded.values() for k in range(d)}
+    index = index_counter(der)
     out = []
     for assignment in product((0, 1, 2), repeat=d):
         learned = [k for k in range(d) if assignment[k]]
-        pairs = [(diag[P][k], diag[Q][k]) for P, Q in PATHS.values() for k in range(d)]
-        guess = [single[P, Q, k] if PATHS.get(assignment[k]) == (P, Q) else 0
-                 for P, Q in PATHS.values() for k in range(d)]
+        pairs = [(diag[P][k], diag[Q][k]) for P, Q in coded.values() for k in range(d)]
+        guess = [single[P, Q, k] if coded.get(assignment[k]) == (P, Q) else 0
+                 for P, Q in coded.values() for k in range(d)]
         root = _newton(grads, pairs if learned else [], guess)
         letters = {n: U * sp.diag(*[root.get(v, sp.Integer(0)) for v in vs]) * U.T
                    for n, vs in diag.items()}
-        out.append(_check_critical(index, _critical_set(
-            der, index, _path_name(assignment),
+        out.append(_check_critical(index, critical_set(
+            der, index, _path_name(assignment, paths),
             [sp.Eq(sp.Symbol(f"{n.lower()}_{k + 1}"), 0) for n in diag for k in range(d)
-             if n not in PATHS.get(assignment[k], ())],
+             if n not in coded.get(assignment[k], ())],
             letters, index.loss(letters), {"learned": tuple(learned), "paths": assignment})))
-    return classify(der, index, _with_loss_gaps(out))
+    return classify(der, index, with_loss_gaps(out))
 
 
-def _path_name(assignment: tuple) -> str:
+def _path_name(assignment: tuple, paths: tuple) -> str:
     """"modes {1} via P2 Q1 + {2} via P1 Q2"."""
     parts = []
-    for path, (P, Q) in PATHS.items():
+    for path, (P, Q) in enumerate(paths, start=1):
         modes = [str(k + 1) for k, c in enumerate(assignment) if c == path]
         if modes:
             parts.append("{" + ", ".join(modes) + f"}} via {P} {Q}")

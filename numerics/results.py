@@ -1,0 +1,210 @@
+"""One result type for every trajectory: gradient flow, RK4 and gradient descent of the compiled
+flow, SGD of the actual network (``SimResult``, a ``Trajectory`` with its parameter arrays) and
+SME ensembles. Rows are records along the path; an ensemble (SGD seeds, SME replicas) has a
+leading axis of paths in ``theta`` and reports the mean loss with its standard error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..files import write_atomic
+from ..theory.errors import InputError
+
+ARRAYS = ("t", "steps", "theta", "loss", "loss_se", "conserved", "losses")
+
+
+@dataclass(eq=False)
+class Trajectory:
+    """A trajectory of θ with its loss and conserved quantities.
+
+    Attributes
+    ----------
+    t : ndarray (rows,) or None
+        Flow time of each row (t = nη after n steps at rate η).
+    steps : ndarray (rows,) or None
+        Step index of each row (None for an ODE solution).
+    theta : ndarray
+        Flat θ per row (``compile_flow``'s ``pack`` order): (rows, P) for one path,
+        (paths, rows, P) for an ensemble.
+    loss : ndarray
+        The loss at each row (an ensemble: its mean over paths; SGD: the mean batch loss at
+        every step 0 … n, see ``SimResult``).
+    loss_se : ndarray or None
+        Standard error of ``loss`` over the paths (None for one path).
+    conserved : ndarray or None
+        The derived conserved quantities per row, (rows, C), or (rows, paths, C) for an
+        ensemble; None where nothing derived is used (SGD of the network).
+    info : dict
+        The run's settings and method-specific extras.
+    losses : ndarray or None
+        The loss of each path (rows, paths) for an ensemble.
+    """
+
+    t: np.ndarray | None
+    steps: np.ndarray | None
+    theta: np.ndarray
+    loss: np.ndarray
+    loss_se: np.ndarray | None = None
+    conserved: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+    losses: np.ndarray | None = None
+
+    @classmethod
+    def along(cls, flow, t, theta, steps=None, **info) -> "Trajectory":
+        """The trajectory of one path: loss and conserved quantities of ``flow`` at each row.
+
+        Parameters
+        ----------
+        flow : CompiledFlow
+            The compiled derivation the rows belong to.
+        t : array_like (rows,)
+            Flow time of each row.
+        theta : ndarray (rows, P)
+            Flat θ per row.
+        steps : array_like (rows,), optional
+            Step index of each row (discrete methods).
+        **info
+            Settings kept in ``info``.
+
+        Returns
+        -------
+        Trajectory
+        """
+        observed = flow.observe(theta)          # one compiled loop over the rows
+        return cls(np.asarray(t, dtype=float), None if steps is None else np.asarray(steps),
+                   theta, observed[:, 0], None, observed[:, 1:], dict(info))
+
+    def params(self, flow) -> dict:
+        """The rows as parameter arrays.
+
+        Parameters
+        ----------
+        flow : CompiledFlow
+            Gives the parameters' names and shapes.
+
+        Returns
+        -------
+        dict
+            {name: array of shape theta.shape[:-1] + the parameter's shape}.
+        """
+        return flow.unpack(self.theta)
+
+    def save(self, path) -> None:
+        """Write the arrays and ``info`` (as JSON) to one ``.npz`` file, atomically.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file to write.
+
+        Returns
+        -------
+        None
+        """
+        arrays = {k: np.asarray(getattr(self, k)) for k in ARRAYS if getattr(self, k) is not None}
+        buf = io.BytesIO()
+        np.savez(buf, info=np.array(json.dumps(self.info, default=str)), **arrays)
+        write_atomic(Path(path), buf.getvalue())
+
+    @classmethod
+    def load(cls, path) -> "Trajectory":
+        """A trajectory written by ``save``.
+
+        Parameters
+        ----------
+        path : str or Path
+            A file written by ``Trajectory.save``.
+
+        Returns
+        -------
+        Trajectory
+            With the saved arrays (absent ones None) and ``info``.
+        """
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] if k in z.files else None for k in ARRAYS}
+                info = json.loads(str(z["info"]))
+        except (OSError, KeyError, ValueError) as err:
+            raise InputError("path", f"{path} is not a saved Trajectory ({err})") from None
+        return Trajectory(info=info, **arrays)
+
+
+class _Rows(np.ndarray):
+    """θ rows that can also be called: ``sim.theta()`` (the former method) returns them."""
+
+    def __call__(self) -> np.ndarray:
+        return self.view(np.ndarray)
+
+
+@dataclass(eq=False, init=False)
+class SimResult(Trajectory):
+    """SGD of the actual network (``simulate_sgd``): a ``Trajectory`` over seeds.
+
+    ``loss``, ``loss_se`` and ``losses`` (steps + 1, seeds) are the batch loss at every step
+    0 … n, evaluated on fresh prompts before the update; ``steps`` are the recorded steps, the
+    rows of ``theta`` (seeds, records, P) and of ``params`` ({name: (seeds, records, *shape)});
+    ``t`` = steps × lr when ``info`` has the rate; ``conserved`` is None (nothing derived is
+    used). ``theta`` is also callable, as the former method ``theta()``.
+
+    Parameters
+    ----------
+    loss, loss_se : ndarray (steps + 1,)
+        Mean over seeds and its standard error.
+    losses : ndarray (steps + 1, seeds)
+        Each seed's batch loss.
+    steps : ndarray (records,)
+        The recorded step indices.
+    params : dict
+        {name: (seeds, records, *shape)}, in the model's parameter order.
+    info : dict, optional
+        The run's settings.
+    val_losses : ndarray (records, seeds), optional
+        With a validation set (``simulate_sgd(..., validation=V)``): each seed's loss on its
+        own V prompts drawn once, at the recorded steps; ``val_loss`` and ``val_loss_se`` are
+        their mean and standard error over seeds (else None).
+    """
+
+    def __init__(self, loss, loss_se, losses, steps, params: dict, info: dict | None = None,
+                 val_losses: np.ndarray | None = None):
+        info = dict(info or {})
+        steps = np.asarray(steps)
+        theta = np.concatenate([v.reshape(v.shape[:2] + (-1,)) for v in params.values()],
+                               axis=-1).view(_Rows)
+        t = steps * info["lr"] if "lr" in info else None
+        super().__init__(t, steps, theta, loss, loss_se, None, info, losses)
+        self.params = params
+        self.val_losses = val_losses
+
+    @property
+    def val_loss(self) -> np.ndarray | None:
+        """Mean over seeds of the validation losses (None without a validation set)."""
+        return None if self.val_losses is None else self.val_losses.mean(axis=1)
+
+    @property
+    def val_loss_se(self) -> np.ndarray | None:
+        """Standard error over seeds of ``val_loss`` (None without a validation set)."""
+        return None if self.val_losses is None else standard_error(self.val_losses)
+
+
+def standard_error(losses: np.ndarray) -> np.ndarray:
+    """Standard error over paths (axis 1) of per-path values (rows, paths); NaN with one path.
+
+    Parameters
+    ----------
+    losses : ndarray (rows, paths)
+
+    Returns
+    -------
+    ndarray (rows,)
+    """
+    paths = losses.shape[1]
+    if paths < 2:
+        return np.full(len(losses), np.nan)
+    return losses.std(axis=1, ddof=1) / np.sqrt(paths)
+

@@ -1,0 +1,230 @@
+"""Critical sets and what every enumeration of them shares: the result type
+(``FixedPointSet``), the exact Hessian index of the full loss (``HessianIndex``), a model's
+parameters from values of its letters (``critical_params``), and the structure check that
+refuses a model no enumeration knows (``require_structure``).
+
+The enumerations themselves are ``scalarsets`` (scalar tasks), ``vectorsets`` (vector and
+eigenbasis tasks) behind the front door ``fixedpoints.fixed_points``; ``criticality`` decides
+each set's kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import mpmath
+import numpy as np
+import sympy as sp
+
+from .derive import Derivation
+from .errors import InputError
+from .polyeval import PolyFunction
+from .words import entry_symbol
+
+if TYPE_CHECKING:
+    from .criticality import Escape
+
+INDEX_TOL = 1e-12
+DPS = 40        # digits for the singular-mode reduction (exact gradients vanish to ~1e-35)
+
+
+TYPED = ("M", "loss_gap", "letters")     # former info keys, now fields of FixedPointSet
+
+
+class Extras(dict):
+    """``FixedPointSet.info``: model-specific extras; the former keys "M", "loss_gap" and
+    "letters" still read the set's typed fields (a KeyError where the field is None)."""
+
+    def __init__(self, owner: "FixedPointSet", items=()):
+        super().__init__(items)
+        self._owner = owner
+
+    def __missing__(self, key):
+        value = getattr(self._owner, key) if key in TYPED else None
+        if value is None:
+            raise KeyError(key)
+        return value
+
+
+@dataclass
+class FixedPointSet:
+    """A critical set.
+
+    Attributes
+    ----------
+    name : str
+        What the set is ("global minimum", "saddle set", "modes {1, 2} learned" …).
+    equations : list
+        SymPy equations defining the set.
+    point : dict
+        A representative: the model's parameters (sympy Matrix, or Array for stacked heads).
+    loss : sympy number or expression
+        The loss on the set.
+    hessian_index : int or None
+        Negative eigenvalues of the full model's Hessian at ``point`` (None: symbolic data).
+    info : dict
+        Model-specific extras (e.g. "M_star", "growth_direction", "learned", "groups",
+        "escape": a point of lower loss found by the restricted descent).
+    kind : str
+        "minimum", "strict saddle", "degenerate saddle" or "unresolved"
+        (``criticality.KINDS``), proved by ``evidence`` (a sentence).
+    evidence : str
+    escape : criticality.Escape or None
+        For a degenerate saddle, the certificate (direction, order, coefficient, a point of
+        lower loss).
+    loss_gap : sympy number or None
+        The loss above the lowest set of the enumeration, where it is reported.
+    M : sympy Matrix or None
+        The learned matrix where the model has one (scalar tasks: ŷ = S_yx M x_q / N).
+    letters : dict or None
+        ``point`` per letter (block) of the model: {letter name: sympy Matrix}.
+    """
+
+    name: str
+    equations: list
+    point: dict
+    loss: object
+    hessian_index: int | None
+    info: dict = field(default_factory=dict)
+    kind: str = "unresolved"
+    evidence: str = ""
+    escape: Escape | None = None
+    loss_gap: object = None
+    M: sp.Matrix | None = None
+    letters: dict | None = None
+
+    def __post_init__(self):
+        self.info = Extras(self, self.info)
+
+
+CONVEX = ("L = F(M), F a convex quadratic in the learned matrix M (an expected squared error of "
+          "a prediction linear in M); the set attains ∇F(M) = 0, F's minimum over all M: a "
+          "global minimum")
+
+
+def certified(fp: FixedPointSet, evidence: str) -> FixedPointSet:
+    """``fp`` marked a minimum by a global argument."""
+    fp.kind, fp.evidence = "minimum", evidence
+    return fp
+
+
+def critical_set(der: Derivation, index, name, equations, letters: dict, loss,
+                 info: dict) -> FixedPointSet:
+    """A FixedPointSet from its point given per letter (block), with its Hessian index
+    (``index``: ``index_counter(der)``); ``info``'s "M" and "loss_gap" become the typed
+    fields, the rest its extras."""
+    extras = dict(info)
+    M, gap = extras.pop("M", None), extras.pop("loss_gap", None)
+    return FixedPointSet(name, equations, critical_params(der, letters), loss, index(letters),
+                         extras, loss_gap=gap, M=M, letters=letters)
+
+
+def critical_params(der: Derivation, letters: dict) -> dict:
+    """The model's parameters (sympy Matrix, or Array for stacked heads) from letter values;
+    entries no letter covers (inert) are zero."""
+    sizes, params = der.model.sizes(), {}
+    for p in der.model.params:
+        params[p.name] = np.zeros(p.shape(sizes), dtype=object)
+        params[p.name][...] = sp.Integer(0)
+    for b in der.model.blocks():
+        block = params[b.param][b.index(sizes)]
+        value = letters[b.letter.name]
+        for i in range(value.rows):
+            for j in range(value.cols):
+                block[i, j] = value[i, j]
+    return {n: sp.Matrix(v.tolist()) if v.ndim == 2 else sp.Array(v.tolist())
+            for n, v in params.items()}
+
+
+def entry_symbols(name: str, rows: int, cols: int) -> sp.Matrix:
+    """A rows × cols Matrix of one ``entry_symbol`` per entry."""
+    return sp.Matrix(rows, cols, lambda i, j: entry_symbol(name, i, j))
+
+
+def _explicit_parameters(der: Derivation) -> tuple[dict, list]:
+    """Letter name -> sympy Matrix of fresh entry symbols, and the flat symbol list."""
+    sizes, values, flat = der.model.sizes(), {}, []
+    for name, letter in der.letters.items():
+        m = entry_symbols(name, sizes[letter.rows], sizes[letter.cols])
+        values[name] = m
+        flat += list(m)
+    return values, flat
+
+
+class HessianIndex:
+    """The full loss explicit in every parameter entry (built once, as a ``PolyFunction``): at
+    points (letter -> Matrix), the number of negative Hessian eigenvalues (calling it), and the
+    loss and the largest gradient entry at DPS digits (``loss``, ``gradient_size``)."""
+
+    digits = DPS
+
+    def __init__(self, der: Derivation):
+        params, flat = _explicit_parameters(der)
+        vals = der.values(zero_params(der))
+        vals.update(params)
+        self.params = params
+        self.L = PolyFunction(sp.expand(der.loss_poly.evaluate(vals)), flat, DPS)
+
+    def _args(self, point: dict, digits: int) -> list:
+        return [to_mp(point[n][k], digits) for n, m in self.params.items() for k in range(len(m))]
+
+    def flat(self, point: dict) -> list:
+        """The entries of ``point`` (letter -> Matrix) in this function's variable order."""
+        return self._args(point, DPS)
+
+    def letters(self, flat: list) -> dict:
+        """Letter -> sympy Matrix (DPS-digit Floats) from entries in the variable order."""
+        out, k = {}, 0
+        for n, m in self.params.items():
+            out[n] = sp.Matrix(m.rows, m.cols, [sp.Float(v, DPS) for v in flat[k:k + len(m)]])
+            k += len(m)
+        return out
+
+    def __call__(self, point: dict) -> int:
+        with mpmath.workdps(30):
+            H = mpmath.matrix(self.L.hessian(self._args(point, 30)))
+            eigs = mpmath.eigsy(H, eigvals_only=True)
+            scale = max([1] + [abs(e) for e in eigs])
+            return sum(1 for e in eigs if e < -INDEX_TOL * scale)
+
+    def loss(self, point: dict) -> sp.Float:
+        with mpmath.workdps(DPS):
+            return sp.Float(self.L.value(self._args(point, DPS)), DPS)
+
+    def gradient_size(self, point: dict) -> mpmath.mpf:
+        with mpmath.workdps(DPS):
+            return max([abs(g) for g in self.L.gradient(self._args(point, DPS))] + [0])
+
+
+def index_counter(der: Derivation):
+    """The Hessian-index counter of ``der`` (None for every point when the data are symbolic)."""
+    return HessianIndex(der) if der.data.is_numeric() else (lambda point: None)
+
+
+def zero_params(der: Derivation) -> dict:
+    """The model's parameters, all zero."""
+    shapes = der.model.shapes()
+    return {name: sp.zeros(*shape) if len(shape) == 2 else sp.Array.zeros(*shape)
+            for name, shape in shapes.items()}
+
+
+def with_loss_gaps(sets: list) -> list:
+    """Sorted by loss, each with its ``loss_gap`` above the lowest."""
+    best = min(fp.loss for fp in sets)
+    for fp in sets:
+        fp.loss_gap = fp.loss - best
+    return sorted(sets, key=lambda fp: fp.loss)
+
+
+def to_mp(value, digits: int = DPS) -> mpmath.mpf:
+    """A SymPy number as an mpmath number with ``digits`` significant digits."""
+    return mpmath.mpf(str(sp.N(value, digits)))
+
+
+def require_structure(model) -> None:
+    """Refuse (``InputError``) a model that states neither structure critical sets use."""
+    if model.head_products() is None and model.signal_paths() is None:
+        raise InputError("model", f"critical sets of {model!r} cannot be enumerated: it states "
+                         "neither head_products() (ŷ = Σ_h V_h S_yx K_h x_q / N) nor "
+                         "signal_paths() (for a stack of Merged layers see theory.gdsteps)")
