@@ -363,7 +363,8 @@ def _numeric_covariance(name: str, value, d: int):
         raise InputError(name, "contains NaN or infinite entries")
     if np.abs(array - array.T).max() > 1e-12 * np.abs(array).max():
         raise InputError(name, "must be symmetric")
-    array = (array + array.T) / 2
+    if not np.array_equal(array, array.T):
+        array = array / 2 + array.T / 2          # halves first: entries near 1e308 stay finite
     eigenvalues = np.linalg.eigvalsh(array)
     if eigenvalues[0] <= PD_MARGIN * abs(eigenvalues[-1]):
         _check_positive_definite(name, _rationals(array))
