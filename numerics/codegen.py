@@ -398,9 +398,12 @@ class CompiledFlow:
         theta = np.ascontiguousarray(theta, dtype=float)
         if theta.shape != (self.size,):
             theta = as_theta(theta, self.size)              # raises a clear error
-        return (theta, self.k,
-                self.Lambda, self.Sigma_w, self.U, self.c, self.tasks, self.task_weights,
-                self.dims, self.consts)
+        return (theta, *self._data_args())
+
+    def _data_args(self) -> tuple:
+        """The kernels' arguments after θ: coefficients, data arrays, tasks, constants."""
+        return (self.k, self.Lambda, self.Sigma_w, self.U, self.c, self.tasks,
+                self.task_weights, self.dims, self.consts)
 
     # --- parameters ------------------------------------------------------------------------------
     def pack(self, params: dict) -> np.ndarray:
@@ -524,9 +527,8 @@ class CompiledFlow:
         rows = np.ascontiguousarray(rows, dtype=float)
         if rows.ndim != 2 or rows.shape[1] != self.size:
             raise InputError("rows", f"must have shape (R, {self.size}), got {rows.shape}")
-        _, *extra = self._args(np.zeros(self.size))
         with np.errstate(over="ignore", invalid="ignore"):    # overflow: see ``_finite``
-            out = self._fns["observe"](rows, *extra)
+            out = self._fns["observe"](rows, *self._data_args())
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             self._finite(out[bad][0], rows[bad][0])     # raises, blaming the data or θ

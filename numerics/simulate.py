@@ -132,6 +132,14 @@ def _attention(W_PV, W_KQ, Z, rows, mask, N: int):
     return np.einsum("shij,sbhtj->sbti", W_PV, R), A, U, R
 
 
+def _key_mask(N: int, query_in_keys: bool) -> np.ndarray:
+    """M = diag(1, …, 1, m): the N context tokens are keys; the query is one iff
+    ``query_in_keys``."""
+    mask = np.ones(N + 1)
+    mask[N] = 1.0 if query_in_keys else 0.0
+    return mask
+
+
 def _forward(weights: list[tuple], X, Y, xq, yq, d: int, mask, negate_readout: bool):
     """(loss (S,), ŷ − y_q, the query column's last Z, the tape of every layer's inputs)."""
     N = X.shape[2]
@@ -150,8 +158,7 @@ def _forward(weights: list[tuple], X, Y, xq, yq, d: int, mask, negate_readout: b
 def model_loss(model: Model, data: ICLData, params: dict, prompts: tuple) -> np.ndarray:
     """Batch loss per seed of ``model``'s actual network (forward pass only); arguments as
     for ``model_loss_and_grad``."""
-    mask = np.ones(prompts[0].shape[2] + 1)
-    mask[-1] = 1.0 if model.query_in_keys else 0.0
+    mask = _key_mask(prompts[0].shape[2], model.query_in_keys)
     weights = network_weights(model, data, letter_values(model, params))
     return _forward(weights, *prompts, data.d, mask, model.negate_readout)[0]
 
@@ -172,8 +179,7 @@ def network_loss_and_grad(weights: list[tuple], X, Y, xq, yq, d: int,
     ``weights``: [(W_PV, W_KQ) per layer], each (S, H, D, D). Returns (loss (S,), [(∂W_PV,
     ∂W_KQ) per layer]) with the loss ½ mean over the batch of ‖ŷ − y_q‖²."""
     S, B, N, _ = X.shape
-    mask = np.ones(N + 1)
-    mask[N] = 1.0 if query_in_keys else 0.0
+    mask = _key_mask(N, query_in_keys)
     loss, r, Z, tape = _forward(weights, X, Y, xq, yq, d, mask, negate_readout)
     sign = -1.0 if negate_readout else 1.0
     G = np.zeros_like(Z)
