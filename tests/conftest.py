@@ -61,7 +61,9 @@ def kind_check(der, sets, seed: int = 0, scale: float = 1e-2, t_end: float = 200
     to its loss (to 1e-8); a degenerate saddle holds index 0 and an escape whose point has lower
     loss, and the flow leaves it with the loss falling (by > 1e-4 below the set's); a strict
     saddle has index > 0. The escape's order and coefficient are checked on the compiled loss:
-    for a line (order 3), (L(θ₀ + tv) − L(θ₀ − tv))/2 = c t³ + O(t⁵). Returns {kind: count}."""
+    for a line (order 3), (L(θ₀ + tv) − L(θ₀ − tv))/2 = c t³ + O(t⁵); for a curve (order 4),
+    the even part of L(θ₀ ± tv + t²w/2) − L₀ is c t⁴ + O(t⁶) and the odd part has no t³ term.
+    Returns {kind: count}."""
     import pytest
     from icldyn.numerics import compile_flow, integrate
     flow = compile_flow(der)
@@ -86,11 +88,25 @@ def kind_check(der, sets, seed: int = 0, scale: float = 1e-2, t_end: float = 200
         esc = fp.escape
         assert esc.coefficient < 0 and esc.loss < fp.loss
         assert flow.loss(flow.pack(_floats(esc.point))) < loss0 - 1e-6, fp.name
+        v = flow.pack(_floats(esc.direction))
+        assert abs(np.linalg.norm(v) - 1) < 1e-12
         if esc.bend is None:
-            v, t = flow.pack(_floats(esc.direction)), 1e-3
-            assert abs(np.linalg.norm(v) - 1) < 1e-12
+            t = 1e-3
             odd = (flow.loss(theta + t * v) - flow.loss(theta - t * v)) / 2
             assert esc.order == 3 and odd / t**3 == pytest.approx(float(esc.coefficient), 1e-3)
+            continue
+        # order 4 along θ(t) = θ₀ + tv + t²w/2: the even part of L(θ(±t)) − L₀ is c₄t⁴ + c₆t⁶ + …,
+        # the odd part c₃t³ + c₅t⁵ + …; one Richardson step (t, t/2) removes the next term
+        w = flow.pack(_floats(esc.bend))
+
+        def parts(t):
+            up, down = (flow.loss(theta + s * v + s * s * w / 2) for s in (t, -t))
+            return ((up + down) / 2 - loss0) / t**4, (up - down) / 2 / t**3
+
+        (even, odd), (even2, odd2) = parts(2e-2), parts(1e-2)
+        c4, c3 = (4 * even2 - even) / 3, (4 * odd2 - odd) / 3
+        assert esc.order == 4 and c4 == pytest.approx(float(esc.coefficient), rel=1e-3), fp.name
+        assert abs(c3) < 1e-3 * abs(c4), (fp.name, c3, c4)
     return counts
 
 

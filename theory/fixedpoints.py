@@ -25,6 +25,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from .algorithm import LearnedAlgorithm
 from .criticality import Escape, classify
 from .derive import Derivation
 from .errors import InputError
@@ -48,7 +49,9 @@ class FixedPointSet:
     representative. ``kind``: "minimum", "strict saddle", "degenerate saddle" or "unresolved"
     (``criticality.KINDS``), proved by ``evidence`` (a sentence); for a degenerate saddle
     ``escape`` is the certificate (``criticality.Escape``: direction, order, coefficient, a
-    point of lower loss)."""
+    point of lower loss). ``algorithm``: for a minimum, its learned algorithm
+    (``algorithm.LearnedAlgorithm``: the predictor, the context statistics it uses and, for a
+    gradient step, its preconditioner)."""
 
     name: str
     equations: list
@@ -59,6 +62,7 @@ class FixedPointSet:
     kind: str = "unresolved"
     evidence: str = ""
     escape: Escape | None = None
+    algorithm: LearnedAlgorithm | None = None
 
 
 CONVEX = ("L = F(M), F a convex quadratic in the learned matrix M (an expected squared error of "
@@ -145,11 +149,12 @@ class HessianIndex:
         return out
 
     def __call__(self, point: dict) -> int:
-        with mpmath.workdps(30):
-            H = mpmath.matrix(self.L.hessian(self._args(point, 30)))
-            eigs = mpmath.eigsy(H, eigvals_only=True)
-            scale = max([1] + [abs(e) for e in eigs])
-            return sum(1 for e in eigs if e < -INDEX_TOL * scale)
+        """Negative eigenvalues below −INDEX_TOL × the largest |eigenvalue| (float64: the
+        Hessian's rounding error, ~1e-16 of its norm, is far below that threshold)."""
+        eigs = np.linalg.eigvalsh(self.L.floats().hessian(
+            [float(v) for v in self._args(point, 17)]))
+        scale = max([1.0] + [abs(e) for e in eigs])
+        return int(sum(1 for e in eigs if e < -INDEX_TOL * scale))
 
     def loss(self, point: dict) -> sp.Float:
         with mpmath.workdps(DPS):
@@ -343,7 +348,10 @@ def _low_rank_sets(der: Derivation, form: ProductForm) -> list[FixedPointSet]:
 
 
 def _with_loss_gaps(sets: list) -> list:
-    """Sorted by loss, each with ``info['loss_gap']`` above the lowest."""
+    """Sorted by loss, each with ``info['loss_gap']`` above the lowest (symbolic losses
+    cannot be ordered: ``sets`` unchanged)."""
+    if not all(sp.sympify(fp.loss).is_number for fp in sets):
+        return sets
     best = min(fp.loss for fp in sets)
     for fp in sets:
         fp.info["loss_gap"] = fp.loss - best
