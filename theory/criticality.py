@@ -17,7 +17,9 @@ polynomial in every parameter entry):
   vectorised, since only the certificate needs the working precision: the direction found
   is then projected exactly onto 𝒩 ⊖ 𝒯). If c vanishes, fourth order along
   the curve θ₀ + tv + t²w/2, w = −H⁺g, g = ∇³L[v, v, ·] (g ⊥ 𝒩 when c ≡ 0 on 𝒩):
-  L = L(θ₀) + (∇⁴L[v⁴]/24 − ⟨g, H⁺g⟩/8) t⁴ + O(t⁵). Either gives a **degenerate saddle** with an
+  L = L(θ₀) + (∇⁴L[v⁴]/24 − ⟨g, H⁺g⟩/8) t⁴ + O(t⁵), that coefficient c₄(v) minimised on the
+  same sphere by projected gradient steps from seeded starts (its gradient in closed form,
+  ``_Search._quartic``). Either gives a **degenerate saddle** with an
   ``Escape``: the curve, the order k, the coefficient of t^k (the exact loss along the curve is a
   polynomial in t; its coefficients are computed from the polynomial at DPS digits), and the
   point of lowest loss on the curve before it rises again.
@@ -27,7 +29,8 @@ polynomial in every parameter entry):
   refuses a kind other than "unresolved" without evidence.
 
 Global minima are certified by their constructors (an argument about F(M), e.g. convexity or
-Eckart–Young), which set ``kind`` and ``evidence`` before ``classify`` runs.
+Eckart–Young), which set ``kind`` and ``evidence`` before ``classify`` runs. Every minimum then
+gets its learned algorithm (``algorithm.learned_algorithm``).
 """
 
 from __future__ import annotations
