@@ -1,6 +1,9 @@
 """The learned in-context algorithm against classical estimators, by Monte Carlo.
 
-At the global minimum of the Merged model with scalar tasks, ŷ = S_yx M* x_q / N: one step of
+For every critical set of kind "minimum" (``minima_risks``; global or local, every model and
+task law) the network at the set's point is run on sampled prompts, next to OLS and the
+Bayes-optimal predictor of the task law. At the global minimum of the Merged model with scalar
+tasks, ŷ = S_yx M* x_q / N: one step of
 preconditioned gradient descent on the context least-squares loss (MultiHead and FullLSA learn
 the same M*; SeparateKQ with H r < d learns its rank-H r truncation in the whitened singular
 modes: principal-component regression in context). Its in-context risk
@@ -19,12 +22,14 @@ import numpy as np
 
 from ..theory import ICLData, derive, models
 from ..theory.errors import check_int
-from .simulate import PromptSampler
+from .simulate import PromptSampler, model_loss_and_grad
 
 
 def ols_weights(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """ŵ = X⁺ y per prompt (minimum-norm when N < d); X (…, N, d), y (…, N) → (…, d)."""
-    return np.einsum("...in,...n->...i", np.linalg.pinv(X), y)
+    """ŵ = X⁺ y per prompt (minimum-norm when N < d); X (…, N, d), y (…, N) → (…, d), or
+    y (…, N, d_y) → (…, d, d_y) (a column per output)."""
+    return np.linalg.pinv(X) @ y if y.ndim == X.ndim else \
+        np.einsum("...in,...n->...i", np.linalg.pinv(X), y)
 
 
 def ridge_weights(X: np.ndarray, y: np.ndarray, Sigma_w: np.ndarray, noise: float) -> np.ndarray:
@@ -40,42 +45,99 @@ def set_posterior_weights(X: np.ndarray, y: np.ndarray, tasks: np.ndarray,
     """The posterior mean of w when w is uniform over a finite set (dMMSE, Raventós et al.):
     ŵ = Σ_k π_k w_k, π_k ∝ exp(−‖y − X w_k‖² / 2σ²); for σ = 0 the posterior is uniform over
     the tasks that fit the context best. X (…, N, d), y (…, N), tasks (P, d) → (…, d)."""
-    sq = ((y[..., None, :] - np.einsum("...nd,kd->...kn", X, tasks)) ** 2).sum(-1)
+    return set_posterior_matrices(X, y[..., None], tasks[:, None, :], noise)[..., 0, :]
+
+
+def set_posterior_matrices(X: np.ndarray, Y: np.ndarray, tasks: np.ndarray,
+                           noise: float) -> np.ndarray:
+    """``set_posterior_weights`` for task matrices: Ŵ = Σ_k π_k W_k,
+    π_k ∝ exp(−Σ_n ‖y_n − W_k x_n‖² / 2σ²). X (…, N, d), Y (…, N, d_y), tasks (P, d_y, d)
+    → (…, d_y, d)."""
+    fits = np.einsum("...nd,kyd->...kny", X, tasks)
+    sq = ((Y[..., None, :, :] - fits) ** 2).sum(axis=(-1, -2))
     if noise > 0:
         logits = -sq / (2 * noise**2)
         pi = np.exp(logits - logits.max(-1, keepdims=True))
     else:
         pi = (sq <= sq.min(-1, keepdims=True) * (1 + 1e-9) + 1e-300).astype(float)
-    return (pi / pi.sum(-1, keepdims=True)) @ tasks
+    return np.einsum("...k,kyd->...yd", pi / pi.sum(-1, keepdims=True), tasks)
+
+
+def bayes_predictions(sampler: PromptSampler, X: np.ndarray, Y: np.ndarray,
+                      xq: np.ndarray) -> np.ndarray:
+    """E[y_q | context, x_q] = E[W | context] x_q for the data's task law: ridge per output row
+    for Gaussian rows (prior Σ_w); for the paper's tasks W = U diag(δ) Uᵀ one ridge per
+    eigenmode (ỹ_nα = δ_α x̃_nα + ε̃_nα in Λ's eigenbasis, Uᵀε again N(0, σ²I), δ_α ~ N(0, c_α)):
+    δ̂_α = c_α Σ_n x̃_nα ỹ_nα / (c_α Σ_n x̃_nα² + σ²); the set's posterior for a finite set.
+    X (…, N, d), Y (…, N, d_y), x_q (…, d) → (…, d_y)."""
+    tasks, sigma = sampler.data.tasks, sampler.sigma
+    if tasks == "gaussian":
+        Sw = sampler.task_chol @ sampler.task_chol.T
+        W = np.stack([ridge_weights(X, Y[..., k], Sw, sigma) for k in range(Y.shape[-1])],
+                     axis=-2)
+    elif tasks == "finite":
+        W = set_posterior_matrices(X, Y, sampler.task_set, sigma)
+    else:
+        U, c = sampler.U, sampler.task_sd ** 2
+        Xt, Yt = X @ U, Y @ U
+        delta = c * (Xt * Yt).sum(-2) / (c * (Xt ** 2).sum(-2) + sigma ** 2)
+        W = (U * delta[..., None, :]) @ U.T
+    return np.einsum("...kd,...d->...k", W, xq)
 
 
 def _risk(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error over prompts of ½‖ŷ − y_q‖² (scalars or vectors per prompt)."""
     loss = 0.5 * (pred - target) ** 2
+    loss = loss.reshape(len(loss), -1).sum(axis=1)
     return float(loss.mean()), float(loss.std(ddof=1) / np.sqrt(len(loss)))
+
+
+def _network_risk(der, params: dict, prompts: tuple) -> tuple[float, float]:
+    """Mean and standard error of the actual network's loss at ``params`` (no derived formula:
+    ``simulate.model_loss_and_grad``), one prompt per seed axis entry."""
+    X, Y, xq, yq = (a[:, None] for a in prompts)
+    arrays = {k: np.broadcast_to(v, (len(X),) + v.shape) for k, v in params.items()}
+    loss, _ = model_loss_and_grad(der.model, der.data, arrays, (X, Y, xq, yq))
+    return float(loss.mean()), float(loss.std(ddof=1) / np.sqrt(len(loss)))
+
+
+def minima_risks(der, prompts: int = 20000, seed: int = 0, sets: list | None = None,
+                 rng=None) -> list[dict]:
+    """For every critical set of kind "minimum" of ``der`` (``sets``, default
+    ``der.fixed_points()``): its derived risk (the set's loss), its learned algorithm
+    (``FixedPointSet.algorithm``) and, on the same sampled prompts, Monte-Carlo risks
+    ½E‖ŷ − y_q‖² (mean, SE) of that algorithm (the network at the set's point), OLS and the
+    Bayes-optimal predictor of the task law (``bayes_predictions``)."""
+    prompts = check_int("prompts", prompts, minimum=2)
+    rng = np.random.default_rng(check_int("seed", seed, minimum=0)) if rng is None else rng
+    sets = der.fixed_points() if sets is None else sets
+    sampler = PromptSampler(der.data)
+    X, Y, xq, yq = sampler.prompts(rng, (prompts,))
+    ols = np.einsum("...dk,...d->...k", ols_weights(X, Y), xq)
+    base = {"ols_mc": _risk(ols, yq), "bayes_mc": _risk(bayes_predictions(sampler, X, Y, xq), yq)}
+    rows = []
+    for fp in sets:
+        if fp.kind != "minimum":
+            continue
+        params = {k: np.array(v.tolist(), dtype=float) for k, v in fp.point.items()}
+        rows.append({"name": fp.name, "theory": float(fp.loss),
+                     "algorithm": fp.algorithm.description,
+                     "learned_mc": _network_risk(der, params, (X, Y, xq, yq)), **base})
+    return rows
 
 
 def incontext_risks(d: int, Lambda, Ns, Sigma_w=None, noise: float = 0.0,
                     prompts: int = 20000, seed: int = 0, model=None) -> list[dict]:
     """For each N: the derived risk at ``model``'s global minimum (default the Merged model),
     and Monte-Carlo risks (mean, SE) of the learned algorithm ŷ = S_yx M x_q / N, OLS and the
-    Bayes-optimal ridge predictor on the same prompts."""
+    Bayes-optimal ridge predictor on the same prompts (``minima_risks`` of the lowest set)."""
     prompts = check_int("prompts", prompts, minimum=2)
     rng = np.random.default_rng(check_int("seed", seed, minimum=0))
     rows = []
     for N in Ns:
         data = ICLData(d=d, N=int(N), Lambda=Lambda, Sigma_w=Sigma_w, noise=noise)
-        minimum = derive(models.Merged(d) if model is None else model, data).fixed_points()[0]
-        M = np.array(minimum.info["M"].tolist(), dtype=float)
-        X, Y, xq, yq = PromptSampler(data).prompts(rng, (prompts,))
-        y, target = Y[..., 0], yq[..., 0]
-        learned = np.einsum("pn,pni,ij,pj->p", y, X, M, xq) / N
-        w_ols = ols_weights(X, y)
-        Sw = np.eye(d) if data.Sigma_w is None else np.array(data.Sigma_w.tolist(), float)
-        w_bayes = ridge_weights(X, y, Sw, float(noise))
-        rows.append({
-            "N": int(N), "theory": float(minimum.loss),
-            "learned_mc": _risk(learned, target),
-            "ols_mc": _risk(np.einsum("pi,pi->p", w_ols, xq), target),
-            "bayes_mc": _risk(np.einsum("pi,pi->p", w_bayes, xq), target),
-        })
+        der = derive(models.Merged(d) if model is None else model, data)
+        row = minima_risks(der, prompts, sets=der.fixed_points()[:1], rng=rng)[0]
+        rows.append({"N": int(N), **{k: row[k] for k in ("theory", "learned_mc", "ols_mc",
+                                                          "bayes_mc")}})
     return rows

@@ -218,7 +218,8 @@ def cmd_critical_sets(args) -> int:
     rows = [{"name": fp.name, "loss": float(fp.loss), "hessian_index": fp.hessian_index,
              "kind": fp.kind, "escape_order": fp.escape.order if fp.escape else None,
              "loss_gap": float(fp.loss) - best, "equations": "; ".join(map(str, fp.equations)),
-             "evidence": fp.evidence}
+             "evidence": fp.evidence,
+             "algorithm": fp.algorithm.description if fp.algorithm else None}
             for fp in sets]
     print(f"critical sets of {model!r} on {data!r}, Λ = diag({args.spectrum})")
     print(f"{'L':>10} {'L - min':>10} {'index':>6}  {'kind':<22} set")
@@ -226,6 +227,8 @@ def cmd_critical_sets(args) -> int:
         kind = r["kind"] + (f" (k = {r['escape_order']})" if r["escape_order"] else "")
         print(f"{r['loss']:>10.6f} {r['loss_gap']:>10.6f} {str(r['hessian_index']):>6}  "
               f"{kind:<22} {r['name']}")
+        if r["algorithm"]:
+            print(f"{'':>30}learned algorithm: {r['algorithm']}")
     out = Path(args.out)
     config = {"model": repr(model), "d": args.d, "d_y": d_y, "tasks": args.tasks,
               "spectrum": args.spectrum, "N": args.N, "noise": args.noise}

@@ -60,13 +60,18 @@ def critical_check(der, sets):
     return flow
 
 
-def kind_check(der, sets, seed: int = 0, scale: float = 1e-2, t_end: float = 2000.0):
+def kind_check(der, sets, seed: int = 0, scale: float = 1e-2, t_end: float = 2000.0,
+               on_curve: bool = False):
     """Each set's kind against the exact flow (compiled), from a random perturbation of size
     ``scale`` of its representative: a minimum holds index 0 and evidence, and the flow returns
     to its loss (to 1e-8); a degenerate saddle holds index 0 and an escape whose point has lower
     loss, and the flow leaves it with the loss falling (by > 1e-4 below the set's); a strict
     saddle has index > 0. The escape's order and coefficient are checked on the compiled loss:
-    for a line (order 3), (L(θ₀ + tv) − L(θ₀ − tv))/2 = c t³ + O(t⁵). Returns {kind: count}."""
+    for a line (order 3), (L(θ₀ + tv) − L(θ₀ − tv))/2 = c t³ + O(t⁵); for a curve (order 4),
+    the even part of L(θ₀ ± tv + t²w/2) − L₀ is c t⁴ + O(t⁶) and the odd part has no t³ term.
+    ``on_curve``: degenerate saddles start on their escape curve at half its step (plus the
+    random perturbation), for escapes too slow to leave from a random start within ``t_end``
+    (order 4 with a small coefficient: time ~ 1/(|c| ε²)). Returns {kind: count}."""
     import pytest
     from icldyn.numerics import compile_flow, integrate
     flow = compile_flow(der)
@@ -82,8 +87,12 @@ def kind_check(der, sets, seed: int = 0, scale: float = 1e-2, t_end: float = 200
         if fp.kind == "unresolved":
             continue
         assert fp.hessian_index == 0 and fp.evidence, fp.name
-        end = integrate(flow, theta + scale * rng.standard_normal(flow.size), t_end=t_end,
-                        n_points=2).loss[-1]
+        start = theta + scale * rng.standard_normal(flow.size)
+        if on_curve and fp.escape:
+            t, esc = float(fp.escape.step) / 2, fp.escape
+            bend = 0 if esc.bend is None else flow.pack(_floats(esc.bend))
+            start += t * flow.pack(_floats(esc.direction)) + t * t * bend / 2
+        end = integrate(flow, start, t_end=t_end, n_points=2).loss[-1]
         if fp.kind == "minimum":
             assert fp.escape is None and abs(end - loss0) < 1e-8, (fp.name, end, loss0)
             continue
@@ -91,11 +100,25 @@ def kind_check(der, sets, seed: int = 0, scale: float = 1e-2, t_end: float = 200
         esc = fp.escape
         assert esc.coefficient < 0 and esc.loss < fp.loss
         assert flow.loss(flow.pack(_floats(esc.point))) < loss0 - 1e-6, fp.name
+        v = flow.pack(_floats(esc.direction))
+        assert abs(np.linalg.norm(v) - 1) < 1e-12
         if esc.bend is None:
-            v, t = flow.pack(_floats(esc.direction)), 1e-3
-            assert abs(np.linalg.norm(v) - 1) < 1e-12
+            t = 1e-3
             odd = (flow.loss(theta + t * v) - flow.loss(theta - t * v)) / 2
             assert esc.order == 3 and odd / t**3 == pytest.approx(float(esc.coefficient), 1e-3)
+            continue
+        # order 4 along θ(t) = θ₀ + tv + t²w/2: the even part of L(θ(±t)) − L₀ is c₄t⁴ + c₆t⁶ + …,
+        # the odd part c₃t³ + c₅t⁵ + …; one Richardson step (t, t/2) removes the next term
+        w = flow.pack(_floats(esc.bend))
+
+        def parts(t):
+            up, down = (flow.loss(theta + s * v + s * s * w / 2) for s in (t, -t))
+            return ((up + down) / 2 - loss0) / t**4, (up - down) / 2 / t**3
+
+        (even, odd), (even2, odd2) = parts(2e-2), parts(1e-2)
+        c4, c3 = (4 * even2 - even) / 3, (4 * odd2 - odd) / 3
+        assert esc.order == 4 and c4 == pytest.approx(float(esc.coefficient), rel=1e-3), fp.name
+        assert abs(c3) < 1e-3 * abs(c4), (fp.name, c3, c4)
     return counts
 
 

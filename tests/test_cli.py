@@ -103,9 +103,12 @@ def test_critical_sets_table(tmp_path, capsys):
     first = res["sets"][0]
     assert first["loss"] == pytest.approx(3 / 6, rel=1e-12) and first["hessian_index"] == 0
     assert first["kind"] == "minimum" and first["evidence"]
+    assert first["algorithm"].startswith("ŷ = Ŵ x_q")             # a gradient step
+    assert all(r["algorithm"] is None for r in res["sets"] if r["kind"] != "minimum")
     assert all(r["kind"] == "strict saddle" for r in res["sets"] if r["hessian_index"])
     assert (out / "critical_sets.csv").read_text().count("\n") == 1 + len(res["sets"])
-    assert "origin" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "origin" in printed and "learned algorithm: ŷ" in printed
     assert main(["critical-sets", "--model", "Merged", "--d", "3", "--d-y", "2",
                  "--tasks", "diagonal", "--out", str(out)]) == 2
     assert "need d_y = d" in capsys.readouterr().err

@@ -275,3 +275,43 @@ def test_plateaus_of_saddle_to_saddle_learning_are_the_degenerate_saddles_in_ord
     for fp in sets:
         if fp.kind == "strict saddle":
             assert plateau(float(fp.loss)) is None, fp.name
+
+
+SYMBOLIC_DATA = [ICLData(d=2, N=sp.Symbol("N", positive=True, integer=True), Lambda="diag"),
+                 ICLData(d=2, N=5, Lambda="diag", noise=sp.Symbol("sigma", nonnegative=True))]
+
+
+@pytest.mark.parametrize("data", SYMBOLIC_DATA, ids=["symbolic N", "symbolic Λ, σ"])
+@pytest.mark.parametrize("model, d_y", [(models.Merged(2), 1), (models.MultiHead(2, heads=2), 1),
+                                        (models.FullLSA(2), 1), (models.Merged(2, d_y=2), 2)])
+def test_symbolic_data_never_report_a_minimum_without_a_proof(data, model, d_y):
+    """With symbolic Λ, N or σ the Hessian's signature is not decided: a product-form model's
+    global minimum is still proved (F convex in M, or its lift), every other set is
+    "unresolved" and says why (FullLSA's symbolic sets were once a crash: their losses cannot
+    be sorted)."""
+    from icldyn.theory.criticality import SYMBOLIC
+    from icldyn.theory.fixedpoints import CONVEX
+    from icldyn.theory.vectorsets import LIFTED_CONVEX
+    data = data.with_outputs(d_y) if d_y > 1 else data
+    sets = derive(model, data).fixed_points()
+    for fp in sets:
+        assert fp.hessian_index is None
+        if fp.kind == "minimum":
+            assert fp.evidence in (CONVEX, LIFTED_CONVEX) and fp.name.startswith("global"), fp
+        else:
+            assert fp.kind == "unresolved" and fp.evidence == SYMBOLIC, fp.name
+    # FullLSA is not a product-form model: even its Merged-set minimum is proved only by the
+    # Hessian on the orbit's normal space, which symbolic data leave undecided
+    expected = 0 if isinstance(model, models.FullLSA) else 1
+    assert [fp.kind for fp in sets].count("minimum") == expected
+
+
+def test_classify_refuses_a_kind_without_evidence():
+    """The last guard of ``classify``: a set marked a minimum (or saddle) with no evidence is
+    an error, not a silent claim."""
+    from icldyn.theory.criticality import classify
+    from icldyn.theory.fixedpoints import FixedPointSet
+    der = derive(models.Merged(2), KINDS_DATA)
+    fake = FixedPointSet("fake", [], {}, 0, 0, kind="minimum")
+    with pytest.raises(ArithmeticError, match="without evidence"):
+        classify(der, lambda point: None, [fake])

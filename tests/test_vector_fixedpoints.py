@@ -277,3 +277,40 @@ def test_vector_fixed_points_refuse_what_is_not_enumerated():
     with pytest.raises(InputError, match="symmetric task laws"):
         derive(models.FullLSA(2, d_y=2), ICLData(d=2, N=3, Lambda=np.diag([2.0, 1.0]), d_y=2,
                                                  tasks=diagonal)).fixed_points()
+
+
+def test_order_four_escapes_against_the_flow():
+    """One rank-2 SeparateKQ head, the paper's tasks (d = 2): with one mode learned the free
+    rank slot cannot take the other mode at second or third order (the cubic vanishes on the
+    normal space), but along the curve θ₀ + tv − t²H⁺g/2 the loss falls at order 4. The
+    compiled loss confirms order and coefficient, and from a small random perturbation the
+    exact flow leaves both sets with the loss falling; it returns to the minimum."""
+    data = ICLData(d=2, N=4, Lambda=sp.diag(2, 1), d_y=2, tasks="diagonal")
+    der = derive(models.SeparateKQ(2, heads=1, rank=2, d_y=2), data)
+    sets = der.fixed_points()
+    critical_check(der, sets)
+    orders = {fp.info["learned"]: fp.escape.order for fp in sets if fp.escape}
+    assert orders == {(0,): 4, (1,): 4, (): 3}
+    assert kind_check(der, sets, scale=5e-2, t_end=3000.0) == {"minimum": 1,
+                                                               "degenerate saddle": 3}
+
+
+@pytest.mark.slow
+def test_six_order_four_escapes_with_two_rank_two_heads():
+    """Two rank-2 heads, three modes: every disjoint grouping that keeps both heads busy (six
+    sets) is a degenerate saddle escaped only at fourth order, those with an idle head (seven)
+    at third; the
+    compiled loss confirms each curve's order and coefficient (``kind_check`` on the minimum
+    and the six). The coefficients go down to ~2·10⁻⁴, so a random start would take ~10⁵ time
+    units to leave: the flow starts on the escape curve at half its step (lower loss by
+    |c|t⁴ only), with a 10⁻³ random perturbation, and ends more than 10⁻⁴ below the set; from
+    the minimum it returns."""
+    data = ICLData(d=3, N=8, Lambda=sp.diag(2, 1, sp.Rational(1, 2)), d_y=3, tasks="diagonal")
+    der = derive(models.SeparateKQ(3, heads=2, rank=2, d_y=3), data)
+    sets = der.fixed_points()
+    orders = [fp.escape.order for fp in sets if fp.escape]
+    assert (orders.count(3), orders.count(4)) == (7, 6)
+    four = [fp for fp in sets if fp.escape and fp.escape.order == 4]
+    assert all(len(fp.info["groups"]) == 2 for fp in four)
+    assert kind_check(der, [sets[0]] + four, scale=1e-3, t_end=3000.0, on_curve=True) == {
+        "minimum": 1, "degenerate saddle": 6}

@@ -213,20 +213,36 @@ INDEX_PROSE = (r"Each set is given by a balanced representative (every conserved
                r"(global by an argument on $F(M)$, or the Hessian positive definite on the "
                r"normal space of the symmetry orbit), a strict saddle (index $> 0$), a "
                r"degenerate saddle (index 0, but the loss falls at the order $k$ given, along an "
-               r"explicit direction: \texttt{fp.escape}), or unresolved.")
+               r"explicit direction: \texttt{fp.escape}), or unresolved. Each minimum's learned "
+               r"algorithm (\texttt{fp.algorithm}) is a preconditioned gradient step on the "
+               r"context's least-squares loss when $\hat y$ uses only the cross moments "
+               r"$S_{yx}$, $S_{xy}$.")
 
 
 def _critical_table_section(model, data: dict = EXAMPLE, prose: str = SCALAR_PROSE,
                             title: str = "Critical sets on an example") -> tuple:
     """The critical sets of ``model`` on a numeric example, as a table."""
     sets = derive(model, ICLData(**data)).fixed_points()
-    rows = [r"\begin{tabular}{lrrl}", r"critical set & $L$ & Hessian index & kind \\ \hline"]
+    rows = [r"\begin{tabular}{lrrll}",
+            r"critical set & $L$ & Hessian index & kind & learned algorithm \\ \hline"]
     for fp in sets:
         name = fp.name.translate({ord(c): "\\" + c for c in "_{}"})
         kind = fp.kind + (f" ($k = {fp.escape.order}$)" if fp.escape else "")
-        rows.append(rf"{name} & {float(fp.loss):.6f} & {fp.hessian_index} & {kind} \\")
+        rows.append(rf"{name} & {float(fp.loss):.6f} & {fp.hessian_index} & {kind} & "
+                    rf"{_algorithm_cell(fp.algorithm)} \\")
     rows.append(r"\end{tabular}")
     return (title, prose + INDEX_PROSE, "\n".join(rows))
+
+
+def _algorithm_cell(algorithm) -> str:
+    """A minimum's learned algorithm in a table cell: a gradient step through the cross
+    moments it uses, or the statistics that make it non-linear in the context."""
+    if algorithm is None:
+        return ""
+    used = ", ".join(f"$S_{{{s[2:]}}}$" for s in algorithm.statistics)
+    if set(algorithm.statistics) <= {"S_yx", "S_xy"}:
+        return f"gradient step via {used}"
+    return f"non-linear: uses {used}"
 
 
 def _vector_table_section(model) -> tuple:

@@ -17,6 +17,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from .algorithm import LearnedAlgorithm
 from .derive import Derivation
 from .errors import InputError
 from .polyeval import PolyFunction
@@ -73,6 +74,9 @@ class FixedPointSet:
     escape : criticality.Escape or None
         For a degenerate saddle, the certificate (direction, order, coefficient, a point of
         lower loss).
+    algorithm : algorithm.LearnedAlgorithm or None
+        For a minimum, its learned algorithm (the predictor, the context statistics it uses
+        and, for a gradient step, its preconditioner).
     loss_gap : sympy number or None
         The loss above the lowest set of the enumeration, where it is reported.
     M : sympy Matrix or None
@@ -93,6 +97,7 @@ class FixedPointSet:
     loss_gap: object = None
     M: sp.Matrix | None = None
     letters: dict | None = None
+    algorithm: LearnedAlgorithm | None = None
 
     def __post_init__(self):
         self.info = Extras(self, self.info)
@@ -182,11 +187,12 @@ class HessianIndex:
         return out
 
     def __call__(self, point: dict) -> int:
-        with mpmath.workdps(30):
-            H = mpmath.matrix(self.L.hessian(self._args(point, 30)))
-            eigs = mpmath.eigsy(H, eigvals_only=True)
-            scale = max([1] + [abs(e) for e in eigs])
-            return sum(1 for e in eigs if e < -INDEX_TOL * scale)
+        """Negative eigenvalues below −INDEX_TOL × the largest |eigenvalue| (float64: the
+        Hessian's rounding error, ~1e-16 of its norm, is far below that threshold)."""
+        eigs = np.linalg.eigvalsh(self.L.floats().hessian(
+            [float(v) for v in self._args(point, 17)]))
+        scale = max([1.0] + [abs(e) for e in eigs])
+        return int(sum(1 for e in eigs if e < -INDEX_TOL * scale))
 
     def loss(self, point: dict) -> sp.Float:
         with mpmath.workdps(DPS):
@@ -210,7 +216,10 @@ def zero_params(der: Derivation) -> dict:
 
 
 def with_loss_gaps(sets: list) -> list:
-    """Sorted by loss, each with its ``loss_gap`` above the lowest."""
+    """Sorted by loss, each with its ``loss_gap`` above the lowest (symbolic losses cannot be
+    ordered: ``sets`` unchanged)."""
+    if not all(sp.sympify(fp.loss).is_number for fp in sets):
+        return sets
     best = min(fp.loss for fp in sets)
     for fp in sets:
         fp.loss_gap = fp.loss - best

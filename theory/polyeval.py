@@ -10,11 +10,13 @@ derivative is a sum over them:
     ∂_i² L = Σ c e_i (e_i − 1) x_i^{e_i−2} ∏_{k≠i} x_k^{e_k}.
 
 Arithmetic is mpmath's (call under ``mpmath.workdps``); ``compiled`` gives lambdified float
-functions for long loops (descents)."""
+functions for long loops (descents), ``floats`` the same three sums vectorised over the terms in
+float64 (``FloatPolyFunction``) for searches whose result is certified at full precision."""
 
 from __future__ import annotations
 
 import mpmath
+import numpy as np
 import sympy as sp
 
 
@@ -33,6 +35,12 @@ class PolyFunction:
         gradient = [self.poly.diff(x).as_expr() for x in self.xs]
         return (sp.lambdify(self.xs, self.poly.as_expr(), modules="math"),
                 sp.lambdify(self.xs, gradient, modules="math"))
+
+    def floats(self) -> "FloatPolyFunction":
+        """The same polynomial evaluated in float64, vectorised over its terms (built once)."""
+        if not hasattr(self, "_floats"):
+            self._floats = FloatPolyFunction(self)
+        return self._floats
 
     def value(self, x: list):
         total = 0 * x[0]
@@ -69,3 +77,58 @@ def _product(x: list, monom: tuple):
     for k, e in monom:
         out *= x[k] ** e
     return out
+
+
+class FloatPolyFunction:
+    """A ``PolyFunction`` in float64: each term c ∏ x_k^{e_k} stored as up to S (variable,
+    exponent) slots, padded with exponent 0, so the sums of the module docstring are NumPy
+    products over the slots and scatter-adds over the variables."""
+
+    def __init__(self, f: PolyFunction):
+        slots = max([len(m) for _, m in f.terms] + [1])
+        self.size = f.size
+        self.coef = np.array([float(c) for c, _ in f.terms])
+        self.var = np.zeros((len(f.terms), slots), dtype=np.int64)
+        self.exp = np.zeros((len(f.terms), slots), dtype=np.int64)
+        for t, (_, monom) in enumerate(f.terms):
+            for s, (k, e) in enumerate(monom):
+                self.var[t, s], self.exp[t, s] = k, e
+
+    def _factors(self, x):
+        X = np.asarray(x, dtype=float)[self.var]
+        return X, X ** self.exp
+
+    def _without(self, P, drop: tuple):
+        keep = [s for s in range(P.shape[1]) if s not in drop]
+        return self.coef * np.prod(P[:, keep], axis=1)
+
+    def _first(self, X, s: int):
+        """∂(x^e)/∂x of slot s (zero where e = 0)."""
+        e = self.exp[:, s]
+        return e * X[:, s] ** np.maximum(e - 1, 0)
+
+    def value(self, x) -> float:
+        return float(self.coef @ np.prod(self._factors(x)[1], axis=1))
+
+    def gradient(self, x) -> np.ndarray:
+        X, P = self._factors(x)
+        out = np.zeros(self.size)
+        for s in range(P.shape[1]):
+            out += np.bincount(self.var[:, s], self._first(X, s) * self._without(P, (s,)),
+                               minlength=self.size)
+        return out
+
+    def hessian(self, x) -> np.ndarray:
+        X, P = self._factors(x)
+        n, slots = self.size, P.shape[1]
+        out = np.zeros(n * n)
+        for s in range(slots):
+            e = self.exp[:, s]
+            second = e * (e - 1) * X[:, s] ** np.maximum(e - 2, 0)
+            out += np.bincount(self.var[:, s] * (n + 1), second * self._without(P, (s,)),
+                               minlength=n * n)
+            for r in range(s + 1, slots):
+                both = self._first(X, s) * self._first(X, r) * self._without(P, (s, r))
+                out += np.bincount(self.var[:, s] * n + self.var[:, r], both, minlength=n * n)
+                out += np.bincount(self.var[:, r] * n + self.var[:, s], both, minlength=n * n)
+        return out.reshape(n, n)
