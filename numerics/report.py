@@ -53,7 +53,7 @@ def figure_modes(arrays: dict, results: dict):
         ax.plot(arrays["t_flow"][1:], arrays["modes_flow"][1:, k] / a_star[k], color=color,
                 label=f"mode {k + 1} (s = {st['s']:g}): exact flow")
         ax.plot(arrays["t_modes_sgd"][1:], arrays["modes_sgd"][1:, k] / a_star[k], ".", ms=2,
-                color=color, alpha=0.6)
+                color=color, alpha=0.6, label=f"mode {k + 1}: SGD mean over seeds")
         ax.axvline(st["t_half_predicted"], color=color, ls="--", lw=0.8)
     ax.axhline(0.5, color="grey", lw=0.5)
     ax.set_xscale("log")
