@@ -49,9 +49,16 @@ def cmd_run(args) -> int:
     report = Path(args.out) / "report.md"
     res = outcome["results"]
     print(f"report: {report}")
+    agr, cons = res["agreement"], res["conserved"]
     print(f"loss {res['loss']['initial']:.4f} -> flow {res['loss']['final_flow']:.5f}, "
-          f"SGD {res['loss']['final_sgd']:.5f} ± {res['loss']['final_sgd_se']:.5f}; "
-          f"theory vs SGD max |z| = {res['agreement']['max_abs_z']:.2f}")
+          f"expected GD {res['loss']['final_gd']:.5f}; SGD over the last {agr['late_steps']} "
+          f"steps {agr['late_sgd']:.5f} ± {agr['late_sgd_se']:.5f} (SE over seeds), "
+          f"{agr['late_rel_dev']:+.2%} ± {agr['late_rel_dev_se']:.2%} from expected GD "
+          f"(the gradient noise GD lacks); block z vs expected GD: mean "
+          f"{agr['mean_z']:.2f}, max |z| {agr['max_abs_z']:.2f} over {len(agr['block_z'])} blocks")
+    print(f"conserved {cons['name']}: SGD change {cons['sgd_mean_total_change']:.4f} ± "
+          f"{cons['sgd_total_change_se']:.4f}, predicted by the gradient covariance "
+          f"{cons['sgd_predicted_total_change']:.4f} (GD alone {cons['gd_total_change']:.2e})")
     for st in res["stages"]:
         print(f"  mode {st['mode']} (s={st['s']:g}): t½ predicted {st['t_half_predicted']:.2f}, "
               f"exact flow {st['t_half_exact_flow']:.2f}, SGD {st['t_half_sgd']:.2f}")

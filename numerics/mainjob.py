@@ -26,6 +26,7 @@ from ..theory import ICLData, derive, models
 from ..theory.errors import InputError, check_int, check_real
 from ..theory.solutions import mode_reduction
 from .codegen import BACKENDS, compile_flow
+from .covariance import compile_covariance
 from .integrate import gradient_descent, integrate
 from .lens import trajectory_measures
 from .simulate import (SimResult, block_stats, block_z_scores, check_prompt_memory,
@@ -99,6 +100,7 @@ def _crossing(t: np.ndarray, y: np.ndarray, level: float) -> float:
 
 
 REACHED = 0.95
+LATE_STEPS = 500     # the last steps whose mean SGD loss the summary sets against expected GD
 
 
 def _short_horizon(t_end: float, reached: np.ndarray, predicted: list) -> str | None:
@@ -111,6 +113,29 @@ def _short_horizon(t_end: float, reached: np.ndarray, predicted: list) -> str | 
             f"{', '.join(f'{r:.1%}' for r in reached)} of the fixed-point modes a*, so late "
             f"stages are cut off (a mode below a*/2 has stage time NaN); the predicted "
             f"half-times reach {max(predicted):.3g}: raise --t-end well beyond that")
+
+
+NOISE_POINTS = 24
+
+
+def predicted_sgd_drift(flow, gd, lr: float, batch: int, points: int = NOISE_POINTS) -> dict:
+    """SGD's expected change of C = ‖V‖² − ‖Q‖² predicted by the derived gradient covariance.
+
+    With θ_{n+1} = θ_n − η ĝ_n, C = θᵀKθ (K = +1 on V, −1 on Q) and ⟨∇C, ∇L⟩ = 0, the
+    first-order terms vanish in expectation and E[ΔC | θ] = η² (∇Lᵀ K ∇L + tr(K Σ(θ))/B),
+    Σ the exact single-prompt covariance. The first term is GD's own change; the second, the
+    noise's, is evaluated along the GD path at ``points`` steps spaced geometrically (the
+    stages are) and summed over steps by the trapezoid rule. Returns the noise part, the GD
+    part and their sum (the predicted mean total change along SGD)."""
+    K = np.sign(flow.pack({"V": np.ones(flow.shapes["V"]), "Q": -np.ones(flow.shapes["Q"])}))
+    n_steps = len(gd.theta) - 1
+    at = np.unique(np.r_[0, np.geomspace(1, n_steps, points).astype(int)])
+    cov = compile_covariance(flow)
+    per_step = np.array([np.sum(K * np.diag(cov.matrix(gd.theta[n]))) for n in at])
+    noise = lr ** 2 / batch * float(np.trapezoid(per_step, at))
+    gd_change = float(gd.conserved[-1, 0] - gd.conserved[0, 0])
+    return {"noise": noise, "gd": gd_change, "total": gd_change + noise,
+            "steps": at.tolist(), "rate_per_step": (lr ** 2 / batch * per_step).tolist()}
 
 
 SIMULATION_STAGE = "simulation.npz"
@@ -215,6 +240,11 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
         warnings.warn(short, RuntimeWarning, stacklevel=2)
 
     t0 = time.perf_counter()
+    drift = predicted_sgd_drift(flow, gd, config.lr, config.batch)
+    tell("noise prediction", 1, 1)
+    timings["noise_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
     pick = np.unique(np.r_[np.linspace(0, len(traj.t) - 1, 150).astype(int), len(traj.t) - 1])
     lens = trajectory_measures(flow, traj.t[pick], traj.theta[pick])
     tell("measures", 1, 1)
@@ -225,7 +255,12 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
     n = (config.steps // block) * block
     block_rel_dev = block_stats(sim.losses[:n], block)[0] / gd.loss[:n].reshape(-1, block).mean(
         axis=1) - 1
+    late = min(LATE_STEPS, config.steps)
+    late_mean, late_se = block_stats(sim.losses[-late - 1:-1], late)
+    late_gd = float(gd.loss[-late - 1:-1].mean())
     c_gd = gd.conserved[:, 0]
+    c_sgd = (np.sum(sim.params["V"] ** 2, axis=(2, 3))
+             - np.sum(sim.params["Q"] ** 2, axis=(2, 3)))          # (seeds, records)
     derived_steps = np.array([flow.gd_change(row, config.lr)[0] for row in gd.theta[:-1]])
     grad_final = flow.grad(traj.theta[-1])
     results = {
@@ -237,7 +272,11 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
                  "final_sgd_se": float(sim.loss_se[-1])},
         "agreement": {"block_z": z.tolist(), "max_abs_z": float(np.abs(z).max()),
                       "mean_z": float(z.mean()),
-                      "max_rel_dev": float(np.abs(block_rel_dev).max())},
+                      "max_rel_dev": float(np.abs(block_rel_dev).max()),
+                      "late_steps": late, "late_sgd": float(late_mean[0]),
+                      "late_sgd_se": float(late_se[0]), "late_gd": late_gd,
+                      "late_rel_dev": float(late_mean[0] / late_gd - 1),
+                      "late_rel_dev_se": float(late_se[0] / late_gd)},
         "stages": stages,
         "fixed_point": {"grad_norm": float(np.linalg.norm(grad_final)),
                         "modes": a_star.tolist(), "modes_at_t_end": a_final.tolist()},
@@ -258,15 +297,19 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
             "flow_max_drift": float(np.abs(traj.conserved[:, 0] - traj.conserved[0, 0]).max()),
             "gd_total_change": float(c_gd[-1] - c_gd[0]),
             "gd_step_error_max": float(np.abs(np.diff(c_gd) - derived_steps).max()),
-            "sgd_mean_total_change": float(np.mean(
-                np.sum(sim.params["V"][:, -1] ** 2, axis=(1, 2))
-                - np.sum(sim.params["Q"][:, -1] ** 2, axis=(1, 2)) - traj.conserved[0, 0])),
+            "sgd_mean_total_change": float(c_sgd[:, -1].mean() - c_sgd[0, 0]),
+            "sgd_total_change_se": float(c_sgd[:, -1].std(ddof=1) / np.sqrt(config.seeds)),
+            "sgd_predicted_total_change": drift["total"],
+            "sgd_predicted_noise_change": drift["noise"],
         },
     }
     arrays = {"t_flow": traj.t, "loss_flow": traj.loss, "t_gd": gd.t, "loss_gd": gd.loss,
               "loss_sgd": sim.loss, "loss_sgd_se": sim.loss_se, "losses_sgd": sim.losses, "t_sgd_steps": gd.t,
               "modes_flow": a_flow, "modes_sgd": a_sim, "t_modes_sgd": t_sim,
               "conserved_flow": traj.conserved[:, 0], "conserved_gd": c_gd,
+              "conserved_sgd": c_sgd.mean(axis=0),
+              "t_conserved_noise": np.array(drift["steps"]) * config.lr,
+              "conserved_noise_rate": np.array(drift["rate_per_step"]),
               "conserved_gd_derived": c_gd[0] + np.r_[0.0, np.cumsum(derived_steps)],
               "t_lens": lens["t"], "top_hessian": lens["top_hessian"],
               **{f"{name}_{key}": lens[name][key] for name in ("V", "Q")

@@ -27,6 +27,9 @@ def figure_loss(arrays: dict, results: dict):
     centre = np.arange(len(mean)) * block + (block - 1) / 2
     ax.errorbar(cfg["lr"] * centre, mean, yerr=2 * se, fmt="o", ms=2, color="C1", elinewidth=0.8,
                 label="SGD: block means ± 2 SE")
+    gd_block = arrays["loss_gd"][:len(mean) * block].reshape(-1, block).mean(axis=1)
+    ax.plot(cfg["lr"] * centre, gd_block, "_", color="C0", ms=6,
+            label="expected GD averaged over the same blocks")
     ax.plot(arrays["t_flow"][1:], arrays["loss_flow"][1:], color="k", lw=1.5,
             label="theory: gradient flow")
     ax.plot(t[1:], arrays["loss_gd"][1:], "--", color="C0", lw=1.2, label="theory: expected GD")
@@ -50,7 +53,7 @@ def figure_modes(arrays: dict, results: dict):
         ax.plot(arrays["t_flow"][1:], arrays["modes_flow"][1:, k] / a_star[k], color=color,
                 label=f"mode {k + 1} (s = {st['s']:g}): exact flow")
         ax.plot(arrays["t_modes_sgd"][1:], arrays["modes_sgd"][1:, k] / a_star[k], ".", ms=2,
-                color=color, alpha=0.6)
+                color=color, alpha=0.6, label=f"mode {k + 1}: SGD mean over seeds")
         ax.axvline(st["t_half_predicted"], color=color, ls="--", lw=0.8)
     ax.axhline(0.5, color="grey", lw=0.5)
     ax.set_xscale("log")
@@ -71,10 +74,19 @@ def figure_conserved(arrays: dict, results: dict):
             label="GD: |C_n − C_0| measured")
     ax.plot(arrays["t_gd"], np.abs(arrays["conserved_gd_derived"] - c0) + tiny, "C3--",
             label="GD: Σ derived η²-changes")
+    t_sgd = results["config"]["lr"] * np.unique(np.r_[np.arange(0, len(arrays["t_gd"]),
+                                                                results["config"]["record_every"]),
+                                                      len(arrays["t_gd"]) - 1])
+    ax.plot(t_sgd[:len(arrays["conserved_sgd"])], np.abs(arrays["conserved_sgd"] - c0) + tiny,
+            "C1", label="SGD: |mean over seeds of C_n − C_0| measured")
+    cons = results["conserved"]
+    ax.axhline(abs(cons["sgd_predicted_total_change"]), color="C1", ls=":",
+               label="SGD at t_end: predicted by the derived gradient covariance")
+    ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("t")
+    ax.set_xlabel("t (log)")
     ax.set_ylabel("change of " + results["conserved"]["name"])
-    ax.set_title("The conserved quantity along flow and along GD")
+    ax.set_title("The conserved quantity along flow, GD and SGD")
     ax.legend(fontsize=8)
     return fig
 
@@ -178,6 +190,10 @@ def markdown(outcome: dict) -> str:
         "",
         f"$$L = {sp.latex(red.loss)}$$",
         "",
+        "The learning stages are read off the eigenmodes a_α = (UᵀVU)_αα (UᵀQU)_αα, U Λ's "
+        "eigenbasis and s_α its eigenvalues (a_α: the product of V's and Q's weights on mode α; "
+        "the learned map's gain on that mode).",
+        "",
         "Dropping the cross-mode (order 1/N) terms gives, on the balanced set p_α = q_α, "
         "ȧ_α = f_α(a_α):",
         "",
@@ -200,6 +216,9 @@ def markdown(outcome: dict) -> str:
             f"{st['t_half_sgd']:.3f} | {st['a_star_decoupled']:.4f} | {st['a_star_exact']:.4f} | "
             f"{st['a_final_exact_flow']:.4f} | {st['a_star_paper_large_N']:.4f} |")
     lines += [
+        "",
+        "The last column is the large-N fixed point a*_α ≈ N/((N+1)s_α + Σ_β s_β) of the "
+        "seed paper, a formula not exact at finite N (compare the exact a*).",
         "",
         f"Stage half-times are the times a mode reaches half its exact fixed-point value a* "
         f"(the critical point of the reduced loss). At t_end the flow has ‖∇L‖ = "
@@ -229,7 +248,11 @@ def markdown(outcome: dict) -> str:
         f"{cons['flow_max_drift']:.2e} (integrator tolerance); total change along GD "
         f"{cons['gd_total_change']:.3e}, equal step by step to the derived η² expression up to "
         f"{cons['gd_step_error_max']:.1e}; mean total change along SGD "
-        f"{cons['sgd_mean_total_change']:.3e}.",
+        f"{cons['sgd_mean_total_change']:.3e} ± {cons['sgd_total_change_se']:.1e} (SE over "
+        f"seeds), predicted {cons['sgd_predicted_total_change']:.3e} from E[ΔC | θ] = "
+        f"η²(∇Lᵀ K ∇L + tr(K Σ(θ))/B) (K = ±1 on V, Q; Σ the derived single-prompt gradient "
+        f"covariance, evaluated along the GD path), of which the noise term is "
+        f"{cons['sgd_predicted_noise_change']:.3e}: SGD's drift is the gradient noise.",
         "",
         "![conserved](conserved.png)",
         "",

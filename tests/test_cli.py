@@ -34,6 +34,13 @@ def test_main_job_on_the_embedded_default(tmp_path):
     assert res["fixed_point"]["grad_norm"] < 1e-3
     cons = res["conserved"]
     assert cons["proved"] and cons["flow_max_drift"] < 1e-9 and cons["gd_step_error_max"] < 1e-12
+    # SGD's drift of C is the gradient noise: predicted from the derived covariance within 4 SE
+    # (seeds) plus 5 % for evaluating Σ along the GD path at 24 points (trapezoid rule)
+    assert abs(cons["sgd_predicted_noise_change"]) > 100 * abs(cons["gd_total_change"])
+    assert abs(cons["sgd_mean_total_change"] - cons["sgd_predicted_total_change"]) < (
+        4 * cons["sgd_total_change_se"] + 0.05 * abs(cons["sgd_predicted_total_change"]))
+    agr = res["agreement"]
+    assert abs(agr["late_rel_dev"]) < 5 * agr["late_rel_dev_se"] + 0.02
     arrays = np.load(out / "arrays.npz")
     assert arrays["modes_flow"].shape[1] == 4
     assert "\\begin{align*}" in (out / "report.md").read_text()
