@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import sympy as sp
+from scipy.integrate import trapezoid
 
 from ..files import write_atomic
 from ..theory import ICLData, derive, models
@@ -132,7 +133,7 @@ def predicted_sgd_drift(flow, gd, lr: float, batch: int, points: int = NOISE_POI
     at = np.unique(np.r_[0, np.geomspace(1, n_steps, points).astype(int)])
     cov = compile_covariance(flow)
     per_step = np.array([np.sum(K * np.diag(cov.matrix(gd.theta[n]))) for n in at])
-    noise = lr ** 2 / batch * float(np.trapezoid(per_step, at))
+    noise = lr ** 2 / batch * float(trapezoid(per_step, at))
     gd_change = float(gd.conserved[-1, 0] - gd.conserved[0, 0])
     return {"noise": noise, "gd": gd_change, "total": gd_change + noise,
             "steps": at.tolist(), "rate_per_step": (lr ** 2 / batch * per_step).tolist()}
