@@ -36,8 +36,15 @@ def _fake_job(monkeypatch, fail_after=None, seen=None):
         if seen is not None:
             seen.extend(sorted(p.name for p in stages.glob("*")) if stages.is_dir() else [])
         return {"seed": config.seed, "results": {
-            "loss": dict.fromkeys(("initial", "final_flow", "final_sgd", "final_sgd_se"), 1.0),
-            "agreement": {"max_abs_z": 0.0}, "stages": []}}
+            "loss": dict.fromkeys(("initial", "final_flow", "final_gd", "final_sgd",
+                                   "final_sgd_se"), 1.0),
+            "agreement": {"block_z": [0.0], "late_steps": 1, **dict.fromkeys((
+                "max_abs_z", "mean_z", "late_sgd", "late_sgd_se", "late_rel_dev",
+                "late_rel_dev_se"), 0.0)},
+            "conserved": {"name": "C", **dict.fromkeys((
+                "sgd_mean_total_change", "sgd_total_change_se", "sgd_predicted_total_change",
+                "gd_total_change"), 0.0)},
+            "stages": []}}
 
     def write_report(out, outcome):
         for i, name in enumerate(REPORT_FILES):
