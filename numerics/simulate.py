@@ -126,10 +126,16 @@ class PromptSampler:
 def _attention(W_PV, W_KQ, Z, rows, mask, N: int):
     """Σ_h W_PV,h (Zᵀ M Z/N) W_KQ,h z_t for the tokens ``rows`` (token-major arrays: Z is
     (S, B, N+1, D)); returns the update and A = Zᵀ M Z/N."""
-    A = np.einsum("sbti,sbtj->sbij", Z * mask[:, None], Z) / N            # (S,B,D,D), symmetric
-    U = np.einsum("shij,sbtj->sbhti", W_KQ, rows)                         # W_KQ,h z_t
-    R = np.einsum("sbij,sbhtj->sbhti", A, U)                              # A W_KQ,h z_t
-    return np.einsum("shij,sbhtj->sbti", W_PV, R), A, U, R
+    A = (Z * mask[:, None]).swapaxes(-1, -2) @ Z / N                      # (S,B,D,D), symmetric
+    U = rows[:, :, None] @ W_KQ[:, None].swapaxes(-1, -2)                 # W_KQ,h z_t
+    R = U @ A[:, :, None]                                                 # A W_KQ,h z_t
+    return (R @ W_PV[:, None].swapaxes(-1, -2)).sum(axis=2), A, U, R
+
+
+def _flat_tokens(T: np.ndarray) -> np.ndarray:
+    """(S, B, H, T, D) → (S, H, B·T, D): the batch and token axes as one, for sums over both."""
+    S, B, H, n, D = T.shape
+    return T.swapaxes(1, 2).reshape(S, H, B * n, D)
 
 
 def _key_mask(N: int, query_in_keys: bool) -> np.ndarray:
@@ -186,14 +192,15 @@ def network_loss_and_grad(weights: list[tuple], X, Y, xq, yq, d: int,
     G[:, :, -1, d:] = sign * r / B
     grads = []
     for (W_PV, W_KQ), (Z, rows, A, U, R) in zip(reversed(weights), reversed(tape)):
-        g_PV = np.einsum("sbti,sbhtj->shij", G, R)
-        PG = np.einsum("shji,sbtj->sbhti", W_PV, G)                      # W_PV,hᵀ G_t
-        APG = np.einsum("sbij,sbhtj->sbhti", A, PG)
-        g_KQ = np.einsum("sbhti,sbtj->shij", APG, rows)
-        E = np.einsum("sbhti,sbhtj->sbij", PG, U)
+        g_PV = _flat_tokens(G[:, :, None]).swapaxes(-1, -2) @ _flat_tokens(R)
+        PG = G[:, :, None] @ W_PV[:, None]                                # W_PV,hᵀ G_t
+        APG = PG @ A[:, :, None]                                          # A W_PV,hᵀ G_t (A = Aᵀ)
+        g_KQ = _flat_tokens(APG).swapaxes(-1, -2) @ _flat_tokens(rows[:, :, None])
+        E = (PG.reshape(S, B, -1, PG.shape[-1]).swapaxes(-1, -2)
+             @ U.reshape(S, B, -1, U.shape[-1]))                          # Σ_h,t PG U_h,tᵀ
         grads.append((g_PV, g_KQ))
-        G_rows = G + np.einsum("shji,sbhtj->sbti", W_KQ, APG)
-        G = np.einsum("sbtj,sbij->sbti", Z * mask[:, None], E + E.swapaxes(-1, -2)) / N
+        G_rows = G + (APG @ W_KQ[:, None]).sum(axis=2)
+        G = (Z * mask[:, None]) @ (E + E.swapaxes(-1, -2)) / N
         G[:, :, -G_rows.shape[2]:] += G_rows
     return loss, grads[::-1]
 
