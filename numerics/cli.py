@@ -1,6 +1,18 @@
-"""The ``icldyn`` command: ``run`` (the main job), ``derive`` (equations and LaTeX), ``sweep``,
-``risks`` (the learned algorithm against OLS and Bayes), ``cache``, and the non-linear
-experiments ``grok`` and ``icl-emergence``."""
+"""The icldyn command.
+
+commands:
+  run             the main job: exact flow, expected GD, SGD and the SME, report folder
+  derive          a model's equations as LaTeX (--all: every model's document)
+  sweep           theory and SGD over a grid, local processes or Dask, resumable
+  risks           the learned algorithm's in-context risk against OLS and Bayes ridge
+  task-diversity  pretraining on P tasks: exact finite-d curves against Lu et al.
+  critical-sets   a model's critical sets: loss, Hessian index, kind, learned algorithm
+  cache           show or clear the derivation cache
+  grok            grokking on (a + b) mod p (needs torch)
+  icl-emergence   ICL emergence in attention-only transformers (needs torch)
+
+Every command takes --help; bad options stop with exit code 2 and one line naming the
+option and the fix."""
 
 from __future__ import annotations
 
@@ -10,7 +22,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..theory.errors import DivergenceError, InputError
+from ..theory.errors import DivergenceError, InputError, check_int
 
 
 def _progress():
@@ -27,7 +39,7 @@ def _progress():
     def update(stage, done, total):
         if stage not in tasks:
             tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done)
+        bar.update(tasks[stage], completed=done, total=total)
 
     return bar, update
 
@@ -37,8 +49,15 @@ def cmd_run(args) -> int:
     from .report import write_report
     from .runfolder import STAGES, staged_folder
 
+    from .sweep import spectrum_values
+
     overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig)
                  if getattr(args, f.name, None) is not None}
+    d = check_int("--d", overrides.get("d", RunConfig.d))
+    if args.spectrum is not None:
+        overrides["spectrum"] = tuple(spectrum_values(args.spectrum, d))
+    elif d != RunConfig.d:          # the preset's spectrum 2·0.5^k has d = 4 values
+        overrides["spectrum"] = tuple(2 * spectrum_values("geom:0.5", d))
     config = RunConfig(**overrides)
     config.validate()
     bar, update = _progress()
@@ -56,6 +75,11 @@ def cmd_run(args) -> int:
           f"{agr['late_rel_dev']:+.2%} ± {agr['late_rel_dev_se']:.2%} from expected GD "
           f"(the gradient noise GD lacks); block z vs expected GD: mean "
           f"{agr['mean_z']:.2f}, max |z| {agr['max_abs_z']:.2f} over {len(agr['block_z'])} blocks")
+    sme = res["sme"]
+    print(f"SME (derived gradient covariance) vs SGD held-out loss: block z mean "
+          f"{sme['mean_z']:.2f}, max |z| {sme['max_abs_z']:.2f} over {len(sme['block_z'])} "
+          f"blocks; last {agr['late_steps']} steps SME {sme['late_sme']:.5f}, SGD "
+          f"{sme['late_sgd']:.5f} ± {sme['late_sgd_se']:.5f}")
     print(f"conserved {cons['name']}: SGD change {cons['sgd_mean_total_change']:.4f} ± "
           f"{cons['sgd_total_change_se']:.4f}, predicted by the gradient covariance "
           f"{cons['sgd_predicted_total_change']:.4f} (GD alone {cons['gd_total_change']:.2e})")
@@ -78,11 +102,12 @@ def cmd_derive(args) -> int:
         check_file(args.latex, "--latex")
     if args.layers < 1:
         raise InputError("--layers", f"must be at least 1, got {args.layers}")
-    cov = {"diag": "diag", "full": "full", "iso": "iso"}.get(args.cov)
-    if cov is None:
-        raise InputError("--cov", f"must be diag, full or iso, got {args.cov!r}")
+    cov = args.cov
     d_y = args.d if args.tasks == "diagonal" else args.d_y
-    data = ICLData(d=args.d, N=sp.Symbol("N", positive=True, integer=True), Lambda=cov,
+    if args.N is not None and args.N < 1:
+        raise InputError("--N", f"must be a positive integer, got {args.N}")
+    N = sp.Symbol("N", positive=True, integer=True) if args.N is None else args.N
+    data = ICLData(d=args.d, N=N, Lambda=cov,
                    d_y=d_y, tasks=args.tasks, noise=sp.Symbol("sigma", nonnegative=True))
     model = _model(args, d_y)
     if args.layers > 1 or not args.query_in_keys or args.negate_readout:
@@ -103,7 +128,12 @@ def _derive_all(out: Path) -> int:
     from ..theory.catalogue import documents, index
     from ..files import write_atomic
 
-    docs = documents()
+    bar, update = _progress()
+    stage = "deriving every model's document"
+    with bar:
+        update(stage, 0, None)          # no total: a pulsing bar with the elapsed time
+        docs = documents()
+        update(stage, 1, 1)
     for name, text in docs.items():
         write_atomic(out / name, text)
     write_atomic(out / "README.md", index(docs))
@@ -165,6 +195,20 @@ SWEEP_AXES = (("d", int), ("N", int), ("spectrum", str), ("noise", float),
               ("task_count", int))
 SWEEP_SETTINGS = (("steps", int), ("replicas", int), ("mode", str), ("model", str),
                   ("tasks", str))
+
+
+SWEEP_HELP = {"d": "input dimensions", "N": "context lengths",
+              "spectrum": "Λ's eigenvalues (iso, geom:r or a/b/…)", "noise": "label noise σ",
+              "init_scale": "initial parameter scales", "lr": "learning rates",
+              "batch": "SGD batch sizes", "seed": "seeds",
+              "task_count": "finite task sets of P tasks (0: the whole family)",
+              "steps": "steps per point", "replicas": "SGD seeds per point",
+              "mode": "what to compute at each point", "model": "the attention layer",
+              "tasks": "task law"}
+def _sweep_choices() -> dict:
+    from ..theory.models import MODELS
+    from .sweep import MODES
+    return {"mode": MODES, "tasks": ("gaussian", "diagonal"), "model": tuple(sorted(MODELS))}
 
 
 def cmd_sweep(args) -> int:
@@ -323,13 +367,16 @@ def cmd_cache(args) -> int:
 
 def _model_arguments(p: argparse.ArgumentParser, d: int) -> None:
     """--model, --heads, --rank (read by ``_model``), --d and --spectrum (Λ's eigenvalues)."""
-    p.add_argument("--model", default="Merged")
+    from ..theory.models import MODELS
+    p.add_argument("--model", default="Merged", choices=sorted(MODELS),
+                   help="the attention layer (default Merged)")
     p.add_argument("--heads", type=int, default=None, help="MultiHead / SeparateKQ heads "
                    "(default 1)")
     p.add_argument("--rank", type=int, default=None, help="SeparateKQ key-query rank "
                    "(default 1)")
-    p.add_argument("--d", type=int, default=d)
-    p.add_argument("--spectrum", default="geom:0.5", help="Λ's eigenvalues: iso, geom:r, a/b/…")
+    p.add_argument("--d", type=int, default=d, help=f"input dimension (default {d})")
+    p.add_argument("--spectrum", default="geom:0.5",
+                   help="Λ's eigenvalues: iso, geom:r or a/b/… (default geom:0.5)")
 
 
 def _overwrite_argument(p: argparse.ArgumentParser) -> None:
@@ -337,30 +384,80 @@ def _overwrite_argument(p: argparse.ArgumentParser) -> None:
                    help="write into --out although it holds files (its results are replaced)")
 
 
-def parser() -> argparse.ArgumentParser:
-    from .mainjob import RunConfig
+def _pdf_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pdf", action="store_true", help="also write every figure as PDF")
 
-    p = argparse.ArgumentParser(prog="icldyn", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="the main job on the embedded default (the paper's setting)")
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line, naming the option (exit code 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    from .codegen import BACKENDS
+    from .mainjob import MODEL_NAMES, TASKS, RunConfig
+    from .sweep import SweepSpec
+
+    p = _Parser(prog="icldyn", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=_Parser)
+    r = sub.add_parser("run", help="the main job: derive, integrate, simulate SGD and the SME, "
+                                   "report (default: the paper's setting)",
+                       description="The main job: exact flow and expected GD, SGD on the actual "
+                       "network, the SME with the derived gradient covariance, report folder.")
     r.add_argument("--out", default="runs/default", help="run folder (default runs/default)")
     defaults = RunConfig()
-    for name, kind in (("N", int), ("lr", float), ("t_end", float), ("batch", int),
-                       ("seeds", int), ("seed", int), ("init_scale", float), ("noise", float),
-                       ("backend", str)):
+    r.add_argument("--model", default=None, choices=MODEL_NAMES,
+                   help=f"the attention layer (default {defaults.model}; one head, rank 1)")
+    r.add_argument("--layers", type=int, default=None,
+                   help=f"a residual stack of this many layers of --model (default "
+                        f"{defaults.layers})")
+    r.add_argument("--tasks", default=None, choices=TASKS,
+                   help=f"diagonal: vector tasks in Λ's eigenbasis, d_y = d (the paper's); "
+                        f"gaussian: scalar tasks w ~ N(0, I) (default {defaults.tasks})")
+    r.add_argument("--d", type=int, default=None, help=f"input dimension (default {defaults.d})")
+    r.add_argument("--spectrum", default=None,
+                   help="Λ's eigenvalues: a/b/c/… (d of them), iso or geom:r; Λ is rotated "
+                        "by --rotation-seed (default "
+                        f"{'/'.join(f'{x:g}' for x in defaults.spectrum)}; with another --d: "
+                        "2·0.5^k)")
+    for name, kind, text in (
+            ("N", int, "context length"), ("lr", float, "learning rate η"),
+            ("t_end", float, "horizon in t = η × steps (t_end/η whole, divisible by "
+                             "--record-every)"),
+            ("batch", int, "prompts per SGD step B"), ("seeds", int, "SGD runs (≥ 2)"),
+            ("validation", int, "held-out prompts per SGD seed, drawn once"),
+            ("replicas", int, "SME replicas (≥ 2)"), ("seed", int, "seed of SGD and SME"),
+            ("rotation_seed", int, "seed of Λ's eigenbasis"),
+            ("record_every", int, "record parameters every this many steps"),
+            ("init_scale", float, "every parameter matrix starts as this times I"),
+            ("noise", float, "label noise σ")):
         r.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
-                       help=f"default {getattr(defaults, name)}")
+                       help=f"{text} (default {getattr(defaults, name)})")
+    r.add_argument("--backend", default=None, choices=BACKENDS,
+                   help=f"compiled code (default {defaults.backend})")
     r.add_argument("--resume", action="store_true",
                    help="reuse the finished SGD ensemble saved in --out (same settings)")
     _overwrite_argument(r)
+    _pdf_argument(r)
     r.set_defaults(func=cmd_run)
     dv = sub.add_parser("derive", help="derive a model's equations and print/write LaTeX")
-    dv.add_argument("--model", default="Merged")
-    dv.add_argument("--cov", default="full", help="diag | full | iso (symbolic Λ)")
+    dv.add_argument("--model", default="Merged", choices=MODEL_NAMES,
+                    help="the attention layer (default Merged)")
+    dv.add_argument("--cov", default="full", choices=["diag", "full", "iso"],
+                    help="symbolic Λ: diagonal, full or λI (default full)")
+    dv.add_argument("--N", type=int, default=None,
+                    help="context length (default: the symbol N, every N at once)")
     dv.add_argument("--tasks", default="gaussian", choices=["gaussian", "diagonal", "finite"],
-                    help="finite: W uniform over P task matrices W_1..W_P (kept symbolic)")
-    dv.add_argument("--d", type=int, default=2)
-    dv.add_argument("--d-y", dest="d_y", type=int, default=1)
+                    help="gaussian task rows; diagonal: the paper's, in Λ's eigenbasis "
+                         "(d_y = d); finite: W uniform over P task matrices W_1..W_P (kept "
+                         "symbolic) (default gaussian)")
+    dv.add_argument("--d", type=int, default=2, help="input dimension (default 2)")
+    dv.add_argument("--d-y", dest="d_y", type=int, default=1,
+                    help="outputs (default 1; d for --tasks diagonal)")
     dv.add_argument("--heads", type=int, default=None, help="heads of MultiHead/SeparateKQ "
                     "(default 1)")
     dv.add_argument("--rank", type=int, default=None, help="key-query rank of SeparateKQ "
@@ -371,48 +468,62 @@ def parser() -> argparse.ArgumentParser:
                     help="stack: drop the query from the keys (Ahn et al.'s mask)")
     dv.add_argument("--negate-readout", action="store_true",
                     help="stack: read ŷ as minus the query's y-rows (Ahn et al.)")
-    dv.add_argument("--latex", default=None, help="write the LaTeX to this file")
+    dv.add_argument("--latex", default=None,
+                    help="write the LaTeX to this file (default: print it)")
     dv.add_argument("--all", action="store_true",
                     help="regenerate every model's LaTeX document and the index in --out")
     dv.add_argument("--out", default="derivations", help="folder for --all (default derivations)")
     dv.set_defaults(func=cmd_derive)
     sw = sub.add_parser("sweep", help="theory and SGD simulation over a grid (local processes "
                                       "or a Dask cluster), resumable")
+    spec = SweepSpec()
+    show = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else v  # noqa: E731
     for name, kind in SWEEP_AXES:
         sw.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
-                        help=f"comma-separated {kind.__name__} values")
+                        help=f"{SWEEP_HELP[name]}: comma-separated {kind.__name__} values "
+                             f"(default {show(getattr(spec, name))})")
     for name, kind in SWEEP_SETTINGS:
-        sw.add_argument(f"--{name}", dest=name, type=kind, default=None)
+        sw.add_argument(f"--{name}", dest=name, type=kind, default=None,
+                        choices=_sweep_choices().get(name),
+                        help=f"{SWEEP_HELP[name]} (default {getattr(spec, name)})")
     sw.add_argument("--workers", type=int, default=None, help="local processes (default: cores)")
-    sw.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:port)")
+    sw.add_argument("--scheduler", default=None, help="Dask scheduler address tcp://host:port (default: none, local processes)")
     sw.add_argument("--resume", action="store_true", help="continue the sweep in --out")
     sw.add_argument("--out", default="runs/sweep", help="run folder (default runs/sweep)")
+    _pdf_argument(sw)
     sw.set_defaults(func=cmd_sweep)
     rk = sub.add_parser("risks", help="in-context risk of a model's learned algorithm against "
                                       "N, with OLS and the Bayes-optimal ridge (scalar tasks)")
     _model_arguments(rk, d=3)
-    rk.add_argument("--N", default="1,2,4,8,16,32", help="comma-separated context lengths")
-    rk.add_argument("--noise", type=float, default=0.1, help="label noise σ")
-    rk.add_argument("--prompts", type=int, default=20000, help="Monte-Carlo prompts per N")
-    rk.add_argument("--seed", type=int, default=0)
+    rk.add_argument("--N", default="1,2,4,8,16,32",
+                    help="comma-separated context lengths (default 1,2,4,8,16,32)")
+    rk.add_argument("--noise", type=float, default=0.1, help="label noise σ (default 0.1)")
+    rk.add_argument("--prompts", type=int, default=20000,
+                    help="Monte-Carlo prompts per N (default 20000)")
+    rk.add_argument("--seed", type=int, default=0, help="Monte-Carlo seed (default 0)")
     rk.add_argument("--out", default="runs/risks", help="run folder (default runs/risks)")
     _overwrite_argument(rk)
     rk.set_defaults(func=cmd_risks)
     td = sub.add_parser("task-diversity", help="Merged pretrained on P tasks, tested on the "
                         "family: exact finite-d curves against Lu et al.'s asymptotic theory")
-    td.add_argument("--d", default="25,50,100,200", help="comma-separated dimensions")
-    td.add_argument("--kappa", default="0.25,0.5,1,2,4", help="task diversities P/d")
-    td.add_argument("--alpha", default="1", help="context lengths N/d")
-    td.add_argument("--rho", default="0.25", help="noise variances")
+    td.add_argument("--d", default="25,50,100,200",
+                    help="comma-separated dimensions (default 25,50,100,200)")
+    td.add_argument("--kappa", default="0.25,0.5,1,2,4",
+                    help="task diversities P/d (default 0.25,0.5,1,2,4)")
+    td.add_argument("--alpha", default="1", help="context lengths N/d (default 1)")
+    td.add_argument("--rho", default="0.25", help="noise variances (default 0.25)")
     td.add_argument("--draws", type=int, default=16,
-                    help="task sets per point at the smallest d (scaled ∝ 1/d, at least 2)")
+                    help="task sets per point at the smallest d (scaled ∝ 1/d, at least 2; "
+                         "default 16)")
     td.add_argument("--prompts", type=int, default=0,
-                    help="Monte-Carlo prompts for OLS/ridge/dMMSE baselines (0: none)")
-    td.add_argument("--seed", type=int, default=0)
+                    help="Monte-Carlo prompts for OLS/ridge/dMMSE baselines (default 0: none)")
+    td.add_argument("--seed", type=int, default=0, help="seed of the task draws (default 0)")
     td.add_argument("--parameterizations", action="store_true",
                     help="also every parameterization (and eigenbasis tasks) at d = 3: "
                          "parameterizations.csv (minutes)")
-    td.add_argument("--out", default="runs/task-diversity", help="run folder")
+    td.add_argument("--out", default="runs/task-diversity",
+                    help="run folder (default runs/task-diversity)")
+    _pdf_argument(td)
     td.set_defaults(func=cmd_task_diversity)
     cs = sub.add_parser("critical-sets", help="a model's critical sets with their loss, gap "
                                               "to the minimum, Hessian index and kind")
@@ -420,35 +531,42 @@ def parser() -> argparse.ArgumentParser:
     cs.add_argument("--d-y", dest="d_y", type=int, default=None,
                     help="outputs (default 1; d for --tasks diagonal)")
     cs.add_argument("--tasks", default="gaussian", choices=["gaussian", "diagonal"],
-                    help="gaussian task rows, or the paper's tasks in Λ's eigenbasis")
-    cs.add_argument("--N", type=int, default=4, help="context length")
-    cs.add_argument("--noise", type=float, default=0.0, help="label noise σ")
+                    help="gaussian task rows, or the paper's tasks in Λ's eigenbasis "
+                         "(default gaussian)")
+    cs.add_argument("--N", type=int, default=4, help="context length (default 4)")
+    cs.add_argument("--noise", type=float, default=0.0, help="label noise σ (default 0)")
     cs.add_argument("--out", default="runs/critical-sets",
                     help="run folder (default runs/critical-sets)")
     _overwrite_argument(cs)
     cs.set_defaults(func=cmd_critical_sets)
     ca = sub.add_parser("cache", help="show or clear the on-disk derivation cache "
                                       "($ICLDYN_CACHE_DIR, default ~/.cache/icldyn)")
-    ca.add_argument("action", choices=["info", "clear"])
+    ca.add_argument("action", choices=["info", "clear"],
+                    help="info: entries and size per kind; clear: delete them")
     ca.set_defaults(func=cmd_cache)
     for name, func, default, text in (
             ("grok", cmd_grok, "runs/grok", "grokking on (a + b) mod p (needs torch)"),
             ("icl-emergence", cmd_icl, "runs/icl", "ICL emergence in attention-only "
                                                    "transformers (needs torch)")):
         c = sub.add_parser(name, help=text)
-        c.add_argument("--preset", default="quick", help="quick | paper")
+        c.add_argument("--preset", default="quick", choices=["quick", "paper"],
+                       help="quick (minutes on a CPU) or paper (default quick)")
         c.add_argument("--out", default=default, help=f"run folder (default {default})")
         c.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
         c.add_argument("--resume", action="store_true",
                        help="reuse finished runs in --out (same config) instead of retraining")
+        _pdf_argument(c)
         c.set_defaults(func=func)
     return p
 
 
 def main(argv=None) -> int:
+    from .runfolder import figures_also_as_pdf
+
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        with figures_also_as_pdf(getattr(args, "pdf", False)):
+            return args.func(args)
     except (InputError, DivergenceError) as exc:   # divergence: its message names the step size
         print(f"icldyn {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -58,37 +58,44 @@ class CompiledCovariance:
         """E[g gᵀ] at θ (shape (P,)) or at a stack of θ (shape (R, P)) → (…, P, P)."""
         theta = np.asarray(theta, dtype=float)
         stack = theta.reshape(-1, self.flow.size)
-        values = {"Lambda": self.flow.Lambda, "Sigma_w": self.flow.Sigma_w,
-                  **letter_values(self.flow.model, self.flow.unpack(stack))}
+        letters = letter_values(self.flow.model, self.flow.unpack(stack))
+        values = {"Lambda": self.flow.Lambda, "Sigma_w": self.flow.Sigma_w, **letters}
         out = np.zeros((len(stack), self.flow.size, self.flow.size))
-        self._add(out, self.groups, _Evaluator(values, self.space_size), 1.0)
-        for W, weight in zip(self.tasks, self.weights):
-            self._add(out, self.task_groups, _Evaluator({**values, W_TASK.name: W},
-                                                        self.space_size), weight)
+        self._add(out, self.groups, _Evaluator(values, self.space_size))
+        if len(self.tasks):       # every task at once: θ's letters (R, 1, …), the tasks (T, …)
+            per_task = {**values, **{k: v[:, None] for k, v in letters.items()},
+                        W_TASK.name: self.tasks}
+            self._add(out, self.task_groups, _Evaluator(per_task, self.space_size),
+                      self.weights)
         return out.reshape(theta.shape[:-1] + out.shape[1:])
 
-    def _add(self, out: np.ndarray, groups: dict, ev: "_Evaluator", scale: float) -> None:
-        """out += scale · (the blocks of ``groups`` evaluated by ``ev``)."""
-        R = len(out)
+    def _add(self, out: np.ndarray, groups: dict, ev: "_Evaluator",
+             task_weights: np.ndarray | None = None) -> None:
+        """out += (the blocks of ``groups`` evaluated by ``ev``); with ``task_weights`` the
+        evaluation has a task axis after θ's (R, T) and the blocks are averaged over it."""
+        lead = (len(out),) if task_weights is None else (len(out), len(task_weights))
         for (L, M, case, X, Y), terms in groups.items():
-            weight = scale * sum(c * math.prod((ev.trace(t) for t in others), start=1.0)
-                                 for c, others in terms) * np.ones(R)
+            weight = sum(c * math.prod((ev.trace(t) for t in others), start=1.0)
+                         for c, others in terms) * np.ones(lead)
             A, B = self.letters[L], self.letters[M]
             Xm = ev.word(X, A.rows)
             Ym = ev.word(Y, A.cols if case != "split" else B.rows)
             if case == "split":
-                Xv, Yv = (np.broadcast_to(m.swapaxes(-1, -2), (R,) + m.shape[-2:][::-1])
-                          .reshape(R, -1) for m in (Xm, Ym))
-                block = Xv[:, :, None] * Yv[:, None, :]
+                Xv, Yv = (np.broadcast_to(m.swapaxes(-1, -2), lead + m.shape[-2:][::-1])
+                          .reshape(lead + (-1,)) for m in (Xm, Ym))
+                block = Xv[..., :, None] * Yv[..., None, :]
             else:
                 four = np.einsum("...da,...bc->...abcd" if case == "B" else
                                  "...da,...bc->...abdc", Xm, Ym)
-                four = np.broadcast_to(four, (R,) + four.shape[-4:])
-                block = four.reshape(R, four.shape[1] * four.shape[2], -1)
+                four = np.broadcast_to(four, lead + four.shape[-4:])
+                block = four.reshape(lead + (four.shape[-4] * four.shape[-3], -1))
+            block = weight[..., None, None] * block
+            if task_weights is not None:
+                block = np.einsum("t,rtij->rij", task_weights, block)
             pL, pM = self.positions[L].ravel(), self.positions[M].ravel()
-            out[:, pL[:, None], pM[None, :]] += weight[:, None, None] * block
+            out[:, pL[:, None], pM[None, :]] += block
             if L != M:
-                out[:, pM[:, None], pL[None, :]] += weight[:, None, None] * block.swapaxes(1, 2)
+                out[:, pM[:, None], pL[None, :]] += block.swapaxes(1, 2)
 
     def matrix(self, theta) -> np.ndarray:
         """Σ(θ) = E[g gᵀ] − ∇L ∇Lᵀ at θ (P,) or a stack (R, P)."""

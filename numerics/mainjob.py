@@ -25,10 +25,12 @@ from scipy.integrate import trapezoid
 from ..files import write_atomic
 from ..theory import ICLData, derive, models
 from ..theory.errors import InputError, check_int, check_real
-from ..theory.solutions import mode_reduction
+from ..theory.solutions import mode_reduction, single_head
 from .codegen import BACKENDS, compile_flow
 from .covariance import compile_covariance
+from .gains import mode_gains
 from .integrate import gradient_descent, integrate
+from .sme import PathNoise, simulate_sme
 from .lens import trajectory_measures
 from .simulate import (SimResult, block_stats, block_z_scores, check_prompt_memory,
                        simulate_sgd)
@@ -36,22 +38,37 @@ from .simulate import (SimResult, block_stats, block_z_scores, check_prompt_memo
 
 @dataclass
 class RunConfig:
+    """The main job's settings (the defaults are the embedded preset; ``validate`` checks
+    them, naming the setting and the fix)."""
+    model: str = "Merged"
+    layers: int = 1
+    tasks: str = "diagonal"
     d: int = 4
     N: int = 16
     spectrum: tuple = (2.0, 1.0, 0.5, 0.25)
     rotation_seed: int = 0
     noise: float = 0.0
     init_scale: float = 0.01
-    lr: float = 0.025
+    lr: float = 0.05
     t_end: float = 250.0
     batch: int = 128
-    seeds: int = 16
+    seeds: int = 8
+    validation: int = 256
+    replicas: int = 64
     seed: int = 0
     record_every: int = 10
     backend: str = "numba"
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise InputError("model", f"unknown model {self.model!r}; choose from "
+                             f"{', '.join(MODEL_NAMES)}")
+        if self.tasks not in TASKS:
+            raise InputError("tasks", f"must be one of {', '.join(TASKS)}, got {self.tasks!r}")
+        check_int("layers", self.layers)
+        for name in ("seeds", "replicas"):
+            check_int(name, getattr(self, name), minimum=2)
         if len(self.spectrum) != self.d:
             raise InputError("spectrum", f"needs d = {self.d} eigenvalues, got {len(self.spectrum)}")
         if min(self.spectrum) <= 0:
@@ -59,13 +76,14 @@ class RunConfig:
         for name in ("init_scale", "lr", "t_end"):
             check_real(name, getattr(self, name))
         check_real("noise", self.noise, allow_zero=True)
-        for name in ("d", "N", "batch", "seeds", "record_every"):
+        for name in ("d", "N", "batch", "seeds", "record_every", "validation", "replicas"):
             check_int(name, getattr(self, name))
         check_int("seed", self.seed, minimum=0)
         check_int("rotation_seed", self.rotation_seed, minimum=0)
         if self.backend not in BACKENDS:
             raise InputError("backend", f"must be one of {BACKENDS}, got {self.backend!r}")
-        check_prompt_memory(self.N, self.d, self.d, self.seeds * self.batch)
+        check_prompt_memory(self.N, self.d, self.d, self.seeds * max(self.batch,
+                                                                       self.validation))
         steps = self.t_end / self.lr
         if abs(steps - round(steps)) > 1e-9 or round(steps) % self.record_every:
             raise InputError("t_end", "t_end / lr must be a whole number of steps divisible "
@@ -81,12 +99,22 @@ class RunConfig:
         return U @ np.diag(self.spectrum) @ U.T
 
 
-def _modes(flow, theta: np.ndarray) -> np.ndarray:
-    """a_α = (UᵀVU)_αα (UᵀQU)_αα for each row of θ (any leading shape)."""
-    p = flow.unpack(theta)
-    U = flow.U
-    diag = lambda M: np.einsum("ak,...ab,bk->...k", U, M, U)  # noqa: E731
-    return diag(p["V"]) * diag(p["Q"])
+MODEL_NAMES = tuple(sorted(models.MODELS))
+TASKS = ("diagonal", "gaussian")
+
+
+def build_model(config: "RunConfig") -> models.Model:
+    """``config.layers`` layers of ``config.model`` (one head, rank 1 where it has them);
+    d_y = d for the paper's eigenbasis tasks, else 1."""
+    layer = models.MODELS[config.model](config.d, d_y=config.d if config.tasks == "diagonal"
+                                        else 1)
+    return layer if config.layers == 1 else models.Stack([layer] * config.layers)
+
+
+def initial_params(model: models.Model, scale: float) -> dict:
+    """Every parameter matrix ``scale`` times the (rectangular) identity, every head alike."""
+    return {name: scale * np.broadcast_to(np.eye(*shape[-2:]), shape).copy()
+            for name, shape in model.shapes().items()}
 
 
 def _crossing(t: np.ndarray, y: np.ndarray, level: float) -> float:
@@ -116,27 +144,81 @@ def _short_horizon(t_end: float, reached: np.ndarray, predicted: list) -> str | 
             f"half-times reach {max(predicted):.3g}: raise --t-end well beyond that")
 
 
-NOISE_POINTS = 24
+NOISE_POINTS = 48
 
 
-def predicted_sgd_drift(flow, gd, lr: float, batch: int, points: int = NOISE_POINTS) -> dict:
-    """SGD's expected change of C = ‖V‖² − ‖Q‖² predicted by the derived gradient covariance.
+def quadratic_form(f, size: int) -> np.ndarray:
+    """K with f(θ) = θᵀKθ, by polarisation: K_ii = f(e_i), K_ij = (f(e_i + e_j) − f(e_i) −
+    f(e_j))/2; an InputError when f is not such a form (checked at a random θ)."""
+    unit = np.eye(size)
+    diag = np.array([f(e) for e in unit])
+    K = np.diag(diag)
+    for i in range(size):
+        for j in range(i + 1, size):
+            K[i, j] = K[j, i] = (f(unit[i] + unit[j]) - diag[i] - diag[j]) / 2
+    theta = np.random.default_rng(0).standard_normal(size)
+    if not np.isclose(f(theta), theta @ K @ theta, rtol=1e-9, atol=1e-12):
+        raise InputError("model", "its conserved quantity is not a quadratic form θᵀKθ: "
+                         "the SGD drift prediction needs one")
+    return K
 
-    With θ_{n+1} = θ_n − η ĝ_n, C = θᵀKθ (K = +1 on V, −1 on Q) and ⟨∇C, ∇L⟩ = 0, the
+
+def noise_steps(n_steps: int, points: int = NOISE_POINTS) -> np.ndarray:
+    """The steps at which Σ is evaluated along the GD path: 0 and ``points`` geometrically
+    spaced ones up to ``n_steps`` (the stages are spaced geometrically in t)."""
+    return np.unique(np.r_[0, np.geomspace(1, n_steps, points).astype(int)])
+
+
+def predicted_sgd_drift(flow, gd, noise: PathNoise, lr: float, batch: int) -> dict:
+    """SGD's expected change of the first conserved quantity C predicted by the derived
+    gradient covariance.
+
+    With θ_{n+1} = θ_n − η ĝ_n, C = θᵀKθ (``quadratic_form``) and ⟨∇C, ∇L⟩ = 0, the
     first-order terms vanish in expectation and E[ΔC | θ] = η² (∇Lᵀ K ∇L + tr(K Σ(θ))/B),
     Σ the exact single-prompt covariance. The first term is GD's own change; the second, the
-    noise's, is evaluated along the GD path at ``points`` steps spaced geometrically (the
-    stages are) and summed over steps by the trapezoid rule. Returns the noise part, the GD
-    part and their sum (the predicted mean total change along SGD)."""
-    K = np.sign(flow.pack({"V": np.ones(flow.shapes["V"]), "Q": -np.ones(flow.shapes["Q"])}))
-    n_steps = len(gd.theta) - 1
-    at = np.unique(np.r_[0, np.geomspace(1, n_steps, points).astype(int)])
-    cov = compile_covariance(flow)
-    per_step = np.array([np.sum(K * np.diag(cov.matrix(gd.theta[n]))) for n in at])
-    noise = lr ** 2 / batch * float(trapezoid(per_step, at))
+    noise's, is evaluated along the GD path at ``noise.steps`` (``noise_steps``) and summed
+    over steps by the trapezoid rule (the linear interpolation ``noise`` uses). Returns the
+    noise part, the GD part and their sum (the predicted mean total change along SGD)."""
+    K = quadratic_form(lambda theta: flow.conserved(theta)[0], flow.size)
+    per_step = np.einsum("pq,kqp->k", K, noise.matrices)
+    noise_change = lr ** 2 / batch * float(trapezoid(per_step, noise.steps))
     gd_change = float(gd.conserved[-1, 0] - gd.conserved[0, 0])
-    return {"noise": noise, "gd": gd_change, "total": gd_change + noise,
-            "steps": at.tolist(), "rate_per_step": (lr ** 2 / batch * per_step).tolist()}
+    return {"noise": noise_change, "gd": gd_change, "total": gd_change + noise_change,
+            "steps": noise.steps.tolist(), "rate_per_step": (lr ** 2 / batch * per_step).tolist()}
+
+
+SME_BLOCKS = 24
+
+
+def sme_against_sgd(sme, sim: SimResult, config: RunConfig) -> dict:
+    """The SME ensemble's population loss against SGD's per-seed validation loss at the
+    recorded steps. Blocks of records are spaced geometrically in t (the stages are); in each
+    block, z = (SGD mean − SME mean) / √(SE²_SGD + SE²_SME), the SEs across seeds and
+    replicas of per-seed block means. The late window is the last ``LATE_STEPS`` steps."""
+    sgd, pred = sim.val_losses[1:], sme.losses[1:]          # record 0: the common start
+    t = sme.t[1:]
+    edges = np.unique(np.geomspace(1, len(t), SME_BLOCKS + 1).astype(int)) - 1
+    edges[-1] = len(t)
+    z = []
+    for i, j in zip(edges[:-1], edges[1:]):
+        (m_sgd, se_sgd), (m_sme, se_sme) = (block_stats(a[i:j], j - i) for a in (sgd, pred))
+        z.append((m_sgd[0] - m_sme[0]) / np.hypot(se_sgd[0], se_sme[0]))
+    z = np.array(z)
+    late = max(1, min(LATE_STEPS, config.steps) // config.record_every)
+    (sgd_late, sgd_late_se), (sme_late, sme_late_se) = (block_stats(a[-late:], late)
+                                                        for a in (sgd, pred))
+    quart = lambda a: np.quantile(a, [0.25, 0.75], axis=1)  # noqa: E731
+    results = {"replicas": config.replicas, "validation": config.validation,
+               "noise_points": NOISE_POINTS,
+               "block_t_edges": [float(t[edges[0]])] + [float(t[j - 1]) for j in edges[1:]],
+               "block_z": z.tolist(), "max_abs_z": float(np.abs(z).max()),
+               "mean_z": float(z.mean()),
+               "late_sgd": float(sgd_late[0]), "late_sgd_se": float(sgd_late_se[0]),
+               "late_sme": float(sme_late[0]), "late_sme_se": float(sme_late_se[0])}
+    arrays = {"t_records": sme.t, "loss_sme": sme.loss, "loss_sme_quartiles": quart(sme.losses),
+              "loss_sgd_val": sim.val_loss, "loss_sgd_val_se": sim.val_loss_se,
+              "loss_sgd_val_quartiles": quart(sim.val_losses)}
+    return {"results": results, "arrays": arrays}
 
 
 SIMULATION_STAGE = "simulation.npz"
@@ -146,6 +228,7 @@ def save_simulation(stages: Path, config: RunConfig, sim: SimResult) -> None:
     """The finished SGD ensemble with its config, so that ``--resume`` need not redo it."""
     arrays = {"config": np.array(json.dumps(asdict(config), sort_keys=True)), "loss": sim.loss,
               "loss_se": sim.loss_se, "losses": sim.losses, "steps": sim.steps,
+              "val_losses": sim.val_losses,
               **{f"param_{k}": v for k, v in sim.params.items()}}
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -165,11 +248,27 @@ def load_simulation(stages: Path, config: RunConfig) -> SimResult | None:
                 return None
             params = {k[len("param_"):]: z[k] for k in z.files if k.startswith("param_")}
             return SimResult(z["loss"], z["loss_se"], z["losses"], z["steps"], params,
-                             {"resumed_from": str(path.relative_to(path.parent.parent))})
+                             {"resumed_from": str(path.relative_to(path.parent.parent))},
+                             z["val_losses"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         warnings.warn(f"ignoring the unreadable saved simulation {path} ({type(exc).__name__}: "
                       f"{exc}); recomputing it", RuntimeWarning, stacklevel=2)
         return None
+
+
+class Clock:
+    """Wall and CPU seconds (all threads, ``time.process_time``) of each stage of a run: on a
+    loaded machine the CPU time estimates the idle wall time."""
+
+    def __init__(self):
+        self.wall, self.cpu = {}, {}
+
+    def start(self) -> None:
+        self._at = (time.perf_counter(), time.process_time())
+
+    def lap(self, stage: str) -> None:
+        self.wall[f"{stage}_s"] = time.perf_counter() - self._at[0]
+        self.cpu[f"{stage}_s"] = time.process_time() - self._at[1]
 
 
 def run(config: RunConfig, progress=None, stages: Path | None = None,
@@ -179,20 +278,21 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
     saved stage made with the same config is reused instead of recomputed."""
     config.validate()
     tell = progress or (lambda *a: None)
-    timings = {}
-    t0 = time.perf_counter()
+    clock = Clock()
+    clock.start()
     d = config.d
-    data = ICLData(d=d, N=config.N, Lambda=config.Lambda(), d_y=d, tasks="diagonal",
+    model = build_model(config)
+    data = ICLData(d=d, N=config.N, Lambda=config.Lambda(), d_y=model.d_y, tasks=config.tasks,
                    noise=config.noise)
-    model = models.Merged(d, d_y=d)
     der = derive(model, data)
-    reduction = mode_reduction(der)
+    reduction = (mode_reduction(der) if config.tasks == "diagonal" and single_head(model)
+                 else None)
     tell("derive", 1, 1)
-    timings["derive_s"] = time.perf_counter() - t0
+    clock.lap("derive")
 
-    t0 = time.perf_counter()
+    clock.start()
     flow = compile_flow(der, backend=config.backend)
-    init = {"V": config.init_scale * np.eye(d), "Q": config.init_scale * np.eye(d)}
+    init = initial_params(model, config.init_scale)
     theta0 = flow.pack(init)
     t_eval = np.unique(np.r_[np.linspace(0.0, config.t_end, 501),
                              np.geomspace(config.lr, config.t_end, 400)])
@@ -200,56 +300,68 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
     tell("integrate", 1, 1)
     gd = gradient_descent(flow, theta0, lr=config.lr, steps=config.steps)
     tell("gradient descent", 1, 1)
-    timings["theory_s"] = time.perf_counter() - t0
+    clock.lap("theory")
 
-    t0 = time.perf_counter()
+    clock.start()
     sim = load_simulation(stages, config) if resume and stages is not None else None
     if sim is None:
         sim = simulate_sgd(model, data, init, lr=config.lr, batch=config.batch,
                            steps=config.steps, seeds=config.seeds, seed=config.seed,
-                           record_every=config.record_every,
+                           record_every=config.record_every, validation=config.validation,
                            progress=lambda n: tell("SGD simulation", n, config.steps))
         if stages is not None:
             save_simulation(stages, config, sim)
-    timings["simulation_s"] = time.perf_counter() - t0
+    clock.lap("simulation")
 
-    a0 = sp.nsimplify(config.init_scale) ** 2
-    a_flow = _modes(flow, traj.theta)
+    U = np.array(data.eigenbasis().tolist(), dtype=float)
+    gains = lambda theta: mode_gains(model, flow.unpack(theta), flow.Lambda, U)  # noqa: E731
+    a_flow = gains(traj.theta)
     sim_theta = sim.theta()
-    a_sim = _modes(flow, sim_theta).mean(axis=0)
+    a_sim = gains(sim_theta.reshape(-1, flow.size)).reshape(sim_theta.shape[:2] + (d,)).mean(
+        axis=0)
     a_final = a_flow[-1]
-    a_star = np.array([float(a) for a in reduction.exact_fixed_point()])
+    s_modes = np.einsum("ia,ij,ja->a", U, flow.Lambda, U)
+    a_star = (np.array([float(a) for a in reduction.exact_fixed_point()]) if reduction
+              else a_final)
     t_sim = sim.steps * config.lr
     stages = []
     for k in range(d):
-        predicted = float(reduction.half_time(k, a0))
-        stages.append({
-            "mode": k + 1, "s": float(reduction.s[k]),
-            "saddle_growth_rate": float(reduction.saddle_growth_rates()[k]),
-            "a_star_decoupled": float(reduction.fixed_point(k)),
-            "a_star_exact": float(a_star[k]),
-            "a_final_exact_flow": float(a_final[k]),
-            "a_star_paper_large_N": float(config.N / ((config.N + 1) * reduction.s[k]
-                                                      + sum(reduction.s))),
-            "t_half_predicted": predicted,
-            "t_half_exact_flow": _crossing(traj.t, a_flow[:, k], a_star[k] / 2),
-            "t_half_sgd": _crossing(t_sim, a_sim[:, k], a_star[k] / 2),
-        })
-    short = _short_horizon(config.t_end, a_final / a_star, [st["t_half_predicted"]
-                                                             for st in stages])
+        stage = {"mode": k + 1, "s": float(s_modes[k]), "a_final_exact_flow": float(a_final[k]),
+                 "t_half_exact_flow": _crossing(traj.t, a_flow[:, k], a_star[k] / 2),
+                 "t_half_sgd": _crossing(t_sim, a_sim[:, k], a_star[k] / 2)}
+        if reduction:
+            stage.update({
+                "saddle_growth_rate": float(reduction.saddle_growth_rates()[k]),
+                "a_star_decoupled": float(reduction.fixed_point(k)),
+                "a_star_exact": float(a_star[k]),
+                "a_star_paper_large_N": float(config.N / ((config.N + 1) * reduction.s[k]
+                                                          + sum(reduction.s))),
+                "t_half_predicted": float(reduction.half_time(
+                    k, sp.nsimplify(config.init_scale) ** 2))})
+        stages.append(stage)
+    short = reduction and _short_horizon(config.t_end, a_final / a_star,
+                                         [st["t_half_predicted"] for st in stages])
     if short:
         warnings.warn(short, RuntimeWarning, stacklevel=2)
 
-    t0 = time.perf_counter()
-    drift = predicted_sgd_drift(flow, gd, config.lr, config.batch)
-    tell("noise prediction", 1, 1)
-    timings["noise_s"] = time.perf_counter() - t0
+    clock.start()
+    noise = PathNoise.along(compile_covariance(flow), gd.theta, noise_steps(config.steps))
+    drift = predicted_sgd_drift(flow, gd, noise, config.lr, config.batch)
+    tell("gradient covariance", 1, 1)
+    clock.lap("covariance")
+    clock.start()
+    sme = simulate_sme(flow, theta0, config.lr, config.batch, config.steps,
+                       replicas=config.replicas, seed=config.seed,
+                       record_every=config.record_every, path_noise=noise,
+                       progress=lambda n: tell("SME ensemble", n, config.steps))
+    clock.lap("sme")
+    beyond = sme_against_sgd(sme, sim, config)
 
-    t0 = time.perf_counter()
+    clock.start()
     pick = np.unique(np.r_[np.linspace(0, len(traj.t) - 1, 150).astype(int), len(traj.t) - 1])
     lens = trajectory_measures(flow, traj.t[pick], traj.theta[pick])
     tell("measures", 1, 1)
-    timings["measures_s"] = time.perf_counter() - t0
+    clock.lap("measures")
 
     block = config.steps // 30
     z = block_z_scores(sim.losses[:-1], gd.loss[:-1], block=block)
@@ -260,13 +372,15 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
     late_mean, late_se = block_stats(sim.losses[-late - 1:-1], late)
     late_gd = float(gd.loss[-late - 1:-1].mean())
     c_gd = gd.conserved[:, 0]
-    c_sgd = (np.sum(sim.params["V"] ** 2, axis=(2, 3))
-             - np.sum(sim.params["Q"] ** 2, axis=(2, 3)))          # (seeds, records)
+    c_sgd = flow.observe(sim_theta.reshape(-1, flow.size))[:, 1].reshape(
+        sim_theta.shape[:2])                                       # (seeds, records)
+    matrices = [name for name in lens if name not in ("t", "top_hessian")]
     derived_steps = np.array([flow.gd_change(row, config.lr)[0] for row in gd.theta[:-1]])
     grad_final = flow.grad(traj.theta[-1])
     results = {
-        "config": asdict(config),
-        "timings": timings,
+        "config": asdict(config), "model": repr(model), "matrices": matrices,
+        "timings": clock.wall,
+        "cpu_timings": clock.cpu,
         "simulation_resumed_from": sim.info.get("resumed_from"),
         "loss": {"initial": float(traj.loss[0]), "final_flow": float(traj.loss[-1]),
                  "final_gd": float(gd.loss[-1]), "final_sgd": float(sim.loss[-1]),
@@ -278,6 +392,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
                       "late_sgd_se": float(late_se[0]), "late_gd": late_gd,
                       "late_rel_dev": float(late_mean[0] / late_gd - 1),
                       "late_rel_dev_se": float(late_se[0] / late_gd)},
+        "sme": beyond["results"],
         "stages": stages,
         "fixed_point": {"grad_norm": float(np.linalg.norm(grad_final)),
                         "modes": a_star.tolist(), "modes_at_t_end": a_final.tolist()},
@@ -291,7 +406,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
                       "effective_rank_initial": float(lens[name]["effective_rank"][0]),
                       "effective_rank_min": float(lens[name]["effective_rank"].min()),
                       "effective_rank_final": float(lens[name]["effective_rank"][-1])}
-               for name in ("V", "Q")}},
+               for name in matrices}},
         "conserved": {
             "name": der.conserved[0].name, "proved": der.conserved[0].proved,
             "initial": float(traj.conserved[0, 0]),
@@ -302,18 +417,23 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
             "sgd_total_change_se": float(c_sgd[:, -1].std(ddof=1) / np.sqrt(config.seeds)),
             "sgd_predicted_total_change": drift["total"],
             "sgd_predicted_noise_change": drift["noise"],
+            "sme_mean_total_change": float(sme.conserved[-1, :, 0].mean()
+                                           - sme.conserved[0, 0, 0]),
+            "sme_total_change_se": float(sme.conserved[-1, :, 0].std(ddof=1)
+                                         / np.sqrt(config.replicas)),
         },
     }
     arrays = {"t_flow": traj.t, "loss_flow": traj.loss, "t_gd": gd.t, "loss_gd": gd.loss,
               "loss_sgd": sim.loss, "loss_sgd_se": sim.loss_se, "losses_sgd": sim.losses, "t_sgd_steps": gd.t,
               "modes_flow": a_flow, "modes_sgd": a_sim, "t_modes_sgd": t_sim,
+              **beyond["arrays"],
               "conserved_flow": traj.conserved[:, 0], "conserved_gd": c_gd,
               "conserved_sgd": c_sgd.mean(axis=0),
               "t_conserved_noise": np.array(drift["steps"]) * config.lr,
               "conserved_noise_rate": np.array(drift["rate_per_step"]),
               "conserved_gd_derived": c_gd[0] + np.r_[0.0, np.cumsum(derived_steps)],
               "t_lens": lens["t"], "top_hessian": lens["top_hessian"],
-              **{f"{name}_{key}": lens[name][key] for name in ("V", "Q")
+              **{f"{name}_{key}": lens[name][key] for name in matrices
                  for key in ("effective_rank", "stable_rank", "numerical_rank",
                              "overlap_with_final")}}
     return {"results": results, "arrays": arrays, "derivation": der, "reduction": reduction}

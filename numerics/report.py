@@ -10,10 +10,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import sympy as sp  # noqa: E402
 
 from ..files import write_atomic  # noqa: E402
 from .runfolder import provenance, save_figure, write_json  # noqa: E402
 from .simulate import block_stats  # noqa: E402
+
+
+def _stage_time(stage: dict) -> float:
+    """A stage's predicted half-time where the model has a mode reduction, else the flow's."""
+    return stage.get("t_half_predicted", stage["t_half_exact_flow"])
+
+
+def _stage_lines(ax, results: dict) -> None:
+    for st in results["stages"]:
+        ax.axvline(_stage_time(st), color="grey", ls=":", lw=0.8)
 
 
 def figure_loss(arrays: dict, results: dict):
@@ -33,13 +44,22 @@ def figure_loss(arrays: dict, results: dict):
     ax.plot(arrays["t_flow"][1:], arrays["loss_flow"][1:], color="k", lw=1.5,
             label="theory: gradient flow")
     ax.plot(t[1:], arrays["loss_gd"][1:], "--", color="C0", lw=1.2, label="theory: expected GD")
-    for st in results["stages"]:
-        ax.axvline(st["t_half_predicted"], color="grey", ls=":", lw=0.8)
+    t_rec = arrays["t_records"][1:]
+    low, high = arrays["loss_sme_quartiles"][:, 1:]
+    ax.fill_between(t_rec, low, high, color="C2", alpha=0.3, lw=0,
+                    label="theory: SME (derived Σ), interquartile band over replicas")
+    ax.plot(t_rec, arrays["loss_sme"][1:], color="C2", lw=1.2,
+            label=f"theory: SME mean over {results['sme']['replicas']} replicas")
+    ax.plot(t_rec, arrays["loss_sgd_val"][1:], color="C1", lw=1.0,
+            label=f"SGD: held-out loss ({results['sme']['validation']} prompts per seed), mean")
+    for q in arrays["loss_sgd_val_quartiles"]:
+        ax.plot(t_rec, q[1:], ":", color="C1", lw=0.8)
+    _stage_lines(ax, results)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("t = learning rate × steps (dotted: predicted stage half-times)")
+    ax.set_xlabel("t = learning rate × steps (dotted: stage half-times)")
     ax.set_ylabel("loss")
-    ax.set_title(f"Merged model, diagonal tasks, d = {cfg['d']}, N = {cfg['N']} "
+    ax.set_title(f"{results['model']}, {cfg['tasks']} tasks, d = {cfg['d']}, N = {cfg['N']} "
                  f"(η = {cfg['lr']}, B = {cfg['batch']}, {cfg['seeds']} seeds)")
     ax.legend(fontsize=8)
     return fig
@@ -54,10 +74,10 @@ def figure_modes(arrays: dict, results: dict):
                 label=f"mode {k + 1} (s = {st['s']:g}): exact flow")
         ax.plot(arrays["t_modes_sgd"][1:], arrays["modes_sgd"][1:, k] / a_star[k], ".", ms=2,
                 color=color, alpha=0.6, label=f"mode {k + 1}: SGD mean over seeds")
-        ax.axvline(st["t_half_predicted"], color=color, ls="--", lw=0.8)
+        ax.axvline(_stage_time(st), color=color, ls="--", lw=0.8)
     ax.axhline(0.5, color="grey", lw=0.5)
     ax.set_xscale("log")
-    ax.set_xlabel("t (dashed: predicted half-times; dots: SGD mean)")
+    ax.set_xlabel("t (dashed: half-times; dots: SGD mean)")
     ax.set_ylabel(r"$a_\alpha(t)/a_\alpha(\infty)$")
     ax.set_title("Stage-wise learning of Λ's eigenmodes")
     ax.legend(fontsize=8)
@@ -96,21 +116,21 @@ def figure_measures(arrays: dict, results: dict):
     t = arrays["t_lens"]
     keep = t > 0
     (a, b), (c, e) = axes
-    for name, style in (("Q", "-"), ("V", "--")):
+    names = results["matrices"]
+    for name, style in zip(names, ("-", "--", "-.", ":") * len(names)):
         a.plot(t[keep], arrays[f"{name}_effective_rank"][keep], style, color="C0",
                label=f"effective rank of {name}")
         a.step(t[keep], arrays[f"{name}_numerical_rank"][keep], style, color="C3", where="post",
                label=f"numerical rank of {name}")
         c.plot(t[keep], arrays[f"{name}_stable_rank"][keep], style, color="C2",
                label=f"stable rank of {name}")
-    overlap = arrays["Q_overlap_with_final"]
+    overlap = arrays[f"{names[-1]}_overlap_with_final"]
     for k in range(overlap.shape[1]):
-        b.plot(t[keep], overlap[keep, k], label=f"top-{k + 1} subspace of Q")
+        b.plot(t[keep], overlap[keep, k], label=f"top-{k + 1} subspace of {names[-1]}")
     e.plot(t[keep], arrays["top_hessian"][keep], color="k")
     for ax in axes.ravel():
         ax.set_xscale("log")
-        for st in results["stages"]:
-            ax.axvline(st["t_half_predicted"], color="grey", ls=":", lw=0.8)
+        _stage_lines(ax, results)
     a.set_ylabel("rank")
     a.legend(fontsize=7)
     b.set_ylabel("overlap with the final subspace")
@@ -119,7 +139,7 @@ def figure_measures(arrays: dict, results: dict):
     c.legend(fontsize=7)
     e.set_ylabel("top Hessian eigenvalue")
     for ax in (c, e):
-        ax.set_xlabel("t (dotted: predicted stage half-times)")
+        ax.set_xlabel("t (dotted: stage half-times)")
     fig.suptitle("Macroscopic measures along the exact gradient flow")
     fig.tight_layout()
     return fig
@@ -149,50 +169,47 @@ def write_report(out: Path, outcome: dict) -> Path:
 def _measures_text(res: dict) -> str:
     m = res["measures"]
     fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
-    q, v = m["Q"], m["V"]
-    return (f"Numerical rank of Q (threshold {q['rank_tol']:.3f}) steps up at t = "
-            f"{fmt(q['rank_step_times'])}; of V at t = {fmt(v['rank_step_times'])} "
-            f"(stage half-times from the exact flow: "
-            f"{fmt(s['t_half_exact_flow'] for s in res['stages'])}). Effective rank of Q: "
-            f"{q['effective_rank_initial']:.2f} at the start (isotropic), minimum "
-            f"{q['effective_rank_min']:.2f}, final {q['effective_rank_final']:.2f}. Top-k "
-            f"subspaces of Q lock in (overlap ≥ 0.9 with the final ones) at t = "
-            f"{fmt(q['lock_times'])}. Top Hessian eigenvalue: {m['top_hessian']['initial']:.3g} "
-            f"at the start, maximum {m['top_hessian']['max']:.3g}, final "
-            f"{m['top_hessian']['final']:.3g} (the GD stability limit is 2/λ_max = "
-            f"{2 / m['top_hessian']['max']:.3g} > η = {res['config']['lr']}).")
+    parts = [f"Numerical rank of {name} (threshold {m[name]['rank_tol']:.3f}) steps up at t = "
+             f"{fmt(m[name]['rank_step_times'])}; its effective rank is "
+             f"{m[name]['effective_rank_initial']:.2f} at the start, minimum "
+             f"{m[name]['effective_rank_min']:.2f}, final {m[name]['effective_rank_final']:.2f}; "
+             f"its top-k subspaces lock in (overlap ≥ 0.9 with the final ones) at t = "
+             f"{fmt(m[name]['lock_times'])}." for name in res["matrices"]]
+    return " ".join(parts) + (
+        f" Stage half-times from the exact flow: "
+        f"{fmt(s['t_half_exact_flow'] for s in res['stages'])}. Top Hessian eigenvalue: "
+        f"{m['top_hessian']['initial']:.3g} at the start, maximum {m['top_hessian']['max']:.3g}, "
+        f"final {m['top_hessian']['final']:.3g} (the GD stability limit is 2/λ_max = "
+        f"{2 / m['top_hessian']['max']:.3g}; η = {res['config']['lr']}).")
 
 
-def markdown(outcome: dict) -> str:
-    res, der, red = outcome["results"], outcome["derivation"], outcome["reduction"]
-    cfg, cons, agr = res["config"], res["conserved"], res["agreement"]
-    import sympy as sp
+def _sme_text(res: dict) -> str:
+    sme, cfg, cons, agr = res["sme"], res["config"], res["conserved"], res["agreement"]
+    return (
+        f"The SME dθ = −∇L dt + √(η/B) Σ^{{1/2}} dW with the derived single-prompt gradient "
+        f"covariance Σ, integrated by Euler–Maruyama with dt = η (each step then has SGD's mean "
+        f"and covariance), {sme['replicas']} replicas; Σ is evaluated at "
+        f"{sme['noise_points']} steps of the GD path (geometric in t) and interpolated "
+        f"linearly between them (the small-noise expansion: the leading fluctuation sees "
+        f"Σ(θ̄) only). Against SGD's held-out loss ({sme['validation']} prompts per seed, drawn "
+        f"once, never trained on; {cfg['seeds']} seeds), in {len(sme['block_z'])} blocks of "
+        f"recorded steps spaced geometrically in t, z = (SGD − SME)/√(SE²+SE²): max |z| = "
+        f"{sme['max_abs_z']:.2f}, mean z = {sme['mean_z']:.2f}. Over the last "
+        f"{agr['late_steps']} steps: SGD {sme['late_sgd']:.5f} ± {sme['late_sgd_se']:.5f}, "
+        f"SME {sme['late_sme']:.5f} ± {sme['late_sme_se']:.5f}, expected GD "
+        f"{agr['late_gd']:.5f}. Change of the conserved quantity: SGD "
+        f"{cons['sgd_mean_total_change']:.3f} ± {cons['sgd_total_change_se']:.3f}, SME "
+        f"{cons['sme_mean_total_change']:.3f} ± {cons['sme_total_change_se']:.3f}: along the "
+        f"conserved direction nothing restores the replicas to the GD path, so there the "
+        f"path's Σ(θ̄) is only a first estimate.")
+
+
+def _reduction_lines(red, res: dict) -> list:
+    """The eigenmode reduction of a single-head model (its derived per-mode equations)."""
     lines = [
-        "# icl-dynamics: exact learning dynamics of in-context learning",
-        "",
-        f"Merged linear-attention model ŷ = V S_yx Q x_q / N on vector tasks W = U diag(δ) Uᵀ "
-        f"sharing Λ's eigenbasis; d = d_y = {cfg['d']}, N = {cfg['N']}, Λ spectrum "
-        f"{tuple(cfg['spectrum'])} in a rotated basis (seed {cfg['rotation_seed']}), "
-        f"σ = {cfg['noise']}, initialisation V = Q = {cfg['init_scale']}·I.",
-        "",
-        "## Derived equations (exact for every finite N)",
-        "",
-        "Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ is the eigenbasis-diagonal part (c: task-mode variances).",
-        "",
-        "$$", der.to_latex().split("\n", 1)[1], "$$",
-        "",
-        f"Conserved quantity: **{cons['name']}**; ⟨∇C, ∇L⟩ ≡ 0 verified on the derived "
-        f"polynomials: **{cons['proved']}**.",
-        "",
-        "## Eigenmode reduction and learning stages",
-        "",
         "On V = U diag(p) Uᵀ, Q = U diag(q) Uᵀ the derived loss is",
         "",
         f"$$L = {sp.latex(red.loss)}$$",
-        "",
-        "The learning stages are read off the eigenmodes a_α = (UᵀVU)_αα (UᵀQU)_αα, U Λ's "
-        "eigenbasis and s_α its eigenvalues (a_α: the product of V's and Q's weights on mode α; "
-        "the learned map's gain on that mode).",
         "",
         "Dropping the cross-mode (order 1/N) terms gives, on the balanced set p_α = q_α, "
         "ȧ_α = f_α(a_α):",
@@ -220,14 +237,60 @@ def markdown(outcome: dict) -> str:
         "The last column is the large-N fixed point a*_α ≈ N/((N+1)s_α + Σ_β s_β) of the "
         "seed paper, a formula not exact at finite N (compare the exact a*).",
         "",
-        f"Stage half-times are the times a mode reaches half its exact fixed-point value a* "
-        f"(the critical point of the reduced loss). At t_end the flow has ‖∇L‖ = "
-        f"{res['fixed_point']['grad_norm']:.2e}."
+        "Stage half-times are the times a mode reaches half its exact fixed-point value a* "
+        "(the critical point of the reduced loss).",
+    ]
+    return lines
+
+
+def _stage_table(res: dict) -> list:
+    """Stage times of a model without a mode reduction: half of the flow's gain at t_end."""
+    lines = ["This model has no single-head eigenmode reduction: a stage's half-time is when "
+             "a_α reaches half its value at t_end along the exact flow.", "",
+             "| mode | s_α | t½ exact flow | t½ SGD mean | a(t_end) exact flow |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {st['mode']} | {st['s']:g} | {st['t_half_exact_flow']:.3f} | "
+              f"{st['t_half_sgd']:.3f} | {st['a_final_exact_flow']:.4f} |"
+              for st in res["stages"]]
+    return lines
+
+
+def markdown(outcome: dict) -> str:
+    res, der, red = outcome["results"], outcome["derivation"], outcome["reduction"]
+    cfg, cons, agr = res["config"], res["conserved"], res["agreement"]
+    lines = [
+        "# icl-dynamics: exact learning dynamics of in-context learning",
+        "",
+        f"{res['model']} on {cfg['tasks']} tasks (diagonal: W = U diag(δ) Uᵀ sharing Λ's "
+        f"eigenbasis, d_y = d); d = {cfg['d']}, N = {cfg['N']}, Λ spectrum "
+        f"{tuple(cfg['spectrum'])} in a rotated basis (seed {cfg['rotation_seed']}), "
+        f"σ = {cfg['noise']}, every parameter matrix {cfg['init_scale']}·I at the start.",
+        "",
+        "## Derived equations (exact for every finite N)",
+        "",
+        "Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ is the eigenbasis-diagonal part (c: task-mode variances).",
+        "",
+        "$$", der.to_latex().split("\n", 1)[1], "$$",
+        "",
+        f"Conserved quantity: **{cons['name']}**; ⟨∇C, ∇L⟩ ≡ 0 verified on the derived "
+        f"polynomials: **{cons['proved']}**.",
+        "",
+        "## Eigenmode gains and learning stages",
+        "",
+        "The learning stages are read off the gains a_α of the learned in-context map on Λ's "
+        "eigenmodes (U Λ's eigenbasis, s_α its eigenvalues): with infinitely many context "
+        "tokens each layer moves a token linearly, so a_α = u_αᵀŷ/s_α for the task W = u_α u_αᵀ "
+        "and the query u_α (`numerics/gains.py`); for the Merged layer a_α = (UᵀVU)_αα "
+        "(UᵀQU)_αα, the product of V's and Q's weights on mode α.",
+        "",
+        *(_reduction_lines(red, res) if red is not None else _stage_table(res)),
+        "",
+        f"At t_end the flow has ‖∇L‖ = {res['fixed_point']['grad_norm']:.2e}."
         + "".join(f" **Warning:** {w}." for w in res.get("warnings", [])),
         "",
         "![stages](modes.png)",
         "",
-        "## Theory against SGD on the actual layer",
+        "## Theory against SGD on the actual network",
         "",
         f"SGD: η = {cfg['lr']}, batch {cfg['batch']}, {cfg['seeds']} seeds (seed {cfg['seed']}), "
         f"{cfg['t_end'] / cfg['lr']:.0f} steps. Loss: initial {res['loss']['initial']:.4f}, final "
@@ -241,6 +304,10 @@ def markdown(outcome: dict) -> str:
         "grow with η/B: a positive mean z at this η/B is that noise, not Monte-Carlo error.",
         "",
         "![loss](loss.png)",
+        "",
+        "## SGD beyond the mean: the stochastic modified equation",
+        "",
+        _sme_text(res),
         "",
         "## Conserved quantity",
         "",
@@ -264,7 +331,10 @@ def markdown(outcome: dict) -> str:
         "",
         "## Provenance",
         "",
-        f"Timings (s): {', '.join(f'{k} {v:.2f}' for k, v in res['timings'].items())}. "
+        f"Timings (s, wall): {', '.join(f'{k} {v:.2f}' for k, v in res['timings'].items())}; "
+        f"CPU (all threads; the idle wall time): "
+        f"{', '.join(f'{k} {v:.2f}' for k, v in res['cpu_timings'].items())}, in all "
+        f"{sum(res['cpu_timings'].values()):.1f} s. "
         f"Versions and git revision in `results.json`.",
         "",
     ]

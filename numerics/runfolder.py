@@ -4,6 +4,7 @@ dependency versions, git revision, platform) stored next to every result."""
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import errno
 import fcntl
@@ -43,12 +44,29 @@ def write_csv(path: Path, rows: list[dict], first: tuple = (), drop: tuple = ())
     return write_atomic(path, buf.getvalue())
 
 
+_ALSO_PDF = contextvars.ContextVar("also_pdf", default=False)
+
+
+@contextmanager
+def figures_also_as_pdf(on: bool = True):
+    """Inside this context ``save_figure`` writes a PDF beside every PNG (``--pdf``)."""
+    token = _ALSO_PDF.set(on)
+    try:
+        yield
+    finally:
+        _ALSO_PDF.reset(token)
+
+
 def save_figure(fig, path: Path) -> Path:
-    """Save a matplotlib figure atomically (PNG)."""
+    """Save a matplotlib figure atomically as PNG, and as PDF beside it (same name, .pdf)
+    inside ``figures_also_as_pdf``."""
     import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    return write_atomic(path, buf.getvalue())
+    path = Path(path)
+    for fmt in ("png", "pdf") if _ALSO_PDF.get() else ("png",):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=120, bbox_inches="tight")
+        write_atomic(path if fmt == "png" else path.with_suffix(".pdf"), buf.getvalue())
+    return path
 
 
 def _jsonable(obj):

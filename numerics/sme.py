@@ -11,13 +11,20 @@ integrated here by Euler–Maruyama with dt = η, i.e. θ_{n+1} = θ_n − η∇
 with ξ_n standard normal: the first two moments of every step equal SGD's. An ensemble of
 ``replicas`` paths predicts the spread across seeds of the loss and of each conserved quantity;
 it needs no prompts, only the derived L, ∇L and Σ.
+
+``PathNoise`` is the cheap variant for long runs: Σ evaluated once at a few steps of a
+reference path θ̄ (expected GD) and interpolated linearly in the step between them. In the
+small-noise (linear-noise) expansion θ = θ̄ + √(η/B) ξ + …, the diffusion enters the leading
+fluctuation ξ only through Σ(θ̄): replacing Σ(θ) by Σ(θ̄) changes the spread at relative order
+√(η/B), and linear interpolation of Σ along θ̄ is exact up to the curvature of Σ(θ̄(n)) in n
+(a convex combination of PSD matrices stays PSD).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..theory.errors import DivergenceError, check_int, check_real
+from ..theory.errors import DivergenceError, InputError, check_int, check_real
 from .codegen import RUNAWAY, CompiledFlow
 from .covariance import CompiledCovariance, compile_covariance
 from .integrate import start_theta
@@ -33,10 +40,46 @@ def sqrt_psd(S: np.ndarray) -> np.ndarray:
     return (U * np.sqrt(np.clip(w, 0.0, None))[..., None, :]) @ U.swapaxes(-1, -2)
 
 
+class PathNoise:
+    """Σ along a reference path: ``matrix(n)`` interpolates linearly in the step n between the
+    matrices given at ``steps`` (constant beyond the ends); see the module doc.
+
+    Parameters
+    ----------
+    steps : array_like (K,)
+        Increasing step indices.
+    matrices : ndarray (K, P, P)
+        Σ at those steps.
+    """
+
+    def __init__(self, steps, matrices):
+        self.steps = np.asarray(steps, dtype=float)
+        self.matrices = np.asarray(matrices, dtype=float)
+        if self.steps.ndim != 1 or len(self.steps) != len(self.matrices) or np.any(
+                np.diff(self.steps) <= 0):
+            raise InputError("steps", "must be increasing, one per matrix")
+
+    @classmethod
+    def along(cls, covariance: CompiledCovariance, path: np.ndarray, steps) -> "PathNoise":
+        """Σ(θ̄_n) at the given ``steps`` of ``path`` (rows θ̄_0, θ̄_1, …)."""
+        steps = np.asarray(steps, dtype=int)
+        return cls(steps, [covariance.matrix(path[n]) for n in steps])
+
+    def matrix(self, n: float) -> np.ndarray:
+        k = int(np.searchsorted(self.steps, n, side="right")) - 1
+        if k < 0 or k == len(self.steps) - 1:
+            return self.matrices[max(k, 0)]
+        w = (n - self.steps[k]) / (self.steps[k + 1] - self.steps[k])
+        return (1 - w) * self.matrices[k] + w * self.matrices[k + 1]
+
+
 def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
                  replicas: int = 64, seed: int = 0, record_every: int = 1,
-                 covariance: CompiledCovariance | None = None, progress=None) -> Trajectory:
+                 covariance: CompiledCovariance | None = None, progress=None,
+                 path_noise: PathNoise | None = None) -> Trajectory:
     """Euler–Maruyama ensemble of the SME from ``theta0`` (dict or vector); see module doc.
+    With ``path_noise`` the noise of step n is Σ(θ̄_n)^{1/2} ξ_n from it (one matrix for
+    every replica) instead of Σ(θ_n)^{1/2} ξ_n at each replica's own θ_n.
 
     Returns
     -------
@@ -51,14 +94,17 @@ def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
         ("batch", batch), ("steps", steps), ("replicas", replicas),
         ("record_every", record_every)))
     seed = check_int("seed", seed, minimum=0)
-    cov = covariance if covariance is not None else compile_covariance(flow)
+    if path_noise is None:
+        cov = covariance if covariance is not None else compile_covariance(flow)
     rng = np.random.default_rng(seed)
     theta = np.repeat(theta0[None], replicas, axis=0)
     records, recorded = [theta.copy()], [0]
     scale = lr / np.sqrt(batch)
     for n in range(1, steps + 1):
         drift = np.array([flow.grad(t) for t in theta])
-        noise = sqrt_psd(cov.matrix(theta)) @ rng.standard_normal((replicas, flow.size, 1))
+        root = (sqrt_psd(cov.matrix(theta)) if path_noise is None else
+                sqrt_psd(path_noise.matrix(n - 1)))
+        noise = root @ rng.standard_normal((replicas, flow.size, 1))
         theta = theta - lr * drift + scale * noise[..., 0]
         if not np.all(np.abs(theta) < RUNAWAY):
             raise DivergenceError(f"SME diverged at step {n}; lower lr (now {lr:g})", n,

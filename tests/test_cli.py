@@ -151,3 +151,66 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and option in err[0], (argv, err)
     assert a_file.read_text() == "x"
+
+
+def _exit_code(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:                     # argparse's usage errors
+        return exc.code
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--model", "Foo"], "--model"), (["--tasks", "finite"], "--tasks"),
+    (["--d", "x"], "--d"), (["--d", "0"], "d"), (["--spectrum", "1/2"], "spectrum"),
+    (["--spectrum", "1/0/1/1"], "spectrum"), (["--N", "-3"], "N"), (["--seeds", "1"], "seeds"),
+    (["--replicas", "1"], "replicas"), (["--layers", "0"], "layers"),
+    (["--validation", "0"], "validation"), (["--lr", "x"], "--lr"),
+    (["--t-end", "10.01"], "t_end"), (["--backend", "jax"], "--backend")])
+def test_run_options_are_checked_before_any_work(argv, option, tmp_path, capsys):
+    """A bad `icldyn run` option: exit code 2, one line naming the option, no run folder."""
+    out = tmp_path / "run"
+    assert _exit_code(["run", "--out", str(out)] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and option in err[0] and "Traceback" not in err[0], err
+    assert not out.exists()
+
+
+def test_help_names_every_command_option_default_and_choice(capsys):
+    from icldyn.theory.models import MODELS
+    assert _exit_code(["--help"]) == 0
+    overview = capsys.readouterr().out
+    for command in ("run", "derive", "sweep", "risks", "task-diversity", "critical-sets",
+                    "cache", "grok", "icl-emergence"):
+        assert f"\n  {command} " in overview, command
+        assert _exit_code([command, "--help"]) == 0
+        text = capsys.readouterr().out
+        # every option but the flags and --help states its default
+        options = [line.split()[0] for line in text.split("options:")[1].splitlines()
+                   if line.startswith("  -")]
+        helps = text.split("options:")[1].split("\n  -")[1:]
+        for name, body in zip(options, helps):
+            flag = any(word in body for word in ("show this help", "store_true")) or \
+                body.split()[0] in ("-resume", "-overwrite", "-pdf", "-all", "-negate-readout",
+                                    "-no-query-in-keys", "-parameterizations")
+            assert flag or "default" in body, (command, name, body)
+    assert _exit_code(["derive", "--help"]) == 0
+    derive_help = capsys.readouterr().out
+    assert all(word in derive_help for word in ["--N", "--heads", "--rank", *MODELS])
+    assert _exit_code(["run", "--help"]) == 0
+    run_help = capsys.readouterr().out
+    assert all(word in run_help for word in ["--d", "--spectrum", "--model", "--tasks", "--N",
+                                             "--layers", "--pdf", *MODELS])
+
+
+def test_figures_also_as_pdf(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from icldyn.numerics.runfolder import figures_also_as_pdf, save_figure
+    fig = plt.figure()
+    save_figure(fig, tmp_path / "a.png")
+    with figures_also_as_pdf():
+        save_figure(fig, tmp_path / "b.png")
+    plt.close(fig)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.pdf", "b.png"]
+    assert (tmp_path / "b.pdf").read_bytes().startswith(b"%PDF")

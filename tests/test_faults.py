@@ -44,6 +44,8 @@ def _fake_job(monkeypatch, fail_after=None, seen=None):
             "conserved": {"name": "C", **dict.fromkeys((
                 "sgd_mean_total_change", "sgd_total_change_se", "sgd_predicted_total_change",
                 "gd_total_change"), 0.0)},
+            "sme": {"block_z": [0.0], **dict.fromkeys((
+                "max_abs_z", "mean_z", "late_sme", "late_sgd", "late_sgd_se"), 0.0)},
             "stages": []}}
 
     def write_report(out, outcome):
