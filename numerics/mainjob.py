@@ -190,11 +190,13 @@ def predicted_sgd_drift(flow, gd, noise: PathNoise, lr: float, batch: int) -> di
 SME_BLOCKS = 24
 
 
-def sme_against_sgd(sme, sim: SimResult, config: RunConfig) -> dict:
+def sme_against_sgd(sme, sim: SimResult, population: np.ndarray, config: RunConfig) -> dict:
     """The SME ensemble's population loss against SGD's per-seed validation loss at the
     recorded steps. Blocks of records are spaced geometrically in t (the stages are); in each
     block, z = (SGD mean − SME mean) / √(SE²_SGD + SE²_SME), the SEs across seeds and
-    replicas of per-seed block means. The late window is the last ``LATE_STEPS`` steps."""
+    replicas of per-seed block means. The late window is the last ``LATE_STEPS`` steps; there
+    ``population`` (records, seeds), the derived loss L(θ) at SGD's own parameters, is also
+    given: it lacks the validation set's sampling noise."""
     sgd, pred = sim.val_losses[1:], sme.losses[1:]          # record 0: the common start
     t = sme.t[1:]
     edges = np.unique(np.geomspace(1, len(t), SME_BLOCKS + 1).astype(int)) - 1
@@ -205,8 +207,8 @@ def sme_against_sgd(sme, sim: SimResult, config: RunConfig) -> dict:
         z.append((m_sgd[0] - m_sme[0]) / np.hypot(se_sgd[0], se_sme[0]))
     z = np.array(z)
     late = max(1, min(LATE_STEPS, config.steps) // config.record_every)
-    (sgd_late, sgd_late_se), (sme_late, sme_late_se) = (block_stats(a[-late:], late)
-                                                        for a in (sgd, pred))
+    (sgd_late, sgd_late_se), (sme_late, sme_late_se), (pop_late, pop_late_se) = (
+        block_stats(a[-late:], late) for a in (sgd, pred, population[1:]))
     quart = lambda a: np.quantile(a, [0.25, 0.75], axis=1)  # noqa: E731
     results = {"replicas": config.replicas, "validation": config.validation,
                "noise_points": NOISE_POINTS,
@@ -214,10 +216,12 @@ def sme_against_sgd(sme, sim: SimResult, config: RunConfig) -> dict:
                "block_z": z.tolist(), "max_abs_z": float(np.abs(z).max()),
                "mean_z": float(z.mean()),
                "late_sgd": float(sgd_late[0]), "late_sgd_se": float(sgd_late_se[0]),
-               "late_sme": float(sme_late[0]), "late_sme_se": float(sme_late_se[0])}
+               "late_sme": float(sme_late[0]), "late_sme_se": float(sme_late_se[0]),
+               "late_sgd_population": float(pop_late[0]),
+               "late_sgd_population_se": float(pop_late_se[0])}
     arrays = {"t_records": sme.t, "loss_sme": sme.loss, "loss_sme_quartiles": quart(sme.losses),
               "loss_sgd_val": sim.val_loss, "loss_sgd_val_se": sim.val_loss_se,
-              "loss_sgd_val_quartiles": quart(sim.val_losses)}
+              "loss_sgd_population_quartiles": quart(population)}
     return {"results": results, "arrays": arrays}
 
 
@@ -355,7 +359,8 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
                        record_every=config.record_every, path_noise=noise,
                        progress=lambda n: tell("SME ensemble", n, config.steps))
     clock.lap("sme")
-    beyond = sme_against_sgd(sme, sim, config)
+    observed = flow.observe(sim_theta.reshape(-1, flow.size)).reshape(sim_theta.shape[:2] + (-1,))
+    beyond = sme_against_sgd(sme, sim, observed[..., 0].T, config)
 
     clock.start()
     pick = np.unique(np.r_[np.linspace(0, len(traj.t) - 1, 150).astype(int), len(traj.t) - 1])
@@ -372,8 +377,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
     late_mean, late_se = block_stats(sim.losses[-late - 1:-1], late)
     late_gd = float(gd.loss[-late - 1:-1].mean())
     c_gd = gd.conserved[:, 0]
-    c_sgd = flow.observe(sim_theta.reshape(-1, flow.size))[:, 1].reshape(
-        sim_theta.shape[:2])                                       # (seeds, records)
+    c_sgd = observed[..., 1]                                       # (seeds, records)
     matrices = [name for name in lens if name not in ("t", "top_hessian")]
     derived_steps = np.array([flow.gd_change(row, config.lr)[0] for row in gd.theta[:-1]])
     grad_final = flow.grad(traj.theta[-1])

@@ -52,8 +52,9 @@ def figure_loss(arrays: dict, results: dict):
             label=f"theory: SME mean over {results['sme']['replicas']} replicas")
     ax.plot(t_rec, arrays["loss_sgd_val"][1:], color="C1", lw=1.0,
             label=f"SGD: held-out loss ({results['sme']['validation']} prompts per seed), mean")
-    for q in arrays["loss_sgd_val_quartiles"]:
-        ax.plot(t_rec, q[1:], ":", color="C1", lw=0.8)
+    for q, label in zip(arrays["loss_sgd_population_quartiles"],
+                        ("SGD: quartiles over seeds of L(θ) at their parameters", None)):
+        ax.plot(t_rec, q[1:], ":", color="C1", lw=0.8, label=label)
     _stage_lines(ax, results)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -197,7 +198,8 @@ def _sme_text(res: dict) -> str:
         f"{sme['max_abs_z']:.2f}, mean z = {sme['mean_z']:.2f}. Over the last "
         f"{agr['late_steps']} steps: SGD {sme['late_sgd']:.5f} ± {sme['late_sgd_se']:.5f}, "
         f"SME {sme['late_sme']:.5f} ± {sme['late_sme_se']:.5f}, expected GD "
-        f"{agr['late_gd']:.5f}. Change of the conserved quantity: SGD "
+        f"{agr['late_gd']:.5f}; the derived loss at SGD's own parameters (no validation "
+        f"noise) {sme['late_sgd_population']:.5f} ± {sme['late_sgd_population_se']:.5f}. Change of the conserved quantity: SGD "
         f"{cons['sgd_mean_total_change']:.3f} ± {cons['sgd_total_change_se']:.3f}, SME "
         f"{cons['sme_mean_total_change']:.3f} ± {cons['sme_total_change_se']:.3f}: along the "
         f"conserved direction nothing restores the replicas to the GD path, so there the "

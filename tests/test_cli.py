@@ -11,9 +11,9 @@ from icldyn.numerics.cli import main
 @pytest.mark.slow
 def test_main_job_on_the_embedded_default(tmp_path):
     out = tmp_path / "run"
-    assert main(["run", "--out", str(out)]) == 0
+    assert main(["run", "--out", str(out), "--pdf"]) == 0
     for name in ("report.md", "results.json", "arrays.npz", "loss.png", "modes.png",
-                 "conserved.png", "measures.png"):
+                 "conserved.png", "measures.png", "loss.pdf", "measures.pdf"):
         assert (out / name).stat().st_size > 0, name
     res = json.loads((out / "results.json").read_text())
     assert res["provenance"]["versions"]["sympy"] and res["config"]["seed"] == 0
@@ -41,6 +41,13 @@ def test_main_job_on_the_embedded_default(tmp_path):
         4 * cons["sgd_total_change_se"] + 0.05 * abs(cons["sgd_predicted_total_change"]))
     agr = res["agreement"]
     assert abs(agr["late_rel_dev"]) < 5 * agr["late_rel_dev_se"] + 0.02
+    # SGD beyond the mean: the SME with the derived covariance against SGD's held-out loss
+    # (each block's z uses both ensembles' SEs; 21 geometric blocks), and its band has width
+    sme = res["sme"]
+    assert len(sme["block_z"]) > 15 and sme["max_abs_z"] < 4, sme["block_z"]
+    assert abs(sme["late_sme"] - sme["late_sgd"]) < 4 * np.hypot(sme["late_sme_se"],
+                                                                  sme["late_sgd_se"])
+    assert res["cpu_timings"]["sme_s"] > 0 and "SME" in (out / "report.md").read_text()
     arrays = np.load(out / "arrays.npz")
     assert arrays["modes_flow"].shape[1] == 4
     assert "\\begin{align*}" in (out / "report.md").read_text()
