@@ -76,16 +76,20 @@ def cmd_run(args) -> int:
           f"(the gradient noise GD lacks); block z vs expected GD: mean "
           f"{agr['mean_z']:.2f}, max |z| {agr['max_abs_z']:.2f} over {len(agr['block_z'])} blocks")
     sme = res["sme"]
-    print(f"SME (derived gradient covariance) vs SGD held-out loss: block z mean "
-          f"{sme['mean_z']:.2f}, max |z| {sme['max_abs_z']:.2f} over {len(sme['block_z'])} "
-          f"blocks; last {agr['late_steps']} steps SME {sme['late_sme']:.5f}, SGD "
-          f"{sme['late_sgd']:.5f} ± {sme['late_sgd_se']:.5f}")
-    print(f"conserved {cons['name']}: SGD change {cons['sgd_mean_total_change']:.4f} ± "
-          f"{cons['sgd_total_change_se']:.4f}, predicted by the gradient covariance "
-          f"{cons['sgd_predicted_total_change']:.4f} (GD alone {cons['gd_total_change']:.2e})")
+    if sme is not None:
+        print(f"SME (derived gradient covariance) vs SGD held-out loss: block z mean "
+              f"{sme['mean_z']:.2f}, max |z| {sme['max_abs_z']:.2f} over "
+              f"{len(sme['block_z'])} blocks; last {agr['late_steps']} steps SME "
+              f"{sme['late_sme']:.5f}, SGD {sme['late_sgd']:.5f} ± {sme['late_sgd_se']:.5f}")
+        print(f"conserved {cons['name']}: SGD change {cons['sgd_mean_total_change']:.4f} ± "
+              f"{cons['sgd_total_change_se']:.4f}, predicted by the gradient covariance "
+              f"{cons['sgd_predicted_total_change']:.4f} (GD alone "
+              f"{cons['gd_total_change']:.2e})")
     for st in res["stages"]:
-        print(f"  mode {st['mode']} (s={st['s']:g}): t½ predicted {st['t_half_predicted']:.2f}, "
-              f"exact flow {st['t_half_exact_flow']:.2f}, SGD {st['t_half_sgd']:.2f}")
+        predicted = (f"predicted {st['t_half_predicted']:.2f}, " if "t_half_predicted" in st
+                     else "")
+        print(f"  mode {st['mode']} (s={st['s']:g}): t½ {predicted}exact flow "
+              f"{st['t_half_exact_flow']:.2f}, SGD {st['t_half_sgd']:.2f}")
     return 0
 
 
@@ -437,6 +441,9 @@ def parser() -> argparse.ArgumentParser:
             ("noise", float, "label noise σ")):
         r.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
                        help=f"{text} (default {getattr(defaults, name)})")
+    r.add_argument("--no-sme", dest="sme", action="store_const", const=False, default=None,
+                   help="skip the gradient covariance, the SME and the drift prediction (their "
+                        "symbolic derivation is slow for stacks)")
     r.add_argument("--backend", default=None, choices=BACKENDS,
                    help=f"compiled code (default {defaults.backend})")
     r.add_argument("--resume", action="store_true",

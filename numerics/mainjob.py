@@ -55,6 +55,7 @@ class RunConfig:
     seeds: int = 8
     validation: int = 256
     replicas: int = 64
+    sme: bool = True
     seed: int = 0
     record_every: int = 10
     backend: str = "numba"
@@ -225,6 +226,33 @@ def sme_against_sgd(sme, sim: SimResult, population: np.ndarray, config: RunConf
     return {"results": results, "arrays": arrays}
 
 
+def sgd_beyond_mean(config: RunConfig, flow, gd, sim: SimResult, population: np.ndarray,
+                    clock: "Clock", tell) -> dict:
+    """The derived gradient covariance along the GD path, the conserved quantity's SGD drift
+    it predicts (``predicted_sgd_drift``) and the SME ensemble against SGD
+    (``sme_against_sgd``): {"sme": results, "conserved": entries, "arrays": arrays}."""
+    clock.start()
+    noise = PathNoise.along(compile_covariance(flow), gd.theta, noise_steps(config.steps))
+    drift = predicted_sgd_drift(flow, gd, noise, config.lr, config.batch)
+    tell("gradient covariance", 1, 1)
+    clock.lap("covariance")
+    clock.start()
+    sme = simulate_sme(flow, gd.theta[0], config.lr, config.batch, config.steps,
+                       replicas=config.replicas, seed=config.seed,
+                       record_every=config.record_every, path_noise=noise,
+                       progress=lambda n: tell("SME ensemble", n, config.steps))
+    clock.lap("sme")
+    beyond = sme_against_sgd(sme, sim, population, config)
+    c_end = sme.conserved[-1, :, 0]
+    conserved = {"sgd_predicted_total_change": drift["total"],
+                 "sgd_predicted_noise_change": drift["noise"],
+                 "sme_mean_total_change": float(c_end.mean() - sme.conserved[0, 0, 0]),
+                 "sme_total_change_se": float(c_end.std(ddof=1) / np.sqrt(config.replicas))}
+    arrays = {**beyond["arrays"], "t_conserved_noise": np.array(drift["steps"]) * config.lr,
+              "conserved_noise_rate": np.array(drift["rate_per_step"])}
+    return {"sme": beyond["results"], "conserved": conserved, "arrays": arrays}
+
+
 SIMULATION_STAGE = "simulation.npz"
 
 
@@ -348,19 +376,9 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
     if short:
         warnings.warn(short, RuntimeWarning, stacklevel=2)
 
-    clock.start()
-    noise = PathNoise.along(compile_covariance(flow), gd.theta, noise_steps(config.steps))
-    drift = predicted_sgd_drift(flow, gd, noise, config.lr, config.batch)
-    tell("gradient covariance", 1, 1)
-    clock.lap("covariance")
-    clock.start()
-    sme = simulate_sme(flow, theta0, config.lr, config.batch, config.steps,
-                       replicas=config.replicas, seed=config.seed,
-                       record_every=config.record_every, path_noise=noise,
-                       progress=lambda n: tell("SME ensemble", n, config.steps))
-    clock.lap("sme")
     observed = flow.observe(sim_theta.reshape(-1, flow.size)).reshape(sim_theta.shape[:2] + (-1,))
-    beyond = sme_against_sgd(sme, sim, observed[..., 0].T, config)
+    beyond = (sgd_beyond_mean(config, flow, gd, sim, observed[..., 0].T, clock, tell)
+              if config.sme else {"sme": None, "conserved": {}, "arrays": {}})
 
     clock.start()
     pick = np.unique(np.r_[np.linspace(0, len(traj.t) - 1, 150).astype(int), len(traj.t) - 1])
@@ -396,7 +414,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
                       "late_sgd_se": float(late_se[0]), "late_gd": late_gd,
                       "late_rel_dev": float(late_mean[0] / late_gd - 1),
                       "late_rel_dev_se": float(late_se[0] / late_gd)},
-        "sme": beyond["results"],
+        "sme": beyond["sme"],
         "stages": stages,
         "fixed_point": {"grad_norm": float(np.linalg.norm(grad_final)),
                         "modes": a_star.tolist(), "modes_at_t_end": a_final.tolist()},
@@ -419,12 +437,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
             "gd_step_error_max": float(np.abs(np.diff(c_gd) - derived_steps).max()),
             "sgd_mean_total_change": float(c_sgd[:, -1].mean() - c_sgd[0, 0]),
             "sgd_total_change_se": float(c_sgd[:, -1].std(ddof=1) / np.sqrt(config.seeds)),
-            "sgd_predicted_total_change": drift["total"],
-            "sgd_predicted_noise_change": drift["noise"],
-            "sme_mean_total_change": float(sme.conserved[-1, :, 0].mean()
-                                           - sme.conserved[0, 0, 0]),
-            "sme_total_change_se": float(sme.conserved[-1, :, 0].std(ddof=1)
-                                         / np.sqrt(config.replicas)),
+            **beyond["conserved"],
         },
     }
     arrays = {"t_flow": traj.t, "loss_flow": traj.loss, "t_gd": gd.t, "loss_gd": gd.loss,
@@ -433,8 +446,6 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
               **beyond["arrays"],
               "conserved_flow": traj.conserved[:, 0], "conserved_gd": c_gd,
               "conserved_sgd": c_sgd.mean(axis=0),
-              "t_conserved_noise": np.array(drift["steps"]) * config.lr,
-              "conserved_noise_rate": np.array(drift["rate_per_step"]),
               "conserved_gd_derived": c_gd[0] + np.r_[0.0, np.cumsum(derived_steps)],
               "t_lens": lens["t"], "top_hessian": lens["top_hessian"],
               **{f"{name}_{key}": lens[name][key] for name in matrices

@@ -27,6 +27,21 @@ def _stage_lines(ax, results: dict) -> None:
         ax.axvline(_stage_time(st), color="grey", ls=":", lw=0.8)
 
 
+def _sme_curves(ax, arrays: dict, results: dict) -> None:
+    """The SME's mean and interquartile band, SGD's held-out loss and its seeds' quartiles."""
+    t_rec = arrays["t_records"][1:]
+    low, high = arrays["loss_sme_quartiles"][:, 1:]
+    ax.fill_between(t_rec, low, high, color="C2", alpha=0.3, lw=0,
+                    label="theory: SME (derived Σ), interquartile band over replicas")
+    ax.plot(t_rec, arrays["loss_sme"][1:], color="C2", lw=1.2,
+            label=f"theory: SME mean over {results['sme']['replicas']} replicas")
+    ax.plot(t_rec, arrays["loss_sgd_val"][1:], color="C1", lw=1.0,
+            label=f"SGD: held-out loss ({results['sme']['validation']} prompts per seed), mean")
+    for q, label in zip(arrays["loss_sgd_population_quartiles"],
+                        ("SGD: quartiles over seeds of L(θ) at their parameters", None)):
+        ax.plot(t_rec, q[1:], ":", color="C1", lw=0.8, label=label)
+
+
 def figure_loss(arrays: dict, results: dict):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     cfg = results["config"]
@@ -44,17 +59,8 @@ def figure_loss(arrays: dict, results: dict):
     ax.plot(arrays["t_flow"][1:], arrays["loss_flow"][1:], color="k", lw=1.5,
             label="theory: gradient flow")
     ax.plot(t[1:], arrays["loss_gd"][1:], "--", color="C0", lw=1.2, label="theory: expected GD")
-    t_rec = arrays["t_records"][1:]
-    low, high = arrays["loss_sme_quartiles"][:, 1:]
-    ax.fill_between(t_rec, low, high, color="C2", alpha=0.3, lw=0,
-                    label="theory: SME (derived Σ), interquartile band over replicas")
-    ax.plot(t_rec, arrays["loss_sme"][1:], color="C2", lw=1.2,
-            label=f"theory: SME mean over {results['sme']['replicas']} replicas")
-    ax.plot(t_rec, arrays["loss_sgd_val"][1:], color="C1", lw=1.0,
-            label=f"SGD: held-out loss ({results['sme']['validation']} prompts per seed), mean")
-    for q, label in zip(arrays["loss_sgd_population_quartiles"],
-                        ("SGD: quartiles over seeds of L(θ) at their parameters", None)):
-        ax.plot(t_rec, q[1:], ":", color="C1", lw=0.8, label=label)
+    if results["sme"] is not None:
+        _sme_curves(ax, arrays, results)
     _stage_lines(ax, results)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -101,8 +107,9 @@ def figure_conserved(arrays: dict, results: dict):
     ax.plot(t_sgd[:len(arrays["conserved_sgd"])], np.abs(arrays["conserved_sgd"] - c0) + tiny,
             "C1", label="SGD: |mean over seeds of C_n − C_0| measured")
     cons = results["conserved"]
-    ax.axhline(abs(cons["sgd_predicted_total_change"]), color="C1", ls=":",
-               label="SGD at t_end: predicted by the derived gradient covariance")
+    if "sgd_predicted_total_change" in cons:
+        ax.axhline(abs(cons["sgd_predicted_total_change"]), color="C1", ls=":",
+                   label="SGD at t_end: predicted by the derived gradient covariance")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("t (log)")
@@ -307,10 +314,8 @@ def markdown(outcome: dict) -> str:
         "",
         "![loss](loss.png)",
         "",
-        "## SGD beyond the mean: the stochastic modified equation",
-        "",
-        _sme_text(res),
-        "",
+        *(["## SGD beyond the mean: the stochastic modified equation", "", _sme_text(res), ""]
+          if res["sme"] is not None else []),
         "## Conserved quantity",
         "",
         f"C(0) = {cons['initial']:.3e}; largest drift along the integrated flow "
@@ -318,10 +323,13 @@ def markdown(outcome: dict) -> str:
         f"{cons['gd_total_change']:.3e}, equal step by step to the derived η² expression up to "
         f"{cons['gd_step_error_max']:.1e}; mean total change along SGD "
         f"{cons['sgd_mean_total_change']:.3e} ± {cons['sgd_total_change_se']:.1e} (SE over "
-        f"seeds), predicted {cons['sgd_predicted_total_change']:.3e} from E[ΔC | θ] = "
-        f"η²(∇Lᵀ K ∇L + tr(K Σ(θ))/B) (K = ±1 on V, Q; Σ the derived single-prompt gradient "
-        f"covariance, evaluated along the GD path), of which the noise term is "
-        f"{cons['sgd_predicted_noise_change']:.3e}: SGD's drift is the gradient noise.",
+        f"seeds)" + (
+            f", predicted {cons['sgd_predicted_total_change']:.3e} from E[ΔC | θ] = "
+            f"η²(∇Lᵀ K ∇L + tr(K Σ(θ))/B) (C = θᵀKθ; Σ the derived single-prompt gradient "
+            f"covariance, evaluated along the GD path), of which the noise term is "
+            f"{cons['sgd_predicted_noise_change']:.3e}: SGD's drift is the gradient noise."
+            if "sgd_predicted_total_change" in cons else
+            " (the noise prediction was not run: --no-sme)."),
         "",
         "![conserved](conserved.png)",
         "",
