@@ -441,9 +441,10 @@ def parser() -> argparse.ArgumentParser:
             ("noise", float, "label noise σ")):
         r.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
                        help=f"{text} (default {getattr(defaults, name)})")
-    r.add_argument("--no-sme", dest="sme", action="store_const", const=False, default=None,
-                   help="skip the gradient covariance, the SME and the drift prediction (their "
-                        "symbolic derivation is slow for stacks)")
+    r.add_argument("--sme", dest="sme", action=argparse.BooleanOptionalAction, default=None,
+                   help="derive the gradient covariance and run the SME and the drift "
+                        "prediction (default: for one layer; a stack's symbolic covariance "
+                        "takes many minutes)")
     r.add_argument("--backend", default=None, choices=BACKENDS,
                    help=f"compiled code (default {defaults.backend})")
     r.add_argument("--resume", action="store_true",

@@ -55,7 +55,7 @@ class RunConfig:
     seeds: int = 8
     validation: int = 256
     replicas: int = 64
-    sme: bool = True
+    sme: bool | None = None       # None: for a single layer only (see ``with_sme``)
     seed: int = 0
     record_every: int = 10
     backend: str = "numba"
@@ -89,6 +89,13 @@ class RunConfig:
         if abs(steps - round(steps)) > 1e-9 or round(steps) % self.record_every:
             raise InputError("t_end", "t_end / lr must be a whole number of steps divisible "
                              f"by record_every={self.record_every}")
+
+    @property
+    def with_sme(self) -> bool:
+        """Whether the run derives the gradient covariance and runs the SME: ``sme`` when set,
+        else only for one layer (a stack's symbolic covariance took over 2 min of CPU,
+        unfinished, for two Merged layers at d = 4)."""
+        return self.sme if self.sme is not None else self.layers == 1
 
     @property
     def steps(self) -> int:
@@ -228,18 +235,21 @@ def sme_against_sgd(sme, sim: SimResult, population: np.ndarray, config: RunConf
 
 def sgd_beyond_mean(config: RunConfig, flow, gd, sim: SimResult, population: np.ndarray,
                     clock: "Clock", tell) -> dict:
-    """The derived gradient covariance along the GD path, the conserved quantity's SGD drift
-    it predicts (``predicted_sgd_drift``) and the SME ensemble against SGD
+    """The derived gradient covariance along the GD path and the conserved quantity's SGD
+    drift it predicts (``predicted_sgd_drift``); the SME ensemble with Σ at the replicas' mean
+    (``simulate_sme(refresh=…)``, twice as many steps as ``noise_steps``) against SGD
     (``sme_against_sgd``): {"sme": results, "conserved": entries, "arrays": arrays}."""
     clock.start()
-    noise = PathNoise.along(compile_covariance(flow), gd.theta, noise_steps(config.steps))
+    cov = compile_covariance(flow)
+    noise = PathNoise.along(cov, gd.theta, noise_steps(config.steps))
     drift = predicted_sgd_drift(flow, gd, noise, config.lr, config.batch)
     tell("gradient covariance", 1, 1)
     clock.lap("covariance")
     clock.start()
     sme = simulate_sme(flow, gd.theta[0], config.lr, config.batch, config.steps,
                        replicas=config.replicas, seed=config.seed,
-                       record_every=config.record_every, path_noise=noise,
+                       record_every=config.record_every, covariance=cov,
+                       refresh=noise_steps(config.steps, 2 * NOISE_POINTS),
                        progress=lambda n: tell("SME ensemble", n, config.steps))
     clock.lap("sme")
     beyond = sme_against_sgd(sme, sim, population, config)
@@ -378,7 +388,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
 
     observed = flow.observe(sim_theta.reshape(-1, flow.size)).reshape(sim_theta.shape[:2] + (-1,))
     beyond = (sgd_beyond_mean(config, flow, gd, sim, observed[..., 0].T, clock, tell)
-              if config.sme else {"sme": None, "conserved": {}, "arrays": {}})
+              if config.with_sme else {"sme": None, "conserved": {}, "arrays": {}})
 
     clock.start()
     pick = np.unique(np.r_[np.linspace(0, len(traj.t) - 1, 150).astype(int), len(traj.t) - 1])

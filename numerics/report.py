@@ -196,21 +196,21 @@ def _sme_text(res: dict) -> str:
     return (
         f"The SME dθ = −∇L dt + √(η/B) Σ^{{1/2}} dW with the derived single-prompt gradient "
         f"covariance Σ, integrated by Euler–Maruyama with dt = η (each step then has SGD's mean "
-        f"and covariance), {sme['replicas']} replicas; Σ is evaluated at "
-        f"{sme['noise_points']} steps of the GD path (geometric in t) and interpolated "
-        f"linearly between them (the small-noise expansion: the leading fluctuation sees "
-        f"Σ(θ̄) only). Against SGD's held-out loss ({sme['validation']} prompts per seed, drawn "
-        f"once, never trained on; {cfg['seeds']} seeds), in {len(sme['block_z'])} blocks of "
-        f"recorded steps spaced geometrically in t, z = (SGD − SME)/√(SE²+SE²): max |z| = "
-        f"{sme['max_abs_z']:.2f}, mean z = {sme['mean_z']:.2f}. Over the last "
-        f"{agr['late_steps']} steps: SGD {sme['late_sgd']:.5f} ± {sme['late_sgd_se']:.5f}, "
-        f"SME {sme['late_sme']:.5f} ± {sme['late_sme_se']:.5f}, expected GD "
-        f"{agr['late_gd']:.5f}; the derived loss at SGD's own parameters (no validation "
-        f"noise) {sme['late_sgd_population']:.5f} ± {sme['late_sgd_population_se']:.5f}. Change of the conserved quantity: SGD "
+        f"and covariance), {sme['replicas']} replicas; Σ is evaluated at the replicas' mean θ, "
+        f"recomputed at about {2 * sme['noise_points']} steps spaced geometrically in t and "
+        f"held in between (mean-field noise; Σ along the GD path instead overpredicted the "
+        f"late excess loss and the drift of C by a quarter: the replicas leave the GD path "
+        f"along the conserved direction, which nothing restores). Against SGD's held-out loss "
+        f"({sme['validation']} prompts per seed, drawn once, never trained on; "
+        f"{cfg['seeds']} seeds), in {len(sme['block_z'])} blocks of recorded steps spaced "
+        f"geometrically in t, z = (SGD − SME)/√(SE²+SE²): max |z| = {sme['max_abs_z']:.2f}, "
+        f"mean z = {sme['mean_z']:.2f}. Over the last {agr['late_steps']} steps: SGD "
+        f"{sme['late_sgd']:.5f} ± {sme['late_sgd_se']:.5f}, SME {sme['late_sme']:.5f} ± "
+        f"{sme['late_sme_se']:.5f}, expected GD {agr['late_gd']:.5f}; the derived loss at "
+        f"SGD's own parameters (no validation noise) {sme['late_sgd_population']:.5f} ± "
+        f"{sme['late_sgd_population_se']:.5f}. Change of the conserved quantity: SGD "
         f"{cons['sgd_mean_total_change']:.3f} ± {cons['sgd_total_change_se']:.3f}, SME "
-        f"{cons['sme_mean_total_change']:.3f} ± {cons['sme_total_change_se']:.3f}: along the "
-        f"conserved direction nothing restores the replicas to the GD path, so there the "
-        f"path's Σ(θ̄) is only a first estimate.")
+        f"{cons['sme_mean_total_change']:.3f} ± {cons['sme_total_change_se']:.3f}.")
 
 
 def _reduction_lines(red, res: dict) -> list:
@@ -329,7 +329,7 @@ def markdown(outcome: dict) -> str:
             f"covariance, evaluated along the GD path), of which the noise term is "
             f"{cons['sgd_predicted_noise_change']:.3e}: SGD's drift is the gradient noise."
             if "sgd_predicted_total_change" in cons else
-            " (the noise prediction was not run: --no-sme)."),
+            " (the noise prediction was not run: --no-sme, the default for stacks)."),
         "",
         "![conserved](conserved.png)",
         "",

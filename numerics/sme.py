@@ -12,7 +12,8 @@ with ξ_n standard normal: the first two moments of every step equal SGD's. An e
 ``replicas`` paths predicts the spread across seeds of the loss and of each conserved quantity;
 it needs no prompts, only the derived L, ∇L and Σ.
 
-``PathNoise`` is the cheap variant for long runs: Σ evaluated once at a few steps of a
+For long runs two cheaper noises: ``refresh`` (Σ at the replicas' mean, recomputed at a
+few steps) and ``PathNoise``: Σ evaluated once at a few steps of a
 reference path θ̄ (expected GD) and interpolated linearly in the step between them. In the
 small-noise (linear-noise) expansion θ = θ̄ + √(η/B) ξ + …, the diffusion enters the leading
 fluctuation ξ only through Σ(θ̄): replacing Σ(θ) by Σ(θ̄) changes the spread at relative order
@@ -76,10 +77,13 @@ class PathNoise:
 def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
                  replicas: int = 64, seed: int = 0, record_every: int = 1,
                  covariance: CompiledCovariance | None = None, progress=None,
-                 path_noise: PathNoise | None = None) -> Trajectory:
+                 path_noise: PathNoise | None = None, refresh=None) -> Trajectory:
     """Euler–Maruyama ensemble of the SME from ``theta0`` (dict or vector); see module doc.
     With ``path_noise`` the noise of step n is Σ(θ̄_n)^{1/2} ξ_n from it (one matrix for
-    every replica) instead of Σ(θ_n)^{1/2} ξ_n at each replica's own θ_n.
+    every replica) instead of Σ(θ_n)^{1/2} ξ_n at each replica's own θ_n. With ``refresh``
+    (steps, 0 among them) it is Σ(⟨θ⟩)^{1/2} ξ_n, Σ at the replicas' mean θ recomputed at
+    those steps and held in between (mean-field noise: it follows the ensemble off a
+    reference path, e.g. along a conserved direction, at one evaluation per refresh).
 
     Returns
     -------
@@ -96,14 +100,21 @@ def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
     seed = check_int("seed", seed, minimum=0)
     if path_noise is None:
         cov = covariance if covariance is not None else compile_covariance(flow)
+    refresh = None if refresh is None else {int(n) for n in refresh}
+    if refresh is not None and 0 not in refresh:
+        raise InputError("refresh", "must include step 0")
     rng = np.random.default_rng(seed)
     theta = np.repeat(theta0[None], replicas, axis=0)
     records, recorded = [theta.copy()], [0]
     scale = lr / np.sqrt(batch)
     for n in range(1, steps + 1):
         drift = np.array([flow.grad(t) for t in theta])
-        root = (sqrt_psd(cov.matrix(theta)) if path_noise is None else
-                sqrt_psd(path_noise.matrix(n - 1)))
+        if path_noise is not None:
+            root = sqrt_psd(path_noise.matrix(n - 1))
+        elif refresh is None:
+            root = sqrt_psd(cov.matrix(theta))
+        elif n - 1 in refresh:
+            root = sqrt_psd(cov.matrix(theta.mean(axis=0)))
         noise = root @ rng.standard_normal((replicas, flow.size, 1))
         theta = theta - lr * drift + scale * noise[..., 0]
         if not np.all(np.abs(theta) < RUNAWAY):

@@ -199,8 +199,7 @@ def test_help_names_every_command_option_default_and_choice(capsys):
         for name, body in zip(options, helps):
             flag = any(word in body for word in ("show this help", "store_true")) or \
                 body.split()[0] in ("-resume", "-overwrite", "-pdf", "-all", "-negate-readout",
-                                    "-no-query-in-keys", "-parameterizations",
-                                    "-no-sme")
+                                    "-no-query-in-keys", "-parameterizations")
             assert flag or "default" in body, (command, name, body)
     assert _exit_code(["derive", "--help"]) == 0
     derive_help = capsys.readouterr().out
