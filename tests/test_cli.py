@@ -221,3 +221,25 @@ def test_figures_also_as_pdf(tmp_path):
     plt.close(fig)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.pdf", "b.png"]
     assert (tmp_path / "b.pdf").read_bytes().startswith(b"%PDF")
+
+
+@pytest.mark.slow
+def test_main_job_on_a_two_layer_stack(tmp_path):
+    """`icldyn run --layers 2`: the report of a residual stack of two Merged layers, read
+    through the model contract (mode gains off the attention weights; no mode reduction and,
+    by default for stacks, no SME). Short settings and the NumPy backend (Numba's compile of a
+    stack's complex-step Hessian products takes minutes) keep it within ~3 min."""
+    out = tmp_path / "stack"
+    assert main(["run", "--layers", "2", "--t-end", "60", "--seeds", "4", "--batch", "64",
+                 "--validation", "64", "--backend", "numpy", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["model"].startswith("Stack") and res["sme"] is None
+    assert {"0.V", "0.Q", "1.V", "1.Q"} <= set(res["matrices"])
+    assert res["loss"]["final_flow"] < 0.5 * res["loss"]["initial"]
+    t_flow = [s["t_half_exact_flow"] for s in res["stages"]]
+    assert t_flow[0] < t_flow[1], t_flow        # the larger eigenvalue is learned first
+    for s in res["stages"]:
+        if np.isfinite(s["t_half_exact_flow"]):
+            assert abs(s["t_half_sgd"] / s["t_half_exact_flow"] - 1) < 0.2, s
+    text = (out / "report.md").read_text()
+    assert "no single-head eigenmode reduction" in text and "0.V" in text
