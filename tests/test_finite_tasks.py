@@ -148,3 +148,18 @@ def test_tasks_in_eigenbasis_need_every_task_diagonal_in_lambdas_eigenbasis():
     assert ICLData(d=2, N=3, Lambda=Lam, d_y=2, tasks=diagonal).tasks_in_eigenbasis()
     assert not ICLData(d=2, N=3, Lambda=Lam, d_y=2,
                        tasks=np.array([np.diag([1.0, -2.0])])).tasks_in_eigenbasis()
+
+
+@pytest.mark.parametrize("heads, rank, sets", [(2, 1, 4), (1, 2, 4), (1, 1, 3)])
+def test_rank_limited_heads_with_fewer_tasks_than_dimensions(heads, rank, sets):
+    """P = 2 tasks in d = 3: C = X^-½ B Y^-½ has rank 2, so a third singular mode (σ = 0) is no
+    critical set of its own (it once gave c = 0^(-1/6) and a NaN Hessian). With H r ≥ rank C the
+    minimum reaches Merged's minimum (convexity of F); with H r = 1 it lies above it."""
+    data = ICLData(d=3, N=4, Lambda=np.diag([2.0, 1.0, 0.5]),
+                   tasks=np.array([[[1.0, 0, 0]], [[0, 2.0, 0]]]))
+    merged_min = derive(models.Merged(3), data).fixed_points()[0]
+    found = derive(models.SeparateKQ(3, heads=heads, rank=rank), data).fixed_points()
+    assert len(found) == sets and found[0].kind == "minimum"
+    assert all(np.isfinite(float(fp.loss)) for fp in found)
+    gap = float(found[0].loss - merged_min.loss)
+    assert abs(gap) < 1e-25 if heads * rank >= 2 else gap > 1e-3

@@ -36,6 +36,7 @@ from .words import MatPoly
 ECKART_YOUNG = ("L = F(M) = ½‖X^½ M Y^½ − C‖² + const over the matrices of rank ≤ {k} the model "
                 "reaches; the set keeps C's {k} largest singular modes, the minimum over that "
                 "rank (Eckart–Young): a global minimum")
+ZERO_MODE = mpmath.mpf(10) ** (-DPS // 2)   # σ_i / σ_1 below this: C has no such mode (σ_i = 0)
 
 
 def scalar_fixed_points(der: Derivation) -> list[FixedPointSet]:
@@ -177,10 +178,12 @@ def _multihead_sets(der: Derivation, form: ProductForm, heads: tuple) -> list[Fi
 
 
 def _low_rank_sets(der: Derivation, form: ProductForm, heads) -> list[FixedPointSet]:
-    """SeparateKQ: M = Σ_h u_h W_K,hᵀ W_Q,h has rank ≤ k = min(d, H r). With ∂F/∂M = X M Y − B,
+    """SeparateKQ: M = Σ_h u_h W_K,hᵀ W_Q,h has rank ≤ H r. With ∂F/∂M = X M Y − B,
     M̃ = X^½ M Y^½ turns F into ½‖M̃‖² − ⟨C, M̃⟩ + const with C = X^-½ B Y^-½ = Σ σ_i a_i b_iᵀ;
     a factorised M is critical iff M̃ = Σ_{i∈S} σ_i a_i b_iᵀ for a subset S of C's singular
-    modes with |S| ≤ k (the reduced-rank regression / linear-network landscape). One class per
+    modes with σ_i > 0 and |S| ≤ k = min(rank C, H r) (the reduced-rank regression /
+    linear-network landscape; a mode with σ_i = 0, e.g. from fewer tasks than dimensions,
+    adds nothing to M̃). One class per
     S: for Σ_w = I the modes are Λ's eigenmodes (principal-component regression in context).
     Representatives are balanced (every conserved quantity zero): modes are dealt to the
     heads' rank slots in order, each head's share factorised through its SVD. Idle heads sit
@@ -191,12 +194,13 @@ def _low_rank_sets(der: Derivation, form: ProductForm, heads) -> list[FixedPoint
         raise InputError("data", f"critical sets of {der.model!r} (rank-limited heads) need "
                          "numeric Λ, Σ_w, N and σ")
     d, H, r = form.d, len(heads.heads), heads.rank
-    modes = _singular_modes(form)
-    k = min(d, H * r)
+    singular = _singular_modes(form)
+    modes = [m for m in singular if m[0] > ZERO_MODE * singular[0][0]]
+    k = min(len(modes), H * r)
     index = index_counter(der)
     out = []
     for size in range(k, -1, -1):
-        for S in combinations(range(d), size):
+        for S in combinations(range(len(modes)), size):
             point = {}
             for h in range(H):
                 point.update(_head_point(heads.heads[h], [modes[i] for n, i in enumerate(S)
@@ -206,12 +210,12 @@ def _low_rank_sets(der: Derivation, form: ProductForm, heads) -> list[FixedPoint
             name = f"singular modes {{{modes_text}}} learned" if S else "origin"
             fp = critical_set(
                 der, index, name,
-                [sp.Eq(sp.Symbol(f"mode_{i + 1}"), 0) for i in range(d) if i not in S],
+                [sp.Eq(sp.Symbol(f"mode_{i + 1}"), 0) for i in range(len(modes)) if i not in S],
                 point, form.loss(M),
-                {"M": M, "learned": S, "singular_values": [m[0] for m in modes]})
+                {"M": M, "learned": S, "singular_values": [m[0] for m in singular]})
             if S == tuple(range(k)):             # Eckart–Young in the whitened coordinates
-                fp.name = "global minimum" + ("" if k == d else f" (rank {k})")
-                certified(fp, CONVEX if k == d else ECKART_YOUNG.format(k=k))
+                fp.name = "global minimum" + ("" if k == len(modes) else f" (rank {k})")
+                certified(fp, CONVEX if k == len(modes) else ECKART_YOUNG.format(k=k))
             out.append(fp)
     return classify(der, index, with_loss_gaps(out))
 
