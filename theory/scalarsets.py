@@ -194,8 +194,7 @@ def _low_rank_sets(der: Derivation, form: ProductForm, heads) -> list[FixedPoint
         raise InputError("data", f"critical sets of {der.model!r} (rank-limited heads) need "
                          "numeric Λ, Σ_w, N and σ")
     d, H, r = form.d, len(heads.heads), heads.rank
-    singular = _singular_modes(form)
-    modes = [m for m in singular if m[0] > ZERO_MODE * singular[0][0]]
+    modes = _singular_modes(form)
     k = min(len(modes), H * r)
     index = index_counter(der)
     out = []
@@ -212,7 +211,7 @@ def _low_rank_sets(der: Derivation, form: ProductForm, heads) -> list[FixedPoint
                 der, index, name,
                 [sp.Eq(sp.Symbol(f"mode_{i + 1}"), 0) for i in range(len(modes)) if i not in S],
                 point, form.loss(M),
-                {"M": M, "learned": S, "singular_values": [m[0] for m in singular]})
+                {"M": M, "learned": S, "singular_values": [m[0] for m in modes]})
             if S == tuple(range(k)):             # Eckart–Young in the whitened coordinates
                 fp.name = "global minimum" + ("" if k == len(modes) else f" (rank {k})")
                 certified(fp, CONVEX if k == len(modes) else ECKART_YOUNG.format(k=k))
@@ -222,14 +221,16 @@ def _low_rank_sets(der: Derivation, form: ProductForm, heads) -> list[FixedPoint
 
 def _singular_modes(form: ProductForm) -> list[tuple]:
     """(σ_i, left_i, right_i) with M̃-critical points M = Σ_{i∈S} σ_i left_i right_iᵀ:
-    C = X^-½ B Y^-½ = Σ σ_i a_i b_iᵀ, left_i = X^-½ a_i, right_i = Y^-½ b_i (σ descending)."""
+    C = X^-½ B Y^-½ = Σ σ_i a_i b_iᵀ, left_i = X^-½ a_i, right_i = Y^-½ b_i (σ descending),
+    for the modes with σ_i > 0 only (one with σ_i = 0, e.g. from fewer tasks than dimensions,
+    adds nothing to M̃: it is no critical set of its own)."""
     X, Y = form.operator_factors()
     with mpmath.workdps(DPS):
         Xm, Ym = (_inverse_sqrt(Z) for Z in (X, Y))
         B = _mp_matrix(form.B)
         a, sigma, b = mpmath.svd_r(Xm * B * Ym)
         return [(sp.Float(sigma[i], DPS), _to_sympy(Xm * a[:, i]), _to_sympy(Ym * b[i, :].T))
-                for i in range(form.d)]
+                for i in range(form.d) if sigma[i] > ZERO_MODE * sigma[0]]
 
 
 def _mode_sum(modes: list, S) -> sp.Matrix:
