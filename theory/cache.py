@@ -43,7 +43,7 @@ MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                "# icldyn derivation cache: `icldyn cache clear` removes only the files it wrote.\n")
 FORMAT = "icldyn-cache/1"
 # names of the files the cache writes: entries (and write_atomic's temporaries), and Numba's
-# index/data files of the kernels (and Numba's temporaries; numerics/kernelcache.py)
+# index/data files of the kernels (and Numba's temporaries; numerics/compiled/kernelcache.py)
 _WRITTEN = re.compile(r"\.?[0-9a-f]{32}\.json(\..+\.tmp)?"
                       r"|k[0-9a-f]{32}\..+\.nb[ic](\.tmp\.[0-9a-f]+)?")
 _MEMORY: dict = {}

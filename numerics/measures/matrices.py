@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from ..theory.errors import InputError, check_int, check_real
+from ...theory.errors import InputError, check_int, check_real
 
 
 def _matrices(M, name: str = "M") -> np.ndarray:

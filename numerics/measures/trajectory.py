@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codegen import CompiledFlow
-from .measures import (effective_rank, numerical_rank, stable_rank, subspace_overlap,
+from .matrices import (effective_rank, numerical_rank, stable_rank, subspace_overlap,
                        top_hessian_eigenvalue)
 
 
@@ -24,9 +23,10 @@ def settle_time(t: np.ndarray, mask: np.ndarray) -> float:
     return float(t[misses[-1] + 1]) if misses[-1] + 1 < len(t) else float("nan")
 
 
-def trajectory_measures(flow: CompiledFlow, t: np.ndarray, theta: np.ndarray,
+def trajectory_measures(flow, t: np.ndarray, theta: np.ndarray,
                         names=None, rank_rtol: float = 0.5, lock: float = 0.9) -> dict:
-    """Measures of each parameter matrix along (t, θ) and the loss curvature.
+    """Measures of each parameter matrix along (t, θ) and the loss curvature (``flow``: a
+    ``CompiledFlow``, or anything with its ``unpack``, ``hvp`` and ``size``).
 
     Numerical rank counts singular values above ``rank_rtol`` × the smallest non-zero
     singular value of the final matrix, so it steps up as each direction is learned;

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..theory.errors import DivergenceError, check_int, check_real
-from .codegen import RUNAWAY, CompiledFlow
+from ...theory.errors import DivergenceError, check_int, check_real
+from ..compiled.codegen import CompiledFlow
+from ..compiled.integrate import start_theta
+from ..limits import RUNAWAY
+from ..results import Trajectory, standard_error
 from .covariance import CompiledCovariance, compile_covariance
-from .integrate import start_theta
-from .results import Trajectory, standard_error
 
 SMEResult = Trajectory      # the former name of the SME ensemble's result
 

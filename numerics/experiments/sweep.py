@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..theory.errors import DivergenceError, InputError, check_int, check_real
+from ...theory.errors import DivergenceError, InputError, check_int, check_real
 from .runfolder import provenance, save_figure, write_csv, write_json
 
 AXES = ("d", "N", "spectrum", "noise", "init_scale", "lr", "batch", "seed", "task_count")
@@ -79,7 +79,7 @@ class SweepSpec:
         self.validate()
 
     def validate(self) -> None:
-        from ..theory.models import MODELS
+        from ...theory.models import MODELS
 
         checks = {"d": check_int, "N": check_int, "batch": check_int,
                   "seed": lambda a, v: check_int(a, v, minimum=0),
@@ -185,10 +185,10 @@ def run_point(point: dict, settings: dict) -> dict:
 
 
 def _evaluate(point: dict, settings: dict) -> dict:
-    from ..theory import ICLData, derive, models
-    from .codegen import compile_flow
-    from .integrate import gradient_descent
-    from .simulate import PromptSampler, simulate_sgd
+    from ...theory import ICLData, derive, models
+    from ..compiled.codegen import compile_flow
+    from ..compiled.integrate import gradient_descent
+    from ..simulation.sgd import PromptSampler, simulate_sgd
 
     d, steps = point["d"], settings["steps"]
     d_y = d if settings["tasks"] == "diagonal" else 1

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from ..theory.errors import InputError, check_real
+from ...theory.errors import InputError, check_real
 
 
 def stieltjes_root(x: float, kappa: float) -> float:

@@ -20,13 +20,14 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
-from ..theory.data import N_SYM, SIGMA, W_COPY, W_TASK
-from ..theory.derive import Derivation
-from ..theory.errors import InputError
-from ..theory.words import (DIMS, Dg, MatPoly, TracePoly, split_by_letters,
-                            transpose_word)
-from ..theory.params import as_arrays
-from .params import as_theta
+from ...theory.data import N_SYM, SIGMA, W_COPY, W_TASK
+from ...theory.derive import Derivation
+from ...theory.errors import InputError
+from ...theory.words import (DIMS, Dg, MatPoly, TracePoly, split_by_letters,
+                             transpose_word)
+from ...theory.params import as_arrays
+from ..limits import RUNAWAY, data_overflow
+from ..params import as_theta
 
 BACKENDS = ("numpy", "numba")
 COEFF_SYMBOLS = (N_SYM, SIGMA, DIMS["x"], DIMS["y"], DIMS["r"])
@@ -280,8 +281,6 @@ def _observe_fn(conserved: int, args: str) -> list[str]:
             + [f"        out[i, {j + 1}] = conserved_{j}({call})" for j in range(conserved)]
             + ["    return out", ""])
 
-
-RUNAWAY = 1e100
 
 # Emitted into every generated module (not passed the gradient as an argument) so that Numba can
 # cache it on disk with the kernels it calls.
@@ -558,28 +557,6 @@ def task_arrays(task_set, data) -> tuple[np.ndarray, np.ndarray]:
     tasks = np.array([m.tolist() for m in task_set], dtype=float).reshape(
         len(task_set), data.d_y, data.d)
     return tasks, np.array(getattr(task_set, "weights", ()), dtype=float)
-
-
-def data_scales(data) -> dict:
-    """{argument: largest |entry|} of numeric data: Λ, Σ_w (or the task variances c), the
-    finite task matrices and σ."""
-    top = lambda m: float(np.abs(np.array(m.tolist(), dtype=float)).max())  # noqa: E731
-    scales = {"Lambda": top(data.Lambda), "noise": abs(float(data.noise))}
-    if data.Sigma_w is not None:
-        scales["Sigma_w"] = top(data.Sigma_w)
-    if data.task_set is not None:
-        scales["tasks"] = max(top(m) for m in data.task_set)
-    return scales
-
-
-def data_overflow(data, where: str) -> InputError:
-    """The error for float64 overflow caused by the data's scale (losses are polynomials in
-    the data, so an entry near 1e308, or its square or cube, overflows): names the argument
-    with the largest entries."""
-    name, scale = max(data_scales(data).items(), key=lambda item: item[1])
-    return InputError(name, f"entries up to {scale:.3g} overflow float64 in {where} (it holds "
-                      f"powers of the data); rescale {name} to entries of order 1 (the loss "
-                      "scales with it)")
 
 
 def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:

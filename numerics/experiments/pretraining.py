@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..theory import ICLData
-from ..theory.errors import InputError, check_int, check_real
-from .integrate import integrate
-from .simulate import PromptSampler
+from ...theory import ICLData
+from ...theory.errors import InputError, check_int, check_real
+from ..compiled.integrate import integrate
+from ..simulation.sgd import PromptSampler
 from .taskdiversity import TaskDiversity
 
 

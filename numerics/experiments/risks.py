@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..theory import ICLData, derive, models
-from ..theory.errors import check_int
-from .simulate import PromptSampler, model_loss_and_grad
+from ...theory import ICLData, derive, models
+from ...theory.errors import check_int
+from ..simulation.sgd import PromptSampler, model_loss_and_grad
 
 
 def ols_weights(X: np.ndarray, y: np.ndarray) -> np.ndarray:

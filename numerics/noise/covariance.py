@@ -20,12 +20,12 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..theory.covariance import PROBES
-from ..theory.errors import InputError
-from ..theory.data import W_TASK
-from ..theory.words import Mat, letter_names, transpose_word
-from .codegen import CompiledFlow, task_arrays
-from .simulate import letter_values
+from ...theory.covariance import PROBES
+from ...theory.errors import InputError
+from ...theory.data import W_TASK
+from ...theory.words import Mat, letter_names, transpose_word
+from ..compiled.codegen import CompiledFlow, task_arrays
+from ..simulation.sgd import letter_values
 
 
 class CompiledCovariance:

@@ -37,12 +37,12 @@ import math
 import numpy as np
 import sympy as sp
 
-from ..theory import ICLData, derive, models
-from ..theory.errors import InputError, check_int, check_real
-from .algorithms import ols_weights, ridge_weights, set_posterior_weights
+from ...theory import ICLData, derive, models
+from ...theory.errors import InputError, check_int, check_real
+from ..compiled.codegen import CompiledFlow, compile_flow
+from ..simulation.sgd import PromptSampler
 from .asymptotic import icl_error
-from .codegen import CompiledFlow, compile_flow
-from .simulate import PromptSampler
+from .risks import ols_weights, ridge_weights, set_posterior_weights
 
 
 def draw_task_set(P: int, d: int, seed) -> np.ndarray:
@@ -279,8 +279,8 @@ class SetTraining:
         1e-9: ``info['global']`` True, and ``kind`` "minimum" even where the local test is
         unresolved because the minimum set is larger than a symmetry orbit, e.g. MultiHead) or
         a lower one (False); None where nothing is certified."""
-        from ..theory.criticality import classify
-        from ..theory.fixedpoints import FixedPointSet, HessianIndex
+        from ...theory.criticality import classify
+        from ...theory.fixedpoints import FixedPointSet, HessianIndex
 
         flow, der = fit["flow"], fit["flow"].der
         params = flow.unpack(fit["theta"])

@@ -14,13 +14,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..theory.data import ICLData
-from ..theory.errors import DivergenceError, InputError, check_int, check_real
-from ..theory.models import Model, fill_weights, word_value
-from .codegen import RUNAWAY, data_overflow
-from .integrate import MAX_ROWS_BYTES
-from .results import SimResult, standard_error
-from ..theory.params import as_arrays
+from ...theory.data import ICLData
+from ...theory.errors import DivergenceError, InputError, check_int, check_real
+from ...theory.models import Model, fill_weights, word_value
+from ...theory.params import as_arrays
+from ..limits import MAX_ROWS_BYTES, RUNAWAY, data_overflow
+from ..results import SimResult, standard_error
 
 
 VALIDATION = "_validation"      # the records' key of the validation losses

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from ..theory.errors import DivergenceError, InputError, check_int, check_real
+from ...theory.errors import DivergenceError, InputError, check_int, check_real
 from .codegen import CompiledFlow
-from .measures import top_hessian_eigenvalue
-from .params import as_theta
-from .results import Trajectory
+from ..limits import MAX_ROWS_BYTES
+from ..measures.matrices import top_hessian_eigenvalue
+from ..params import as_theta
+from ..results import Trajectory
 
 
 def start_theta(flow, theta0) -> np.ndarray:
@@ -151,7 +152,6 @@ def stability_limit(flow: CompiledFlow, theta) -> float:
 
 
 MAX_STEPS = 1e10        # fixed-step loops: beyond this a run would take hours
-MAX_ROWS_BYTES = 2**31  # recorded rows of θ held in memory
 
 
 def _steps(steps, every, size: int = 1):
