@@ -37,7 +37,32 @@ def sqrt_psd(S: np.ndarray) -> np.ndarray:
 def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
                  replicas: int = 64, seed: int = 0, record_every: int = 1,
                  covariance: CompiledCovariance | None = None, progress=None) -> Trajectory:
-    """Euler–Maruyama ensemble of the SME from ``theta0`` (dict or vector); see module doc.
+    """Euler–Maruyama ensemble of the SME from ``theta0``: θ_{n+1} = θ_n − η∇L(θ_n)
+    + (η/√B) Σ(θ_n)^{1/2} ξ_n, ξ_n standard normal (the first two moments of an SGD step; see
+    the module doc).
+
+    Parameters
+    ----------
+    flow : CompiledFlow
+        From ``compile_flow``: the drift ∇L and, unless ``covariance`` is given, Σ.
+    theta0 : dict or array_like
+        Start: parameter dictionary (as ``flow.pack`` takes) or flat vector of length P.
+    lr : float
+        Learning rate η (> 0); the step is dt = η in flow time.
+    batch : int
+        SGD batch size B; the noise covariance is Σ/B.
+    steps : int
+        Number of steps n.
+    replicas : int
+        Independent paths in the ensemble.
+    seed : int
+        Seed of the noise (``numpy.random.default_rng``).
+    record_every : int
+        Record θ every this many steps (and at the last).
+    covariance : CompiledCovariance, optional
+        Reuse a compiled covariance of ``flow``.
+    progress : callable, optional
+        Called with the step number after every step.
 
     Returns
     -------

@@ -84,7 +84,14 @@ def check_prompt_memory(N: int, d: int, d_y: int, prompts: int) -> None:
 
 
 class PromptSampler:
-    """Draws prompts of the data model: x ~ N(0, Λ), W from the task law, y = W x + ε."""
+    """Draws prompts of the data model: x ~ N(0, Λ), W from the task law (one per prompt),
+    y = W x + ε with ε ~ N(0, σ² I).
+
+    Parameters
+    ----------
+    data : ICLData
+        A numeric data law (Λ, Σ_w or the task set, σ given as numbers).
+    """
 
     def __init__(self, data: ICLData):
         self.data = data
@@ -101,6 +108,20 @@ class PromptSampler:
         self.sigma = float(data.noise)
 
     def tasks(self, rng, shape) -> np.ndarray:
+        """Tasks W from the task law: Gaussian rows with covariance Σ_w, uniform over a finite
+        set, or U diag(δ) Uᵀ with δ_α ~ N(0, c_α) (eigenbasis tasks).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The random stream.
+        shape : tuple of int
+            Leading shape (e.g. (seeds, batch)).
+
+        Returns
+        -------
+        numpy.ndarray, shape (*shape, d_y, d)
+        """
         d, d_y = self.data.d, self.data.d_y
         if self.data.tasks == "gaussian":
             return rng.standard_normal(shape + (d_y, d)) @ self.task_chol.T
@@ -110,7 +131,20 @@ class PromptSampler:
         return (self.U * delta[..., None, :]) @ self.U.T
 
     def prompts(self, rng, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(X (…, N, d), Y (…, N, d_y), x_q (…, d), y_q (…, d_y))."""
+        """Prompts: N context pairs and a query, all with the prompt's task W.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The random stream.
+        shape : tuple of int
+            Leading shape (e.g. (seeds, batch)); memory is checked before drawing.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            X (*shape, N, d), Y (*shape, N, d_y), x_q (*shape, d), y_q (*shape, d_y).
+        """
         N, d = int(self.data.N), self.data.d
         check_prompt_memory(N, d, self.data.d_y, int(np.prod(shape)))
         W = self.tasks(rng, shape)
