@@ -422,7 +422,14 @@ class CompiledFlow:
         return np.concatenate([a.ravel() for a in as_arrays(self.shapes, params).values()])
 
     def letter_positions(self) -> dict:
-        """{letter: integer array of the θ indices of its entries} (the letter's shape)."""
+        """Where each letter's entries sit in θ.
+
+        Returns
+        -------
+        dict
+            {letter name: integer array of the θ indices of its entries, in the letter's
+            shape}.
+        """
         index, sizes = self.unpack(np.arange(self.size, dtype=float)), self.model.sizes()
         return {b.letter.name: index[b.param][b.index(sizes)].astype(int)
                 for b in self.model.blocks()}
@@ -494,7 +501,21 @@ class CompiledFlow:
 
     def hvp(self, theta, v, h: float = 1e-30) -> np.ndarray:
         """Hessian-vector product ∇²L(θ) v by complex-step differentiation of the exact
-        gradient: Im ∇L(θ + i h v) / h, exact to rounding since L is a polynomial."""
+        gradient: Im ∇L(θ + i h v) / h, exact to rounding since L is a polynomial.
+
+        Parameters
+        ----------
+        theta : array_like (size,)
+            Flat parameter vector (``pack``'s ordering).
+        v : array_like (size,)
+            The direction.
+        h : float
+            Complex step (tiny: no subtractive cancellation).
+
+        Returns
+        -------
+        numpy.ndarray (size,)
+        """
         z = np.asarray(theta, dtype=float) + 1j * h * np.asarray(v, dtype=float)
         data = [a.astype(complex) for a in (self.Lambda, self.Sigma_w, self.U, self.c)]
         consts = self._constants(*data)               # numba's @ needs one dtype
@@ -502,7 +523,19 @@ class CompiledFlow:
                                  self.task_weights, self.dims, consts).imag / h
 
     def rhs(self, t, theta) -> np.ndarray:
-        """Gradient-flow vector field dθ/dt = −∇L (signature of scipy's solve_ivp)."""
+        """Gradient-flow vector field dθ/dt = −∇L (signature of scipy's solve_ivp).
+
+        Parameters
+        ----------
+        t : float
+            Time (unused: the flow is autonomous).
+        theta : array_like (size,)
+            Flat parameter vector (``pack``'s ordering).
+
+        Returns
+        -------
+        numpy.ndarray (size,)
+        """
         return -self.grad(theta)
 
     def conserved(self, theta) -> np.ndarray:
@@ -521,8 +554,18 @@ class CompiledFlow:
                          for i in range(len(self.der.conserved))])
 
     def observe(self, rows) -> np.ndarray:
-        """The loss and the conserved quantities of each row of θ (R, P), in one compiled
-        loop: shape (R, 1 + number of conserved quantities), the loss first."""
+        """The loss and the conserved quantities of each row of θ, in one compiled loop.
+
+        Parameters
+        ----------
+        rows : array_like (R, size)
+            Parameter vectors, one per row.
+
+        Returns
+        -------
+        numpy.ndarray (R, 1 + number of conserved quantities)
+            The loss first, then ``der.conserved`` in order.
+        """
         rows = np.ascontiguousarray(rows, dtype=float)
         if rows.ndim != 2 or rows.shape[1] != self.size:
             raise InputError("rows", f"must have shape (R, {self.size}), got {rows.shape}")
@@ -536,7 +579,19 @@ class CompiledFlow:
     def gd_change(self, theta, lr: float) -> np.ndarray:
         """ΔC of each conserved quantity under one GD step of size lr, in the derived form
         lr² Σ s ⟨G_L, G_M⟩ (``ConservationLaw.terms``) at the compiled gradient. (The expanded
-        polynomial ``law.gd_change`` is the same quantity; it is checked exactly in SymPy.)"""
+        polynomial ``law.gd_change`` is the same quantity; it is checked exactly in SymPy.)
+
+        Parameters
+        ----------
+        theta : array_like (size,)
+            Flat parameter vector (``pack``'s ordering).
+        lr : float
+            The GD step size η.
+
+        Returns
+        -------
+        numpy.ndarray (number of conserved quantities,)
+        """
         g, pos = self.grad(theta), self.letter_positions()
         return np.array([lr**2 * sum(float(s) * np.dot(g[pos[L]].ravel(), g[pos[M]].ravel())
                                      for s, L, M in law.terms)
@@ -544,8 +599,27 @@ class CompiledFlow:
 
     def fixed_step(self, theta0, h: float, steps: int, every: int, rk4: bool):
         """θ ← θ + h·(RK4 increment of −∇L) if ``rk4`` else θ − h∇L (a GD step), ``steps``
-        times, in one compiled loop; rows every ``every`` steps. Returns (rows, steps done): it
-        stops at the first step whose θ is not finite or exceeds ``RUNAWAY`` in magnitude."""
+        times, in one compiled loop; rows every ``every`` steps. It stops at the first step
+        whose θ is not finite or exceeds ``RUNAWAY`` in magnitude.
+
+        Parameters
+        ----------
+        theta0 : array_like (size,)
+            Start.
+        h : float
+            Step size (η for GD, dt for RK4).
+        steps : int
+            Number of steps.
+        every : int
+            Record a row every this many steps.
+        rk4 : bool
+            RK4 step of the flow if True, else a GD step.
+
+        Returns
+        -------
+        tuple
+            (recorded rows (at most steps // every + 1, size), steps done).
+        """
         theta, *extra = self._args(theta0)
         return self._fns["fixed_step"](theta, float(h), int(steps), int(every), bool(rk4),
                                        *extra)
