@@ -9,13 +9,26 @@ import numpy as np
 
 from ..theory.errors import InputError
 
+__all__ = ["RUNAWAY", "MAX_ROWS_BYTES", "data_scales", "data_overflow"]
+
 RUNAWAY = 1e100         # |θ| or a loss beyond this: the run diverged
 MAX_ROWS_BYTES = 2**31  # recorded rows of θ (or losses) held in memory
 
 
 def data_scales(data) -> dict:
-    """{argument: largest |entry|} of numeric data: Λ, Σ_w (or the task variances c), the
-    finite task matrices and σ."""
+    """The scale of each numeric data argument.
+
+    Parameters
+    ----------
+    data : ICLData
+        Numeric data.
+
+    Returns
+    -------
+    dict
+        {argument: largest |entry|} of Λ, Σ_w (or the task variances c), the finite task
+        matrices and σ.
+    """
     top = lambda m: float(np.abs(np.array(m.tolist(), dtype=float)).max())  # noqa: E731
     scales = {"Lambda": top(data.Lambda), "noise": abs(float(data.noise))}
     if data.Sigma_w is not None:
@@ -28,7 +41,20 @@ def data_scales(data) -> dict:
 def data_overflow(data, where: str) -> InputError:
     """The error for float64 overflow caused by the data's scale (losses are polynomials in
     the data, so an entry near 1e308, or its square or cube, overflows): names the argument
-    with the largest entries."""
+    with the largest entries.
+
+    Parameters
+    ----------
+    data : ICLData
+        The data whose scale overflowed.
+    where : str
+        What overflowed, for the message.
+
+    Returns
+    -------
+    InputError
+        To raise.
+    """
     name, scale = max(data_scales(data).items(), key=lambda item: item[1])
     return InputError(name, f"entries up to {scale:.3g} overflow float64 in {where} (it holds "
                       f"powers of the data); rescale {name} to entries of order 1 (the loss "
