@@ -27,6 +27,8 @@ from ...theory.words import Mat, letter_names, transpose_word
 from ..compiled.codegen import CompiledFlow, task_arrays
 from ..simulation.sgd import letter_values
 
+__all__ = ["CompiledCovariance", "compile_covariance"]
+
 
 class CompiledCovariance:
     """``matrix(θ)``: the exact covariance of one prompt's gradient at θ (P×P, θ's ordering);

@@ -24,12 +24,25 @@ from ..limits import RUNAWAY
 from ..results import Trajectory, standard_error
 from .covariance import CompiledCovariance, compile_covariance
 
+__all__ = ["SMEResult", "sqrt_psd", "simulate_sme"]
+
 SMEResult = Trajectory      # the former name of the SME ensemble's result
 
 
 def sqrt_psd(S: np.ndarray) -> np.ndarray:
     """Symmetric square roots of a stack of positive semi-definite matrices (eigenvalues below
-    zero by rounding are clipped)."""
+    zero by rounding are clipped).
+
+    Parameters
+    ----------
+    S : numpy.ndarray (…, P, P)
+        Symmetric positive semi-definite matrices (symmetrised first).
+
+    Returns
+    -------
+    numpy.ndarray (…, P, P)
+        S^{1/2}, symmetric.
+    """
     w, U = np.linalg.eigh(0.5 * (S + S.swapaxes(-1, -2)))
     return (U * np.sqrt(np.clip(w, 0.0, None))[..., None, :]) @ U.swapaxes(-1, -2)
 
