@@ -70,7 +70,13 @@ class ProductForm:
     """L = F(M) for d_y = 1, the loss of the prediction ŷ = S_yx M x_q / N shared by Merged
     (M = uQ), MultiHead (M = Σ_h u_h Q_h) and SeparateKQ (M = Σ_h u_h W_K,hᵀ W_Q,h), derived on
     the Merged model with the same data. F is quadratic, ∂F/∂M = 𝒜(M) − B with 𝒜 linear; M*
-    solves 𝒜(M*) = B exactly (SymPy)."""
+    solves 𝒜(M*) = B exactly (SymPy).
+
+    Parameters
+    ----------
+    der : Derivation
+        Of a model with a product form and d_y = 1.
+    """
 
     def __init__(self, der: Derivation):
         d = der.data.d
@@ -88,15 +94,43 @@ class ProductForm:
         self.B = -self.gradient(sp.zeros(d, d))                   # −∂F/∂M at M = 0
 
     def loss(self, M: sp.Matrix):
+        """F(M).
+
+        Parameters
+        ----------
+        M : sympy.Matrix
+            d × d.
+
+        Returns
+        -------
+        sympy.Expr
+        """
         return self.F.evaluate(dict(self.vals, M=M))
 
     def gradient(self, M: sp.Matrix) -> sp.Matrix:
+        """∂F/∂M = 𝒜(M) − B.
+
+        Parameters
+        ----------
+        M : sympy.Matrix
+            d × d.
+
+        Returns
+        -------
+        sympy.Matrix
+        """
         return self.G.evaluate(dict(self.vals, M=M), (self.d, self.d))
 
     def operator_factors(self) -> tuple[mpmath.matrix, mpmath.matrix]:
         """(X, Y) with 𝒜(M) = X M Y, both symmetric positive definite, found from 𝒜 itself:
         the rearrangement R[(i,j),(l,k)] = ∂𝒜(M)_ik/∂M_jl of a two-sided product is the rank-one
-        vec(X) vec(Y)ᵀ (Van Loan); an 𝒜 without that structure is an error."""
+        vec(X) vec(Y)ᵀ (Van Loan); an 𝒜 without that structure is an error.
+
+        Returns
+        -------
+        tuple of mpmath.matrix
+            (X, Y) at DPS digits.
+        """
         with mpmath.workdps(DPS):
             return self._operator_factors()
 
