@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from icldyn.numerics.cli import main
+from icldyn.numerics.experiments.cli import main
 
 
 @pytest.mark.slow
@@ -60,8 +60,8 @@ def test_main_job_on_the_embedded_default(tmp_path):
 
 
 def test_saved_simulation_is_reused_only_for_the_same_config(tmp_path):
-    from icldyn.numerics.mainjob import RunConfig, load_simulation, save_simulation
-    from icldyn.numerics.simulate import SimResult
+    from icldyn.numerics.experiments.mainjob import RunConfig, load_simulation, save_simulation
+    from icldyn.numerics.simulation.sgd import SimResult
     config = RunConfig()
     sim = SimResult(np.arange(3.0), np.ones(3), np.ones((3, 2)), np.arange(3),
                     {"V": np.zeros((2, 3, 1, 1))})
@@ -213,7 +213,7 @@ def test_help_names_every_command_option_default_and_choice(capsys):
 def test_figures_also_as_pdf(tmp_path):
     import matplotlib.pyplot as plt
 
-    from icldyn.numerics.runfolder import figures_also_as_pdf, save_figure
+    from icldyn.numerics.experiments.runfolder import figures_also_as_pdf, save_figure
     fig = plt.figure()
     save_figure(fig, tmp_path / "a.png")
     with figures_also_as_pdf():

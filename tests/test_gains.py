@@ -4,8 +4,8 @@ prediction with a very long context (any model or stack)."""
 import numpy as np
 import pytest
 
-from icldyn.numerics.gains import mode_gains
-from icldyn.numerics.simulate import _forward, _key_mask, letter_values, network_weights
+from icldyn.numerics.measures.gains import mode_gains
+from icldyn.numerics.simulation.sgd import _forward, _key_mask, letter_values, network_weights
 from icldyn.theory import ICLData, models
 
 

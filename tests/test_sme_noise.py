@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from icldyn.numerics.sme import PathNoise
+from icldyn.numerics.noise.sme import PathNoise
 from icldyn.theory.errors import InputError
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..theory.errors import InputError
+from ...theory.errors import InputError
 
 
 def mode_gains(model, params: dict, Lambda: np.ndarray, U: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..theory.errors import DivergenceError, InputError, check_int
+from ...theory.errors import DivergenceError, InputError, check_int
 
 
 def _progress():
@@ -96,7 +96,7 @@ def cmd_run(args) -> int:
 def cmd_derive(args) -> int:
     import sympy as sp
 
-    from ..theory import ICLData, derive, models
+    from ...theory import ICLData, derive, models
 
     from .runfolder import check_file, prepare_folder
 
@@ -120,7 +120,7 @@ def cmd_derive(args) -> int:
     der = derive(model, data)
     tex = der.to_latex()
     if args.latex:
-        from ..files import write_atomic
+        from ...files import write_atomic
         write_atomic(Path(args.latex), tex + "\n")
         print(f"wrote {args.latex}")
     else:
@@ -129,8 +129,8 @@ def cmd_derive(args) -> int:
 
 
 def _derive_all(out: Path) -> int:
-    from ..theory.catalogue import documents, index
-    from ..files import write_atomic
+    from ...theory.catalogue import documents, index
+    from ...files import write_atomic
 
     bar, update = _progress()
     stage = "deriving every model's document"
@@ -156,7 +156,7 @@ def _seeds(text: str) -> tuple:
 
 
 def cmd_grok(args) -> int:
-    from .nonlinear.grok import run
+    from ..nonlinear.grok import run
     bar, update = _progress()
     with bar:
         res = run(args.preset, Path(args.out), seeds=_seeds(args.seeds), progress=update,
@@ -171,7 +171,7 @@ def cmd_grok(args) -> int:
 
 
 def cmd_icl(args) -> int:
-    from .nonlinear.icl import run
+    from ..nonlinear.icl import run
     bar, update = _progress()
     with bar:
         res = run(args.preset, Path(args.out), seeds=_seeds(args.seeds), progress=update,
@@ -210,7 +210,7 @@ SWEEP_HELP = {"d": "input dimensions", "N": "context lengths",
               "mode": "what to compute at each point", "model": "the attention layer",
               "tasks": "task law"}
 def _sweep_choices() -> dict:
-    from ..theory.models import MODELS
+    from ...theory.models import MODELS
     from .sweep import MODES
     return {"mode": MODES, "tasks": ("gaussian", "diagonal"), "model": tuple(sorted(MODELS))}
 
@@ -242,7 +242,7 @@ def cmd_sweep(args) -> int:
 
 def _model(args, d_y: int = 1):
     """The model named by --model with --heads / --rank where it has them."""
-    from ..theory import models
+    from ...theory import models
     if args.model not in models.MODELS:
         raise InputError("--model", f"unknown model {args.model!r}; choose from "
                          f"{sorted(models.MODELS)}")
@@ -259,7 +259,7 @@ def _model(args, d_y: int = 1):
 def cmd_critical_sets(args) -> int:
     import numpy as np
 
-    from ..theory import ICLData, derive
+    from ...theory import ICLData, derive
     from .runfolder import prepare_folder, provenance, write_csv, write_json
     from .sweep import spectrum_values
 
@@ -301,7 +301,7 @@ RISK_COLUMNS = ("N", "theory", "learned", "learned_se", "ols", "ols_se", "bayes"
 def cmd_risks(args) -> int:
     import numpy as np
 
-    from .algorithms import incontext_risks
+    from .risks import incontext_risks
     from .runfolder import prepare_folder, provenance, write_csv, write_json
     from .sweep import spectrum_values
 
@@ -357,7 +357,7 @@ def cmd_task_diversity(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from ..theory.cache import cache_info, clear_cache
+    from ...theory.cache import cache_info, clear_cache
 
     if args.action == "clear":
         print(f"removed {clear_cache()} files from {cache_info()['dir']}")
@@ -371,7 +371,7 @@ def cmd_cache(args) -> int:
 
 def _model_arguments(p: argparse.ArgumentParser, d: int) -> None:
     """--model, --heads, --rank (read by ``_model``), --d and --spectrum (Λ's eigenvalues)."""
-    from ..theory.models import MODELS
+    from ...theory.models import MODELS
     p.add_argument("--model", default="Merged", choices=sorted(MODELS),
                    help="the attention layer (default Merged)")
     p.add_argument("--heads", type=int, default=None, help="MultiHead / SeparateKQ heads "
@@ -400,7 +400,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    from .codegen import BACKENDS
+    from ..compiled.codegen import BACKENDS
     from .mainjob import MODEL_NAMES, TASKS, RunConfig
     from .sweep import SweepSpec
 
