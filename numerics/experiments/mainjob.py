@@ -270,8 +270,8 @@ def save_simulation(stages: Path, config: RunConfig, sim: SimResult) -> None:
     """The finished SGD ensemble with its config, so that ``--resume`` need not redo it."""
     arrays = {"config": np.array(json.dumps(asdict(config), sort_keys=True)), "loss": sim.loss,
               "loss_se": sim.loss_se, "losses": sim.losses, "steps": sim.steps,
-              "val_losses": sim.val_losses,
-              **{f"param_{k}": v for k, v in sim.params.items()}}
+              **{f"param_{k}": v for k, v in sim.params.items()},
+              **({} if sim.val_losses is None else {"val_losses": sim.val_losses})}
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     write_atomic(Path(stages) / SIMULATION_STAGE, buf.getvalue())
@@ -291,7 +291,7 @@ def load_simulation(stages: Path, config: RunConfig) -> SimResult | None:
             params = {k[len("param_"):]: z[k] for k in z.files if k.startswith("param_")}
             return SimResult(z["loss"], z["loss_se"], z["losses"], z["steps"], params,
                              {"resumed_from": str(path.relative_to(path.parent.parent))},
-                             z["val_losses"])
+                             z["val_losses"] if "val_losses" in z.files else None)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         warnings.warn(f"ignoring the unreadable saved simulation {path} ({type(exc).__name__}: "
                       f"{exc}); recomputing it", RuntimeWarning, stacklevel=2)

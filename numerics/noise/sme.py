@@ -76,11 +76,36 @@ class PathNoise:
 
     @classmethod
     def along(cls, covariance: CompiledCovariance, path: np.ndarray, steps) -> "PathNoise":
-        """Σ(θ̄_n) at the given ``steps`` of ``path`` (rows θ̄_0, θ̄_1, …)."""
+        """Σ(θ̄_n) at the given ``steps`` of ``path``.
+
+        Parameters
+        ----------
+        covariance : CompiledCovariance
+            Evaluates Σ.
+        path : ndarray (n, P)
+            Rows θ̄_0, θ̄_1, … (e.g. expected GD's ``theta``).
+        steps : array_like of int
+            Increasing rows of ``path`` to evaluate Σ at.
+
+        Returns
+        -------
+        PathNoise
+        """
         steps = np.asarray(steps, dtype=int)
         return cls(steps, [covariance.matrix(path[n]) for n in steps])
 
     def matrix(self, n: float) -> np.ndarray:
+        """Σ at step ``n``, linear between the given steps, constant beyond the ends.
+
+        Parameters
+        ----------
+        n : float
+            The step.
+
+        Returns
+        -------
+        ndarray (P, P)
+        """
         k = int(np.searchsorted(self.steps, n, side="right")) - 1
         if k < 0 or k == len(self.steps) - 1:
             return self.matrices[max(k, 0)]
