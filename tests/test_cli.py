@@ -23,7 +23,10 @@ def test_main_job_on_the_embedded_default(tmp_path):
     assert all(b > 3 * a for a, b in zip(t_flow, t_flow[1:])), t_flow
     for s in stages:   # the derived prediction and SGD both land near the exact stage time
         assert abs(s["t_half_predicted"] / s["t_half_exact_flow"] - 1) < 0.35
-        assert abs(s["t_half_sgd"] / s["t_half_exact_flow"] - 1) < 0.1
+        # SGD's modes are recorded every η·record_every = 0.5 in t (linear interpolation
+        # between records across a stage's steep rise)
+        grid = res["config"]["lr"] * res["config"]["record_every"]
+        assert abs(s["t_half_sgd"] - s["t_half_exact_flow"]) < 0.1 * s["t_half_exact_flow"] + grid
     assert res["agreement"]["max_rel_dev"] < 0.05
     # the measures read the stages: Q's numerical rank steps up once per stage, inside it
     edges = [0.0] + t_flow + [np.inf]
