@@ -495,7 +495,8 @@ def parser() -> argparse.ArgumentParser:
                         choices=_sweep_choices().get(name),
                         help=f"{SWEEP_HELP[name]} (default {getattr(spec, name)})")
     sw.add_argument("--workers", type=int, default=None, help="local processes (default: cores)")
-    sw.add_argument("--scheduler", default=None, help="Dask scheduler address tcp://host:port (default: none, local processes)")
+    sw.add_argument("--scheduler", default=None,
+                    help="Dask scheduler address tcp://host:port (default: none, local processes)")
     sw.add_argument("--resume", action="store_true", help="continue the sweep in --out")
     sw.add_argument("--out", default="runs/sweep", help="run folder (default runs/sweep)")
     _pdf_argument(sw)
