@@ -113,7 +113,9 @@ def expect(monomials, law: GaussianLaw, N) -> TracePoly:
     for mono in monomials:
         skeleton = _Skeleton(mono, law)
         if skeleton.even():
-            tally.add(mono.coeff * skeleton.scale, _Pairings(skeleton).counts)
+            counts = _Pairings(skeleton).counts
+            STATS["pairings"] += sum(counts.values())
+            tally.add(mono.coeff * skeleton.scale, counts)
     return tally.trace_poly()
 
 
@@ -181,15 +183,12 @@ class _Skeleton:
 
     def _chain(self, a: int, b: int, letters: list) -> None:
         self.other[a], self.other[b] = b, a
-        self.word[a] = tuple(CODES.code(x) for x in letters)
-        self.word[b] = tuple(CODES.code(x.transpose()) for x in reversed(letters))
+        self.word[a], self.word[b] = CODES.chain(tuple(letters))
 
 
 def _link_words(letter) -> tuple:
     """The code words of a covariance letter read both ways (empty for the identity)."""
-    if letter is None:
-        return (), ()
-    return (CODES.code(letter),), (CODES.code(letter.transpose()),)
+    return CODES.chain(() if letter is None else (letter,))
 
 
 class _Pairings:
@@ -217,46 +216,64 @@ class _Pairings:
         self.parent = list(range(len(skeleton.labels)))
         self.components = len(skeleton.labels)
         self.counts: dict = {}
-        self._match(0, skeleton.groups[0][1] if skeleton.groups else [])
+        matchers = {"query": self._query, "context": self._context, "kron": self._kron,
+                    "eigen": self._eigen}
+        self.steps = [(matchers[kind], items, words) for kind, items, words in skeleton.groups]
+        self._next(0)
 
-    def _match(self, g: int, items: list) -> None:
-        """All perfect matchings of ``items`` (group g), then of the groups after it."""
-        groups = self.sk.groups
-        if not items:
-            if g + 1 < len(groups):
-                self._match(g + 1, groups[g + 1][1])
-            else:
-                self._leaf()
-            return
-        kind, _, words = groups[g]
-        first, rest = items[0], items[1:]
-        for i, partner in enumerate(rest):
-            undo = self._pair(kind, words, first, partner)
-            self._match(g, rest[:i] + rest[i + 1:])
-            self._unpair(kind, undo)
-
-    def _pair(self, kind: str, words, a, b):
-        if kind == "eigen":
-            self.vertices.append(a + b)
-            return None
-        if kind == "kron":
-            return self._link(a[0], b[0], words[0]), self._link(a[1], b[1], words[1])
-        joined = self._union(a, b) if kind == "context" else None
-        return self._link(a, b, words), joined
-
-    def _unpair(self, kind: str, undo) -> None:
-        if kind == "eigen":
-            self.vertices.pop()
-            return
-        first, second = undo
-        if kind == "kron":
-            self._unlink(second)
-            self._unlink(first)
+    def _next(self, g: int) -> None:
+        """Match group g and the groups after it (then record the pairing)."""
+        if g < len(self.steps):
+            match, items, words = self.steps[g]
+            match(g, items, words)
         else:
-            self._unlink(first)
-            if second is not None:
-                self.parent[second] = second
+            self._leaf()
+
+    def _query(self, g: int, items: list, words: tuple) -> None:
+        """All perfect matchings of the query vectors ``items``."""
+        if not items:
+            return self._next(g + 1)
+        first = items[0]
+        for i in range(1, len(items)):
+            saved = self._link(first, items[i], words)
+            self._query(g, items[1:i] + items[i + 1:], words)
+            self._unlink(saved)
+
+    def _context(self, g: int, items: list, words: tuple) -> None:
+        """All perfect matchings of the context vectors ``items``, identifying linked labels."""
+        if not items:
+            return self._next(g + 1)
+        first = items[0]
+        for i in range(1, len(items)):
+            joined = self._union(first, items[i])
+            saved = self._link(first, items[i], words)
+            self._context(g, items[1:i] + items[i + 1:], words)
+            self._unlink(saved)
+            if joined is not None:
+                self.parent[joined] = joined
                 self.components += 1
+
+    def _kron(self, g: int, items: list, words: tuple) -> None:
+        """All perfect matchings of the occurrences of a matrix with E[W_ab W_cd] ∝ R_ac C_bd."""
+        if not items:
+            return self._next(g + 1)
+        (r1, c1), rows, cols = items[0], words[0], words[1]
+        for i in range(1, len(items)):
+            r2, c2 = items[i]
+            saved_rows = self._link(r1, r2, rows)
+            saved_cols = self._link(c1, c2, cols)
+            self._kron(g, items[1:i] + items[i + 1:], words)
+            self._unlink(saved_cols)
+            self._unlink(saved_rows)
+
+    def _eigen(self, g: int, items: list, words: tuple) -> None:
+        """All perfect matchings of the occurrences of a matrix with an eigenbasis law."""
+        if not items:
+            return self._next(g + 1)
+        for i in range(1, len(items)):
+            self.vertices.append(items[0] + items[i])
+            self._eigen(g, items[1:i] + items[i + 1:], words)
+            self.vertices.pop()
 
     def _link(self, a: int, b: int, words: tuple):
         """Join the chains ending at ports a and b through the link word (``words``: read a→b,
@@ -296,10 +313,11 @@ class _Pairings:
         return label
 
     def _leaf(self) -> None:
-        cycles = self.cycles + [self._vertex(v) for v in self.vertices]
+        cycles = self.cycles
+        if self.vertices:
+            cycles = cycles + [self._vertex(v) for v in self.vertices]
         key = (tuple(sorted(cycles)), self.components)
         self.counts[key] = self.counts.get(key, 0) + 1
-        STATS["pairings"] += 1
 
     def _vertex(self, ports: tuple) -> int:
         """tr(X₁ Dg(X₂)) for the two chains X₁, X₂ joining the four ports of an eigen vertex."""

@@ -14,6 +14,8 @@ expanded polynomial that ``sympy.expand`` of the sum gives.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import sympy as sp
 
 from .wordcodes import CODES
@@ -43,39 +45,45 @@ def _times(a: tuple, b: tuple) -> tuple:
 
 
 class Tally:
-    """Σ const · count · N^k · D · Π traces over the monomials of one expectation."""
+    """Σ const · count · N^k · D · Π traces over the monomials of one expectation: counts keyed
+    by (cycle codes, const id, k), the SymPy arithmetic deferred to ``trace_poly``."""
 
     def __init__(self, N):
         self.N = N
-        self.terms: dict = {}      # canonical traces -> {(const, k, D): count}
-        self._factors: dict = {}
+        self.consts: dict = {}     # const -> id
+        self.counts: dict = {}     # (cycle codes, const id, k) -> count
 
     def add(self, const, counts: dict) -> None:
         """Add const · Σ count · N^k · term over ``counts`` {(cycle codes, k): count}."""
+        c = self.consts.setdefault(const, len(self.consts))
+        total = self.counts
         for (cycles, k), n in counts.items():
-            traces, dims = CODES.term(cycles)
-            bucket = self.terms.setdefault(traces, {})
-            key = (const, k, dims)
-            bucket[key] = bucket.get(key, 0) + n
-
-    def _factor(self, key: tuple) -> tuple:
-        """const · N^k · D as a sum of monomials (memoised)."""
-        out = self._factors.get(key)
-        if out is None:
-            const, k, dims = key
-            out = self._factors[key] = _times(_monomials(const * dims), _monomials(self.N**k))
-        return out
+            key = (cycles, c, k)
+            total[key] = total.get(key, 0) + n
 
     def trace_poly(self) -> TracePoly:
         """The tally as a TracePoly (zero coefficients dropped)."""
+        consts = list(self.consts)
+        factors, sums = {}, {}
+        for (cycles, c, k), n in self.counts.items():
+            traces, dims = CODES.term(cycles)
+            key = (c, k, dims)
+            factor = factors.get(key)
+            if factor is None:
+                factor = factors[key] = _times(_monomials(consts[c] * dims),
+                                               _monomials(self.N**k))
+            total = sums.setdefault(traces, {})
+            for powers, coeff in factor:
+                total[powers] = total.get(powers, 0) + n * coeff
         terms = {}
-        for traces, bucket in self.terms.items():
-            total = {}
-            for key, n in bucket.items():
-                for powers, c in self._factor(key):
-                    total[powers] = total.get(powers, 0) + n * c
-            coeff = sp.Add(*[c * sp.Mul(*[b**e for b, e in powers])
-                             for powers, c in total.items() if c != 0])
+        for traces, total in sums.items():
+            coeff = sp.Add(*[c * _monomial(powers) for powers, c in total.items() if c != 0])
             if coeff != 0:
                 terms[traces] = coeff
         return TracePoly._canonical(terms)
+
+
+@lru_cache(maxsize=None)
+def _monomial(powers: frozenset) -> sp.Expr:
+    """Π bᵉ over the (base, exponent) pairs."""
+    return sp.Mul(*[b**e for b, e in powers])

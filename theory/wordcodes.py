@@ -25,7 +25,10 @@ class LetterCodes:
 
     def __init__(self):
         self.letters: list = []
+        self.transposed: list = []      # code -> code of the letter's transpose
         self._codes: dict = {}
+        self._chains: dict = {}
+        self._rotation_ids: dict = {}
         self._dg: dict = {}
         self._trace_of_word: dict = {}
         self._trace_ids: dict = {}
@@ -38,7 +41,17 @@ class LetterCodes:
         if c is None:
             c = self._codes[letter] = len(self.letters)
             self.letters.append(letter)
+            self.transposed.append(c)
+            self.transposed[c] = self.code(letter.transpose())
         return c
+
+    def chain(self, letters: tuple) -> tuple:
+        """(code word of ``letters``, code word of their transpose)."""
+        out = self._chains.get(letters)
+        if out is None:
+            codes = tuple(self.code(x) for x in letters)
+            out = self._chains[letters] = codes, tuple(self.transposed[c] for c in codes[::-1])
+        return out
 
     def word(self, codes: tuple) -> tuple:
         """The letters of a code word."""
@@ -55,12 +68,22 @@ class LetterCodes:
         """The id of the canonical form of tr(word) for a non-empty code word."""
         t = self._trace_of_word.get(codes)
         if t is None:
-            canonical = canonical_trace(self.word(codes))
-            t = self._trace_ids.setdefault(canonical, len(self.traces))
-            if t == len(self.traces):
-                self.traces.append(canonical)
+            rotation = self._least_rotation(codes)
+            t = self._rotation_ids.get(rotation)
+            if t is None:
+                canonical = canonical_trace(self.word(codes))
+                t = self._trace_ids.setdefault(canonical, len(self.traces))
+                if t == len(self.traces):
+                    self.traces.append(canonical)
+                self._rotation_ids[rotation] = t
             self._trace_of_word[codes] = t
         return t
+
+    def _least_rotation(self, codes: tuple) -> tuple:
+        """The least rotation of the code word or of its transpose (equal traces, so a key
+        under which canonicalisation is shared)."""
+        back = tuple(self.transposed[c] for c in codes[::-1])
+        return min(min(w[k:] + w[:k] for k in range(len(w))) for w in (codes, back))
 
     def term(self, cycles: tuple) -> tuple:
         """(canonical sorted traces, dimension factor) of a multiset of cycle codes."""
