@@ -24,9 +24,22 @@ _ASSUMPTIONS = frozenset(_assume_defined)
 
 def to_data(value):
     """``value`` as nested lists, strings, bools and None (for ``json.dumps``); a
-    ``TypeError`` for a type outside the list above. Equal SymPy subexpressions share one
-    encoding (a derived polynomial repeats few distinct coefficients many times)."""
+    ``TypeError`` for a type outside the list above. Equal SymPy subexpressions, and repeated
+    occurrences of one tuple or letter object, share one encoding (a derived polynomial repeats
+    few distinct coefficients and traces many times)."""
     return _encode(value, {})
+
+
+def _encode(v, memo: dict):
+    """``_node(v)``, memoised by identity for tuples and letters (all alive in the value being
+    encoded, so their ids are not reused meanwhile)."""
+    if type(v) not in (tuple, Mat, Dg):
+        return _node(v, memo)
+    key = ("id", id(v))
+    node = memo.get(key)
+    if node is None:
+        node = memo[key] = _node(v, memo)
+    return node
 
 
 def from_data(data):
@@ -38,7 +51,7 @@ def from_data(data):
         raise ValueError(f"not a serialised derivation ({type(exc).__name__}: {exc})") from None
 
 
-def _encode(v, memo: dict):
+def _node(v, memo: dict):
     if v is None or isinstance(v, (bool, str)):
         return ["v", v]
     if type(v) is int:
