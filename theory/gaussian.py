@@ -108,7 +108,22 @@ class GaussianLaw:
 
 
 def expect(monomials, law: GaussianLaw, N) -> TracePoly:
-    """E[Σ monomials] as a TracePoly, exact for every N (an integer or a SymPy symbol)."""
+    """E[Σ monomials], exact for every N.
+
+    Parameters
+    ----------
+    monomials : iterable of Monomial
+        The polynomial, a sum of monomials.
+    law : GaussianLaw
+        The law of every random vector variable and random matrix letter.
+    N : int or sympy.Symbol
+        The number of values of each context label.
+
+    Returns
+    -------
+    TracePoly
+        The expectation as a polynomial in traces of the constant letters.
+    """
     tally = Tally(N)
     for mono in monomials:
         skeleton = _Skeleton(mono, law)
