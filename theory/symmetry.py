@@ -11,7 +11,8 @@ for all data. Two families of candidate actions are searched, with unknown coeff
 The directional derivative δŷ of each candidate is formed on ŷ's vector terms; ŷ is invariant
 under Σ_j c_j δ_j for all data iff E‖Σ_j c_j δ_j ŷ‖² ≡ 0, i.e. iff c lies in the null space of the
 Gram matrix G_jl = E⟨δ_j ŷ, δ_l ŷ⟩, computed exactly by the expectation engine as trace
-polynomials (so the answer holds for every d, d_y, N, Λ, Σ_w, σ).
+polynomials (so the answer holds for every d, d_y, N, Λ, Σ_w, σ), class by class of letter
+content and once per class up to renaming (``invariance``: polynomial in the number of heads).
 
 Noether for gradient flow: a symmetry generator M (δθ = Mθ) has ⟨Mθ, ∇L⟩ ≡ 0, and
 dC/dt = −⟨∇L, ½(M + Mᵀ)θ⟩ for C = ½⟨θ, Mθ⟩, so C is conserved when M's symmetric part is itself
