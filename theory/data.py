@@ -304,8 +304,17 @@ LAMBDA_ISO = sp.Symbol("lambda", positive=True)
 
 
 def task_degree(polys) -> int:
-    """The largest number of task letters W (or of its independent copy W_j) in one term of
-    the TracePolys or MatPolys ``polys``: their degree in the task amplitudes δ."""
+    """The degree in the task amplitudes δ of trace polynomials holding the task letter.
+
+    Parameters
+    ----------
+    polys : iterable of TracePoly or MatPoly
+        Polynomials conditional on the task W (and its independent copy W_j).
+
+    Returns
+    -------
+    int
+        The largest number of W (or of W_j) letters in one term."""
     def count(words, name):
         return sum(count([a.inner], name) if isinstance(a, Dg) else a.name == name
                    for w in words for a in w)

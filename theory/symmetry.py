@@ -125,8 +125,18 @@ def _find(der: Derivation) -> dict:
 
 
 def candidate_families(model) -> dict:
-    """{"mixing": [Candidate], space: [Candidate] for each space}: the candidate actions of
-    the module docstring on the model's letters (A_s the generic matrix on space s)."""
+    """The candidate actions of the module docstring on the model's letters.
+
+    Parameters
+    ----------
+    model : Model
+        The parameterization.
+
+    Returns
+    -------
+    dict
+        {"mixing": [Candidate], space: [Candidate] for each space} (A_s the generic matrix on
+        space s)."""
     letters = list(model.letters().values())
     families = {"mixing": [Candidate(f"{L.name}<-{M.name}", {L.name: (M,)})
                            for L in letters for M in letters
@@ -160,7 +170,19 @@ def _lift(parts: list, der: Derivation) -> dict:
 
 
 def variations(cands: list[Candidate], terms) -> list[list]:
-    """δŷ of each candidate (vector terms; empty when it moves no letter ŷ holds)."""
+    """δŷ of each candidate.
+
+    Parameters
+    ----------
+    cands : list of Candidate
+        Candidate actions.
+    terms : list of VecTerm
+        ŷ.
+
+    Returns
+    -------
+    list of list of VecTerm
+        δŷ per candidate (empty when it moves no letter ŷ holds)."""
     return [sum((vary(terms, name, word) for name, word in c.moves.items()), []) for c in cands]
 
 
@@ -185,7 +207,17 @@ def symmetric_generators(gens: list[dict]) -> list[dict]:
     flow d/dt ½⟨θ, Mθ⟩ = −⟨∇L, ½(M + Mᵀ)θ⟩, which vanishes identically iff ½(M + Mᵀ) is itself a
     symmetry; so the conserved quadratics are exactly ½⟨θ, Sθ⟩ for S in the algebra with S = Sᵀ
     (a generator whose adjoint is no symmetry, e.g. δV₀ = V₁ − V₀ when ŷ sees V₀ + V₁ only,
-    gives none). Computed exactly: the combinations Σ β_i M_i with Σ β_i (M_i − M_iᵀ) = 0."""
+    gives none). Computed exactly: the combinations Σ β_i M_i with Σ β_i (M_i − M_iᵀ) = 0.
+
+    Parameters
+    ----------
+    gens : list of dict
+        Mixing generators {"L<-L'": a_{LL'}} (``find_symmetries(der)["mixing"]``).
+
+    Returns
+    -------
+    list of dict
+        The canonical basis of the symmetric ones, in the same form."""
     if not gens:
         return []
     flip = lambda label: "<-".join(reversed(label.split("<-")))    # noqa: E731
