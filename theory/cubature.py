@@ -10,8 +10,8 @@ with weights w_j such that Σ_j w_j p(z_j) = E[p(z)] for every polynomial p of t
   0, as under N(0, I); the remaining moments of degree ≤ 4 are 1, E z_k² = 2B r² + 4(d − 1)C s²
   = 1, E z_k⁴ = 2B r⁴ + 4(d − 1)C s⁴ = 3 and E z_k² z_l² = 4C s⁴ = 1 (B, C the weights of the
   axis and pair points). For d = 1 it is the 3-point Gauss–Hermite rule.
-* higher degrees: the product of n-point Gauss–Hermite rules, n = ⌈(degree + 1)/2⌉ (exact to
-  degree 2n − 1 in each coordinate): nᵈ nodes.
+* higher degrees, or where it has no more nodes (d ≤ 2): the product of n-point Gauss–Hermite
+  rules, n = ⌈(degree + 1)/2⌉ (exact to degree 2n − 1 in each coordinate): nᵈ nodes.
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ def gaussian_rule(d: int, degree: int) -> list[tuple]:
     d = check_int("d", d)
     if not isinstance(degree, int) or degree < 0:
         raise InputError("degree", f"must be an integer ≥ 0, got {degree!r}")
-    return _stroud(d) if degree <= 5 else _product(d, (degree + 2) // 2)
+    n = (degree + 2) // 2                          # Gauss–Hermite points per coordinate
+    if degree > 5 or n ** d <= 2 * d * d + 1:      # the product rule when not larger (d ≤ 2)
+        return _product(d, n)
+    return _stroud(d)
 
 
 def _stroud(d: int) -> list[tuple]:
