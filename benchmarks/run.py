@@ -47,6 +47,31 @@ def hand_gradient(Lam, Sw, n, sigma):
     return grad
 
 
+def hand_multihead_gradient(Lam, Sw, n, sigma):
+    """H heads, M = Σ_h u_h Q_h: one G (``hand_gradient``'s), du_h = ⟨Q_h, G⟩, dQ_h = u_h G.
+    u (H,), Q (H, d, d)."""
+    merged = hand_gradient(Lam, Sw, n, sigma)
+
+    def grad(u, Q):
+        _, G = merged(1.0, np.tensordot(u, Q, axes=1))
+        return np.tensordot(Q, G, axes=2), u[:, None, None] * G
+    return grad
+
+
+def hand_separatekq_gradient(Lam, Sw, n, sigma):
+    """H heads, M = Σ_h u_h W_K,hᵀ W_Q,h: one G, du_h = ⟨W_K,hᵀ W_Q,h, G⟩,
+    dW_K,h = u_h W_Q,h Gᵀ, dW_Q,h = u_h W_K,h G. u (H,), W_K, W_Q (H, r, d)."""
+    merged = hand_gradient(Lam, Sw, n, sigma)
+
+    def grad(u, WK, WQ):
+        K = [WK[h].T @ WQ[h] for h in range(len(u))]
+        _, G = merged(1.0, sum(u[h] * K[h] for h in range(len(u))))
+        return (np.array([np.sum(k * G) for k in K]),
+                np.array([u[h] * (WQ[h] @ G.T) for h in range(len(u))]),
+                np.array([u[h] * (WK[h] @ G) for h in range(len(u))]))
+    return grad
+
+
 def bench_gradient(d: int) -> dict:
     from icldyn.numerics import compile_flow
     from icldyn.theory import ICLData, derive, models

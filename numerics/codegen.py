@@ -181,9 +181,9 @@ class _Printer:
 
     def trace(self, word: tuple) -> str:
         """tr(H·T) = Σ_ij H_ij (Tᵀ)_ij over the cyclic rotations (and the transpose) of the
-        word, with T a single letter or a run of data letters (a constant): the last product
-        costs O(d²), not O(d³). The split is the cheapest given the products computed so far
-        (ties: the longest run of data letters)."""
+        word, with T a single letter, a run of data letters (a constant) or a product already
+        computed: the last product costs O(d²), not O(d³). The split is the cheapest given the
+        products computed so far (ties: the longest run of data letters)."""
         key = ("trace", word)
         if key in self.names:
             return self.names[key]
@@ -195,7 +195,7 @@ class _Printer:
                 for cut in range(1, len(cand)):
                     head, tail = cand[:cut], cand[cut:]
                     data_tail = all(map(_is_data, tail))
-                    if len(tail) > 1 and not data_tail:
+                    if len(tail) > 1 and not data_tail and not self.known(tail):
                         continue
                     cost = (self.cost(head), -(len(tail) if data_tail else 0))
                     if best is None or cost < best[0]:
@@ -210,13 +210,17 @@ class _Printer:
         return " * ".join([f"k[{kidx}]"] + [self.trace(w) for w in traces])
 
     # --- sums of words -----------------------------------------------------------------------
-    def plan(self, terms: dict, rows: str) -> tuple:
-        """Σ coefficient × word (``terms``: {word: ((traces, k index), ...)}) as a tree of
-        ``_Leaf`` and ``_Factor`` nodes: the words sharing a first or last letter (most first)
-        are factored by their longest common prefix or suffix, recursively."""
+    def plan(self, terms: dict, rows: str, cols: str) -> tuple:
+        """Σ coefficient × word (``terms``: {word: ((traces, k index), ...)}, a ``rows`` ×
+        ``cols`` matrix) as a tree of ``_Leaf`` and ``_Factor`` nodes: the words sharing a
+        first or last letter (most first) are factored by their longest common prefix or
+        suffix, recursively. A sum with a side of size 1 is left unfactored: each of its words
+        is a chain of vector-matrix products already."""
         out, rest = [], []
         for word, coeffs in terms.items():
             (out if len(word) <= 1 or self.known(word) else rest).append(_Leaf(coeffs, word))
+        if min(self.scale[rows], self.scale[cols]) < 1:
+            return tuple(out + rest)
         while rest:
             groups: dict = {}
             for i, leaf in enumerate(rest):
@@ -232,12 +236,13 @@ class _Printer:
             if side == "R":
                 shared = group[0].word[len(group[0].word) - n:]
                 inner = {leaf.word[:len(leaf.word) - n]: leaf.coeffs for leaf in group}
-                inner_rows = rows
+                inner_rows, inner_cols = rows, shared[0].rows
             else:
                 shared = group[0].word[:n]
                 inner = {leaf.word[n:]: leaf.coeffs for leaf in group}
-                inner_rows = shared[-1].cols
-            out.append(_Factor(side, shared, self.plan(inner, inner_rows), inner_rows))
+                inner_rows, inner_cols = shared[-1].cols, cols
+            out.append(_Factor(side, shared, self.plan(inner, inner_rows, inner_cols),
+                               inner_rows))
         return tuple(out)
 
     def prebuild(self, nodes: tuple) -> None:
@@ -363,7 +368,7 @@ def _generate(der: Derivation) -> _Polys:
             terms: dict = {}
             for (traces, word), c in g.terms.items():
                 terms.setdefault(word, []).append((traces, k(c)))
-            plans.append(pr.plan({w: tuple(cs) for w, cs in terms.items()}, rows))
+            plans.append(pr.plan({w: tuple(cs) for w, cs in terms.items()}, rows, g.cols))
         for plan in plans:                   # open products first: traces may reuse them
             pr.prebuild(plan)
         return [pr.emit(plan, rows, _SIZE[rows]) for plan, (rows, _) in zip(plans, pieces)]
