@@ -1,7 +1,8 @@
 """Benchmarks, measured side by side in one run: `python benchmarks/run.py [--out FILE]`.
 
 (a) compiled gradient (numba) vs hand-written NumPy of the same formula (docs/math.md §3.2, scalar
-    tasks), d = 8, 64, 256;
+    tasks): Merged and SeparateKQ(2 heads, rank d/2) at d = 8, 64, 256, 512, MultiHead(H) at
+    d = 256 for H = 1 … 16 (BLAS pinned to one thread);
 (b) the expected learning curve by theory (exact GD, compiled) vs the same curve by
     `simulate_sgd` and by a plain PyTorch SGD loop, scaled to the seeds needed for 1 % accuracy;
 (c) derivation time per model (incl. the symmetry search): cold (empty cache), from the disk
@@ -23,7 +24,11 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
+THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+for _name in THREADS:                  # pinned before NumPy loads its BLAS: ratios, not noise
+    os.environ.setdefault(_name, "1")
+
+import numpy as np  # noqa: E402
 
 
 def best_time(fn, repeat: int = 5, number: int = 1) -> float:
@@ -72,22 +77,50 @@ def hand_separatekq_gradient(Lam, Sw, n, sigma):
     return grad
 
 
-def bench_gradient(d: int) -> dict:
-    from icldyn.numerics import compile_flow
-    from icldyn.theory import ICLData, derive, models
+def _gradient_data(d: int):
+    from icldyn.theory import ICLData
     rng = np.random.default_rng(0)
     X = rng.standard_normal((d, d))
     Lam = X @ X.T / d + np.eye(d)
-    data = ICLData(d=d, N=20, Lambda=Lam, Sigma_w=np.eye(d) + 0.1 * np.ones((d, d)), noise=0.1)
-    flow = compile_flow(derive(models.Merged(d), data), backend="numba")
-    Q = rng.standard_normal((d, d)) / d
-    theta = flow.pack({"V": 0.7, "Q": Q})
-    flow.grad(theta)
-    hand = hand_gradient(Lam, np.array(data.Sigma_w.tolist(), float), 20, 0.1)
+    return ICLData(d=d, N=20, Lambda=Lam, Sigma_w=np.eye(d) + 0.1 * np.ones((d, d)), noise=0.1)
+
+
+def bench_gradient(model, hand_name: str) -> dict:
+    """The compiled gradient (numba) of a product-form model against its hand-written NumPy
+    reference at the same θ (checked equal), side by side."""
+    from icldyn.numerics import compile_flow
+    from icldyn.theory import derive
+    d = model.d
+    data = _gradient_data(d)
+    flow = compile_flow(derive(model, data), backend="numba")
+    theta = np.random.default_rng(1).standard_normal(flow.size) / d
+    p = flow.unpack(theta)
+    u = p["V"].reshape(-1)
+    factors = (p["Q"].reshape(-1, d, d),) if "Q" in p else (p["W_K"], p["W_Q"])
+    if hand_name == "hand_gradient":
+        u, factors = u[0], (factors[0][0],)
+    Lam, Sw = (np.array(m.tolist(), float) for m in (data.Lambda, data.Sigma_w))
+    hand = globals()[hand_name](Lam, Sw, 20, 0.1)
+    mine = flow.grad(theta)
+    ref = np.concatenate([np.ravel(g) for g in hand(u, *factors)])
+    assert np.allclose(mine, ref, rtol=1e-9, atol=1e-12 * np.abs(ref).max()), model
     number = max(1, 2000 // d)
     t_gen = best_time(lambda: flow.grad(theta), number=number)
-    t_hand = best_time(lambda: hand(0.7, Q), number=number)
-    return {"d": d, "compiled_s": t_gen, "hand_numpy_s": t_hand, "ratio": t_gen / t_hand}
+    t_hand = best_time(lambda: hand(u, *factors), number=number)
+    return {"model": repr(model), "d": d, "compiled_s": t_gen, "hand_numpy_s": t_hand,
+            "ratio": t_gen / t_hand}
+
+
+def bench_gradients() -> list[dict]:
+    from icldyn.theory import models
+    rows = []
+    for d in (8, 64, 256, 512):
+        rows.append(bench_gradient(models.Merged(d), "hand_gradient"))
+        rows.append(bench_gradient(models.SeparateKQ(d, heads=2, rank=d // 2),
+                                   "hand_separatekq_gradient"))
+    for heads in (1, 2, 4, 8, 16):
+        rows.append(bench_gradient(models.MultiHead(256, heads=heads), "hand_multihead_gradient"))
+    return rows
 
 
 CURVE = dict(d=4, N=16, spectrum=(2.0, 1.0, 0.5, 0.25), lr=0.02, batch=64, steps=2000,
@@ -282,9 +315,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args()
-    results = {"gradient": [bench_gradient(d) for d in (8, 64, 256)]}
+    print("BLAS threads: " + ", ".join(f"{v}={os.environ.get(v)}" for v in THREADS))
+    results = {"gradient": bench_gradients()}
     for row in results["gradient"]:
-        print(f"(a) d={row['d']:4d}: compiled/hand NumPy = {row['ratio']:.2f} "
+        print(f"(a) {row['model']}: compiled/hand NumPy = {row['ratio']:.2f} "
               f"({row['compiled_s'] * 1e6:.1f} µs vs {row['hand_numpy_s'] * 1e6:.1f} µs)")
     results["cost_exponents"] = bench_cost_exponents()
     for row in results["cost_exponents"]:

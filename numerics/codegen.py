@@ -27,6 +27,7 @@ from ..theory.words import (DIMS, Dg, MatPoly, TracePoly, split_by_letters,
                             transpose_word)
 from ..theory.params import as_arrays
 from ..theory.productform import product_loss
+from . import warmup
 from .params import as_theta
 
 BACKENDS = ("numpy", "numba")
@@ -49,6 +50,11 @@ def _is_data(letter) -> bool:
     if isinstance(letter, Dg):
         return all(_is_data(a) for a in letter.inner)
     return letter.name in DATA_LETTERS
+
+
+@lru_cache(maxsize=1 << 16)
+def _all_data(word: tuple) -> bool:
+    return all(map(_is_data, word))
 
 
 def _scale(sizes: dict) -> dict:
@@ -126,7 +132,7 @@ class _Printer:
         self.names, self.indent = self._outside, "    "
 
     def _data(self, word: tuple) -> bool:
-        return self.constants is not None and all(map(_is_data, word))
+        return self.constants is not None and _all_data(word)
 
     def letter(self, letter) -> str:
         if letter in self.names:
@@ -161,13 +167,13 @@ class _Printer:
 
     def known(self, word: tuple) -> bool:
         return (len(word) == 1 or self._data(word) or ("word", word) in self.names
-                or ("word", transpose_word(word)) in self.names)
+                or ("word", _transposed(word)) in self.names)
 
     def _order(self, word: tuple, memo: dict) -> tuple:
         """(cost in d×d×d products, cut) of the cheapest way to build ``word`` from what is
         known: matrix-chain ordering with the letters' real shapes."""
-        if self.known(word):
-            return 0.0, None
+        if word not in memo and self.known(word):
+            memo[word] = 0.0, None
         if word not in memo:
             rows, cols = self.scale[word[0].rows], self.scale[word[-1].cols]
             memo[word] = min((self._order(word[:cut], memo)[0]
@@ -176,8 +182,6 @@ class _Printer:
                              for cut in range(1, len(word)))
         return memo[word]
 
-    def cost(self, word: tuple) -> float:
-        return self._order(word, {})[0]
 
     def trace(self, word: tuple) -> str:
         """tr(H·T) = Σ_ij H_ij (Tᵀ)_ij over the cyclic rotations (and the transpose) of the
@@ -190,14 +194,14 @@ class _Printer:
         if len(word) == 1 or self.known(word):
             expr = f"np.trace({self.word(word)})"
         else:
-            best = None
+            best, memo = None, {}
             for cand in _rotations(word) + _rotations(transpose_word(word)):
                 for cut in range(1, len(cand)):
                     head, tail = cand[:cut], cand[cut:]
                     data_tail = all(map(_is_data, tail))
                     if len(tail) > 1 and not data_tail and not self.known(tail):
                         continue
-                    cost = (self.cost(head), -(len(tail) if data_tail else 0))
+                    cost = (self._order(head, memo)[0], -(len(tail) if data_tail else 0))
                     if best is None or cost < best[0]:
                         best = (cost, head, tail)
             _, head, tail = best
@@ -296,6 +300,9 @@ def _affix(side: str, words: list) -> tuple:
     while n > 1 and _is_data(words[0][n - 1]) and not all(map(_is_data, words[0][:n - 1])):
         n -= 1                         # data letters next to the inner sum stay inside it
     return len(words), not all(map(_is_data, words[0][:n])), n
+
+
+_transposed = lru_cache(maxsize=1 << 16)(transpose_word)
 
 
 def _rotations(word: tuple) -> list[tuple]:
@@ -510,6 +517,7 @@ def _size_code(param) -> str:
 
 
 _COMPILED: dict = {}
+WAIT_EVALUATIONS = 20_000   # a fixed-step loop this long waits for the Numba kernels
 
 
 def _compile(source: str, backend: str) -> dict:
@@ -561,11 +569,50 @@ class CompiledFlow:
         self.model, self.data = der.model, der.data
         polys = _generate(der)
         self.source = polys.source
-        self._fns = _compile(polys.source, backend)
-        self._coeff_fn = sp.lambdify(COEFF_SYMBOLS, polys.coeffs, modules="math")
+        self._coeffs = polys.coeffs
         self.shapes = self.model.shapes()
         self.size = sum(int(np.prod(s)) for s in self.shapes.values())
-        self._set_data(self.data)
+        self._child = None
+        digest = hashlib.sha256(polys.source.encode()).hexdigest()
+        if backend == "numba" and warmup.cached(digest) is False:
+            self._kernels = _compile(polys.source, "numpy")     # until the child is done
+            self._set_data(self.data)
+            self._child = warmup.start(polys.source, self._examples())
+        else:
+            self._kernels = _compile(polys.source, backend)
+            self._set_data(self.data)
+
+    @property
+    def _fns(self) -> dict:
+        """The kernels: NumPy ones while a child process compiles the Numba ones (``warmup``),
+        then the Numba ones."""
+        if self._child is not None and self._child.poll() is not None:
+            self._child = None
+            self._kernels = _compile(self.source, "numba")     # loaded from the kernel cache
+        return self._kernels
+
+    def compiled(self) -> "CompiledFlow":
+        """Wait for the Numba kernels (compiled by a child process after a cold start).
+
+        Returns
+        -------
+        CompiledFlow
+            self, its kernels compiled (with the numba backend).
+        """
+        if self._child is not None:
+            self._child.wait()
+        self._fns                                             # noqa: B018 — switches
+        return self
+
+    def _examples(self) -> dict:
+        """One argument tuple per kernel (the types Numba compiles for)."""
+        theta, *extra = self._args(np.zeros(self.size))
+        scalar = (theta, *extra)
+        out = {name: scalar for name in self._kernels if name in ("loss", "grad")
+               or name.startswith("conserved_")}
+        out["observe"] = (theta[None, :].copy(), *extra)
+        out["fixed_step"] = (theta, 0.0, 1, 1, False, *extra)
+        return out
 
     def _set_data(self, data) -> None:
         arrays = data.arrays()
@@ -579,7 +626,9 @@ class CompiledFlow:
         self.dims = np.array([data.d_y, sizes.get("r", 0)], dtype=np.int64)
         scalars = [float(data.N), float(data.noise), float(d), float(data.d_y),
                          float(sizes.get("r", 0))]
-        self.k = np.array(self._coeff_fn(*scalars), dtype=float)
+        values = dict(zip(COEFF_SYMBOLS, map(sp.Float, scalars)))
+        self.k = np.array([float(sp.sympify(c).xreplace(values)) for c in self._coeffs],
+                          dtype=float)
         self.consts = self._constants(self.Lambda, self.Sigma_w, self.U, self.c)
         if not all(np.all(np.isfinite(a)) for a in (self.k, self.tasks, *self.consts)):
             raise data_overflow(data, "the products of the data the loss needs")
@@ -745,6 +794,8 @@ class CompiledFlow:
         times, in one compiled loop; rows every ``every`` steps. Returns (rows, steps done): it
         stops at the first step whose θ is not finite or exceeds ``RUNAWAY`` in magnitude."""
         theta, *extra = self._args(theta0)
+        if steps * (4 if rk4 else 1) > WAIT_EVALUATIONS:
+            self.compiled()
         return self._fns["fixed_step"](theta, float(h), int(steps), int(every), bool(rk4),
                                        *extra)
 

@@ -1,0 +1,54 @@
+"""Cold start without waiting for Numba: a flow whose kernels are not yet in the private
+kernel cache runs its generated code with NumPy at once, while a child process compiles the
+very same source with Numba into that cache (``kernelcache.py``); the flow switches to the
+compiled kernels as soon as the child is done (and every later process loads them from disk).
+
+The child receives the source and one example of each kernel's arguments on its standard
+input (a pickle from its own parent, never read from disk), compiles every kernel for those
+argument types and exits; a child that fails only costs time (the parent compiles in-process).
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+from ..theory.cache import private_folder
+
+FOLDER = "kernels"          # the private folder of Numba's machine code (``kernelcache``)
+LAST = "fixed_step"         # the kernel the child compiles last: its index marks completion
+
+
+def cached(digest: str) -> bool | None:
+    """Whether the kernels of the source with ``digest`` are in the kernel cache (None when
+    the disk cache is off: no child can help)."""
+    folder = private_folder(FOLDER)
+    if folder is None:
+        return None
+    return any(folder.glob(f"k{digest[:32]}.{LAST}-*.nbi"))
+
+
+def start(source: str, examples: dict) -> subprocess.Popen:
+    """A child process compiling ``source``'s kernels for the argument types of ``examples``
+    ({kernel name: argument tuple}) into the kernel cache."""
+    child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        child.stdin.write(pickle.dumps((source, examples)))
+        child.stdin.close()
+    except OSError:                      # the child died at once: the parent compiles
+        pass
+    return child
+
+
+def main() -> None:
+    from .codegen import _compile
+    source, examples = pickle.loads(sys.stdin.buffer.read())
+    fns = _compile(source, "numba")
+    for name in sorted(examples, key=lambda n: n == LAST):
+        fns[name](*examples[name])
+
+
+if __name__ == "__main__":
+    main()
