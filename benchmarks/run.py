@@ -1,7 +1,7 @@
 """Benchmarks, measured side by side in one run: `python benchmarks/run.py [--out FILE]`.
 
 (a) compiled gradient (numba) vs hand-written NumPy of the same formula (docs/math.md §3.2, scalar
-    tasks): Merged and SeparateKQ(2 heads, rank d/2) at d = 8, 64, 256, 512, MultiHead(H) at
+    tasks): Merged and SeparateKQ(2 heads, rank d/2) at d = 64, 256, 512, MultiHead(H) at
     d = 256 for H = 1 … 16 (BLAS pinned to one thread);
 (b) the expected learning curve by theory (exact GD, compiled) vs the same curve by
     `simulate_sgd` and by a plain PyTorch SGD loop, scaled to the seeds needed for 1 % accuracy;
@@ -12,7 +12,11 @@
 (f) finite task sets: compiled-gradient cost against the number of tasks P (MultiHead, vector
     outputs, d = 8), next to the Gaussian-task gradient of the same model;
 (g) ICLData with a numeric Λ (float64 checks, exact rationals only on use) at d = 64, 256, 512,
-    next to the same Λ given as exact rationals (d = 64: the exact path's cost).
+    next to the same Λ given as exact rationals (d = 64: the exact path's cost);
+(h) whole trajectories compiled: per-step cost of GD and RK4 at d = 4 vs a hand Numba loop, and
+    a 2 000-step curve vs SGD of the layer with 64 seeds × 64 prompts;
+(i) a cold first learning curve per one-layer model (new process, empty cache).
+`--sections ahi` runs some sections only.
 Prints ratios and writes JSON (default benchmarks/results.json).
 """
 
@@ -92,7 +96,7 @@ def bench_gradient(model, hand_name: str) -> dict:
     from icldyn.theory import derive
     d = model.d
     data = _gradient_data(d)
-    flow = compile_flow(derive(model, data), backend="numba")
+    flow = compile_flow(derive(model, data), backend="numba").compiled()
     theta = np.random.default_rng(1).standard_normal(flow.size) / d
     p = flow.unpack(theta)
     u = p["V"].reshape(-1)
@@ -114,7 +118,7 @@ def bench_gradient(model, hand_name: str) -> dict:
 def bench_gradients() -> list[dict]:
     from icldyn.theory import models
     rows = []
-    for d in (8, 64, 256, 512):
+    for d in (64, 256, 512):
         rows.append(bench_gradient(models.Merged(d), "hand_gradient"))
         rows.append(bench_gradient(models.SeparateKQ(d, heads=2, rank=d // 2),
                                    "hand_separatekq_gradient"))
@@ -137,7 +141,7 @@ def bench_curve() -> dict:
     data = ICLData(d=c["d"], N=c["N"], Lambda=np.diag(c["spectrum"]))
     model = models.Merged(c["d"])
     init = {"V": 0.1, "Q": 0.1}
-    flow = compile_flow(derive(model, data), backend="numba")
+    flow = compile_flow(derive(model, data), backend="numba").compiled()
     gradient_descent(flow, flow.pack(init), lr=c["lr"], steps=10)          # warm
     t_theory = best_time(lambda: gradient_descent(flow, flow.pack(init), lr=c["lr"],
                                                   steps=c["steps"], every=10), repeat=3)
@@ -199,6 +203,94 @@ def torch_sgd_time(c: dict) -> float | None:
     return time.perf_counter() - start
 
 
+def hand_gd_loop():
+    """A hand Numba loop of exact GD on the Merged model (``hand_gradient``'s formula), the
+    reference of the compiled trajectories' per-step cost."""
+    import numba
+
+    @numba.njit(cache=False)
+    def loop(A, B, Lam, u, Q, lr, steps):
+        for _ in range(steps):
+            G = A @ (u * Q) @ Lam - B
+            du = np.sum(Q * G)
+            Q = Q - lr * u * G
+            u = u - lr * du
+        return u, Q
+    return loop
+
+
+def bench_trajectories() -> dict:
+    """Per-step cost of compiled GD and RK4 at d = 4 (the whole loop compiled) against a hand
+    Numba loop of the same GD; a 2 000-step curve recorded at every step (loss and conserved
+    quantities in one compiled loop) against SGD of the layer with 64 seeds × 64 prompts."""
+    from icldyn.numerics import compile_flow, gradient_descent, rk4, simulate_sgd
+    from icldyn.theory import ICLData, derive, models
+    c = CURVE
+    d, lr = c["d"], c["lr"]
+    data = ICLData(d=d, N=c["N"], Lambda=np.diag(c["spectrum"]))
+    model = models.Merged(d)
+    flow = compile_flow(derive(model, data), backend="numba").compiled()
+    init = flow.pack({"V": 0.1, "Q": 0.1})
+    steps = 20_000
+    gradient_descent(flow, init, lr=lr, steps=10, every=10)
+    rk4(flow, init, t_end=10 * lr, dt=lr, every=10)
+    t_gd = best_time(lambda: gradient_descent(flow, init, lr=lr, steps=steps, every=steps),
+                     repeat=3) / steps
+    t_rk4 = best_time(lambda: rk4(flow, init, t_end=steps * lr, dt=lr, every=steps),
+                      repeat=3) / steps
+    Lam = np.diag(c["spectrum"])
+    A = (c["N"] + 1) / c["N"] * Lam @ Lam + np.trace(Lam) / c["N"] * Lam
+    loop = hand_gd_loop()
+    loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, 10)
+    t_hand = best_time(lambda: loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, steps),
+                       repeat=3) / steps
+    mine = gradient_descent(flow, init, lr=lr, steps=100, every=100).theta[-1]
+    u, Q = loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, 100)
+    assert np.allclose(mine, np.concatenate([[u], Q.ravel()]), rtol=1e-9, atol=1e-13)
+    curve_steps = 2000
+    t_curve = best_time(lambda: gradient_descent(flow, init, lr=lr, steps=curve_steps,
+                                                 every=1), repeat=3)
+    start = time.process_time()
+    simulate_sgd(model, data, {"V": 0.1, "Q": 0.1}, lr=lr, batch=64, steps=curve_steps,
+                 seeds=64, seed=0)
+    t_sgd = time.process_time() - start
+    return {"gd_step_s": t_gd, "rk4_step_s": t_rk4, "hand_numba_gd_step_s": t_hand,
+            "gd_ratio": t_gd / t_hand, "rk4_per_gradient_ratio": t_rk4 / 4 / t_hand,
+            "curve_s": t_curve, "sgd_64x64_s": t_sgd, "curve_ratio": t_sgd / t_curve}
+
+
+COLD = """
+import sys, time
+start = time.process_time()
+import numpy as np
+from icldyn.numerics import compile_flow, gradient_descent
+from icldyn.theory import ICLData, derive, models
+model = eval(sys.argv[1], vars(models))
+flow = compile_flow(derive(model, ICLData(d=4, N=16, Lambda=np.diag([2.0, 1.0, 0.5, 0.25]))))
+gradient_descent(flow, 0.1 * np.ones(flow.size), lr=0.02, steps=2000, every=10)
+print(time.process_time() - start)
+"""
+
+
+def bench_cold() -> list[dict]:
+    """A cold first learning curve per one-layer model: a new process with an empty cache
+    imports, derives, compiles (numba backend) and runs 2 000 GD steps; CPU time of that
+    process (wall time is inflated by the load of a shared machine)."""
+    import subprocess
+    import sys
+    import tempfile
+    rows = []
+    for model in ("Merged(4)", "MultiHead(4, heads=2)", "SeparateKQ(4, heads=2, rank=2)",
+                  "FullLSA(4)"):
+        env = {**os.environ, "ICLDYN_CACHE_DIR": tempfile.mkdtemp(prefix="icldyn-cold-")}
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", COLD, model], env=env, check=True,
+                             capture_output=True, text=True)
+        rows.append({"model": model, "cpu_s": float(out.stdout.split()[-1]),
+                     "wall_s": time.perf_counter() - start})
+    return rows
+
+
 def bench_cost_exponents() -> list[dict]:
     """Compiled-gradient time per model at d = 8, 16, 32, 64 and the fitted exponent of d."""
     from icldyn.numerics import compile_flow
@@ -210,7 +302,8 @@ def bench_cost_exponents() -> list[dict]:
         ds = (8, 16, 32, 64)
         for d in ds:
             model = make(d)
-            flow = compile_flow(derive(model, ICLData(d=d, N=20, Lambda=np.eye(d))), "numba")
+            flow = compile_flow(derive(model, ICLData(d=d, N=20, Lambda=np.eye(d))),
+                                "numba").compiled()
             theta = 0.1 * np.random.default_rng(0).standard_normal(flow.size)
             flow.grad(theta)
             times.append(best_time(lambda: flow.grad(theta), number=max(1, 4000 // d**2 + 1)))
@@ -264,7 +357,7 @@ def bench_backends() -> dict:
     der = derive(models.Merged(d), data)
     out = {}
     for backend in ("numba", "numpy"):
-        flow = compile_flow(der, backend=backend)
+        flow = compile_flow(der, backend=backend).compiled()
         theta = flow.pack({"V": 0.1, "Q": 0.1})
         gradient_descent(flow, theta, lr=0.01, steps=10, every=10)
         steps = 100_000 if backend == "numba" else 10_000
@@ -286,7 +379,8 @@ def bench_task_sets() -> dict:
     out = {"P": [], "grad_s": []}
     for P in (0, 1, 8, 64, 512):
         tasks = "gaussian" if P == 0 else rng.standard_normal((P, 2, d))
-        flow = compile_flow(derive(model, ICLData(d=d, N=16, Lambda=Lam, d_y=2, tasks=tasks)))
+        flow = compile_flow(derive(model, ICLData(d=d, N=16, Lambda=Lam, d_y=2,
+                                                  tasks=tasks))).compiled()
         theta = 0.1 * rng.standard_normal(flow.size) if theta is None else theta
         flow.grad(theta)
         out["P"].append(P)
@@ -314,16 +408,33 @@ def bench_data() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    parser.add_argument("--sections", default="abcdefghi",
+                        help="the sections to run, e.g. 'ahi' (default: all)")
     args = parser.parse_args()
     print("BLAS threads: " + ", ".join(f"{v}={os.environ.get(v)}" for v in THREADS))
-    results = {"gradient": bench_gradients()}
+    results = {}
+    for key, run in SECTIONS.items():
+        if key in args.sections:
+            run(results)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+def _section_a(results: dict) -> None:
+    results["gradient"] = bench_gradients()
     for row in results["gradient"]:
         print(f"(a) {row['model']}: compiled/hand NumPy = {row['ratio']:.2f} "
               f"({row['compiled_s'] * 1e6:.1f} µs vs {row['hand_numpy_s'] * 1e6:.1f} µs)")
+
+
+def _section_e(results: dict) -> None:
     results["cost_exponents"] = bench_cost_exponents()
     for row in results["cost_exponents"]:
         print(f"(e) {row['model']}: compiled gradient cost ~ d^{row['exponent']:.2f} "
               f"(d = 16 → 64; {row['grad_s'][-1] * 1e6:.0f} µs at d = 64)")
+
+
+def _section_b(results: dict) -> None:
     results["curve"] = c = bench_curve()
     print(f"(b) learning curve ({CURVE['steps']} steps): theory {c['theory_s'] * 1e3:.1f} ms; "
           f"simulate_sgd {c['simulation_s']:.2f} s for {c['seeds']} seeds (median relative SE "
@@ -336,6 +447,9 @@ def main() -> None:
     if "torch_s" in c:
         print(f"(b) plain PyTorch SGD loop: {c['torch_s']:.2f} s for {c['seeds']} seeds → "
               f"{c['torch_1pct_s']:.0f} s for 1 % = {c['ratio_torch']:.0f}x theory")
+
+
+def _section_c(results: dict) -> None:
     results["derivation"] = bench_derivation()
     for row in results["derivation"]:
         if "cold_s" in row:
@@ -344,22 +458,50 @@ def main() -> None:
         else:
             print(f"(c) {row['model']}: gradient covariance cold "
                   f"{row['gradient_covariance_cold_s']:.1f} s")
+
+
+def _section_d(results: dict) -> None:
     results["backends"] = bench_backends()
     b = results["backends"]
     print(f"(d) 1e5 GD steps at d = 16: numba {b['numba_s_per_1e5']:.2f} s, numpy "
           f"{b['numpy_s_per_1e5']:.2f} s, speed-up {b['speedup']:.1f}x")
+
+
+def _section_f(results: dict) -> None:
     results["task_sets"] = t = bench_task_sets()
     cost = ", ".join(f"P = {P}: {g * 1e6:.0f} µs ({g / t['grad_s'][0]:.1f}x)"
                      for P, g in zip(t["P"][1:], t["grad_s"][1:]))
     print(f"(f) gradient with a finite task set (MultiHead(2), d = 8, d_y = 2) vs Gaussian tasks "
           f"{t['grad_s'][0] * 1e6:.0f} µs: {cost}")
+
+
+def _section_g(results: dict) -> None:
     results["data"] = g = bench_data()
     print("(g) ICLData with a numeric Λ: " + ", ".join(
         f"d = {r['d']}: {r['numeric_s'] * 1e3:.1f} ms" for r in g["rows"])
         + f"; exact rationals at d = 64: {g['exact_d64_s']:.2f} s = "
         f"{g['exact_d64_s'] / g['numeric_d64_s']:.0f}x")
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+
+
+def _section_h(results: dict) -> None:
+    results["trajectories"] = r = bench_trajectories()
+    print(f"(h) per step at d = 4: compiled GD {r['gd_step_s'] * 1e6:.2f} µs vs hand Numba loop "
+          f"{r['hand_numba_gd_step_s'] * 1e6:.2f} µs = {r['gd_ratio']:.2f}x; RK4 per gradient "
+          f"{r['rk4_per_gradient_ratio']:.2f}x; 2 000-step curve recorded at every step "
+          f"{r['curve_s'] * 1e3:.1f} ms vs SGD 64 seeds × 64 prompts {r['sgd_64x64_s']:.1f} s "
+          f"(CPU) = {r['curve_ratio']:.0f}x")
+
+
+def _section_i(results: dict) -> None:
+    results["cold"] = rows = bench_cold()
+    for row in rows:
+        print(f"(i) cold first curve {row['model']} (new process, empty cache, import + derive + "
+              f"compile + 2 000 GD steps): {row['cpu_s']:.2f} s CPU ({row['wall_s']:.1f} s wall)")
+
+
+SECTIONS = {"a": _section_a, "e": _section_e, "b": _section_b, "c": _section_c,
+            "d": _section_d, "f": _section_f, "g": _section_g, "h": _section_h,
+            "i": _section_i}
 
 
 if __name__ == "__main__":

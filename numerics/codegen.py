@@ -1,11 +1,18 @@
 """Derivation → fast NumPy / Numba functions generated at the matrix level.
 
-Each trace polynomial is printed as Python source over whole matrices: every distinct matrix
-word is a named intermediate built from its longest already-computed prefix (so shared products
-are computed once), traces are ``np.trace`` of those, and the eigenbasis-diagonal operator
-Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ is a helper. Coefficients (rational functions of N, σ, d, d_y
-and η) are evaluated once per data set and passed in as a vector ``k``, so a sweep over data
-values reuses the same compiled code. The ``numba`` backend ``njit``s the very same source.
+Each trace polynomial is printed as Python source over whole matrices. Every distinct matrix
+word is a named intermediate, built in the cheapest order for the letters' real shapes
+(matrix-chain ordering; a product with a 1×d letter is a vector-matrix product) from the
+words already computed or their transposes; traces are ``np.sum(H * Tᵀ)`` splits that cost
+O(d²) after the products they reuse; sums of words are factored by shared prefixes and
+suffixes, Σ c_i A_i S = (Σ c_i A_i) S. The eigenbasis-diagonal operator
+Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ is a helper. Coefficients (rational functions of N, σ, d,
+d_y and η) are evaluated once per data set and passed in as a vector ``k``; products of data
+letters, and sums of them with data-only coefficients, are constants computed once per data
+set, so a sweep over data values reuses the same compiled code. A product-form model with
+scalar tasks (``Model.head_products``) gets its gradient by the chain rule through G = ∇_M F,
+derived once on the Merged model (``_chain_rule``). The ``numba`` backend ``njit``s the very
+same source.
 """
 
 from __future__ import annotations
@@ -554,6 +561,10 @@ class CompiledFlow:
     conserved quantity), ``gd_change(θ, lr)`` (the derived exact change of each conserved
     quantity under one GD step).
 
+    With the numba backend a cold start does not wait for Numba: until a child process has
+    compiled the kernels into the kernel cache (``warmup.py``), the same generated code runs
+    with NumPy; ``compiled()`` waits for the compiled kernels.
+
     Parameters
     ----------
     der : Derivation
@@ -617,8 +628,8 @@ class CompiledFlow:
     def _set_data(self, data) -> None:
         arrays = data.arrays()
         d = data.d
-        self.Lambda, self.Sigma_w, self.U, self.c = (
-            arrays[name] for name in ("Lambda", "Sigma_w", "U", "c"))
+        self.Lambda, self.Sigma_w, self.U, self.c = (       # C layout: the compiled types
+            np.ascontiguousarray(arrays[name]) for name in ("Lambda", "Sigma_w", "U", "c"))
         # the tasks (or cubature nodes) W is averaged over
         self.tasks, self.task_weights = task_arrays(self.der.task_values().get(W_TASK.name),
                                                     data)
@@ -751,6 +762,24 @@ class CompiledFlow:
     def rhs(self, t, theta) -> np.ndarray:
         """Gradient-flow vector field dθ/dt = −∇L (signature of scipy's solve_ivp)."""
         return -self.grad(theta)
+
+    def kernel_rhs(self):
+        """``rhs`` for an integrator's many calls: the compiled gradient kernel called with the
+        data bound once, without ``rhs``'s argument checks (θ must be a float64 vector of
+        ``size``); a non-finite value still raises ``grad``'s clear error.
+
+        Returns
+        -------
+        callable
+            ``rhs(t, θ)`` = −∇L(θ).
+        """
+        data = self._data_args()
+
+        def rhs(t, theta):
+            with np.errstate(over="ignore", invalid="ignore"):
+                value = self._fns["grad"](theta, *data)
+            return -(value if np.isfinite(value).all() else self.grad(theta))
+        return rhs
 
     def conserved(self, theta) -> np.ndarray:
         """The derived scalar conserved quantities at θ (``der.conserved``, in order).

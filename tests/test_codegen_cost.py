@@ -44,6 +44,7 @@ def counted(source: str, counter: Counter, namespace: dict) -> dict:
     """Execute ``source`` with every product counted by ``counter``."""
     tree = ast.fix_missing_locations(_Counted().visit(ast.parse(source)))
     namespace.update(_mm=counter, np=np)
+    namespace.setdefault("__name__", "counted")
     exec(compile(tree, "<counted>", "exec"), namespace)
     return namespace
 
