@@ -481,14 +481,20 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
 
 def _observe_fn(conserved: int, args: str) -> list[str]:
     """``observe(rows, …)``: the loss and every conserved quantity of each row of θ in one
-    loop (compiled with the kernels, so recording a trajectory costs no Python per row)."""
+    loop (compiled with the kernels, so recording a trajectory costs no Python per row);
+    ``grad_rows(rows, …)``: the gradient at each row (an ensemble's drift in one call)."""
     call = args.replace("theta, ", "rows[i], ", 1)
     return ([f"def observe({args.replace('theta', 'rows', 1)}):",
              f"    out = np.empty((rows.shape[0], {1 + conserved}))",
              "    for i in range(rows.shape[0]):",
              f"        out[i, 0] = loss({call})"]
             + [f"        out[i, {j + 1}] = conserved_{j}({call})" for j in range(conserved)]
-            + ["    return out", ""])
+            + ["    return out", ""]
+            + [f"def grad_rows({args.replace('theta', 'rows', 1)}):",
+               "    out = np.empty_like(rows)",
+               "    for i in range(rows.shape[0]):",
+               f"        out[i] = grad({call})",
+               "    return out", ""])
 
 
 RUNAWAY = 1e100
@@ -548,6 +554,13 @@ def _compile(source: str, backend: str) -> dict:
     return _COMPILED[digest, backend]
 
 
+def warmup_child() -> None:
+    """The entry of ``warmup``'s child process: compile the kernels of the source its parent
+    sends, for the parent's argument types, into the kernel cache."""
+    source, examples = warmup.receive()
+    warmup.compile_all(_compile(source, "numba"), examples)
+
+
 @lru_cache(maxsize=None)
 def _eigdiag_numba():
     from .kernelcache import njit_cached
@@ -588,7 +601,7 @@ class CompiledFlow:
         if backend == "numba" and warmup.cached(digest) is False:
             self._kernels = _compile(polys.source, "numpy")     # until the child is done
             self._set_data(self.data)
-            self._child = warmup.start(polys.source, self._examples())
+            self._child = warmup.start(polys.source, self._examples(), __name__)
         else:
             self._kernels = _compile(polys.source, backend)
             self._set_data(self.data)
@@ -621,7 +634,7 @@ class CompiledFlow:
         scalar = (theta, *extra)
         out = {name: scalar for name in self._kernels if name in ("loss", "grad")
                or name.startswith("conserved_")}
-        out["observe"] = (theta[None, :].copy(), *extra)
+        out["observe"] = out["grad_rows"] = (theta[None, :].copy(), *extra)
         out["fixed_step"] = (theta, 0.0, 1, 1, False, *extra)
         return out
 
@@ -799,11 +812,28 @@ class CompiledFlow:
     def observe(self, rows) -> np.ndarray:
         """The loss and the conserved quantities of each row of θ (R, P), in one compiled
         loop: shape (R, 1 + number of conserved quantities), the loss first."""
+        return self._over_rows("observe", rows)
+
+    def grad_rows(self, rows) -> np.ndarray:
+        """The gradient at each row of θ (R, P) in one compiled loop.
+
+        Parameters
+        ----------
+        rows : array_like (R, size)
+            Rows of flat θ.
+
+        Returns
+        -------
+        ndarray (R, size)
+        """
+        return self._over_rows("grad_rows", rows)
+
+    def _over_rows(self, kernel: str, rows) -> np.ndarray:
         rows = np.ascontiguousarray(rows, dtype=float)
         if rows.ndim != 2 or rows.shape[1] != self.size:
             raise InputError("rows", f"must have shape (R, {self.size}), got {rows.shape}")
         with np.errstate(over="ignore", invalid="ignore"):    # overflow: see ``_finite``
-            out = self._fns["observe"](rows, *self._data_args())
+            out = self._fns[kernel](rows, *self._data_args())
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             self._finite(out[bad][0], rows[bad][0])     # raises, blaming the data or θ

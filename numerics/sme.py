@@ -57,7 +57,7 @@ def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
     records, recorded = [theta.copy()], [0]
     scale = lr / np.sqrt(batch)
     for n in range(1, steps + 1):
-        drift = np.array([flow.grad(t) for t in theta])
+        drift = flow.grad_rows(theta)                      # one compiled loop over replicas
         noise = sqrt_psd(cov.matrix(theta)) @ rng.standard_normal((replicas, flow.size, 1))
         theta = theta - lr * drift + scale * noise[..., 0]
         if not np.all(np.abs(theta) < RUNAWAY):

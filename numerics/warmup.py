@@ -29,11 +29,13 @@ def cached(digest: str) -> bool | None:
     return any(folder.glob(f"k{digest[:32]}.{LAST}-*.nbi"))
 
 
-def start(source: str, examples: dict) -> subprocess.Popen:
+def start(source: str, examples: dict, module: str) -> subprocess.Popen:
     """A child process compiling ``source``'s kernels for the argument types of ``examples``
-    ({kernel name: argument tuple}) into the kernel cache."""
-    child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ({kernel name: argument tuple}) into the kernel cache: it runs ``module.warmup_child()``
+    (the code generator's entry, which calls ``receive`` and ``compile_all``)."""
+    child = subprocess.Popen([sys.executable, "-c", f"import {module} as m; m.warmup_child()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     try:
         child.stdin.write(pickle.dumps((source, examples)))
         child.stdin.close()
@@ -42,13 +44,13 @@ def start(source: str, examples: dict) -> subprocess.Popen:
     return child
 
 
-def main() -> None:
-    from .codegen import _compile
-    source, examples = pickle.loads(sys.stdin.buffer.read())
-    fns = _compile(source, "numba")
+def receive() -> tuple:
+    """In the child: (source, examples) from the parent."""
+    return pickle.loads(sys.stdin.buffer.read())
+
+
+def compile_all(fns: dict, examples: dict) -> None:
+    """In the child: call every kernel once with its example (Numba compiles and caches it),
+    ``LAST`` last."""
     for name in sorted(examples, key=lambda n: n == LAST):
         fns[name](*examples[name])
-
-
-if __name__ == "__main__":
-    main()
