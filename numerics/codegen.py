@@ -601,7 +601,7 @@ class CompiledFlow:
         if backend == "numba" and warmup.cached(digest) is False:
             self._kernels = _compile(polys.source, "numpy")     # until the child is done
             self._set_data(self.data)
-            self._child = warmup.start(polys.source, self._examples(), __name__)
+            self._child = warmup.start(digest, polys.source, self._examples, __name__)
         else:
             self._kernels = _compile(polys.source, backend)
             self._set_data(self.data)

@@ -29,19 +29,25 @@ def cached(digest: str) -> bool | None:
     return any(folder.glob(f"k{digest[:32]}.{LAST}-*.nbi"))
 
 
-def start(source: str, examples: dict, module: str) -> subprocess.Popen:
-    """A child process compiling ``source``'s kernels for the argument types of ``examples``
-    ({kernel name: argument tuple}) into the kernel cache: it runs ``module.warmup_child()``
-    (the code generator's entry, which calls ``receive`` and ``compile_all``)."""
-    child = subprocess.Popen([sys.executable, "-c", f"import {module} as m; m.warmup_child()"],
-                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        child.stdin.write(pickle.dumps((source, examples)))
-        child.stdin.close()
-    except OSError:                      # the child died at once: the parent compiles
-        pass
-    return child
+_CHILDREN: dict = {}        # {source digest: its child} — one child per source and process
+
+
+def start(digest: str, source: str, examples, module: str) -> subprocess.Popen:
+    """The child process compiling ``source``'s kernels into the kernel cache for the argument
+    types of ``examples()`` ({kernel name: argument tuple}); started once per source and
+    process (later flows of the same source share it). It runs ``module.warmup_child()`` (the
+    code generator's entry, which calls ``receive`` and ``compile_all``)."""
+    if digest not in _CHILDREN:
+        child = subprocess.Popen(
+            [sys.executable, "-c", f"import {module} as m; m.warmup_child()"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            child.stdin.write(pickle.dumps((source, examples())))
+            child.stdin.close()
+        except OSError:                  # the child died at once: the parent compiles
+            pass
+        _CHILDREN[digest] = child
+    return _CHILDREN[digest]
 
 
 def receive() -> tuple:
