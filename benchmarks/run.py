@@ -117,13 +117,17 @@ def bench_gradient(model, hand_name: str) -> dict:
 
 def bench_gradients() -> list[dict]:
     from icldyn.theory import models
+    cases = [(models.Merged(d), "hand_gradient") for d in (64, 256, 512)]
+    cases += [(models.SeparateKQ(d, heads=2, rank=d // 2), "hand_separatekq_gradient")
+              for d in (64, 256, 512)]
+    cases += [(models.MultiHead(256, heads=heads), "hand_multihead_gradient")
+              for heads in (1, 2, 4, 8, 16)]
     rows = []
-    for d in (64, 256, 512):
-        rows.append(bench_gradient(models.Merged(d), "hand_gradient"))
-        rows.append(bench_gradient(models.SeparateKQ(d, heads=2, rank=d // 2),
-                                   "hand_separatekq_gradient"))
-    for heads in (1, 2, 4, 8, 16):
-        rows.append(bench_gradient(models.MultiHead(256, heads=heads), "hand_multihead_gradient"))
+    for model, hand in cases:
+        rows.append(row := bench_gradient(model, hand))
+        print(f"(a) {row['model']}: compiled/hand NumPy = {row['ratio']:.2f} "
+              f"({row['compiled_s'] * 1e6:.1f} µs vs {row['hand_numpy_s'] * 1e6:.1f} µs)",
+              flush=True)
     return rows
 
 
@@ -422,9 +426,6 @@ def main() -> None:
 
 def _section_a(results: dict) -> None:
     results["gradient"] = bench_gradients()
-    for row in results["gradient"]:
-        print(f"(a) {row['model']}: compiled/hand NumPy = {row['ratio']:.2f} "
-              f"({row['compiled_s'] * 1e6:.1f} µs vs {row['hand_numpy_s'] * 1e6:.1f} µs)")
 
 
 def _section_e(results: dict) -> None:
