@@ -97,14 +97,12 @@ def test_product_form_gradients_do_no_more_products_than_the_hand_formula(heads)
         assert generated_products(flow, theta) <= count + 1e-12, model
 
 
-def test_vector_and_eigenbasis_tasks_stay_within_six_products():
-    """Merged with vector outputs (Gaussian tasks) and with the paper's diagonal tasks (its
-    eigenbasis operator Dg): the issue's budget of 6 d×d products."""
-    rng = np.random.default_rng(3)
-    for model, data in ((models.Merged(D, d_y=3), _data(d_y=3)),):
-        flow = compile_flow(derive(model, data), backend="numpy")
-        theta = 0.1 * rng.standard_normal(flow.size)
-        assert generated_products(flow, theta) <= 6, model
+def test_vector_tasks_stay_within_six_products():
+    """Merged with vector outputs (Gaussian tasks): the issue's budget of 6 d×d products (the
+    paper's diagonal tasks, with the eigenbasis operator Dg, still take 18)."""
+    flow = compile_flow(derive(models.Merged(D, d_y=3), _data(d_y=3)), backend="numpy")
+    theta = 0.1 * np.random.default_rng(3).standard_normal(flow.size)
+    assert generated_products(flow, theta) <= 6
 
 
 def test_counting_sees_every_product():
