@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icldyn.numerics import codegen, compile_flow
+from icldyn.numerics import compile_flow
+from icldyn.numerics.compiled import codegen
 from icldyn.theory import ICLData, derive, models
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"

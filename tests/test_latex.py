@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from icldyn.numerics.cli import main
+from icldyn.numerics.experiments.cli import main
 from icldyn.theory.catalogue import documents, index
 
 DERIVATIONS = Path(__file__).resolve().parent.parent / "derivations"

@@ -14,7 +14,7 @@ import pickle
 import subprocess
 import sys
 
-from ..theory.cache import private_folder
+from ...theory.cache import private_folder
 
 FOLDER = "kernels"          # the private folder of Numba's machine code (``kernelcache``)
 LAST = "fixed_step"         # the kernel the child compiles last: its index marks completion
