@@ -536,7 +536,7 @@ def _compile(source: str, backend: str) -> dict:
     """The generated functions for ``backend``, compiled once per process from ``source`` (held
     in memory, never read back from disk). Numba's machine code is cached in the private
     kernels folder (``kernelcache.py``) for every later process."""
-    digest = hashlib.sha256(source.encode()).hexdigest()
+    digest = _digest(source)
     if (digest, backend) not in _COMPILED:
         module = types.ModuleType(f"icldyn_kernel_{digest[:16]}_{backend}")
         sys.modules[module.__name__] = module       # Numba rebuilds cached code by module name
@@ -563,7 +563,14 @@ def warmup_child() -> None:
 @lru_cache(maxsize=None)
 def _eigdiag_numba():
     from .kernelcache import njit_cached
-    return njit_cached(eigdiag, hashlib.sha256(inspect.getsource(eigdiag).encode()).hexdigest())
+    return njit_cached(eigdiag, _digest(inspect.getsource(eigdiag)))
+
+
+def _digest(source: str) -> str:
+    """The kernel cache's key of generated ``source``: with this module's name, which the
+    cached machine code refers to (for ``_eigdiag``), so code cached before a move of this
+    module is not loaded (it could not be) but compiled afresh."""
+    return hashlib.sha256(f"{__name__}\n{source}".encode()).hexdigest()
 
 
 class CompiledFlow:
@@ -596,7 +603,7 @@ class CompiledFlow:
         self.shapes = self.model.shapes()
         self.size = sum(int(np.prod(s)) for s in self.shapes.values())
         self._child = None
-        digest = hashlib.sha256(polys.source.encode()).hexdigest()
+        digest = _digest(polys.source)
         if backend == "numba" and warmup.cached(digest) is False:
             self._kernels = _compile(polys.source, "numpy")     # until the child is done
             self._set_data(self.data)
