@@ -1,8 +1,8 @@
-"""Benchmarks, measured side by side in one run: `python benchmarks/run.py [--out FILE]`.
+"""Benchmarks, measured side by side in one run:
+`python benchmarks/run.py [--only SECTION,...] [--out FILE] [--baseline FILE]`.
 
 (a) compiled gradient (numba) vs hand-written NumPy of the same formula (docs/math.md §3.2, scalar
-    tasks): Merged and SeparateKQ(2 heads, rank d/2) at d = 64, 256, 512, MultiHead(H) at
-    d = 256 for H = 1 … 16 (BLAS pinned to one thread);
+    tasks), d = 8, 64, 256;
 (b) the expected learning curve by theory (exact GD, compiled) vs the same curve by
     `simulate_sgd` and by a plain PyTorch SGD loop, scaled to the seeds needed for 1 % accuracy;
 (c) derivation time per model (incl. the symmetry search): cold (empty cache), from the disk
@@ -13,11 +13,19 @@
     outputs, d = 8), next to the Gaussian-task gradient of the same model;
 (g) ICLData with a numeric Λ (float64 checks, exact rationals only on use) at d = 64, 256, 512,
     next to the same Λ given as exact rationals (d = 64: the exact path's cost);
-(h) whole trajectories compiled: per-step cost of GD and RK4 at d = 4 vs a hand Numba loop, and
+(h) compiled-gradient cost per model against d = 8 → 512 and against the number of heads
+    H = 1 → 16 (models without heads: H = 1), with the cold derivation (symmetry search
+    included) at each H;
+(i) the symmetry search (generators and proved laws) of MultiHead(H), H = 1 → 16, cold;
+(j) FullLSA with eigenbasis tasks: task-cubature nodes and compiled-gradient cost, d = 2 → 16;
+(l) whole trajectories compiled: per-step cost of GD and RK4 at d = 4 vs a hand Numba loop, and
     a 2 000-step curve vs SGD of the layer with 64 seeds × 64 prompts;
-(i) a cold first learning curve per one-layer model (new process, empty cache).
-`--sections ahi` runs some sections only.
-Prints ratios and writes JSON (default benchmarks/results.json).
+(m) a cold first learning curve per one-layer model (new process, empty cache).
+Sections are selected by name (``--only``; ``--list`` names them). Times are CPU time
+(``time.process_time``: the machine is shared) with BLAS and Numba pinned to one thread
+(``ICLDYN_BENCH_THREADS`` to change); every timing is compared with the previous results file
+and slow-downs ≥ 1.3x are printed. Writes JSON (default benchmarks/results.json; sections not
+run keep their previous entries).
 """
 
 from __future__ import annotations
@@ -28,20 +36,25 @@ import os
 import time
 from pathlib import Path
 
-THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-for _name in THREADS:                  # pinned before NumPy loads its BLAS: ratios, not noise
-    os.environ.setdefault(_name, "1")
+THREADS = os.environ.get("ICLDYN_BENCH_THREADS", "1")
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS")
+for _var in THREAD_VARS:               # before NumPy and Numba load their thread pools
+    os.environ[_var] = THREADS
 
 import numpy as np  # noqa: E402
+
+clock = time.process_time                 # CPU time of this process (all its threads)
+SLOWDOWN = 1.3
 
 
 def best_time(fn, repeat: int = 5, number: int = 1) -> float:
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(number):
             fn()
-        times.append((time.perf_counter() - start) / number)
+        times.append((clock() - start) / number)
     return min(times)
 
 
@@ -124,10 +137,7 @@ def bench_gradients() -> list[dict]:
               for heads in (1, 2, 4, 8, 16)]
     rows = []
     for model, hand in cases:
-        rows.append(row := bench_gradient(model, hand))
-        print(f"(a) {row['model']}: compiled/hand NumPy = {row['ratio']:.2f} "
-              f"({row['compiled_s'] * 1e6:.1f} µs vs {row['hand_numpy_s'] * 1e6:.1f} µs)",
-              flush=True)
+        rows.append(bench_gradient(model, hand))
     return rows
 
 
@@ -150,10 +160,10 @@ def bench_curve() -> dict:
     t_theory = best_time(lambda: gradient_descent(flow, flow.pack(init), lr=c["lr"],
                                                   steps=c["steps"], every=10), repeat=3)
     theory = gradient_descent(flow, flow.pack(init), lr=c["lr"], steps=c["steps"])
-    start = time.perf_counter()
+    start = clock()
     sim = simulate_sgd(model, data, init, lr=c["lr"], batch=c["batch"], steps=c["steps"],
                        seeds=c["seeds"], seed=0)
-    t_sim = time.perf_counter() - start
+    t_sim = clock() - start
     rel_se = float(np.median(sim.loss_se / sim.loss))
     seeds_1pct = int(np.ceil(c["seeds"] * (rel_se / 0.01) ** 2))
     out = {"theory_s": t_theory, "simulation_s": t_sim, "seeds": c["seeds"],
@@ -161,10 +171,10 @@ def bench_curve() -> dict:
            "simulation_1pct_s": t_sim * seeds_1pct / c["seeds"],
            "final_theory": float(theory.loss[-1]), "final_sgd": float(sim.loss[-1])}
     out["ratio_simulation"] = out["simulation_1pct_s"] / t_theory
-    start = time.perf_counter()
+    start = clock()
     val = simulate_sgd(model, data, init, lr=c["lr"], batch=c["batch"], steps=c["steps"],
                        seeds=c["seeds"], seed=0, record_every=10, validation=c["validation"])
-    t_val = time.perf_counter() - start
+    t_val = clock() - start
     rel_val = float(np.median(val.val_loss_se / val.val_loss))
     out["validation"] = {"prompts": c["validation"], "simulation_s": t_val,
                          "median_relative_se": rel_val,
@@ -186,13 +196,14 @@ def torch_sgd_time(c: dict) -> float | None:
         import torch
     except ImportError:
         return None
+    torch.set_num_threads(int(THREADS))
     torch.manual_seed(0)
     S, B, N, d = c["seeds"], c["batch"], c["N"], c["d"]
     sd = torch.tensor(np.sqrt(c["spectrum"]), dtype=torch.float64)
     u = torch.full((S, 1, 1), 0.1, dtype=torch.float64, requires_grad=True)
     Q = (0.1 * torch.eye(d, dtype=torch.float64)).repeat(S, 1, 1).requires_grad_(True)
     opt = torch.optim.SGD([u, Q], lr=c["lr"])
-    start = time.perf_counter()
+    start = clock()
     for _ in range(c["steps"]):
         x = torch.randn(S, B, N + 1, d, dtype=torch.float64) * sd
         w = torch.randn(S, 1, d, 1, dtype=torch.float64)
@@ -204,7 +215,30 @@ def torch_sgd_time(c: dict) -> float | None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return time.perf_counter() - start
+    return clock() - start
+
+
+COST_MODELS = ("Merged", "MultiHead", "SeparateKQ", "FullLSA")
+
+
+def cost_model(name: str, d: int, heads: int = 2):
+    """The models of (e) and (h): H heads where the model has them (SeparateKQ of rank 2)."""
+    from icldyn.theory import models
+    return {"Merged": lambda: models.Merged(d),
+            "MultiHead": lambda: models.MultiHead(d, heads=heads),
+            "SeparateKQ": lambda: models.SeparateKQ(d, heads=heads, rank=2),
+            "FullLSA": lambda: models.FullLSA(d)}[name]()
+
+
+def grad_time(model, d: int, backend: str = "numba") -> float:
+    """CPU time of one compiled gradient at d, after a warm-up call."""
+    from icldyn.numerics import compile_flow
+    from icldyn.theory import ICLData, derive
+    data = ICLData(d=d, N=20, Lambda=np.diag(np.linspace(1.0, 2.0, d)))
+    flow = compile_flow(derive(model, data), backend).compiled()
+    theta = 0.1 * np.random.default_rng(0).standard_normal(flow.size)
+    flow.grad(theta)
+    return best_time(lambda: flow.grad(theta), repeat=3, number=max(1, 4000 // d**2 + 1))
 
 
 def hand_gd_loop():
@@ -296,60 +330,159 @@ def bench_cold() -> list[dict]:
 
 
 def bench_cost_exponents() -> list[dict]:
-    """Compiled-gradient time per model at d = 8, 16, 32, 64 and the fitted exponent of d."""
+    """Compiled-gradient time per model at d = 8 → 512 and the fitted exponent of d
+    (d = 64 → 512)."""
+    rows = []
+    ds = (8, 16, 32, 64, 128, 256, 512)
+    for name in COST_MODELS:
+        times = [grad_time(cost_model(name, d), d) for d in ds]
+        exponent = float(np.polyfit(np.log(ds[3:]), np.log(times[3:]), 1)[0])
+        rows.append({"model": name, "d": list(ds), "grad_s": times, "exponent": exponent})
+    return rows
+
+
+def bench_heads() -> list[dict]:
+    """Per model against the number of heads H = 1 → 16 at d = 16: the cold derivation
+    (empty cache; loss, gradient, symmetry search and proved laws, symbolic Λ) and the
+    compiled gradient (NumPy backend: Numba's compile time grows with H, > 1 min at H = 8).
+    Models without heads have H = 1 only."""
+    import sympy as sp
+
+    from icldyn.theory import ICLData, cache, derive
+    N, sigma = sp.Symbol("N", positive=True, integer=True), sp.Symbol("sigma", nonnegative=True)
+    symbolic = ICLData(d=16, N=N, Lambda="full", Sigma_w="full", noise=sigma)
+    rows = []
+    with _private_cache():
+        for name in COST_MODELS:
+            Hs = (1, 2, 4, 8, 16) if name in ("MultiHead", "SeparateKQ") else (1,)
+            row = {"model": name, "H": list(Hs), "derive_cold_s": [], "grad_s": []}
+            for H in Hs:
+                cache.clear_cache()
+                start = clock()
+                derive(cost_model(name, 16, H), symbolic).conservation_laws()
+                row["derive_cold_s"].append(clock() - start)
+                row["grad_s"].append(grad_time(cost_model(name, 16, H), 16, "numpy"))
+            rows.append(row)
+    return rows
+
+
+def bench_symmetry() -> list[dict]:
+    """The symmetry search of MultiHead(H) (generators, then the proved laws), cold, d = 2,
+    symbolic data: polynomial in H (each class of letter content is solved once per renamed
+    form)."""
+    import sympy as sp
+
+    from icldyn.theory import ICLData, cache, derive, models
+    from icldyn.theory.symmetry import find_symmetries
+    N, sigma = sp.Symbol("N", positive=True, integer=True), sp.Symbol("sigma", nonnegative=True)
+    data = ICLData(d=2, N=N, Lambda="full", Sigma_w="full", noise=sigma)
+    rows = []
+    with _private_cache():
+        for H in (1, 2, 4, 8, 16):
+            cache.clear_cache()
+            der = derive(models.MultiHead(2, heads=H), data)
+            start = clock()
+            find_symmetries(der)
+            search = clock() - start
+            laws = der.conservation_laws()
+            rows.append({"H": H, "search_s": search, "laws_s": clock() - start - search,
+                         "laws": len(laws), "proved": sum(law.proved for law in laws)})
+    return rows
+
+
+def bench_cubature() -> list[dict]:
+    """FullLSA with the paper's eigenbasis tasks (loss quartic in δ): nodes of the exact task
+    cubature (2d² + 1; the product rule it replaced had 3^d) and the compiled gradient."""
     from icldyn.numerics import compile_flow
     from icldyn.theory import ICLData, derive, models
     rows = []
-    for make in (lambda d: models.Merged(d), lambda d: models.MultiHead(d, heads=2),
-                 lambda d: models.SeparateKQ(d, heads=2, rank=2), lambda d: models.FullLSA(d)):
-        times = []
-        ds = (8, 16, 32, 64)
-        for d in ds:
-            model = make(d)
-            flow = compile_flow(derive(model, ICLData(d=d, N=20, Lambda=np.eye(d))),
-                                "numba").compiled()
-            theta = 0.1 * np.random.default_rng(0).standard_normal(flow.size)
-            flow.grad(theta)
-            times.append(best_time(lambda: flow.grad(theta), number=max(1, 4000 // d**2 + 1)))
-        exponent = float(np.polyfit(np.log(ds[1:]), np.log(times[1:]), 1)[0])
-        rows.append({"model": type(model).__name__, "d": list(ds), "grad_s": times,
-                     "exponent": exponent})
+    for d in (2, 4, 8, 16):
+        data = ICLData(d=d, N=8, Lambda=np.diag(np.linspace(1.0, 2.0, d)), d_y=d,
+                       tasks="diagonal", noise=0.1)
+        start = clock()
+        flow = compile_flow(derive(models.FullLSA(d, d_y=d), data), "numba")
+        theta = 0.1 * np.random.default_rng(0).standard_normal(flow.size)
+        flow.grad(theta)
+        first = clock() - start
+        rows.append({"d": d, "nodes": len(flow.tasks), "product_rule_nodes": 3**d,
+                     "compile_and_first_grad_s": first,
+                     "grad_s": best_time(lambda: flow.grad(theta), repeat=3)})
     return rows
+
+
+class _private_cache:
+    """A fresh derivation-cache folder for cold timings (the user's cache is left alone)."""
+
+    def __enter__(self):
+        import tempfile
+
+        from icldyn.theory import cache
+        self.old = os.environ.get(cache.ENV)
+        self.parent = tempfile.mkdtemp(prefix="icldyn-bench-")
+        os.environ[cache.ENV] = os.path.join(self.parent, "cache")   # created marked on use
+        return self
+
+    def __exit__(self, *exc):
+        import shutil
+
+        from icldyn.theory import cache
+        cache.clear_memory()
+        shutil.rmtree(self.parent, ignore_errors=True)
+        if self.old is None:
+            os.environ.pop(cache.ENV, None)
+        else:
+            os.environ[cache.ENV] = self.old
 
 
 def bench_derivation() -> list[dict]:
     """Derivation incl. the symmetry search: cold (empty cache), from the disk cache (memory
     layer cleared, as in a new process) and from memory; one-layer models and stacks (targets
     of the depth issue: 2 layers < 60 s, 3 layers < 10 min cold, symbolic Λ)."""
-    import tempfile
-
     import sympy as sp
 
     from icldyn.theory import ICLData, cache, derive, models
     rows = []
     N, sigma = sp.Symbol("N", positive=True, integer=True), sp.Symbol("sigma", nonnegative=True)
-    os.environ[cache.ENV] = tempfile.mkdtemp(prefix="icldyn-bench-cache-")
-    for model in (models.Merged(3), models.MultiHead(3, heads=2), models.SeparateKQ(3, 2, 2),
-                  models.FullLSA(3), models.Stack([models.Merged(3)] * 2),
-                  models.Stack([models.MultiHead(3, heads=2), models.SeparateKQ(3, 2, 1)]),
-                  models.Stack([models.Merged(3)] * 3)):
-        data = ICLData(d=3, N=N, Lambda="full", Sigma_w="full", noise=sigma)
-        times = []
-        for clear in (cache.clear_cache, cache.clear_memory, lambda: None):
-            clear()
-            start = time.perf_counter()
-            derive(model, data).conservation_laws()
-            times.append(time.perf_counter() - start)
-        rows.append({"model": repr(model), "cold_s": times[0], "disk_s": times[1],
-                     "memory_s": times[2]})
-    for model in (models.Merged(2), models.SeparateKQ(2, 1, 1), models.MultiHead(2, heads=2)):
-        data = ICLData(d=2, N=N, Lambda="full", Sigma_w="full", noise=sigma)
-        cache.clear_cache()
-        start = time.perf_counter()
-        derive(model, data).gradient_covariance()
-        rows.append({"model": repr(model), "gradient_covariance_cold_s":
-                     time.perf_counter() - start})
-    cache.clear_cache()
+    with _private_cache():
+        for model in (models.Merged(3), models.MultiHead(3, heads=2), models.SeparateKQ(3, 2, 2),
+                      models.FullLSA(3), models.Stack([models.Merged(3)] * 2),
+                      models.Stack([models.MultiHead(3, heads=2), models.SeparateKQ(3, 2, 1)]),
+                      models.Stack([models.Merged(3)] * 3)):
+            data = ICLData(d=3, N=N, Lambda="full", Sigma_w="full", noise=sigma)
+            times = []
+            for clear in (cache.clear_cache, cache.clear_memory, lambda: None):
+                clear()
+                start = clock()
+                derive(model, data).conservation_laws()
+                times.append(clock() - start)
+            rows.append({"model": repr(model), "cold_s": times[0], "disk_s": times[1],
+                         "memory_s": times[2]})
+    return rows
+
+
+def bench_engine() -> list[dict]:
+    """The exact expectation engine (issue 16): CPU time of the gradient covariance cold (empty
+    cache, d = 2, symbolic N, Λ, Σ_w, σ; targets FullLSA < 15 s, MultiHead(2) < 1 s; before the
+    integer-coded engine: 6.4 s, SeparateKQ(2, 2) 15.9 s, FullLSA ≈ 170 s) and of stack losses
+    (moments of order 10 and 14), with the number of Isserlis pairings enumerated."""
+    import sympy as sp
+
+    from icldyn.theory import ICLData, cache, derive, gaussian, models
+    N, sigma = sp.Symbol("N", positive=True, integer=True), sp.Symbol("sigma", nonnegative=True)
+    data = ICLData(d=2, N=N, Lambda="full", Sigma_w="full", noise=sigma)
+    jobs = [(m, "gradient covariance", lambda der: der.gradient_covariance())
+            for m in (models.Merged(2), models.MultiHead(2, heads=2), models.SeparateKQ(2, 2, 2),
+                      models.FullLSA(2))]
+    jobs += [(models.Stack([models.Merged(2)] * layers), "loss", lambda der: der.loss_poly)
+             for layers in (2, 3)]
+    rows = []
+    with _private_cache():
+        for model, what, fn in jobs:
+            cache.clear_cache()
+            pairings, start = gaussian.STATS["pairings"], clock()
+            fn(derive(model, data))
+            rows.append({"model": repr(model), "quantity": what, "cold_s": clock() - start,
+                         "pairings": gaussian.STATS["pairings"] - pairings})
     return rows
 
 
@@ -365,9 +498,9 @@ def bench_backends() -> dict:
         theta = flow.pack({"V": 0.1, "Q": 0.1})
         gradient_descent(flow, theta, lr=0.01, steps=10, every=10)
         steps = 100_000 if backend == "numba" else 10_000
-        start = time.perf_counter()
+        start = clock()
         gradient_descent(flow, theta, lr=0.01, steps=steps, every=steps)
-        out[backend] = (time.perf_counter() - start) * 100_000 / steps
+        out[backend] = (clock() - start) * 100_000 / steps
     return {"numba_s_per_1e5": out["numba"], "numpy_s_per_1e5": out["numpy"],
             "speedup": out["numpy"] / out["numba"]}
 
@@ -383,8 +516,7 @@ def bench_task_sets() -> dict:
     out = {"P": [], "grad_s": []}
     for P in (0, 1, 8, 64, 512):
         tasks = "gaussian" if P == 0 else rng.standard_normal((P, 2, d))
-        flow = compile_flow(derive(model, ICLData(d=d, N=16, Lambda=Lam, d_y=2,
-                                                  tasks=tasks))).compiled()
+        flow = compile_flow(derive(model, ICLData(d=d, N=16, Lambda=Lam, d_y=2, tasks=tasks))).compiled()
         theta = 0.1 * rng.standard_normal(flow.size) if theta is None else theta
         flow.grad(theta)
         out["P"].append(P)
@@ -409,34 +541,23 @@ def bench_data() -> dict:
                                                     repeat=1), "numeric_d64_s": numeric}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
-    parser.add_argument("--sections", default="abcdefghi",
-                        help="the sections to run, e.g. 'ahi' (default: all)")
-    args = parser.parse_args()
-    print("BLAS threads: " + ", ".join(f"{v}={os.environ.get(v)}" for v in THREADS))
-    results = {}
-    for key, run in SECTIONS.items():
-        if key in args.sections:
-            run(results)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+def print_cost_exponents(rows) -> None:
+    for row in rows:
+        cost = ", ".join(f"{d}: {t * 1e6:.0f}" for d, t in zip(row["d"], row["grad_s"]))
+        print(f"(e) {row['model']}: compiled gradient µs by d {{{cost}}} ~ "
+              f"d^{row['exponent']:.2f} (d = 64 → 512)")
 
 
-def _section_a(results: dict) -> None:
-    results["gradient"] = bench_gradients()
+def print_heads(rows) -> None:
+    for row in rows:
+        cost = ", ".join(f"{H}: {t:.2f} s / {g * 1e6:.0f} µs" for H, t, g in
+                         zip(row["H"], row["derive_cold_s"], row["grad_s"]))
+        note = "" if len(row["H"]) > 1 else " (no heads: H = 1)"
+        print(f"(h) {row['model']}{note}, d = 16, cold derivation / NumPy gradient by H: "
+              f"{{{cost}}}")
 
 
-def _section_e(results: dict) -> None:
-    results["cost_exponents"] = bench_cost_exponents()
-    for row in results["cost_exponents"]:
-        print(f"(e) {row['model']}: compiled gradient cost ~ d^{row['exponent']:.2f} "
-              f"(d = 16 → 64; {row['grad_s'][-1] * 1e6:.0f} µs at d = 64)")
-
-
-def _section_b(results: dict) -> None:
-    results["curve"] = c = bench_curve()
+def print_curve(c) -> None:
     print(f"(b) learning curve ({CURVE['steps']} steps): theory {c['theory_s'] * 1e3:.1f} ms; "
           f"simulate_sgd {c['simulation_s']:.2f} s for {c['seeds']} seeds (median relative SE "
           f"{c['simulation_median_relative_se']:.1%}), {c['seeds_for_1pct']} seeds for 1 % → "
@@ -450,59 +571,168 @@ def _section_b(results: dict) -> None:
               f"{c['torch_1pct_s']:.0f} s for 1 % = {c['ratio_torch']:.0f}x theory")
 
 
-def _section_c(results: dict) -> None:
-    results["derivation"] = bench_derivation()
-    for row in results["derivation"]:
-        if "cold_s" in row:
-            print(f"(c) {row['model']}: derive + symmetries cold {row['cold_s']:.2f} s, "
-                  f"disk cache {row['disk_s']:.2f} s, memory {row['memory_s']:.3f} s")
-        else:
-            print(f"(c) {row['model']}: gradient covariance cold "
-                  f"{row['gradient_covariance_cold_s']:.1f} s")
+def print_derivation(rows) -> None:
+    for row in rows:
+        print(f"(c) {row['model']}: derive + symmetries cold {row['cold_s']:.2f} s, "
+              f"disk cache {row['disk_s']:.2f} s, memory {row['memory_s']:.3f} s")
 
 
-def _section_d(results: dict) -> None:
-    results["backends"] = bench_backends()
-    b = results["backends"]
+def print_engine(rows) -> None:
+    for row in rows:
+        print(f"(k) {row['model']}: {row['quantity']} cold {row['cold_s']:.2f} s CPU, "
+              f"{row['pairings']} Isserlis pairings")
+
+
+def print_backends(b) -> None:
     print(f"(d) 1e5 GD steps at d = 16: numba {b['numba_s_per_1e5']:.2f} s, numpy "
           f"{b['numpy_s_per_1e5']:.2f} s, speed-up {b['speedup']:.1f}x")
 
 
-def _section_f(results: dict) -> None:
-    results["task_sets"] = t = bench_task_sets()
+def print_task_sets(t) -> None:
     cost = ", ".join(f"P = {P}: {g * 1e6:.0f} µs ({g / t['grad_s'][0]:.1f}x)"
                      for P, g in zip(t["P"][1:], t["grad_s"][1:]))
     print(f"(f) gradient with a finite task set (MultiHead(2), d = 8, d_y = 2) vs Gaussian tasks "
           f"{t['grad_s'][0] * 1e6:.0f} µs: {cost}")
 
 
-def _section_g(results: dict) -> None:
-    results["data"] = g = bench_data()
+def print_data(g) -> None:
     print("(g) ICLData with a numeric Λ: " + ", ".join(
         f"d = {r['d']}: {r['numeric_s'] * 1e3:.1f} ms" for r in g["rows"])
         + f"; exact rationals at d = 64: {g['exact_d64_s']:.2f} s = "
         f"{g['exact_d64_s'] / g['numeric_d64_s']:.0f}x")
 
 
-def _section_h(results: dict) -> None:
-    results["trajectories"] = r = bench_trajectories()
-    print(f"(h) per step at d = 4: compiled GD {r['gd_step_s'] * 1e6:.2f} µs vs hand Numba loop "
+def print_symmetry(rows) -> None:
+    for row in rows:
+        print(f"(i) MultiHead(H = {row['H']}) symmetry search cold: {row['search_s']:.2f} s, "
+              f"laws {row['laws_s']:.2f} s ({row['proved']}/{row['laws']} proved)")
+
+
+def print_cubature(rows) -> None:
+    for row in rows:
+        print(f"(j) FullLSA, eigenbasis tasks, d = {row['d']}: {row['nodes']} cubature nodes "
+              f"(product rule: {row['product_rule_nodes']}), compile + first gradient "
+              f"{row['compile_and_first_grad_s']:.2f} s, gradient {row['grad_s'] * 1e3:.2f} ms")
+
+
+# name: (what it measures, function, printer), in run order
+def print_gradients(rows) -> None:
+    for row in rows:
+        print(f"(a) {row['model']}: compiled/hand NumPy = {row['ratio']:.2f} "
+              f"({row['compiled_s'] * 1e6:.1f} µs vs {row['hand_numpy_s'] * 1e6:.1f} µs)")
+
+
+def print_trajectories(r) -> None:
+    print(f"(l) per step at d = 4: compiled GD {r['gd_step_s'] * 1e6:.2f} µs vs hand Numba loop "
           f"{r['hand_numba_gd_step_s'] * 1e6:.2f} µs = {r['gd_ratio']:.2f}x; RK4 per gradient "
           f"{r['rk4_per_gradient_ratio']:.2f}x; 2 000-step curve recorded at every step "
           f"{r['curve_s'] * 1e3:.1f} ms vs SGD 64 seeds × 64 prompts {r['sgd_64x64_s']:.1f} s "
-          f"(CPU) = {r['curve_ratio']:.0f}x")
+          f"= {r['curve_ratio']:.0f}x")
 
 
-def _section_i(results: dict) -> None:
-    results["cold"] = rows = bench_cold()
+def print_cold(rows) -> None:
     for row in rows:
-        print(f"(i) cold first curve {row['model']} (new process, empty cache, import + derive + "
+        print(f"(m) cold first curve {row['model']} (new process, empty cache, import + derive + "
               f"compile + 2 000 GD steps): {row['cpu_s']:.2f} s CPU ({row['wall_s']:.1f} s wall)")
 
 
-SECTIONS = {"a": _section_a, "e": _section_e, "b": _section_b, "c": _section_c,
-            "d": _section_d, "f": _section_f, "g": _section_g, "h": _section_h,
-            "i": _section_i}
+SECTIONS = {
+    "gradient": ("(a) compiled vs hand NumPy, every product-form model", bench_gradients,
+                 print_gradients),
+    "trajectories": ("(l) compiled trajectories vs a hand Numba loop and SGD",
+                     bench_trajectories, print_trajectories),
+    "cold": ("(m) cold first learning curve per model", bench_cold, print_cold),
+    "cost_exponents": ("(e) gradient cost vs d = 8 → 512", bench_cost_exponents,
+                       print_cost_exponents),
+    "heads": ("(h) derivation and gradient cost vs H = 1 → 16", bench_heads, print_heads),
+    "curve": ("(b) theory vs simulated learning curves", bench_curve, print_curve),
+    "derivation": ("(c) derivation cold / disk / memory", bench_derivation, print_derivation),
+    "engine": ("(k) expectation engine cold: covariances, stack losses", bench_engine,
+               print_engine),
+    "symmetry": ("(i) MultiHead(H) symmetry search", bench_symmetry, print_symmetry),
+    "backends": ("(d) numba vs numpy", bench_backends, print_backends),
+    "task_sets": ("(f) finite task sets", bench_task_sets, print_task_sets),
+    "data": ("(g) numeric ICLData", bench_data, print_data),
+    "cubature": ("(j) FullLSA eigenbasis-task cubature", bench_cubature, print_cubature),
+}
+
+
+def timings(obj, path: str = "") -> dict:
+    """{path: seconds} of every timing (a key ending in ``_s``) in a results tree; rows of a
+    list are named by their ``model``/``d``/``H``, and a list of times by the axis list beside
+    it (``d``, ``H`` or ``P``)."""
+    out = {}
+    if isinstance(obj, dict):
+        axes = {k: v for k, v in obj.items() if k in ("d", "H", "P") and isinstance(v, list)}
+        for key, value in obj.items():
+            where = f"{path}/{key}"
+            if key.endswith("_s") and isinstance(value, (int, float)):
+                out[where] = float(value)
+            elif key.endswith("_s") and isinstance(value, list):
+                axis = next((a for a, v in axes.items() if len(v) == len(value)), None)
+                for i, t in enumerate(value):
+                    out[f"{where}[{axis}={axes[axis][i]}]" if axis else f"{where}[{i}]"] = t
+            else:
+                out.update(timings(value, where))
+    elif isinstance(obj, list):
+        for i, row in enumerate(obj):
+            name = ",".join(f"{k}={row[k]}" for k in ("model", "d", "H")
+                            if isinstance(row, dict) and not isinstance(row.get(k, []), list))
+            out.update(timings(row, f"{path}[{name or i}]"))
+    return out
+
+
+def regressions(new: dict, old: dict, factor: float = SLOWDOWN) -> list[tuple]:
+    """(path, old s, new s) of the timings present in both with new ≥ factor · old."""
+    before, after = timings(old), timings(new)
+    return [(k, before[k], after[k]) for k in sorted(after)
+            if k in before and before[k] > 0 and after[k] >= factor * before[k]]
+
+
+def thread_report() -> str:
+    import numba
+    pinned = ", ".join(f"{v}={os.environ[v]}" for v in THREAD_VARS)
+    return f"threads pinned: {pinned}; numba uses {numba.get_num_threads()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    parser.add_argument("--baseline", default=None,
+                        help="previous results to compare with (default: the --out file)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated sections to run (default: all; see --list)")
+    parser.add_argument("--list", action="store_true", help="name the sections and exit")
+    args = parser.parse_args()
+    if args.list:
+        for name, (what, _, _) in SECTIONS.items():
+            print(f"{name:15s} {what}")
+        return
+    chosen = list(SECTIONS) if args.only is None else [s.strip() for s in args.only.split(",")]
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    baseline_path = Path(args.baseline or args.out)
+    baseline = json.loads(baseline_path.read_text()) if baseline_path.exists() else {}
+    print(thread_report() + "; times are CPU seconds (time.process_time)")
+    results = {k: v for k, v in baseline.items() if k not in chosen and k in SECTIONS}
+    total = clock()
+    for name in chosen:
+        start = clock()
+        results[name] = SECTIONS[name][1]()
+        SECTIONS[name][2](results[name])
+        print(f"    [{name}: {clock() - start:.1f} s]")
+    results["meta"] = {"clock": "process_time", "threads": THREADS,
+                       "sections": chosen, "total_s": clock() - total}
+    slow = regressions({k: results[k] for k in chosen}, baseline)
+    old_clock = baseline.get("meta", {}).get("clock", "wall clock")
+    print(f"regression check against {baseline_path} ({old_clock}): "
+          + (f"{len(slow)} timing(s) ≥ {SLOWDOWN}x slower" if slow else "no slow-down ≥ 1.3x"))
+    for path, before, after in slow:
+        print(f"  SLOWER {after / before:.2f}x  {path}: {before:.3g} s → {after:.3g} s")
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

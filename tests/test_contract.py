@@ -17,8 +17,9 @@ from icldyn.numerics import compile_flow, gradient_descent, integrate, simulate_
 from icldyn.theory import ICLData, InputError, derive, models
 from icldyn.theory.data import N_SYM
 from icldyn.theory.models import Block, HeadProducts, Model, Param
+from icldyn.theory.symmetry import Span
 from icldyn.theory.terms import sandwich
-from icldyn.theory.words import Mat
+from icldyn.theory.words import Mat, MatPoly
 
 R = sp.Rational
 LAMBDA = sp.Matrix([[2, R(1, 2)], [R(1, 2), 1]])
@@ -142,12 +143,14 @@ def test_user_model_loss_and_gradient_equal_brute_force_of_its_layer(model):
 
 @pytest.mark.parametrize("model", MODELS, ids=repr)
 def test_user_model_flow_conserves_and_sgd_of_the_network_follows_gd(model):
-    """The compiled flow keeps every proved conserved quantity (DOP853 at rtol 1e-10: drift
-    ≤ 1e-7) — LowRankMerged has proved ones; for SharedKQ the search proves none, and the
-    quantities that follow from ŷ depending on u₀ + u₁ only (u₀ − u₁ and (u₀ + u₁)² − 2‖Q‖²,
-    written here by hand) are checked instead — and SGD of the actual network (64 seeds) stays
-    within 4 standard errors of the exact expected GD loss (the SGD noise at lr 0.02, batch
-    64 shifts the mean by O(lr/batch) ≈ 3e-4, below the tolerance)."""
+    """Every conserved quantity the search finds is proved, and the compiled flow keeps them
+    (DOP853 at rtol 1e-10: drift ≤ 1e-7). For SharedKQ the rescaling Q → cQ, V_h → V_h/c of
+    every head at once gives ‖Q‖² − Σ_h ‖V_h‖², which must lie in the span of the laws found
+    (exact linear algebra on their trace polynomials; ‖Q‖² alone must not) and, written here
+    by hand, stay constant along the flow, as must u₀ − u₁ (ŷ sees u₀ + u₁ only: a translation, not a linear action,
+    so not in the search). SGD of the actual network (64 seeds) stays within 4 standard errors
+    of the exact expected GD loss (the SGD noise at lr 0.02, batch 64 shifts the mean by
+    O(lr/batch) ≈ 3e-4, below the tolerance)."""
     data = ICLData(d=2, N=4, Lambda=np.array([[1.0, 0.3], [0.3, 0.6]]), noise=0.2)
     der = derive(model, data)
     flow = compile_flow(der, backend="numpy")
@@ -157,17 +160,26 @@ def test_user_model_flow_conserves_and_sgd_of_the_network_follows_gd(model):
     assert flow.loss(theta) == pytest.approx(float(der.loss_value(init)), rel=1e-10)
     traj = integrate(flow, theta, t_end=5.0, n_points=11)
     assert traj.loss[-1] < traj.loss[0]
-    proved = [i for i, c in enumerate(der.conserved) if c.proved]
+    assert der.conserved and all(c.proved for c in der.conservation_laws())
+    found = traj.conserved
     if isinstance(model, SharedKQ):
-        assert not proved
+        assert len(der.conserved) == 2 and not der.conserved_matrices
+        rescaling = MatPoly.letter(model.Q).inner(MatPoly.letter(model.Q))
+        for V in model.V:
+            rescaling = rescaling - MatPoly.letter(V).inner(MatPoly.letter(V))
+        laws = Span()
+        assert all(laws.add(c.quantity) for c in der.conserved)
+        assert laws.contains(rescaling)
+        assert not laws.contains(MatPoly.letter(model.Q).inner(MatPoly.letter(model.Q)))
         u = np.array([flow.unpack(th)["V"].ravel() for th in traj.theta])
         Q = np.array([flow.unpack(th)["Q"] for th in traj.theta])
-        by_hand = np.stack([u[:, 0] - u[:, 1],
-                            u.sum(axis=1) ** 2 - 2 * (Q ** 2).sum(axis=(1, 2))], axis=1)
+        found = np.column_stack([found, (Q ** 2).sum(axis=(1, 2)) - (u ** 2).sum(axis=1),
+                                 u[:, 0] - u[:, 1]])
     else:
-        assert len(proved) == 2 and der.conserved_matrices
-        by_hand = traj.conserved[:, proved]
-    assert np.max(np.abs(by_hand - by_hand[0])) < 1e-7
+        assert len(der.conserved) == 2 and der.conserved_matrices
+    name = next(iter(model.shapes()))      # a parameter the flow does move
+    moved = np.array([np.sum(flow.unpack(th)[name] ** 2) for th in traj.theta])
+    assert np.max(np.abs(found - found[0])) < 1e-7 and np.ptp(moved) > 1e-3
     gd = gradient_descent(flow, theta, lr=0.02, steps=100, every=50)
     sim = simulate_sgd(model, data, init, lr=0.02, batch=64, steps=100, seeds=64, seed=2,
                        record_every=50)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from .cache import cached
-from .data import N_SYM, W_COPY, W_TASK, independent
+from .data import N_SYM, W_COPY, W_TASK, independent, task_degree
 from .derive import Derivation, register_analysis
 from .errors import InputError
 from .gaussian import expect, product_monomial
@@ -74,7 +74,8 @@ class GradientCovariance:
         """What the second moment's task-conditional terms are averaged over: a finite task
         set, the exact cubature of eigenbasis tasks, or None (Gaussian tasks: no such terms)."""
         if self.der.data.tasks == "diagonal":
-            return self.der.data.task_cubature()
+            # M₂ is conditional on W (degree 8 in δ for FullLSA's S_yy terms, 4 otherwise)
+            return self.der.data.task_cubature(task_degree(self.second_moment.values()))
         return self.der.task_values().get(W_TASK.name)
 
     def values(self, params: dict) -> dict:

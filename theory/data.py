@@ -18,7 +18,6 @@ one derivation serves every numeric value (``ICLData.values`` supplies them).
 from __future__ import annotations
 
 import copy
-import itertools
 import numbers
 import warnings
 
@@ -27,9 +26,10 @@ import numpy as np
 import sympy as sp
 from sympy.utilities.exceptions import SymPyDeprecationWarning
 
+from .cubature import gaussian_rule
 from .errors import InputError, check_int
 from .gaussian import EigenCov, GaussianLaw, KronCov, RandVec, VectorCov
-from .words import Mat, TaskSet, dim_symbol, entry_symbol, rename_letter
+from .words import Dg, Mat, TaskSet, TracePoly, dim_symbol, entry_symbol, rename_letter
 
 N_SYM = sp.Symbol("N", positive=True, integer=True)
 SIGMA = sp.Symbol("sigma", nonnegative=True)
@@ -287,28 +287,29 @@ class ICLData:
         out.d_y = check_int("d_y", d_y)
         return out
 
-    def task_cubature(self) -> TaskSet:
-        """Eigenbasis tasks W = U diag(δ) Uᵀ, δ_k = √c_k z_k: the product over modes of the
-        3-point Gauss–Hermite rule z ∈ {−√3, 0, √3} with weights {1/6, 2/3, 1/6}, exact for every
-        polynomial of degree ≤ 5 in each z_k — so for the task moments up to order 4 that the
-        gradient covariance needs (3^d matrices).
+    def task_cubature(self, degree: int = 5) -> TaskSet:
+        """Eigenbasis tasks W = U diag(δ) Uᵀ, δ_k = √c_k z_k: a cubature rule in z exact for
+        every polynomial of total degree ≤ ``degree`` (``cubature.gaussian_rule``: 2d² + 1
+        matrices up to degree 5, which covers the task moments up to order 4 of the loss).
+
+        Parameters
+        ----------
+        degree : int
+            The largest total degree in δ of the polynomials to average (``task_degree``).
 
         Returns
         -------
         TaskSet
-            The 3^d matrices W with their weights (summing to 1).
+            The matrices W at the nodes, with the rule's weights (summing to 1).
         """
         if self.tasks != "diagonal":
             raise InputError("tasks", "the task cubature is for tasks='diagonal'")
         U = self.eigenbasis()
-        rule = ((-sp.sqrt(3), sp.Rational(1, 6)), (sp.Integer(0), sp.Rational(2, 3)),
-                (sp.sqrt(3), sp.Rational(1, 6)))
-        mats, weights = [], []
-        for nodes in itertools.product(rule, repeat=self.d):
-            delta = [sp.sqrt(self.Sigma_w[k]) * z for k, (z, _) in enumerate(nodes)]
-            mats.append(U * sp.diag(*delta) * U.T)
-            weights.append(sp.Mul(*[w for _, w in nodes]))
-        return TaskSet(mats, weights)
+        modes = [sp.sqrt(self.Sigma_w[k]) * U[:, k] * U[:, k].T for k in range(self.d)]
+        zero = sp.zeros(self.d, self.d)
+        rule = gaussian_rule(self.d, degree)
+        return TaskSet([sum((z * modes[k] for k, z in node.items()), zero) for node, _ in rule],
+                       [w for _, w in rule])
 
     def eigenbasis(self) -> sp.Matrix:
         """Orthonormal eigenvectors of Λ as columns (for numbers, by decreasing eigenvalue).
@@ -381,6 +382,30 @@ class ICLData:
 
 
 LAMBDA_ISO = sp.Symbol("lambda", positive=True)
+
+
+def task_degree(polys) -> int:
+    """The degree in the task amplitudes δ of trace polynomials holding the task letter.
+
+    Parameters
+    ----------
+    polys : iterable of TracePoly or MatPoly
+        Polynomials conditional on the task W (and its independent copy W_j).
+
+    Returns
+    -------
+    int
+        The largest number of W (or of W_j) letters in one term."""
+    def count(words, name):
+        return sum(count([a.inner], name) if isinstance(a, Dg) else a.name == name
+                   for w in words for a in w)
+
+    best = 0
+    for poly in polys:
+        for key in poly.terms:
+            words = key if isinstance(poly, TracePoly) else key[0] + (key[1],)
+            best = max([best] + [count(words, t.name) for t in (W_TASK, W_COPY)])
+    return best
 
 
 def independent(poly):

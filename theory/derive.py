@@ -12,7 +12,7 @@ from __future__ import annotations
 import sympy as sp
 
 from .cache import cached
-from .data import LAMBDA_ISO, N_SYM, W_COPY, W_TASK, ICLData, exact_entries
+from .data import LAMBDA_ISO, N_SYM, W_COPY, W_TASK, ICLData, exact_entries, task_degree
 from .errors import InputError
 from .gaussian import expect
 from .models import Model
@@ -293,7 +293,7 @@ class Derivation:
         if self.data.tasks == "finite":
             rule = self.data.numeric_task_set()
         elif self.conditional:
-            rule = self.data.task_cubature()
+            rule = self.data.task_cubature(task_degree([self.loss_poly]))
         else:
             return {}
         return {W_TASK.name: rule, W_COPY.name: rule}

@@ -6,15 +6,19 @@ context inputs ``x_i`` with a summed label i, the query ``x_q`` with the fixed s
 noise ``ε_i``…) through constant matrix letters and random Gaussian matrices (the task W).
 
 Method (docs/math.md §3.1):
-1. the sum over context labels is split into index-coincidence patterns (set partitions); a
-   pattern with k blocks stands for N(N−1)⋯(N−k+1) assignments of distinct values;
-2. inside a pattern, vectors with the same variable and the same block form one Gaussian group;
-   Isserlis' theorem turns the expectation into a sum over perfect matchings within each group,
-   every matched pair contributing its covariance (a matrix letter, or a scalar times identity);
-3. the resulting tensor network, in which every index occurs twice, is contracted into cycles
-   (traces of matrix words); identity-only cycles give the dimension of their space. Random
-   matrices with an eigenbasis law E[W_ab W_cd] = Σ_k c_k U_ak U_bk U_ck U_dk contribute a
-   four-port vertex whose two chains X₁, X₂ close into tr(X₁ Dg(X₂)) (see ``words``).
+1. Isserlis' theorem: the expectation is a sum over pairings of the random vectors of each
+   variable (query vectors with query vectors, context vectors with context vectors) and of
+   the occurrences of each random matrix, every pair contributing its covariance (a matrix
+   letter, or a scalar times the identity);
+2. the sum over context labels: a pairing is non-zero when the labels it links are equal, and
+   the assignments of values to the linked components number N^(components) (the sum over the
+   index-coincidence patterns coarser than the links, Σ_π N(N−1)⋯(N−|π|+1), in one term), so
+   every pairing is enumerated once and the result is exact for every N;
+3. the tensor network, in which every index occurs twice, is contracted into cycles (traces of
+   matrix words) while the pairing is built; identity-only cycles give the dimension of their
+   space. Random matrices with an eigenbasis law E[W_ab W_cd] = Σ_k c_k U_ak U_bk U_ck U_dk
+   contribute a four-port vertex whose two chains X₁, X₂ close into tr(X₁ Dg(X₂)) (see
+   ``words``). Coefficients are counted as integers per distinct term (``tally``).
 
 The engine knows nothing about transformers: a law says how each random variable is
 distributed, and the caller supplies the polynomial.
@@ -22,15 +26,17 @@ distributed, and the caller supplies the polynomial.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from itertools import product
 
 import sympy as sp
-from sympy.utilities.iterables import multiset_partitions
 
-from .words import Dg, Mat, TracePoly, dim_symbol
+from .tally import Tally
+from .wordcodes import CODES, identity_loop
+from .words import Mat, TracePoly
 
 QUERY = "q"
+STATS: Counter = Counter()   # pairings enumerated in this process (read by the benchmarks)
 
 
 @dataclass(frozen=True)
@@ -101,185 +107,238 @@ class GaussianLaw:
     matrices: dict = field(default_factory=dict)  # letter name -> KronCov | EigenCov
 
 
-def falling_factorial(N, k: int) -> sp.Expr:
-    return sp.Mul(*[N - j for j in range(k)])
-
-
-def perfect_matchings(items: list):
-    """All pairings of ``items`` (an even-length list)."""
-    if not items:
-        yield []
-        return
-    first, rest = items[0], items[1:]
-    for i, partner in enumerate(rest):
-        for m in perfect_matchings(rest[:i] + rest[i + 1:]):
-            yield [(first, partner)] + m
-
-
-class _Network:
-    """Indices (nodes) joined by matrix letters (edges), identities (merges) and eigen vertices."""
-
-    def __init__(self):
-        self.space: list[str] = []
-        self.edges: list[tuple] = []       # (letter, row node, col node)
-        self.parent: list[int] = []
-        self.vertices: list[list[int]] = []  # eigen vertices: four port nodes each
-
-    def copy(self) -> "_Network":
-        net = _Network()
-        net.space, net.edges, net.parent = self.space, list(self.edges), list(self.parent)
-        return net
-
-    def node(self, space: str) -> int:
-        self.space.append(space)
-        self.parent.append(len(self.parent))
-        return len(self.parent) - 1
-
-    def find(self, n: int) -> int:
-        while self.parent[n] != n:
-            self.parent[n] = self.parent[self.parent[n]]
-            n = self.parent[n]
-        return n
-
-    def merge(self, a: int, b: int) -> None:
-        self.parent[self.find(a)] = self.find(b)
-
-    def contract(self) -> tuple[sp.Expr, list[tuple]]:
-        """(dimension factor, list of trace words)."""
-        ends: dict[int, list] = {}
-        for e, (_, a, b) in enumerate(self.edges):
-            ends.setdefault(self.find(a), []).append(("e", e, 0))
-            ends.setdefault(self.find(b), []).append(("e", e, 1))
-        for v, ports in enumerate(self.vertices):
-            for p, n in enumerate(ports):
-                ends.setdefault(self.find(n), []).append(("p", v, p))
-        roots = {self.find(n) for n in range(len(self.parent))}
-        factor = sp.Mul(*[dim_symbol(self.space[r]) for r in roots if r not in ends])
-        if any(len(x) != 2 for x in ends.values()):
-            raise ValueError("malformed polynomial: an index does not occur exactly twice")
-
-        def other(end):
-            kind, i, side = end
-            if kind == "e":
-                node = self.find(self.edges[i][2 - side])  # the far node of the edge
-                far = ("e", i, 1 - side)
-            else:
-                node, far = self.find(self.vertices[i][side]), end
-            pair = ends[node]
-            return pair[1] if pair[0] == far else pair[0]
-
-        def walk(end, visited):
-            """Follow edges from ``end`` until reaching a port or closing a loop."""
-            word = []
-            while end[0] == "e" and end not in visited:
-                kind, e, side = end
-                visited.add(end)
-                visited.add(("e", e, 1 - side))
-                letter = self.edges[e][0]
-                word.append(letter if side == 0 else letter.transpose())
-                end = other(end)
-            return tuple(word), end
-
-        visited: set = set()
-        words = []
-        for v, ports in enumerate(self.vertices):
-            chains = []
-            for p in range(4):
-                start = ("p", v, p)
-                if start in visited:
-                    continue
-                visited.add(start)
-                word, stop = walk(other(start), visited)
-                if stop[0] != "p" or stop[1] != v:
-                    raise NotImplementedError(
-                        "fourth moments of eigenbasis tasks (chains joining two W pairs)")
-                visited.add(stop)
-                chains.append(word)
-            words.append((Dg(chains[1]),) + chains[0])
-        for e in range(len(self.edges)):
-            start = ("e", e, 0)
-            if start not in visited:
-                word, _ = walk(start, visited)
-                words.append(word)
-        return factor, words
-
-
 def expect(monomials, law: GaussianLaw, N) -> TracePoly:
-    """E[Σ monomials] as a TracePoly, exact for every N (an integer or a SymPy symbol)."""
-    total = TracePoly()
+    """E[Σ monomials], exact for every N.
+
+    Parameters
+    ----------
+    monomials : iterable of Monomial
+        The polynomial, a sum of monomials.
+    law : GaussianLaw
+        The law of every random vector variable and random matrix letter.
+    N : int or sympy.Symbol
+        The number of values of each context label.
+
+    Returns
+    -------
+    TracePoly
+        The expectation as a polynomial in traces of the constant letters.
+    """
+    tally = Tally(N)
     for mono in monomials:
-        total.accumulate(_expect_monomial(mono, law, N))
-    return total
+        skeleton = _Skeleton(mono, law)
+        if skeleton.even():
+            counts = _Pairings(skeleton).counts
+            STATS["pairings"] += sum(counts.values())
+            tally.add(mono.coeff * skeleton.scale, counts)
+    return tally.trace_poly()
 
 
-def _expect_monomial(mono: Monomial, law: GaussianLaw, N) -> TracePoly:
-    out = TracePoly()
-    labels = list(mono.labels)
-    patterns = multiset_partitions(labels) if labels else [[]]
-    for pattern in patterns:
-        block = {label: b for b, blk in enumerate(pattern) for label in blk}
-        weight = mono.coeff * falling_factorial(N, len(pattern))
-        out.accumulate(_expect_pattern(mono.segments, block, law).scale(weight))
-    return out
+class _Skeleton:
+    """A monomial cut into *chains* of constant letters between *ports*: every random vector is
+    a port, and every random matrix letter W ends the chain before it at a row port and starts
+    the next at a column port. Chains are code words (``wordcodes``) stored from each end:
+    ``word[p]`` reads the chain from port p to its other end ``other[p]``.
 
+    ``groups`` lists what Isserlis' theorem pairs, each as (kind, items, link words): for every
+    vector variable the query ports and the context ports (kind "context": pairing two of them
+    identifies their labels); for every random matrix its occurrences (row port, column port).
+    ``scale`` is the product of the covariance scales, the same for every pairing."""
 
-def _expect_pattern(segments, block: dict, law: GaussianLaw) -> TracePoly:
-    net = _Network()
-    groups: dict[tuple, list[int]] = {}
-    randmats: dict[str, list[tuple]] = {}
-    for seg in segments:
-        start_space = law.vectors[seg.start.var].space
-        node = net.node(start_space)
-        groups.setdefault(_group(seg.start, block), []).append(node)
-        for letter in seg.letters:
-            nxt = net.node(letter.cols)
-            if letter.name in law.matrices:
-                rc = (nxt, node) if letter.T else (node, nxt)
-                randmats.setdefault(letter.name, []).append(rc)
+    def __init__(self, mono: Monomial, law: GaussianLaw):
+        self.space: list[str] = []
+        self.other: list[int] = []
+        self.word: list[tuple] = []
+        self.label: list = []                       # port -> label index (context vectors)
+        self.labels = {label: i for i, label in enumerate(mono.labels)}
+        vectors: dict[tuple, list[int]] = {}
+        occurrences: dict[str, list[tuple]] = {}
+        for seg in mono.segments:
+            port = self._vector(seg.start, law, vectors)
+            letters = []
+            for letter in seg.letters:
+                if letter.name in law.matrices:
+                    row, col = self._port(letter.rows), self._port(letter.cols)
+                    self._chain(port, row, letters)
+                    occurrences.setdefault(letter.name, []).append(
+                        (col, row) if letter.T else (row, col))
+                    port, letters = col, []
+                else:
+                    letters.append(letter)
+            self._chain(port, self._vector(seg.end, law, vectors), letters)
+        self.groups, self.scale = [], sp.Integer(1)
+        for (var, kind), ports in vectors.items():
+            cov = law.vectors[var]
+            self.groups.append((kind, ports, _link_words(cov.letter)))
+            self.scale *= cov.scale ** (len(ports) // 2)
+        for name, occ in occurrences.items():
+            cov = law.matrices[name]
+            if isinstance(cov, EigenCov):
+                self.groups.append(("eigen", occ, None))
             else:
-                net.edges.append((letter, node, nxt))
-            node = nxt
-        groups.setdefault(_group(seg.end, block), []).append(node)
-    if any(len(g) % 2 for g in groups.values()) or any(len(w) % 2 for w in randmats.values()):
-        return TracePoly()
-    pairings = [[(key, m) for m in perfect_matchings(nodes)] for key, nodes in groups.items()]
-    pairings += [[(name, m) for m in perfect_matchings(occ)] for name, occ in randmats.items()]
-    out = TracePoly()
-    template = net
-    for choice in product(*pairings):
-        net = template.copy()
-        coeff = sp.Integer(1)
-        for key, matching in choice:
-            if key in law.matrices:
-                coeff *= _pair_matrix(net, law.matrices[key], matching)
-            else:
-                coeff *= _pair_vectors(net, law.vectors[key[0]], matching)
-        dims, words = net.contract()
-        out._add(tuple(words), coeff * dims)
-    return out
+                self.groups.append(("kron", occ, (_link_words(cov.row), _link_words(cov.col))))
+                self.scale *= cov.scale ** (len(occ) // 2)
+
+    def even(self) -> bool:
+        """Whether every group has an even number of items (else the expectation is 0)."""
+        return all(len(items) % 2 == 0 for _, items, _ in self.groups)
+
+    def _port(self, space: str, label=None) -> int:
+        self.space.append(space)
+        self.label.append(label)
+        self.other.append(-1)
+        self.word.append(())
+        return len(self.space) - 1
+
+    def _vector(self, v: RandVec, law: GaussianLaw, vectors: dict) -> int:
+        query = v.sample == QUERY
+        port = self._port(law.vectors[v.var].space, None if query else self.labels[v.sample])
+        vectors.setdefault((v.var, "query" if query else "context"), []).append(port)
+        return port
+
+    def _chain(self, a: int, b: int, letters: list) -> None:
+        self.other[a], self.other[b] = b, a
+        self.word[a], self.word[b] = CODES.chain(tuple(letters))
 
 
-def _group(v: RandVec, block: dict) -> tuple:
-    return (v.var, QUERY if v.sample == QUERY else block[v.sample])
+def _link_words(letter) -> tuple:
+    """The code words of a covariance letter read both ways (empty for the identity)."""
+    return CODES.chain(() if letter is None else (letter,))
 
 
-def _pair_vectors(net: _Network, cov: VectorCov, matching) -> sp.Expr:
-    for a, b in matching:
-        if cov.letter is None:
-            net.merge(a, b)
+class _Pairings:
+    """Every pairing of a skeleton, enumerated once, depth first, contracting as it goes.
+
+    Pairing two ports links them by the covariance letter: two open chains join into one
+    (``word`` and ``other`` of the far ends are updated, and restored on the way back), or a
+    chain closes into a cycle, recorded as a canonical trace id (``wordcodes``). Pairing two
+    occurrences of a Kronecker-law matrix links their rows by R and their columns by C; an
+    eigenbasis law makes the four ports a vertex Σ_k c_k U_ak U_bk U_ck U_dk, whose two chains
+    X₁, X₂ close into tr(X₁ Dg(X₂)).
+
+    Summing over context labels: a pairing that links context vectors is non-zero exactly when
+    the linked labels are equal, and then the sum over labels is over the partitions π coarser
+    than the partition σ its links induce, each with N(N−1)⋯(N−|π|+1) distinct values; as
+    Σ_{π ≥ σ} N(N−1)⋯(N−|π|+1) = N^|σ|, the pairing counts with weight N^(number of linked
+    components of labels). ``counts`` maps (sorted cycle codes, components) to how many
+    pairings give them."""
+
+    def __init__(self, skeleton: _Skeleton):
+        self.sk = skeleton
+        self.other, self.word = list(skeleton.other), list(skeleton.word)
+        self.cycles: list[int] = []
+        self.vertices: list[tuple] = []
+        self.parent = list(range(len(skeleton.labels)))
+        self.components = len(skeleton.labels)
+        self.counts: dict = {}
+        matchers = {"query": self._query, "context": self._context, "kron": self._kron,
+                    "eigen": self._eigen}
+        self.steps = [(matchers[kind], items, words) for kind, items, words in skeleton.groups]
+        self._next(0)
+
+    def _next(self, g: int) -> None:
+        """Match group g and the groups after it (then record the pairing)."""
+        if g < len(self.steps):
+            match, items, words = self.steps[g]
+            match(g, items, words)
         else:
-            net.edges.append((cov.letter, a, b))
-    return cov.scale ** len(matching)
+            self._leaf()
 
+    def _query(self, g: int, items: list, words: tuple) -> None:
+        """All perfect matchings of the query vectors ``items``."""
+        if not items:
+            return self._next(g + 1)
+        first = items[0]
+        for i in range(1, len(items)):
+            saved = self._link(first, items[i], words)
+            self._query(g, items[1:i] + items[i + 1:], words)
+            self._unlink(saved)
 
-def _pair_matrix(net: _Network, cov, matching) -> sp.Expr:
-    for (r1, c1), (r2, c2) in matching:
-        if isinstance(cov, EigenCov):
-            net.vertices.append([r1, c1, r2, c2])
-            continue
-        for letter, a, b in ((cov.row, r1, r2), (cov.col, c1, c2)):
-            if letter is None:
-                net.merge(a, b)
-            else:
-                net.edges.append((letter, a, b))
-    return sp.Integer(1) if isinstance(cov, EigenCov) else cov.scale ** len(matching)
+    def _context(self, g: int, items: list, words: tuple) -> None:
+        """All perfect matchings of the context vectors ``items``, identifying linked labels."""
+        if not items:
+            return self._next(g + 1)
+        first = items[0]
+        for i in range(1, len(items)):
+            joined = self._union(first, items[i])
+            saved = self._link(first, items[i], words)
+            self._context(g, items[1:i] + items[i + 1:], words)
+            self._unlink(saved)
+            if joined is not None:
+                self.parent[joined] = joined
+                self.components += 1
+
+    def _kron(self, g: int, items: list, words: tuple) -> None:
+        """All perfect matchings of the occurrences of a matrix with E[W_ab W_cd] ∝ R_ac C_bd."""
+        if not items:
+            return self._next(g + 1)
+        (r1, c1), rows, cols = items[0], words[0], words[1]
+        for i in range(1, len(items)):
+            r2, c2 = items[i]
+            saved_rows = self._link(r1, r2, rows)
+            saved_cols = self._link(c1, c2, cols)
+            self._kron(g, items[1:i] + items[i + 1:], words)
+            self._unlink(saved_cols)
+            self._unlink(saved_rows)
+
+    def _eigen(self, g: int, items: list, words: tuple) -> None:
+        """All perfect matchings of the occurrences of a matrix with an eigenbasis law."""
+        if not items:
+            return self._next(g + 1)
+        for i in range(1, len(items)):
+            self.vertices.append(items[0] + items[i])
+            self._eigen(g, items[1:i] + items[i + 1:], words)
+            self.vertices.pop()
+
+    def _link(self, a: int, b: int, words: tuple):
+        """Join the chains ending at ports a and b through the link word (``words``: read a→b,
+        b→a); returns what ``_unlink`` needs to undo it."""
+        other, word = self.other, self.word
+        far_a, far_b = other[a], other[b]
+        if far_a == b:                              # the chain closes into a cycle
+            cycle = word[a] + words[1]
+            self.cycles.append(CODES.trace(cycle) if cycle else identity_loop(self.sk.space[a]))
+            return None
+        saved = (a, b, word[far_a], word[far_b])
+        word[far_a], word[far_b] = word[far_a] + words[0] + word[b], word[far_b] + words[1] + word[a]
+        other[far_a], other[far_b] = far_b, far_a
+        return saved
+
+    def _unlink(self, saved) -> None:
+        if saved is None:
+            self.cycles.pop()
+            return
+        a, b, word_a, word_b = saved
+        far_a, far_b = self.other[a], self.other[b]   # a and b kept their entries
+        self.word[far_a], self.word[far_b] = word_a, word_b
+        self.other[far_a], self.other[far_b] = a, b
+
+    def _union(self, a: int, b: int):
+        """Identify the labels of context ports a and b; the absorbed root, or None."""
+        ra, rb = self._find(self.sk.label[a]), self._find(self.sk.label[b])
+        if ra == rb:
+            return None
+        self.parent[rb] = ra
+        self.components -= 1
+        return rb
+
+    def _find(self, label: int) -> int:
+        while self.parent[label] != label:
+            label = self.parent[label]
+        return label
+
+    def _leaf(self) -> None:
+        cycles = self.cycles
+        if self.vertices:
+            cycles = cycles + [self._vertex(v) for v in self.vertices]
+        key = (tuple(sorted(cycles)), self.components)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def _vertex(self, ports: tuple) -> int:
+        """tr(X₁ Dg(X₂)) for the two chains X₁, X₂ joining the four ports of an eigen vertex."""
+        if any(self.other[p] not in ports for p in ports):
+            raise NotImplementedError("fourth moments of eigenbasis tasks (chains joining two "
+                                      "W pairs)")
+        first = ports[0]
+        second = next(p for p in ports if p not in (first, self.other[first]))
+        return CODES.trace((CODES.dg(self.word[second]),) + self.word[first])

@@ -7,10 +7,32 @@ import numpy as np
 
 from .errors import InputError
 
+__all__ = ["as_arrays"]
+
 
 def as_arrays(shapes: dict, params: dict, argument: str = "params") -> dict:
     """{name: float array of ``shapes[name]``} from user values. A scalar for a square block
-    means that multiple of the identity (of each head's block, for stacked heads)."""
+    means that multiple of the identity (of each head's block, for stacked heads).
+
+    Parameters
+    ----------
+    shapes : dict
+        Parameter name → shape (``Model.shapes()``).
+    params : dict
+        Parameter name → array, nested list, SymPy Matrix or scalar.
+    argument : str
+        The argument's name for error messages.
+
+    Returns
+    -------
+    dict
+        Parameter name → float64 array of its shape.
+
+    Raises
+    ------
+    InputError
+        For missing or extra names, wrong shapes or non-finite values.
+    """
     if not isinstance(params, dict):
         raise InputError(argument, f"must be a dict of parameters {sorted(shapes)}, "
                          f"got {type(params).__name__}")

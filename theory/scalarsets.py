@@ -33,6 +33,8 @@ from .landscape import (CONVEX, DPS, FixedPointSet, certified, critical_params, 
 from .productform import merged_counterpart, product_loss
 from .words import MatPoly
 
+__all__ = ["scalar_fixed_points", "ProductForm"]
+
 ECKART_YOUNG = ("L = F(M) = ½‖X^½ M Y^½ − C‖² + const over the matrices of rank ≤ {k} the model "
                 "reaches; the set keeps C's {k} largest singular modes, the minimum over that "
                 "rank (Eckart–Young): a global minimum")

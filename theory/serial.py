@@ -25,7 +25,9 @@ _ASSUMPTIONS = frozenset(_assume_defined)
 
 
 def to_data(value):
-    """``value`` as nested lists, strings, bools and None (for ``json.dumps``).
+    """``value`` as nested lists, strings, bools and None (for ``json.dumps``). Equal SymPy
+    subexpressions, and repeated occurrences of one tuple or letter object, share one encoding
+    (a derived polynomial repeats few distinct coefficients and traces many times).
 
     Parameters
     ----------
@@ -43,7 +45,19 @@ def to_data(value):
     TypeError
         For a type outside that list.
     """
-    return _encode(value)
+    return _encode(value, {})
+
+
+def _encode(v, memo: dict):
+    """``_node(v)``, memoised by identity for tuples and letters (all alive in the value being
+    encoded, so their ids are not reused meanwhile)."""
+    if type(v) not in (tuple, Mat, Dg):
+        return _node(v, memo)
+    key = ("id", id(v))
+    node = memo.get(key)
+    if node is None:
+        node = memo[key] = _node(v, memo)
+    return node
 
 
 def from_data(data):
@@ -69,29 +83,36 @@ def from_data(data):
         raise ValueError(f"not a serialised derivation ({type(exc).__name__}: {exc})") from None
 
 
-def _encode(v):
+def _node(v, memo: dict):
     if v is None or isinstance(v, (bool, str)):
         return ["v", v]
     if type(v) is int:
         return ["int", str(v)]
     if isinstance(v, sp.Basic):
-        return _encode_expr(v)
+        return _encode_expr(v, memo)
     if type(v) in (tuple, list):
-        return [type(v).__name__, [_encode(a) for a in v]]
+        return [type(v).__name__, [_encode(a, memo) for a in v]]
     if type(v) is dict:
-        return ["dict", [[_encode(k), _encode(a)] for k, a in v.items()]]
+        return ["dict", [[_encode(k, memo), _encode(a, memo)] for k, a in v.items()]]
     if type(v) is Mat:
         return ["Mat", v.name, v.T, v.symmetric, v.rows, v.cols]
     if type(v) is Dg:
-        return ["Dg", _encode(v.inner)]
+        return ["Dg", _encode(v.inner, memo)]
     if type(v) is TracePoly:
-        return ["TracePoly", _encode(v.terms)]
+        return ["TracePoly", _encode(v.terms, memo)]
     if type(v) is MatPoly:
-        return ["MatPoly", v.rows, v.cols, _encode(v.terms)]
+        return ["MatPoly", v.rows, v.cols, _encode(v.terms, memo)]
     raise TypeError(f"cannot serialise {type(v).__name__} as data")
 
 
-def _encode_expr(e: sp.Basic):
+def _encode_expr(e: sp.Basic, memo: dict):
+    node = memo.get(e)
+    if node is None:
+        node = memo[e] = _expr_node(e, memo)
+    return node
+
+
+def _expr_node(e: sp.Basic, memo: dict):
     if isinstance(e, sp.Integer):
         return ["Integer", str(e.p)]
     if isinstance(e, sp.Rational):
@@ -99,7 +120,7 @@ def _encode_expr(e: sp.Basic):
     if type(e) is sp.Symbol:
         return ["Symbol", e.name, {k: bool(a) for k, a in e._assumptions_orig.items()}]
     if isinstance(e, (sp.Add, sp.Mul, sp.Pow)):
-        return [type(e).__name__, [_encode_expr(a) for a in e.args]]
+        return [type(e).__name__, [_encode_expr(a, memo) for a in e.args]]
     raise TypeError(f"cannot serialise the SymPy node {type(e).__name__} as data")
 
 

@@ -11,11 +11,15 @@ for all data. Two families of candidate actions are searched, with unknown coeff
 The directional derivative δŷ of each candidate is formed on ŷ's vector terms; ŷ is invariant
 under Σ_j c_j δ_j for all data iff E‖Σ_j c_j δ_j ŷ‖² ≡ 0, i.e. iff c lies in the null space of the
 Gram matrix G_jl = E⟨δ_j ŷ, δ_l ŷ⟩, computed exactly by the expectation engine as trace
-polynomials (so the answer holds for every d, d_y, N, Λ, Σ_w, σ).
+polynomials (so the answer holds for every d, d_y, N, Λ, Σ_w, σ), class by class of letter
+content and once per class up to renaming (``invariance``: polynomial in the number of heads).
 
-Noether for gradient flow: for a symmetry generator M (δθ = Mθ), ⟨Mθ, ∇L⟩ ≡ 0, so
-C = ½⟨θ, Mθ⟩ is conserved; only M's symmetric part counts. Mixing gives C = Σ s_{LL'} ⟨L, L'⟩
-(s the symmetrised coefficients); a space action gives, for every A, C_A = tr(A X) with the
+Noether for gradient flow: a symmetry generator M (δθ = Mθ) has ⟨Mθ, ∇L⟩ ≡ 0, and
+dC/dt = −⟨∇L, ½(M + Mᵀ)θ⟩ for C = ½⟨θ, Mθ⟩, so C is conserved when M's symmetric part is itself
+a symmetry: the laws come from the symmetric generators S = Sᵀ of the algebra found (a mixing
+generator's adjoint is another mixing candidate, so these are computed by exact linear algebra;
+a space action's adjoint is the same action with Aᵀ, so its symmetric part always is one).
+Mixing gives C = Σ s_{LL'} ⟨L, L'⟩; a space action gives, for every A, C_A = tr(A X) with the
 symmetric matrix X = Σ (k_L + k'_L) L Lᵀ + Σ (m_L + m'_L) Lᵀ L on s, so X is conserved entrywise.
 Each law is then proved on the derived polynomials (dC/dt ≡ 0; for X, tr(B dX/dt) ≡ 0 for a
 generic B) and its exact change under one GD step, η² times a quadratic in the gradients, derived.
@@ -29,11 +33,11 @@ from functools import cached_property, partial
 import sympy as sp
 
 from .cache import cached
-from .data import N_SYM, independent
+from .data import independent
 from .derive import Derivation, register_analysis
-from .gaussian import expect
-from .terms import ETA, VecTerm, inner_monomial, vary    # vary: old path symmetry.vary
-from .words import Mat, MatPoly, TracePoly, dim_symbol
+from .invariance import invariant_combinations, null_space
+from .terms import ETA, vary    # vary: old path symmetry.vary
+from .words import Mat, MatPoly, TracePoly
 
 
 @dataclass
@@ -98,38 +102,6 @@ def _signed(c) -> str:
     return f"{sign} " + ("" if abs(c) == 1 else f"{abs(c)}·")
 
 
-def _null_space(gram: list[list[TracePoly]], n: int) -> list[sp.Matrix]:
-    """Vectors c with Σ_l G_jl c_l ≡ 0 for every j, as identities in all symbols."""
-    c = sp.symbols(f"c0:{n}")
-    equations = []
-    scalar_symbols = [s for s in (sp.Symbol("N", positive=True, integer=True),
-                                  sp.Symbol("sigma", nonnegative=True),
-                                  dim_symbol("x"), dim_symbol("y"), dim_symbol("r"))]
-    for j in range(n):
-        combo = TracePoly()
-        for l in range(n):
-            combo = combo + gram[j][l].scale(c[l])
-        for coeff in combo.terms.values():
-            numer = sp.numer(sp.together(coeff))
-            equations += sp.Poly(sp.expand(numer), *scalar_symbols).coeffs()
-    if not equations:
-        return [sp.eye(n)[:, k] for k in range(n)]
-    M, _ = sp.linear_eq_to_matrix(equations, c)
-    return M.nullspace()
-
-
-def _gram(variations: list[list[VecTerm]], der: Derivation) -> list[list[TracePoly]]:
-    law = der.data.law(conditional=der.conditional)     # as exact, for every task W
-    n = len(variations)
-    gram = [[None] * n for _ in range(n)]
-    for j in range(n):
-        for l in range(j, n):
-            monos = [inner_monomial(a, b, sp.Integer(1))
-                     for a in variations[j] for b in variations[l]]
-            gram[j][l] = gram[l][j] = expect(monos, law, N_SYM)
-    return gram
-
-
 def find_symmetries(der: Derivation) -> dict:
     """{"mixing": [{"L<-L'": a}], "space": {s: [{candidate label: coefficient}]}}: bases of the
     symmetry generators found in each family (cached per model and data structure)."""
@@ -142,13 +114,33 @@ def _find(der: Derivation) -> dict:
     if parts is not None:
         return _lift(parts, der)
     terms = model.prediction()
+    found: dict = {"mixing": [], "space": {}}
+    for family, cands in candidate_families(model).items():
+        solutions = _solve(cands, terms, der)
+        if family == "mixing":
+            found["mixing"] = solutions
+        elif solutions:
+            found["space"][family] = solutions
+    return found
+
+
+def candidate_families(model) -> dict:
+    """The candidate actions of the module docstring on the model's letters.
+
+    Parameters
+    ----------
+    model : Model
+        The parameterization.
+
+    Returns
+    -------
+    dict
+        {"mixing": [Candidate], space: [Candidate] for each space} (A_s the generic matrix on
+        space s)."""
     letters = list(model.letters().values())
-    found = {"mixing": [], "space": {}}
-
-    mixing = [Candidate(f"{L.name}<-{M.name}", {L.name: (M,)}) for L in letters for M in letters
-              if (L.rows, L.cols) == (M.rows, M.cols)]
-    found["mixing"] = _solve(mixing, terms, der)
-
+    families = {"mixing": [Candidate(f"{L.name}<-{M.name}", {L.name: (M,)})
+                           for L in letters for M in letters
+                           if (L.rows, L.cols) == (M.rows, M.cols)]}
     for space in sorted({s for L in letters for s in (L.rows, L.cols)}):
         A = Mat(f"A_{space}", rows=space, cols=space)
         cands = []
@@ -159,10 +151,8 @@ def _find(der: Derivation) -> dict:
             if L.cols == space:
                 cands += [Candidate(f"{L.name} A", {L.name: (L, A)}),
                           Candidate(f"{L.name} A^T", {L.name: (L, A.transpose())})]
-        solutions = _solve(cands, terms, der)
-        if solutions:
-            found["space"][space] = solutions
-    return found
+        families[space] = cands
+    return families
 
 
 def _lift(parts: list, der: Derivation) -> dict:
@@ -179,17 +169,73 @@ def _lift(parts: list, der: Derivation) -> dict:
     return found
 
 
+def variations(cands: list[Candidate], terms) -> list[list]:
+    """δŷ of each candidate.
+
+    Parameters
+    ----------
+    cands : list of Candidate
+        Candidate actions.
+    terms : list of VecTerm
+        ŷ.
+
+    Returns
+    -------
+    list of list of VecTerm
+        δŷ per candidate (empty when it moves no letter ŷ holds)."""
+    return [sum((vary(terms, name, word) for name, word in c.moves.items()), []) for c in cands]
+
+
 def _solve(cands: list[Candidate], terms, der) -> list[dict]:
-    variations = [sum((vary(terms, name, word) for name, word in c.moves.items()), [])
-                  for c in cands]
-    keep = [j for j, v in enumerate(variations) if v]
-    inert = [j for j, v in enumerate(variations) if not v]
-    gram = _gram([variations[j] for j in keep], der)
+    moved = variations(cands, terms)
+    keep = [j for j, v in enumerate(moved) if v]
+    inert = [j for j, v in enumerate(moved) if not v]
+    letters = set(der.model.letters()) | {a.name for c in cands for word in c.moves.values()
+                                          for a in word}
+    law = der.data.law(conditional=der.conditional)     # as exact, for every task W
     basis = []
-    for vec in _null_space(gram, len(keep)):
+    for vec in invariant_combinations([moved[j] for j in keep], letters, law):
         basis.append({cands[keep[i]].label: vec[i] for i in range(len(keep)) if vec[i] != 0})
     basis += [{cands[j].label: sp.Integer(1)} for j in inert]
     return basis
+
+
+def symmetric_generators(gens: list[dict]) -> list[dict]:
+    """A basis of the symmetric generators S = Sᵀ in the span of the mixing generators ``gens``.
+
+    A mixing generator M (δL = Σ a_{LL'} L') has the adjoint Mᵀ: a_{LL'} ↦ a_{L'L}. Along the
+    flow d/dt ½⟨θ, Mθ⟩ = −⟨∇L, ½(M + Mᵀ)θ⟩, which vanishes identically iff ½(M + Mᵀ) is itself a
+    symmetry; so the conserved quadratics are exactly ½⟨θ, Sθ⟩ for S in the algebra with S = Sᵀ
+    (a generator whose adjoint is no symmetry, e.g. δV₀ = V₁ − V₀ when ŷ sees V₀ + V₁ only,
+    gives none). Computed exactly: the combinations Σ β_i M_i with Σ β_i (M_i − M_iᵀ) = 0.
+
+    Parameters
+    ----------
+    gens : list of dict
+        Mixing generators {"L<-L'": a_{LL'}} (``find_symmetries(der)["mixing"]``).
+
+    Returns
+    -------
+    list of dict
+        The canonical basis of the symmetric ones, in the same form."""
+    if not gens:
+        return []
+    flip = lambda label: "<-".join(reversed(label.split("<-")))    # noqa: E731
+    labels = sorted({k for g in gens for k in g} | {flip(k) for g in gens for k in g})
+    rows = []                     # per label k: Σ_i β_i (a_i[k] − a_i[flip k]) = 0
+    for k in labels:
+        row = {i: g.get(k, 0) - g.get(flip(k), 0) for i, g in enumerate(gens)}
+        row = {i: v for i, v in row.items() if v != 0}
+        if row:
+            rows.append((sorted(row), sp.Matrix([[row[i] for i in sorted(row)]])))
+    out = []
+    for beta in null_space(rows, len(gens)):
+        gen: dict = {}
+        for i in (i for i in range(len(gens)) if beta[i] != 0):
+            for k, a in gens[i].items():
+                gen[k] = gen.get(k, 0) + beta[i] * a
+        out.append({k: sp.nsimplify(gen[k]) for k in labels if gen.get(k, 0) != 0})
+    return out
 
 
 def conservation_laws(der: Derivation) -> list[ConservationLaw]:
@@ -201,9 +247,9 @@ def conservation_laws(der: Derivation) -> list[ConservationLaw]:
     order = {name: i for i, name in enumerate(letters)}
     laws: list[ConservationLaw] = []
 
-    # mixing: C = Σ s_{LL'} ⟨L, L'⟩ with s the symmetrised coefficients
-    scalars: list[TracePoly] = []
-    for gen in found["mixing"]:
+    # mixing: C = ½⟨θ, Sθ⟩ = Σ s_{LL'} ⟨L, L'⟩ for the symmetric generators S of the algebra
+    scalars = Span()
+    for gen in symmetric_generators(found["mixing"]):
         sym: dict = {}
         for label, a in gen.items():
             key = tuple(sorted(label.split("<-")))
@@ -214,9 +260,8 @@ def conservation_laws(der: Derivation) -> list[ConservationLaw]:
             XL, XM = MatPoly.letter(letters[L]), MatPoly.letter(letters[M])
             C = C + XL.inner(XM).scale(s)
             rate = rate + (grads[L].inner(XM) + XL.inner(grads[M])).scale(s)
-        if C.is_zero() or _dependent(C, scalars):
+        if not scalars.add(C):
             continue
-        scalars.append(C)
         terms = [(s, L, M) for (L, M), s in sym.items()]
         laws.append(ConservationLaw(C, rate.is_zero(), partial(_scalar_change, grads, sym),
                                     terms, der, None, gen))
@@ -224,7 +269,7 @@ def conservation_laws(der: Derivation) -> list[ConservationLaw]:
     # space actions: X = Σ c_L L Lᵀ + Σ c'_L Lᵀ L on the space, conserved entrywise
     for space, gens in found["space"].items():
         B = Mat(f"B_{space}", rows=space, cols=space, symmetric=True)
-        seen: list[TracePoly] = []
+        seen = Span()
         for gen in gens:
             coeffs: dict = {}
             for label, k in gen.items():      # A L and Aᵀ L both give L Lᵀ, L A and L Aᵀ LᵀL
@@ -238,9 +283,8 @@ def conservation_laws(der: Derivation) -> list[ConservationLaw]:
                 X = X + _GRAM[side](L, L).scale(k)
                 dX = dX + (_GRAM[side](G, L) + _GRAM[side](L, G)).scale(k)
             probe = X.trace_with(B)
-            if probe.is_zero() or _dependent(probe, seen):
+            if not seen.add(probe):
                 continue
-            seen.append(probe)
             terms = [(k, f"{n}·{n}ᵀ" if side == "left" else f"{n}ᵀ·{n}", n)
                      for (side, n), k in coeffs.items()]
             laws.append(ConservationLaw(X, dX.trace_with(B).is_zero(),
@@ -279,14 +323,32 @@ def _normalised(coeffs: dict, order: dict) -> dict:
     return {k: sp.nsimplify(coeffs[k] / first) for k in keys}
 
 
-def _dependent(p: TracePoly, basis: list[TracePoly]) -> bool:
-    """Whether p lies in the span of ``basis`` (exact linear algebra on coefficients)."""
-    if not basis:
-        return False
-    keys = sorted({k for q in basis + [p] for k in q.terms}, key=repr)
-    M = sp.Matrix([[q.terms.get(k, 0) for q in basis] for k in keys])
-    v = sp.Matrix([p.terms.get(k, 0) for k in keys])
-    return M.rank() == M.row_join(v).rank()
+class Span:
+    """A growing linear span of trace polynomials, kept in echelon form (exact, sparse)."""
+
+    def __init__(self):
+        self.rows: list[tuple] = []          # (pivot key, reduced coefficients)
+
+    def _reduce(self, p: TracePoly) -> dict:
+        rest = dict(p.terms)
+        for pivot, row in self.rows:          # each row vanishes at the earlier pivots
+            if rest.get(pivot, 0) != 0:
+                f = rest[pivot] / row[pivot]
+                for k, v in row.items():
+                    rest[k] = sp.expand(rest.get(k, 0) - f * v)
+                rest = {k: v for k, v in rest.items() if v != 0}
+        return rest
+
+    def contains(self, p: TracePoly) -> bool:
+        """Whether p lies in the span."""
+        return not self._reduce(p)
+
+    def add(self, p: TracePoly) -> bool:
+        """Add p; False (and nothing added) when it already lies in the span."""
+        rest = self._reduce(p)
+        if rest:
+            self.rows.append((next(iter(rest)), rest))
+        return bool(rest)
 
 
 def inert_entries(model) -> dict:

@@ -32,6 +32,9 @@ from .data import N_SYM, W_TASK, eps, x
 from .gaussian import QUERY, Monomial, RandVec, Segment
 from .words import Mat, transpose_word
 
+__all__ = ["VecTerm", "token_part", "sandwich", "target", "negate", "input_tokens", "attend",
+           "residual", "inner_monomial", "vary"]
+
 TOKEN = "t"          # the free label of the generic context token's stream
 ETA = sp.Symbol("eta", positive=True)       # the learning rate of the GD map θ ← θ − η ∇L
 
@@ -118,14 +121,30 @@ def target() -> list[VecTerm]:
 
 
 def negate(terms: list[VecTerm]) -> list[VecTerm]:
-    """−Σ terms."""
+    """−Σ terms.
+
+    Parameters
+    ----------
+    terms : list of VecTerm
+        A vector polynomial Σ terms.
+
+    Returns
+    -------
+    list of VecTerm
+    """
     return [VecTerm(-t.coeff, t.labels, t.word, t.vec, t.segments) for t in terms]
 
 
 # --- token streams ----------------------------------------------------------------------------
 
 def input_tokens() -> tuple[dict, dict]:
-    """(generic context token z_t = (x_t; W x_t + ε_t), query token (x_q; 0)) as streams."""
+    """(generic context token z_t = (x_t; W x_t + ε_t), query token (x_q; 0)) as streams.
+
+    Returns
+    -------
+    tuple of dict
+        (context stream, query stream): part ("x" | "y") → list of VecTerm.
+    """
     context = {"x": [VecTerm(sp.Integer(1), (), w, v) for w, v in token_part("x", TOKEN)],
                "y": [VecTerm(sp.Integer(1), (), w, v) for w, v in token_part("y", TOKEN)]}
     query = {"x": [VecTerm(sp.Integer(1), (), (), x(QUERY))], "y": []}
@@ -182,7 +201,24 @@ def attend(heads: list, context: dict, query: dict, query_in_keys: bool = True,
            update_context: bool = True) -> tuple[dict | None, dict]:
     """Streams after one attention layer given by ``heads`` (per head {"W_PV" | "W_KQ":
     [(row part, column part, word)]}) with the 1/N normalisation; the context stream is skipped
-    (None) when ``update_context`` is False (the last layer: only the query is read out)."""
+    (None) when ``update_context`` is False (the last layer: only the query is read out).
+
+    Parameters
+    ----------
+    heads : list of dict
+        Per head {"W_PV" | "W_KQ": [(row part, column part, word)]} (``Model.layer()``).
+    context, query : dict
+        The streams before the layer: part ("x" | "y") → list of VecTerm.
+    query_in_keys : bool
+        Key mask m = 1 (the query among the keys) or 0.
+    update_context : bool
+        Also update the generic context token.
+
+    Returns
+    -------
+    tuple
+        (context stream or None, query stream).
+    """
     fresh = _Fresh()
     keys = [(context, True)] + ([(query, False)] if query_in_keys else [])
     coeff = 1 / N_SYM
@@ -194,13 +230,36 @@ def attend(heads: list, context: dict, query: dict, query_in_keys: bool = True,
 # --- building blocks of the derivation and the analyses -------------------------------------
 
 def residual(model) -> list[VecTerm]:
-    """ŷ − y_q as a list of vector terms (``model.prediction()`` minus the target)."""
+    """ŷ − y_q as a list of vector terms (``model.prediction()`` minus the target); the loss is
+    ½E‖ŷ − y_q‖².
+
+    Parameters
+    ----------
+    model : Model
+
+    Returns
+    -------
+    list of VecTerm
+    """
     minus_y = [VecTerm(-t.coeff, t.labels, t.word, t.vec, t.segments) for t in target()]
     return model.prediction() + minus_y
 
 
 def inner_monomial(a: VecTerm, b: VecTerm, coeff) -> Monomial:
-    """coeff · ⟨a, b⟩ with the summed labels of a and b renamed apart."""
+    """coeff · ⟨a, b⟩ with the summed labels of a and b renamed apart.
+
+    Parameters
+    ----------
+    a, b : VecTerm
+        The two vector terms.
+    coeff : sympy.Expr
+        Extra coefficient.
+
+    Returns
+    -------
+    Monomial
+        A scalar monomial of the expectation engine.
+    """
     ra, rb = {l: f"{l}1" for l in a.labels}, {l: f"{l}2" for l in b.labels}
     segs = [_relabel(s, ra) for s in a.segments] + [_relabel(s, rb) for s in b.segments]
     link = Segment(_relabel_vec(a.vec, ra), transpose_word(a.word) + b.word,
@@ -219,7 +278,21 @@ def _relabel(seg: Segment, mapping) -> Segment:
 
 def vary(terms: list[VecTerm], name: str, replacement: tuple) -> list[VecTerm]:
     """Directional derivative of Σ terms when letter ``name`` moves by δL = ``replacement``
-    (a word): one copy of each term per occurrence of L, with that occurrence replaced."""
+    (a word): one copy of each term per occurrence of L, with that occurrence replaced.
+
+    Parameters
+    ----------
+    terms : list of VecTerm
+        A vector polynomial Σ terms.
+    name : str
+        The letter L that moves.
+    replacement : tuple
+        The word δL.
+
+    Returns
+    -------
+    list of VecTerm
+    """
     out = []
     for t in terms:
         for w_new in _replace_each(t.word, name, replacement):

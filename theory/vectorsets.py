@@ -74,6 +74,8 @@ from .productform import merged_counterpart
 from .scalarsets import scalar_fixed_points
 from .words import Mat
 
+__all__ = ["vector_fixed_points"]
+
 ESCAPE_STEP = 1e-4          # in (p, q): lower loss by ~1e-9, W_K and W_Q moved by ~1e-2
 ZERO_PRODUCT = 1e-20        # |x y| of a learned mode at a Newton root (unlearned: ≲ 1e-40)
 GRADIENT_TOL = 1e-10        # a set that is not critical has gradients O(1); float data
@@ -81,7 +83,17 @@ GRADIENT_TOL = 1e-10        # a set that is not critical has gradients O(1); flo
 
 
 def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
-    """Critical sets for d_y > 1 (see the module docstring)."""
+    """Critical sets for d_y > 1 (see the module docstring).
+
+    Parameters
+    ----------
+    der : Derivation
+        With d_y > 1 (numeric data for eigenbasis or finite tasks).
+
+    Returns
+    -------
+    list of FixedPointSet
+    """
     data = der.data
     require_structure(der.model)
     if data.tasks == "gaussian":

@@ -107,10 +107,14 @@ def canonical_trace(word: tuple) -> tuple:
         rest = _min_word(rest, transpose_word(rest))
         small, big = sorted((rest, y), key=word_key)
         return (Dg(big),) + small
-    candidates = []
+    best = None                       # (key, word) of the least rotation of either reading
     for w in (word, transpose_word(word)):
-        candidates.extend(w[k:] + w[:k] for k in range(len(w)))
-    return _min_word(*candidates) if candidates else ()
+        keys = word_key(w)
+        for k in range(len(w)):
+            key = keys[k:] + keys[:k]
+            if best is None or key < best[0]:
+                best = key, w[k:] + w[:k]
+    return best[1] if best else ()
 
 
 def _sorted_traces(traces: Iterable[tuple]) -> tuple:

@@ -26,6 +26,9 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 
 from ...theory.errors import InputError, check_int, check_real
 
+__all__ = ["singular_values", "effective_rank", "stable_rank", "numerical_rank",
+           "principal_angles", "subspace_overlap", "alignment_distance", "top_hessian_eigenvalue"]
+
 
 def _matrices(M, name: str = "M") -> np.ndarray:
     try:

@@ -8,6 +8,8 @@ import numpy as np
 from .matrices import (effective_rank, numerical_rank, stable_rank, subspace_overlap,
                        top_hessian_eigenvalue)
 
+__all__ = ["first_time", "settle_time", "trajectory_measures"]
+
 
 def first_time(t: np.ndarray, mask: np.ndarray) -> float:
     """First time at which ``mask`` holds.

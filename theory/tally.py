@@ -1,0 +1,89 @@
+"""Exact coefficients of the expectation engine, summed as counts and converted to SymPy once
+per distinct term.
+
+The engine finds, for every monomial, how many pairings give each (product of traces, power k
+of N, dimension factor D). The coefficient of a product of traces is then
+
+    Σ_{monomials} Σ_{(k, D)} count · const · N^k · D,
+
+with ``const`` the monomial's coefficient times its covariance scales. Every factor is a sum
+of monomials Π bᵉ in SymPy atoms (N, σ, d, …) with rational coefficients, so the sum is kept
+as {frozenset of (base, exponent): rational} and built into a SymPy expression at the end: the
+expanded polynomial that ``sympy.expand`` of the sum gives.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import sympy as sp
+
+from .wordcodes import CODES
+from .words import TracePoly
+
+
+def _monomials(expr) -> tuple:
+    """The expanded ``expr`` as ((frozenset of (base, exponent)), rational coefficient) pairs."""
+    out = []
+    for mono, coeff in sp.expand(expr).as_coefficients_dict().items():
+        powers = frozenset((b, e) for b, e in mono.as_powers_dict().items() if b != 1)
+        out.append((powers, coeff))
+    return tuple(out)
+
+
+def _times(a: tuple, b: tuple) -> tuple:
+    """The product of two sums of monomials (as ``_monomials`` gives them)."""
+    out = {}
+    for pa, ca in a:
+        for pb, cb in b:
+            powers = dict(pa)
+            for base, e in pb:
+                powers[base] = powers.get(base, 0) + e
+            key = frozenset((base, e) for base, e in powers.items() if e != 0)
+            out[key] = out.get(key, 0) + ca * cb
+    return tuple(out.items())
+
+
+class Tally:
+    """Σ const · count · N^k · D · Π traces over the monomials of one expectation: counts keyed
+    by (cycle codes, const id, k), the SymPy arithmetic deferred to ``trace_poly``."""
+
+    def __init__(self, N):
+        self.N = N
+        self.consts: dict = {}     # const -> id
+        self.counts: dict = {}     # (cycle codes, const id, k) -> count
+
+    def add(self, const, counts: dict) -> None:
+        """Add const · Σ count · N^k · term over ``counts`` {(cycle codes, k): count}."""
+        c = self.consts.setdefault(const, len(self.consts))
+        total = self.counts
+        for (cycles, k), n in counts.items():
+            key = (cycles, c, k)
+            total[key] = total.get(key, 0) + n
+
+    def trace_poly(self) -> TracePoly:
+        """The tally as a TracePoly (zero coefficients dropped)."""
+        consts = list(self.consts)
+        factors, sums = {}, {}
+        for (cycles, c, k), n in self.counts.items():
+            traces, dims = CODES.term(cycles)
+            key = (c, k, dims)
+            factor = factors.get(key)
+            if factor is None:
+                factor = factors[key] = _times(_monomials(consts[c] * dims),
+                                               _monomials(self.N**k))
+            total = sums.setdefault(traces, {})
+            for powers, coeff in factor:
+                total[powers] = total.get(powers, 0) + n * coeff
+        terms = {}
+        for traces, total in sums.items():
+            coeff = sp.Add(*[c * _monomial(powers) for powers, c in total.items() if c != 0])
+            if coeff != 0:
+                terms[traces] = coeff
+        return TracePoly._canonical(terms)
+
+
+@lru_cache(maxsize=None)
+def _monomial(powers: frozenset) -> sp.Expr:
+    """Π bᵉ over the (base, exponent) pairs."""
+    return sp.Mul(*[b**e for b, e in powers])

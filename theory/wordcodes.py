@@ -1,0 +1,101 @@
+"""Integer codes of letters and memoised canonical traces, for the expectation engine's inner
+loop: a word there is a tuple of small integers (hashing and concatenating them is cheap), and
+each distinct word is canonicalised (``words.canonical_trace``) once per process.
+
+A closed cycle of the contraction is coded by the id of its canonical trace (an integer ≥ 0),
+or, when it holds no letter, by ``-1 - k`` for an identity loop on the k-th space of ``SPACES``
+(it contributes that space's dimension).
+"""
+
+from __future__ import annotations
+
+from .words import Dg, _sorted_traces, canonical_trace, dim_symbol
+
+SPACES = ("x", "y", "r")
+
+
+def identity_loop(space: str) -> int:
+    """The code of a closed cycle without letters on ``space`` (a factor dim(space))."""
+    return -1 - SPACES.index(space)
+
+
+class LetterCodes:
+    """Letters ↔ integer codes, Dg letters by the code word of their argument, and canonical
+    trace ids of code words."""
+
+    def __init__(self):
+        self.letters: list = []
+        self.transposed: list = []      # code -> code of the letter's transpose
+        self._codes: dict = {}
+        self._chains: dict = {}
+        self._rotation_ids: dict = {}
+        self._dg: dict = {}
+        self._trace_of_word: dict = {}
+        self._trace_ids: dict = {}
+        self.traces: list = []          # trace id -> canonical word (tuple of letters)
+        self._terms: dict = {}
+
+    def code(self, letter) -> int:
+        """The integer code of a letter (``Mat`` or ``Dg``)."""
+        c = self._codes.get(letter)
+        if c is None:
+            c = self._codes[letter] = len(self.letters)
+            self.letters.append(letter)
+            self.transposed.append(c)
+            self.transposed[c] = self.code(letter.transpose())
+        return c
+
+    def chain(self, letters: tuple) -> tuple:
+        """(code word of ``letters``, code word of their transpose)."""
+        out = self._chains.get(letters)
+        if out is None:
+            codes = tuple(self.code(x) for x in letters)
+            out = self._chains[letters] = codes, tuple(self.transposed[c] for c in codes[::-1])
+        return out
+
+    def word(self, codes: tuple) -> tuple:
+        """The letters of a code word."""
+        return tuple(self.letters[c] for c in codes)
+
+    def dg(self, inner: tuple) -> int:
+        """The code of the letter Dg(inner) (``inner`` a code word)."""
+        c = self._dg.get(inner)
+        if c is None:
+            c = self._dg[inner] = self.code(Dg(self.word(inner)))
+        return c
+
+    def trace(self, codes: tuple) -> int:
+        """The id of the canonical form of tr(word) for a non-empty code word."""
+        t = self._trace_of_word.get(codes)
+        if t is None:
+            rotation = self._least_rotation(codes)
+            t = self._rotation_ids.get(rotation)
+            if t is None:
+                canonical = canonical_trace(self.word(codes))
+                t = self._trace_ids.setdefault(canonical, len(self.traces))
+                if t == len(self.traces):
+                    self.traces.append(canonical)
+                self._rotation_ids[rotation] = t
+            self._trace_of_word[codes] = t
+        return t
+
+    def _least_rotation(self, codes: tuple) -> tuple:
+        """The least rotation of the code word or of its transpose (equal traces, so a key
+        under which canonicalisation is shared)."""
+        back = tuple(self.transposed[c] for c in codes[::-1])
+        return min(min(w[k:] + w[:k] for k in range(len(w))) for w in (codes, back))
+
+    def term(self, cycles: tuple) -> tuple:
+        """(canonical sorted traces, dimension factor) of a multiset of cycle codes."""
+        out = self._terms.get(cycles)
+        if out is None:
+            traces = _sorted_traces(self.traces[c] for c in cycles if c >= 0)
+            dims = 1
+            for c in cycles:
+                if c < 0:
+                    dims *= dim_symbol(SPACES[-1 - c])
+            out = self._terms[cycles] = (traces, dims)
+        return out
+
+
+CODES = LetterCodes()
