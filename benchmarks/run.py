@@ -516,7 +516,8 @@ def bench_task_sets() -> dict:
     out = {"P": [], "grad_s": []}
     for P in (0, 1, 8, 64, 512):
         tasks = "gaussian" if P == 0 else rng.standard_normal((P, 2, d))
-        flow = compile_flow(derive(model, ICLData(d=d, N=16, Lambda=Lam, d_y=2, tasks=tasks))).compiled()
+        flow = compile_flow(derive(model, ICLData(d=d, N=16, Lambda=Lam, d_y=2,
+                                                  tasks=tasks))).compiled()
         theta = 0.1 * rng.standard_normal(flow.size) if theta is None else theta
         flow.grad(theta)
         out["P"].append(P)
