@@ -17,7 +17,10 @@
     H = 1 → 16 (models without heads: H = 1), with the cold derivation (symmetry search
     included) at each H;
 (i) the symmetry search (generators and proved laws) of MultiHead(H), H = 1 → 16, cold;
-(j) FullLSA with eigenbasis tasks: task-cubature nodes and compiled-gradient cost, d = 2 → 16.
+(j) FullLSA with eigenbasis tasks: task-cubature nodes and compiled-gradient cost, d = 2 → 16;
+(l) whole trajectories compiled: per-step cost of GD and RK4 at d = 4 vs a hand Numba loop, and
+    a 2 000-step curve vs SGD of the layer with 64 seeds × 64 prompts;
+(m) a cold first learning curve per one-layer model (new process, empty cache).
 Sections are selected by name (``--only``; ``--list`` names them). Times are CPU time
 (``time.process_time``: the machine is shared) with BLAS and Numba pinned to one thread
 (``ICLDYN_BENCH_THREADS`` to change); every timing is compared with the previous results file
@@ -66,22 +69,76 @@ def hand_gradient(Lam, Sw, n, sigma):
     return grad
 
 
-def bench_gradient(d: int) -> dict:
-    from icldyn.numerics import compile_flow
-    from icldyn.theory import ICLData, derive, models
+def hand_multihead_gradient(Lam, Sw, n, sigma):
+    """H heads, M = Σ_h u_h Q_h: one G (``hand_gradient``'s), du_h = ⟨Q_h, G⟩, dQ_h = u_h G.
+    u (H,), Q (H, d, d)."""
+    merged = hand_gradient(Lam, Sw, n, sigma)
+
+    def grad(u, Q):
+        _, G = merged(1.0, np.tensordot(u, Q, axes=1))
+        return np.tensordot(Q, G, axes=2), u[:, None, None] * G
+    return grad
+
+
+def hand_separatekq_gradient(Lam, Sw, n, sigma):
+    """H heads, M = Σ_h u_h W_K,hᵀ W_Q,h: one G, du_h = ⟨W_K,hᵀ W_Q,h, G⟩,
+    dW_K,h = u_h W_Q,h Gᵀ, dW_Q,h = u_h W_K,h G. u (H,), W_K, W_Q (H, r, d)."""
+    merged = hand_gradient(Lam, Sw, n, sigma)
+
+    def grad(u, WK, WQ):
+        K = [WK[h].T @ WQ[h] for h in range(len(u))]
+        _, G = merged(1.0, sum(u[h] * K[h] for h in range(len(u))))
+        return (np.array([np.sum(k * G) for k in K]),
+                np.array([u[h] * (WQ[h] @ G.T) for h in range(len(u))]),
+                np.array([u[h] * (WK[h] @ G) for h in range(len(u))]))
+    return grad
+
+
+def _gradient_data(d: int):
+    from icldyn.theory import ICLData
     rng = np.random.default_rng(0)
     X = rng.standard_normal((d, d))
     Lam = X @ X.T / d + np.eye(d)
-    data = ICLData(d=d, N=20, Lambda=Lam, Sigma_w=np.eye(d) + 0.1 * np.ones((d, d)), noise=0.1)
-    flow = compile_flow(derive(models.Merged(d), data), backend="numba")
-    Q = rng.standard_normal((d, d)) / d
-    theta = flow.pack({"V": 0.7, "Q": Q})
-    flow.grad(theta)
-    hand = hand_gradient(Lam, np.array(data.Sigma_w.tolist(), float), 20, 0.1)
+    return ICLData(d=d, N=20, Lambda=Lam, Sigma_w=np.eye(d) + 0.1 * np.ones((d, d)), noise=0.1)
+
+
+def bench_gradient(model, hand_name: str) -> dict:
+    """The compiled gradient (numba) of a product-form model against its hand-written NumPy
+    reference at the same θ (checked equal), side by side."""
+    from icldyn.numerics import compile_flow
+    from icldyn.theory import derive
+    d = model.d
+    data = _gradient_data(d)
+    flow = compile_flow(derive(model, data), backend="numba").compiled()
+    theta = np.random.default_rng(1).standard_normal(flow.size) / d
+    p = flow.unpack(theta)
+    u = p["V"].reshape(-1)
+    factors = (p["Q"].reshape(-1, d, d),) if "Q" in p else (p["W_K"], p["W_Q"])
+    if hand_name == "hand_gradient":
+        u, factors = u[0], (factors[0][0],)
+    Lam, Sw = (np.array(m.tolist(), float) for m in (data.Lambda, data.Sigma_w))
+    hand = globals()[hand_name](Lam, Sw, 20, 0.1)
+    mine = flow.grad(theta)
+    ref = np.concatenate([np.ravel(g) for g in hand(u, *factors)])
+    assert np.allclose(mine, ref, rtol=1e-9, atol=1e-12 * np.abs(ref).max()), model
     number = max(1, 2000 // d)
     t_gen = best_time(lambda: flow.grad(theta), number=number)
-    t_hand = best_time(lambda: hand(0.7, Q), number=number)
-    return {"d": d, "compiled_s": t_gen, "hand_numpy_s": t_hand, "ratio": t_gen / t_hand}
+    t_hand = best_time(lambda: hand(u, *factors), number=number)
+    return {"model": repr(model), "d": d, "compiled_s": t_gen, "hand_numpy_s": t_hand,
+            "ratio": t_gen / t_hand}
+
+
+def bench_gradients() -> list[dict]:
+    from icldyn.theory import models
+    cases = [(models.Merged(d), "hand_gradient") for d in (64, 256, 512)]
+    cases += [(models.SeparateKQ(d, heads=2, rank=d // 2), "hand_separatekq_gradient")
+              for d in (64, 256, 512)]
+    cases += [(models.MultiHead(256, heads=heads), "hand_multihead_gradient")
+              for heads in (1, 2, 4, 8, 16)]
+    rows = []
+    for model, hand in cases:
+        rows.append(bench_gradient(model, hand))
+    return rows
 
 
 CURVE = dict(d=4, N=16, spectrum=(2.0, 1.0, 0.5, 0.25), lr=0.02, batch=64, steps=2000,
@@ -98,7 +155,7 @@ def bench_curve() -> dict:
     data = ICLData(d=c["d"], N=c["N"], Lambda=np.diag(c["spectrum"]))
     model = models.Merged(c["d"])
     init = {"V": 0.1, "Q": 0.1}
-    flow = compile_flow(derive(model, data), backend="numba")
+    flow = compile_flow(derive(model, data), backend="numba").compiled()
     gradient_descent(flow, flow.pack(init), lr=c["lr"], steps=10)          # warm
     t_theory = best_time(lambda: gradient_descent(flow, flow.pack(init), lr=c["lr"],
                                                   steps=c["steps"], every=10), repeat=3)
@@ -178,10 +235,98 @@ def grad_time(model, d: int, backend: str = "numba") -> float:
     from icldyn.numerics import compile_flow
     from icldyn.theory import ICLData, derive
     data = ICLData(d=d, N=20, Lambda=np.diag(np.linspace(1.0, 2.0, d)))
-    flow = compile_flow(derive(model, data), backend)
+    flow = compile_flow(derive(model, data), backend).compiled()
     theta = 0.1 * np.random.default_rng(0).standard_normal(flow.size)
     flow.grad(theta)
     return best_time(lambda: flow.grad(theta), repeat=3, number=max(1, 4000 // d**2 + 1))
+
+
+def hand_gd_loop():
+    """A hand Numba loop of exact GD on the Merged model (``hand_gradient``'s formula), the
+    reference of the compiled trajectories' per-step cost."""
+    import numba
+
+    @numba.njit(cache=False)
+    def loop(A, B, Lam, u, Q, lr, steps):
+        for _ in range(steps):
+            G = A @ (u * Q) @ Lam - B
+            du = np.sum(Q * G)
+            Q = Q - lr * u * G
+            u = u - lr * du
+        return u, Q
+    return loop
+
+
+def bench_trajectories() -> dict:
+    """Per-step cost of compiled GD and RK4 at d = 4 (the whole loop compiled) against a hand
+    Numba loop of the same GD; a 2 000-step curve recorded at every step (loss and conserved
+    quantities in one compiled loop) against SGD of the layer with 64 seeds × 64 prompts."""
+    from icldyn.numerics import compile_flow, gradient_descent, rk4, simulate_sgd
+    from icldyn.theory import ICLData, derive, models
+    c = CURVE
+    d, lr = c["d"], c["lr"]
+    data = ICLData(d=d, N=c["N"], Lambda=np.diag(c["spectrum"]))
+    model = models.Merged(d)
+    flow = compile_flow(derive(model, data), backend="numba").compiled()
+    init = flow.pack({"V": 0.1, "Q": 0.1})
+    steps = 20_000
+    gradient_descent(flow, init, lr=lr, steps=10, every=10)
+    rk4(flow, init, t_end=10 * lr, dt=lr, every=10)
+    t_gd = best_time(lambda: gradient_descent(flow, init, lr=lr, steps=steps, every=steps),
+                     repeat=3) / steps
+    t_rk4 = best_time(lambda: rk4(flow, init, t_end=steps * lr, dt=lr, every=steps),
+                      repeat=3) / steps
+    Lam = np.diag(c["spectrum"])
+    A = (c["N"] + 1) / c["N"] * Lam @ Lam + np.trace(Lam) / c["N"] * Lam
+    loop = hand_gd_loop()
+    loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, 10)
+    t_hand = best_time(lambda: loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, steps),
+                       repeat=3) / steps
+    mine = gradient_descent(flow, init, lr=lr, steps=100, every=100).theta[-1]
+    u, Q = loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, 100)
+    assert np.allclose(mine, np.concatenate([[u], Q.ravel()]), rtol=1e-9, atol=1e-13)
+    curve_steps = 2000
+    t_curve = best_time(lambda: gradient_descent(flow, init, lr=lr, steps=curve_steps,
+                                                 every=1), repeat=3)
+    start = time.process_time()
+    simulate_sgd(model, data, {"V": 0.1, "Q": 0.1}, lr=lr, batch=64, steps=curve_steps,
+                 seeds=64, seed=0)
+    t_sgd = time.process_time() - start
+    return {"gd_step_s": t_gd, "rk4_step_s": t_rk4, "hand_numba_gd_step_s": t_hand,
+            "gd_ratio": t_gd / t_hand, "rk4_per_gradient_ratio": t_rk4 / 4 / t_hand,
+            "curve_s": t_curve, "sgd_64x64_s": t_sgd, "curve_ratio": t_sgd / t_curve}
+
+
+COLD = """
+import sys, time
+start = time.process_time()
+import numpy as np
+from icldyn.numerics import compile_flow, gradient_descent
+from icldyn.theory import ICLData, derive, models
+model = eval(sys.argv[1], vars(models))
+flow = compile_flow(derive(model, ICLData(d=4, N=16, Lambda=np.diag([2.0, 1.0, 0.5, 0.25]))))
+gradient_descent(flow, 0.1 * np.ones(flow.size), lr=0.02, steps=2000, every=10)
+print(time.process_time() - start)
+"""
+
+
+def bench_cold() -> list[dict]:
+    """A cold first learning curve per one-layer model: a new process with an empty cache
+    imports, derives, compiles (numba backend) and runs 2 000 GD steps; CPU time of that
+    process (wall time is inflated by the load of a shared machine)."""
+    import subprocess
+    import sys
+    import tempfile
+    rows = []
+    for model in ("Merged(4)", "MultiHead(4, heads=2)", "SeparateKQ(4, heads=2, rank=2)",
+                  "FullLSA(4)"):
+        env = {**os.environ, "ICLDYN_CACHE_DIR": tempfile.mkdtemp(prefix="icldyn-cold-")}
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", COLD, model], env=env, check=True,
+                             capture_output=True, text=True)
+        rows.append({"model": model, "cpu_s": float(out.stdout.split()[-1]),
+                     "wall_s": time.perf_counter() - start})
+    return rows
 
 
 def bench_cost_exponents() -> list[dict]:
@@ -349,7 +494,7 @@ def bench_backends() -> dict:
     der = derive(models.Merged(d), data)
     out = {}
     for backend in ("numba", "numpy"):
-        flow = compile_flow(der, backend=backend)
+        flow = compile_flow(der, backend=backend).compiled()
         theta = flow.pack({"V": 0.1, "Q": 0.1})
         gradient_descent(flow, theta, lr=0.01, steps=10, every=10)
         steps = 100_000 if backend == "numba" else 10_000
@@ -371,7 +516,8 @@ def bench_task_sets() -> dict:
     out = {"P": [], "grad_s": []}
     for P in (0, 1, 8, 64, 512):
         tasks = "gaussian" if P == 0 else rng.standard_normal((P, 2, d))
-        flow = compile_flow(derive(model, ICLData(d=d, N=16, Lambda=Lam, d_y=2, tasks=tasks)))
+        flow = compile_flow(derive(model, ICLData(d=d, N=16, Lambda=Lam, d_y=2,
+                                                  tasks=tasks))).compiled()
         theta = 0.1 * rng.standard_normal(flow.size) if theta is None else theta
         flow.grad(theta)
         out["P"].append(P)
@@ -394,12 +540,6 @@ def bench_data() -> dict:
     numeric = best_time(lambda: ICLData(d=d, N=20, Lambda=Lam), repeat=3)
     return {"rows": rows, "exact_d64_s": best_time(lambda: ICLData(d=d, N=20, Lambda=exact),
                                                     repeat=1), "numeric_d64_s": numeric}
-
-
-def print_gradient(rows) -> None:
-    for row in rows:
-        print(f"(a) d={row['d']:4d}: compiled/hand NumPy = {row['ratio']:.2f} "
-              f"({row['compiled_s'] * 1e6:.1f} µs vs {row['hand_numpy_s'] * 1e6:.1f} µs)")
 
 
 def print_cost_exponents(rows) -> None:
@@ -477,9 +617,32 @@ def print_cubature(rows) -> None:
 
 
 # name: (what it measures, function, printer), in run order
+def print_gradients(rows) -> None:
+    for row in rows:
+        print(f"(a) {row['model']}: compiled/hand NumPy = {row['ratio']:.2f} "
+              f"({row['compiled_s'] * 1e6:.1f} µs vs {row['hand_numpy_s'] * 1e6:.1f} µs)")
+
+
+def print_trajectories(r) -> None:
+    print(f"(l) per step at d = 4: compiled GD {r['gd_step_s'] * 1e6:.2f} µs vs hand Numba loop "
+          f"{r['hand_numba_gd_step_s'] * 1e6:.2f} µs = {r['gd_ratio']:.2f}x; RK4 per gradient "
+          f"{r['rk4_per_gradient_ratio']:.2f}x; 2 000-step curve recorded at every step "
+          f"{r['curve_s'] * 1e3:.1f} ms vs SGD 64 seeds × 64 prompts {r['sgd_64x64_s']:.1f} s "
+          f"= {r['curve_ratio']:.0f}x")
+
+
+def print_cold(rows) -> None:
+    for row in rows:
+        print(f"(m) cold first curve {row['model']} (new process, empty cache, import + derive + "
+              f"compile + 2 000 GD steps): {row['cpu_s']:.2f} s CPU ({row['wall_s']:.1f} s wall)")
+
+
 SECTIONS = {
-    "gradient": ("(a) compiled vs hand NumPy", lambda: [bench_gradient(d) for d in (8, 64, 256)],
-                 print_gradient),
+    "gradient": ("(a) compiled vs hand NumPy, every product-form model", bench_gradients,
+                 print_gradients),
+    "trajectories": ("(l) compiled trajectories vs a hand Numba loop and SGD",
+                     bench_trajectories, print_trajectories),
+    "cold": ("(m) cold first learning curve per model", bench_cold, print_cold),
     "cost_exponents": ("(e) gradient cost vs d = 8 → 512", bench_cost_exponents,
                        print_cost_exponents),
     "heads": ("(h) derivation and gradient cost vs H = 1 → 16", bench_heads, print_heads),

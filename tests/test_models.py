@@ -82,7 +82,7 @@ def test_compiled_flow_matches_exact_values_and_conserves(model):
     der = derive(model, data)
     assert der.conserved and all(c.proved for c in der.conserved)
     params = {k: 0.5 * rng.standard_normal(s) for k, s in model.shapes().items()}
-    flows = [compile_flow(der, backend=b) for b in ("numpy", "numba")]
+    flows = [compile_flow(der, backend=b).compiled() for b in ("numpy", "numba")]
     theta = flows[0].pack(params)
     exact_loss = float(der.loss_value(params))
     for f in flows:

@@ -40,7 +40,8 @@ def test_backends_agree_with_each_other_and_with_exact_values(tasks):
                    noise=0.25)
     der = derive(models.Merged(d, d_y=d_y), data)
     params = {"V": rng.standard_normal((d_y, d_y)), "Q": rng.standard_normal((d, d))}
-    flows = [compile_flow(der, backend=b) for b in ("numpy", "numba")]
+    flows = [compile_flow(der, backend=b).compiled() for b in ("numpy", "numba")]
+    assert type(flows[1]._fns["grad"]).__name__ == "CPUDispatcher"     # Numba, not NumPy
     theta = flows[0].pack(params)
     for f in flows:
         assert f.loss(theta) == pytest.approx(float(der.loss_value(params)), rel=1e-11)

@@ -1,11 +1,18 @@
 """Derivation → fast NumPy / Numba functions generated at the matrix level.
 
-Each trace polynomial is printed as Python source over whole matrices: every distinct matrix
-word is a named intermediate built from its longest already-computed prefix (so shared products
-are computed once), traces are ``np.trace`` of those, and the eigenbasis-diagonal operator
-Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ is a helper. Coefficients (rational functions of N, σ, d, d_y
-and η) are evaluated once per data set and passed in as a vector ``k``, so a sweep over data
-values reuses the same compiled code. The ``numba`` backend ``njit``s the very same source.
+Each trace polynomial is printed as Python source over whole matrices. Every distinct matrix
+word is a named intermediate, built in the cheapest order for the letters' real shapes
+(matrix-chain ordering; a product with a 1×d letter is a vector-matrix product) from the
+words already computed or their transposes; traces are ``np.sum(H * Tᵀ)`` splits that cost
+O(d²) after the products they reuse; sums of words are factored by shared prefixes and
+suffixes, Σ c_i A_i S = (Σ c_i A_i) S. The eigenbasis-diagonal operator
+Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ is a helper. Coefficients (rational functions of N, σ, d,
+d_y and η) are evaluated once per data set and passed in as a vector ``k``; products of data
+letters, and sums of them with data-only coefficients, are constants computed once per data
+set, so a sweep over data values reuses the same compiled code. A product-form model with
+scalar tasks (``Model.head_products``) gets its gradient by the chain rule through G = ∇_M F,
+derived once on the Merged model (``_chain_rule``). The ``numba`` backend ``njit``s the very
+same source.
 """
 
 from __future__ import annotations
@@ -26,16 +33,19 @@ from ...theory.errors import InputError
 from ...theory.words import (DIMS, Dg, MatPoly, TracePoly, split_by_letters,
                              transpose_word)
 from ...theory.params import as_arrays
+from ...theory.productform import product_loss
 from ..limits import RUNAWAY, data_overflow
 from ..params import as_theta
+from . import warmup
 
 BACKENDS = ("numpy", "numba")
 COEFF_SYMBOLS = (N_SYM, SIGMA, DIMS["x"], DIMS["y"], DIMS["r"])
 
 
 def eigdiag(Y, U, c):
-    """Dg(Y) = U diag(c ∘ diag(Uᵀ Y U)) Uᵀ."""
-    v = c * np.diag(U.T @ Y @ U)
+    """Dg(Y) = U diag(c ∘ diag(Uᵀ Y U)) Uᵀ (diag(Uᵀ Y U) = column sums of U ∘ (Y U): two
+    products)."""
+    v = c * np.sum(U * (Y @ U), axis=0)
     return (U * v) @ U.T
 
 
@@ -50,22 +60,59 @@ def _is_data(letter) -> bool:
     return letter.name in DATA_LETTERS
 
 
+@lru_cache(maxsize=1 << 16)
+def _all_data(word: tuple) -> bool:
+    return all(map(_is_data, word))
+
+
+def _scale(sizes: dict) -> dict:
+    """Sizes of the spaces for ordering products, in units of d: what matters is which spaces
+    are of size 1 (a product with them is O(d²)) and which are smaller than d (a rank)."""
+    d = sizes["x"]
+    return {s: 1.0 if n >= d else (1.0 / d if n == 1 else 0.25) for s, n in sizes.items()}
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    """Σ coefficients × word (the word empty: the identity of ``rows``)."""
+
+    coeffs: tuple          # ((traces, k index), ...)
+    word: tuple
+
+
+@dataclass(frozen=True)
+class _Factor:
+    """(Σ of ``inner``) · ``shared`` (side "R") or ``shared`` · (Σ of ``inner``) (side "L")."""
+
+    side: str
+    shared: tuple
+    inner: tuple           # _Leaf / _Factor nodes
+    rows: str              # the space of the inner sum's rows
+
+
 class _Printer:
     """Collects the statements that evaluate words and traces, each once. Products of data
-    letters only go to the shared ``constants`` printer (computed once per data set)."""
+    letters only, and sums of them with data-only coefficients, go to the shared ``constants``
+    printer (computed once per data set). Products are ordered by the real shapes of the
+    letters (``scale``: {space: size in units of d}), reuse every computed sub-word (or its
+    transpose), and sums of words are factored by shared prefixes and suffixes."""
 
-    def __init__(self, constants: "_Printer | None" = None):
+    def __init__(self, scale: dict, constants: "_Printer | None" = None):
         self.lines: list[str] = []
         self.names: dict = {}
         self.counter = 0
+        self.scale = scale
         self.constants = constants
         self.prefix = "c" if constants is None else ""
         self.indent = "    "
+        self.matrices: list[str] = []           # names of matrices (the constants returned)
 
     def _new(self, expr: str, prefix: str) -> str:
         name = f"{self.prefix}{prefix}{self.counter}"
         self.counter += 1
         self.lines.append(f"{self.indent}{name} = {expr}")
+        if prefix != "s":
+            self.matrices.append(name)
         return name
 
     def open_loops(self, letters) -> str:
@@ -92,9 +139,14 @@ class _Printer:
         """Leave the loops: what was computed inside is forgotten (it held one task's value)."""
         self.names, self.indent = self._outside, "    "
 
+    def _data(self, word: tuple) -> bool:
+        return self.constants is not None and _all_data(word)
+
     def letter(self, letter) -> str:
         if letter in self.names:
             return self.names[letter]
+        if self._data((letter,)):
+            return self.constants.letter(letter)
         if isinstance(letter, Dg):
             inner = self.word(letter.inner) if letter.inner else "np.eye(U.shape[0])"
             name = self._new(f"_eigdiag({inner}, U, c)", "g")
@@ -106,39 +158,58 @@ class _Printer:
         return name
 
     def word(self, word: tuple) -> str:
-        if self.constants is not None and all(map(_is_data, word)):
+        if self._data(word):
             return self.constants.word(word)
         if len(word) == 1:
             return self.letter(word[0])
         key = ("word", word)
         if key not in self.names:
-            self.names[key] = self._new(f"{self.word(word[:-1])} @ {self.letter(word[-1])}", "m")
+            flipped = self.names.get(("word", transpose_word(word)))
+            if flipped is not None:
+                self.names[key] = self._new(f"np.ascontiguousarray({flipped}.T)", "t")
+            else:
+                cut = self._order(word, {})[1]
+                self.names[key] = self._new(
+                    f"{self.word(word[:cut])} @ {self.word(word[cut:])}", "m")
         return self.names[key]
 
     def known(self, word: tuple) -> bool:
-        return len(word) == 1 or ("word", word) in self.names or (
-            self.constants is not None and all(map(_is_data, word)))
+        return (len(word) == 1 or self._data(word) or ("word", word) in self.names
+                or ("word", _transposed(word)) in self.names)
+
+    def _order(self, word: tuple, memo: dict) -> tuple:
+        """(cost in d×d×d products, cut) of the cheapest way to build ``word`` from what is
+        known: matrix-chain ordering with the letters' real shapes."""
+        if word not in memo and self.known(word):
+            memo[word] = 0.0, None
+        if word not in memo:
+            rows, cols = self.scale[word[0].rows], self.scale[word[-1].cols]
+            memo[word] = min((self._order(word[:cut], memo)[0]
+                              + self._order(word[cut:], memo)[0]
+                              + rows * self.scale[word[cut - 1].cols] * cols, cut)
+                             for cut in range(1, len(word)))
+        return memo[word]
+
 
     def trace(self, word: tuple) -> str:
         """tr(H·T) = Σ_ij H_ij (Tᵀ)_ij over the cyclic rotations (and the transpose) of the
-        word, with T a single letter or a run of data letters (a constant): the last product
-        costs O(d²), not O(d³). The split reuses an already computed product H where it can,
-        else takes the longest run of data letters."""
+        word, with T a single letter, a run of data letters (a constant) or a product already
+        computed: the last product costs O(d²), not O(d³). The split is the cheapest given the
+        products computed so far (ties: the longest run of data letters)."""
         key = ("trace", word)
         if key in self.names:
             return self.names[key]
         if len(word) == 1 or self.known(word):
             expr = f"np.trace({self.word(word)})"
         else:
-            best = None
+            best, memo = None, {}
             for cand in _rotations(word) + _rotations(transpose_word(word)):
                 for cut in range(1, len(cand)):
                     head, tail = cand[:cut], cand[cut:]
                     data_tail = all(map(_is_data, tail))
-                    if len(tail) > 1 and not data_tail:
+                    if len(tail) > 1 and not data_tail and not self.known(tail):
                         continue
-                    cost = (0 if self.known(head) else len(head) - 1,
-                            -(len(tail) if data_tail else 0))
+                    cost = (self._order(head, memo)[0], -(len(tail) if data_tail else 0))
                     if best is None or cost < best[0]:
                         best = (cost, head, tail)
             _, head, tail = best
@@ -149,6 +220,97 @@ class _Printer:
 
     def scalar_term(self, traces, kidx: int) -> str:
         return " * ".join([f"k[{kidx}]"] + [self.trace(w) for w in traces])
+
+    # --- sums of words -----------------------------------------------------------------------
+    def plan(self, terms: dict, rows: str, cols: str) -> tuple:
+        """Σ coefficient × word (``terms``: {word: ((traces, k index), ...)}, a ``rows`` ×
+        ``cols`` matrix) as a tree of ``_Leaf`` and ``_Factor`` nodes: the words sharing a
+        first or last letter (most first) are factored by their longest common prefix or
+        suffix, recursively. A sum with a side of size 1 is left unfactored: each of its words
+        is a chain of vector-matrix products already."""
+        out, rest = [], []
+        for word, coeffs in terms.items():
+            (out if len(word) <= 1 or self.known(word) else rest).append(_Leaf(coeffs, word))
+        if min(self.scale[rows], self.scale[cols]) < 1:
+            return tuple(out + rest)
+        while rest:
+            groups: dict = {}
+            for i, leaf in enumerate(rest):
+                groups.setdefault(("R", leaf.word[-1]), []).append(i)
+                groups.setdefault(("L", leaf.word[0]), []).append(i)
+            _, _, n, side, members = max(
+                _affix(side, [rest[i].word for i in members]) + (side, members)
+                for (side, _), members in groups.items())
+            if len(members) < 2:
+                return tuple(out + rest)
+            group = [rest[i] for i in members]
+            rest = [leaf for i, leaf in enumerate(rest) if i not in members]
+            if side == "R":
+                shared = group[0].word[len(group[0].word) - n:]
+                inner = {leaf.word[:len(leaf.word) - n]: leaf.coeffs for leaf in group}
+                inner_rows, inner_cols = rows, shared[0].rows
+            else:
+                shared = group[0].word[:n]
+                inner = {leaf.word[n:]: leaf.coeffs for leaf in group}
+                inner_rows, inner_cols = shared[-1].cols, cols
+            out.append(_Factor(side, shared, self.plan(inner, inner_rows, inner_cols),
+                               inner_rows))
+        return tuple(out)
+
+    def prebuild(self, nodes: tuple) -> None:
+        """Build the shared words of a plan (before the traces, which may reuse them)."""
+        for node in nodes:
+            if isinstance(node, _Factor):
+                self.word(node.shared)
+                self.prebuild(node.inner)
+
+    def _constant_plan(self, nodes: tuple, rows: str) -> bool:
+        """Whether a plan is data only (words and coefficients): a constant."""
+        return self.constants is not None and rows == "x" and all(
+            isinstance(n, _Leaf) and self._data(n.word)
+            and all(self._data(w) for traces, _ in n.coeffs for w in traces) for n in nodes)
+
+    def emit(self, nodes: tuple, rows: str, size: str) -> list[str]:
+        """The terms (expressions) of a plan's sum; ``size`` is the identity's size."""
+        out = []
+        for node in nodes:
+            if isinstance(node, _Leaf):
+                coeff = " + ".join(self.scalar_term(t, k) for t, k in node.coeffs)
+                out.append(f"({coeff}) * "
+                           + (self.word(node.word) if node.word else f"np.eye({size})"))
+                continue
+            if self._constant_plan(node.inner, node.rows):
+                inner = self.constants.combination(node.inner)
+            else:
+                inner_size = size if node.side == "R" else _SIZE[node.rows]
+                inner = self._new(" + ".join(self.emit(node.inner, node.rows, inner_size)), "r")
+            shared = self.word(node.shared)
+            out.append(f"{inner} @ {shared}" if node.side == "R" else f"{shared} @ {inner}")
+        return out
+
+    def combination(self, nodes: tuple) -> str:
+        """A constant sum of data words (named once)."""
+        key = ("sum", nodes)
+        if key not in self.names:
+            self.names[key] = self._new(
+                " + ".join(self.emit(nodes, "x", "Lambda.shape[0]")), "r")
+        return self.names[key]
+
+
+def _affix(side: str, words: list) -> tuple:
+    """(number of words, whether the common part holds a parameter letter, its length n): the
+    rank of factoring ``words`` by their longest common prefix (side "L") or suffix ("R"),
+    and n. A common part of data letters only is better left inside (a constant)."""
+    words = [w if side == "L" else w[::-1] for w in words]
+    n = 1
+    while all(len(w) > n and w[n] == words[0][n] for w in words):
+        n += 1
+    while n > 1 and _is_data(words[0][n - 1]) and not all(map(_is_data, words[0][:n - 1])):
+        n -= 1                         # data letters next to the inner sum stay inside it
+    return len(words), not all(map(_is_data, words[0][:n])), n
+
+
+_transposed = lru_cache(maxsize=1 << 16)(transpose_word)
 
 
 def _rotations(word: tuple) -> list[tuple]:
@@ -190,7 +352,8 @@ def _generate(der: Derivation) -> _Polys:
         coeffs.append(expr)
         return len(coeffs) - 1
 
-    consts = _Printer()
+    scale = _scale(model.sizes())
+    consts = _Printer(scale)
     header = ["    n_x = Lambda.shape[0]", "    n_y = dims[0]", "    n_r = dims[1]",
               "    CONSTANTS", "    pos = 0"]
     for p in model.params:
@@ -201,7 +364,7 @@ def _generate(der: Derivation) -> _Polys:
     args = "theta, k, Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"
 
     def scalar_fn(name: str, poly: TracePoly) -> list[str]:
-        pr = _Printer(consts)
+        pr = _Printer(scale, consts)
         groups = split_by_letters(poly, TASK_LETTERS)
         fixed = groups.pop(frozenset(), TracePoly())
         pr.lines.append("    total = 0.0 * theta[0]")           # θ's dtype (complex in hvp)
@@ -213,14 +376,20 @@ def _generate(der: Derivation) -> _Polys:
             pr.close_loops()
         return [f"def {name}({args}):"] + header + pr.lines + ["    return total", ""]
 
-    def block_value(pr: _Printer, b, g: MatPoly) -> list[str]:
-        rows = _SIZE[b.letter.rows]
-        return [f"({pr.scalar_term(traces, k(c))}) * "
-                + (pr.word(word) if word else f"np.eye({rows})")
-                for (traces, word), c in g.terms.items()]
+    def block_sums(pr: _Printer, pieces: list) -> list[list[str]]:
+        """The terms of each (rows, MatPoly) of ``pieces``, factored (``_Printer.plan``)."""
+        plans = []
+        for rows, g in pieces:
+            terms: dict = {}
+            for (traces, word), c in g.terms.items():
+                terms.setdefault(word, []).append((traces, k(c)))
+            plans.append(pr.plan({w: tuple(cs) for w, cs in terms.items()}, rows, g.cols))
+        for plan in plans:                   # open products first: traces may reuse them
+            pr.prebuild(plan)
+        return [pr.emit(plan, rows, _SIZE[rows]) for plan, (rows, _) in zip(plans, pieces)]
 
     def grad_fn(name: str, grads: dict) -> list[str]:
-        pr = _Printer(consts)
+        pr = _Printer(scale, consts)
         split = {}     # letter -> (terms in the task W, the other terms): the mean is linear
         for n, g in grads.items():
             parts = split_by_letters(g, TASK_LETTERS)
@@ -228,58 +397,105 @@ def _generate(der: Derivation) -> _Polys:
                              for key in ({W_TASK.name}, ()))
             if set(parts) - {frozenset({W_TASK.name}), frozenset()}:
                 raise ValueError("a gradient holds one expectation over the task")
-        for _, fixed in split.values():      # open products first: traces may reuse them
-            for _, word in fixed.terms:
-                if word:
-                    pr.word(word)
         blocks = list(model.blocks())
-        fixed = [block_value(pr, b, split[b.letter.name][1]) for b in blocks]
-        cut = len(pr.lines)                    # where the task loop (if any) starts
-        init = _Printer()
+        init = _Printer(scale)
         init.lines = [f"    G_{_ident(p.name)} = np.zeros({_shape_code(p)}, dtype=theta.dtype)"
                       for p in model.params]
+        chain = _chain_rule(der, pr, block_sums)
+        if chain is not None:
+            return ([f"def {name}({args}):"] + header + pr.lines + init.lines + chain
+                    + _flatten(model))
+        fixed = block_sums(pr, [(b.letter.rows, split[b.letter.name][1]) for b in blocks])
+        cut = len(pr.lines)                    # where the task loop (if any) starts
         for b, parts in zip(blocks, fixed):
             init.add_up(f"G_{_ident(b.param)}{_index_code(b)}", parts)
-        loop = _Printer()
+        loop = _Printer(scale)
         if any(split[n][0].terms for n in split):
             weight = pr.open_loops([W_TASK.name])
             loop.indent = pr.indent
-            for b in blocks:
-                loop.add_up(f"G_{_ident(b.param)}{_index_code(b)}",
-                            block_value(pr, b, split[b.letter.name][0]), weight)
+            sums = block_sums(pr, [(b.letter.rows, split[b.letter.name][0]) for b in blocks])
+            for b, parts in zip(blocks, sums):
+                loop.add_up(f"G_{_ident(b.param)}{_index_code(b)}", parts, weight)
             pr.close_loops()
-        init, loop = init.lines, loop.lines
-        out = ["    out = np.empty(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
-        for p in model.params:
-            out += [f"    out[pos:pos + G_{_ident(p.name)}.size] = G_{_ident(p.name)}.ravel()",
-                    f"    pos += G_{_ident(p.name)}.size"]
-        return ([f"def {name}({args}):"] + header + pr.lines[:cut] + init + pr.lines[cut:]
-                + loop + out + ["    return out", ""])
+        return ([f"def {name}({args}):"] + header + pr.lines[:cut] + init.lines
+                + pr.lines[cut:] + loop.lines + _flatten(model))
 
     lines = scalar_fn("loss", der.loss_poly)
     lines += grad_fn("grad", der.gradient_poly)
     for i, c in enumerate(der.conserved):
         lines += scalar_fn(f"conserved_{i}", c.quantity)
     lines += _observe_fn(len(der.conserved), args)
-    names = [line.split(" = ")[0].strip() for line in consts.lines] or ["Lambda"]
+    names = consts.matrices or ["Lambda"]
     unpack = f"({', '.join(names)},) = consts"
-    constants_fn = (["def constants(Lambda, Sigma_w, U, c):"] + consts.lines
+    constants_fn = (["def constants(k, Lambda, Sigma_w, U, c):"] + consts.lines
                     + [f"    return ({', '.join(names)},)", ""])
     lines = ["import numpy as np", ""] + constants_fn + [
         line.replace("    CONSTANTS", "    " + unpack) for line in lines]
     return _Polys(coeffs, "\n".join(lines) + FIXED_STEP_LOOP)
 
 
+def _flatten(model) -> list[str]:
+    """The gradient blocks G_<param> raveled into one flat vector (θ's layout)."""
+    out = ["    out = np.empty(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
+    for p in model.params:
+        out += [f"    out[pos:pos + G_{_ident(p.name)}.size] = G_{_ident(p.name)}.ravel()",
+                f"    pos += G_{_ident(p.name)}.size"]
+    return out + ["    return out", ""]
+
+
+def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
+    """The gradient of a product-form model with scalar tasks by the chain rule, or None
+    (``Model.head_products``; ``theory/productform.py``): L = F(M), M = Σ_h u_h K_h with
+    K_h = Q_h or W_K,hᵀ W_Q,h, so with G = ∇_M F (derived once, on the Merged model)
+
+        ∂L/∂u_h = ⟨K_h, G⟩,  ∂L/∂Q_h = u_h G,  ∂L/∂W_K,h = u_h W_Q,h Gᵀ,  ∂L/∂W_Q,h = u_h W_K,h G.
+
+    G costs what F's own gradient costs, whatever the number of heads. The statements that
+    evaluate G go to ``pr``; the returned lines add the blocks up (after the G_<param> zeros)."""
+    heads = der.model.head_products()
+    if heads is None or der.data.d_y != 1:
+        return None
+    F, M = product_loss(der)
+    G = F.diff(M)
+    if set(split_by_letters(G, TASK_LETTERS)) - {frozenset()}:
+        return None                          # finite task sets: the generic gradient
+    blocks = {b.letter.name: b for b in der.model.blocks()}
+    target = lambda name: f"G_{_ident(blocks[name].param)}{_index_code(blocks[name])}"  # noqa: E731
+    pr.lines.append(f"    {M.name} = np.zeros((n_x, n_x), dtype=theta.dtype)")
+    factors = []
+    for letters in heads.heads:
+        u, rest = f"{letters[0]}[0, 0]", letters[1:]
+        K = rest[0] if len(rest) == 1 else pr._new(f"{rest[0]}.T @ {rest[1]}", "k")
+        pr.lines.append(f"    {M.name} += {u} * {K}")
+        factors.append((letters, u, K))
+    grad = pr._new(" + ".join(block_sums(pr, [("x", G)])[0]), "r")
+    lines = []
+    for letters, u, K in factors:
+        lines.append(f"    {target(letters[0])} += np.sum({K} * {grad})")
+        if len(letters) == 2:
+            lines.append(f"    {target(letters[1])} += {u} * {grad}")
+        else:
+            lines += [f"    {target(letters[1])} += {u} * ({letters[2]} @ {grad}.T)",
+                      f"    {target(letters[2])} += {u} * ({letters[1]} @ {grad})"]
+    return lines
+
+
 def _observe_fn(conserved: int, args: str) -> list[str]:
     """``observe(rows, …)``: the loss and every conserved quantity of each row of θ in one
-    loop (compiled with the kernels, so recording a trajectory costs no Python per row)."""
+    loop (compiled with the kernels, so recording a trajectory costs no Python per row);
+    ``grad_rows(rows, …)``: the gradient at each row (an ensemble's drift in one call)."""
     call = args.replace("theta, ", "rows[i], ", 1)
     return ([f"def observe({args.replace('theta', 'rows', 1)}):",
              f"    out = np.empty((rows.shape[0], {1 + conserved}))",
              "    for i in range(rows.shape[0]):",
              f"        out[i, 0] = loss({call})"]
             + [f"        out[i, {j + 1}] = conserved_{j}({call})" for j in range(conserved)]
-            + ["    return out", ""])
+            + ["    return out", ""]
+            + [f"def grad_rows({args.replace('theta', 'rows', 1)}):",
+               "    out = np.empty_like(rows)",
+               "    for i in range(rows.shape[0]):",
+               f"        out[i] = grad({call})",
+               "    return out", ""])
 
 
 # Emitted into every generated module (not passed the gradient as an argument) so that Numba can
@@ -313,13 +529,14 @@ def _size_code(param) -> str:
 
 
 _COMPILED: dict = {}
+WAIT_EVALUATIONS = 20_000   # a fixed-step loop this long waits for the Numba kernels
 
 
 def _compile(source: str, backend: str) -> dict:
     """The generated functions for ``backend``, compiled once per process from ``source`` (held
     in memory, never read back from disk). Numba's machine code is cached in the private
     kernels folder (``kernelcache.py``) for every later process."""
-    digest = hashlib.sha256(source.encode()).hexdigest()
+    digest = _digest(source)
     if (digest, backend) not in _COMPILED:
         module = types.ModuleType(f"icldyn_kernel_{digest[:16]}_{backend}")
         sys.modules[module.__name__] = module       # Numba rebuilds cached code by module name
@@ -336,10 +553,24 @@ def _compile(source: str, backend: str) -> dict:
     return _COMPILED[digest, backend]
 
 
+def warmup_child() -> None:
+    """The entry of ``warmup``'s child process: compile the kernels of the source its parent
+    sends, for the parent's argument types, into the kernel cache."""
+    source, examples = warmup.receive()
+    warmup.compile_all(_compile(source, "numba"), examples)
+
+
 @lru_cache(maxsize=None)
 def _eigdiag_numba():
     from .kernelcache import njit_cached
-    return njit_cached(eigdiag, hashlib.sha256(inspect.getsource(eigdiag).encode()).hexdigest())
+    return njit_cached(eigdiag, _digest(inspect.getsource(eigdiag)))
+
+
+def _digest(source: str) -> str:
+    """The kernel cache's key of generated ``source``: with this module's name, which the
+    cached machine code refers to (for ``_eigdiag``), so code cached before a move of this
+    module is not loaded (it could not be) but compiled afresh."""
+    return hashlib.sha256(f"{__name__}\n{source}".encode()).hexdigest()
 
 
 class CompiledFlow:
@@ -348,6 +579,10 @@ class CompiledFlow:
     ``loss(θ)``, ``grad(θ)`` (= ∂L/∂θ, so dθ/dt = −grad), ``conserved(θ)`` (one value per
     conserved quantity), ``gd_change(θ, lr)`` (the derived exact change of each conserved
     quantity under one GD step).
+
+    With the numba backend a cold start does not wait for Numba: until a child process has
+    compiled the kernels into the kernel cache (``warmup.py``), the same generated code runs
+    with NumPy; ``compiled()`` waits for the compiled kernels.
 
     Parameters
     ----------
@@ -364,17 +599,56 @@ class CompiledFlow:
         self.model, self.data = der.model, der.data
         polys = _generate(der)
         self.source = polys.source
-        self._fns = _compile(polys.source, backend)
-        self._coeff_fn = sp.lambdify(COEFF_SYMBOLS, polys.coeffs, modules="math")
+        self._coeffs = polys.coeffs
         self.shapes = self.model.shapes()
         self.size = sum(int(np.prod(s)) for s in self.shapes.values())
-        self._set_data(self.data)
+        self._child = None
+        digest = _digest(polys.source)
+        if backend == "numba" and warmup.cached(digest) is False:
+            self._kernels = _compile(polys.source, "numpy")     # until the child is done
+            self._set_data(self.data)
+            self._child = warmup.start(digest, polys.source, self._examples, __name__)
+        else:
+            self._kernels = _compile(polys.source, backend)
+            self._set_data(self.data)
+
+    @property
+    def _fns(self) -> dict:
+        """The kernels: NumPy ones while a child process compiles the Numba ones (``warmup``),
+        then the Numba ones."""
+        if self._child is not None and self._child.poll() is not None:
+            self._child = None
+            self._kernels = _compile(self.source, "numba")     # loaded from the kernel cache
+        return self._kernels
+
+    def compiled(self) -> "CompiledFlow":
+        """Wait for the Numba kernels (compiled by a child process after a cold start).
+
+        Returns
+        -------
+        CompiledFlow
+            self, its kernels compiled (with the numba backend).
+        """
+        if self._child is not None:
+            self._child.wait()
+        self._fns                                             # noqa: B018 — switches
+        return self
+
+    def _examples(self) -> dict:
+        """One argument tuple per kernel (the types Numba compiles for)."""
+        theta, *extra = self._args(np.zeros(self.size))
+        scalar = (theta, *extra)
+        out = {name: scalar for name in self._kernels if name in ("loss", "grad")
+               or name.startswith("conserved_")}
+        out["observe"] = out["grad_rows"] = (theta[None, :].copy(), *extra)
+        out["fixed_step"] = (theta, 0.0, 1, 1, False, *extra)
+        return out
 
     def _set_data(self, data) -> None:
         arrays = data.arrays()
         d = data.d
-        self.Lambda, self.Sigma_w, self.U, self.c = (
-            arrays[name] for name in ("Lambda", "Sigma_w", "U", "c"))
+        self.Lambda, self.Sigma_w, self.U, self.c = (       # C layout: the compiled types
+            np.ascontiguousarray(arrays[name]) for name in ("Lambda", "Sigma_w", "U", "c"))
         # the tasks (or cubature nodes) W is averaged over
         self.tasks, self.task_weights = task_arrays(self.der.task_values().get(W_TASK.name),
                                                     data)
@@ -382,7 +656,9 @@ class CompiledFlow:
         self.dims = np.array([data.d_y, sizes.get("r", 0)], dtype=np.int64)
         scalars = [float(data.N), float(data.noise), float(d), float(data.d_y),
                          float(sizes.get("r", 0))]
-        self.k = np.array(self._coeff_fn(*scalars), dtype=float)
+        values = dict(zip(COEFF_SYMBOLS, map(sp.Float, scalars)))
+        self.k = np.array([float(sp.sympify(c).xreplace(values)) for c in self._coeffs],
+                          dtype=float)
         self.consts = self._constants(self.Lambda, self.Sigma_w, self.U, self.c)
         if not all(np.all(np.isfinite(a)) for a in (self.k, self.tasks, *self.consts)):
             raise data_overflow(data, "the products of the data the loss needs")
@@ -391,7 +667,8 @@ class CompiledFlow:
         """Products of data letters only, computed once per data set (overflow is checked
         by ``_set_data``)."""
         with np.errstate(over="ignore", invalid="ignore"):
-            return tuple(np.ascontiguousarray(a) for a in self._fns["constants"](*data))
+            return tuple(np.ascontiguousarray(a)
+                         for a in self._fns["constants"](self.k, *data))
 
     def _args(self, theta):
         theta = np.ascontiguousarray(theta, dtype=float)
@@ -538,6 +815,24 @@ class CompiledFlow:
         """
         return -self.grad(theta)
 
+    def kernel_rhs(self):
+        """``rhs`` for an integrator's many calls: the compiled gradient kernel called with the
+        data bound once, without ``rhs``'s argument checks (θ must be a float64 vector of
+        ``size``); a non-finite value still raises ``grad``'s clear error.
+
+        Returns
+        -------
+        callable
+            ``rhs(t, θ)`` = −∇L(θ).
+        """
+        data = self._data_args()
+
+        def rhs(t, theta):
+            with np.errstate(over="ignore", invalid="ignore"):
+                value = self._fns["grad"](theta, *data)
+            return -(value if np.isfinite(value).all() else self.grad(theta))
+        return rhs
+
     def conserved(self, theta) -> np.ndarray:
         """The derived scalar conserved quantities at θ (``der.conserved``, in order).
 
@@ -566,11 +861,28 @@ class CompiledFlow:
         numpy.ndarray (R, 1 + number of conserved quantities)
             The loss first, then ``der.conserved`` in order.
         """
+        return self._over_rows("observe", rows)
+
+    def grad_rows(self, rows) -> np.ndarray:
+        """The gradient at each row of θ (R, P) in one compiled loop.
+
+        Parameters
+        ----------
+        rows : array_like (R, size)
+            Rows of flat θ.
+
+        Returns
+        -------
+        ndarray (R, size)
+        """
+        return self._over_rows("grad_rows", rows)
+
+    def _over_rows(self, kernel: str, rows) -> np.ndarray:
         rows = np.ascontiguousarray(rows, dtype=float)
         if rows.ndim != 2 or rows.shape[1] != self.size:
             raise InputError("rows", f"must have shape (R, {self.size}), got {rows.shape}")
         with np.errstate(over="ignore", invalid="ignore"):    # overflow: see ``_finite``
-            out = self._fns["observe"](rows, *self._data_args())
+            out = self._fns[kernel](rows, *self._data_args())
         bad = ~np.isfinite(out).all(axis=1)
         if bad.any():
             self._finite(out[bad][0], rows[bad][0])     # raises, blaming the data or θ
@@ -621,6 +933,8 @@ class CompiledFlow:
             (recorded rows (at most steps // every + 1, size), steps done).
         """
         theta, *extra = self._args(theta0)
+        if steps * (4 if rk4 else 1) > WAIT_EVALUATIONS:
+            self.compiled()
         return self._fns["fixed_step"](theta, float(h), int(steps), int(every), bool(rk4),
                                        *extra)
 

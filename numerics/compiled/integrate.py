@@ -101,7 +101,7 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
     if t_eval is None:
         n_points = check_int("n_points", n_points)
         t_eval = np.linspace(0.0, t_end, n_points)
-    count, reached = [0], [0.0]
+    count, reached, field = [0], [0.0], flow.kernel_rhs()
 
     def rhs(t, theta):
         count[0] += 1
@@ -118,7 +118,7 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
                               f"pace needs about {need:.1e} more (max_nfev={max_nfev}); use "
                               "method='LSODA' (implicit) or start from smaller parameters")
             reached.append(reached[-1])
-        return flow.rhs(t, theta)
+        return field(t, theta)
 
     try:
         sol = solve_ivp(rhs, (0.0, t_end), theta0, method=method, t_eval=t_eval,

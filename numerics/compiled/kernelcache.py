@@ -21,8 +21,7 @@ from numba.core.caching import (CompileResultCacheImpl, FunctionCache, IndexData
                                 _CacheLocator)
 
 from ...theory.cache import private_folder
-
-FOLDER = "kernels"
+from .warmup import FOLDER
 
 
 def njit_cached(fn, digest: str):

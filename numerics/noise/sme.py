@@ -174,7 +174,7 @@ def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
     records, recorded = [theta.copy()], [0]
     scale = lr / np.sqrt(batch)
     for n in range(1, steps + 1):
-        drift = np.array([flow.grad(t) for t in theta])
+        drift = flow.grad_rows(theta)                      # one compiled loop over replicas
         if path_noise is not None:
             root = sqrt_psd(path_noise.matrix(n - 1))
         elif refresh is None:
