@@ -453,8 +453,8 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
     G costs what F's own gradient costs, whatever the number of heads. The statements that
     evaluate G go to ``pr``; the returned lines add the blocks up (after the G_<param> zeros)."""
     heads = der.model.head_products()
-    if heads is None or der.data.d_y != 1:
-        return None
+    if heads is None or der.data.d_y != 1 or der.data.tasks == "diagonal":
+        return None                          # eigenbasis tasks (d = d_y = 1): Dg letters
     F, M = product_loss(der)
     G = F.diff(M)
     if set(split_by_letters(G, TASK_LETTERS)) - {frozenset()}:
