@@ -6,10 +6,33 @@ import numpy as np
 
 from ..theory.errors import InputError
 
+__all__ = ["as_theta"]
+
 
 def as_theta(value, size: int, argument: str = "theta", leading: bool = False) -> np.ndarray:
     """A flat parameter vector of length ``size`` (or a stack of them when ``leading``) as a
-    finite float array."""
+    finite float array.
+
+    Parameters
+    ----------
+    value : array_like
+        The vector (or stack).
+    size : int
+        Its required length P.
+    argument : str
+        The argument's name for the error message.
+    leading : bool
+        Allow leading axes (a stack of vectors).
+
+    Returns
+    -------
+    numpy.ndarray (P,) or (…, P)
+
+    Raises
+    ------
+    InputError
+        If ``value`` is not numeric, has the wrong shape, or has NaN or infinite entries.
+    """
     try:
         theta = np.asarray(value, dtype=float)
     except (TypeError, ValueError):

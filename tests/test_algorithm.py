@@ -1,11 +1,12 @@
-"""The learned algorithm of every minimum (theory.algorithm, numerics.algorithms.minima_risks):
-global and local minima of every model and task law, the network's Monte-Carlo risk at each
-against its derived loss, next to OLS and the Bayes-optimal predictor of the task law."""
+"""The learned algorithm of every minimum (theory.algorithm,
+numerics.experiments.risks.minima_risks): global and local minima of every model and task law,
+the network's Monte-Carlo risk at each against its derived loss, next to OLS and the
+Bayes-optimal predictor of the task law."""
 
 import numpy as np
 import pytest
 
-from icldyn.numerics.algorithms import minima_risks
+from icldyn.numerics.experiments.risks import minima_risks
 from icldyn.theory import ICLData, derive, models
 
 L2 = np.array([[1.5, 0.3], [0.3, 0.7]])

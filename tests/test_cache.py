@@ -75,7 +75,7 @@ def _tree(folder):
 
 
 def test_clear_refuses_a_folder_that_is_not_a_cache(tmp_path, monkeypatch, capsys):
-    from icldyn.numerics.cli import main
+    from icldyn.numerics.experiments.cli import main
     home = tmp_path / "home"
     (home / "loss").mkdir(parents=True)
     (home / "thesis.tex").write_text("years of work")
@@ -266,7 +266,7 @@ def _square(x):
 
 
 def test_kernels_are_not_loaded_from_a_folder_others_can_write(fresh_cache, tmp_path):
-    from icldyn.numerics import kernelcache
+    from icldyn.numerics.compiled import kernelcache
     digest = "ab" * 32
     assert kernelcache.njit_cached(_square, digest)(3.0) == 9.0       # compiled and stored
     folder = fresh_cache / kernelcache.FOLDER

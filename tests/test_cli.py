@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from icldyn.numerics.cli import main
+from icldyn.numerics.experiments.cli import main
 
 
 @pytest.mark.slow
@@ -53,8 +53,8 @@ def test_main_job_on_the_embedded_default(tmp_path):
 
 
 def test_saved_simulation_is_reused_only_for_the_same_config(tmp_path):
-    from icldyn.numerics.mainjob import RunConfig, load_simulation, save_simulation
-    from icldyn.numerics.simulate import SimResult
+    from icldyn.numerics.experiments.mainjob import RunConfig, load_simulation, save_simulation
+    from icldyn.numerics.simulation.sgd import SimResult
     config = RunConfig()
     sim = SimResult(np.arange(3.0), np.ones(3), np.ones((3, 2)), np.arange(3),
                     {"V": np.zeros((2, 3, 1, 1))})

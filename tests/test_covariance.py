@@ -6,9 +6,9 @@ import pytest
 import sympy as sp
 
 from icldyn.numerics import compile_flow, gradient_descent, simulate_sgd
-from icldyn.numerics.covariance import compile_covariance
-from icldyn.numerics.simulate import PromptSampler, model_loss_and_grad
-from icldyn.numerics.sme import simulate_sme, sqrt_psd
+from icldyn.numerics.noise.covariance import compile_covariance
+from icldyn.numerics.simulation.sgd import PromptSampler, model_loss_and_grad
+from icldyn.numerics.noise.sme import simulate_sme, sqrt_psd
 from icldyn.theory import ICLData, derive, models
 
 LAMBDA = np.array([[1.0, 0.3], [0.3, 0.6]])

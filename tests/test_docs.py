@@ -149,9 +149,11 @@ def test_api_reference_documents_the_public_names(site):
                  "icldyn.theory.models.Merged", "icldyn.theory.models.Stack",
                  "icldyn.theory.derive.Derivation"):
         assert f'id="{name}"' in theory, name
-    for name in ("icldyn.numerics.codegen.compile_flow", "icldyn.numerics.integrate.integrate",
-                 "icldyn.numerics.simulate.simulate_sgd", "icldyn.numerics.sme.simulate_sme",
-                 "icldyn.numerics.covariance.compile_covariance"):
+    for name in ("icldyn.numerics.compiled.codegen.compile_flow",
+                 "icldyn.numerics.compiled.integrate.integrate",
+                 "icldyn.numerics.simulation.sgd.simulate_sgd",
+                 "icldyn.numerics.noise.sme.simulate_sme",
+                 "icldyn.numerics.noise.covariance.compile_covariance"):
         assert f'id="{name}"' in numerics, name
 
 

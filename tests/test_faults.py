@@ -14,10 +14,10 @@ import warnings
 import numpy as np
 import pytest
 
-from icldyn.numerics import sweep
-from icldyn.numerics.cli import main
-from icldyn.numerics.runfolder import STAGING_MARK, staging_path
-from icldyn.numerics.sweep import SweepSpec, point_id, read_table, run_sweep
+from icldyn.numerics.experiments import sweep
+from icldyn.numerics.experiments.cli import main
+from icldyn.numerics.experiments.runfolder import STAGING_MARK, staging_path
+from icldyn.numerics.experiments.sweep import SweepSpec, point_id, read_table, run_sweep
 from icldyn.theory.errors import InputError
 
 REPORT_FILES = ("loss.png", "modes.png", "arrays.npz", "results.json", "report.md")
@@ -52,8 +52,8 @@ def _fake_job(monkeypatch, fail_after=None, seen=None):
                 raise KeyboardInterrupt
             (out / name).write_text(f"seed {outcome['seed']}")
 
-    monkeypatch.setattr("icldyn.numerics.mainjob.run", run)
-    monkeypatch.setattr("icldyn.numerics.report.write_report", write_report)
+    monkeypatch.setattr("icldyn.numerics.experiments.mainjob.run", run)
+    monkeypatch.setattr("icldyn.numerics.experiments.report.write_report", write_report)
 
 
 def _whole(out, seed) -> bool:
@@ -205,7 +205,7 @@ def test_stage_times_are_measured_against_the_fixed_point():
     """Half-times are the crossings of a*/2 with a* the reduced loss's critical point: the same
     whether the run stops at t_end = 5 or goes on to the fixed point, NaN for a mode that never
     gets there, and a short t_end warns."""
-    from icldyn.numerics.mainjob import RunConfig, run
+    from icldyn.numerics.experiments.mainjob import RunConfig, run
 
     def stages(t_end):
         config = RunConfig(d=2, spectrum=(2.0, 0.5), t_end=t_end, seeds=2, batch=8,
@@ -227,7 +227,7 @@ def test_stage_times_are_measured_against_the_fixed_point():
 
 # --- real kills (SIGKILL after a seeded random delay) -------------------------------------------
 def _icldyn(*args):
-    return [sys.executable, "-m", "icldyn.numerics.cli", *args]
+    return [sys.executable, "-m", "icldyn.numerics.experiments.cli", *args]
 
 
 def _kill_after(cmd, delay: float) -> int:

@@ -148,3 +148,32 @@ def test_tasks_in_eigenbasis_need_every_task_diagonal_in_lambdas_eigenbasis():
     assert ICLData(d=2, N=3, Lambda=Lam, d_y=2, tasks=diagonal).tasks_in_eigenbasis()
     assert not ICLData(d=2, N=3, Lambda=Lam, d_y=2,
                        tasks=np.array([np.diag([1.0, -2.0])])).tasks_in_eigenbasis()
+
+
+FEW_TASKS = np.array([[[1.0, 0, 0]], [[0, 2.0, 0]]])
+
+
+@pytest.mark.parametrize("heads, rank, sets", [(2, 1, 4), (1, 2, 4), (1, 1, 3)])
+def test_rank_limited_heads_with_fewer_tasks_than_dimensions(heads, rank, sets):
+    """P = 2 tasks in d = 3: C = X^-½ B Y^-½ has rank 2, so a third singular mode (σ = 0) is no
+    critical set of its own (it once gave c = 0^(-1/6) and a NaN Hessian). With H r ≥ rank C the
+    minimum reaches Merged's minimum (convexity of F); with H r = 1 it lies above it."""
+    data = ICLData(d=3, N=4, Lambda=np.diag([2.0, 1.0, 0.5]), tasks=FEW_TASKS)
+    merged_min = derive(models.Merged(3), data).fixed_points()[0]
+    found = derive(models.SeparateKQ(3, heads=heads, rank=rank), data).fixed_points()
+    assert len(found) == sets and found[0].kind == "minimum"
+    assert all(np.isfinite(float(fp.loss)) for fp in found)
+    gap = float(found[0].loss - merged_min.loss)
+    assert abs(gap) < 1e-25 if heads * rank >= 2 else gap > 1e-3
+
+
+def test_fulllsa_lists_no_zero_mode_as_a_set_of_its_own():
+    """FullLSA's rank-one modes (on P₂ = 0, Q₁ = 0) with σ = 0 sat at the origin: the origin was
+    listed twice. Every listed set has its own point."""
+    data = ICLData(d=3, N=4, Lambda=np.diag([2.0, 1.0, 0.5]), tasks=np.vstack([FEW_TASKS,
+                                                                              -FEW_TASKS]))
+    found = derive(models.FullLSA(3), data).fixed_points()
+    points = [np.concatenate([np.array(v.tolist(), dtype=float).ravel()
+                              for v in fp.point.values()]) for fp in found]
+    assert len(found) == 4          # Merged's two sets and the two non-zero rank-one modes
+    assert min(np.abs(p - q).max() for i, p in enumerate(points) for q in points[:i]) > 1e-6

@@ -69,7 +69,7 @@ def test_eigenmode_critical_sets_and_their_indices():
 
 @pytest.mark.slow
 def test_learned_algorithm_risk_against_monte_carlo_ols_and_bayes():
-    from icldyn.numerics.algorithms import incontext_risks
+    from icldyn.numerics.experiments.risks import incontext_risks
     sigma, d = 0.3, 3
     rows = incontext_risks(d, np.diag([2.0, 1.0, 0.5]), [1, 4, 8, 16], noise=sigma,
                            prompts=40000, seed=1)

@@ -18,8 +18,8 @@ from icldyn.numerics import (
     rk4,
     simulate_sgd,
 )
-from icldyn.numerics.cli import main
-from icldyn.numerics.sweep import SweepSpec
+from icldyn.numerics.experiments.cli import main
+from icldyn.numerics.experiments.sweep import SweepSpec
 from icldyn.theory import ICLData, InputError, derive, models
 
 FUZZ = settings(max_examples=int(os.environ.get("ICLDYN_FUZZ_EXAMPLES", 150)), deadline=20_000,

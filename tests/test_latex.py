@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from icldyn.numerics.cli import main
+from icldyn.numerics.experiments.cli import main
 from icldyn.theory import ICLData, derive, models
 from icldyn.theory.catalogue import documents, index
 

@@ -1,14 +1,17 @@
 """One-way layering, read from the source (``ast``; nothing is imported): no import cycle among
 the package's modules (imports inside functions count), ``theory`` never imports ``numerics``
-or torch, and ``theory`` has no function-level import at all (its dependencies are light)."""
+or torch, ``theory`` has no function-level import at all (its dependencies are light), and
+``numerics``' sub-packages import one way (``NUMERICS_MAY_IMPORT``): the simulation, the ground
+truth, reaches nothing derived."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+NUMERICS_SUBPACKAGES = ("compiled", "simulation", "noise", "measures", "experiments", "nonlinear")
 PACKAGES = {"icldyn": ROOT / "icldyn", "icldyn.theory": ROOT / "theory",
             "icldyn.numerics": ROOT / "numerics",
-            "icldyn.numerics.nonlinear": ROOT / "numerics" / "nonlinear"}
+            **{f"icldyn.numerics.{sub}": ROOT / "numerics" / sub for sub in NUMERICS_SUBPACKAGES}}
 
 
 def modules() -> dict:
@@ -123,3 +126,75 @@ def test_derive_reaches_no_analysis():
             todo.append(nxt)
     assert "icldyn.theory.terms" in seen and "icldyn.theory.models" in seen
     assert not seen & {f"icldyn.theory.{a}" for a in ANALYSES}, sorted(seen)
+
+
+# numerics: which concern may import which ("neutral": results, params, limits at the top; "api":
+# numerics/__init__). Experiments (and the torch experiments in nonlinear) sit on top; nothing
+# else imports them.
+NUMERICS_MAY_IMPORT = {
+    "neutral": {"neutral"},
+    "measures": {"neutral", "measures"},
+    "compiled": {"neutral", "measures", "compiled"},
+    "simulation": {"neutral", "simulation"},
+    "noise": {"neutral", "measures", "compiled", "simulation", "noise"},
+    "api": {"neutral", "compiled", "simulation", "noise"},
+    "nonlinear": {"neutral", "measures", "experiments", "nonlinear"},
+    "experiments": {"neutral", "measures", "compiled", "simulation", "noise", "experiments",
+                    "nonlinear"},
+}
+# the ground truth's view of theory: the data law and the model definitions, nothing derived
+SIMULATION_MAY_IMPORT_FROM_THEORY = {"icldyn.theory.data", "icldyn.theory.errors",
+                                     "icldyn.theory.models", "icldyn.theory.params"}
+
+
+def concern(module: str) -> str | None:
+    """The numerics concern of a module (None outside numerics)."""
+    if module == "icldyn.numerics":
+        return "api"
+    if not module.startswith("icldyn.numerics."):
+        return None
+    head = module.split(".")[2]
+    return head if head in NUMERICS_SUBPACKAGES else "neutral"
+
+
+def violations(edges: dict) -> list[str]:
+    """Imports between numerics concerns that ``NUMERICS_MAY_IMPORT`` does not allow."""
+    return [f"{name} imports {target}" for name, targets in sorted(edges.items())
+            for target in sorted(targets)
+            if concern(name) and concern(target)
+            and concern(target) not in NUMERICS_MAY_IMPORT[concern(name)]]
+
+
+def test_the_concern_check_finds_a_planted_upward_import():
+    planted = {"icldyn.numerics.compiled.codegen": {"icldyn.numerics.experiments.report"},
+               "icldyn.numerics.simulation.sgd": {"icldyn.numerics.compiled.integrate"},
+               "icldyn.numerics.noise.sme": {"icldyn.numerics.compiled.integrate"}}
+    assert violations(planted) == [
+        "icldyn.numerics.compiled.codegen imports icldyn.numerics.experiments.report",
+        "icldyn.numerics.simulation.sgd imports icldyn.numerics.compiled.integrate"]
+
+
+def test_numerics_concerns_import_one_way():
+    edges = graph()
+    assert {concern(name) for name in edges} >= set(NUMERICS_MAY_IMPORT), sorted(edges)
+    assert not violations(edges), violations(edges)
+
+
+def test_simulation_reaches_nothing_derived():
+    """The SGD simulator imports from theory only the data law and the model definitions, and
+    nothing it reaches, directly or not, is ``derive``, an analysis, or numerics outside the
+    simulation and the neutral modules."""
+    edges = graph()
+    simulation = [name for name in edges if concern(name) == "simulation"]
+    assert "icldyn.numerics.simulation.sgd" in simulation
+    for name in simulation:
+        theory = {t for t in edges[name] if t.startswith("icldyn.theory")}
+        assert theory <= SIMULATION_MAY_IMPORT_FROM_THEORY, (name, sorted(theory))
+    seen, todo = set(), list(simulation)
+    while todo:
+        for nxt in edges[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    derived = {"icldyn.theory.derive"} | {f"icldyn.theory.{a}" for a in ANALYSES}
+    assert not seen & derived, sorted(seen & derived)
+    assert {concern(m) for m in seen} <= {None, "neutral", "simulation"}, sorted(seen)

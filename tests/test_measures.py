@@ -117,7 +117,7 @@ def test_overlap_bounds_symmetry_and_rotation_invariance(A, B, k, seed):
 
 def test_linear_lens_reads_the_stages_of_an_exact_trajectory():
     from icldyn.numerics import compile_flow, integrate
-    from icldyn.numerics.lens import trajectory_measures
+    from icldyn.numerics.measures.trajectory import trajectory_measures
     from icldyn.theory import ICLData, derive, models
 
     data = ICLData(d=2, N=8, Lambda=np.diag([2.0, 0.5]), d_y=2, tasks="diagonal")

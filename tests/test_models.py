@@ -8,7 +8,7 @@ import sympy as sp
 
 from brute import Components, layer_loss
 from icldyn.numerics import compile_flow, integrate
-from icldyn.numerics.simulate import PromptSampler, model_loss_and_grad
+from icldyn.numerics.simulation.sgd import PromptSampler, model_loss_and_grad
 from icldyn.theory import ICLData, derive, models
 
 R = sp.Rational

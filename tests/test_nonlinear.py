@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from icldyn.numerics.cli import main  # noqa: E402
+from icldyn.numerics.experiments.cli import main  # noqa: E402
 from icldyn.numerics.nonlinear.grok import fourier_sparsity  # noqa: E402
 from icldyn.numerics.nonlinear.transformer import (Transformer, TransformerConfig,  # noqa: E402
                                                    top_hessian_eigenvalue)

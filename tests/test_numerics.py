@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import matrices, spd_matrices
 from icldyn.numerics import compile_flow, gradient_descent, integrate, rk4
-from icldyn.numerics.integrate import STALL_WINDOW
+from icldyn.numerics.compiled.integrate import STALL_WINDOW
 from icldyn.theory import ICLData, InputError, derive, models
 from icldyn.theory.solutions import isotropic_reduction
 
@@ -214,7 +214,7 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_divergence_is_reported_with_the_step_the_limit_and_the_partial_run():
     from icldyn.theory import DivergenceError
-    from icldyn.numerics.integrate import stability_limit
+    from icldyn.numerics.compiled.integrate import stability_limit
     data = ICLData(d=2, N=4, Lambda=np.diag([3.0, 1.0]))
     flow = flow_for(data)
     theta0 = flow.pack({"V": 1.0, "Q": np.eye(2)})
@@ -233,7 +233,7 @@ def test_mpmath_reference_bounds_float64_integrators():
     RK4's error falls 16-fold per halving of dt (fourth order)."""
     import mpmath
 
-    from icldyn.numerics.integrate import integrate_reference
+    from icldyn.numerics.compiled.integrate import integrate_reference
     data = ICLData(d=2, N=5, Lambda=[[1.0, 0.3], [0.3, 0.6]], noise=0.2)
     flow = compile_flow(derive(models.Merged(2), data), "numpy")
     theta = flow.pack({"V": 0.4, "Q": [[0.3, -0.1], [0.2, 0.5]]})

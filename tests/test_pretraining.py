@@ -4,10 +4,10 @@ and finite pretraining data (least squares on n prompts, double descent at τ = 
 import numpy as np
 import pytest
 
-from icldyn.numerics.pretraining import (learning_curve, least_squares_pretraining,
-                                         prompt_features, tau_sweep)
-from icldyn.numerics.simulate import PromptSampler
-from icldyn.numerics.taskdiversity import TaskDiversity, draw_task_set
+from icldyn.numerics.experiments.pretraining import (learning_curve, least_squares_pretraining,
+                                                     prompt_features, tau_sweep)
+from icldyn.numerics.simulation.sgd import PromptSampler
+from icldyn.numerics.experiments.taskdiversity import TaskDiversity, draw_task_set
 from icldyn.theory import InputError
 
 

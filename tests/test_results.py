@@ -6,7 +6,7 @@ import pytest
 
 from icldyn.numerics import (SimResult, Trajectory, compile_flow, gradient_descent, integrate,
                              simulate_sgd)
-from icldyn.numerics.sme import SMEResult, simulate_sme
+from icldyn.numerics.noise.sme import SMEResult, simulate_sme
 from icldyn.theory import ICLData, InputError, derive, models
 
 FIELDS = ("t", "steps", "theta", "loss", "loss_se", "conserved", "info")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from icldyn.numerics import compile_flow, gradient_descent, simulate_sgd
-from icldyn.numerics.simulate import (PromptSampler, block_z_scores, letter_values,
-                                      network_loss_and_grad, network_weights)
+from icldyn.numerics.simulation.sgd import (PromptSampler, block_z_scores, letter_values,
+                                            network_loss_and_grad, network_weights)
 from icldyn.theory import ICLData, InputError, derive, models
 
 

@@ -9,7 +9,7 @@ import sympy as sp
 
 import stack_oracle as oracle
 from icldyn.numerics import compile_flow, gradient_descent, integrate, simulate_sgd
-from icldyn.numerics.simulate import block_z_scores, network_loss_and_grad, pullback
+from icldyn.numerics.simulation.sgd import block_z_scores, network_loss_and_grad, pullback
 from icldyn.theory import ICLData, InputError, derive, models
 
 R = sp.Rational
@@ -84,7 +84,7 @@ def test_a_stack_with_a_full_layer_is_simulated():
     np.testing.assert_array_equal(W[0][0][0], params["0.W_PV"])
     np.testing.assert_array_equal(W[0][0][1], params["0.W_KQ"])
     data = ICLData(d=2, N=3, Lambda=np.eye(2))
-    from icldyn.numerics.simulate import PromptSampler, model_loss_and_grad
+    from icldyn.numerics.simulation.sgd import PromptSampler, model_loss_and_grad
     prompts = PromptSampler(data).prompts(rng, (1, 4))
     loss, grads = model_loss_and_grad(m, data, {k: v[None] for k, v in params.items()}, prompts)
     losses, ref = oracle.loss_and_grad(W, *(p[0] for p in prompts))
@@ -186,7 +186,7 @@ def test_compiled_gradient_equals_monte_carlo_of_the_network():
                   prompts=3 * 10**5, seed=11)
     mean, se = oracle.mc_loss(weights, floats(LAMBDA), 3, **kwargs)
     assert abs(flow.loss(theta) - mean) < 4 * se
-    from icldyn.numerics.simulate import letter_values
+    from icldyn.numerics.simulation.sgd import letter_values
     letters = letter_values(model, {k: v[None] for k, v in params.items()})
 
     def pulled(g):          # the oracle's nested weight gradient on the model's parameters

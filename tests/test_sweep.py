@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from icldyn.numerics.sweep import (SweepSpec, load_spec, point_id, read_table, run_point,
-                                   run_sweep, spectrum_values)
+from icldyn.numerics.experiments.sweep import (SweepSpec, load_spec, point_id, read_table,
+                                               run_point, run_sweep, spectrum_values)
 from icldyn.theory.errors import InputError
 
 SMALL = dict(d=(2,), N=(4, 16), spectrum=("iso",), seed=(0, 1), steps=60, replicas=4)
@@ -55,7 +55,7 @@ def test_task_count_trains_theory_and_sgd_on_the_same_finite_set():
     """task_count = P: P tasks drawn from the family with the point's seed; the theory row is
     the finite-set derivation on those tasks, and more tasks move it towards the family's."""
     from icldyn.numerics import compile_flow, gradient_descent
-    from icldyn.numerics.simulate import PromptSampler
+    from icldyn.numerics.simulation.sgd import PromptSampler
     from icldyn.theory import ICLData, derive, models
     spec = SweepSpec(**{**SMALL, "N": (8,), "seed": (3,), "task_count": (0, 1, 64),
                         "mode": "theory"})
@@ -107,7 +107,7 @@ def test_diverging_point_is_recorded_not_fatal(tmp_path):
 
 @pytest.mark.slow
 def test_cli_local_processes(tmp_path):
-    from icldyn.numerics.cli import main
+    from icldyn.numerics.experiments.cli import main
     out = tmp_path / "sw"
     args = ["sweep", "--out", str(out), "--N", "4,8", "--spectrum", "iso", "--seed", "0,1", "--steps", "40",
             "--replicas", "2", "--workers", "2"]

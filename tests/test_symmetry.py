@@ -8,7 +8,7 @@ import sympy as sp
 from scipy.linalg import expm
 
 from icldyn.numerics import compile_flow, integrate
-from icldyn.numerics.simulate import PromptSampler, model_loss_and_grad
+from icldyn.numerics.simulation.sgd import PromptSampler, model_loss_and_grad
 from icldyn.theory import ICLData, derive, models
 from icldyn.theory.symmetry import inert_entries
 

@@ -8,10 +8,11 @@ import pytest
 import sympy as sp
 
 from icldyn.numerics import compile_flow
-from icldyn.numerics.simulate import PromptSampler, model_loss_and_grad
-from icldyn.numerics.taskdiversity import (SetTraining, TaskDiversity, baseline_risks,
-                                           draw_family_tasks, draw_task_set, quadratic_minimum,
-                                           second_moment_set, task_count_sweep)
+from icldyn.numerics.simulation.sgd import PromptSampler, model_loss_and_grad
+from icldyn.numerics.experiments.taskdiversity import (SetTraining, TaskDiversity, baseline_risks,
+                                                       draw_family_tasks, draw_task_set,
+                                                       quadratic_minimum, second_moment_set,
+                                                       task_count_sweep)
 from icldyn.theory import ICLData, InputError, derive, models
 
 LAM = np.array([[1.0, 0.2, 0.0], [0.2, 0.7, 0.1], [0.0, 0.1, 0.4]])
@@ -239,7 +240,7 @@ def test_many_eigenbasis_tasks_recover_the_family_minimum():
 def test_asymptotic_formula_limits():
     """κ → ∞ (and τ → ∞): e = ρ + x/(1 + x), x = (1 + ρ)/α (the paper's unstructured limit);
     large finite τ approaches τ = ∞; τ = 1 (the interpolation peak) is refused."""
-    from icldyn.numerics.asymptotic import icl_error
+    from icldyn.numerics.experiments.asymptotic import icl_error
     for alpha, rho in ((1.0, 0.25), (3.0, 0.0), (0.5, 1.0)):
         x = (1 + rho) / alpha
         assert icl_error(alpha, 1e9, rho) == pytest.approx(rho + x / (1 + x), rel=1e-6)
@@ -252,7 +253,7 @@ def test_asymptotic_formula_limits():
 def test_lu_conventions_at_the_family_limit():
     """Λ = I/d, σ² = ρ, e = 2L: the exact Gaussian-task minimum in Lu et al.'s units tends to
     their κ → ∞ error ρ + x/(1 + x), with d·(difference) constant (exactly O(1/d))."""
-    from icldyn.numerics.taskdiversity import lu_setting
+    from icldyn.numerics.experiments.taskdiversity import lu_setting
     alpha, rho = 1.0, 0.25
     x = (1 + rho) / alpha
     scaled = [d * (2 * lu_setting(d, alpha, rho).family_minimum()[1] - rho - x / (1 + x))
@@ -266,7 +267,7 @@ def test_finite_d_curves_approach_the_asymptotic_formula_like_one_over_d():
     2, 4 (d = 8, 16, 32, 64; about 20 s): positive, more than 3-fold smaller at d = 64 than
     at d = 8 (8-fold for c/d), and d·difference equal to its d = 8 value within 4 combined
     standard errors (measured: 0.13–0.20 throughout)."""
-    from icldyn.numerics.taskdiversity import lu_sweep
+    from icldyn.numerics.experiments.taskdiversity import lu_sweep
     rows = lu_sweep([8, 16, 32, 64], [1.0, 2.0, 4.0], alpha=1.0, rho=0.25, draws=48, seed=0)
     for kappa in (1.0, 2.0, 4.0):
         first, *rest = [r for r in rows if r["kappa"] == kappa]
@@ -279,7 +280,7 @@ def test_finite_d_curves_approach_the_asymptotic_formula_like_one_over_d():
 
 
 def test_task_diversity_command(tmp_path, capsys):
-    from icldyn.numerics.cli import main
+    from icldyn.numerics.experiments.cli import main
     out = tmp_path / "td"
     assert main(["task-diversity", "--d", "4,8", "--kappa", "0.5,2", "--draws", "2",
                  "--out", str(out)]) == 0
@@ -296,7 +297,7 @@ def test_task_diversity_command(tmp_path, capsys):
 def test_parameterization_sweep_rows(monkeypatch):
     """Every model's row on a reduced grid (d = 2, one P): critical end points, means over
     draws, the family minimum below the test error of a 2-task set."""
-    from icldyn.numerics import taskdiversity
+    from icldyn.numerics.experiments import taskdiversity
     for key, value in (("d", 2), ("Lambda", (1.0, 0.5)), ("P", (2,)), ("draws", 2),
                        ("starts", 1)):
         monkeypatch.setitem(taskdiversity.PARAMETERIZATION_GRID, key, value)
@@ -310,8 +311,8 @@ def test_task_diversity_command_writes_the_parameterization_table(tmp_path, monk
     the printed table (the sweep itself stubbed: its own test is slow)."""
     import json
 
-    from icldyn.numerics import taskdiversity
-    from icldyn.numerics.cli import main
+    from icldyn.numerics.experiments import taskdiversity
+    from icldyn.numerics.experiments.cli import main
     row = {"model": "FullLSA(d=2, d_y=1)", "family": "gaussian", "P": 2, "draws": 2,
            "train": 0.1, "train_se": 0.01, "test": 0.9, "test_se": 0.1, "gap": 0.8,
            "gap_se": 0.1, "family_min": 0.4, "grad_max": 1e-16}

@@ -265,6 +265,30 @@ def test_finite_eigenbasis_task_sets_equal_gaussian_modes_with_the_same_variance
             assert traj.loss[-1] == pytest.approx(float(sets[0].loss), rel=1e-9)
 
 
+@pytest.mark.slow
+def test_a_mode_set_without_a_critical_point_of_its_own_is_not_listed():
+    """Three random tasks diagonal in Λ's eigenbasis (d = 3): beside modes 1 and 3 the product
+    a₃ = p₃q₃ turns negative (Newton from a₃ > 0 failed: ValueError), and with all three modes
+    learned there is no critical point (every root has a₃ = 0: it is the set {1, 2}, which was
+    listed twice). Every listed set learns exactly its modes, and flows from random starts end
+    at the minimum."""
+    rng = np.random.default_rng(3)
+    tasks = np.array([np.diag(rng.standard_normal(3)) for _ in range(3)])
+    der = derive(models.Merged(3, d_y=3),
+                 ICLData(d=3, N=4, Lambda=np.diag([2.0, 1.0, 0.5]), d_y=3, tasks=tasks))
+    sets = der.fixed_points()
+    assert len(sets) == 7 and sets[0].kind == "minimum" and sets[0].info["learned"] == (0, 1)
+    for fp in sets:
+        learned = [k for k in range(3) if abs(fp.info["a"][k]) > 1e-12]
+        assert tuple(learned) == fp.info["learned"], fp.name
+    assert min(fp.info["a"][2] for fp in sets if fp.info["learned"] == (0, 2)) != 0
+    flow = critical_check(der, sets)
+    for seed in range(2):
+        start = 0.3 * np.random.default_rng(seed).standard_normal(flow.size)
+        traj = integrate(flow, start, t_end=3000.0, n_points=2)
+        assert traj.loss[-1] == pytest.approx(float(sets[0].loss), rel=1e-9)
+
+
 def test_vector_fixed_points_refuse_what_is_not_enumerated():
     with pytest.raises(InputError, match="need numeric"):
         derive(models.Merged(2, d_y=2), ICLData(d=2, N=sp.Symbol("N"), Lambda=np.diag([2.0, 1.0]),

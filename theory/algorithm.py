@@ -22,16 +22,28 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+__all__ = ["LearnedAlgorithm", "learned_algorithm"]
+
 STATISTICS = ("S_xx", "S_xy", "S_yx", "S_yy")     # the four sandwiched context statistics
 ZERO_TOL = 1e-12                                   # of the largest coupling entry
 
 
 @dataclass(frozen=True)
 class LearnedAlgorithm:
-    """The predictor of a critical set (module docstring). ``weights``: per head the blocks
-    (P₁, P₂, Q₁, Q₂) as float arrays; ``statistics``: the context statistics that enter ŷ;
-    ``M``: for scalar tasks when only cross moments enter, the preconditioner of
-    ŷ = S_yx M x_q / N (a sympy Matrix; None otherwise); ``description``: one sentence."""
+    """The predictor of a critical set (module docstring).
+
+    Attributes
+    ----------
+    weights : tuple
+        Per head the blocks (P₁, P₂, Q₁, Q₂) as float arrays (empty for symbolic data).
+    statistics : tuple of str
+        The context statistics that enter ŷ (of ``STATISTICS``).
+    M : sympy.Matrix or None
+        For scalar tasks when only cross moments enter, the preconditioner of
+        ŷ = S_yx M x_q / N; None otherwise.
+    description : str
+        One sentence.
+    """
 
     weights: tuple
     statistics: tuple
@@ -42,7 +54,19 @@ class LearnedAlgorithm:
 def learned_algorithm(der, fp) -> LearnedAlgorithm | None:
     """The learned algorithm at ``fp``'s representative (a ``FixedPointSet`` of ``der``);
     for symbolic data, the product-form sets' ŷ = S_yx M x_q / N with their symbolic
-    ``info['M']``, else None."""
+    ``info['M']``, else None.
+
+    Parameters
+    ----------
+    der : Derivation
+        The derivation ``fp`` belongs to.
+    fp : FixedPointSet
+        A critical set (its representative ``point``).
+
+    Returns
+    -------
+    LearnedAlgorithm or None
+    """
     d, d_y = der.data.d, der.data.d_y
     numeric = all(getattr(v, "is_number", True) for m in fp.point.values()
                   for v in np.ravel(np.array(m.tolist(), dtype=object)))

@@ -37,13 +37,16 @@ from icldyn.files import write_atomic
 from . import serial
 from .errors import InputError
 
+__all__ = ["ENV", "configured_dir", "cache_dir", "private_folder", "code_version", "entry_name",
+           "cached", "clear_memory", "clear_cache", "cache_info"]
+
 ENV = "ICLDYN_CACHE_DIR"
 MARKER = "CACHEDIR.TAG"
 MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                "# icldyn derivation cache: `icldyn cache clear` removes only the files it wrote.\n")
 FORMAT = "icldyn-cache/1"
 # names of the files the cache writes: entries (and write_atomic's temporaries), and Numba's
-# index/data files of the kernels (and Numba's temporaries; numerics/kernelcache.py)
+# index/data files of the kernels (and Numba's temporaries; numerics/compiled/kernelcache.py)
 _WRITTEN = re.compile(r"\.?[0-9a-f]{32}\.json(\..+\.tmp)?"
                       r"|k[0-9a-f]{32}\..+\.nb[ic](\.tmp\.[0-9a-f]+)?")
 _MEMORY: dict = {}
@@ -51,7 +54,14 @@ _REFUSED: set = set()
 
 
 def configured_dir() -> Path | None:
-    """The cache folder the environment names, or None when the disk cache is switched off."""
+    """The cache folder the environment names: ``$ICLDYN_CACHE_DIR`` ("", "off", "0", "none":
+    switched off), else ``$XDG_CACHE_HOME/icldyn`` or ``~/.cache/icldyn``.
+
+    Returns
+    -------
+    pathlib.Path or None
+        None when the disk cache is switched off.
+    """
     value = os.environ.get(ENV)
     if value is not None:
         return None if value.strip().lower() in ("", "off", "0", "none") else Path(value)
@@ -61,13 +71,29 @@ def configured_dir() -> Path | None:
 
 def cache_dir() -> Path | None:
     """The cache folder, created private if missing; None when the disk cache is off or the
-    folder is refused (see the module docstring)."""
+    folder is refused (see the module docstring).
+
+    Returns
+    -------
+    pathlib.Path or None
+    """
     folder = configured_dir()
     return None if folder is None else _usable(folder, root=True)
 
 
 def private_folder(name: str) -> Path | None:
-    """``<cache dir>/<name>``, created 0700 and checked like the cache dir (None if off)."""
+    """``<cache dir>/<name>``, created 0700 and checked like the cache dir.
+
+    Parameters
+    ----------
+    name : str
+        The sub-folder's name.
+
+    Returns
+    -------
+    pathlib.Path or None
+        None when the cache is off or the folder is refused.
+    """
     folder = cache_dir()
     return None if folder is None else _usable(folder / name, root=False)
 
@@ -122,7 +148,12 @@ def _refuse(folder: Path, problem: str) -> None:
 
 @lru_cache(maxsize=None)
 def code_version() -> str:
-    """Package version and a digest of the theory sources (computed once per process)."""
+    """Package version and a digest of the theory sources (computed once per process).
+
+    Returns
+    -------
+    str
+    """
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -130,7 +161,20 @@ def code_version() -> str:
 
 
 def entry_name(kind: str, key) -> str:
-    """File stem of an entry: a digest of ``repr(key)`` and the code version."""
+    """File stem of an entry: a digest of ``repr(key)`` and the code version.
+
+    Parameters
+    ----------
+    kind : str
+        The entry's kind (its sub-folder).
+    key : object
+        Its key (a ``repr`` that determines the result).
+
+    Returns
+    -------
+    str
+        32 hex digits.
+    """
     text = f"{kind}\0{key!r}\0{code_version()}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -138,8 +182,20 @@ def entry_name(kind: str, key) -> str:
 def cached(kind: str, key, compute):
     """``compute()`` memoised in memory and on disk under (kind, key, code version).
 
-    ``key`` must have a ``repr`` that determines the result (tuples of strings and ints); the
-    value must be data ``serial.py`` covers."""
+    Parameters
+    ----------
+    kind : str
+        The entry's kind (its sub-folder).
+    key : object
+        Must have a ``repr`` that determines the result (tuples of strings and ints).
+    compute : callable
+        () ↦ the value; it must be data ``serial.py`` covers.
+
+    Returns
+    -------
+    object
+        The value, computed or read back.
+    """
     mem_key = (kind, key)
     if mem_key in _MEMORY:
         return _MEMORY[mem_key]
@@ -187,8 +243,18 @@ def clear_memory() -> None:
 def clear_cache() -> int:
     """Remove the files the cache wrote (entries, compiled kernels, their temporary files)
     and the in-memory layer; returns the number of files removed. The folder itself, its
-    marker and anything else in it stay. A folder without the marker is refused with an
-    ``InputError`` and nothing is removed."""
+    marker and anything else in it stay.
+
+    Returns
+    -------
+    int
+        The number of files removed.
+
+    Raises
+    ------
+    InputError
+        For a folder without the marker (nothing is removed).
+    """
     clear_memory()
     folder = configured_dir()
     if folder is None or not folder.exists():
@@ -212,7 +278,14 @@ def clear_cache() -> int:
 
 
 def cache_info() -> dict:
-    """Folder, number of entries and bytes per kind."""
+    """Folder, number of entries and bytes per kind.
+
+    Returns
+    -------
+    dict
+        {"dir": str or None, "code_version": str, "kinds": {kind: {"entries": int,
+        "bytes": int}}}.
+    """
     folder = cache_dir()
     kinds = {}
     if folder is not None and folder.exists():

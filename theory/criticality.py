@@ -45,6 +45,8 @@ from .algorithm import learned_algorithm
 from .landscape import HessianIndex, critical_params
 from .symmetry import find_symmetries
 
+__all__ = ["Escape", "classify", "Spectrum"]
+
 KINDS = ("minimum", "strict saddle", "degenerate saddle", "unresolved")
 
 NULL_TOL = 1e-12        # Hessian eigenvalues below this fraction of the largest count as zero
@@ -62,7 +64,25 @@ class Escape:
     L(θ(t)) = L(θ₀) + ``coefficient``·t^``order`` + O(t^(order+1)) with ``coefficient`` < 0
     (``direction`` a unit vector in all parameter entries); at t = ``step`` the loss is
     ``loss`` < L(θ₀), at ``point``. ``direction``, ``bend`` and ``point`` are the model's
-    parameters (as ``FixedPointSet.point``)."""
+    parameters (as ``FixedPointSet.point``).
+
+    Attributes
+    ----------
+    order : int
+        The order of the first negative term (2, 3 or 4).
+    coefficient : sympy.Float
+        Its coefficient (< 0).
+    direction : dict
+        The unit tangent, per parameter.
+    bend : dict or None
+        The curve's second-order term, per parameter.
+    step : sympy.Float
+        The t at which the lower loss is reached.
+    point : dict
+        θ(step), per parameter.
+    loss : sympy.Float
+        L(θ(step)).
+    """
 
     order: int
     coefficient: sp.Float
@@ -77,7 +97,24 @@ def classify(der, index, sets: list, seed: int = 0) -> list:
     """``sets`` with ``kind``, ``evidence`` and ``escape`` filled in where a constructor did
     not already certify them (module docstring), and every minimum with its learned algorithm
     (``algorithm.learned_algorithm``). ``index``: the model's ``HessianIndex`` (a plain
-    function for symbolic data: nothing is decided then). Returns ``sets``."""
+    function for symbolic data: nothing is decided then).
+
+    Parameters
+    ----------
+    der : Derivation
+        The derivation the sets belong to.
+    index : HessianIndex or callable
+        ``landscape.index_counter(der)``.
+    sets : list of FixedPointSet
+        Changed in place.
+    seed : int
+        Seed of the random directions of the escape search.
+
+    Returns
+    -------
+    list of FixedPointSet
+        ``sets``.
+    """
     rng = np.random.default_rng(seed)
     for fp in sets:
         if fp.kind != "unresolved":
@@ -143,7 +180,15 @@ def _local(der, index, fp, rng) -> None:
 class Spectrum:
     """The Hessian's eigen-decomposition at the working precision (``eigs``, ``vecs``), its
     float64 copy (``floats``: eigenvectors as columns), the ``null`` eigenvalues (indices) and
-    the ``smallest`` other one."""
+    the ``smallest`` other one.
+
+    Parameters
+    ----------
+    eigs : sequence of mpmath.mpf
+        Eigenvalues.
+    vecs : mpmath.matrix
+        Eigenvectors as columns.
+    """
 
     def __init__(self, eigs, vecs):
         self.eigs, self.vecs = eigs, vecs
@@ -155,7 +200,19 @@ class Spectrum:
         self.values = np.array([float(e) for e in eigs])
 
     def pseudo_inverse_apply(self, g, exact: bool = False):
-        """H⁺g (the null eigenvalues dropped): floats, or at the working precision."""
+        """H⁺g (the null eigenvalues dropped): floats, or at the working precision.
+
+        Parameters
+        ----------
+        g : array_like or mpmath.matrix
+            The vector.
+        exact : bool
+            Work at the working precision (mpmath) instead of float64.
+
+        Returns
+        -------
+        numpy.ndarray or mpmath.matrix
+        """
         keep = [k for k in range(len(self.eigs)) if k not in self.null]
         if not exact:
             V = self.floats[:, keep]

@@ -142,11 +142,29 @@ class ICLData:
         return self.tasks == "gaussian" and self.Sigma_w is None
 
     def structure(self) -> tuple:
+        """The structural choices a derivation's symbolic form depends on (its cache key).
+
+        Returns
+        -------
+        tuple
+            (the task law's kind, whether Σ_w = I).
+        """
         return (self.tasks, self.isotropic_tasks)
 
     def law(self, conditional: bool = False) -> GaussianLaw:
         """The Gaussian law of the engine; with a finite task set (or ``conditional``) W is not
-        in it (a fixed letter: the engine derives expectations conditional on the task)."""
+        in it (a fixed letter: the engine derives expectations conditional on the task).
+
+        Parameters
+        ----------
+        conditional : bool
+            Leave W out of the law (expectations conditional on the task).
+
+        Returns
+        -------
+        GaussianLaw
+            x ~ N(0, Λ), ε ~ N(0, σ² I) and, unless conditional or finite, the task law of W.
+        """
         vectors = {"x": VectorCov("x", LAMBDA), "eps": VectorCov("y", None, SIGMA**2)}
         if self.tasks == "finite" or conditional:
             return GaussianLaw(vectors=vectors)
@@ -158,11 +176,23 @@ class ICLData:
 
     # --- values ------------------------------------------------------------------------------
     def scalars(self) -> dict:
+        """The scalar data values.
+
+        Returns
+        -------
+        dict
+            {symbol: value} for N, σ, d and d_y (numbers or SymPy symbols).
+        """
         return {N_SYM: self.N, SIGMA: self.noise, dim_symbol("x"): self.d,
                 dim_symbol("y"): self.d_y}
 
     def is_numeric(self) -> bool:
-        """Whether Λ, Σ_w, σ and N are all numbers (then losses and critical sets are numbers)."""
+        """Whether Λ, Σ_w, σ and N are all numbers (then losses and critical sets are numbers).
+
+        Returns
+        -------
+        bool
+        """
         entries = [self.noise, self.N]
         for name in ("Lambda", "Sigma_w"):
             if name not in self._arrays and self._exact.get(name) is not None:
@@ -174,6 +204,11 @@ class ICLData:
         isotropic or unused), ``U`` (Λ's eigenbasis for diagonal tasks, else I) and ``c`` (the
         mode variances of diagonal tasks, else ones). A plain numeric Λ or Σ_w never passes
         through SymPy here, so this takes milliseconds at d = 512.
+
+        Returns
+        -------
+        dict
+            {"Lambda", "Sigma_w", "U", "c"} → numpy arrays.
 
         Raises
         ------
@@ -196,7 +231,14 @@ class ICLData:
         return out
 
     def values(self) -> dict:
-        """Letter name -> sympy Matrix (exact), plus ``_scalars`` (symbol -> value)."""
+        """The exact data letters.
+
+        Returns
+        -------
+        dict
+            Letter name → SymPy Matrix (Λ; Σ_w, the task set, or U and c by task law), plus
+            ``_scalars`` (symbol → value, as ``scalars()``).
+        """
         vals = {"Lambda": self.Lambda, "_scalars": self.scalars()}
         if self.tasks == "gaussian":
             vals["Sigma_w"] = sp.eye(self.d) if self.Sigma_w is None else self.Sigma_w
@@ -208,7 +250,18 @@ class ICLData:
         return vals
 
     def numeric_task_set(self) -> TaskSet:
-        """The finite task set (exact matrices); an ``InputError`` when it was left symbolic."""
+        """The finite task set (exact matrices).
+
+        Returns
+        -------
+        TaskSet
+            The P task matrices (d_y × d) and their weights.
+
+        Raises
+        ------
+        InputError
+            If the task set was left symbolic.
+        """
         if self.task_set is None:
             raise InputError("tasks", "the finite task set is symbolic; give the task "
                              "matrices as a (P, d_y, d) array to evaluate")
@@ -216,7 +269,18 @@ class ICLData:
 
     def with_outputs(self, d_y: int) -> "ICLData":
         """The same inputs, noise and task-row law with d_y outputs (gaussian tasks: the rows
-        of W are i.i.d., so each output is the same scalar problem)."""
+        of W are i.i.d., so each output is the same scalar problem).
+
+        Parameters
+        ----------
+        d_y : int
+            Number of outputs (≥ 1).
+
+        Returns
+        -------
+        ICLData
+            A copy with ``d_y`` outputs.
+        """
         if self.tasks != "gaussian":
             raise InputError("tasks", "only gaussian task laws have a d_y-free row law")
         out = copy.copy(self)
@@ -227,7 +291,13 @@ class ICLData:
         """Eigenbasis tasks W = U diag(δ) Uᵀ, δ_k = √c_k z_k: the product over modes of the
         3-point Gauss–Hermite rule z ∈ {−√3, 0, √3} with weights {1/6, 2/3, 1/6}, exact for every
         polynomial of degree ≤ 5 in each z_k — so for the task moments up to order 4 that the
-        gradient covariance needs (3^d matrices)."""
+        gradient covariance needs (3^d matrices).
+
+        Returns
+        -------
+        TaskSet
+            The 3^d matrices W with their weights (summing to 1).
+        """
         if self.tasks != "diagonal":
             raise InputError("tasks", "the task cubature is for tasks='diagonal'")
         U = self.eigenbasis()
@@ -241,7 +311,13 @@ class ICLData:
         return TaskSet(mats, weights)
 
     def eigenbasis(self) -> sp.Matrix:
-        """Orthonormal eigenvectors of Λ as columns (for numbers, by decreasing eigenvalue)."""
+        """Orthonormal eigenvectors of Λ as columns (for numbers, by decreasing eigenvalue).
+
+        Returns
+        -------
+        sympy.Matrix
+            U (d × d), exact for diagonal Λ, else 30-digit floats.
+        """
         if self.Lambda.is_diagonal():
             diag = [self.Lambda[k, k] for k in range(self.d)]
             order = range(self.d)
@@ -258,7 +334,12 @@ class ICLData:
 
     def tasks_in_eigenbasis(self) -> bool:
         """Whether every task is diagonal in Λ's eigenbasis U (the paper's tasks, or a numeric
-        finite set of such tasks; off-diagonal entries of Uᵀ W U below 1e-12 of the largest)."""
+        finite set of such tasks; off-diagonal entries of Uᵀ W U below 1e-12 of the largest).
+
+        Returns
+        -------
+        bool
+        """
         if self.tasks == "diagonal":
             return True
         if self.task_set is None or self.d_y != self.d:
@@ -274,7 +355,12 @@ class ICLData:
 
     def symmetric_tasks(self) -> bool:
         """Whether the task law is symmetric, W and −W equally likely (every odd moment of W
-        zero): always for Gaussian laws; for a finite set, when its tasks pair off as W, −W."""
+        zero): always for Gaussian laws; for a finite set, when its tasks pair off as W, −W.
+
+        Returns
+        -------
+        bool
+        """
         if self.task_set is None:
             return True
         unpaired = list(self.task_set)

@@ -113,7 +113,14 @@ class Derivation:
 
     # --- symbolic views ------------------------------------------------------------------------
     def symbols(self) -> dict:
-        """MatrixSymbols for the letters, Λ and Σ_w (symbolic sizes in the structural view)."""
+        """MatrixSymbols for the letters, Λ and Σ_w (symbolic sizes in the structural view).
+
+        Returns
+        -------
+        dict
+            Name → sympy.MatrixSymbol: every letter, ``Lambda``, ``Sigma_w`` and the task
+            letters W, W_j.
+        """
         if self.structural:
             size = {s: dim_symbol(s) for s in ("x", "y", "r")}
         else:
@@ -127,7 +134,13 @@ class Derivation:
 
     def scalars(self) -> dict:
         """Values of N, σ, d, d_y (from the data), r (from the model, if it has a rank) and the
-        number of tasks P of a numeric finite task set."""
+        number of tasks P of a numeric finite task set.
+
+        Returns
+        -------
+        dict
+            SymPy symbol → value (number or symbol).
+        """
         sizes = self.model.sizes()
         out = {**self.data.scalars(), **{dim_symbol(s): sizes[s] for s in ("r",) if s in sizes}}
         if self.data.task_set is not None:
@@ -136,7 +149,18 @@ class Derivation:
 
     def to_sympy(self, poly) -> sp.Expr:
         """A TracePoly or MatPoly as a SymPy expression in this derivation's view (with
-        ``Lambda="iso"`` data, Λ = λ I is substituted into the words)."""
+        ``Lambda="iso"`` data, Λ = λ I is substituted into the words).
+
+        Parameters
+        ----------
+        poly : TracePoly or MatPoly
+            A derived polynomial (e.g. ``loss_poly`` or a value of ``gradient_poly``).
+
+        Returns
+        -------
+        sympy.Expr
+            In the letters' MatrixSymbols (``symbols()``) and the scalar symbols.
+        """
         if self.data.isotropic_inputs:
             poly = poly.scalar_letter("Lambda", LAMBDA_ISO)
         values = self.scalars()
@@ -196,7 +220,19 @@ class Derivation:
         return {n: -g for n, g in self.gradient.items()}
 
     def gd_map(self, eta=ETA) -> dict:
-        """θ_b ← θ_b − η ∂L/∂θ_b, the exact expected discrete update."""
+        """θ_b ← θ_b − η ∂L/∂θ_b, the exact expected discrete update (L the expected loss
+        ½E‖ŷ − y_q‖², so this is the mean of an SGD step at any batch size).
+
+        Parameters
+        ----------
+        eta : sympy.Expr or number
+            The learning rate η (a symbol by default).
+
+        Returns
+        -------
+        dict
+            Parameter name → SymPy expression of its updated value.
+        """
         syms = self.symbols()
         return {n: syms[n] - eta * g for n, g in self.gradient.items()}
 
@@ -247,7 +283,13 @@ class Derivation:
     # --- evaluation -----------------------------------------------------------------------------
     def task_values(self) -> dict:
         """Values of the task letters (W and its independent copy W_j) when the derived
-        polynomials hold them: a finite task set, or the exact cubature of eigenbasis tasks."""
+        polynomials hold them: a finite task set, or the exact cubature of eigenbasis tasks.
+
+        Returns
+        -------
+        dict
+            {W, W_j} → the TaskSet to average over; empty when no task letter is left.
+        """
         if self.data.tasks == "finite":
             rule = self.data.numeric_task_set()
         elif self.conditional:
@@ -259,7 +301,18 @@ class Derivation:
     def values(self, params: dict) -> dict:
         """Data values plus the letters' values (sympy Matrices) cut from ``params``
         (arrays, nested lists or sympy Matrices; a scalar for a square block means that
-        multiple of the identity)."""
+        multiple of the identity).
+
+        Parameters
+        ----------
+        params : dict
+            Parameter name → value for every parameter of the model (``model.shapes()``).
+
+        Returns
+        -------
+        dict
+            Letter name → exact value, as ``ICLData.values()`` plus the model's letters.
+        """
         vals = {**self.data.values(), **self.task_values()}
         vals["_scalars"] = self.scalars()
         shapes = self.model.shapes()

@@ -3,6 +3,8 @@
 import math
 import numbers
 
+__all__ = ["InputError", "check_int", "check_real", "DivergenceError"]
+
 
 class InputError(ValueError):
     """Invalid input, reported in one line as "argument: how to fix it".
@@ -22,7 +24,26 @@ class InputError(ValueError):
 
 def check_int(argument: str, value, minimum: int = 1) -> int:
     """``value`` as an int if it is an integer ≥ ``minimum`` (numpy and SymPy integers
-    included, bools not), else an InputError naming ``argument``."""
+    included, bools not), else an InputError naming ``argument``.
+
+    Parameters
+    ----------
+    argument : str
+        The argument's name, for the message.
+    value : object
+        The value to check.
+    minimum : int
+        The smallest value allowed.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    InputError
+        If ``value`` is not an integer ≥ ``minimum``.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         what = "positive" if minimum == 1 else f"≥ {minimum}"
         raise InputError(argument, f"must be an integer {what}, got {value!r}")
@@ -31,7 +52,26 @@ def check_int(argument: str, value, minimum: int = 1) -> int:
 
 def check_real(argument: str, value, allow_zero: bool = False) -> float:
     """``value`` as a float if it is a finite real number > 0 (≥ 0 with ``allow_zero``), else
-    an InputError naming ``argument``."""
+    an InputError naming ``argument``.
+
+    Parameters
+    ----------
+    argument : str
+        The argument's name, for the message.
+    value : object
+        The value to check.
+    allow_zero : bool
+        Accept 0.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InputError
+        If ``value`` is not a finite real number in range.
+    """
     ok = (not isinstance(value, bool) and isinstance(value, numbers.Real)
           and math.isfinite(value) and (value >= 0 if allow_zero else value > 0))
     if not ok:

@@ -32,6 +32,8 @@ from .errors import InputError
 from .models import Merged, Stack
 from .words import dim_symbol
 
+__all__ = ["StepSizeLoss", "GDSet", "step_size_loss", "minimal_steps", "gd_parameters"]
+
 DPS = 40
 D_SYM = sp.Symbol("d", positive=True, integer=True)
 
@@ -40,22 +42,49 @@ D_SYM = sp.Symbol("d", positive=True, integer=True)
 class StepSizeLoss:
     """The loss on the set Q_l = q_l I, V_l = u_l as a polynomial in the step sizes.
 
-    ``expr``: in ``steps`` (a_1 … a_L), N and d (symbols); ``value``: at the derivation's N, d."""
+    Attributes
+    ----------
+    expr : sympy.Expr
+        In ``steps``, N and d (symbols).
+    steps : tuple of sympy.Symbol
+        The step sizes a_1 … a_L (a_l = u_l q_l).
+    value : sympy.Expr
+        ``expr`` at the derivation's N and d.
+    """
 
     expr: sp.Expr
     steps: tuple
     value: sp.Expr
 
     def at(self, d: int, N: int) -> "StepSizeLoss":
-        """The same polynomial with ``value`` at another (d, N) (``expr`` is exact in both)."""
+        """The same polynomial with ``value`` at another (d, N) (``expr`` is exact in both).
+
+        Parameters
+        ----------
+        d, N : int
+            Input dimension and context length.
+
+        Returns
+        -------
+        StepSizeLoss
+        """
         return StepSizeLoss(self.expr, self.steps, sp.expand(self.expr.subs(
             {D_SYM: d, N_SYM: N})))
 
 
 @dataclass
 class GDSet:
-    """A critical point of the step-size loss: ``steps`` (a_l, DPS-digit Floats), ``loss``,
-    ``params`` (a balanced point of the stack: u_l = sign(a_l)√|a_l|, Q_l = √|a_l| I)."""
+    """A critical point of the step-size loss.
+
+    Attributes
+    ----------
+    steps : tuple of sympy.Float
+        The step sizes a_l (DPS digits).
+    loss : sympy.Float
+        The loss there.
+    params : dict
+        A balanced point of the stack: u_l = sign(a_l)√|a_l|, Q_l = √|a_l| I.
+    """
 
     steps: tuple
     loss: sp.Float
@@ -98,7 +127,22 @@ def minimal_steps(loss: StepSizeLoss, starts: int = 32, seed: int = 0) -> list[G
     [−2, 2]^L (the one-step optimum is N/(N + d + 1) < 1), gradient descent with backtracking
     (it only goes down, so it ends at minima, not saddles), then Newton's method at DPS digits;
     a point is kept when its L × L Hessian is positive definite. Distinct minima, lowest first.
-    The first is the global minimum of the polynomial only if no start missed it."""
+    The first is the global minimum of the polynomial only if no start missed it.
+
+    Parameters
+    ----------
+    loss : StepSizeLoss
+        From ``step_size_loss``.
+    starts : int
+        Random starts.
+    seed : int
+        Seed of the starts.
+
+    Returns
+    -------
+    list of GDSet
+        Distinct local minima, lowest loss first.
+    """
     a = loss.steps
     grad = sp.Matrix([sp.diff(loss.value, s) for s in a])
     hess = grad.jacobian(a)
@@ -151,7 +195,20 @@ def _descend(f, g, x: list, iterations: int = 5000, tol: float = 1e-9) -> list |
 
 
 def gd_parameters(layers: int, steps) -> dict:
-    """Balanced parameters of the set: u_l = sign(a_l)√|a_l|, Q_l = √|a_l| (times I)."""
+    """Balanced parameters of the set: u_l = sign(a_l)√|a_l|, Q_l = √|a_l| (times I).
+
+    Parameters
+    ----------
+    layers : int
+        Number of layers L.
+    steps : sequence
+        The step sizes a_1 … a_L.
+
+    Returns
+    -------
+    dict
+        {"l.V": 1 × 1 Matrix, "l.Q": scalar} per layer (the Stack's parameter names).
+    """
     out = {}
     for l in range(layers):
         a = sp.Float(steps[l], DPS)

@@ -23,6 +23,10 @@ from .errors import InputError
 from .polyeval import PolyFunction
 from .words import entry_symbol
 
+__all__ = ["DPS", "Extras", "FixedPointSet", "certified", "critical_set", "critical_params",
+           "entry_symbols", "HessianIndex", "index_counter", "zero_params", "with_loss_gaps",
+           "to_mp", "require_structure"]
+
 if TYPE_CHECKING:
     from .criticality import Escape
 
@@ -35,7 +39,15 @@ TYPED = ("M", "loss_gap", "letters")     # former info keys, now fields of Fixed
 
 class Extras(dict):
     """``FixedPointSet.info``: model-specific extras; the former keys "M", "loss_gap" and
-    "letters" still read the set's typed fields (a KeyError where the field is None)."""
+    "letters" still read the set's typed fields (a KeyError where the field is None).
+
+    Parameters
+    ----------
+    owner : FixedPointSet
+        The set whose typed fields the former keys read.
+    items : iterable or dict
+        The extras.
+    """
 
     def __init__(self, owner: "FixedPointSet", items=()):
         super().__init__(items)
@@ -109,7 +121,20 @@ CONVEX = ("L = F(M), F a convex quadratic in the learned matrix M (an expected s
 
 
 def certified(fp: FixedPointSet, evidence: str) -> FixedPointSet:
-    """``fp`` marked a minimum by a global argument."""
+    """``fp`` marked a minimum by a global argument.
+
+    Parameters
+    ----------
+    fp : FixedPointSet
+        The set (changed in place).
+    evidence : str
+        The argument, one sentence.
+
+    Returns
+    -------
+    FixedPointSet
+        ``fp``.
+    """
     fp.kind, fp.evidence = "minimum", evidence
     return fp
 
@@ -118,7 +143,29 @@ def critical_set(der: Derivation, index, name, equations, letters: dict, loss,
                  info: dict) -> FixedPointSet:
     """A FixedPointSet from its point given per letter (block), with its Hessian index
     (``index``: ``index_counter(der)``); ``info``'s "M" and "loss_gap" become the typed
-    fields, the rest its extras."""
+    fields, the rest its extras.
+
+    Parameters
+    ----------
+    der : Derivation
+        The derivation the set belongs to.
+    index : callable
+        ``index_counter(der)``.
+    name : str
+        The set's name.
+    equations : object
+        The equations defining the set (kept for display).
+    letters : dict
+        {letter name: sympy Matrix}, a value per letter (block).
+    loss : sympy.Expr
+        The loss on the set.
+    info : dict
+        Extras ("M", "loss_gap" become typed fields).
+
+    Returns
+    -------
+    FixedPointSet
+    """
     extras = dict(info)
     M, gap = extras.pop("M", None), extras.pop("loss_gap", None)
     return FixedPointSet(name, equations, critical_params(der, letters), loss, index(letters),
@@ -127,7 +174,20 @@ def critical_set(der: Derivation, index, name, equations, letters: dict, loss,
 
 def critical_params(der: Derivation, letters: dict) -> dict:
     """The model's parameters (sympy Matrix, or Array for stacked heads) from letter values;
-    entries no letter covers (inert) are zero."""
+    entries no letter covers (inert) are zero.
+
+    Parameters
+    ----------
+    der : Derivation
+        The derivation the set belongs to.
+    letters : dict
+        {letter name: sympy Matrix}, a value per letter (block).
+
+    Returns
+    -------
+    dict
+        {parameter name: sympy Matrix or Array}.
+    """
     sizes, params = der.model.sizes(), {}
     for p in der.model.params:
         params[p.name] = np.zeros(p.shape(sizes), dtype=object)
@@ -143,7 +203,19 @@ def critical_params(der: Derivation, letters: dict) -> dict:
 
 
 def entry_symbols(name: str, rows: int, cols: int) -> sp.Matrix:
-    """A rows × cols Matrix of one ``entry_symbol`` per entry."""
+    """A rows × cols Matrix of one ``entry_symbol`` per entry.
+
+    Parameters
+    ----------
+    name : str
+        The letter's name.
+    rows, cols : int
+        The shape.
+
+    Returns
+    -------
+    sympy.Matrix
+    """
     return sp.Matrix(rows, cols, lambda i, j: entry_symbol(name, i, j))
 
 
@@ -160,7 +232,13 @@ def _explicit_parameters(der: Derivation) -> tuple[dict, list]:
 class HessianIndex:
     """The full loss explicit in every parameter entry (built once, as a ``PolyFunction``): at
     points (letter -> Matrix), the number of negative Hessian eigenvalues (calling it), and the
-    loss and the largest gradient entry at DPS digits (``loss``, ``gradient_size``)."""
+    loss and the largest gradient entry at DPS digits (``loss``, ``gradient_size``).
+
+    Parameters
+    ----------
+    der : Derivation
+        With numeric data.
+    """
 
     digits = DPS
 
@@ -175,11 +253,32 @@ class HessianIndex:
         return [to_mp(point[n][k], digits) for n, m in self.params.items() for k in range(len(m))]
 
     def flat(self, point: dict) -> list:
-        """The entries of ``point`` (letter -> Matrix) in this function's variable order."""
+        """The entries of ``point`` in this function's variable order.
+
+        Parameters
+        ----------
+        point : dict
+            {letter name: sympy Matrix}, a value per letter.
+
+        Returns
+        -------
+        list of mpmath.mpf
+        """
         return self._args(point, DPS)
 
     def letters(self, flat: list) -> dict:
-        """Letter -> sympy Matrix (DPS-digit Floats) from entries in the variable order."""
+        """Letter values from entries in the variable order (the inverse of ``flat``).
+
+        Parameters
+        ----------
+        flat : list
+            One value per variable.
+
+        Returns
+        -------
+        dict
+            {letter name: sympy Matrix of DPS-digit Floats}.
+        """
         out, k = {}, 0
         for n, m in self.params.items():
             out[n] = sp.Matrix(m.rows, m.cols, [sp.Float(v, DPS) for v in flat[k:k + len(m)]])
@@ -195,21 +294,65 @@ class HessianIndex:
         return int(sum(1 for e in eigs if e < -INDEX_TOL * scale))
 
     def loss(self, point: dict) -> sp.Float:
+        """The loss at ``point``, at DPS digits.
+
+        Parameters
+        ----------
+        point : dict
+            {letter name: sympy Matrix}, a value per letter.
+
+        Returns
+        -------
+        sympy.Float
+        """
         with mpmath.workdps(DPS):
             return sp.Float(self.L.value(self._args(point, DPS)), DPS)
 
     def gradient_size(self, point: dict) -> mpmath.mpf:
+        """The largest |gradient entry| at ``point``, at DPS digits (≈ 0 at a critical point).
+
+        Parameters
+        ----------
+        point : dict
+            {letter name: sympy Matrix}, a value per letter.
+
+        Returns
+        -------
+        mpmath.mpf
+        """
         with mpmath.workdps(DPS):
             return max([abs(g) for g in self.L.gradient(self._args(point, DPS))] + [0])
 
 
 def index_counter(der: Derivation):
-    """The Hessian-index counter of ``der`` (None for every point when the data are symbolic)."""
+    """The Hessian-index counter of ``der`` (None for every point when the data are symbolic).
+
+    Parameters
+    ----------
+    der : Derivation
+        The derivation the set belongs to.
+
+    Returns
+    -------
+    callable
+        point ↦ number of negative Hessian eigenvalues (a ``HessianIndex``), or ↦ None.
+    """
     return HessianIndex(der) if der.data.is_numeric() else (lambda point: None)
 
 
 def zero_params(der: Derivation) -> dict:
-    """The model's parameters, all zero."""
+    """The model's parameters, all zero.
+
+    Parameters
+    ----------
+    der : Derivation
+        The derivation the set belongs to.
+
+    Returns
+    -------
+    dict
+        {parameter name: sympy zero Matrix or Array}.
+    """
     shapes = der.model.shapes()
     return {name: sp.zeros(*shape) if len(shape) == 2 else sp.Array.zeros(*shape)
             for name, shape in shapes.items()}
@@ -217,7 +360,16 @@ def zero_params(der: Derivation) -> dict:
 
 def with_loss_gaps(sets: list) -> list:
     """Sorted by loss, each with its ``loss_gap`` above the lowest (symbolic losses cannot be
-    ordered: ``sets`` unchanged)."""
+    ordered: ``sets`` unchanged).
+
+    Parameters
+    ----------
+    sets : list of FixedPointSet
+
+    Returns
+    -------
+    list of FixedPointSet
+    """
     if not all(sp.sympify(fp.loss).is_number for fp in sets):
         return sets
     best = min(fp.loss for fp in sets)
@@ -227,12 +379,32 @@ def with_loss_gaps(sets: list) -> list:
 
 
 def to_mp(value, digits: int = DPS) -> mpmath.mpf:
-    """A SymPy number as an mpmath number with ``digits`` significant digits."""
+    """A SymPy number as an mpmath number with ``digits`` significant digits.
+
+    Parameters
+    ----------
+    value : sympy number or number
+    digits : int
+
+    Returns
+    -------
+    mpmath.mpf
+    """
     return mpmath.mpf(str(sp.N(value, digits)))
 
 
 def require_structure(model) -> None:
-    """Refuse (``InputError``) a model that states neither structure critical sets use."""
+    """Refuse (``InputError``) a model that states neither structure critical sets use.
+
+    Parameters
+    ----------
+    model : Model
+
+    Raises
+    ------
+    InputError
+        If ``model`` has neither ``head_products()`` nor ``signal_paths()``.
+    """
     if model.head_products() is None and model.signal_paths() is None:
         raise InputError("model", f"critical sets of {model!r} cannot be enumerated: it states "
                          "neither head_products() (ŷ = Σ_h V_h S_yx K_h x_q / N) nor "

@@ -56,6 +56,18 @@ class Param:
     heads: int | None = None
 
     def shape(self, sizes: dict) -> tuple:
+        """The array shape of this parameter.
+
+        Parameters
+        ----------
+        sizes : dict
+            Space name ("x", "y", "r", "z") → its dimension (``Model.sizes()``).
+
+        Returns
+        -------
+        tuple of int
+            (rows, cols), or (heads, rows, cols).
+        """
         core = (sizes[self.rows], sizes[self.cols])
         return core if self.heads is None else (self.heads,) + core
 
@@ -83,7 +95,18 @@ class Block:
     col_part: str | None = None
 
     def index(self, sizes: dict) -> tuple:
-        """The (head,) row, column slices of this block inside its parameter array."""
+        """Where this block sits inside its parameter array.
+
+        Parameters
+        ----------
+        sizes : dict
+            Space name ("x", "y", "r", "z") → its dimension (``Model.sizes()``).
+
+        Returns
+        -------
+        tuple
+            (head,) row slice, column slice.
+        """
         parts = (_part(self.row_part, sizes), _part(self.col_part, sizes))
         return parts if self.head is None else (self.head,) + parts
 
@@ -215,16 +238,33 @@ class Model:
         raise NotImplementedError
 
     def stack_blocks(self) -> list[Block]:
-        """The blocks a layer of this model has inside a stack (default: ``blocks()``)."""
+        """The blocks a layer of this model has inside a stack (default: ``blocks()``).
+
+        Returns
+        -------
+        list of Block
+        """
         return self.blocks()
 
     def stack_layer(self) -> list[dict]:
         """``layer()`` inside a stack: every non-zero entry of W_PV and W_KQ (default:
-        ``layer()``)."""
+        ``layer()``).
+
+        Returns
+        -------
+        list of dict
+            Per head, as ``layer()``.
+        """
         return self.layer()
 
     def stack_layers(self) -> list[list[dict]]:
-        """``layer()`` of every layer, first to last (one layer here)."""
+        """``layer()`` of every layer, first to last (one layer here).
+
+        Returns
+        -------
+        list of list of dict
+            Per layer, per head, as ``layer()``.
+        """
         return [self.layer()]
 
     def attention_weights(self, params: dict) -> list[list[tuple]]:
@@ -406,7 +446,13 @@ class MultiHead(Model):
         return (self.name, self.heads)
 
     def product_model(self) -> "Model":
-        """L = F(Σ_h V_h ⊗ Q_h): the Merged model's loss of the summed product."""
+        """L = F(Σ_h V_h ⊗ Q_h): the Merged model's loss of the summed product.
+
+        Returns
+        -------
+        Model
+            The Merged model of the same d and d_y.
+        """
         return Merged(self.d, d_y=self.d_y)
 
     def head_products(self) -> HeadProducts:
@@ -553,20 +599,45 @@ class FullLSA(Model):
                   "give ŷ of 92 620 vector terms, ~4e9 loss monomials, beyond the engine")
 
     def product_model(self) -> "Model":
-        """On the invariant set P₁ = 0, Q₂ = 0 the loss is the Merged model's F(P₂ Q₁)."""
+        """On the invariant set P₁ = 0, Q₂ = 0 the loss is the Merged model's F(P₂ Q₁).
+
+        Returns
+        -------
+        Model
+            The Merged model of the same d and d_y.
+        """
         return Merged(self.d, d_y=self.d_y)
 
     def signal_paths(self) -> tuple:
-        """P₂S_yxQ₁x_q/N (on P₁ = 0, Q₂ = 0) and P₁S_xyQ₂x_q/N (on P₂ = 0, Q₁ = 0)."""
+        """P₂S_yxQ₁x_q/N (on P₁ = 0, Q₂ = 0) and P₁S_xyQ₂x_q/N (on P₂ = 0, Q₁ = 0).
+
+        Returns
+        -------
+        tuple
+            ((P2, Q1), (P1, Q2)) letter names, the Merged-like path first.
+        """
         return (self.P2.name, self.Q1.name), (self.P1.name, self.Q2.name)
 
     def stack_blocks(self) -> list[Block]:
+        """Every block of W_PV and W_KQ, the inert ones too (a stack feeds them signal).
+
+        Returns
+        -------
+        list of Block
+        """
         return self.blocks() + [Block(self.Pxx, "W_PV", None, "x", "x"),
                                 Block(self.Pxy, "W_PV", None, "x", "y"),
                                 Block(self.Qxy, "W_KQ", None, "x", "y"),
                                 Block(self.Qyy, "W_KQ", None, "y", "y")]
 
     def stack_layer(self) -> list[dict]:
+        """The whole layer, every block of W_PV and W_KQ.
+
+        Returns
+        -------
+        list of dict
+            One head: {"W_PV" | "W_KQ": [(row part, col part, (letter,))]}.
+        """
         blocks = {"W_PV": [], "W_KQ": []}
         for b in self.stack_blocks():
             blocks[b.param].append((b.row_part, b.col_part, (b.letter,)))
@@ -577,7 +648,18 @@ class FullLSA(Model):
                  "W_KQ": [("x", "x", (self.Q1,)), ("y", "x", (self.Q2,))]}]
 
     def attention_weights(self, params: dict) -> list[list[tuple]]:
-        """``[[(W_PV, W_KQ)]]``: the parameters themselves (inert entries included)."""
+        """``[[(W_PV, W_KQ)]]``: the parameters themselves (inert entries included).
+
+        Parameters
+        ----------
+        params : dict
+            {"W_PV": array, "W_KQ": array} (D × D, D = d + d_y).
+
+        Returns
+        -------
+        list
+            ``[[(W_PV, W_KQ)]]``, NumPy arrays.
+        """
         arrays = as_arrays(self.shapes(), params)
         return [[(arrays["W_PV"], arrays["W_KQ"])]]
 
@@ -652,6 +734,13 @@ class Stack(Model):
                       b.col_part) for l, m in enumerate(self.layers) for b in m.stack_blocks()]
 
     def stack_layers(self) -> list[list[dict]]:
+        """Each layer's ``stack_layer()`` with its letters renamed apart (layer index, dot).
+
+        Returns
+        -------
+        list of list of dict
+            Per layer, per head, as ``layer()``.
+        """
         return [[{w: [(rows, cols, tuple(self._letter(t, l) for t in word))
                       for rows, cols, word in entries] for w, entries in head.items()}
                  for head in m.stack_layer()] for l, m in enumerate(self.layers)]
@@ -661,8 +750,14 @@ class Stack(Model):
 
     def symmetry_parts(self) -> list[tuple]:
         """Each layer with its letters renamed: a symmetry of a layer whose ``layer()`` is its
-        whole map leaves Z ↦ f(Z) unchanged, hence the whole stack (each lifted law is still proved on the
-        stack's own derived polynomials)."""
+        whole map leaves Z ↦ f(Z) unchanged, hence the whole stack (each lifted law is still
+        proved on the stack's own derived polynomials).
+
+        Returns
+        -------
+        list of tuple
+            [(layer model, {its letter name: the stack's letter name})].
+        """
         return [(m, {n: self._letter(letter, l).name for n, letter in m.letters().items()})
                 for l, m in enumerate(self.layers)]
 

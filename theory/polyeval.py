@@ -19,9 +19,21 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+__all__ = ["PolyFunction", "FloatPolyFunction"]
+
 
 class PolyFunction:
-    """L(x) for a SymPy polynomial ``expr`` in the variables ``xs`` (a list of symbols)."""
+    """L(x) for a SymPy polynomial ``expr`` in the variables ``xs`` (a list of symbols).
+
+    Parameters
+    ----------
+    expr : sympy.Expr
+        A polynomial in ``xs`` with numeric coefficients.
+    xs : list of sympy.Symbol
+        The variables, in the order points are given.
+    digits : int
+        Precision of the stored coefficients (decimal digits).
+    """
 
     def __init__(self, expr: sp.Expr, xs: list, digits: int = 40):
         self.poly, self.xs, self.size = sp.Poly(expr, *xs), list(xs), len(xs)
@@ -31,24 +43,60 @@ class PolyFunction:
                           for monom, c in self.poly.terms()]
 
     def compiled(self) -> tuple:
-        """(value, gradient) as float functions of the variables (lambdified)."""
+        """(value, gradient) as float functions of the variables (lambdified).
+
+        Returns
+        -------
+        tuple
+            (f(*x) → float, g(*x) → list of float).
+        """
         gradient = [self.poly.diff(x).as_expr() for x in self.xs]
         return (sp.lambdify(self.xs, self.poly.as_expr(), modules="math"),
                 sp.lambdify(self.xs, gradient, modules="math"))
 
     def floats(self) -> "FloatPolyFunction":
-        """The same polynomial evaluated in float64, vectorised over its terms (built once)."""
+        """The same polynomial evaluated in float64, vectorised over its terms (built once).
+
+        Returns
+        -------
+        FloatPolyFunction
+        """
         if not hasattr(self, "_floats"):
             self._floats = FloatPolyFunction(self)
         return self._floats
 
     def value(self, x: list):
+        """L(x).
+
+        Parameters
+        ----------
+        x : list
+            A value for each variable, in the order of ``xs`` (mpmath numbers: call under
+            ``mpmath.workdps``).
+
+        Returns
+        -------
+        mpmath.mpf
+        """
         total = 0 * x[0]
         for c, monom in self.terms:
             total += c * _product(x, monom)
         return total
 
     def gradient(self, x: list) -> list:
+        """∇L(x), term by term (module docstring).
+
+        Parameters
+        ----------
+        x : list
+            A value for each variable, in the order of ``xs`` (mpmath numbers: call under
+            ``mpmath.workdps``).
+
+        Returns
+        -------
+        list
+            ∂_i L for each variable.
+        """
         out = [0 * x[0]] * self.size
         for c, monom in self.terms:
             for n, (i, e) in enumerate(monom):
@@ -56,7 +104,19 @@ class PolyFunction:
         return out
 
     def hessian(self, x: list) -> list:
-        """The Hessian as a list of rows."""
+        """The Hessian ∇²L(x), term by term (module docstring).
+
+        Parameters
+        ----------
+        x : list
+            A value for each variable, in the order of ``xs`` (mpmath numbers: call under
+            ``mpmath.workdps``).
+
+        Returns
+        -------
+        list of list
+            Its rows.
+        """
         out = [[0 * x[0]] * self.size for _ in range(self.size)]
         for c, monom in self.terms:
             for n, (i, e) in enumerate(monom):
@@ -82,7 +142,13 @@ def _product(x: list, monom: tuple):
 class FloatPolyFunction:
     """A ``PolyFunction`` in float64: each term c ∏ x_k^{e_k} stored as up to S (variable,
     exponent) slots, padded with exponent 0, so the sums of the module docstring are NumPy
-    products over the slots and scatter-adds over the variables."""
+    products over the slots and scatter-adds over the variables.
+
+    Parameters
+    ----------
+    f : PolyFunction
+        The polynomial (its terms, rounded to float64).
+    """
 
     def __init__(self, f: PolyFunction):
         slots = max([len(m) for _, m in f.terms] + [1])
@@ -108,9 +174,31 @@ class FloatPolyFunction:
         return e * X[:, s] ** np.maximum(e - 1, 0)
 
     def value(self, x) -> float:
+        """L(x) in float64.
+
+        Parameters
+        ----------
+        x : array_like (n,)
+            A value for each variable, in the order of ``xs``.
+
+        Returns
+        -------
+        float
+        """
         return float(self.coef @ np.prod(self._factors(x)[1], axis=1))
 
     def gradient(self, x) -> np.ndarray:
+        """∇L(x) in float64.
+
+        Parameters
+        ----------
+        x : array_like (n,)
+            A value for each variable, in the order of ``xs``.
+
+        Returns
+        -------
+        numpy.ndarray (n,)
+        """
         X, P = self._factors(x)
         out = np.zeros(self.size)
         for s in range(P.shape[1]):
@@ -119,6 +207,17 @@ class FloatPolyFunction:
         return out
 
     def hessian(self, x) -> np.ndarray:
+        """∇²L(x) in float64.
+
+        Parameters
+        ----------
+        x : array_like (n,)
+            A value for each variable, in the order of ``xs``.
+
+        Returns
+        -------
+        numpy.ndarray (n, n)
+        """
         X, P = self._factors(x)
         n, slots = self.size, P.shape[1]
         out = np.zeros(n * n)

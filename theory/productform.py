@@ -17,6 +17,8 @@ from .derive import Derivation, derive
 from .errors import InputError
 from .words import Mat, TracePoly, rename_letter
 
+__all__ = ["product_poly", "merged_counterpart", "product_loss", "product_noise"]
+
 
 def _name(letter):
     return getattr(letter, "name", None)
@@ -24,7 +26,25 @@ def _name(letter):
 
 def product_poly(poly: TracePoly, excess: int) -> TracePoly:
     """``poly`` (Merged's letters, d_y = 1) at u = 1 with Q renamed M, checked to have
-    ``excess`` more u's than Q's in every term (so it is u^excess times a function of uQ)."""
+    ``excess`` more u's than Q's in every term (so it is u^excess times a function of uQ).
+
+    Parameters
+    ----------
+    poly : TracePoly
+        A polynomial in the Merged model's letters V (= u) and Q.
+    excess : int
+        The number of u's beyond the Q's in every term.
+
+    Returns
+    -------
+    TracePoly
+        In the letter M.
+
+    Raises
+    ------
+    InputError
+        If a term is not of that form.
+    """
     out = TracePoly()
     for traces, coeff in poly.terms.items():
         k_v, rest = 0, []
@@ -41,7 +61,17 @@ def product_poly(poly: TracePoly, excess: int) -> TracePoly:
 
 def merged_counterpart(der: Derivation) -> Derivation:
     """The derivation of ``der.model.product_model()`` on ``der``'s data (``der`` itself when the
-    model is its own product model)."""
+    model is its own product model).
+
+    Parameters
+    ----------
+    der : Derivation
+        Of a model with a product form (``Model.product_model``).
+
+    Returns
+    -------
+    Derivation
+    """
     product = der.model.product_model()
     if product is None:
         raise InputError("der", f"{der.model!r} has no product form F(M) (product_model)")
@@ -49,12 +79,35 @@ def merged_counterpart(der: Derivation) -> Derivation:
 
 
 def product_loss(der: Derivation) -> tuple[TracePoly, Mat]:
-    """F(M) with L = F(M) for d_y = 1, and the letter M."""
+    """F(M) with L = F(M) for d_y = 1, and the letter M.
+
+    Parameters
+    ----------
+    der : Derivation
+        Of a model with a product form (``Model.product_model``).
+
+    Returns
+    -------
+    tuple
+        (F as a TracePoly in M, the letter M).
+    """
     return product_poly(merged_counterpart(der).loss_poly, 0), Mat("M")
 
 
 def product_noise(der: Derivation) -> TracePoly:
-    """Σ_M(M)(A_M, B_M) = Cov(⟨A_M, G⟩, ⟨B_M, G⟩), G = ∇_M ℓ of one prompt (d_y = 1)."""
+    """Σ_M(M)(A_M, B_M) = Cov(⟨A_M, G⟩, ⟨B_M, G⟩), G = ∇_M ℓ of one prompt (d_y = 1;
+    ℓ = ½(ŷ − y_q)²).
+
+    Parameters
+    ----------
+    der : Derivation
+        Of a model with a product form (``Model.product_model``).
+
+    Returns
+    -------
+    TracePoly
+        Bilinear in the probes A_M, B_M.
+    """
     if der.data.d_y != 1:
         raise InputError("data", "the product form needs scalar tasks (d_y = 1)")
     block = merged_counterpart(der).gradient_covariance().covariance("Q", "Q")

@@ -36,6 +36,7 @@ from .words import MatPoly
 ECKART_YOUNG = ("L = F(M) = ½‖X^½ M Y^½ − C‖² + const over the matrices of rank ≤ {k} the model "
                 "reaches; the set keeps C's {k} largest singular modes, the minimum over that "
                 "rank (Eckart–Young): a global minimum")
+ZERO_MODE = mpmath.mpf(10) ** (-DPS // 2)   # σ_i / σ_1 below this: C has no such mode (σ_i = 0)
 
 
 def scalar_fixed_points(der: Derivation) -> list[FixedPointSet]:
@@ -69,7 +70,13 @@ class ProductForm:
     """L = F(M) for d_y = 1, the loss of the prediction ŷ = S_yx M x_q / N shared by Merged
     (M = uQ), MultiHead (M = Σ_h u_h Q_h) and SeparateKQ (M = Σ_h u_h W_K,hᵀ W_Q,h), derived on
     the Merged model with the same data. F is quadratic, ∂F/∂M = 𝒜(M) − B with 𝒜 linear; M*
-    solves 𝒜(M*) = B exactly (SymPy)."""
+    solves 𝒜(M*) = B exactly (SymPy).
+
+    Parameters
+    ----------
+    der : Derivation
+        Of a model with a product form and d_y = 1.
+    """
 
     def __init__(self, der: Derivation):
         d = der.data.d
@@ -87,15 +94,43 @@ class ProductForm:
         self.B = -self.gradient(sp.zeros(d, d))                   # −∂F/∂M at M = 0
 
     def loss(self, M: sp.Matrix):
+        """F(M).
+
+        Parameters
+        ----------
+        M : sympy.Matrix
+            d × d.
+
+        Returns
+        -------
+        sympy.Expr
+        """
         return self.F.evaluate(dict(self.vals, M=M))
 
     def gradient(self, M: sp.Matrix) -> sp.Matrix:
+        """∂F/∂M = 𝒜(M) − B.
+
+        Parameters
+        ----------
+        M : sympy.Matrix
+            d × d.
+
+        Returns
+        -------
+        sympy.Matrix
+        """
         return self.G.evaluate(dict(self.vals, M=M), (self.d, self.d))
 
     def operator_factors(self) -> tuple[mpmath.matrix, mpmath.matrix]:
         """(X, Y) with 𝒜(M) = X M Y, both symmetric positive definite, found from 𝒜 itself:
         the rearrangement R[(i,j),(l,k)] = ∂𝒜(M)_ik/∂M_jl of a two-sided product is the rank-one
-        vec(X) vec(Y)ᵀ (Van Loan); an 𝒜 without that structure is an error."""
+        vec(X) vec(Y)ᵀ (Van Loan); an 𝒜 without that structure is an error.
+
+        Returns
+        -------
+        tuple of mpmath.matrix
+            (X, Y) at DPS digits.
+        """
         with mpmath.workdps(DPS):
             return self._operator_factors()
 
@@ -177,10 +212,12 @@ def _multihead_sets(der: Derivation, form: ProductForm, heads: tuple) -> list[Fi
 
 
 def _low_rank_sets(der: Derivation, form: ProductForm, heads) -> list[FixedPointSet]:
-    """SeparateKQ: M = Σ_h u_h W_K,hᵀ W_Q,h has rank ≤ k = min(d, H r). With ∂F/∂M = X M Y − B,
+    """SeparateKQ: M = Σ_h u_h W_K,hᵀ W_Q,h has rank ≤ H r. With ∂F/∂M = X M Y − B,
     M̃ = X^½ M Y^½ turns F into ½‖M̃‖² − ⟨C, M̃⟩ + const with C = X^-½ B Y^-½ = Σ σ_i a_i b_iᵀ;
     a factorised M is critical iff M̃ = Σ_{i∈S} σ_i a_i b_iᵀ for a subset S of C's singular
-    modes with |S| ≤ k (the reduced-rank regression / linear-network landscape). One class per
+    modes with σ_i > 0 and |S| ≤ k = min(rank C, H r) (the reduced-rank regression /
+    linear-network landscape; a mode with σ_i = 0, e.g. from fewer tasks than dimensions,
+    adds nothing to M̃). One class per
     S: for Σ_w = I the modes are Λ's eigenmodes (principal-component regression in context).
     Representatives are balanced (every conserved quantity zero): modes are dealt to the
     heads' rank slots in order, each head's share factorised through its SVD. Idle heads sit
@@ -192,11 +229,11 @@ def _low_rank_sets(der: Derivation, form: ProductForm, heads) -> list[FixedPoint
                          "numeric Λ, Σ_w, N and σ")
     d, H, r = form.d, len(heads.heads), heads.rank
     modes = _singular_modes(form)
-    k = min(d, H * r)
+    k = min(len(modes), H * r)
     index = index_counter(der)
     out = []
     for size in range(k, -1, -1):
-        for S in combinations(range(d), size):
+        for S in combinations(range(len(modes)), size):
             point = {}
             for h in range(H):
                 point.update(_head_point(heads.heads[h], [modes[i] for n, i in enumerate(S)
@@ -206,26 +243,28 @@ def _low_rank_sets(der: Derivation, form: ProductForm, heads) -> list[FixedPoint
             name = f"singular modes {{{modes_text}}} learned" if S else "origin"
             fp = critical_set(
                 der, index, name,
-                [sp.Eq(sp.Symbol(f"mode_{i + 1}"), 0) for i in range(d) if i not in S],
+                [sp.Eq(sp.Symbol(f"mode_{i + 1}"), 0) for i in range(len(modes)) if i not in S],
                 point, form.loss(M),
                 {"M": M, "learned": S, "singular_values": [m[0] for m in modes]})
             if S == tuple(range(k)):             # Eckart–Young in the whitened coordinates
-                fp.name = "global minimum" + ("" if k == d else f" (rank {k})")
-                certified(fp, CONVEX if k == d else ECKART_YOUNG.format(k=k))
+                fp.name = "global minimum" + ("" if k == len(modes) else f" (rank {k})")
+                certified(fp, CONVEX if k == len(modes) else ECKART_YOUNG.format(k=k))
             out.append(fp)
     return classify(der, index, with_loss_gaps(out))
 
 
 def _singular_modes(form: ProductForm) -> list[tuple]:
     """(σ_i, left_i, right_i) with M̃-critical points M = Σ_{i∈S} σ_i left_i right_iᵀ:
-    C = X^-½ B Y^-½ = Σ σ_i a_i b_iᵀ, left_i = X^-½ a_i, right_i = Y^-½ b_i (σ descending)."""
+    C = X^-½ B Y^-½ = Σ σ_i a_i b_iᵀ, left_i = X^-½ a_i, right_i = Y^-½ b_i (σ descending),
+    for the modes with σ_i > 0 only (one with σ_i = 0, e.g. from fewer tasks than dimensions,
+    adds nothing to M̃: it is no critical set of its own)."""
     X, Y = form.operator_factors()
     with mpmath.workdps(DPS):
         Xm, Ym = (_inverse_sqrt(Z) for Z in (X, Y))
         B = _mp_matrix(form.B)
         a, sigma, b = mpmath.svd_r(Xm * B * Ym)
         return [(sp.Float(sigma[i], DPS), _to_sympy(Xm * a[:, i]), _to_sympy(Ym * b[i, :].T))
-                for i in range(form.d)]
+                for i in range(form.d) if sigma[i] > ZERO_MODE * sigma[0]]
 
 
 def _mode_sum(modes: list, S) -> sp.Matrix:

@@ -19,18 +19,50 @@ from sympy.core.assumptions import _assume_defined
 
 from .words import Dg, Mat, MatPoly, TracePoly
 
+__all__ = ["to_data", "from_data"]
+
 _ASSUMPTIONS = frozenset(_assume_defined)
 
 
 def to_data(value):
-    """``value`` as nested lists, strings, bools and None (for ``json.dumps``); a
-    ``TypeError`` for a type outside the list above."""
+    """``value`` as nested lists, strings, bools and None (for ``json.dumps``).
+
+    Parameters
+    ----------
+    value : object
+        None, bools, strings, ints, SymPy objects, tuples, lists, dicts, matrix letters
+        (``Mat``, ``Dg``) and trace or matrix polynomials, nested.
+
+    Returns
+    -------
+    object
+        JSON-ready data.
+
+    Raises
+    ------
+    TypeError
+        For a type outside that list.
+    """
     return _encode(value)
 
 
 def from_data(data):
-    """The value ``to_data`` encoded as ``data`` (as ``json.loads`` returns it); a
-    ``ValueError`` for anything else."""
+    """The value ``to_data`` encoded as ``data`` (as ``json.loads`` returns it).
+
+    Parameters
+    ----------
+    data : object
+        Output of ``to_data`` after a JSON round trip.
+
+    Returns
+    -------
+    object
+
+    Raises
+    ------
+    ValueError
+        For anything ``to_data`` did not produce.
+    """
     try:
         return _decode(data)
     except (TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:

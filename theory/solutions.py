@@ -23,11 +23,26 @@ from .derive import Derivation
 from .errors import InputError
 from .words import dim_symbol
 
+__all__ = ["ModeReduction", "mode_reduction", "IsotropicReduction", "isotropic_reduction",
+           "single_head"]
+
 
 @dataclass
 class ModeReduction:
-    """Per-mode loss on the eigenbasis-diagonal set: ``loss`` in symbols ``p``, ``q``
-    (exact), ``decoupled`` (cross-mode terms dropped), eigenvalues ``s`` (numbers or symbols)."""
+    """Per-mode loss on the eigenbasis-diagonal set V = U diag(p) Uᵀ, Q = U diag(q) Uᵀ (the
+    package's loss ½E‖ŷ − y_q‖², ŷ with 1/N).
+
+    Attributes
+    ----------
+    p, q : tuple of sympy.Symbol
+        The modes of V and Q.
+    s : tuple
+        The eigenvalues of Λ (numbers or symbols).
+    loss : sympy.Expr
+        The exact loss on the set.
+    decoupled : sympy.Expr
+        ``loss`` without its cross-mode terms (the paper's large-N reduction).
+    """
 
     p: tuple
     q: tuple
@@ -36,12 +51,33 @@ class ModeReduction:
     decoupled: sp.Expr
 
     def mode_loss(self, alpha: int) -> sp.Expr:
-        """L_α(p_α, q_α): the decoupled terms that involve mode α (constant dropped)."""
+        """L_α(p_α, q_α): the decoupled terms that involve mode α (constant dropped).
+
+        Parameters
+        ----------
+        alpha : int
+            The mode index (0-based, modes by decreasing eigenvalue of Λ).
+
+        Returns
+        -------
+        sympy.Expr
+        """
         own = {self.p[alpha], self.q[alpha]}
         return sp.Add(*[t for t in sp.Add.make_args(self.decoupled) if t.free_symbols & own])
 
     def balanced_rate(self, alpha: int) -> tuple[sp.Symbol, sp.Expr]:
-        """(a, f(a)) with ȧ = f(a) for a = p_α q_α on p_α = q_α = √a."""
+        """(a, f(a)) with ȧ = f(a) for a = p_α q_α on p_α = q_α = √a.
+
+        Parameters
+        ----------
+        alpha : int
+            The mode index (0-based, modes by decreasing eigenvalue of Λ).
+
+        Returns
+        -------
+        tuple
+            (the symbol a, f(a) factored).
+        """
         a = sp.Symbol("a", positive=True)
         p, q = self.p[alpha], self.q[alpha]
         L = self.mode_loss(alpha)
@@ -49,7 +85,17 @@ class ModeReduction:
         return a, sp.factor(sp.expand(adot.subs({p: sp.sqrt(a), q: sp.sqrt(a)})))
 
     def fixed_point(self, alpha: int) -> sp.Expr:
-        """The non-zero root a*_α of the balanced decoupled rate."""
+        """The non-zero root a*_α of the balanced decoupled rate.
+
+        Parameters
+        ----------
+        alpha : int
+            The mode index (0-based, modes by decreasing eigenvalue of Λ).
+
+        Returns
+        -------
+        sympy.Expr
+        """
         a, f = self.balanced_rate(alpha)
         roots = [r for r in sp.solve(sp.cancel(f / a), a) if r != 0]
         if len(roots) != 1:
@@ -61,7 +107,20 @@ class ModeReduction:
 
         1/f is split into partial fractions Σ c_j/(a − r_j); each integrates to
         c_j log((a*/2 − r_j)/(a0 − r_j)), real because a0 and a*/2 lie on the same side of
-        every root of f (0 < a0 < a*/2 < a*)."""
+        every root of f (0 < a0 < a*/2 < a*).
+
+        Parameters
+        ----------
+        alpha : int
+            The mode index (0-based, modes by decreasing eigenvalue of Λ).
+        a0 : number or sympy.Expr
+            The start a_α(0) = p_α q_α, 0 < a0 < a*/2.
+
+        Returns
+        -------
+        sympy.Expr
+            t_α in flow time (t = η × steps).
+        """
         a, f = self.balanced_rate(alpha)
         end = self.fixed_point(alpha) / 2
         pieces = []
@@ -87,7 +146,19 @@ class ModeReduction:
         """d/dt (p_α² − q_α²) along the reduced flow ṗ = −∂L/∂p, q̇ = −∂L/∂q. It vanishes
         identically for the decoupled loss (a per-mode rescaling symmetry); for the exact loss
         it is what the cross-mode terms leave: the exact breaking of per-mode conservation
-        (only the sum over modes, ‖V‖² − ‖Q‖², is conserved)."""
+        (only the sum over modes, ‖V‖² − ‖Q‖², is conserved).
+
+        Parameters
+        ----------
+        alpha : int
+            The mode index (0-based, modes by decreasing eigenvalue of Λ).
+        exact : bool
+            Use the exact loss (else the decoupled one).
+
+        Returns
+        -------
+        sympy.Expr
+        """
         L = self.loss if exact else self.decoupled
         p, q = self.p[alpha], self.q[alpha]
         return sp.expand(-2 * p * sp.diff(L, p) + 2 * q * sp.diff(L, q))
@@ -95,7 +166,18 @@ class ModeReduction:
     def exact_fixed_point(self, N=None) -> list:
         """The all-modes-learned critical point of the exact reduced loss (numbers; ``N``
         substitutes a symbolic context length), as a_α = p_α q_α, found by Newton from the
-        decoupled balanced fixed point."""
+        decoupled balanced fixed point.
+
+        Parameters
+        ----------
+        N : number, optional
+            Value of a symbolic context length.
+
+        Returns
+        -------
+        list
+            a_α per mode (30-digit mpmath floats).
+        """
         subs = {} if N is None else {N_SYM: N}
         loss = self.loss.subs(subs)
         variables = list(self.p) + list(self.q)
@@ -106,7 +188,13 @@ class ModeReduction:
         return [root[k] * root[d + k] for k in range(d)]
 
     def saddle_growth_rates(self) -> list:
-        """Growth rates at the origin: minus the negative eigenvalues of the Hessian of L."""
+        """Growth rates at the origin: minus the negative eigenvalues of the Hessian of L.
+
+        Returns
+        -------
+        list
+            Positive rates with multiplicity, largest first when numeric.
+        """
         variables = list(self.p) + list(self.q)
         H = sp.hessian(self.loss, variables).subs({v: 0 for v in variables})
         return sorted((-ev for ev, m in H.eigenvals().items() for _ in range(m)
@@ -117,7 +205,19 @@ def mode_reduction(der: Derivation, symbolic_s: bool = False) -> ModeReduction:
     """Restrict a derivation with eigenbasis tasks to the diagonal set in Λ's eigenbasis.
 
     The restriction evaluates the derived trace polynomial with U = I and Λ = diag(s) (a
-    rotation of parameters and data together leaves L unchanged)."""
+    rotation of parameters and data together leaves L unchanged).
+
+    Parameters
+    ----------
+    der : Derivation
+        Of the Merged model with ``tasks="diagonal"``.
+    symbolic_s : bool
+        Keep Λ's eigenvalues as symbols s_1 … s_d.
+
+    Returns
+    -------
+    ModeReduction
+    """
     data = der.data
     head = single_head(der.model)
     if data.tasks != "diagonal" or head is None:
@@ -150,7 +250,15 @@ class IsotropicReduction:
     With Δ = u² − d q² (conserved) and a = uq, u² and d q² are the two roots
     (±Δ + √(Δ² + 4 d a²))/2, so ȧ = R(a; Δ) is derived by substitution. Balanced starts (Δ = 0)
     give a Riccati (logistic) equation that ``dsolve`` solves; unbalanced ones give t(a) by
-    integrating 1/R after a = |Δ| sinh θ / (2√d)."""
+    integrating 1/R after a = |Δ| sinh θ / (2√d).
+
+    Attributes
+    ----------
+    u, q : sympy.Symbol
+        The scalar parameters (V = u, Q = qI).
+    u_dot, q_dot : sympy.Expr
+        Their derived flow, −∂L/∂u and −∂L/∂q on the set.
+    """
 
     u: sp.Symbol
     q: sp.Symbol
@@ -167,12 +275,27 @@ class IsotropicReduction:
         return dim_symbol("x")
 
     def conservation_rate(self) -> sp.Expr:
-        """d/dt (u² − d q²) along the reduced flow (identically 0)."""
+        """d/dt (u² − d q²) along the reduced flow (identically 0).
+
+        Returns
+        -------
+        sympy.Expr
+        """
         return sp.expand(2 * self.u * self.u_dot - 2 * self.d * self.q * self.q_dot)
 
     def rate(self, delta=None) -> sp.Expr:
-        """R(a) with ȧ = R(a) on the level set u² − d q² = Δ (u, q > 0); ``delta`` None: Δ
-        symbolic."""
+        """R(a) with ȧ = R(a) on the level set u² − d q² = Δ (u, q > 0).
+
+        Parameters
+        ----------
+        delta : number or sympy.Expr, optional
+            Δ; None keeps it symbolic.
+
+        Returns
+        -------
+        sympy.Expr
+            R in the symbol ``a``.
+        """
         delta = self.delta if delta is None else exact_scalar("delta", delta)
         q2 = sp.Symbol("q2", positive=True)
         adot = sp.expand((self.u_dot * self.q + self.u * self.q_dot).subs(self.u, self.a / self.q))
@@ -183,14 +306,25 @@ class IsotropicReduction:
         return sp.factor(sp.radsimp(sp.factor(adot.subs(q2, (root - delta) / (2 * self.d)))))
 
     def fixed_point(self) -> sp.Expr:
-        """The non-zero root a* of R (the same for every Δ)."""
+        """The non-zero root a* of R (the same for every Δ).
+
+        Returns
+        -------
+        sympy.Expr
+        """
         roots = [r for r in sp.solve(sp.cancel(self.rate(0) / self.a), self.a) if r != 0]
         if len(roots) != 1:
             raise ValueError(f"expected one non-zero fixed point, got {roots}")
         return roots[0]
 
     def balanced_solution(self) -> sp.Expr:
-        """a(t) from a(0) = a₀ on the balanced set Δ = 0, by ``dsolve``."""
+        """a(t) from a(0) = a₀ on the balanced set Δ = 0, by ``dsolve``.
+
+        Returns
+        -------
+        sympy.Expr
+            In the symbols ``t`` and ``a0``.
+        """
         A = sp.Function("a")
         rate = self.rate(0).subs(self.a, A(self.t))
         sol = sp.dsolve(sp.Eq(A(self.t).diff(self.t), rate), A(self.t),
@@ -199,7 +333,13 @@ class IsotropicReduction:
 
     def unbalanced_time(self) -> sp.Expr:
         """t(a): the time to go from a₀ to a on the level set Δ ≠ 0 (both below a*), as the
-        definite integral ∫_{a₀}^{a} da'/R(a') in closed form (``delta`` stands for |Δ|)."""
+        definite integral ∫_{a₀}^{a} da'/R(a') in closed form (``delta`` stands for |Δ|).
+
+        Returns
+        -------
+        sympy.Expr
+            In the symbols ``a``, ``a0`` and ``delta``.
+        """
         theta = sp.Symbol("theta", positive=True)
         size = sp.Symbol("Delta", positive=True)
         x = sp.Symbol("x", positive=True)
@@ -225,7 +365,17 @@ class IsotropicReduction:
 def isotropic_reduction(der: Derivation) -> IsotropicReduction:
     """The reduced flow of the Merged model on Q = qI for Λ = λI (``Lambda="iso"``: λ
     symbolic, or a numeric multiple of I) and Σ_w = I, from the derived gradient (dimensions,
-    N and σ symbolic; d_y = 1)."""
+    N and σ symbolic; d_y = 1).
+
+    Parameters
+    ----------
+    der : Derivation
+        Of the Merged model with ``ICLData(..., Lambda="iso")`` (or a multiple of I).
+
+    Returns
+    -------
+    IsotropicReduction
+    """
     data = der.data
     head = single_head(der.model)
     if head is None or data.d_y != 1 or not data.isotropic_tasks:
@@ -248,7 +398,16 @@ def isotropic_reduction(der: Derivation) -> IsotropicReduction:
 
 def single_head(model) -> tuple | None:
     """(value letter, key-query letter) when ``model``'s ŷ is one merged head V S_yx Q x_q / N
-    with a free Q (``Model.head_products``: Merged, MultiHead with one head); else None."""
+    with a free Q (``Model.head_products``: Merged, MultiHead with one head); else None.
+
+    Parameters
+    ----------
+    model : Model
+
+    Returns
+    -------
+    tuple or None
+    """
     heads = model.head_products()
     if heads is None or heads.rank is not None or len(heads.heads) != 1:
         return None

@@ -39,7 +39,21 @@ ETA = sp.Symbol("eta", positive=True)       # the learning rate of the GD map θ
 @dataclass(frozen=True)
 class VecTerm:
     """coeff · Σ_{labels} (word · vec) · Π segments: one additive piece of a vector-valued
-    random polynomial (``word`` is a tuple of letters, ``vec`` the random vector it acts on)."""
+    random polynomial (``word`` is a tuple of letters, ``vec`` the random vector it acts on).
+
+    Attributes
+    ----------
+    coeff : sympy.Expr
+        Scalar coefficient (e.g. 1/N per attention layer).
+    labels : tuple of str
+        The summation labels (context-token indices) the term sums over.
+    word : tuple
+        Matrix letters applied to ``vec``, left to right.
+    vec : RandVec
+        The random vector (x_i, ε_i or x_q) the word acts on.
+    segments : tuple of Segment
+        Scalar factors (a vector, a word, a vector) multiplying the term.
+    """
 
     coeff: sp.Expr
     labels: tuple
@@ -49,21 +63,56 @@ class VecTerm:
 
 
 def token_part(part: str, label: str) -> list[tuple]:
-    """The x- or y-part of a context token as (word, vector) pieces: x_i, or y_i = W x_i + ε_i."""
+    """The x- or y-part of a context token as (word, vector) pieces: x_i, or y_i = W x_i + ε_i.
+
+    Parameters
+    ----------
+    part : {"x", "y"}
+        Which part of the token.
+    label : str
+        The token's summation label i.
+
+    Returns
+    -------
+    list of tuple
+        (word, random vector) pieces summing to the part.
+    """
     if part == "x":
         return [((), x(label))]
     return [((W_TASK,), x(label)), ((), eps(label))]
 
 
 def sandwich(left: tuple, a: str, b: str, right: tuple, label: str, coeff) -> list[VecTerm]:
-    """coeff · left · S_ab · right · x_q with S_ab = Σ_i a_i b_iᵀ (a, b ∈ {"x", "y"})."""
+    """coeff · left · S_ab · right · x_q with S_ab = Σ_i a_i b_iᵀ (a, b ∈ {"x", "y"}).
+
+    Parameters
+    ----------
+    left, right : tuple
+        Words of matrix letters on either side of S_ab.
+    a, b : {"x", "y"}
+        Token parts of S_ab's left and right factors.
+    label : str
+        The summation label i of the context sum.
+    coeff : sympy.Expr
+        Overall coefficient (1/N for one attention layer).
+
+    Returns
+    -------
+    list of VecTerm
+    """
     return [VecTerm(coeff, (label,), left + wa, va,
                     (Segment(vb, transpose_word(wb) + right, x(QUERY)),))
             for wa, va in token_part(a, label) for wb, vb in token_part(b, label)]
 
 
 def target() -> list[VecTerm]:
-    """The query label y_q = W x_q + ε_q."""
+    """The query label y_q = W x_q + ε_q.
+
+    Returns
+    -------
+    list of VecTerm
+        W x_q and ε_q.
+    """
     return [VecTerm(sp.Integer(1), (), (W_TASK,), x(QUERY)),
             VecTerm(sp.Integer(1), (), (), eps(QUERY))]
 

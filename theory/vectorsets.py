@@ -20,8 +20,10 @@ tasks). The sign flips of Λ's eigenbasis leave the data law unchanged, so matri
 the eigenbasis form an invariant set (a critical point of the restricted loss is critical). On
 it the Merged loss is the exact coupled mode loss (the derived loss at V = U diag(p) Uᵀ,
 Q = U diag(q) Uᵀ), whose critical points are found per subset S of learned modes by Newton's
-method (mpmath) from the single-mode solutions, the rescaling gauge fixed by
-Σ_{α∈S} (p_α² − q_α²) = 0. With H heads, modes can be dealt to different heads: for a partition of S into at most H groups, head h
+method (mpmath) from the single-mode solutions (each sign pattern of q tried: a mode's
+p_α q_α can turn negative beside others), the rescaling gauge fixed by
+Σ_{α∈S} (p_α² − q_α²) = 0; a subset whose Newton roots all leave some mode of S unlearned is
+not listed (its roots are smaller sets' points). With H heads, modes can be dealt to different heads: for a partition of S into at most H groups, head h
 carries the Merged solution on its group, and heads with disjoint groups do not interact (each
 cross-head term has a mode of each head's group, where the other head is zero). So one set
 per (S, partition): with H ≥ d heads the modes decouple and the minimum learns each mode in its
@@ -73,6 +75,7 @@ from .scalarsets import scalar_fixed_points
 from .words import Mat
 
 ESCAPE_STEP = 1e-4          # in (p, q): lower loss by ~1e-9, W_K and W_Q moved by ~1e-2
+ZERO_PRODUCT = 1e-20        # |x y| of a learned mode at a Newton root (unlearned: ≲ 1e-40)
 GRADIENT_TOL = 1e-10        # a set that is not critical has gradients O(1); float data
                             # (e.g. Λ's eigenvalues read from doubles) leave ~1e-16
 
@@ -230,25 +233,27 @@ def _eigenmode_sets(der: Derivation, index: HessianIndex) -> list[FixedPointSet]
     heads = list(_head_letters(der).values())
     rank = der.model.head_products().rank or d
     solved: dict = {}
+    for group in {g for S in _subsets(d) for part in _partitions(S, len(heads), rank)
+                  for g in part} | {()}:
+        root = _group_root(grads, [(p[k], q[k]) for k in group], [guess[k] for k in group])
+        solved[group] = None if root is None else (
+            [root.get(p[k], sp.Integer(0)) for k in range(d)],
+            [root.get(q[k], sp.Integer(0)) for k in range(d)])
     out = []
-    for size in range(d, -1, -1):
-        for S in combinations(range(d), size):
-            for groups in _partitions(S, len(heads), rank):
-                letters = {}
-                for h, head in enumerate(heads):
-                    group = groups[h] if h < len(groups) else ()
-                    if group not in solved:
-                        root = _newton(grads, [(p[k], q[k]) for k in group],
-                                       [guess[k] for k in group])
-                        solved[group] = ([root.get(p[k], sp.Integer(0)) for k in range(d)],
-                                         [root.get(q[k], sp.Integer(0)) for k in range(d)])
-                    letters.update(_head_point(head, *solved[group], U, rank))
-                a = [sum(solved[g][0][k] * solved[g][1][k] for g in groups) for k in range(d)]
-                out.append(_check_critical(index, critical_set(
-                    der, index, _mode_name(groups, d, len(heads)),
-                    [sp.Eq(p[k] * q[k], 0) for k in range(d) if k not in S],
-                    letters, index.loss(letters),
-                    {"a": a, "learned": S, "groups": groups})))
+    for S in _subsets(d):
+        for groups in _partitions(S, len(heads), rank):
+            if not all(solved[g] for g in groups):
+                continue                     # some group has no critical point of its own
+            letters = {}
+            for h, head in enumerate(heads):
+                group = groups[h] if h < len(groups) else ()
+                letters.update(_head_point(head, *solved[group], U, rank))
+            a = [sum(solved[g][0][k] * solved[g][1][k] for g in groups) for k in range(d)]
+            out.append(_check_critical(index, critical_set(
+                der, index, _mode_name(groups, d, len(heads)),
+                [sp.Eq(p[k] * q[k], 0) for k in range(d) if k not in S],
+                letters, index.loss(letters),
+                {"a": a, "learned": S, "groups": groups})))
     return with_loss_gaps(out)
 
 
@@ -467,6 +472,11 @@ def _head_point(head: list, p: list, q: list, U: sp.Matrix, rank: int) -> dict:
     return {V.name: U * sp.diag(*p) * U.T / c ** 2, K.name: WK, Q.name: WQ}
 
 
+def _subsets(d: int) -> list[tuple]:
+    """The subsets of the d modes, largest first."""
+    return [S for size in range(d, -1, -1) for S in combinations(range(d), size)]
+
+
 def _partitions(S: tuple, heads: int, size: int) -> list[tuple]:
     """The ways to deal the modes S to at most ``heads`` heads, at most ``size`` modes each
     (groups as sorted tuples)."""
@@ -488,12 +498,13 @@ def _mode_name(groups: tuple, d: int, heads: int, shared: bool = False) -> str:
     return f"modes {text} learned{suffix}"
 
 
-def _newton(grads: dict, pairs: list, guess: list) -> dict:
+def _newton(grads: dict, pairs: list, guess: list, signs: tuple | None = None) -> dict:
     """Variable -> Float at a critical point of a reduced loss (``grads``: variable -> its
     derivative) on which the variables of ``pairs`` (value side x, key side y) are free and
-    every other one is zero, by Newton's method from x = y = ``guess`` (one value per pair).
-    The rescaling symmetry's orbits are fixed by the balance Σ (x² − y²) = 0 with a Lagrange
-    multiplier (zero at a critical point: the orbit direction is orthogonal to ∇L)."""
+    every other one is zero, by Newton's method from x = ``guess``, y = ``signs`` × ``guess``
+    (one value per pair; all signs + by default). The rescaling symmetry's orbits are fixed by
+    the balance Σ (x² − y²) = 0 with a Lagrange multiplier (zero at a critical point: the
+    orbit direction is orthogonal to ∇L). Raises ValueError where Newton's method fails."""
     if not pairs:
         return {}
     active = [x for x, _ in pairs] + [y for _, y in pairs]
@@ -502,9 +513,27 @@ def _newton(grads: dict, pairs: list, guess: list) -> dict:
     gauge = sum(x ** 2 - y ** 2 for x, y in pairs)
     eqs = [grads[v].subs(zero) + mult * sp.diff(gauge, v) for v in active] + [gauge]
     f = sp.lambdify(active + [mult], eqs, modules="mpmath")
+    signs = signs or (1,) * len(pairs)
     with mpmath.workdps(DPS):
-        root = mpmath.findroot(lambda *v: f(*v), list(guess) * 2 + [0])
+        root = mpmath.findroot(lambda *v: f(*v), list(guess)
+                               + [s * g for s, g in zip(signs, guess)] + [0])
     return dict(zip(active, (sp.Float(v, DPS) for v in root)))
+
+
+def _group_root(grads: dict, pairs: list, guess: list) -> dict | None:
+    """A critical point of the reduced loss on which every pair of ``pairs`` is learned
+    (x y ≠ 0) and every other variable is zero, or None where Newton's method finds none.
+    A mode's product x y can turn negative once other modes are learned beside it (their
+    coupling), so each sign pattern of the starting y = ±guess is tried, all + first; a
+    root at which some pair has x y = 0 belongs to a smaller set and is not taken."""
+    for signs in product((1, -1), repeat=len(pairs)):
+        try:
+            root = _newton(grads, pairs, guess, signs)
+        except ValueError:
+            continue
+        if all(abs(root[x] * root[y]) > ZERO_PRODUCT for x, y in pairs):
+            return root
+    return None
 
 
 # --- FullLSA with eigenbasis tasks: two paths per mode -----------------------------------------

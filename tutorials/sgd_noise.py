@@ -40,8 +40,8 @@
 import numpy as np
 
 from icldyn.numerics import compile_flow, gradient_descent, simulate_sgd
-from icldyn.numerics.covariance import compile_covariance
-from icldyn.numerics.sme import simulate_sme
+from icldyn.numerics.noise.covariance import compile_covariance
+from icldyn.numerics.noise.sme import simulate_sme
 from icldyn.theory import ICLData, derive, models
 
 data = ICLData(d=2, N=4, Lambda=np.array([[1.0, 0.3], [0.3, 0.6]]), noise=0.25)

@@ -32,7 +32,7 @@
 import numpy as np
 
 from icldyn.numerics import compile_flow, integrate
-from icldyn.numerics.algorithms import incontext_risks
+from icldyn.numerics.experiments.risks import incontext_risks
 from icldyn.theory import ICLData, derive, models
 
 d, N = 4, 10

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..lens import first_time, settle_time
-from ..measures import effective_rank, singular_values, subspace_overlap
+from ..measures.trajectory import first_time, settle_time
+from ..measures.matrices import effective_rank, singular_values, subspace_overlap
 from ...files import write_atomic
-from ..runfolder import provenance, save_figure, write_json
+from ..experiments.runfolder import provenance, save_figure, write_json
 
 
 @dataclass

@@ -104,7 +104,7 @@ class Transformer(nn.Module):
 def top_hessian_eigenvalue(model: nn.Module, loss_fn, iters: int = 20, seed: int = 0) -> float:
     """Top Hessian eigenvalue of ``loss_fn(model)`` by Lanczos on autograd Hessian-vector
     products (double-backward), through ``numerics.measures``."""
-    from ..measures import top_hessian_eigenvalue as lanczos
+    from ..measures.matrices import top_hessian_eigenvalue as lanczos
     params = [p for p in model.parameters() if p.requires_grad]
     sizes = [p.numel() for p in params]
     loss = loss_fn(model)

@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..files import write_atomic  # noqa: E402
+from ...files import write_atomic  # noqa: E402
 from .runfolder import provenance, save_figure, write_json  # noqa: E402
-from .simulate import block_stats  # noqa: E402
+from ..simulation.sgd import block_stats  # noqa: E402
 
 
 def figure_loss(arrays: dict, results: dict):

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from ..files import write_atomic
-from ..theory.errors import InputError
+from ...files import write_atomic
+from ...theory.errors import InputError
 
 DEPENDENCIES = ("icl-dynamics", "sympy", "numpy", "scipy", "numba", "mpmath", "matplotlib")
 

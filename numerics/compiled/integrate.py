@@ -12,11 +12,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from ..theory.errors import DivergenceError, InputError, check_int, check_real
+from ...theory.errors import DivergenceError, InputError, check_int, check_real
 from .codegen import CompiledFlow
-from .measures import top_hessian_eigenvalue
-from .params import as_theta
-from .results import Trajectory
+from ..limits import MAX_ROWS_BYTES
+from ..measures.matrices import top_hessian_eigenvalue
+from ..params import as_theta
+from ..results import Trajectory
+
+__all__ = ["start_theta", "integrate", "stability_limit", "rk4", "gradient_descent",
+           "ReferenceTrajectory", "integrate_reference"]
 
 
 def start_theta(flow, theta0) -> np.ndarray:
@@ -145,13 +149,25 @@ def _loop(flow: CompiledFlow, theta0, step, steps: int, every: int, rk4: bool, *
 
 def stability_limit(flow: CompiledFlow, theta) -> float:
     """2/λ_max of the loss Hessian at θ (exact Hessian-vector products, Lanczos): GD with a
-    larger learning rate is unstable near θ."""
+    larger learning rate is unstable near θ.
+
+    Parameters
+    ----------
+    flow : CompiledFlow
+        From ``compile_flow``.
+    theta : array_like (P,)
+        The point.
+
+    Returns
+    -------
+    float
+        The largest stable learning rate; inf when the Hessian has no positive eigenvalue.
+    """
     top = top_hessian_eigenvalue(lambda v: flow.hvp(theta, v), flow.size)
     return 2.0 / top if top > 0 else float("inf")
 
 
 MAX_STEPS = 1e10        # fixed-step loops: beyond this a run would take hours
-MAX_ROWS_BYTES = 2**31  # recorded rows of θ held in memory
 
 
 def _steps(steps, every, size: int = 1):
@@ -225,8 +241,19 @@ def gradient_descent(flow: CompiledFlow, theta0, lr: float, steps: int,
 
 @dataclass
 class ReferenceTrajectory:
-    """An mpmath solution: ``t`` (floats), ``theta`` and ``conserved`` as lists of rows of
-    ``mpmath.mpf`` at ``dps`` decimal digits."""
+    """An mpmath solution of the gradient flow.
+
+    Attributes
+    ----------
+    t : numpy.ndarray
+        Times (floats).
+    theta : list
+        Rows of ``mpmath.mpf``, one per time.
+    conserved : list
+        The conserved quantities at each time (``mpmath.mpf``).
+    dps : int
+        Decimal digits of the arithmetic.
+    """
 
     t: np.ndarray
     theta: list
@@ -239,7 +266,25 @@ def integrate_reference(flow: CompiledFlow, theta0, t_end: float, n_points: int 
     """High-precision reference of the gradient flow for short horizons: the exact derived
     gradient (SymPy, entry by entry) integrated by mpmath's Taylor-series ODE solver at ``dps``
     digits. Used to bound the float64 integrators' errors; cost grows quickly with the size of
-    θ and with t_end."""
+    θ and with t_end.
+
+    Parameters
+    ----------
+    flow : CompiledFlow
+        From ``compile_flow`` (its derivation supplies the exact gradient).
+    theta0 : dict or array_like
+        Start (parameter dictionary or flat vector).
+    t_end : float
+        Flow time to integrate to (> 0).
+    n_points : int
+        Recorded times, evenly spaced on [0, t_end] (≥ 2).
+    dps : int
+        Decimal digits (≥ 16).
+
+    Returns
+    -------
+    ReferenceTrajectory
+    """
     import mpmath
     import sympy as sp
 

@@ -43,8 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..theory.errors import DivergenceError, InputError, check_int, check_real
+from ...theory.errors import DivergenceError, InputError, check_int, check_real
 from .runfolder import provenance, save_figure, write_csv, write_json
+
+__all__ = ["AXES", "MODES", "SweepSpec", "spectrum_values", "point_id", "settings_id", "is_failed",
+           "run_point", "run_sweep", "read_spec", "load_spec", "read_table", "summary_figure"]
 
 AXES = ("d", "N", "spectrum", "noise", "init_scale", "lr", "batch", "seed", "task_count")
 MODES = ("theory", "simulation", "both")
@@ -52,7 +55,23 @@ MODES = ("theory", "simulation", "both")
 
 @dataclass
 class SweepSpec:
-    """The grid (one list per axis) and the per-point settings."""
+    """The grid (one list per axis) and the per-point settings (see the module docstring).
+
+    Attributes
+    ----------
+    d, N, spectrum, noise, init_scale, lr, batch, seed, task_count : tuple
+        The axes (``AXES``): every combination is a grid point; a scalar is a one-value axis.
+    steps : int
+        GD and SGD steps per point.
+    replicas : int
+        SGD runs per point.
+    mode : {"theory", "simulation", "both"}
+        What to compute.
+    model : str
+        A name of ``theory.models.MODELS``.
+    tasks : {"gaussian", "diagonal"}
+        The task law.
+    """
 
     d: tuple = (2,)
     N: tuple = (4, 16)
@@ -79,7 +98,14 @@ class SweepSpec:
         self.validate()
 
     def validate(self) -> None:
-        from ..theory.models import MODELS
+        """Check every axis value and setting.
+
+        Raises
+        ------
+        InputError
+            Naming the first bad axis or setting.
+        """
+        from ...theory.models import MODELS
 
         checks = {"d": check_int, "N": check_int, "batch": check_int,
                   "seed": lambda a, v: check_int(a, v, minimum=0),
@@ -105,18 +131,53 @@ class SweepSpec:
             raise InputError("tasks", f"must be gaussian or diagonal, got {self.tasks!r}")
 
     def points(self) -> list[dict]:
-        """Every grid point (a dict over ``AXES``) in grid order."""
+        """Every grid point in grid order.
+
+        Returns
+        -------
+        list of dict
+            Axis name → value.
+        """
         return [dict(zip(AXES, combo))
                 for combo in itertools.product(*(getattr(self, a) for a in AXES))]
 
     def settings(self) -> dict:
+        """The per-point settings.
+
+        Returns
+        -------
+        dict
+            ``steps``, ``replicas``, ``mode``, ``model``, ``tasks``.
+        """
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in AXES}
 
     def to_json(self) -> dict:
+        """The spec as JSON-ready data (axes as lists).
+
+        Returns
+        -------
+        dict
+        """
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, obj: dict) -> "SweepSpec":
+        """The spec ``to_json`` wrote.
+
+        Parameters
+        ----------
+        obj : dict
+            Field name → value.
+
+        Returns
+        -------
+        SweepSpec
+
+        Raises
+        ------
+        InputError
+            For unknown keys or bad values.
+        """
         unknown = set(obj) - {f.name for f in fields(cls)}
         if unknown:
             raise InputError("spec", f"unknown keys {sorted(unknown)}")
@@ -124,7 +185,20 @@ class SweepSpec:
 
 
 def spectrum_values(text: str, d: int) -> np.ndarray:
-    """Eigenvalues of Λ from ``iso``, ``geom:r`` or ``a/b/...`` (see the module docstring)."""
+    """Eigenvalues of Λ from ``iso``, ``geom:r`` or ``a/b/...`` (see the module docstring).
+
+    Parameters
+    ----------
+    text : str
+        The spectrum's description.
+    d : int
+        Input dimension.
+
+    Returns
+    -------
+    numpy.ndarray (d,)
+        Positive eigenvalues.
+    """
     text = str(text).strip()
     try:
         if text == "iso":
@@ -144,13 +218,35 @@ def spectrum_values(text: str, d: int) -> np.ndarray:
 
 
 def point_id(point: dict) -> str:
-    """A stable name for a point: a digest of its axis values."""
+    """A stable name for a point: a digest of its axis values.
+
+    Parameters
+    ----------
+    point : dict
+        Axis name → value (one of ``SweepSpec.points()``).
+
+    Returns
+    -------
+    str
+        16 hex digits.
+    """
     return _digest(point)
 
 
 def settings_id(settings: dict) -> str:
     """A digest of the per-point settings (steps, replicas, mode, model, tasks), stored in each
-    point file so that a point made with other settings is never reused."""
+    point file so that a point made with other settings is never reused.
+
+    Parameters
+    ----------
+    settings : dict
+        ``SweepSpec.settings()``.
+
+    Returns
+    -------
+    str
+        16 hex digits.
+    """
     return _digest(settings)
 
 
@@ -162,14 +258,39 @@ FAILED = "failed"
 
 
 def is_failed(row: dict) -> bool:
-    """Whether a row records a failure (retried by ``resume``); a divergence is a result."""
+    """Whether a row records a failure (retried by ``resume``); a divergence is a result.
+
+    Parameters
+    ----------
+    row : dict
+        A row of the results table.
+
+    Returns
+    -------
+    bool
+    """
     return str(row.get("status", FAILED)).startswith(FAILED)
 
 
 # --- one point --------------------------------------------------------------------------------
 def run_point(point: dict, settings: dict) -> dict:
     """Theory and/or simulation at one grid point; a row of the results table. A point that
-    diverges or fails is recorded (``status``) instead of stopping the sweep."""
+    diverges or fails is recorded (``status``) instead of stopping the sweep.
+
+    Parameters
+    ----------
+    point : dict
+        Axis name → value (one of ``SweepSpec.points()``).
+    settings : dict
+        ``SweepSpec.settings()``.
+
+    Returns
+    -------
+    dict
+        The point's axis values, ``id``, ``status``, the losses (½E(ŷ − y_q)²: initial, final
+        theory and SGD with SE and SD, half-loss step), conserved-quantity drifts, the z-score
+        of SGD against theory, ``wall_s`` and ``worker_pid``.
+    """
     start = time.perf_counter()
     row = {"id": point_id(point), **point, "status": "ok"}
     try:
@@ -185,10 +306,10 @@ def run_point(point: dict, settings: dict) -> dict:
 
 
 def _evaluate(point: dict, settings: dict) -> dict:
-    from ..theory import ICLData, derive, models
-    from .codegen import compile_flow
-    from .integrate import gradient_descent
-    from .simulate import PromptSampler, simulate_sgd
+    from ...theory import ICLData, derive, models
+    from ..compiled.codegen import compile_flow
+    from ..compiled.integrate import gradient_descent
+    from ..simulation.sgd import PromptSampler, simulate_sgd
 
     d, steps = point["d"], settings["steps"]
     d_y = d if settings["tasks"] == "diagonal" else 1
@@ -242,7 +363,29 @@ def run_sweep(spec: SweepSpec, out, resume: bool = False, workers: int | None = 
 
     ``scheduler``: None (local processes; ``workers`` of them, default the CPU count, 1 runs in
     this process), a Dask scheduler address, or a ``distributed.Client``.
-    ``progress(stage, done, total)`` is called as points finish."""
+    ``progress(stage, done, total)`` is called as points finish.
+
+    Parameters
+    ----------
+    spec : SweepSpec
+        The grid.
+    out : str or pathlib.Path
+        The sweep folder.
+    resume : bool
+        Continue a sweep already in ``out``.
+    workers : int, optional
+        Local processes.
+    scheduler : str or distributed.Client, optional
+        A Dask cluster.
+    progress : callable, optional
+        (stage, done, total).
+
+    Returns
+    -------
+    dict
+        The summary (points, computed, reused, failed, wall time, executor, worker pids) and
+        ``rows`` (the results table in grid order).
+    """
     if not isinstance(spec, SweepSpec):
         raise InputError("spec", f"must be a SweepSpec, got {type(spec).__name__}")
     _check_executor(workers, scheduler)
@@ -324,7 +467,17 @@ def _prepare(out: Path, spec: SweepSpec, resume: bool) -> None:
 
 def read_spec(out) -> SweepSpec | None:
     """The grid saved in a sweep folder; None when there is none or when ``spec.json`` cannot
-    be read back (then a warning names it, and the sweep's own spec will replace it)."""
+    be read back (then a warning names it, and the sweep's own spec will replace it).
+
+    Parameters
+    ----------
+    out : str or pathlib.Path
+        The sweep folder.
+
+    Returns
+    -------
+    SweepSpec or None
+    """
     path = Path(out) / "spec.json"
     if not path.exists():
         return None
@@ -338,7 +491,22 @@ def read_spec(out) -> SweepSpec | None:
 
 
 def load_spec(out) -> SweepSpec:
-    """The grid saved in a sweep folder (for ``--resume`` without repeating the options)."""
+    """The grid saved in a sweep folder (for ``--resume`` without repeating the options).
+
+    Parameters
+    ----------
+    out : str or pathlib.Path
+        The sweep folder.
+
+    Returns
+    -------
+    SweepSpec
+
+    Raises
+    ------
+    InputError
+        When ``out`` holds no readable grid.
+    """
     spec = read_spec(out)
     if spec is None:
         raise InputError("out", f"{out} holds no readable sweep grid (spec.json) to resume; "
@@ -474,7 +642,17 @@ TABLE_FIRST = ("id",) + AXES + ("status",)
 
 
 def read_table(path) -> list[dict]:
-    """``results.csv`` back as dicts with numbers parsed."""
+    """``results.csv`` back as dicts with numbers parsed.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The CSV file.
+
+    Returns
+    -------
+    list of dict
+    """
     with open(path, newline="") as fh:
         return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
@@ -490,7 +668,19 @@ def _parse(text: str):
 
 def summary_figure(rows: list[dict], spec: SweepSpec):
     """Final loss against N, one line per spectrum (theory lines, SGD points with 2 SE bars),
-    first values of the other axes."""
+    first values of the other axes.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The results table.
+    spec : SweepSpec
+        Its grid.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))

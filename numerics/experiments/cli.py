@@ -10,7 +10,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..theory.errors import DivergenceError, InputError
+from ...theory.errors import DivergenceError, InputError
 
 
 def _progress():
@@ -68,7 +68,7 @@ def cmd_run(args) -> int:
 def cmd_derive(args) -> int:
     import sympy as sp
 
-    from ..theory import ICLData, derive, models
+    from ...theory import ICLData, derive, models
 
     from .runfolder import check_file, prepare_folder
 
@@ -91,7 +91,7 @@ def cmd_derive(args) -> int:
     der = derive(model, data)
     tex = der.to_latex(standalone=bool(args.latex))
     if args.latex:
-        from ..files import write_atomic
+        from ...files import write_atomic
         write_atomic(Path(args.latex), tex + "\n")
         print(f"wrote {args.latex}")
     else:
@@ -100,8 +100,8 @@ def cmd_derive(args) -> int:
 
 
 def _derive_all(out: Path) -> int:
-    from ..theory.catalogue import documents, index
-    from ..files import write_atomic
+    from ...theory.catalogue import documents, index
+    from ...files import write_atomic
 
     docs = documents()
     for name, text in docs.items():
@@ -122,7 +122,7 @@ def _seeds(text: str) -> tuple:
 
 
 def cmd_grok(args) -> int:
-    from .nonlinear.grok import run
+    from ..nonlinear.grok import run
     bar, update = _progress()
     with bar:
         res = run(args.preset, Path(args.out), seeds=_seeds(args.seeds), progress=update,
@@ -137,7 +137,7 @@ def cmd_grok(args) -> int:
 
 
 def cmd_icl(args) -> int:
-    from .nonlinear.icl import run
+    from ..nonlinear.icl import run
     bar, update = _progress()
     with bar:
         res = run(args.preset, Path(args.out), seeds=_seeds(args.seeds), progress=update,
@@ -194,7 +194,7 @@ def cmd_sweep(args) -> int:
 
 def _model(args, d_y: int = 1):
     """The model named by --model with --heads / --rank where it has them."""
-    from ..theory import models
+    from ...theory import models
     if args.model not in models.MODELS:
         raise InputError("--model", f"unknown model {args.model!r}; choose from "
                          f"{sorted(models.MODELS)}")
@@ -211,7 +211,7 @@ def _model(args, d_y: int = 1):
 def cmd_critical_sets(args) -> int:
     import numpy as np
 
-    from ..theory import ICLData, derive
+    from ...theory import ICLData, derive
     from .runfolder import prepare_folder, provenance, write_csv, write_json
     from .sweep import spectrum_values
 
@@ -253,7 +253,7 @@ RISK_COLUMNS = ("N", "theory", "learned", "learned_se", "ols", "ols_se", "bayes"
 def cmd_risks(args) -> int:
     import numpy as np
 
-    from .algorithms import incontext_risks
+    from .risks import incontext_risks
     from .runfolder import prepare_folder, provenance, write_csv, write_json
     from .sweep import spectrum_values
 
@@ -309,7 +309,7 @@ def cmd_task_diversity(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from ..theory.cache import cache_info, clear_cache
+    from ...theory.cache import cache_info, clear_cache
 
     if args.action == "clear":
         print(f"removed {clear_cache()} files from {cache_info()['dir']}")

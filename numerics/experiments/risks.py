@@ -20,21 +20,52 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..theory import ICLData, derive, models
-from ..theory.errors import check_int
-from .simulate import PromptSampler, model_loss_and_grad
+from ...theory import ICLData, derive, models
+from ...theory.errors import check_int
+from ..simulation.sgd import PromptSampler, model_loss_and_grad
+
+__all__ = ["ols_weights", "ridge_weights", "set_posterior_weights", "set_posterior_matrices",
+           "bayes_predictions", "minima_risks", "incontext_risks"]
 
 
 def ols_weights(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """ŵ = X⁺ y per prompt (minimum-norm when N < d); X (…, N, d), y (…, N) → (…, d), or
-    y (…, N, d_y) → (…, d, d_y) (a column per output)."""
+    """Least squares per prompt, ŵ = X⁺ y (minimum-norm when N < d).
+
+    Parameters
+    ----------
+    X : numpy.ndarray (…, N, d)
+        Context inputs.
+    y : numpy.ndarray (…, N) or (…, N, d_y)
+        Context labels.
+
+    Returns
+    -------
+    numpy.ndarray (…, d) or (…, d, d_y)
+        ŵ (a column per output).
+    """
     return np.linalg.pinv(X) @ y if y.ndim == X.ndim else \
         np.einsum("...in,...n->...i", np.linalg.pinv(X), y)
 
 
 def ridge_weights(X: np.ndarray, y: np.ndarray, Sigma_w: np.ndarray, noise: float) -> np.ndarray:
     """The posterior mean E[w | X, y] for the prior w ~ N(0, Σ_w) and noise σ:
-    ŵ = Σ_w Xᵀ (X Σ_w Xᵀ + σ² I)⁻¹ y (the Σ_w-minimum-norm interpolant when σ = 0)."""
+    ŵ = Σ_w Xᵀ (X Σ_w Xᵀ + σ² I)⁻¹ y (the Σ_w-minimum-norm interpolant when σ = 0).
+
+    Parameters
+    ----------
+    X : numpy.ndarray (…, N, d)
+        Context inputs.
+    y : numpy.ndarray (…, N)
+        Context labels (one output).
+    Sigma_w : numpy.ndarray (d, d)
+        Prior covariance of w.
+    noise : float
+        Label noise standard deviation σ.
+
+    Returns
+    -------
+    numpy.ndarray (…, d)
+    """
     K = X @ Sigma_w @ X.swapaxes(-1, -2) + noise**2 * np.eye(X.shape[-2])
     return np.einsum("ij,...nj,...n->...i", Sigma_w, X,
                      np.einsum("...nm,...m->...n", np.linalg.pinv(K, hermitian=True), y))
@@ -44,15 +75,46 @@ def set_posterior_weights(X: np.ndarray, y: np.ndarray, tasks: np.ndarray,
                           noise: float) -> np.ndarray:
     """The posterior mean of w when w is uniform over a finite set (dMMSE, Raventós et al.):
     ŵ = Σ_k π_k w_k, π_k ∝ exp(−‖y − X w_k‖² / 2σ²); for σ = 0 the posterior is uniform over
-    the tasks that fit the context best. X (…, N, d), y (…, N), tasks (P, d) → (…, d)."""
+    the tasks that fit the context best.
+
+    Parameters
+    ----------
+    X : numpy.ndarray (…, N, d)
+        Context inputs.
+    y : numpy.ndarray (…, N)
+        Context labels.
+    tasks : numpy.ndarray (P, d)
+        The task vectors.
+    noise : float
+        Label noise standard deviation σ (0: the best-fitting tasks).
+
+    Returns
+    -------
+    numpy.ndarray (…, d)
+    """
     return set_posterior_matrices(X, y[..., None], tasks[:, None, :], noise)[..., 0, :]
 
 
 def set_posterior_matrices(X: np.ndarray, Y: np.ndarray, tasks: np.ndarray,
                            noise: float) -> np.ndarray:
     """``set_posterior_weights`` for task matrices: Ŵ = Σ_k π_k W_k,
-    π_k ∝ exp(−Σ_n ‖y_n − W_k x_n‖² / 2σ²). X (…, N, d), Y (…, N, d_y), tasks (P, d_y, d)
-    → (…, d_y, d)."""
+    π_k ∝ exp(−Σ_n ‖y_n − W_k x_n‖² / 2σ²).
+
+    Parameters
+    ----------
+    X : numpy.ndarray (…, N, d)
+        Context inputs.
+    Y : numpy.ndarray (…, N, d_y)
+        Context labels.
+    tasks : numpy.ndarray (P, d_y, d)
+        The task matrices.
+    noise : float
+        Label noise standard deviation σ.
+
+    Returns
+    -------
+    numpy.ndarray (…, d_y, d)
+    """
     fits = np.einsum("...nd,kyd->...kny", X, tasks)
     sq = ((Y[..., None, :, :] - fits) ** 2).sum(axis=(-1, -2))
     if noise > 0:
@@ -69,7 +131,23 @@ def bayes_predictions(sampler: PromptSampler, X: np.ndarray, Y: np.ndarray,
     for Gaussian rows (prior Σ_w); for the paper's tasks W = U diag(δ) Uᵀ one ridge per
     eigenmode (ỹ_nα = δ_α x̃_nα + ε̃_nα in Λ's eigenbasis, Uᵀε again N(0, σ²I), δ_α ~ N(0, c_α)):
     δ̂_α = c_α Σ_n x̃_nα ỹ_nα / (c_α Σ_n x̃_nα² + σ²); the set's posterior for a finite set.
-    X (…, N, d), Y (…, N, d_y), x_q (…, d) → (…, d_y)."""
+
+    Parameters
+    ----------
+    sampler : PromptSampler
+        The sampler of the data law (its task law and σ).
+    X : numpy.ndarray (…, N, d)
+        Context inputs.
+    Y : numpy.ndarray (…, N, d_y)
+        Context labels.
+    xq : numpy.ndarray (…, d)
+        Query inputs.
+
+    Returns
+    -------
+    numpy.ndarray (…, d_y)
+        The Bayes-optimal predictions of y_q.
+    """
     tasks, sigma = sampler.data.tasks, sampler.sigma
     if tasks == "gaussian":
         Sw = sampler.task_chol @ sampler.task_chol.T
@@ -107,7 +185,28 @@ def minima_risks(der, prompts: int = 20000, seed: int = 0, sets: list | None = N
     ``der.fixed_points()``): its derived risk (the set's loss), its learned algorithm
     (``FixedPointSet.algorithm``) and, on the same sampled prompts, Monte-Carlo risks
     ½E‖ŷ − y_q‖² (mean, SE) of that algorithm (the network at the set's point), OLS and the
-    Bayes-optimal predictor of the task law (``bayes_predictions``)."""
+    Bayes-optimal predictor of the task law (``bayes_predictions``).
+
+    Parameters
+    ----------
+    der : Derivation
+        A derivation with numeric data.
+    prompts : int
+        Sampled prompts (≥ 2), shared by all predictors.
+    seed : int
+        Seed of the prompts (ignored when ``rng`` is given).
+    sets : list of FixedPointSet, optional
+        The critical sets to read (default ``der.fixed_points()``); those not of kind
+        "minimum" are skipped.
+    rng : numpy.random.Generator, optional
+        A stream to draw from instead of ``seed``.
+
+    Returns
+    -------
+    list of dict
+        Per minimum: ``name``, ``theory`` (derived loss), ``algorithm`` (description), and
+        (mean, standard error) pairs ``learned_mc``, ``ols_mc``, ``bayes_mc``.
+    """
     prompts = check_int("prompts", prompts, minimum=2)
     rng = np.random.default_rng(check_int("seed", seed, minimum=0)) if rng is None else rng
     sets = der.fixed_points() if sets is None else sets
@@ -130,7 +229,33 @@ def incontext_risks(d: int, Lambda, Ns, Sigma_w=None, noise: float = 0.0,
                     prompts: int = 20000, seed: int = 0, model=None) -> list[dict]:
     """For each N: the derived risk at ``model``'s global minimum (default the Merged model),
     and Monte-Carlo risks (mean, SE) of the learned algorithm ŷ = S_yx M x_q / N, OLS and the
-    Bayes-optimal ridge predictor on the same prompts (``minima_risks`` of the lowest set)."""
+    Bayes-optimal ridge predictor on the same prompts (``minima_risks`` of the lowest set).
+
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    Lambda : array_like or str
+        Input covariance Λ (as ``ICLData`` takes it).
+    Ns : iterable of int
+        Context lengths.
+    Sigma_w : array_like, optional
+        Task covariance (default I).
+    noise : float
+        Label noise standard deviation σ.
+    prompts : int
+        Sampled prompts per N (≥ 2).
+    seed : int
+        Seed of the prompts (one stream over all N).
+    model : Model, optional
+        Default ``models.Merged(d)``.
+
+    Returns
+    -------
+    list of dict
+        Per N: ``N``, ``theory`` and (mean, standard error) pairs ``learned_mc``, ``ols_mc``,
+        ``bayes_mc``; risks are ½E(ŷ − y_q)², noise included.
+    """
     prompts = check_int("prompts", prompts, minimum=2)
     rng = np.random.default_rng(check_int("seed", seed, minimum=0))
     rows = []

@@ -20,13 +20,14 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
-from ..theory.data import N_SYM, SIGMA, W_COPY, W_TASK
-from ..theory.derive import Derivation
-from ..theory.errors import InputError
-from ..theory.words import (DIMS, Dg, MatPoly, TracePoly, split_by_letters,
-                            transpose_word)
-from ..theory.params import as_arrays
-from .params import as_theta
+from ...theory.data import N_SYM, SIGMA, W_COPY, W_TASK
+from ...theory.derive import Derivation
+from ...theory.errors import InputError
+from ...theory.words import (DIMS, Dg, MatPoly, TracePoly, split_by_letters,
+                             transpose_word)
+from ...theory.params import as_arrays
+from ..limits import RUNAWAY, data_overflow
+from ..params import as_theta
 
 BACKENDS = ("numpy", "numba")
 COEFF_SYMBOLS = (N_SYM, SIGMA, DIMS["x"], DIMS["y"], DIMS["r"])
@@ -281,8 +282,6 @@ def _observe_fn(conserved: int, args: str) -> list[str]:
             + ["    return out", ""])
 
 
-RUNAWAY = 1e100
-
 # Emitted into every generated module (not passed the gradient as an argument) so that Numba can
 # cache it on disk with the kernels it calls.
 FIXED_STEP_LOOP = f'''
@@ -423,7 +422,14 @@ class CompiledFlow:
         return np.concatenate([a.ravel() for a in as_arrays(self.shapes, params).values()])
 
     def letter_positions(self) -> dict:
-        """{letter: integer array of the θ indices of its entries} (the letter's shape)."""
+        """Where each letter's entries sit in θ.
+
+        Returns
+        -------
+        dict
+            {letter name: integer array of the θ indices of its entries, in the letter's
+            shape}.
+        """
         index, sizes = self.unpack(np.arange(self.size, dtype=float)), self.model.sizes()
         return {b.letter.name: index[b.param][b.index(sizes)].astype(int)
                 for b in self.model.blocks()}
@@ -495,7 +501,21 @@ class CompiledFlow:
 
     def hvp(self, theta, v, h: float = 1e-30) -> np.ndarray:
         """Hessian-vector product ∇²L(θ) v by complex-step differentiation of the exact
-        gradient: Im ∇L(θ + i h v) / h, exact to rounding since L is a polynomial."""
+        gradient: Im ∇L(θ + i h v) / h, exact to rounding since L is a polynomial.
+
+        Parameters
+        ----------
+        theta : array_like (size,)
+            Flat parameter vector (``pack``'s ordering).
+        v : array_like (size,)
+            The direction.
+        h : float
+            Complex step (tiny: no subtractive cancellation).
+
+        Returns
+        -------
+        numpy.ndarray (size,)
+        """
         z = np.asarray(theta, dtype=float) + 1j * h * np.asarray(v, dtype=float)
         data = [a.astype(complex) for a in (self.Lambda, self.Sigma_w, self.U, self.c)]
         consts = self._constants(*data)               # numba's @ needs one dtype
@@ -503,7 +523,19 @@ class CompiledFlow:
                                  self.task_weights, self.dims, consts).imag / h
 
     def rhs(self, t, theta) -> np.ndarray:
-        """Gradient-flow vector field dθ/dt = −∇L (signature of scipy's solve_ivp)."""
+        """Gradient-flow vector field dθ/dt = −∇L (signature of scipy's solve_ivp).
+
+        Parameters
+        ----------
+        t : float
+            Time (unused: the flow is autonomous).
+        theta : array_like (size,)
+            Flat parameter vector (``pack``'s ordering).
+
+        Returns
+        -------
+        numpy.ndarray (size,)
+        """
         return -self.grad(theta)
 
     def conserved(self, theta) -> np.ndarray:
@@ -522,8 +554,18 @@ class CompiledFlow:
                          for i in range(len(self.der.conserved))])
 
     def observe(self, rows) -> np.ndarray:
-        """The loss and the conserved quantities of each row of θ (R, P), in one compiled
-        loop: shape (R, 1 + number of conserved quantities), the loss first."""
+        """The loss and the conserved quantities of each row of θ, in one compiled loop.
+
+        Parameters
+        ----------
+        rows : array_like (R, size)
+            Parameter vectors, one per row.
+
+        Returns
+        -------
+        numpy.ndarray (R, 1 + number of conserved quantities)
+            The loss first, then ``der.conserved`` in order.
+        """
         rows = np.ascontiguousarray(rows, dtype=float)
         if rows.ndim != 2 or rows.shape[1] != self.size:
             raise InputError("rows", f"must have shape (R, {self.size}), got {rows.shape}")
@@ -537,7 +579,19 @@ class CompiledFlow:
     def gd_change(self, theta, lr: float) -> np.ndarray:
         """ΔC of each conserved quantity under one GD step of size lr, in the derived form
         lr² Σ s ⟨G_L, G_M⟩ (``ConservationLaw.terms``) at the compiled gradient. (The expanded
-        polynomial ``law.gd_change`` is the same quantity; it is checked exactly in SymPy.)"""
+        polynomial ``law.gd_change`` is the same quantity; it is checked exactly in SymPy.)
+
+        Parameters
+        ----------
+        theta : array_like (size,)
+            Flat parameter vector (``pack``'s ordering).
+        lr : float
+            The GD step size η.
+
+        Returns
+        -------
+        numpy.ndarray (number of conserved quantities,)
+        """
         g, pos = self.grad(theta), self.letter_positions()
         return np.array([lr**2 * sum(float(s) * np.dot(g[pos[L]].ravel(), g[pos[M]].ravel())
                                      for s, L, M in law.terms)
@@ -545,8 +599,27 @@ class CompiledFlow:
 
     def fixed_step(self, theta0, h: float, steps: int, every: int, rk4: bool):
         """θ ← θ + h·(RK4 increment of −∇L) if ``rk4`` else θ − h∇L (a GD step), ``steps``
-        times, in one compiled loop; rows every ``every`` steps. Returns (rows, steps done): it
-        stops at the first step whose θ is not finite or exceeds ``RUNAWAY`` in magnitude."""
+        times, in one compiled loop; rows every ``every`` steps. It stops at the first step
+        whose θ is not finite or exceeds ``RUNAWAY`` in magnitude.
+
+        Parameters
+        ----------
+        theta0 : array_like (size,)
+            Start.
+        h : float
+            Step size (η for GD, dt for RK4).
+        steps : int
+            Number of steps.
+        every : int
+            Record a row every this many steps.
+        rk4 : bool
+            RK4 step of the flow if True, else a GD step.
+
+        Returns
+        -------
+        tuple
+            (recorded rows (at most steps // every + 1, size), steps done).
+        """
         theta, *extra = self._args(theta0)
         return self._fns["fixed_step"](theta, float(h), int(steps), int(every), bool(rk4),
                                        *extra)
@@ -558,28 +631,6 @@ def task_arrays(task_set, data) -> tuple[np.ndarray, np.ndarray]:
     tasks = np.array([m.tolist() for m in task_set], dtype=float).reshape(
         len(task_set), data.d_y, data.d)
     return tasks, np.array(getattr(task_set, "weights", ()), dtype=float)
-
-
-def data_scales(data) -> dict:
-    """{argument: largest |entry|} of numeric data: Λ, Σ_w (or the task variances c), the
-    finite task matrices and σ."""
-    top = lambda m: float(np.abs(np.array(m.tolist(), dtype=float)).max())  # noqa: E731
-    scales = {"Lambda": top(data.Lambda), "noise": abs(float(data.noise))}
-    if data.Sigma_w is not None:
-        scales["Sigma_w"] = top(data.Sigma_w)
-    if data.task_set is not None:
-        scales["tasks"] = max(top(m) for m in data.task_set)
-    return scales
-
-
-def data_overflow(data, where: str) -> InputError:
-    """The error for float64 overflow caused by the data's scale (losses are polynomials in
-    the data, so an entry near 1e308, or its square or cube, overflows): names the argument
-    with the largest entries."""
-    name, scale = max(data_scales(data).items(), key=lambda item: item[1])
-    return InputError(name, f"entries up to {scale:.3g} overflow float64 in {where} (it holds "
-                      f"powers of the data); rescale {name} to entries of order 1 (the loss "
-                      "scales with it)")
 
 
 def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:

@@ -5,34 +5,85 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codegen import CompiledFlow
-from .measures import (effective_rank, numerical_rank, stable_rank, subspace_overlap,
+from .matrices import (effective_rank, numerical_rank, stable_rank, subspace_overlap,
                        top_hessian_eigenvalue)
 
 
 def first_time(t: np.ndarray, mask: np.ndarray) -> float:
-    """First time at which ``mask`` holds (NaN if never)."""
+    """First time at which ``mask`` holds.
+
+    Parameters
+    ----------
+    t : numpy.ndarray, shape (T,)
+        Times.
+    mask : numpy.ndarray of bool, shape (T,)
+        The condition at each time.
+
+    Returns
+    -------
+    float
+        ``t`` at the first True, NaN if never.
+    """
     hits = np.nonzero(mask)[0]
     return float(t[hits[0]]) if len(hits) else float("nan")
 
 
 def settle_time(t: np.ndarray, mask: np.ndarray) -> float:
-    """First time from which ``mask`` holds to the end (NaN if it fails at the end)."""
+    """First time from which ``mask`` holds to the end.
+
+    Parameters
+    ----------
+    t : numpy.ndarray, shape (T,)
+        Times.
+    mask : numpy.ndarray of bool, shape (T,)
+        The condition at each time.
+
+    Returns
+    -------
+    float
+        ``t`` after the last False (``t[0]`` if never False), NaN if it fails at the end.
+    """
     misses = np.nonzero(~mask)[0]
     if len(misses) == 0:
         return float(t[0])
     return float(t[misses[-1] + 1]) if misses[-1] + 1 < len(t) else float("nan")
 
 
-def trajectory_measures(flow: CompiledFlow, t: np.ndarray, theta: np.ndarray,
+def trajectory_measures(flow, t: np.ndarray, theta: np.ndarray,
                         names=None, rank_rtol: float = 0.5, lock: float = 0.9) -> dict:
-    """Measures of each parameter matrix along (t, θ) and the loss curvature.
+    """Measures of each parameter matrix along (t, θ) and the loss curvature (``flow``: a
+    ``CompiledFlow``, or anything with its ``unpack``, ``hvp`` and ``size``).
 
     Numerical rank counts singular values above ``rank_rtol`` × the smallest non-zero
     singular value of the final matrix, so it steps up as each direction is learned;
     ``lock_times[k]`` is when the top-(k+1) subspace comes to overlap the final one by at least
     ``lock`` for good. (The alignment distance of ``measures`` is left out: for the invertible
-    matrices of a small full-rank start it is identically zero.)"""
+    matrices of a small full-rank start it is identically zero.)
+
+    Parameters
+    ----------
+    flow : CompiledFlow
+        Unpacks θ into parameter arrays and gives Hessian-vector products.
+    t : numpy.ndarray, shape (T,)
+        Times of the rows of ``theta``.
+    theta : numpy.ndarray, shape (T, P)
+        The trajectory (e.g. ``Trajectory.theta`` of ``integrate``).
+    names : list of str, optional
+        Parameter matrices to measure (stacked parameters per head as ``"name[h]"``); all by
+        default.
+    rank_rtol : float
+        Numerical-rank threshold relative to the final matrix's smallest non-zero singular
+        value.
+    lock : float
+        Overlap with the final subspace counted as locked in.
+
+    Returns
+    -------
+    dict
+        ``"t"``, ``"top_hessian"`` (T,) and, per matrix name, a dict of ``effective_rank``,
+        ``stable_rank``, ``numerical_rank`` (T,), ``rank_tol``, ``overlap_with_final`` (T, k),
+        ``rank_step_times`` and ``lock_times`` (one per k, NaN when never reached).
+    """
     matrices = {}
     for name, value in flow.unpack(theta).items():       # one entry per head of stacked params
         if value.ndim == 3:

@@ -22,16 +22,16 @@ import numpy as np
 import sympy as sp
 from scipy.integrate import trapezoid
 
-from ..files import write_atomic
-from ..theory import ICLData, derive, models
-from ..theory.errors import InputError, check_int, check_real
-from ..theory.solutions import mode_reduction
-from .codegen import BACKENDS, compile_flow
-from .covariance import compile_covariance
-from .integrate import gradient_descent, integrate
-from .lens import trajectory_measures
-from .simulate import (SimResult, block_stats, block_z_scores, check_prompt_memory,
-                       simulate_sgd)
+from ...files import write_atomic
+from ...theory import ICLData, derive, models
+from ...theory.errors import InputError, check_int, check_real
+from ...theory.solutions import mode_reduction
+from ..compiled.codegen import BACKENDS, compile_flow
+from ..compiled.integrate import gradient_descent, integrate
+from ..measures.trajectory import trajectory_measures
+from ..noise.covariance import compile_covariance
+from ..simulation.sgd import (SimResult, block_stats, block_z_scores, check_prompt_memory,
+                              simulate_sgd)
 
 
 @dataclass

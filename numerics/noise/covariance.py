@@ -20,17 +20,27 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..theory.covariance import PROBES
-from ..theory.errors import InputError
-from ..theory.data import W_TASK
-from ..theory.words import Mat, letter_names, transpose_word
-from .codegen import CompiledFlow, task_arrays
-from .simulate import letter_values
+from ...theory.covariance import PROBES
+from ...theory.errors import InputError
+from ...theory.data import W_TASK
+from ...theory.words import Mat, letter_names, transpose_word
+from ..compiled.codegen import CompiledFlow, task_arrays
+from ..simulation.sgd import letter_values
+
+__all__ = ["CompiledCovariance", "compile_covariance"]
 
 
 class CompiledCovariance:
     """``matrix(θ)``: the exact covariance of one prompt's gradient at θ (P×P, θ's ordering);
-    ``second_moment(θ)``: E[g gᵀ]. A batch of B prompts has covariance matrix(θ) / B."""
+    ``second_moment(θ)``: E[g gᵀ]. Here g = ∇_θ ½‖ŷ − y_q‖² for one prompt (the package's loss
+    convention, ŷ with the 1/N context normalisation), so E[g] = ∇L; a batch of B prompts has
+    covariance matrix(θ) / B.
+
+    Parameters
+    ----------
+    flow : CompiledFlow
+        From ``compile_flow``; its derivation's ``gradient_covariance()`` is evaluated.
+    """
 
     def __init__(self, flow: CompiledFlow):
         if not isinstance(flow, CompiledFlow):
@@ -55,7 +65,17 @@ class CompiledCovariance:
         self.tasks, self.weights = task_arrays(theory.task_set(), der.data)
 
     def second_moment(self, theta) -> np.ndarray:
-        """E[g gᵀ] at θ (shape (P,)) or at a stack of θ (shape (R, P)) → (…, P, P)."""
+        """The second moment E[g gᵀ] of one prompt's gradient.
+
+        Parameters
+        ----------
+        theta : array_like, shape (P,) or (R, P)
+            One flat parameter vector in the flow's ordering, or a stack of R of them.
+
+        Returns
+        -------
+        numpy.ndarray, shape (P, P) or (R, P, P)
+        """
         theta = np.asarray(theta, dtype=float)
         stack = theta.reshape(-1, self.flow.size)
         values = {"Lambda": self.flow.Lambda, "Sigma_w": self.flow.Sigma_w,
@@ -91,7 +111,18 @@ class CompiledCovariance:
                 out[:, pM[:, None], pL[None, :]] += weight[:, None, None] * block.swapaxes(1, 2)
 
     def matrix(self, theta) -> np.ndarray:
-        """Σ(θ) = E[g gᵀ] − ∇L ∇Lᵀ at θ (P,) or a stack (R, P)."""
+        """The single-prompt gradient covariance Σ(θ) = E[g gᵀ] − ∇L ∇Lᵀ.
+
+        Parameters
+        ----------
+        theta : array_like, shape (P,) or (R, P)
+            One flat parameter vector in the flow's ordering, or a stack of R of them.
+
+        Returns
+        -------
+        numpy.ndarray, shape (P, P) or (R, P, P)
+            Symmetric positive semi-definite (to rounding); divide by B for a batch of B.
+        """
         theta = np.asarray(theta, dtype=float)
         g = np.array([self.flow.grad(t) for t in theta.reshape(-1, self.flow.size)])
         g = g.reshape(theta.shape)
@@ -99,7 +130,18 @@ class CompiledCovariance:
 
 
 def compile_covariance(flow: CompiledFlow) -> CompiledCovariance:
-    """The gradient covariance of ``flow``'s derivation, ready to evaluate at any θ."""
+    """The gradient covariance of ``flow``'s derivation, ready to evaluate at any θ.
+
+    Parameters
+    ----------
+    flow : CompiledFlow
+        From ``compile_flow``.
+
+    Returns
+    -------
+    CompiledCovariance
+        ``matrix(θ)`` (the covariance Σ(θ)) and ``second_moment(θ)``.
+    """
     return CompiledCovariance(flow)
 
 

@@ -37,17 +37,33 @@ import math
 import numpy as np
 import sympy as sp
 
-from ..theory import ICLData, derive, models
-from ..theory.errors import InputError, check_int, check_real
-from .algorithms import ols_weights, ridge_weights, set_posterior_weights
+from ...theory import ICLData, derive, models
+from ...theory.errors import InputError, check_int, check_real
+from ..compiled.codegen import CompiledFlow, compile_flow
+from ..simulation.sgd import PromptSampler
 from .asymptotic import icl_error
-from .codegen import CompiledFlow, compile_flow
-from .simulate import PromptSampler
+from .risks import ols_weights, ridge_weights, set_posterior_weights
+
+__all__ = ["draw_task_set", "second_moment_set", "quadratic_minimum", "SecondMomentLoss",
+           "TaskDiversity", "draw_family_tasks", "SetTraining", "lowest_minimum", "baseline_risks",
+           "task_count_sweep", "set_count_sweep", "parameterization_sweep", "lu_setting",
+           "lu_sweep", "write_task_diversity"]
 
 
 def draw_task_set(P: int, d: int, seed) -> np.ndarray:
-    """P tasks w ~ N(0, I_d) of the Gaussian family, as a (P, 1, d) array (``seed``: anything
-    ``numpy.random.default_rng`` takes)."""
+    """P tasks w ~ N(0, I_d) of the Gaussian family.
+
+    Parameters
+    ----------
+    P, d : int
+        Number of tasks and input dimension.
+    seed : int or sequence of int
+        Anything ``numpy.random.default_rng`` takes.
+
+    Returns
+    -------
+    numpy.ndarray (P, 1, d)
+    """
     P, d = check_int("P", P), check_int("d", d)
     return np.random.default_rng(seed).standard_normal((P, 1, d))
 
@@ -57,7 +73,17 @@ def second_moment_set(tasks) -> np.ndarray:
     as ``tasks`` ((P, 1, d)): w'_j = √(r λ_j) v_j from Σ̂'s eigenpairs (λ_j > 1e-12 λ_max).
     With d_y = 1 the loss is quadratic in w, so a task set enters only through Σ̂
     (tests/test_finite_tasks.py checks it): the derived loss on this set is the loss on
-    ``tasks``, with min(P, d) tasks in the compiled loop over the set instead of P."""
+    ``tasks``, with min(P, d) tasks in the compiled loop over the set instead of P.
+
+    Parameters
+    ----------
+    tasks : numpy.ndarray (P, 1, d)
+        A scalar task set.
+
+    Returns
+    -------
+    numpy.ndarray (r, 1, d)
+    """
     W = np.asarray(tasks, dtype=float)
     if W.ndim != 3 or W.shape[1] != 1:
         raise InputError("tasks", f"must be a (P, 1, d) array of scalar tasks, got {W.shape}")
@@ -75,6 +101,15 @@ def quadratic_minimum(flow: CompiledFlow, rtol: float = 1e-7, maxiter: int = 300
     puts a floor under it, ~1e-9 at d = 100 with Λ = I/d and growing with d; the loss at M* is
     exact to ~1e-14 even at rtol = 1e-7, its error being quadratic in M − M*), reached in
     ``maxiter`` iterations or an error.
+
+    Parameters
+    ----------
+    flow : CompiledFlow
+        Of the Merged model with d_y = 1.
+    rtol : float
+        Relative gradient tolerance.
+    maxiter : int
+        Conjugate-gradient iteration cap.
 
     Returns
     -------
@@ -127,7 +162,17 @@ class SecondMomentLoss:
     kernel takes Σ_w as data, so T costs one evaluation of a d × d law, not P; rotating makes
     Σ_w diagonal (and Λ too when Λ ∝ I), which keeps ICLData's exact positive-definiteness
     check cheap at d = 200 (tests/test_taskdiversity.py checks L_T against the finite-set
-    derivation). ``loss``, ``grad`` and ``pack`` as on a CompiledFlow."""
+    derivation). ``loss``, ``grad`` and ``pack`` as on a CompiledFlow.
+
+    Parameters
+    ----------
+    tasks : numpy.ndarray (P, 1, d)
+        A scalar task set.
+    family : CompiledFlow
+        The family's compiled flow (Merged, d_y = 1, Σ_w = I).
+    backend : str
+        Backend of the rotated flow ("numba" or "numpy").
+    """
 
     def __init__(self, tasks, family: CompiledFlow, backend: str = "numba"):
         W = np.asarray(tasks, dtype=float)
@@ -150,11 +195,33 @@ class SecondMomentLoss:
         return np.concatenate([u, (left @ Q @ right).ravel()])
 
     def loss(self, theta) -> float:
+        """L_T(θ) = ½E(ŷ − y_q)² averaged over T.
+
+        Parameters
+        ----------
+        theta : array_like (1 + d²,)
+            (u, vec Q) as the family flow packs it.
+
+        Returns
+        -------
+        float
+        """
         theta = np.asarray(theta, dtype=float)
         return (2 * self.rotated.loss(self._rotate(theta, self.O.T, self.O))
                 - self.family.loss(theta))
 
     def grad(self, theta) -> np.ndarray:
+        """∇L_T(θ).
+
+        Parameters
+        ----------
+        theta : array_like (1 + d²,)
+            (u, vec Q) as the family flow packs it.
+
+        Returns
+        -------
+        numpy.ndarray (1 + d²,)
+        """
         theta = np.asarray(theta, dtype=float)
         g = self.rotated.grad(self._rotate(theta, self.O.T, self.O))
         return 2 * self._rotate(g, self.O, self.O.T) - self.family.grad(theta)
@@ -164,7 +231,19 @@ class TaskDiversity:
     """The Merged model (d_y = 1) pretrained on finite task sets, tested on the Gaussian family.
 
     ``TaskDiversity(d, N, Lambda, noise)``: inputs x ~ N(0, Λ), family w ~ N(0, I_d), labels
-    y = wᵀx + ε, ε ~ N(0, σ²). ``fit(tasks)`` trains on a (P, 1, d) task set."""
+    y = wᵀx + ε, ε ~ N(0, σ²). ``fit(tasks)`` trains on a (P, 1, d) task set.
+
+    Parameters
+    ----------
+    d, N : int
+        Input dimension and context length.
+    Lambda : array_like or sympy.Matrix
+        Input covariance Λ (numeric).
+    noise : float
+        Label noise standard deviation σ.
+    backend : str
+        "numba" or "numpy".
+    """
 
     def __init__(self, d: int, N: int, Lambda, noise: float = 0.0, backend: str = "numba"):
         self.family = ICLData(d=d, N=N, Lambda=Lambda, tasks="gaussian", noise=noise)
@@ -179,31 +258,78 @@ class TaskDiversity:
 
     def set_flow(self, tasks) -> CompiledFlow:
         """The compiled flow of the exact loss on the task set ``tasks`` ((P, 1, d)), given to
-        the derivation as its ``second_moment_set`` (the same loss, at most d tasks)."""
+        the derivation as its ``second_moment_set`` (the same loss, at most d tasks).
+
+        Parameters
+        ----------
+        tasks : numpy.ndarray (P, 1, d)
+            A scalar task set.
+
+        Returns
+        -------
+        CompiledFlow
+        """
         data = ICLData(d=self.d, N=self.N, Lambda=self.family.Lambda,
                        tasks=second_moment_set(tasks),
                        noise=self.family.noise)
         return compile_flow(derive(self.model, data), self.backend)
 
     def theta(self, M: np.ndarray) -> np.ndarray:
-        """θ with u = 1, Q = M (any point with uQ = M has the same loss)."""
+        """θ with u = 1, Q = M (any point with uQ = M has the same loss).
+
+        Parameters
+        ----------
+        M : numpy.ndarray (d, d)
+
+        Returns
+        -------
+        numpy.ndarray (1 + d²,)
+        """
         return self.family_flow.pack({"V": 1.0, "Q": M})
 
     def family_minimum(self) -> tuple[np.ndarray, float]:
-        """(M*, loss) of the Gaussian family itself (P → ∞), from the same solver."""
+        """(M*, loss) of the Gaussian family itself (P → ∞), from the same solver.
+
+        Returns
+        -------
+        tuple
+            (M* (d, d), its loss ½E(ŷ − y_q)²); computed once.
+        """
         if self._family_minimum is None:
             M = quadratic_minimum(self.family_flow)
             self._family_minimum = (M, self.family_flow.loss(self.theta(M)))
         return self._family_minimum
 
     def set_loss(self, tasks) -> SecondMomentLoss:
-        """The exact loss on ``tasks`` ((P, 1, d)) as ``SecondMomentLoss`` (no loop over T)."""
+        """The exact loss on ``tasks`` as ``SecondMomentLoss`` (no loop over T).
+
+        Parameters
+        ----------
+        tasks : numpy.ndarray (P, 1, d)
+            A scalar task set.
+
+        Returns
+        -------
+        SecondMomentLoss
+        """
         return SecondMomentLoss(tasks, self.family_flow, self.backend)
 
     def fit(self, tasks, rtol: float = 1e-7) -> dict:
         """M*(T) and its exact losses: ``train`` on T, ``test`` on fresh family tasks,
-        ``gap`` = test − train; ``loss`` is the set's ``SecondMomentLoss``; ``rtol`` as in
-        ``quadratic_minimum``."""
+        ``gap`` = test − train (losses ½E(ŷ − y_q)², noise included).
+
+        Parameters
+        ----------
+        tasks : numpy.ndarray (P, 1, d)
+            A scalar task set.
+        rtol : float
+            As in ``quadratic_minimum``.
+
+        Returns
+        -------
+        dict
+            ``M``, ``train``, ``test``, ``gap`` and ``loss`` (the set's ``SecondMomentLoss``).
+        """
         loss = self.set_loss(tasks)
         M = _stationary_point(loss.grad, self.family_flow, rtol, 300)
         train, test = loss.loss(self.theta(M)), self.family_flow.loss(self.theta(M))
@@ -212,7 +338,21 @@ class TaskDiversity:
 
 def draw_family_tasks(family: ICLData, P: int, seed) -> np.ndarray:
     """P tasks drawn from ``family``'s task law (Gaussian rows, or eigenbasis tasks
-    U diag(δ) Uᵀ), as a (P, d_y, d) array, by the simulator's own sampler."""
+    U diag(δ) Uᵀ), by the simulator's own sampler.
+
+    Parameters
+    ----------
+    family : ICLData
+        Numeric data with tasks "gaussian" or "diagonal".
+    P : int
+        Number of tasks.
+    seed : int or sequence of int
+        Anything ``numpy.random.default_rng`` takes.
+
+    Returns
+    -------
+    numpy.ndarray (P, d_y, d)
+    """
     P = check_int("P", P)
     if family.tasks not in ("gaussian", "diagonal"):
         raise InputError("family", f"must have a task law to draw from ('gaussian' or "
@@ -232,7 +372,17 @@ class SetTraining:
     are harmless) — and reads the lowest end point's exact loss on the family. ``certify``
     classifies that point with the package's critical-set tools. The loss on T is a polynomial
     of degree 4 or more in θ (not convex): a numerical minimum is the lowest of the starts,
-    proven global only where ``certify`` finds a certified global minimum set at its loss."""
+    proven global only where ``certify`` finds a certified global minimum set at its loss.
+
+    Parameters
+    ----------
+    model : Model
+        Any parameterization.
+    family : ICLData
+        Numeric data with a task law ("gaussian" or "diagonal").
+    backend : str
+        "numba" or "numpy".
+    """
 
     def __init__(self, model, family: ICLData, backend: str = "numba"):
         if not family.is_numeric() or family.tasks not in ("gaussian", "diagonal"):
@@ -242,19 +392,40 @@ class SetTraining:
         self.family_flow = compile_flow(derive(model, family), backend)
 
     def set_data(self, tasks) -> ICLData:
-        """The data law with the family's inputs and noise and tasks uniform over ``tasks``."""
+        """The data law with the family's inputs and noise and tasks uniform over ``tasks``.
+
+        Parameters
+        ----------
+        tasks : numpy.ndarray (P, d_y, d)
+
+        Returns
+        -------
+        ICLData
+        """
         f = self.family
         return ICLData(d=f.d, N=f.N, Lambda=f.Lambda, d_y=f.d_y, tasks=tasks, noise=f.noise)
 
     def fit(self, tasks, starts: int = 4, seed: int = 0, scale: float = 0.5) -> dict:
         """The lowest of ``starts`` numerical minima of the exact loss on ``tasks``.
 
+        Parameters
+        ----------
+        tasks : numpy.ndarray (P, d_y, d)
+            The task set T.
+        starts : int
+            Random starts.
+        seed : int
+            Base seed (start k uses (seed, k)).
+        scale : float
+            Standard deviation of the starts' entries.
+
         Returns
         -------
-        dict: ``theta`` (the end point, as ``flow.pack``), ``train`` (its loss on T), ``test``
-        (on fresh family tasks), ``gap`` = test − train, ``grad`` (‖∇L_T‖_∞ there: the
-        criticality certificate, ~1e-13 when converged), ``losses`` (every start's end loss,
-        sorted), ``flow`` (the compiled flow on T).
+        dict
+            ``theta`` (the end point, as ``flow.pack``), ``train`` (its loss on T), ``test``
+            (on fresh family tasks), ``gap`` = test − train, ``grad`` (‖∇L_T‖_∞ there: the
+            criticality certificate, ~1e-13 when converged), ``losses`` (every start's end
+            loss, sorted), ``flow`` (the compiled flow on T).
         """
         flow = compile_flow(derive(self.model, self.set_data(tasks)), self.backend)
         theta, losses = lowest_minimum(flow, starts, seed, scale)
@@ -264,8 +435,22 @@ class SetTraining:
                 "flow": flow}
 
     def family_minimum(self, starts: int = 4, seed: int = 0, scale: float = 0.5) -> dict:
-        """The same minimiser on the family's own loss (P → ∞): ``theta``, ``loss``, ``grad``,
-        ``losses``."""
+        """The same minimiser on the family's own loss (P → ∞).
+
+        Parameters
+        ----------
+        starts : int
+            Random starts.
+        seed : int
+            Base seed (start k uses (seed, k)).
+        scale : float
+            Standard deviation of the starts' entries.
+
+        Returns
+        -------
+        dict
+            ``theta``, ``loss``, ``grad``, ``losses``.
+        """
         theta, losses = lowest_minimum(self.family_flow, starts, seed, scale)
         return {"theta": theta, "loss": self.family_flow.loss(theta), "losses": losses,
                 "grad": float(np.abs(self.family_flow.grad(theta)).max())}
@@ -278,9 +463,21 @@ class SetTraining:
         set certified as the global minimum (convexity, Eckart–Young) has the same loss (to
         1e-9: ``info['global']`` True, and ``kind`` "minimum" even where the local test is
         unresolved because the minimum set is larger than a symmetry orbit, e.g. MultiHead) or
-        a lower one (False); None where nothing is certified."""
-        from ..theory.criticality import classify
-        from ..theory.fixedpoints import FixedPointSet, HessianIndex
+        a lower one (False); None where nothing is certified.
+
+        Parameters
+        ----------
+        fit : dict
+            A result of ``fit``.
+        seed : int
+            Seed of ``classify``'s escape search.
+
+        Returns
+        -------
+        FixedPointSet
+        """
+        from ...theory.criticality import classify
+        from ...theory.fixedpoints import FixedPointSet, HessianIndex
 
         flow, der = fit["flow"], fit["flow"].der
         params = flow.unpack(fit["theta"])
@@ -316,7 +513,24 @@ class SetTraining:
 def lowest_minimum(flow: CompiledFlow, starts: int = 4, seed: int = 0,
                    scale: float = 0.5) -> tuple[np.ndarray, list]:
     """The lowest end point of BFGS from ``starts`` random starts θ₀ ~ N(0, ``scale``² I)
-    (seeds (seed, k)), each polished by ``_newton_polish``; returns (θ, sorted end losses)."""
+    (seeds (seed, k)), each polished by ``_newton_polish``.
+
+    Parameters
+    ----------
+    flow : CompiledFlow
+        The loss to minimise.
+    starts : int
+        Random starts.
+    seed : int
+        Base seed (start k uses (seed, k)).
+    scale : float
+        Standard deviation of the starts' entries.
+
+    Returns
+    -------
+    tuple
+        (θ, sorted end losses).
+    """
     from scipy.optimize import minimize
 
     starts = check_int("starts", starts)
@@ -354,7 +568,28 @@ def baseline_risks(setting: TaskDiversity, tasks: np.ndarray, M: np.ndarray, pro
     """Monte-Carlo risks ½E(ŷ − y_q)² (mean, SE) of the learned algorithm ŷ = S_yx M x_q / N,
     OLS, ridge (Bayes-optimal for the Gaussian family) and dMMSE (Bayes-optimal for ``tasks``),
     on ``prompts`` prompts with fresh family tasks (keys ``<name>_test``) and with tasks drawn
-    from the set (``<name>_train``)."""
+    from the set (``<name>_train``).
+
+    Parameters
+    ----------
+    setting : TaskDiversity
+        The Merged model (d_y = 1) on the Gaussian family.
+    tasks : numpy.ndarray (P, 1, d)
+        A scalar task set.
+    M : numpy.ndarray (d, d)
+        The learned matrix.
+    prompts : int
+        Prompts per law (≥ 2).
+    seed : int or sequence of int
+        Anything ``numpy.random.default_rng`` takes.
+    chunk_floats : int
+        Prompts are drawn in chunks of about this many floats.
+
+    Returns
+    -------
+    dict
+        {"<name>_<test|train>": (mean, standard error)} for learned, ols, ridge, dmmse.
+    """
     prompts = check_int("prompts", prompts, minimum=2)
     rng = np.random.default_rng(seed)
     W = np.asarray(tasks, dtype=float)[:, 0, :]
@@ -394,7 +629,26 @@ def task_count_sweep(setting: TaskDiversity, Ps, draws: int, seed: int = 0,
     exactly; per row the mean and SE over draws (keys ``<name>``, ``<name>_se``) of the exact
     ``train``, ``test`` and ``gap``, and with ``prompts`` > 0 of the Monte-Carlo baselines
     (their SE over draws includes the Monte-Carlo error). ``family_min`` is the loss of the
-    Gaussian-family minimum (P → ∞)."""
+    Gaussian-family minimum (P → ∞).
+
+    Parameters
+    ----------
+    setting : TaskDiversity
+        The Merged model (d_y = 1) on the Gaussian family.
+    Ps : iterable of int
+        Task counts.
+    draws : int
+        Task sets per P (≥ 2).
+    seed : int
+        Base seed.
+    prompts : int
+        Monte-Carlo prompts for ``baseline_risks`` (0: none).
+
+    Returns
+    -------
+    list of dict
+        One row per P (with ``P`` and ``draws``).
+    """
     draws = check_int("draws", draws, minimum=2)
     rows = []
     for P in Ps:
@@ -421,7 +675,28 @@ def set_count_sweep(training: SetTraining, Ps, draws: int, seed: int = 0, starts
     starts; mean and SE over draws of ``train``, ``test``, ``gap``, the largest end gradient
     ``grad_max``, ``family_min`` (the minimiser on the family's loss), and with ``certify``
     the count of draws whose end point is certified a minimum (``minima``) and a global one
-    (``global_minima``; certification costs seconds per draw)."""
+    (``global_minima``; certification costs seconds per draw).
+
+    Parameters
+    ----------
+    training : SetTraining
+        The parameterization and family.
+    Ps : iterable of int
+        Task counts.
+    draws : int
+        Task sets per P (≥ 2).
+    seed : int
+        Base seed.
+    starts : int
+        Random starts per fit.
+    certify : bool
+        Certify each end point (``SetTraining.certify``).
+
+    Returns
+    -------
+    list of dict
+        One row per P.
+    """
     draws = check_int("draws", draws, minimum=2)
     family = training.family_minimum(starts, seed)
     rows = []
@@ -449,7 +724,22 @@ def parameterization_sweep(seed: int = 0, progress=None, backend: str = "numba")
     """``set_count_sweep`` of every parameterization on ``PARAMETERIZATION_GRID`` (small d: the
     finite-set derivations loop over the tasks): Merged, MultiHead(2), SeparateKQ(1, rank 2)
     and FullLSA with scalar Gaussian tasks, Merged with Gaussian vector tasks (d_y = 2) and
-    with eigenbasis tasks (d_y = d). ``progress(model)`` after each model."""
+    with eigenbasis tasks (d_y = d).
+
+    Parameters
+    ----------
+    seed : int
+        Base seed.
+    progress : callable, optional
+        Called with each model when it is done.
+    backend : str
+        "numba" or "numpy".
+
+    Returns
+    -------
+    list of dict
+        The ``set_count_sweep`` rows of every case in turn (losses ½E(ŷ − y_q)²).
+    """
     g = PARAMETERIZATION_GRID
     d, Lam = g["d"], np.diag(g["Lambda"])
     cases = [(models.Merged(d), {}), (models.MultiHead(d, heads=2), {}),
@@ -472,7 +762,23 @@ PARAMETERIZATION_FIRST = ("model", "family", "P", "draws", "train", "train_se", 
 
 def lu_setting(d: int, alpha: float, rho: float, backend: str = "numba") -> TaskDiversity:
     """Lu et al.'s conventions as package data: x ~ N(0, I_d/d) (Λ = I/d, exact), N = round(αd)
-    context examples, noise variance ρ (σ = √ρ), family w ~ N(0, I_d). Their e = 2 × our loss."""
+    context examples, noise variance ρ (σ = √ρ), family w ~ N(0, I_d). Their e = 2 × our loss.
+
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    alpha : float
+        Context length over dimension, α = N/d (> 0).
+    rho : float
+        Noise variance ρ (≥ 0).
+    backend : str
+        "numba" or "numpy".
+
+    Returns
+    -------
+    TaskDiversity
+    """
     alpha = check_real("alpha", alpha)
     rho = check_real("rho", rho, allow_zero=True)
     N = max(1, round(alpha * d))
@@ -497,10 +803,32 @@ def lu_sweep(ds, kappas, alpha: float = 1.0, rho: float = 0.25, draws: int = 8, 
     Gaussian: both are part of the finite-d difference. ``draws`` is the number of task sets at
     the smallest d, scaled ∝ 1/d (at least 2): draw-to-draw fluctuations shrink with d.
 
-    Returns one row per (d, κ): ``e_icl`` (fresh tasks), ``e_idg`` (the training tasks),
-    ``e_gap``, their SEs over draws, ``e_family`` (P → ∞ at this d), ``e_asymptotic`` at the
-    realised α = N/d, κ = P/d, ``diff`` = e_icl − e_asymptotic, and with ``prompts`` > 0 the
-    Monte-Carlo baselines as e_<name>_<test|train>.
+    Parameters
+    ----------
+    ds : iterable of int
+        Dimensions d.
+    kappas : iterable of float
+        Task diversities κ = P/d.
+    alpha : float
+        α = N/d.
+    rho : float
+        Noise variance ρ.
+    draws : int
+        Task sets at the smallest d.
+    seed : int
+        Base seed.
+    prompts : int
+        Monte-Carlo prompts for the baselines (0: none).
+    progress : callable, optional
+        Called with (d, κ) after each point.
+
+    Returns
+    -------
+    list of dict
+        One row per (d, κ): ``e_icl`` (fresh tasks), ``e_idg`` (the training tasks),
+        ``e_gap``, their SEs over draws, ``e_family`` (P → ∞ at this d), ``e_asymptotic`` at
+        the realised α = N/d, κ = P/d, ``diff`` = e_icl − e_asymptotic, and with ``prompts``
+        > 0 the Monte-Carlo baselines as e_<name>_<test|train>.
     """
     ds = [check_int("d", d) for d in ds]
     rows = []
@@ -532,7 +860,26 @@ def write_task_diversity(out, ds, kappas, alphas=(1.0,), rhos=(0.25,), draws: in
     provenance, rows) and ``task_diversity.png`` (e_ICL and e_IDG against κ per d with the
     asymptotic curve; d·(e_ICL − asymptotic) against κ, flat where the approach is O(1/d)).
     With ``parameterizations``, also ``parameterization_sweep`` (the package's ½E(ŷ − y)²,
-    not Lu et al.'s e) in ``parameterizations.csv`` and under that key in results.json."""
+    not Lu et al.'s e) in ``parameterizations.csv`` and under that key in results.json.
+
+    Parameters
+    ----------
+    out : str or pathlib.Path
+        The run folder.
+    ds, kappas : iterable
+        As in ``lu_sweep``.
+    alphas, rhos : iterable of float
+        The grid of α and ρ.
+    draws, seed, prompts, progress
+        As in ``lu_sweep``.
+    parameterizations : bool
+        Also run ``parameterization_sweep``.
+
+    Returns
+    -------
+    dict
+        The content of results.json.
+    """
     from pathlib import Path
 
     from .runfolder import provenance, save_figure, write_csv, write_json

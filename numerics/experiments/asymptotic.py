@@ -22,11 +22,26 @@ from __future__ import annotations
 
 import math
 
-from ..theory.errors import InputError, check_real
+from ...theory.errors import InputError, check_real
+
+__all__ = ["stieltjes_root", "icl_error"]
 
 
 def stieltjes_root(x: float, kappa: float) -> float:
-    """M_κ(x): the positive root m of (x/κ) m² + (x + 1 − 1/κ) m − 1 = 0."""
+    """M_κ(x): the positive root m of (x/κ) m² + (x + 1 − 1/κ) m − 1 = 0.
+
+    Parameters
+    ----------
+    x : float
+        (1 + ρ)/α in Result 1 (> 0).
+    kappa : float
+        Task diversity κ = P/d (> 0).
+
+    Returns
+    -------
+    float
+        m > 0 (computed in the cancellation-free form 2 / (a + √(a² + 4x/κ))).
+    """
     a = x + 1.0 - 1.0 / kappa
     return 2.0 / (a + math.sqrt(a * a + 4.0 * x / kappa))
 
@@ -37,9 +52,17 @@ def icl_error(alpha: float, kappa: float, rho: float = 0.0, tau: float = math.in
 
     Parameters
     ----------
-    alpha, kappa : context length N/d and task diversity P/d (> 0).
-    rho : noise variance (≥ 0).
-    tau : pretraining prompts n/d² (> 0, ≠ 1; default ∞: the population loss on the P tasks).
+    alpha, kappa : float
+        Context length N/d and task diversity P/d (> 0).
+    rho : float
+        Noise variance (≥ 0).
+    tau : float
+        Pretraining prompts n/d² (> 0, ≠ 1; default ∞: the population loss on the P tasks).
+
+    Returns
+    -------
+    float
+        e_ICL in their convention (noise included, no ½): twice the package's ½E(ŷ − y_q)².
     """
     alpha, kappa = check_real("alpha", alpha), check_real("kappa", kappa)
     rho = check_real("rho", rho, allow_zero=True)

@@ -17,18 +17,32 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..theory.errors import DivergenceError, check_int, check_real
-from .codegen import RUNAWAY, CompiledFlow
+from ...theory.errors import DivergenceError, check_int, check_real
+from ..compiled.codegen import CompiledFlow
+from ..compiled.integrate import start_theta
+from ..limits import RUNAWAY
+from ..results import Trajectory, standard_error
 from .covariance import CompiledCovariance, compile_covariance
-from .integrate import start_theta
-from .results import Trajectory, standard_error
+
+__all__ = ["SMEResult", "sqrt_psd", "simulate_sme"]
 
 SMEResult = Trajectory      # the former name of the SME ensemble's result
 
 
 def sqrt_psd(S: np.ndarray) -> np.ndarray:
     """Symmetric square roots of a stack of positive semi-definite matrices (eigenvalues below
-    zero by rounding are clipped)."""
+    zero by rounding are clipped).
+
+    Parameters
+    ----------
+    S : numpy.ndarray (…, P, P)
+        Symmetric positive semi-definite matrices (symmetrised first).
+
+    Returns
+    -------
+    numpy.ndarray (…, P, P)
+        S^{1/2}, symmetric.
+    """
     w, U = np.linalg.eigh(0.5 * (S + S.swapaxes(-1, -2)))
     return (U * np.sqrt(np.clip(w, 0.0, None))[..., None, :]) @ U.swapaxes(-1, -2)
 
@@ -36,7 +50,32 @@ def sqrt_psd(S: np.ndarray) -> np.ndarray:
 def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
                  replicas: int = 64, seed: int = 0, record_every: int = 1,
                  covariance: CompiledCovariance | None = None, progress=None) -> Trajectory:
-    """Euler–Maruyama ensemble of the SME from ``theta0`` (dict or vector); see module doc.
+    """Euler–Maruyama ensemble of the SME from ``theta0``: θ_{n+1} = θ_n − η∇L(θ_n)
+    + (η/√B) Σ(θ_n)^{1/2} ξ_n, ξ_n standard normal (the first two moments of an SGD step; see
+    the module doc).
+
+    Parameters
+    ----------
+    flow : CompiledFlow
+        From ``compile_flow``: the drift ∇L and, unless ``covariance`` is given, Σ.
+    theta0 : dict or array_like
+        Start: parameter dictionary (as ``flow.pack`` takes) or flat vector of length P.
+    lr : float
+        Learning rate η (> 0); the step is dt = η in flow time.
+    batch : int
+        SGD batch size B; the noise covariance is Σ/B.
+    steps : int
+        Number of steps n.
+    replicas : int
+        Independent paths in the ensemble.
+    seed : int
+        Seed of the noise (``numpy.random.default_rng``).
+    record_every : int
+        Record θ every this many steps (and at the last).
+    covariance : CompiledCovariance, optional
+        Reuse a compiled covariance of ``flow``.
+    progress : callable, optional
+        Called with the step number after every step.
 
     Returns
     -------

@@ -17,23 +17,40 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..theory import ICLData
-from ..theory.errors import InputError, check_int, check_real
-from .integrate import integrate
-from .simulate import PromptSampler
+from ...theory import ICLData
+from ...theory.errors import InputError, check_int, check_real
+from ..compiled.integrate import integrate
+from ..simulation.sgd import PromptSampler
 from .taskdiversity import TaskDiversity
+
+__all__ = ["learning_curve", "prompt_features", "least_squares_pretraining", "tau_sweep"]
 
 
 def learning_curve(setting: TaskDiversity, tasks, t_end: float, init_scale: float = 1e-3,
                    points: int = 400) -> dict:
     """Gradient flow on the loss of ``tasks`` from u = ε√d, Q = ε I (balanced, ε =
-    ``init_scale``), to ``t_end``.
+    ``init_scale``), to ``t_end``. Losses are the package's ½E(ŷ − y_q)².
+
+    Parameters
+    ----------
+    setting : TaskDiversity
+        The Merged model (d_y = 1) on the task family.
+    tasks : numpy.ndarray (P, 1, d)
+        The pretraining task set.
+    t_end : float
+        Flow time to integrate to (> 0).
+    init_scale : float
+        ε of the balanced start (> 0).
+    points : int
+        Recorded times, evenly spaced on [0, t_end].
 
     Returns
     -------
-    dict with ``t``, ``train`` (the set's loss), ``test`` (the family's loss at the same θ),
-    ``t_test_min`` / ``test_min`` (where the family loss is lowest: memorisation sets in after
-    it), ``train_at_test_min``, and the fitted ``final`` (``setting.fit(tasks)``) for reference.
+    dict
+        ``t``, ``train`` (the set's loss), ``test`` (the family's loss at the same θ),
+        ``t_test_min`` / ``test_min`` (where the family loss is lowest: memorisation sets in
+        after it), ``train_at_test_min``, and the fitted ``final`` (``setting.fit(tasks)``) for
+        reference.
     """
     t_end = check_real("t_end", t_end)
     eps = check_real("init_scale", init_scale)
@@ -48,14 +65,45 @@ def learning_curve(setting: TaskDiversity, tasks, t_end: float, init_scale: floa
 
 
 def prompt_features(X: np.ndarray, y: np.ndarray, xq: np.ndarray) -> np.ndarray:
-    """h = vec(S_xy x_qᵀ) / N per prompt, so that ŷ = S_yx M x_q / N = ⟨h, vec M⟩."""
+    """h = vec(S_xy x_qᵀ) / N per prompt, so that ŷ = S_yx M x_q / N = ⟨h, vec M⟩.
+
+    Parameters
+    ----------
+    X : numpy.ndarray (p, N, d)
+        Context inputs of p prompts.
+    y : numpy.ndarray (p, N)
+        Context labels.
+    xq : numpy.ndarray (p, d)
+        Query inputs.
+
+    Returns
+    -------
+    numpy.ndarray (p, d²)
+    """
     N = X.shape[-2]
     return np.einsum("pni,pn,pj->pij", X, y, xq).reshape(len(X), -1) / N
 
 
 def least_squares_pretraining(setting: TaskDiversity, n: int, seed, tasks=None) -> np.ndarray:
     """The minimum-norm least-squares M on ``n`` prompts (tasks from the family, or uniform
-    over ``tasks``), i.e. the Merged layer trained to convergence from M = 0 on those prompts."""
+    over ``tasks``), i.e. the Merged layer trained to convergence from M = 0 on those prompts.
+
+    Parameters
+    ----------
+    setting : TaskDiversity
+        The Merged model (d_y = 1) on the task family.
+    n : int
+        Number of pretraining prompts.
+    seed : int or sequence of int
+        Seed of the prompts (anything ``numpy.random.default_rng`` takes).
+    tasks : numpy.ndarray (P, 1, d), optional
+        A finite task set to draw from instead of the family.
+
+    Returns
+    -------
+    numpy.ndarray (d, d)
+        M.
+    """
     n = check_int("n", n)
     data = setting.family if tasks is None else ICLData(
         d=setting.d, N=setting.N, Lambda=setting.family.Lambda, tasks=tasks,
@@ -68,7 +116,27 @@ def least_squares_pretraining(setting: TaskDiversity, n: int, seed, tasks=None) 
 
 def tau_sweep(setting: TaskDiversity, taus, seeds: int, seed: int = 0, tasks=None) -> list[dict]:
     """For each τ: n = round(τ d²) prompts, ``seeds`` independent prompt sets; the exact family
-    loss at the least-squares M (mean, SE over seeds), next to the family minimum (τ = ∞)."""
+    loss at the least-squares M (mean, SE over seeds), next to the family minimum (τ = ∞).
+
+    Parameters
+    ----------
+    setting : TaskDiversity
+        The Merged model (d_y = 1) on the task family.
+    taus : iterable of float
+        τ = n/d² values (at least one).
+    seeds : int
+        Independent prompt sets per τ (≥ 2).
+    seed : int
+        Base seed (each set is seeded by (seed, n, s)).
+    tasks : numpy.ndarray (P, 1, d), optional
+        A finite task set to pretrain on instead of the family.
+
+    Returns
+    -------
+    list of dict
+        Per τ: ``tau``, ``n``, ``test`` and ``test_se`` (family loss ½E(ŷ − y_q)²),
+        ``family_min``.
+    """
     seeds = check_int("seeds", seeds, minimum=2)
     rows = []
     for tau in taus:

@@ -14,13 +14,16 @@ from typing import Callable
 
 import numpy as np
 
-from ..theory.data import ICLData
-from ..theory.errors import DivergenceError, InputError, check_int, check_real
-from ..theory.models import Model, fill_weights, word_value
-from .codegen import RUNAWAY, data_overflow
-from .integrate import MAX_ROWS_BYTES
-from .results import SimResult, standard_error
-from ..theory.params import as_arrays
+from ...theory.data import ICLData
+from ...theory.errors import DivergenceError, InputError, check_int, check_real
+from ...theory.models import Model, fill_weights, word_value
+from ...theory.params import as_arrays
+from ..limits import MAX_ROWS_BYTES, RUNAWAY, data_overflow
+from ..results import SimResult, standard_error
+
+__all__ = ["VALIDATION", "VALIDATION_STREAM", "letter_values", "network_weights", "pullback",
+           "check_prompt_memory", "PromptSampler", "model_loss", "network_loss_and_grad",
+           "model_loss_and_grad", "simulate_sgd", "block_stats", "block_z_scores"]
 
 
 VALIDATION = "_validation"      # the records' key of the validation losses
@@ -33,21 +36,66 @@ def _spaces(data: ICLData) -> dict:
 
 
 def letter_values(model: Model, params: dict) -> dict:
-    """{letter: (S, rows, cols)} cut from parameter arrays with a leading seed axis."""
+    """The model's letters (blocks) cut from parameter arrays with a leading seed axis.
+
+    Parameters
+    ----------
+    model : Model
+        The parameterization.
+    params : dict
+        {parameter name: array (S, *shape)}, a leading axis of S seeds.
+
+    Returns
+    -------
+    dict
+        {letter name: (S, rows, cols)}.
+    """
     sizes = model.sizes()
     return {b.letter.name: params[b.param][(slice(None),) + b.index(sizes)]
             for b in model.blocks()}
 
 
 def network_weights(model: Model, data: ICLData, letters: dict) -> list[tuple]:
-    """[(W_PV, W_KQ) per layer], each (S, H, D, D), filled from the model's ``stack_layers()``;
-    entries no word names are zero."""
+    """The actual attention weights, filled from the model's ``stack_layers()``; entries no
+    word names are zero.
+
+    Parameters
+    ----------
+    model : Model
+        The parameterization (one layer or a Stack).
+    data : ICLData
+        Numeric data (d, d_y).
+    letters : dict
+        {letter name: (S, rows, cols)} (``letter_values``).
+
+    Returns
+    -------
+    list of tuple
+        [(W_PV, W_KQ) per layer], each (S, H, D, D), D = d + d_y.
+    """
     return [fill_weights(spec, letters, data.d, data.d_y) for spec in model.stack_layers()]
 
 
 def pullback(model: Model, data: ICLData, letters: dict, grads: list[tuple]) -> dict:
     """Gradient with respect to the parameter arrays from each layer's (∂/∂W_PV, ∂/∂W_KQ), by
-    the product rule on each word: ∂⟨G, L₁⋯L_k⟩/∂L_j = (L₁⋯L_{j−1})ᵀ G (L_{j+1}⋯L_k)ᵀ."""
+    the product rule on each word: ∂⟨G, L₁⋯L_k⟩/∂L_j = (L₁⋯L_{j−1})ᵀ G (L_{j+1}⋯L_k)ᵀ.
+
+    Parameters
+    ----------
+    model : Model
+        The parameterization (one layer or a Stack).
+    data : ICLData
+        Numeric data (d, d_y).
+    letters : dict
+        {letter name: (S, rows, cols)} (``letter_values``).
+    grads : list of tuple
+        [(∂/∂W_PV, ∂/∂W_KQ) per layer], each (S, H, D, D) (``network_loss_and_grad``).
+
+    Returns
+    -------
+    dict
+        {parameter name: gradient (S, *shape)}.
+    """
     space = _spaces(data)
     letter_grads = {name: np.zeros_like(v) for name, v in letters.items()}
     for spec, (g_PV, g_KQ) in zip(model.stack_layers(), grads):
@@ -76,7 +124,22 @@ def pullback(model: Model, data: ICLData, letters: dict, grads: list[tuple]) -> 
 def check_prompt_memory(N: int, d: int, d_y: int, prompts: int) -> None:
     """An ``InputError`` naming N when drawing ``prompts`` prompts of N + 1 samples at once
     (inputs drawn and rotated, labels: (2d + d_y) float64 per sample) needs more than
-    ``MAX_ROWS_BYTES``; checked before any work, instead of a failed allocation."""
+    ``MAX_ROWS_BYTES``; checked before any work, instead of a failed allocation.
+
+    Parameters
+    ----------
+    N : int
+        Context length.
+    d, d_y : int
+        Input and output dimensions.
+    prompts : int
+        Prompts drawn at once (seeds × batch).
+
+    Raises
+    ------
+    InputError
+        Naming N, when over the limit.
+    """
     size = prompts * (N + 1) * (2 * d + d_y) * 8
     if size > MAX_ROWS_BYTES:
         raise InputError("N", f"{prompts} prompts (seeds × batch) of N = {N} samples need "
@@ -85,7 +148,14 @@ def check_prompt_memory(N: int, d: int, d_y: int, prompts: int) -> None:
 
 
 class PromptSampler:
-    """Draws prompts of the data model: x ~ N(0, Λ), W from the task law, y = W x + ε."""
+    """Draws prompts of the data model: x ~ N(0, Λ), W from the task law (one per prompt),
+    y = W x + ε with ε ~ N(0, σ² I).
+
+    Parameters
+    ----------
+    data : ICLData
+        A numeric data law (Λ, Σ_w or the task set, σ given as numbers).
+    """
 
     def __init__(self, data: ICLData):
         self.data = data
@@ -102,6 +172,20 @@ class PromptSampler:
         self.sigma = float(data.noise)
 
     def tasks(self, rng, shape) -> np.ndarray:
+        """Tasks W from the task law: Gaussian rows with covariance Σ_w, uniform over a finite
+        set, or U diag(δ) Uᵀ with δ_α ~ N(0, c_α) (eigenbasis tasks).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The random stream.
+        shape : tuple of int
+            Leading shape (e.g. (seeds, batch)).
+
+        Returns
+        -------
+        numpy.ndarray, shape (*shape, d_y, d)
+        """
         d, d_y = self.data.d, self.data.d_y
         if self.data.tasks == "gaussian":
             return rng.standard_normal(shape + (d_y, d)) @ self.task_chol.T
@@ -111,7 +195,20 @@ class PromptSampler:
         return (self.U * delta[..., None, :]) @ self.U.T
 
     def prompts(self, rng, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(X (…, N, d), Y (…, N, d_y), x_q (…, d), y_q (…, d_y))."""
+        """Prompts: N context pairs and a query, all with the prompt's task W.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The random stream.
+        shape : tuple of int
+            Leading shape (e.g. (seeds, batch)); memory is checked before drawing.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            X (*shape, N, d), Y (*shape, N, d_y), x_q (*shape, d), y_q (*shape, d_y).
+        """
         N, d = int(self.data.N), self.data.d
         check_prompt_memory(N, d, self.data.d_y, int(np.prod(shape)))
         W = self.tasks(rng, shape)
@@ -156,8 +253,24 @@ def _forward(weights: list[tuple], X, Y, xq, yq, d: int, mask, negate_readout: b
 
 
 def model_loss(model: Model, data: ICLData, params: dict, prompts: tuple) -> np.ndarray:
-    """Batch loss per seed of ``model``'s actual network (forward pass only); arguments as
-    for ``model_loss_and_grad``."""
+    """Batch loss per seed of ``model``'s actual network (forward pass only): ½ mean over the
+    batch of ‖ŷ − y_q‖², ŷ with the 1/N attention normalisation.
+
+    Parameters
+    ----------
+    model : Model
+        The parameterization (one layer or a Stack).
+    data : ICLData
+        Numeric data (d, d_y).
+    params : dict
+        {parameter name: array (S, *shape)}, a leading axis of S seeds.
+    prompts : tuple
+        (X, Y, x_q, y_q) with leading axes (S, B), as ``PromptSampler.prompts``.
+
+    Returns
+    -------
+    numpy.ndarray (S,)
+    """
     mask = _key_mask(prompts[0].shape[2], model.query_in_keys)
     weights = network_weights(model, data, letter_values(model, params))
     return _forward(weights, *prompts, data.d, mask, model.negate_readout)[0]
@@ -176,8 +289,26 @@ def network_loss_and_grad(weights: list[tuple], X, Y, xq, yq, d: int,
         ∂/∂z_t += G_t + Σ_h W_KQ,hᵀ A W_PV,hᵀ G_t,   ∂/∂z_j += m_j (E + Eᵀ) z_j / N,
         E = Σ_h Σ_t W_PV,hᵀ G_t U_h,tᵀ.
 
-    ``weights``: [(W_PV, W_KQ) per layer], each (S, H, D, D). Returns (loss (S,), [(∂W_PV,
-    ∂W_KQ) per layer]) with the loss ½ mean over the batch of ‖ŷ − y_q‖²."""
+    Parameters
+    ----------
+    weights : list of tuple
+        [(W_PV, W_KQ) per layer], each (S, H, D, D), D = d + d_y.
+    X, Y, xq, yq : numpy.ndarray
+        Prompts with leading axes (S, B): X (S, B, N, d), Y (S, B, N, d_y), xq (S, B, d),
+        yq (S, B, d_y).
+    d : int
+        Input dimension.
+    query_in_keys : bool
+        Key mask m = 1 (the query among the keys) or 0.
+    negate_readout : bool
+        Read ŷ = −(y-rows) (Ahn et al.).
+
+    Returns
+    -------
+    tuple
+        (loss (S,), [(∂W_PV, ∂W_KQ) per layer]) with the loss ½ mean over the batch of
+        ‖ŷ − y_q‖².
+    """
     S, B, N, _ = X.shape
     mask = _key_mask(N, query_in_keys)
     loss, r, Z, tape = _forward(weights, X, Y, xq, yq, d, mask, negate_readout)
@@ -199,9 +330,25 @@ def network_loss_and_grad(weights: list[tuple], X, Y, xq, yq, d: int,
 
 
 def model_loss_and_grad(model: Model, data: ICLData, params: dict, prompts: tuple):
-    """Batch loss per seed of ``model``'s actual network at ``params`` ({name: (S, *shape)})
-    on ``prompts`` = (X, Y, x_q, y_q) with leading axes (S, B), and its gradient with respect
-    to the parameter arrays (same shapes as ``params``)."""
+    """Batch loss per seed of ``model``'s actual network at ``params`` and its gradient with
+    respect to the parameter arrays (loss: ½ mean over the batch of ‖ŷ − y_q‖²).
+
+    Parameters
+    ----------
+    model : Model
+        The parameterization (one layer or a Stack).
+    data : ICLData
+        Numeric data (d, d_y).
+    params : dict
+        {parameter name: array (S, *shape)}, a leading axis of S seeds.
+    prompts : tuple
+        (X, Y, x_q, y_q) with leading axes (S, B), as ``PromptSampler.prompts``.
+
+    Returns
+    -------
+    tuple
+        (loss (S,), {parameter name: gradient, the shape of ``params``}).
+    """
     letters = letter_values(model, params)
     loss, grads = network_loss_and_grad(network_weights(model, data, letters), *prompts,
                                         data.d, model.query_in_keys, model.negate_readout)
@@ -322,14 +469,41 @@ def _result(losses, records: dict, steps: int, record_every: int, info: dict) ->
 
 def block_stats(losses: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean over seeds of per-seed means over blocks of ``block`` steps, and its standard error
-    across seeds (``losses``: steps × seeds; a trailing partial block is dropped)."""
+    across seeds (a trailing partial block is dropped).
+
+    Parameters
+    ----------
+    losses : numpy.ndarray (steps, seeds)
+        Loss per step and seed (≥ 2 seeds).
+    block : int
+        Steps per block.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (mean (blocks,), standard error (blocks,)).
+    """
     n = (len(losses) // block) * block
     per_seed = losses[:n].reshape(-1, block, losses.shape[1]).mean(axis=1)
     return per_seed.mean(axis=1), per_seed.std(axis=1, ddof=1) / np.sqrt(losses.shape[1])
 
 
 def block_z_scores(losses: np.ndarray, theory: np.ndarray, block: int) -> np.ndarray:
-    """z of each block's mean simulated loss against the theory's mean over the same steps."""
+    """z of each block's mean simulated loss against the theory's mean over the same steps.
+
+    Parameters
+    ----------
+    losses : numpy.ndarray (steps, seeds)
+        Simulated loss per step and seed.
+    theory : numpy.ndarray (steps,)
+        The theory's loss at the same steps.
+    block : int
+        Steps per block.
+
+    Returns
+    -------
+    numpy.ndarray (blocks,)
+    """
     mean, se = block_stats(losses, block)
     n = len(mean) * block
     return (mean - theory[:n].reshape(-1, block).mean(axis=1)) / se

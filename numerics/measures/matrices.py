@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from ..theory.errors import InputError, check_int, check_real
+from ...theory.errors import InputError, check_int, check_real
 
 
 def _matrices(M, name: str = "M") -> np.ndarray:
@@ -49,16 +49,38 @@ def _scaled_singular_values(M) -> tuple:
 
 
 def singular_values(M) -> np.ndarray:
-    """Singular values in descending order, shape (..., min(m, n)) (inf where one exceeds the
-    float range)."""
+    """Singular values σ₁ ≥ σ₂ ≥ … ≥ 0 of each matrix.
+
+    Parameters
+    ----------
+    M : array_like, shape (m, n) or (..., m, n)
+        One matrix or a stack of checkpoints; finite, non-empty (read as float64).
+
+    Returns
+    -------
+    numpy.ndarray, shape (..., min(m, n))
+        Descending; inf where one exceeds the float range.
+    """
     s, top = _scaled_singular_values(M)
     with np.errstate(over="ignore"):
         return s * top[..., None]
 
 
 def effective_rank(M, drop_top: int = 0) -> np.ndarray:
-    """Roy–Vetterli effective rank; ``drop_top`` removes the largest singular values first.
-    A zero matrix has effective rank 0."""
+    """Roy–Vetterli effective rank exp(−Σ p_i log p_i), p_i = σ_i / Σ_j σ_j.
+
+    Parameters
+    ----------
+    M : array_like, shape (m, n) or (..., m, n)
+        One matrix or a stack of checkpoints; finite, non-empty (read as float64).
+    drop_top : int
+        How many of the largest singular values to remove first, in [0, min(m, n) − 1].
+
+    Returns
+    -------
+    numpy.ndarray, shape (...)
+        In [1, rank] for a non-zero matrix (scale-free); 0 for a zero matrix.
+    """
     s, _ = _scaled_singular_values(M)
     if not (isinstance(drop_top, (int, np.integer)) and 0 <= drop_top < s.shape[-1]):
         raise InputError("drop_top", f"must be in [0, {s.shape[-1] - 1}], got {drop_top!r}")
@@ -70,6 +92,18 @@ def effective_rank(M, drop_top: int = 0) -> np.ndarray:
 
 
 def stable_rank(M) -> np.ndarray:
+    """Stable rank ‖M‖_F² / ‖M‖₂² = Σ σ_i² / σ₁².
+
+    Parameters
+    ----------
+    M : array_like, shape (m, n) or (..., m, n)
+        One matrix or a stack of checkpoints; finite, non-empty (read as float64).
+
+    Returns
+    -------
+    numpy.ndarray, shape (...)
+        In [1, rank] for a non-zero matrix (scale-free); 0 for a zero matrix.
+    """
     s, _ = _scaled_singular_values(M)
     top = s[..., :1]
     ratio = np.divide(s, top, out=np.zeros_like(s), where=top > 0)     # no under/overflow
@@ -77,6 +111,22 @@ def stable_rank(M) -> np.ndarray:
 
 
 def numerical_rank(M, tol: float | None = None, rtol: float | None = None) -> np.ndarray:
+    """Number of singular values above a threshold: #{σ_i > tol}.
+
+    Parameters
+    ----------
+    M : array_like, shape (m, n) or (..., m, n)
+        One matrix or a stack of checkpoints; finite, non-empty (read as float64).
+    tol : float, optional
+        Absolute threshold (≥ 0).
+    rtol : float, optional
+        Relative threshold, ``rtol`` · σ₁ (≥ 0). Give at most one of ``tol`` and ``rtol``;
+        with neither, NumPy's rule max(m, n) · ε_machine · σ₁.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (...)
+    """
     M = _matrices(M)
     s, top = _scaled_singular_values(M)      # s·top are the singular values
     if tol is not None and rtol is not None:
@@ -110,20 +160,68 @@ def _subspace_pair(A, B, k: int, side: str) -> tuple:
 
 
 def principal_angles(A, B, k: int, side: str = "left") -> np.ndarray:
-    """Principal angles (radians, ascending) between top-k singular subspaces of A and B."""
+    """Principal angles between the top-k singular subspaces of A and B.
+
+    Parameters
+    ----------
+    A, B : array_like, shape (m, n) or (..., m, n)
+        Matrices (or stacks broadcasting against each other) whose subspaces are compared;
+        their ``side`` singular vectors must have the same dimension.
+    k : int
+        Dimension of the top singular subspaces, 1 ≤ k ≤ min(m, n).
+    side : {"left", "right"}
+        Left (column space) or right (row space) singular vectors.
+
+    Returns
+    -------
+    numpy.ndarray, shape (..., k)
+        Angles in radians, ascending, in [0, π/2].
+    """
     Ua, Ub = _subspace_pair(A, B, k, side)
     cos = np.linalg.svd(Ua.swapaxes(-1, -2) @ Ub, compute_uv=False)
     return np.arccos(np.clip(cos, -1.0, 1.0))
 
 
 def subspace_overlap(A, B, k: int, side: str = "left") -> np.ndarray:
-    """‖U_kᵀ U'_k‖_F² / k for the top-k singular subspaces of A and B."""
+    """Overlap ‖U_kᵀ U'_k‖_F² / k of the top-k singular subspaces U_k of A and U'_k of B: the
+    mean cos² of their principal angles.
+
+    Parameters
+    ----------
+    A, B : array_like, shape (m, n) or (..., m, n)
+        Matrices (or stacks broadcasting against each other) whose subspaces are compared;
+        their ``side`` singular vectors must have the same dimension.
+    k : int
+        Dimension of the top singular subspaces, 1 ≤ k ≤ min(m, n).
+    side : {"left", "right"}
+        Left (column space) or right (row space) singular vectors.
+
+    Returns
+    -------
+    numpy.ndarray, shape (...)
+        In [0, 1]: 1 for the same subspace, 0 for orthogonal ones.
+    """
     Ua, Ub = _subspace_pair(A, B, k, side)
     return np.sum((Ua.swapaxes(-1, -2) @ Ub) ** 2, axis=(-2, -1)) / k
 
 
 def alignment_distance(M, M_ref) -> np.ndarray:
-    """min_A ‖A M − M_ref‖_F / ‖M_ref‖_F, A unconstrained (least squares, pseudo-inverse)."""
+    """Relative alignment distance min_A ‖A M − M_ref‖_F / ‖M_ref‖_F, A unconstrained (least
+    squares, by the pseudo-inverse).
+
+    Parameters
+    ----------
+    M : array_like, shape (m, n) or (..., m, n)
+        The matrix (or checkpoints) to align; finite.
+    M_ref : array_like, shape (p, n) or (..., p, n)
+        The reference, with as many columns as M; not zero.
+
+    Returns
+    -------
+    numpy.ndarray, shape (...)
+        In [0, 1]: 0 when M's row space contains M_ref's, 1 when they are orthogonal;
+        invariant to the scales of M and M_ref.
+    """
     M, R = _matrices(M), _matrices(M_ref, "M_ref")
     if M.shape[-1] != R.shape[-1]:
         raise InputError("M_ref", f"needs {M.shape[-1]} columns like M, got {R.shape[-1]}")
@@ -143,7 +241,30 @@ def _unit_scale(M: np.ndarray) -> np.ndarray:
 
 def top_hessian_eigenvalue(hvp, n: int, method: str = "lanczos", tol: float = 1e-10,
                            maxiter: int = 1000, seed: int = 0) -> float:
-    """Largest (algebraic) eigenvalue of the symmetric n×n operator v ↦ hvp(v)."""
+    """Largest eigenvalue of the symmetric n×n operator v ↦ hvp(v) (e.g. the loss Hessian
+    from Hessian-vector products: the curvature that bounds stable learning rates, η < 2/λ).
+
+    Parameters
+    ----------
+    hvp : callable
+        v (float64 vector of length n) ↦ H v; H must be symmetric.
+    n : int
+        Dimension of the operator.
+    method : {"lanczos", "power"}
+        "lanczos": the largest algebraic eigenvalue (ARPACK); "power": power iteration, the
+        dominant eigenvalue (largest |λ|, as PyHessian).
+    tol : float
+        Convergence tolerance (ARPACK's; for "power", relative change between iterations).
+    maxiter : int
+        Iteration cap.
+    seed : int
+        Seed of the random start vector.
+
+    Returns
+    -------
+    float
+        The eigenvalue (for "power" after ``maxiter`` iterations, the last estimate).
+    """
     if method == "lanczos":
         op = LinearOperator((n, n), matvec=lambda v: np.asarray(hvp(v), dtype=np.float64))
         v0 = np.random.default_rng(seed).standard_normal(n)

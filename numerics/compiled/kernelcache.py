@@ -20,7 +20,7 @@ import numba
 from numba.core.caching import (CompileResultCacheImpl, FunctionCache, IndexDataCacheFile,
                                 _CacheLocator)
 
-from ..theory.cache import private_folder
+from ...theory.cache import private_folder
 
 FOLDER = "kernels"
 
