@@ -33,6 +33,8 @@ import sympy as sp
 from .data import ICLData
 from .errors import InputError
 
+__all__ = ["Conventions"]
+
 NORMALISATIONS = ("N", "none", "N+1")
 
 
@@ -61,7 +63,17 @@ class Conventions:
                              f"{self.normalisation!r}")
 
     def loss_factor(self, d_y: int = 1) -> sp.Rational:
-        """κ with L' = κ L: 2 without the ½, divided by d_y when averaged over outputs."""
+        """κ with L' = κ L: 2 without the ½, divided by d_y when averaged over outputs.
+
+        Parameters
+        ----------
+        d_y : int
+            Output dimension.
+
+        Returns
+        -------
+        sympy Rational
+        """
         kappa = sp.Integer(1 if self.half else 2)
         return kappa / d_y if self.mean_outputs else kappa
 
@@ -76,22 +88,56 @@ class Conventions:
 
         Returns
         -------
-        The same type: κ · loss (a float stays a float).
+        number or sympy expression
+            κ · loss (a float stays a float).
         """
         kappa = self.loss_factor(d_y)
         return float(kappa) * loss if isinstance(loss, float) else kappa * loss
 
     def lr(self, lr_theirs: float, d_y: int = 1) -> float:
         """Our learning rate for their GD with ``lr_theirs``, step for step (η = κ η') —
-        on ``data(...)``, where the parameters are the same."""
+        on ``data(...)``, where the parameters are the same.
+
+        Parameters
+        ----------
+        lr_theirs : float
+        d_y : int
+            Output dimension.
+
+        Returns
+        -------
+        float
+        """
         return float(self.loss_factor(d_y)) * lr_theirs
 
     def time(self, t_theirs: float, d_y: int = 1) -> float:
-        """Our flow time at their flow time (their θ̇ = −∇L' = −κ∇L)."""
+        """Our flow time at their flow time (their θ̇ = −∇L' = −κ∇L).
+
+        Parameters
+        ----------
+        t_theirs : float
+        d_y : int
+            Output dimension.
+
+        Returns
+        -------
+        float
+        """
         return self.lr(t_theirs, d_y)
 
     def scale(self, N):
-        """c: their ŷ over ours at the same parameters (N, 1 or N/(N + 1))."""
+        """c: their ŷ over ours at the same parameters.
+
+        Parameters
+        ----------
+        N : int or sympy Symbol
+            Context length.
+
+        Returns
+        -------
+        sympy expression
+            1 ("N"), N ("none") or N/(N + 1) ("N+1").
+        """
         return {"N": sp.Integer(1), "none": sp.sympify(N),
                 "N+1": sp.sympify(N) / (sp.sympify(N) + 1)}[self.normalisation]
 
@@ -148,7 +194,22 @@ class Conventions:
         return self._scale_values(model, params, float(self.scale(N)))
 
     def to_theirs(self, model, params: dict, N) -> dict:
-        """Our parameters in their units (the inverse of ``to_ours``)."""
+        """Our parameters in their units (the inverse of ``to_ours``).
+
+        Parameters
+        ----------
+        model : Model
+            Of the form ``head_products()`` names.
+        params : dict
+            {parameter name: array} in ours.
+        N : int
+            Context length.
+
+        Returns
+        -------
+        dict
+            {parameter name: float array} in theirs.
+        """
         return self._scale_values(model, params, 1.0 / float(self.scale(N)))
 
     def _scale_values(self, model, params: dict, factor: float) -> dict:
