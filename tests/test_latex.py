@@ -35,7 +35,7 @@ def test_documents_state_loss_flow_conservation_and_stages(generated):
         assert "L &=" in text and "\\frac{d" in text and "\\Delta C_{1}^{\\mathrm{GD}}" in text
     merged = generated["merged.tex"]
     assert "\\mathcal{D}" in merged           # the eigenbasis-diagonal tasks section
-    assert "t_{3} =" in merged and "growth rates at the origin" in merged
+    assert "t_{3} &=" in merged and "growth rates at the origin" in merged
 
 
 def test_derive_all_writes_the_folder(tmp_path, monkeypatch, generated):
