@@ -6,6 +6,7 @@ leading axis of paths in ``theta`` and reports the mean loss with its standard e
 
 from __future__ import annotations
 
+import html
 import io
 import json
 from dataclasses import dataclass, field
@@ -79,6 +80,38 @@ class Trajectory:
         observed = flow.observe(theta)          # one compiled loop over the rows
         return cls(np.asarray(t, dtype=float), None if steps is None else np.asarray(steps),
                    theta, observed[:, 0], None, observed[:, 1:], dict(info))
+
+    def summary(self) -> dict:
+        """A few numbers that say what the trajectory did.
+
+        Returns
+        -------
+        dict
+            "method" (``info``'s, if any), "rows", "paths" (1 for one path), "t" (first and
+            last flow time, or None), "loss" (first and last), "min_loss", "conserved_drift"
+            (the largest |C(row) − C(first row)| over rows, paths and quantities; None
+            without conserved quantities).
+        """
+        drift = None
+        if self.conserved is not None and np.size(self.conserved):
+            drift = float(np.nanmax(np.abs(self.conserved - self.conserved[:1])))
+        return {"method": self.info.get("method"), "rows": len(self.loss),
+                "paths": self.theta.shape[0] if self.theta.ndim == 3 else 1,
+                "t": None if self.t is None else (float(self.t[0]), float(self.t[-1])),
+                "loss": (float(self.loss[0]), float(self.loss[-1])),
+                "min_loss": float(np.nanmin(self.loss)), "conserved_drift": drift}
+
+    def _repr_html_(self) -> str:
+        """Jupyter: ``summary()`` as a small table."""
+        s = self.summary()
+        cells = [("method", s["method"] or "—"), ("rows", s["rows"]), ("paths", s["paths"]),
+                 ("t", "—" if s["t"] is None else f"{s['t'][0]:g} … {s['t'][1]:g}"),
+                 ("loss", f"{s['loss'][0]:.6g} → {s['loss'][1]:.6g} (min {s['min_loss']:.6g})"),
+                 ("conserved drift", "—" if s["conserved_drift"] is None
+                  else f"{s['conserved_drift']:.3g}")]
+        body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in cells)
+        return f"<table><caption>Trajectory</caption>{body}</table>"
 
     def params(self, flow) -> dict:
         """The rows as parameter arrays.

@@ -8,10 +8,12 @@ import sympy as sp
 from . import models
 from .data import N_SYM, SIGMA, ICLData
 from .derive import derive
+from .display import sets_tabular
 from .gdsteps import minimal_steps, step_size_loss
-from .latex import derivation_document, split_sum, tex
+from .latex import derivation_document
 from .productform import product_noise
 from .solutions import isotropic_reduction, mode_reduction
+from .texform import Equation, align, partial_fractions, tex
 from .words import dim_symbol
 
 GAUSSIAN_PROSE = (r"Gaussian tasks: rows of $W$ i.i.d.\ $\mathcal{N}(0,\Sigma_w)$, "
@@ -33,29 +35,24 @@ def _data(tasks: str = "gaussian", d: int = 2) -> ICLData:
     return ICLData(d=d, N=N_SYM, Lambda="full", d_y=d, tasks="diagonal", noise=SIGMA)
 
 
-def _align(rows: list) -> str:
-    """An align* block of ``rows`` (the last row's line break dropped)."""
-    rows = list(rows)
-    rows[-1] = rows[-1].rstrip(" \\")
-    return "\n".join([r"\begin{align*}"] + rows + [r"\end{align*}"])
-
-
 def _modes_section() -> tuple:
     """Eigenmode reduction of the Merged model with the paper's tasks (d = 3, symbolic s)."""
     data = ICLData(d=3, N=N_SYM, Lambda="diag", d_y=3, tasks="diagonal")
     red = mode_reduction(derive(models.Merged(3, d_y=3), data), symbolic_s=True)
     a0 = sp.Symbol("a_0", positive=True)
-    rows = split_sum("L(p,q)", red.loss, per_line=4)
+    pq = [f"{v}_{k}" for v in "pq" for k in (1, 2, 3)]
+    rows = [Equation("L(p,q)", red.loss, variables=pq)]
     for k in range(3):
         a, f = red.balanced_rate(k)
-        rows.append(rf"\dot a_{{{k + 1}}} &= {tex(f.subs(a, sp.Symbol(f'a_{k + 1}')))}, \quad "
-                    rf"a^*_{{{k + 1}}} = {tex(red.fixed_point(k))}, \quad "
-                    rf"t_{{{k + 1}}} = {tex(red.half_time(k, a0))} \\")
+        a_k = sp.Symbol(f"a_{k + 1}")
+        rows += [Equation(rf"\dot a_{{{k + 1}}}", f.subs(a, a_k), variables=[a_k.name],
+                          tail=rf", \quad a^*_{{{k + 1}}} = {tex(red.fixed_point(k))}"),
+                 Equation(rf"t_{{{k + 1}}}", tex(red.half_time(k, a0)))]
     rates = ", ".join(tex(g) for g in red.saddle_growth_rates())
-    rows.append(rf"&\text{{growth rates at the origin: }} {rates} \\")
-    rows += split_sum(r"L - \sum_\alpha L_\alpha", red.coupling, per_line=3)
-    rows += split_sum(r"\frac{d}{dt}\left(p_1^2 - q_1^2\right)", red.balance_rate(0),
-                      per_line=3)
+    rows.append(Equation(r"\text{growth rates at the origin}", rates))
+    rows += [Equation(r"L - \sum_\alpha L_\alpha", red.coupling, variables=pq),
+             Equation(r"\frac{d}{dt}\left(p_1^2 - q_1^2\right)", red.balance_rate(0),
+                      variables=pq)]
     prose = (r"On $V = U\mathrm{diag}(p)U^\top$, $Q = U\mathrm{diag}(q)U^\top$ ($d = 3$, "
              r"$\Lambda = U\mathrm{diag}(s)U^\top$, $c = 1$, $\sigma = 0$). Dropping the "
              r"cross-mode terms (order $1/N$) and taking $p_\alpha = q_\alpha$ gives "
@@ -64,45 +61,74 @@ def _modes_section() -> tuple:
              r"lines are what the decoupled reduction drops (the exact cross-mode coupling, "
              r"$O(1/N)$) and the exact breaking of the per-mode conservation law it implies "
              r"(only $\sum_\alpha (p_\alpha^2 - q_\alpha^2)$ is conserved).")
-    return ("Eigenmode reduction and learning stages", prose, _align(rows))
+    return ("Eigenmode reduction and learning stages", prose, align(rows))
 
 
 def _isotropic_section() -> tuple:
-    """Λ = λI, Σ_w = I: the reduced flow on Q = qI and its closed forms."""
+    """Λ = λI, Σ_w = I: the reduced flow on Q = qI and its closed forms (abbreviated by
+    exact substitutions, ``isotropic_time_parts``)."""
     red = isotropic_reduction(derive(models.Merged(2), ICLData(d=2, N=N_SYM, Lambda="iso",
                                                               noise=SIGMA)))
-    rows = [rf"\dot u &= {tex(red.u_dot)}, \qquad \dot q = {tex(red.q_dot)} \\",
-            rf"\dot a &= {tex(red.rate())}, \qquad a^* = {tex(red.fixed_point())} \\",
-            rf"a(t) &= {tex(red.balanced_solution())} \qquad (\Delta = 0) \\"]
-    rows += split_sum(r"t(a)", red.unbalanced_time(), per_line=1)
+    a_t = red.balanced_solution()
+    num, den = sp.fraction(a_t)
+    growth = next(iter(a_t.atoms(sp.exp)))
+    G, names = isotropic_time_parts(red.unbalanced_time())
+    names = dict(reversed(list(names.items())))
+    rows = [Equation(r"\dot u", red.u_dot, variables="uq"),
+            Equation(r"\dot q", red.q_dot, variables="uq"),
+            Equation(r"\dot a", tex(red.rate()), rf", \qquad a^* = {tex(red.fixed_point())}"),
+            Equation("a(t)", tex(num / sp.collect(sp.expand(den), growth, sp.factor)),
+                     r" \qquad (\Delta = 0)"),
+            Equation("t(a)", r"N\left(G(a_0) - G(a)\right)"),
+            Equation("G(x)", tex(G))]
+    rows += [Equation(tex(k), tex(v)) for k, v in names.items()]
     prose = (r"Scalar tasks, $\Sigma_w = I$, $\Lambda = \lambda I$, any $d$: the set "
              r"$Q = qI$ is invariant (the derived $\partial L/\partial Q$ is a multiple of $I$ "
              r"on it), $a = uq$ and the conserved $\Delta = u^2 - d q^2$ reduce the flow to one "
              r"equation. Balanced starts: the logistic solution (SymPy \texttt{dsolve}); "
              r"unbalanced: the time to reach $a$ from $a_0$ (integrated after "
              r"$a = |\Delta|\sinh\theta/(2\sqrt d)$).")
-    return ("Isotropic inputs: closed forms", prose, _align(rows))
+    return ("Isotropic inputs: closed forms", prose, align(rows))
+
+
+def isotropic_time_parts(time) -> tuple:
+    """t(a) = N (G(a₀) − G(a)) for the unbalanced isotropic flow: (G(x), {symbol: the
+    expression it abbreviates}) with b = |Δ|(Nλ + dλ + λ + σ²), R the square root and
+    θ = asinh(2√d x/|Δ|); substituting back gives ``time`` exactly."""
+    syms = {s.name: s for s in time.free_symbols}
+    a, a0, delta, lam, d = (syms[n] for n in ("a", "a_0", "Delta", "lambda", "d"))
+    x, b, R, theta = sp.symbols("x b R theta")
+    term = next(t for t in time.args if a in t.free_symbols)
+    G = sp.expand(-term / N_SYM).subs(a, x)
+    G = G.replace(lambda e: e.is_Add and len(e.args) > 3, lambda e: sp.factor(e))
+    c = sp.expand(sp.Abs(delta) * (N_SYM * lam + d * lam + lam + SIGMA**2))
+    root = next(p for p in G.atoms(sp.Pow) if p.exp == sp.Rational(1, 2) and
+                N_SYM in p.free_symbols)
+    arg = next(f.args[0] for f in G.atoms(sp.asinh))
+    G = G.subs(root, R).subs(c, b).subs(sp.asinh(arg), theta)
+    if sp.expand(root.base - c**2 - 4 * N_SYM**2 * d) == 0:
+        root = sp.sqrt(b**2 + 4 * N_SYM**2 * d)
+    return G, {R: root, b: sp.factor(c), theta: sp.asinh(arg)}
 
 
 def _noise_section() -> tuple:
     """The exact single-prompt gradient covariance of the Merged model, Λ = λI, Σ_w = I."""
     der = derive(models.Merged(2), ICLData(d=2, N=N_SYM, Lambda="iso"), structural=True)
     cov = der.gradient_covariance()
-    rows = []
-    for L, M in (("V", "V"), ("V", "Q"), ("Q", "Q")):
-        rows += split_sum(_cov_tex(L, M), cov.to_sympy(L, M), per_line=2)
+    rows = [Equation(_cov_tex(L, M), cov.to_sympy(L, M))
+            for L, M in (("V", "V"), ("V", "Q"), ("Q", "Q"))]
     prose = (r"Scalar tasks, $\Sigma_w = I$, $\sigma = 0$, $\Lambda = \lambda I$, any $d$. The "
              r"covariance of one prompt's gradient $g$ (the noise of SGD; a batch of $B$ "
              r"prompts divides it by $B$) as bilinear forms in probe matrices $A_L$, $B_M$ of "
              r"the blocks' shapes, exact for every $N$ (\texttt{der.gradient\_covariance()}; "
              r"any $\Lambda$, $\Sigma_w$, $\sigma$ and model there).")
-    return ("Gradient noise (single-prompt covariance)", prose, _align(rows))
+    return ("Gradient noise (single-prompt covariance)", prose, align(rows))
 
 
 def _product_noise_section(model) -> tuple:
     """The gradient noise of a product-form model as the chain rule of one kernel Σ_M(M)."""
     der = derive(model, ICLData(d=2, N=N_SYM, Lambda="iso"), structural=True)
-    rows = split_sum(r"\Sigma_M(M)[A_M, B_M]", der.to_sympy(product_noise(der)), per_line=2)
+    rows = [Equation(r"\Sigma_M(M)[A_M, B_M]", der.to_sympy(product_noise(der)))]
     prose = (r"Scalar tasks, $\Sigma_w = I$, $\sigma = 0$, $\Lambda = \lambda I$, any $d$. The "
              r"prediction is $\hat y = S_{yx} M x_q / N$, so one prompt's gradient is the "
              r"chain rule of $G = \nabla_M \ell$, and its covariance (the noise of SGD; a batch "
@@ -113,7 +139,7 @@ def _product_noise_section(model) -> tuple:
              r"$\Sigma_M(M)[A_M, B_M] = \mathrm{Cov}(\langle A_M, G\rangle, \langle B_M, "
              r"G\rangle)$ derived once, on the Merged model (its $Q$--$Q$ block at $u = 1$, "
              r"$Q = M$); exact for every $N$ (\texttt{productform.product\_noise}).")
-    return ("Gradient noise (single-prompt covariance)", prose, _align(rows))
+    return ("Gradient noise (single-prompt covariance)", prose, align(rows))
 
 
 def full_noise_blocks() -> dict:
@@ -134,10 +160,8 @@ def full_noise_blocks() -> dict:
 
 
 def _full_noise_section() -> tuple:
-    rows = []
-    for (L, M), block in full_noise_blocks().items():
-        rows += split_sum(_cov_tex(L, M), block, per_line=1)
-    return ("Gradient noise (single-prompt covariance)", FULL_NOISE_PROSE, _align(rows))
+    rows = [Equation(_cov_tex(L, M), block) for (L, M), block in full_noise_blocks().items()]
+    return ("Gradient noise (single-prompt covariance)", FULL_NOISE_PROSE, align(rows))
 
 
 def _cov_tex(L: str, M: str) -> str:
@@ -149,15 +173,15 @@ def _critical_sets_section() -> tuple:
     """Scalar tasks, Λ = diag(s_1, s_2), Σ_w = I: M*, the minimum loss and the saddle set."""
     data = ICLData(d=2, N=N_SYM, Lambda="diag", noise=SIGMA)
     minimum, saddle = derive(models.Merged(2), data).fixed_points()
-    rows = [rf"M^* &= {tex(minimum.info['M_star'])} \\",
-            rf"L(M^*) &= {tex(sp.factor(minimum.loss))} \\",
-            rf"L(0) &= {tex(saddle.loss)}, \qquad \text{{saddle set: }} u = 0,\ "
-            rf"\langle Q, {tex(saddle.info['growth_direction'])}\rangle = 0"]
+    rows = [Equation("M^*", tex(minimum.info["M_star"])),
+            Equation("L(M^*)", partial_fractions(minimum.loss), grouped=False),
+            Equation("L(0)", tex(saddle.loss), r", \qquad \text{saddle set: } u = 0,\ "
+                     rf"\langle Q, {tex(saddle.info['growth_direction'])}\rangle = 0")]
     prose = (r"Scalar tasks ($d_y = 1$, $\Sigma_w = I$), $d = 2$, $\Lambda = \mathrm{diag}(s)$. "
              r"The loss depends on $(u, Q)$ only through $M = uQ$; its minimum set is "
              r"$\{uQ = M^*\}$ (Hessian index 0) and the learned algorithm is "
              r"$\hat y = S_{yx} M^* x_q / N$, one preconditioned gradient step on the context.")
-    return ("Critical sets and the learned algorithm", prose, _align(rows))
+    return ("Critical sets and the learned algorithm", prose, align(rows))
 
 
 EXAMPLE = dict(d=3, N=6, Lambda=sp.diag(2, 1, sp.Rational(1, 2)), noise=sp.Rational(1, 10))
@@ -223,26 +247,7 @@ def _critical_table_section(model, data: dict = EXAMPLE, prose: str = SCALAR_PRO
                             title: str = "Critical sets on an example") -> tuple:
     """The critical sets of ``model`` on a numeric example, as a table."""
     sets = derive(model, ICLData(**data)).fixed_points()
-    rows = [r"\begin{tabular}{lrrll}",
-            r"critical set & $L$ & Hessian index & kind & learned algorithm \\ \hline"]
-    for fp in sets:
-        name = fp.name.translate({ord(c): "\\" + c for c in "_{}"})
-        kind = fp.kind + (f" ($k = {fp.escape.order}$)" if fp.escape else "")
-        rows.append(rf"{name} & {float(fp.loss):.6f} & {fp.hessian_index} & {kind} & "
-                    rf"{_algorithm_cell(fp.algorithm)} \\")
-    rows.append(r"\end{tabular}")
-    return (title, prose + INDEX_PROSE, "\n".join(rows))
-
-
-def _algorithm_cell(algorithm) -> str:
-    """A minimum's learned algorithm in a table cell: a gradient step through the cross
-    moments it uses, or the statistics that make it non-linear in the context."""
-    if algorithm is None:
-        return ""
-    used = ", ".join(f"$S_{{{s[2:]}}}$" for s in algorithm.statistics)
-    if set(algorithm.statistics) <= {"S_yx", "S_xy"}:
-        return f"gradient step via {used}"
-    return f"non-linear: uses {used}"
+    return (title, prose + INDEX_PROSE, sets_tabular(sets))
 
 
 def _vector_table_section(model) -> tuple:
@@ -251,8 +256,11 @@ def _vector_table_section(model) -> tuple:
 
 
 STACK_PROSE = (r"Two Merged layers applied in turn to the whole token matrix with residual "
-               r"connections, $Z^{(l)} = Z^{(l-1)} + W_{PV}^{(l)} (Z^{(l-1)} M Z^{(l-1)\top}/N) "
-               r"W_{KQ}^{(l)} Z^{(l-1)}$, $V^{(l)}$, $Q^{(l)}$ the $y,y$ and $x,x$ blocks; "
+               "connections,\n\\begin{equation*}\n"
+               r"Z^{(l)} = Z^{(l-1)} + W_{PV}^{(l)} (Z^{(l-1)} M Z^{(l-1)\top}/N) "
+               r"W_{KQ}^{(l)} Z^{(l-1)},"
+               "\n\\end{equation*}\n"
+               r"$V^{(l)}$, $Q^{(l)}$ the $y,y$ and $x,x$ blocks; "
                r"Ahn et al.'s conventions: the query is not among the keys ($M = "
                r"\mathrm{diag}(1,\dots,1,0)$) and $\hat y$ is minus the query's $y$-rows. ")
 GD_PROSE = (r"On the set $Q^{(l)} = q_l I$, $V^{(l)} = u_l$ the loss depends on the step sizes "
@@ -276,14 +284,15 @@ def _gd_steps_section() -> tuple:
             model = models.Stack([models.Merged(2)] * L, *flags)
             loss = step_size_loss(derive(model, ICLData(d=2, N=4, Lambda=sp.eye(2))))
             if L < 3 and flags == (False, True):
-                rows += split_sum(rf"L_{{{L}}}(a)", loss.expr, per_line=3)
+                rows.append(Equation(rf"L_{{{L}}}(a)", loss.expr,
+                                     variables=[a.name for a in loss.steps]))
             for d, N in GD_EXAMPLES:
                 best = minimal_steps(loss.at(d, N))[0]
                 steps = ", ".join(f"{float(a):.6f}" for a in best.steps)
                 table.append(rf"{L} & {'no' if not flags[0] else 'yes'} & "
                              rf"{'yes' if flags[1] else 'no'} & ({d}, {N}) & ({steps}) & "
                              rf"{float(best.loss):.10f} \\")
-    body = _align(rows) + "\n\n" + "\n".join(
+    body = align(rows) + "\n\n" + "\n".join(
         [r"\begin{tabular}{cccccc}", r"$L$ & query key & negated & $(d, N)$ & $a^*$ & loss "
          r"\\ \hline"] + table + [r"\end{tabular}"])
     return ("L steps of preconditioned gradient descent", GD_PROSE, body)

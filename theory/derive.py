@@ -357,15 +357,25 @@ class Derivation:
         return {n: g.evaluate(vals, (sizes[self.letters[n].rows], sizes[self.letters[n].cols]))
                 for n, g in self.gradient_poly.items()}
 
-    def to_latex(self) -> str:
+    def to_latex(self, standalone: bool = False) -> str:
         """The derivation as LaTeX (``latex.py``).
+
+        Parameters
+        ----------
+        standalone : bool
+            A whole document (compiles with pdflatex) instead of an ``align*`` block.
 
         Returns
         -------
         str
             Loss, gradient and conserved quantities as LaTeX equations.
         """
-        return analysis("to_latex")(self)
+        return analysis("to_latex")(self, standalone=standalone)
+
+    def _repr_latex_(self) -> str:
+        """Jupyter: the equations of ``to_latex()`` as display maths (MathJax's ``aligned``)."""
+        block = self.to_latex().split("\n", 1)[1]
+        return "$$" + block.replace("{align*}", "{aligned}") + "$$"
 
 
 TASK_EXPECTATION = sp.Function(r"\mathbb{E}_{\delta}")

@@ -8,6 +8,7 @@ neither is refused with an ``InputError`` naming it.
 from __future__ import annotations
 
 from .derive import Derivation, register_analysis
+from .display import CriticalSets
 from .landscape import (CONVEX, DPS, INDEX_TOL, FixedPointSet, HessianIndex,  # noqa: F401
                         entry_symbols, require_structure)
 from .scalarsets import ProductForm, scalar_fixed_points  # noqa: F401  (old import paths)
@@ -26,13 +27,14 @@ def fixed_points(der: Derivation) -> list[FixedPointSet]:
 
     Returns
     -------
-    list of FixedPointSet
-        Sorted as the enumeration sorts them (by loss where losses are numeric).
+    CriticalSets
+        A list of FixedPointSet (shown as a table in notebooks), sorted as the enumeration
+        sorts them (by loss where losses are numeric).
     """
     require_structure(der.model)
     if der.data.d_y != 1 or der.data.tasks == "diagonal":
-        return vector_fixed_points(der)
-    return scalar_fixed_points(der)
+        return CriticalSets(vector_fixed_points(der))
+    return CriticalSets(scalar_fixed_points(der))
 
 
 register_analysis("fixed_points", fixed_points)

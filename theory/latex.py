@@ -1,42 +1,30 @@
-"""LaTeX export of derivations: an ``align*`` fragment (``Derivation.to_latex``) and whole
-documents (``derivation_document``), in the notation of docs/math.md."""
+"""LaTeX export of derivations: an ``align*`` block (``Derivation.to_latex()``), a standalone
+document (``to_latex(standalone=True)``, ``derivation_document``), in the notation of
+docs/math.md and printed by ``texform`` (terms grouped by monomial, factored coefficients,
+lines that fit the page)."""
 
 from __future__ import annotations
 
 import sympy as sp
 
 from .derive import register_analysis
+from .texform import Equation, align, short_numbers, tex
 from .words import dim_symbol
 
 # expanded forms longer than this many terms are left to the compact η² Σ k_b ‖G_b‖² form
 MAX_EXPANDED_TERMS = 30
 MAX_EXPANSION_COST = 20000     # gradient-term products (deep stacks: the compact form only)
 
-
-def tex(expr) -> str:
-    """LaTeX of ``expr``; a stack's letter ``V__2`` (layer 2) prints as V^{(2)}."""
-    names = {}
-    for m in getattr(expr, "free_symbols", ()):
-        base, sep, layer = m.name.rpartition("__")
-        if sep and layer.isdigit():
-            names[m] = sp.latex(sp.MatrixSymbol(base, 1, 1), mat_symbol_style="plain") + \
-                f"^{{({layer})}}"
-    return sp.latex(expr, mat_symbol_style="plain", symbol_names=names)
-
-
-def _terms(expr) -> tuple:
-    return expr.args if isinstance(expr, (sp.Add, sp.MatAdd)) else (expr,)
-
-
-def split_sum(lhs: str, expr, per_line: int = 3) -> list[str]:
-    """``lhs &= …`` rows of an align* block with at most ``per_line`` terms of a sum each."""
-    signed = [p if p.startswith("-") else "+ " + p for p in map(tex, _terms(expr))]
-    signed[0] = signed[0].removeprefix("+ ")
-    rows = []
-    for start in range(0, len(signed), per_line):
-        lead = rf"{lhs} &= " if start == 0 else r"&\quad "
-        rows.append(lead + " ".join(signed[start:start + per_line]) + r" \\")
-    return rows
+PREAMBLE = [r"\documentclass[10pt]{article}", r"\usepackage[margin=2cm]{geometry}",
+            r"\usepackage{amsmath,amssymb,array}", r"\allowdisplaybreaks",
+            # table columns that wrap: critical-set names (W) and kinds/algorithms (K)
+            r"\newcolumntype{W}{>{\raggedright\arraybackslash}p{5.0cm}}",
+            r"\newcolumntype{K}{>{\raggedright\arraybackslash}p{2.9cm}}"]
+NOTATION = (r"Notation: $\Lambda$ input covariance, $\Sigma_w$ task-row covariance, $\sigma$ "
+            r"label noise, $N$ context length, $\mathcal{D}(Y) = U\,\mathrm{diag}(c\circ"
+            r"\mathrm{diag}(U^\top Y U))\,U^\top$ the part of $Y$ diagonal in $\Lambda$'s "
+            r"eigenbasis $U$ ($c$: task-mode variances). Every expectation is exact for "
+            r"finite $N$.")
 
 
 def _grad_tex(name: str) -> str:
@@ -44,51 +32,64 @@ def _grad_tex(name: str) -> str:
 
 
 def _letter_tex(name: str) -> str:
-    return tex(sp.MatrixSymbol(name, 1, 1))
+    return tex(sp.MatrixSymbol(name, 2, 2))
 
 
-def derivation_latex(der) -> str:
-    """Loss, gradient flow, conserved quantities and their exact change under one GD step."""
-    setting = "symbolic dimensions" if der.structural else repr(der.data)
-    lines = [rf"% {der.model.name} on {setting}", r"\begin{align*}"] + split_sum("L", der.loss)
+def derivation_latex(der, standalone: bool = False) -> str:
+    """Loss, gradient flow, conserved quantities and their exact change under one GD step.
+
+    Parameters
+    ----------
+    der : Derivation
+    standalone : bool
+        A whole document (compiles with pdflatex) instead of a commented ``align*`` block.
+
+    Returns
+    -------
+    str
+    """
+    setting = "symbolic dimensions" if der.structural else short_numbers(repr(der.data))
+    eqs = [Equation("L", der.loss)]
     for name, rhs in der.flow.items():
-        lines += split_sum(rf"\frac{{d{_letter_tex(name)}}}{{dt}}", rhs, per_line=2)
+        eqs.append(Equation(rf"\frac{{d{_letter_tex(name)}}}{{dt}}", rhs))
     for i, c in enumerate(der.conserved):
         compact = " ".join(
             rf"{'+' if k > 0 else '-'} {'' if abs(k) == 1 else tex(abs(k))}"
             + (rf"\left\|{_grad_tex(L)}\right\|_F^2" if L == M else
                rf"\left\langle {_grad_tex(L)}, {_grad_tex(M)}\right\rangle")
             for k, L, M in c.terms).lstrip("+ ")
-        lines.append(rf"C_{{{i + 1}}} &= {tex(c.expr)}, \qquad "
-                     rf"\frac{{dC_{{{i + 1}}}}}{{dt}} = 0 \\")
-        lines.append(rf"\Delta C_{{{i + 1}}}^{{\mathrm{{GD}}}} &= \eta^{{2}}\left({compact}\right)"
-                     r" \\")
+        eqs.append(Equation(rf"C_{{{i + 1}}}", c.expr,
+                            rf", \qquad \frac{{dC_{{{i + 1}}}}}{{dt}} = 0"))
+        eqs.append(Equation(rf"\Delta C_{{{i + 1}}}^{{\mathrm{{GD}}}}",
+                            rf"\eta^{{2}}\left({compact}\right)"))
         if c.gd_change_cost <= MAX_EXPANSION_COST and \
                 len(c.gd_change.terms) <= MAX_EXPANDED_TERMS:
-            lines += split_sum("", c.gd_change_expr, per_line=2)
+            eqs.append(Equation("", c.gd_change_expr))
     for i, law in enumerate(der.conserved_matrices):
         name = rf"X_{{{i + 1}}}"
-        lines += split_sum(name, law.expr, per_line=4)
-        lines.append(rf"\frac{{d{name}}}{{dt}} &= 0 \quad \text{{(a symmetric matrix on the "
-                     rf"${tex(dim_symbol(law.space))}$-dimensional space)}} \\")
+        eqs.append(Equation(name, law.expr))
+        eqs.append(Equation(rf"\frac{{d{name}}}{{dt}}", "0", rf" \quad \text{{(a symmetric "
+                            rf"matrix on the ${tex(dim_symbol(law.space))}$-dimensional "
+                            rf"space)}}"))
         if law.gd_change_cost <= MAX_EXPANSION_COST and \
                 len(law.gd_change.terms) <= MAX_EXPANDED_TERMS:
-            lines += split_sum(rf"\Delta {name}^{{\mathrm{{GD}}}}", law.gd_change_expr, 2)
-    lines[-1] = lines[-1].rstrip(" \\")
-    lines.append(r"\end{align*}")
-    return "\n".join(lines)
+            eqs.append(Equation(rf"\Delta {name}^{{\mathrm{{GD}}}}", law.gd_change_expr))
+    body = rf"% {der.model.name} on {setting}" + "\n" + align(eqs)
+    if standalone:
+        return derivation_document(f"{der.model.name} on {_text(setting)}",
+                                   [("Loss, flow and conserved quantities", "", body)])
+    return body
+
+
+def _text(s: str) -> str:
+    """Plain text safe in LaTeX's text mode."""
+    return s.translate({ord(c): "\\" + c for c in "_{}&%#$"}).replace("=", "$=$")
 
 
 def derivation_document(title: str, sections: list[tuple[str, str, object]]) -> str:
     """A standalone LaTeX document: ``sections`` are (heading, prose, derivation or LaTeX)."""
-    out = [r"\documentclass[10pt]{article}", r"\usepackage[margin=2cm]{geometry}",
-           r"\usepackage{amsmath,amssymb}", r"\allowdisplaybreaks",
-           rf"\title{{{title}}}", r"\date{}", r"\begin{document}", r"\maketitle",
-           r"Generated by \texttt{icldyn derive --all}; do not edit by hand. Notation: "
-           r"$\Lambda$ input covariance, $\Sigma_w$ task-row covariance, $\sigma$ label noise, "
-           r"$N$ context length, $\mathcal{D}(Y) = U\,\mathrm{diag}(c\circ\mathrm{diag}"
-           r"(U^\top Y U))\,U^\top$ the part of $Y$ diagonal in $\Lambda$'s eigenbasis $U$ "
-           r"($c$: task-mode variances). Every expectation is exact for finite $N$.", ""]
+    out = PREAMBLE + [rf"\title{{{title}}}", r"\date{}", r"\begin{document}", r"\maketitle",
+                      r"Generated by \texttt{icldyn}; do not edit by hand. " + NOTATION, ""]
     for heading, prose, body in sections:
         out += [rf"\section*{{{heading}}}", prose, ""]
         out.append(body if isinstance(body, str) else body.to_latex())

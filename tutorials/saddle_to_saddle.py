@@ -33,6 +33,11 @@ import numpy as np
 
 from icldyn.numerics import compile_flow, gradient_descent
 from icldyn.theory import ICLData, derive, models
+from icldyn.theory.conventions import Conventions
+
+# the authors' code (linattn-icl): nn.MSELoss (no ½, averaged over outputs), attention not
+# divided by N (its default), the query among the keys
+LINATTN_ICL = Conventions(half=False, mean_outputs=True, normalisation="none")
 
 s = np.array([1.0, 0.5, 0.25])
 d, N = len(s), 15
@@ -80,7 +85,7 @@ for fp in visited:
     assert len(on), f"no plateau at {fp.name}"
     starts.append(traj.t[on[0]])
     print(f"plateau at {fp.name:32s} L = {float(fp.loss):.6f} from t = {traj.t[on[0]]:8.1f} "
-          f"to {traj.t[on[-1]]:8.1f}  (linattn-icl's MSE: {2 * float(fp.loss):.6f})")
+          f"to {traj.t[on[-1]]:8.1f}  (linattn-icl's MSE: {LINATTN_ICL.loss(float(fp.loss)):.6f})")
 assert starts == sorted(starts)
 assert [fp.kind for fp in visited] == ["degenerate saddle"] * 3 + ["minimum"]
 for fp in sets:
@@ -89,7 +94,26 @@ for fp in sets:
 
 # %% [markdown]
 # (The last column is the same loss in the conventions of the authors' code, `nn.MSELoss`
-# without the ½: see [Other conventions](../concepts/conventions.md).)
+# without the ½: `LINATTN_ICL.loss`, see [Other conventions](../concepts/conventions.md).)
+#
+# ## In their units
+#
+# Their attention has no $1/N$, so their value weights are ours divided by $N$; on
+# `LINATTN_ICL.data(data)` (inputs scaled by $\sqrt N$, tasks by $1/\sqrt N$) our parameters
+# *are* theirs, and our gradient descent with `LINATTN_ICL.lr(lr)` is theirs with `lr`, step
+# for step. The end of our run in their units, and its loss computed both ways:
+
+# %%
+end = {k: v[-1] for k, v in params.items()}
+theirs = LINATTN_ICL.to_theirs(der.model, end, N)
+their_der = derive(der.model, LINATTN_ICL.data(data, der.model))
+their_mse = LINATTN_ICL.loss(float(their_der.loss_value(theirs)))
+print("their value weights:", np.round(theirs["V"].ravel(), 5), "ours:",
+      np.round(end["V"].ravel(), 5))
+print(f"their MSE at the end: {their_mse:.8f}; from ours: {LINATTN_ICL.loss(traj.loss[-1]):.8f}")
+assert abs(their_mse - LINATTN_ICL.loss(traj.loss[-1])) < 1e-9
+print(f"their --lr 0.001 is our lr {LINATTN_ICL.lr(0.001)} on LINATTN_ICL.data(data); their "
+      f"6000 epochs are flow time {LINATTN_ICL.time(6000 * 0.001)}")
 #
 # ## 2. On each plateau: principal-component regression
 

@@ -118,7 +118,7 @@ def cmd_derive(args) -> int:
         model = models.Stack([model] * args.layers, query_in_keys=args.query_in_keys,
                              negate_readout=args.negate_readout)
     der = derive(model, data)
-    tex = der.to_latex()
+    tex = der.to_latex(standalone=bool(args.latex))
     if args.latex:
         from ...files import write_atomic
         write_atomic(Path(args.latex), tex + "\n")
@@ -477,7 +477,8 @@ def parser() -> argparse.ArgumentParser:
     dv.add_argument("--negate-readout", action="store_true",
                     help="stack: read ŷ as minus the query's y-rows (Ahn et al.)")
     dv.add_argument("--latex", default=None,
-                    help="write the LaTeX to this file (default: print it)")
+                    help="write the LaTeX to this file as a standalone document "
+                         "(default: print the equations)")
     dv.add_argument("--all", action="store_true",
                     help="regenerate every model's LaTeX document and the index in --out")
     dv.add_argument("--out", default="derivations", help="folder for --all (default derivations)")
