@@ -30,7 +30,7 @@ import sympy as sp
 from ...theory.data import N_SYM, SIGMA, W_COPY, W_TASK
 from ...theory.derive import Derivation
 from ...theory.errors import InputError
-from ...theory.words import (DIMS, Dg, MatPoly, TracePoly, split_by_letters,
+from ...theory.words import (DIMS, Dg, TracePoly, split_by_letters,
                              transpose_word)
 from ...theory.params import as_arrays
 from ...theory.productform import product_loss
@@ -275,7 +275,7 @@ class _Printer:
         out = []
         for node in nodes:
             if isinstance(node, _Leaf):
-                coeff = " + ".join(self.scalar_term(t, k) for t, k in node.coeffs)
+                coeff = _sum([self.scalar_term(t, k) for t, k in node.coeffs])
                 out.append(f"({coeff}) * "
                            + (self.word(node.word) if node.word else f"np.eye({size})"))
                 continue
@@ -283,7 +283,7 @@ class _Printer:
                 inner = self.constants.combination(node.inner)
             else:
                 inner_size = size if node.side == "R" else _SIZE[node.rows]
-                inner = self._new(" + ".join(self.emit(node.inner, node.rows, inner_size)), "r")
+                inner = self._new(_sum(self.emit(node.inner, node.rows, inner_size)), "r")
             shared = self.word(node.shared)
             out.append(f"{inner} @ {shared}" if node.side == "R" else f"{shared} @ {inner}")
         return out
@@ -293,8 +293,17 @@ class _Printer:
         key = ("sum", nodes)
         if key not in self.names:
             self.names[key] = self._new(
-                " + ".join(self.emit(nodes, "x", "Lambda.shape[0]")), "r")
+                _sum(self.emit(nodes, "x", "Lambda.shape[0]")), "r")
         return self.names[key]
+
+
+def _sum(terms: list, chunk: int = 64) -> str:
+    """Σ terms as one expression, in parenthesised groups of at most ``chunk`` terms (Python's
+    compiler recurses once per ``+`` of a chain: a 3-layer stack's sums exceeded its limit)."""
+    if len(terms) <= chunk:
+        return " + ".join(terms)
+    return _sum(["(" + " + ".join(terms[i:i + chunk]) + ")"
+                 for i in range(0, len(terms), chunk)], chunk)
 
 
 def _affix(side: str, words: list) -> tuple:
@@ -468,7 +477,7 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
         K = rest[0] if len(rest) == 1 else pr._new(f"{rest[0]}.T @ {rest[1]}", "k")
         pr.lines.append(f"    {M.name} += {u} * {K}")
         factors.append((letters, u, K))
-    grad = pr._new(" + ".join(block_sums(pr, [("x", G)])[0]), "r")
+    grad = pr._new(_sum(block_sums(pr, [("x", G)])[0]), "r")
     lines = []
     for letters, u, K in factors:
         lines.append(f"    {target(letters[0])} += np.sum({K} * {grad})")

@@ -333,7 +333,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
     clock.lap("derive")
 
     clock.start()
-    flow = compile_flow(der, backend=config.backend)
+    flow = compile_flow(der, backend=config.backend).compiled()   # the same kernels on resume
     init = initial_params(model, config.init_scale)
     theta0 = flow.pack(init)
     t_eval = np.unique(np.r_[np.linspace(0.0, config.t_end, 501),
