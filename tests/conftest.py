@@ -4,6 +4,7 @@ import os
 import tempfile
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,41 @@ cache_dir()
 settings.register_profile("default", deadline=None, max_examples=25,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("default")
+
+
+@pytest.fixture
+def progress_calls(monkeypatch):
+    """The (stage, done, total) updates a command sends to its progress display (the real
+    display of ``cli._progress`` still receives them), in order."""
+    from icldyn.numerics.experiments import cli
+    calls, display = [], cli._progress
+
+    def recording():
+        bar, update = display()
+
+        def record(stage, done, total):
+            calls.append((stage, done, total))
+            update(stage, done, total)
+        return bar, record
+
+    monkeypatch.setattr(cli, "_progress", recording)
+    return calls
+
+
+def progress_is_sensible(calls, stage_count: int) -> None:
+    """``stage_count`` stages, each counted up from 0 (or started without a total) to its
+    total, never backwards and never past it."""
+    stages = {}
+    for stage, done, total in calls:
+        stages.setdefault(stage, []).append((done, total))
+    assert len(stages) == stage_count, list(stages)
+    for stage, updates in stages.items():
+        assert updates[0][0] == 0, (stage, updates)
+        done = [d for d, _ in updates]
+        assert done == sorted(done), (stage, updates)
+        last, total = updates[-1]
+        assert total is not None and last == total >= 1, (stage, updates)
+        assert all(t is None or d <= t for d, t in updates), (stage, updates)
 
 
 @st.composite

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import progress_is_sensible
 from icldyn.numerics.experiments.cli import main
 
 
@@ -93,12 +94,14 @@ def test_derive_writes_latex(tmp_path, capsys):
     assert "--model" in err and "invalid choice" in err and "Merged" in err
 
 
-def test_risks_table(tmp_path, capsys):
+def test_risks_table(tmp_path, capsys, progress_calls):
     """`icldyn risks`: the derived risk next to Monte Carlo of the learned algorithm, OLS and
-    Bayes ridge, with config and provenance in the run folder; a rank-1 SeparateKQ head."""
+    Bayes ridge, with config and provenance in the run folder; a rank-1 SeparateKQ head;
+    progress counted over the context lengths."""
     out = tmp_path / "risks"
     assert main(["risks", "--model", "SeparateKQ", "--rank", "1", "--N", "2,8",
                  "--prompts", "4000", "--out", str(out)]) == 0
+    assert progress_calls == [("in-context risks", k, 2) for k in range(3)]
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["N"] == [2, 8] and res["provenance"]["versions"]["numpy"]
     for row in res["rows"]:
@@ -110,12 +113,15 @@ def test_risks_table(tmp_path, capsys):
     assert "--model" in capsys.readouterr().err
 
 
-def test_critical_sets_table(tmp_path, capsys):
+def test_critical_sets_table(tmp_path, capsys, progress_calls):
     """`icldyn critical-sets`: MultiHead(2) with the paper's tasks, the one-mode-per-head
-    minimum Σ s/(N+2) first; a refused setting exits 2 with the reason."""
+    minimum Σ s/(N+2) first; a refused setting exits 2 with the reason; progress in two
+    stages (derivation, critical sets)."""
     out = tmp_path / "cs"
     assert main(["critical-sets", "--model", "MultiHead", "--heads", "2", "--tasks", "diagonal",
                  "--spectrum", "2/1", "--N", "4", "--out", str(out)]) == 0
+    progress_is_sensible(progress_calls, stage_count=2)
+    assert progress_calls[-1] == ("critical sets", 1, 1)
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["tasks"] == "diagonal" and res["provenance"]["versions"]["numpy"]
     first = res["sets"][0]

@@ -279,11 +279,13 @@ def test_finite_d_curves_approach_the_asymptotic_formula_like_one_over_d():
             assert abs(z) < 4, (kappa, r["d"], z)
 
 
-def test_task_diversity_command(tmp_path, capsys):
+def test_task_diversity_command(tmp_path, capsys, progress_calls):
     from icldyn.numerics.experiments.cli import main
     out = tmp_path / "td"
     assert main(["task-diversity", "--d", "4,8", "--kappa", "0.5,2", "--draws", "2",
                  "--out", str(out)]) == 0
+    stage = "task diversity α = 1, ρ = 0.25"     # progress: 2 points (κ) per dimension
+    assert progress_calls == [(stage, 0, 4), (stage, 2, 4), (stage, 4, 4)]
     import json
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["seed"] == 0 and res["provenance"]["versions"]["numpy"]

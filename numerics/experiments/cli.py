@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -42,6 +43,15 @@ def _progress():
         bar.update(tasks[stage], completed=done, total=total)
 
     return bar, update
+
+
+@contextmanager
+def _stage(update, stage: str):
+    """One step of unknown length on the display of ``_progress``: a pulsing bar with the
+    elapsed time while the block runs, full when it ends."""
+    update(stage, 0, None)
+    yield
+    update(stage, 1, 1)
 
 
 def cmd_run(args) -> int:
@@ -117,8 +127,9 @@ def cmd_derive(args) -> int:
     if args.layers > 1 or not args.query_in_keys or args.negate_readout:
         model = models.Stack([model] * args.layers, query_in_keys=args.query_in_keys,
                              negate_readout=args.negate_readout)
-    der = derive(model, data)
-    tex = der.to_latex(standalone=bool(args.latex))
+    bar, update = _progress()
+    with bar, _stage(update, f"deriving {model!r}"):
+        tex = derive(model, data).to_latex(standalone=bool(args.latex))
     if args.latex:
         from ...files import write_atomic
         write_atomic(Path(args.latex), tex + "\n")
@@ -133,11 +144,8 @@ def _derive_all(out: Path) -> int:
     from ...files import write_atomic
 
     bar, update = _progress()
-    stage = "deriving every model's document"
-    with bar:
-        update(stage, 0, None)          # no total: a pulsing bar with the elapsed time
+    with bar, _stage(update, "deriving every model's document"):
         docs = documents()
-        update(stage, 1, 1)
     for name, text in docs.items():
         write_atomic(out / name, text)
     write_atomic(out / "README.md", index(docs))
@@ -268,7 +276,12 @@ def cmd_critical_sets(args) -> int:
     data = ICLData(d=args.d, N=args.N, Lambda=np.diag(spectrum_values(args.spectrum, args.d)),
                    d_y=d_y, tasks=args.tasks, noise=args.noise)
     prepare_folder(args.out, reuse=args.overwrite)
-    sets = derive(model, data).fixed_points()
+    bar, update = _progress()
+    with bar:
+        with _stage(update, f"deriving {model!r}"):
+            der = derive(model, data)
+        with _stage(update, "critical sets"):
+            sets = der.fixed_points()
     best = min(float(fp.loss) for fp in sets)
     rows = [{"name": fp.name, "loss": float(fp.loss), "hessian_index": fp.hessian_index,
              "kind": fp.kind, "escape_order": fp.escape.order if fp.escape else None,
@@ -309,8 +322,10 @@ def cmd_risks(args) -> int:
     Ns = _grid(args.N, int, "--N")
     Lam = np.diag(spectrum_values(args.spectrum, args.d))
     prepare_folder(args.out, reuse=args.overwrite)
-    rows = incontext_risks(args.d, Lam, Ns, noise=args.noise, prompts=args.prompts,
-                           seed=args.seed, model=model)
+    bar, update = _progress()
+    with bar:
+        rows = incontext_risks(args.d, Lam, Ns, noise=args.noise, prompts=args.prompts,
+                               seed=args.seed, model=model, progress=update)
     out = Path(args.out)
     config = {"model": repr(model), "d": args.d, "spectrum": args.spectrum, "N": list(Ns),
               "noise": args.noise, "prompts": args.prompts, "seed": args.seed}
@@ -334,13 +349,13 @@ def cmd_risks(args) -> int:
 def cmd_task_diversity(args) -> int:
     from .taskdiversity import write_task_diversity
 
-    res = write_task_diversity(
-        args.out, _grid(args.d, int, "--d"), _grid(args.kappa, float, "--kappa"),
-        _grid(args.alpha, float, "--alpha"), _grid(args.rho, float, "--rho"), args.draws,
-        args.seed, args.prompts,
-        progress=lambda d, k: print(f"done d = {d}, κ = {k:g}" if k is not None else
-                                    f"done {d}", file=sys.stderr, flush=True),
-        parameterizations=args.parameterizations)
+    bar, update = _progress()
+    with bar:
+        res = write_task_diversity(
+            args.out, _grid(args.d, int, "--d"), _grid(args.kappa, float, "--kappa"),
+            _grid(args.alpha, float, "--alpha"), _grid(args.rho, float, "--rho"), args.draws,
+            args.seed, args.prompts, progress=update,
+            parameterizations=args.parameterizations)
     print("exact finite-d e_ICL (fresh tasks) and e_IDG (training tasks) vs Lu et al.'s "
           "asymptotic e_ICL (τ = ∞), e = E(ŷ − y)²")
     print(f"{'d':>4} {'α':>5} {'ρ':>5} {'κ':>6} {'e_ICL':>17} {'asymptotic':>10} "

@@ -226,7 +226,8 @@ def minima_risks(der, prompts: int = 20000, seed: int = 0, sets: list | None = N
 
 
 def incontext_risks(d: int, Lambda, Ns, Sigma_w=None, noise: float = 0.0,
-                    prompts: int = 20000, seed: int = 0, model=None) -> list[dict]:
+                    prompts: int = 20000, seed: int = 0, model=None,
+                    progress=None) -> list[dict]:
     """For each N: the derived risk at ``model``'s global minimum (default the Merged model),
     and Monte-Carlo risks (mean, SE) of the learned algorithm ŷ = S_yx M x_q / N, OLS and the
     Bayes-optimal ridge predictor on the same prompts (``minima_risks`` of the lowest set).
@@ -249,6 +250,9 @@ def incontext_risks(d: int, Lambda, Ns, Sigma_w=None, noise: float = 0.0,
         Seed of the prompts (one stream over all N).
     model : Model, optional
         Default ``models.Merged(d)``.
+    progress : callable, optional
+        Called as ``progress("in-context risks", done, total)`` before the first context
+        length and after each one (``done`` of the ``total`` context lengths finished).
 
     Returns
     -------
@@ -258,6 +262,9 @@ def incontext_risks(d: int, Lambda, Ns, Sigma_w=None, noise: float = 0.0,
     """
     prompts = check_int("prompts", prompts, minimum=2)
     rng = np.random.default_rng(check_int("seed", seed, minimum=0))
+    Ns = list(Ns)
+    tell = progress or (lambda *a: None)
+    tell("in-context risks", 0, len(Ns))
     rows = []
     for N in Ns:
         data = ICLData(d=d, N=int(N), Lambda=Lambda, Sigma_w=Sigma_w, noise=noise)
@@ -265,4 +272,5 @@ def incontext_risks(d: int, Lambda, Ns, Sigma_w=None, noise: float = 0.0,
         row = minima_risks(der, prompts, sets=der.fixed_points()[:1], rng=rng)[0]
         rows.append({"N": int(N), **{k: row[k] for k in ("theory", "learned_mc", "ols_mc",
                                                           "bayes_mc")}})
+        tell("in-context risks", len(rows), len(Ns))
     return rows

@@ -731,7 +731,8 @@ def parameterization_sweep(seed: int = 0, progress=None, backend: str = "numba")
     seed : int
         Base seed.
     progress : callable, optional
-        Called with each model when it is done.
+        Called as ``progress("parameterizations", done, total)`` before the first model and
+        after each one.
     backend : str
         "numba" or "numpy".
 
@@ -746,13 +747,14 @@ def parameterization_sweep(seed: int = 0, progress=None, backend: str = "numba")
              (models.SeparateKQ(d, heads=1, rank=2), {}), (models.FullLSA(d), {}),
              (models.Merged(d, d_y=2), {"d_y": 2}),
              (models.Merged(d, d_y=d), {"d_y": d, "tasks": "diagonal"})]
+    tell = progress or (lambda *a: None)
+    tell("parameterizations", 0, len(cases))
     rows = []
-    for model, family in cases:
+    for done, (model, family) in enumerate(cases, 1):
         training = SetTraining(model, ICLData(d=d, N=g["N"], Lambda=Lam, noise=g["noise"],
                                               **family), backend)
         rows += set_count_sweep(training, g["P"], g["draws"], seed, g["starts"])
-        if progress is not None:
-            progress(model)
+        tell("parameterizations", done, len(cases))
     return rows
 
 
@@ -820,7 +822,9 @@ def lu_sweep(ds, kappas, alpha: float = 1.0, rho: float = 0.25, draws: int = 8, 
     prompts : int
         Monte-Carlo prompts for the baselines (0: none).
     progress : callable, optional
-        Called with (d, κ) after each point.
+        Called as ``progress(stage, done, total)`` before the first point and after each
+        dimension's points, with stage ``"task diversity α = …, ρ = …"`` and ``done`` of the
+        ``total`` = len(ds)·len(kappas) points (d, κ) finished.
 
     Returns
     -------
@@ -831,6 +835,10 @@ def lu_sweep(ds, kappas, alpha: float = 1.0, rho: float = 0.25, draws: int = 8, 
         > 0 the Monte-Carlo baselines as e_<name>_<test|train>.
     """
     ds = [check_int("d", d) for d in ds]
+    kappas = list(kappas)
+    stage, total = f"task diversity α = {alpha:g}, ρ = {rho:g}", len(ds) * len(kappas)
+    tell = progress or (lambda *a: None)
+    tell(stage, 0, total)
     rows = []
     for d in ds:
         setting = lu_setting(d, alpha, rho)
@@ -843,8 +851,7 @@ def lu_sweep(ds, kappas, alpha: float = 1.0, rho: float = 0.25, draws: int = 8, 
             row["e_asymptotic"] = icl_error(setting.N / d, row["P"] / d, rho)
             row["diff"] = row["e_icl"] - row["e_asymptotic"]
             rows.append(row)
-            if progress is not None:
-                progress(d, kappa)
+        tell(stage, len(rows), total)
     return rows
 
 
@@ -871,7 +878,7 @@ def write_task_diversity(out, ds, kappas, alphas=(1.0,), rhos=(0.25,), draws: in
     alphas, rhos : iterable of float
         The grid of α and ρ.
     draws, seed, prompts, progress
-        As in ``lu_sweep``.
+        As in ``lu_sweep`` (``progress`` also follows ``parameterization_sweep``).
     parameterizations : bool
         Also run ``parameterization_sweep``.
 
@@ -896,8 +903,7 @@ def write_task_diversity(out, ds, kappas, alphas=(1.0,), rhos=(0.25,), draws: in
     result = {"config": config, "provenance": provenance(), "rows": rows}
     if parameterizations:
         config["parameterizations"] = dict(PARAMETERIZATION_GRID, loss="1/2 E(y_hat - y_q)^2")
-        result["parameterizations"] = parameterization_sweep(
-            seed, progress and (lambda model: progress(repr(model), None)))
+        result["parameterizations"] = parameterization_sweep(seed, progress)
         write_csv(out / "parameterizations.csv", result["parameterizations"],
                   PARAMETERIZATION_FIRST)
     write_csv(out / "task_diversity.csv", rows, TABLE_FIRST)
