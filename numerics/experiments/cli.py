@@ -29,11 +29,12 @@ from ...theory.errors import DivergenceError, InputError, check_int
 def _progress():
     """A rich progress display (quiet when stdout is not a terminal) and its update callback."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
 
     console = Console(stderr=True)
     bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn(),      # "0/?" without a total
                    console=console, disable=not console.is_terminal)
     tasks = {}
 
