@@ -114,7 +114,8 @@ MATH_PAGES = ["math.html", "concepts/data.html", "concepts/parameterizations.htm
               "derivations/separatekq.html", "derivations/stack.html",
               "tutorials/staged_learning.html", "tutorials/zfb_minimum.html",
               "tutorials/your_model.html", "tutorials/sgd_noise.html",
-              "tutorials/saddle_to_saddle.html", "tutorials/two_layers.html"]
+              "tutorials/saddle_to_saddle.html", "tutorials/two_layers.html",
+              "tutorials/nonlinear_measures.html"]
 
 
 @pytest.mark.parametrize("name", MATH_PAGES)

@@ -51,15 +51,16 @@ def test_autograd_hessian_top_eigenvalue_on_a_quadratic():
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_icl_emergence_quick_preset(tmp_path):
-    """Three seeds: every 2-layer model learns in context, no 1-layer model does; the paper's
-    subspace reading holds in at least two of three 2-layer runs; curvature is recorded."""
+    """Seeds 1 and 2 (seed 0 is the tutorial tutorials/nonlinear_measures.py, which asserts
+    the same and more on it): every 2-layer model learns in context, no 1-layer model does;
+    the paper's subspace reading holds in at least one of them (with seed 0: two of three);
+    curvature is recorded."""
     assert main(["icl-emergence", "--preset", "quick", "--out", str(tmp_path),
-                 "--seeds", "0,1,2"]) == 0
+                 "--seeds", "1,2"]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     runs = {(r["n_layers"], r["seed"]): r for r in res["runs"]}
-    for seed in (0, 1, 2):
+    for seed in (1, 2):
         two, one = runs[2, seed], runs[1, seed]
         assert two["emergence_step"] is not None          # the 2-layer model learns in context
         assert one["emergence_step"] is None              # the 1-layer model cannot
@@ -69,23 +70,23 @@ def test_icl_emergence_quick_preset(tmp_path):
             assert len(curv["steps"]) >= 10 and all(np.isfinite(curv["top_hessian"]))
             assert curv["top_hessian"][-1] > 10 * curv["top_hessian"][0]   # sharpening
     readings = [r for r in res["readings"]["runs"] if r["n_layers"] == 2]
-    assert sum(r["subspace_falls_before_loss"] for r in readings) >= 2
+    assert sum(r["subspace_falls_before_loss"] for r in readings) >= 1
     for name in ("icl_emergence.png", "singular_values.png", "config.json"):
         assert (tmp_path / name).stat().st_size > 0
-    for run in ("1layer_seed0", "2layer_seed2"):
+    for run in ("1layer_seed1", "2layer_seed2"):
         for name in ("checkpoints.npz", "metrics.csv", "results.json"):
             assert (tmp_path / run / name).stat().st_size > 0
     assert json.loads((tmp_path / "config.json").read_text())["config"]["preset"] == "quick"
 
     # --resume after an interruption: the unfinished run (no results.json) is trained again,
     # the finished one is read back, and the readings come out the same
-    kept = (tmp_path / "2layer_seed0" / "checkpoints.npz").stat().st_mtime_ns
-    (tmp_path / "1layer_seed0" / "results.json").unlink()
+    kept = (tmp_path / "2layer_seed1" / "checkpoints.npz").stat().st_mtime_ns
+    (tmp_path / "1layer_seed1" / "results.json").unlink()
     assert main(["icl-emergence", "--preset", "quick", "--out", str(tmp_path), "--seeds",
-                 "0,1,2", "--resume"]) == 0
+                 "1,2", "--resume"]) == 0
     again = json.loads((tmp_path / "results.json").read_text())
-    assert (tmp_path / "2layer_seed0" / "checkpoints.npz").stat().st_mtime_ns == kept
-    assert (tmp_path / "1layer_seed0" / "results.json").exists()
+    assert (tmp_path / "2layer_seed1" / "checkpoints.npz").stat().st_mtime_ns == kept
+    assert (tmp_path / "1layer_seed1" / "results.json").exists()
     for a, b in zip(again["readings"]["runs"], res["readings"]["runs"]):   # float32 reruns
         assert a.keys() == b.keys()                                         # agree to ~1e-8
         for key in a:
