@@ -221,8 +221,8 @@ assert sparsity["final"] > 3 * sparsity["initial"]
 # subspaces settle (distance below 0.1 for good) only late, after the midpoint between
 # memorisation and generalisation: the structure that generalises forms slowly, under a
 # training loss that is already near zero. The curvature tells the same: the top Hessian
-# eigenvalue of the training loss, a few units at initialisation, is essentially zero from
-# memorisation on.
+# eigenvalue of the training loss, a few units at initialisation, falls by orders of
+# magnitude once the training set is memorised and stays far below its initial value.
 
 # %%
 gck = np.array(grec.checkpoint_steps)
@@ -237,7 +237,8 @@ print("settle (top-8 subspace distance < 0.1) at", settled)
 assert all(s > (mem + gen) / 2 for s in settled.values()) and res["ov_distance_falls_late"]
 gcurv = dict(zip(grec.curvature_steps, grec.curvature))
 print("top Hessian eigenvalue of the training loss:", {k: f"{v:.2g}" for k, v in gcurv.items()})
-assert all(v < 1e-2 * grec.curvature[0] for k, v in gcurv.items() if k >= 10 * mem)
+after = [v for k, v in gcurv.items() if k >= 10 * mem]          # readings every 1000 epochs
+assert after and after[0] < 1e-2 * grec.curvature[0] and max(after) < 0.2 * grec.curvature[0]
 
 # %% [markdown]
 # ## What is reproduced, and what is not
