@@ -50,7 +50,7 @@ def analysis(name: str):
     return ANALYSES[name]
 
 
-def structural_loss(model: Model, data: ICLData) -> TracePoly:
+def _structural_loss(model: Model, data: ICLData) -> TracePoly:
     """The expected loss as a TracePoly in symbolic N, σ, d, d_y; it depends only on the
     model's structure and the data's, so it is computed once per (model.key(), structure) and
     kept in the derivation cache (``cache.py``)."""
@@ -103,7 +103,7 @@ class Derivation:
             raise InputError("model", f"dimensions (d={model.d}, d_y={model.d_y}) differ from "
                              f"the data's (d={data.d}, d_y={data.d_y})")
         self.model, self.data, self.structural = model, data, structural
-        self.loss_poly = structural_loss(model, data)
+        self.loss_poly = _structural_loss(model, data)
         # the loss holds the task letter W (conditional on the task, averaged at evaluation)
         self.conditional = W_TASK.name in letter_names(
             w for traces in self.loss_poly.terms for w in traces)

@@ -280,7 +280,7 @@ class Model:
         list
             ``[[(W_PV, W_KQ) per head] per layer]``, NumPy D × D arrays, D = d + d_y.
         """
-        letters = letter_arrays(self, params)
+        letters = _letter_arrays(self, params)
         return [[tuple(w) for w in zip(*fill_weights(spec, letters, self.d, self.d_y))]
                 for spec in self.stack_layers()]
 
@@ -371,7 +371,7 @@ class Model:
         return f"{type(self).__name__}(d={self.d}, d_y={self.d_y})"
 
 
-def letter_arrays(model: Model, params: dict) -> dict:
+def _letter_arrays(model: Model, params: dict) -> dict:
     """{letter name: float array} cut from ``params`` (``params.as_arrays``'s broadcasting)."""
     arrays, sizes = as_arrays(model.shapes(), params), model.sizes()
     return {b.letter.name: arrays[b.param][b.index(sizes)] for b in model.blocks()}

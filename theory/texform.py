@@ -101,7 +101,7 @@ class Term:
             return [Term(self.coeff, (m,)) for m in self.monomials]
         parts = sp.Add.make_args(sp.expand(self.coeff))
         if len(parts) > 1:
-            return [Term(nice_coefficient(p), self.monomials) for p in parts]
+            return [Term(_nice_coefficient(p), self.monomials) for p in parts]
         return []
 
 
@@ -159,7 +159,7 @@ def group(expr, variables=()) -> Grouped:
         scalar = sp.Mul(*mono)
         monomial = scalar if matrix is None else (
             matrix if scalar == 1 else sp.MatMul(scalar, matrix))
-        shared = nice_coefficient(coeff)
+        shared = _nice_coefficient(coeff)
         if abs(shared) == 1:                     # ±1: nothing to share
             by_coeff[(shared, monomial)] = [monomial]
         else:
@@ -176,7 +176,7 @@ def group(expr, variables=()) -> Grouped:
 FACTORED_PREFERENCE = 1.15     # a factored coefficient may be this much wider and still win
 
 
-def nice_coefficient(c) -> sp.Expr:
+def _nice_coefficient(c) -> sp.Expr:
     """``c`` factored when that is not much wider than expanded and brings in no new integer
     multiplier ≥ 10 (factoring 1/200 + tr(Λ)/2 gives (100 tr(Λ) + 1)/200: not shorter to
     read)."""
@@ -376,7 +376,7 @@ class Equation:
             rhs = group(rhs, self.variables)
         if not rhs.terms:
             return [("0", None)]
-        return [(s, t) for s, t in zip(_signed([term_tex(t) for t in rhs.terms]), rhs.terms)]
+        return [(s, t) for s, t in zip(_signed([_term_tex(t) for t in rhs.terms]), rhs.terms)]
 
 
 def _is_polynomial_like(e) -> bool:
@@ -390,13 +390,13 @@ def _signed(parts: list) -> list:
     return [p if p.startswith("-") else "+ " + p for p in parts]
 
 
-def term_tex(term: Term) -> str:
+def _term_tex(term: Term) -> str:
     """``coeff (m1 + m2)`` with the sign first."""
     coeff = term.coeff
     sign = "-" if coeff.could_extract_minus_sign() else ""
     if sign:
         coeff = -coeff
-    monos = _signed([monomial_tex(m) for m in term.monomials])
+    monos = _signed([_monomial_tex(m) for m in term.monomials])
     monos[0] = monos[0].removeprefix("+ ")
     body = " ".join(monos)
     if len(term.monomials) > 1:
@@ -411,7 +411,7 @@ def term_tex(term: Term) -> str:
     return (sign + " " + text) if sign else text
 
 
-def monomial_tex(m) -> str:
+def _monomial_tex(m) -> str:
     """A monomial: its scalar factors, then its matrix word (no parentheses around it)."""
     if isinstance(m, sp.MatMul) and not _is_matrix(m.args[0]):
         scalar, matrices = m.as_coeff_matrices()
@@ -483,7 +483,7 @@ def _fill(pieces, budget: float) -> list:
             continue
         parts = term.split() if term is not None else []
         if parts:
-            queue[:0] = list(zip(_signed([term_tex(t) for t in parts]), parts))
+            queue[:0] = list(zip(_signed([_term_tex(t) for t in parts]), parts))
             if not lines:
                 queue[0] = (queue[0][0].removeprefix("+ "), queue[0][1])
             continue

@@ -61,7 +61,7 @@ class Dg:
         return self
 
     def key(self):
-        return (1, word_key(self.inner))
+        return (1, _word_key(self.inner))
 
 
 Letter = Mat | Dg
@@ -82,7 +82,7 @@ def entry_symbol(name: str, i: int, j: int) -> sp.Symbol:
     return sp.Symbol(f"{name}_{i}_{j}", real=True)
 
 
-def word_key(word: tuple):
+def _word_key(word: tuple):
     return tuple(letter.key() for letter in word)
 
 
@@ -91,7 +91,7 @@ def transpose_word(word: tuple) -> tuple:
 
 
 def _min_word(*words: tuple) -> tuple:
-    return min(words, key=word_key)
+    return min(words, key=_word_key)
 
 
 @lru_cache(maxsize=1 << 18)
@@ -105,11 +105,11 @@ def canonical_trace(word: tuple) -> tuple:
         rest = word[i + 1:] + word[:i]
         y = word[i].inner
         rest = _min_word(rest, transpose_word(rest))
-        small, big = sorted((rest, y), key=word_key)
+        small, big = sorted((rest, y), key=_word_key)
         return (Dg(big),) + small
     best = None                       # (key, word) of the least rotation of either reading
     for w in (word, transpose_word(word)):
-        keys = word_key(w)
+        keys = _word_key(w)
         for k in range(len(w)):
             key = keys[k:] + keys[:k]
             if best is None or key < best[0]:
@@ -118,7 +118,7 @@ def canonical_trace(word: tuple) -> tuple:
 
 
 def _sorted_traces(traces: Iterable[tuple]) -> tuple:
-    return tuple(sorted(traces, key=word_key))
+    return tuple(sorted(traces, key=_word_key))
 
 
 class TracePoly:

@@ -111,7 +111,7 @@ MODEL_NAMES = tuple(sorted(models.MODELS))
 TASKS = ("diagonal", "gaussian")
 
 
-def build_model(config: "RunConfig") -> models.Model:
+def _build_model(config: "RunConfig") -> models.Model:
     """``config.layers`` layers of ``config.model`` (one head, rank 1 where it has them);
     d_y = d for the paper's eigenbasis tasks, else 1."""
     layer = models.MODELS[config.model](config.d, d_y=config.d if config.tasks == "diagonal"
@@ -119,7 +119,7 @@ def build_model(config: "RunConfig") -> models.Model:
     return layer if config.layers == 1 else models.Stack([layer] * config.layers)
 
 
-def initial_params(model: models.Model, scale: float) -> dict:
+def _initial_params(model: models.Model, scale: float) -> dict:
     """Every parameter matrix ``scale`` times the (rectangular) identity, every head alike."""
     return {name: scale * np.broadcast_to(np.eye(*shape[-2:]), shape).copy()
             for name, shape in model.shapes().items()}
@@ -155,7 +155,7 @@ def _short_horizon(t_end: float, reached: np.ndarray, predicted: list) -> str | 
 NOISE_POINTS = 48
 
 
-def quadratic_form(f, size: int) -> np.ndarray:
+def _quadratic_form(f, size: int) -> np.ndarray:
     """K with f(θ) = θᵀKθ, by polarisation: K_ii = f(e_i), K_ij = (f(e_i + e_j) − f(e_i) −
     f(e_j))/2; an InputError when f is not such a form (checked at a random θ)."""
     unit = np.eye(size)
@@ -171,23 +171,23 @@ def quadratic_form(f, size: int) -> np.ndarray:
     return K
 
 
-def noise_steps(n_steps: int, points: int = NOISE_POINTS) -> np.ndarray:
+def _noise_steps(n_steps: int, points: int = NOISE_POINTS) -> np.ndarray:
     """The steps at which Σ is evaluated along the GD path: 0 and ``points`` geometrically
     spaced ones up to ``n_steps`` (the stages are spaced geometrically in t)."""
     return np.unique(np.r_[0, np.geomspace(1, n_steps, points).astype(int)])
 
 
-def predicted_sgd_drift(flow, gd, noise: PathNoise, lr: float, batch: int) -> dict:
+def _predicted_sgd_drift(flow, gd, noise: PathNoise, lr: float, batch: int) -> dict:
     """SGD's expected change of the first conserved quantity C predicted by the derived
     gradient covariance.
 
-    With θ_{n+1} = θ_n − η ĝ_n, C = θᵀKθ (``quadratic_form``) and ⟨∇C, ∇L⟩ = 0, the
+    With θ_{n+1} = θ_n − η ĝ_n, C = θᵀKθ (``_quadratic_form``) and ⟨∇C, ∇L⟩ = 0, the
     first-order terms vanish in expectation and E[ΔC | θ] = η² (∇Lᵀ K ∇L + tr(K Σ(θ))/B),
     Σ the exact single-prompt covariance. The first term is GD's own change; the second, the
-    noise's, is evaluated along the GD path at ``noise.steps`` (``noise_steps``) and summed
+    noise's, is evaluated along the GD path at ``noise.steps`` (``_noise_steps``) and summed
     over steps by the trapezoid rule (the linear interpolation ``noise`` uses). Returns the
     noise part, the GD part and their sum (the predicted mean total change along SGD)."""
-    K = quadratic_form(lambda theta: flow.conserved(theta)[0], flow.size)
+    K = _quadratic_form(lambda theta: flow.conserved(theta)[0], flow.size)
     per_step = np.einsum("pq,kqp->k", K, noise.matrices)
     noise_change = lr ** 2 / batch * float(trapezoid(per_step, noise.steps))
     gd_change = float(gd.conserved[-1, 0] - gd.conserved[0, 0])
@@ -198,7 +198,7 @@ def predicted_sgd_drift(flow, gd, noise: PathNoise, lr: float, batch: int) -> di
 SME_BLOCKS = 24
 
 
-def sme_against_sgd(sme, sim: SimResult, population: np.ndarray, config: RunConfig) -> dict:
+def _sme_against_sgd(sme, sim: SimResult, population: np.ndarray, config: RunConfig) -> dict:
     """The SME ensemble's population loss against SGD's per-seed validation loss at the
     recorded steps. Blocks of records are spaced geometrically in t (the stages are); in each
     block, z = (SGD mean − SME mean) / √(SE²_SGD + SE²_SME), the SEs across seeds and
@@ -233,26 +233,26 @@ def sme_against_sgd(sme, sim: SimResult, population: np.ndarray, config: RunConf
     return {"results": results, "arrays": arrays}
 
 
-def sgd_beyond_mean(config: RunConfig, flow, gd, sim: SimResult, population: np.ndarray,
+def _sgd_beyond_mean(config: RunConfig, flow, gd, sim: SimResult, population: np.ndarray,
                     clock: "Clock", tell) -> dict:
     """The derived gradient covariance along the GD path and the conserved quantity's SGD
-    drift it predicts (``predicted_sgd_drift``); the SME ensemble with Σ at the replicas' mean
-    (``simulate_sme(refresh=…)``, twice as many steps as ``noise_steps``) against SGD
-    (``sme_against_sgd``): {"sme": results, "conserved": entries, "arrays": arrays}."""
+    drift it predicts (``_predicted_sgd_drift``); the SME ensemble with Σ at the replicas' mean
+    (``simulate_sme(refresh=…)``, twice as many steps as ``_noise_steps``) against SGD
+    (``_sme_against_sgd``): {"sme": results, "conserved": entries, "arrays": arrays}."""
     clock.start()
     cov = compile_covariance(flow)
-    noise = PathNoise.along(cov, gd.theta, noise_steps(config.steps))
-    drift = predicted_sgd_drift(flow, gd, noise, config.lr, config.batch)
+    noise = PathNoise.along(cov, gd.theta, _noise_steps(config.steps))
+    drift = _predicted_sgd_drift(flow, gd, noise, config.lr, config.batch)
     tell("gradient covariance", 1, 1)
     clock.lap("covariance")
     clock.start()
     sme = simulate_sme(flow, gd.theta[0], config.lr, config.batch, config.steps,
                        replicas=config.replicas, seed=config.seed,
                        record_every=config.record_every, covariance=cov,
-                       refresh=noise_steps(config.steps, 2 * NOISE_POINTS),
+                       refresh=_noise_steps(config.steps, 2 * NOISE_POINTS),
                        progress=lambda n: tell("SME ensemble", n, config.steps))
     clock.lap("sme")
-    beyond = sme_against_sgd(sme, sim, population, config)
+    beyond = _sme_against_sgd(sme, sim, population, config)
     c_end = sme.conserved[-1, :, 0]
     conserved = {"sgd_predicted_total_change": drift["total"],
                  "sgd_predicted_noise_change": drift["noise"],
@@ -323,7 +323,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
     clock = Clock()
     clock.start()
     d = config.d
-    model = build_model(config)
+    model = _build_model(config)
     data = ICLData(d=d, N=config.N, Lambda=config.Lambda(), d_y=model.d_y, tasks=config.tasks,
                    noise=config.noise)
     der = derive(model, data)
@@ -334,7 +334,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
 
     clock.start()
     flow = compile_flow(der, backend=config.backend).compiled()   # the same kernels on resume
-    init = initial_params(model, config.init_scale)
+    init = _initial_params(model, config.init_scale)
     theta0 = flow.pack(init)
     t_eval = np.unique(np.r_[np.linspace(0.0, config.t_end, 501),
                              np.geomspace(config.lr, config.t_end, 400)])
@@ -387,7 +387,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
         warnings.warn(short, RuntimeWarning, stacklevel=2)
 
     observed = flow.observe(sim_theta.reshape(-1, flow.size)).reshape(sim_theta.shape[:2] + (-1,))
-    beyond = (sgd_beyond_mean(config, flow, gd, sim, observed[..., 0].T, clock, tell)
+    beyond = (_sgd_beyond_mean(config, flow, gd, sim, observed[..., 0].T, clock, tell)
               if config.with_sme else {"sme": None, "conserved": {}, "arrays": {}})
 
     clock.start()

@@ -42,7 +42,7 @@ def _sme_curves(ax, arrays: dict, results: dict) -> None:
         ax.plot(t_rec, q[1:], ":", color="C1", lw=0.8, label=label)
 
 
-def figure_loss(arrays: dict, results: dict):
+def _figure_loss(arrays: dict, results: dict):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     cfg = results["config"]
     t = arrays["t_gd"]
@@ -72,7 +72,7 @@ def figure_loss(arrays: dict, results: dict):
     return fig
 
 
-def figure_modes(arrays: dict, results: dict):
+def _figure_modes(arrays: dict, results: dict):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     a_star = np.array(results["fixed_point"]["modes"])
     for k, st in enumerate(results["stages"]):
@@ -91,7 +91,7 @@ def figure_modes(arrays: dict, results: dict):
     return fig
 
 
-def figure_conserved(arrays: dict, results: dict):
+def _figure_conserved(arrays: dict, results: dict):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     c0 = arrays["conserved_flow"][0]
     tiny = 1e-18
@@ -119,7 +119,7 @@ def figure_conserved(arrays: dict, results: dict):
     return fig
 
 
-def figure_measures(arrays: dict, results: dict):
+def _figure_measures(arrays: dict, results: dict):
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     t = arrays["t_lens"]
     keep = t > 0
@@ -153,8 +153,8 @@ def figure_measures(arrays: dict, results: dict):
     return fig
 
 
-FIGURES = {"loss.png": figure_loss, "modes.png": figure_modes, "conserved.png": figure_conserved,
-           "measures.png": figure_measures}
+FIGURES = {"loss.png": _figure_loss, "modes.png": _figure_modes, "conserved.png": _figure_conserved,
+           "measures.png": _figure_measures}
 
 
 def write_report(out: Path, outcome: dict) -> Path:

@@ -220,7 +220,7 @@ def _swap(staging: Path, out: Path) -> None:
     """Put ``staging`` at ``out``; the old ``out`` (if it holds files) is removed after."""
     if out.is_dir() and any(out.iterdir()):
         (out / STAGING_MARK).touch()         # once swapped out, the old run is a stale staging
-        exchange(staging, out)
+        _exchange(staging, out)
         shutil.rmtree(staging, ignore_errors=True)
     else:
         os.rename(staging, out)             # onto a missing or empty folder: atomic
@@ -230,7 +230,7 @@ def _swap(staging: Path, out: Path) -> None:
 AT_FDCWD, RENAME_EXCHANGE = -100, 2
 
 
-def exchange(a: Path, b: Path) -> None:
+def _exchange(a: Path, b: Path) -> None:
     """Swap two existing paths: atomically by Linux's renameat2(RENAME_EXCHANGE); where the
     system or file system lacks it, by three renames (not atomic: a kill between them leaves
     ``b`` missing and its old content at ``a``'s name + ``.swap``)."""
