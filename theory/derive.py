@@ -44,7 +44,23 @@ def register_analysis(name: str, function) -> None:
 
 def analysis(name: str):
     """The function registered for ``name`` (``register_analysis``); the analyses register
-    when ``icldyn.theory`` is imported, which importing any of its modules does first."""
+    when ``icldyn.theory`` is imported, which importing any of its modules does first.
+
+    Parameters
+    ----------
+    name : str
+        The analysis, e.g. ``"conservation_laws"``, ``"gradient_covariance"``.
+
+    Returns
+    -------
+    callable
+        Derivation -> the analysis' result.
+
+    Raises
+    ------
+    InputError
+        When no analysis of that name is registered.
+    """
     if name not in ANALYSES:
         raise InputError("der", f"no analysis {name!r} is registered (import icldyn.theory)")
     return ANALYSES[name]
@@ -92,6 +108,11 @@ class Derivation:
         The data law, with the model's d and d_y.
     structural : bool
         Keep the dimensions symbolic in the SymPy views.
+
+    Raises
+    ------
+    InputError
+        When ``model`` is not a Model, ``data`` not an ICLData, or their (d, d_y) differ.
     """
 
     def __init__(self, model: Model, data: ICLData, structural: bool = False):
@@ -312,6 +333,11 @@ class Derivation:
         -------
         dict
             Letter name → exact value, as ``ICLData.values()`` plus the model's letters.
+
+        Raises
+        ------
+        InputError
+            When a parameter is missing or a value does not have its parameter's shape.
         """
         vals = {**self.data.values(), **self.task_values()}
         vals["_scalars"] = self.scalars()
@@ -384,7 +410,15 @@ TASK_EXPECTATION = sp.Function(r"\mathbb{E}_{\delta}")
 class TaskMean(sp.MatrixExpr):
     """(1/P) Σ_k X(W_k), or (1/P²) Σ_k Σ_j X(W_k, W_j) for two draws: the mean of a matrix
     expression over a finite task set; ``draws`` 0: E_δ[X] over eigenbasis tasks (SymPy has no
-    sum of matrix expressions; scalars use ``Sum`` / ``TASK_EXPECTATION``)."""
+    sum of matrix expressions; scalars use ``Sum`` / ``TASK_EXPECTATION``).
+
+    Parameters
+    ----------
+    arg : sympy.MatrixExpr
+        X, holding the task letter W (and its copy W_j for two draws).
+    draws : {0, 1, 2}
+        The number of independent task draws averaged (0: eigenbasis tasks).
+    """
 
     def __new__(cls, arg, draws=1):
         return super().__new__(cls, arg, sp.Integer(draws))

@@ -336,6 +336,11 @@ class Model:
         -------
         str
             δM[A] in LaTeX: M's change along probes A of the parameters.
+
+        Raises
+        ------
+        InputError
+            Unless the model overrides it (the base class states no chain rule).
         """
         raise InputError("model", f"{self!r} states no chain rule δM[A] of its product form "
                          "(chain_rule_latex)")
@@ -378,7 +383,20 @@ def _letter_arrays(model: Model, params: dict) -> dict:
 
 
 def word_value(letters: dict, word: tuple) -> np.ndarray:
-    """The product of a word's letter values (any leading axes; transposes applied)."""
+    """The product of a word's letter values (any leading axes; transposes applied).
+
+    Parameters
+    ----------
+    letters : dict
+        {letter name: array (…, rows, cols)}.
+    word : tuple of Mat
+        A non-empty word, read as a matrix product.
+
+    Returns
+    -------
+    numpy.ndarray
+        (…, rows of the first letter, cols of the last).
+    """
     out = None
     for letter in word:
         m = letters[letter.name]
@@ -389,7 +407,25 @@ def word_value(letters: dict, word: tuple) -> np.ndarray:
 
 def fill_weights(spec: list[dict], letters: dict, d: int, d_y: int) -> tuple:
     """(W_PV, W_KQ) of one layer, each (…, H, D, D), from its ``layer()`` spec and letter values
-    with any leading axes (…); entries the spec does not name are zero."""
+    with any leading axes (…); entries the spec does not name are zero.
+
+    D = d + d_y: rows and columns 0..d-1 are the x-space, d..D-1 the y-space; each entry
+    (rows, cols, word) of a head adds the word's value to that block.
+
+    Parameters
+    ----------
+    spec : list of dict
+        Per head {"W_PV" | "W_KQ": [(row space, col space, word)]}, as ``Model.layer()``.
+    letters : dict
+        {letter name: array (…, rows, cols)}.
+    d, d_y : int
+        Input and output dimension.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (W_PV, W_KQ).
+    """
     lead = np.shape(next(iter(letters.values())))[:-2] if letters else ()
     space = {"x": slice(0, d), "y": slice(d, d + d_y)}
     out = {w: np.zeros(lead + (len(spec), d + d_y, d + d_y)) for w in ("W_PV", "W_KQ")}
@@ -687,6 +723,12 @@ class Stack(Model):
     negate_readout : bool
         Read ŷ as minus the query's y-rows.
 
+    Raises
+    ------
+    InputError
+        When ``layers`` is not a non-empty list of models, holds a Stack, mixes (d, d_y) or
+        key-query ranks, or a flag is not a bool.
+
     Notes
     -----
     Parameters of layer l are named ``"l.name"`` (``"0.V"``, ``"1.Q"`` …); its letters carry
@@ -746,6 +788,18 @@ class Stack(Model):
                  for head in m.stack_layer()] for l, m in enumerate(self.layers)]
 
     def layer(self) -> list[dict]:
+        """Not defined for a stack, whose map is several layers (``stack_layers()`` gives them).
+
+        Returns
+        -------
+        list of dict
+            Never: a stack has no single layer.
+
+        Raises
+        ------
+        InputError
+            Always; use ``stack_layers()``.
+        """
         raise InputError("model", "a Stack has several layers: use stack_layers()")
 
     def symmetry_parts(self) -> list[tuple]:
@@ -762,6 +816,20 @@ class Stack(Model):
                 for l, m in enumerate(self.layers)]
 
     def prediction(self) -> list[VecTerm]:
+        """ŷ of the stack as a sum of vector terms: the query token's y-rows after the layers
+        act in turn on the residual stream (the context is updated by all but the last;
+        negated with ``negate_readout``), each layer's letters carrying its superscript.
+
+        Returns
+        -------
+        list of VecTerm
+            ŷ as a sum of vector terms (what the expectation engine consumes).
+
+        Raises
+        ------
+        InputError
+            When a layer cannot be derived inside a stack (``stack_cost``, e.g. FullLSA).
+        """
         for l, m in enumerate(self.layers):
             if m.stack_cost is not None:
                 raise InputError("model", f"the loss of a stack with layer {l} = {m!r} cannot be "
