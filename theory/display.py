@@ -41,7 +41,18 @@ def _escape(text: str) -> str:
 
 def sets_tabular(sets) -> str:
     """A LaTeX ``tabular`` of the sets (columns W and K wrap: the documents' preamble,
-    ``latex.PREAMBLE``, defines them)."""
+    ``latex.PREAMBLE``, defines them).
+
+    Parameters
+    ----------
+    sets : iterable of FixedPointSet
+
+    Returns
+    -------
+    str
+        One row per set: name, loss, Hessian index, kind (with the escape order k of a
+        degenerate saddle), learned algorithm.
+    """
     rows = [r"\begin{tabular}{WrrKK}",
             r"critical set & $L$ & Hessian index & kind & learned algorithm \\ \hline"]
     for fp in sets:
@@ -52,7 +63,14 @@ def sets_tabular(sets) -> str:
 
 
 class CriticalSets(list):
-    """A list of FixedPointSet that shows as a table in notebooks."""
+    """A list of FixedPointSet that shows as a table in notebooks (``_repr_html_``,
+    ``_repr_latex_``; the columns of ``COLUMNS``).
+
+    Parameters
+    ----------
+    iterable : iterable of FixedPointSet, optional
+        As for ``list``.
+    """
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{c}</th>" for c in COLUMNS)
