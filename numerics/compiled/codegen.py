@@ -599,6 +599,11 @@ class CompiledFlow:
         The derivation to compile.
     backend : str
         "numba" or "numpy" (``BACKENDS``).
+
+    Raises
+    ------
+    InputError
+        For a backend not in ``BACKENDS``.
     """
 
     def __init__(self, der: Derivation, backend: str = "numba"):
@@ -970,6 +975,11 @@ def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
     -------
     CompiledFlow
         ``pack``/``unpack``, ``loss``, ``grad``, ``conserved``, ``gd_change``.
+
+    Raises
+    ------
+    InputError
+        When ``der`` is not a Derivation.
     """
     if not isinstance(der, Derivation):
         raise InputError("der", f"must be a Derivation from icldyn.theory.derive, got {der!r}")

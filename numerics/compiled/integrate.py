@@ -37,6 +37,11 @@ def start_theta(flow, theta0) -> np.ndarray:
     -------
     ndarray
         Flat float64 θ.
+
+    Raises
+    ------
+    InputError
+        When ``flow`` is not a CompiledFlow.
     """
     if not isinstance(flow, CompiledFlow):
         raise InputError("flow", f"must come from compile_flow, got {type(flow).__name__}")
@@ -93,6 +98,12 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
     -------
     Trajectory
         ``t``, ``theta`` (rows), ``loss``, ``conserved``; ``steps`` None.
+
+    Raises
+    ------
+    InputError
+        (naming ``t_end``) When the integration needs more than ``max_nfev`` gradient
+        evaluations, or stalls (a stiff flow; the message advises an implicit method).
     """
     theta0 = start_theta(flow, theta0)
     t_end = check_real("t_end", t_end)
@@ -199,6 +210,11 @@ def rk4(flow: CompiledFlow, theta0, t_end: float, dt: float, every: int = 1) -> 
     -------
     Trajectory
         Rows at t = dt × ``steps``.
+
+    Raises
+    ------
+    InputError
+        When t_end / dt exceeds ``MAX_STEPS`` steps.
     """
     theta0 = start_theta(flow, theta0)
     dt, t_end = check_real("dt", dt), check_real("t_end", t_end)

@@ -40,6 +40,11 @@ class CompiledCovariance:
     ----------
     flow : CompiledFlow
         From ``compile_flow``; its derivation's ``gradient_covariance()`` is evaluated.
+
+    Raises
+    ------
+    InputError
+        When ``flow`` is not a CompiledFlow.
     """
 
     def __init__(self, flow: CompiledFlow):

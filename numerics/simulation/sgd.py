@@ -155,6 +155,11 @@ class PromptSampler:
     ----------
     data : ICLData
         A numeric data law (Λ, Σ_w or the task set, σ given as numbers).
+
+    Raises
+    ------
+    InputError
+        When Λ, Σ_w or the noise are symbolic.
     """
 
     def __init__(self, data: ICLData):
@@ -404,6 +409,12 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
     SimResult
         ``loss``, ``loss_se`` (steps + 1,), ``losses`` (steps + 1, seeds), ``steps`` (the
         recorded ones), ``theta`` and ``params`` at them, ``info`` (settings).
+
+    Raises
+    ------
+    InputError
+        When the per-seed loss record (steps + 1) × seeds would need more memory
+        than the limit (the message gives the GiB).
     """
     lr = check_real("lr", lr)
     batch, steps, seeds, record_every = (check_int(n, v) for n, v in (
