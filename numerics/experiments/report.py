@@ -158,7 +158,20 @@ FIGURES = {"loss.png": _figure_loss, "modes.png": _figure_modes, "conserved.png"
 
 
 def write_report(out: Path, outcome: dict) -> Path:
-    """Write the run folder: figures, arrays, results.json (with provenance) and report.md."""
+    """Write the run folder: figures, arrays, results.json (with provenance) and report.md.
+
+    Parameters
+    ----------
+    out : path-like
+        The folder (the staging folder of ``staged_folder`` in ``icldyn run``).
+    outcome : dict
+        What ``mainjob.run`` returns; ``outcome["results"]`` gains a "provenance" entry.
+
+    Returns
+    -------
+    pathlib.Path
+        The path of report.md.
+    """
     out = Path(out)
     results, arrays = outcome["results"], outcome["arrays"]
     results["provenance"] = provenance()
@@ -265,6 +278,20 @@ def _stage_table(res: dict) -> list:
 
 
 def markdown(outcome: dict) -> str:
+    """The text of report.md: the setting, the derived equations, the eigenmode gains and
+    learning stages (predicted against measured half-times), theory against SGD (and the SME),
+    the conserved quantity, the measures and the figures.
+
+    Parameters
+    ----------
+    outcome : dict
+        What ``mainjob.run`` returns.
+
+    Returns
+    -------
+    str
+        Markdown, maths in ``$``/``$$``.
+    """
     res, der, red = outcome["results"], outcome["derivation"], outcome["reduction"]
     cfg, cons, agr = res["config"], res["conserved"], res["agreement"]
     lines = [
