@@ -44,7 +44,22 @@ COEFF_SYMBOLS = (N_SYM, SIGMA, DIMS["x"], DIMS["y"], DIMS["r"])
 
 def eigdiag(Y, U, c):
     """Dg(Y) = U diag(c ∘ diag(Uᵀ Y U)) Uᵀ (diag(Uᵀ Y U) = column sums of U ∘ (Y U): two
-    products)."""
+    products). The generated code calls it for ``Dg`` letters.
+
+    Parameters
+    ----------
+    Y : numpy.ndarray
+        (d, d).
+    U : numpy.ndarray
+        (d, d), Λ's eigenbasis as columns.
+    c : numpy.ndarray
+        (d,), the task-mode variances.
+
+    Returns
+    -------
+    numpy.ndarray
+        (d, d), symmetric.
+    """
     v = c * np.sum(U * (Y @ U), axis=0)
     return (U * v) @ U.T
 
@@ -954,7 +969,20 @@ class CompiledFlow:
 
 
 def task_arrays(task_set, data) -> tuple[np.ndarray, np.ndarray]:
-    """(tasks (P, d_y, d), weights (P,)) of a ``TaskSet``; empty for None."""
+    """(tasks (P, d_y, d), weights (P,)) of a ``TaskSet``; empty for None.
+
+    Parameters
+    ----------
+    task_set : TaskSet or None
+        Exact task matrices and weights (``ICLData.numeric_task_set()``).
+    data : ICLData
+        Gives d and d_y.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (tasks, weights) as float64; shapes (0, d_y, d) and (0,) for None.
+    """
     task_set = task_set or ()
     tasks = np.array([m.tolist() for m in task_set], dtype=float).reshape(
         len(task_set), data.d_y, data.d)

@@ -279,8 +279,8 @@ def _stage_table(res: dict) -> list:
 
 def markdown(outcome: dict) -> str:
     """The text of report.md: the setting, the derived equations, the eigenmode gains and
-    learning stages (predicted against measured half-times), theory against SGD (and the SME),
-    the conserved quantity, the measures and the figures.
+    learning stages, theory against SGD on the actual network, SGD beyond the mean (the SME),
+    the conserved quantity, the measures along the exact flow and the provenance.
 
     Parameters
     ----------
