@@ -5,8 +5,11 @@ those classes define. A callable that takes arguments has a ``Parameters`` secti
 list ``Attributes`` instead); one that returns (or yields) a value has a ``Returns``
 (``Yields``) section; one whose own body raises ``InputError`` has a ``Raises`` section (for a
 class: its ``__init__`` or ``__post_init__``). Properties are read as attributes and skipped.
-The CLI's ``cmd_*`` handlers are held to the same rule: their user-facing text is argparse's
-``--help``, but they are module attributes rendered by the API reference like any other.
+The CLI's ``cmd_*`` handlers are the exception when argparse documents them
+(``argparse_commands``): their one argument is the parsed namespace, their interface is the
+subcommand's ``--help`` (every option with help text and default), they return the exit
+code, and the API reference does not render the CLI module; a handler without that help is
+held to the rule like any other name.
 The torch experiments (``numerics.nonlinear``) are optional and not walked."""
 
 import ast
@@ -18,6 +21,7 @@ import textwrap
 
 import icldyn.numerics
 import icldyn.theory
+from icldyn.theory.errors import InputError
 
 ROOTS = (icldyn.theory, icldyn.numerics)
 
@@ -209,6 +213,26 @@ def test_the_check_finds_planted_missing_sections():
         def _private(self):
             return 0
 
+    def checked(x):
+        """Parameters
+        ----------
+        x : int
+        """
+        if x < 0:
+            raise InputError("x", "must be >= 0")
+
+    class Checked:
+        """Parameters
+        ----------
+        x : int
+        """
+
+        def __init__(self, x):
+            if x < 0:
+                raise InputError("x", "must be >= 0")
+
+    assert missing_sections(checked) == ["Raises"]
+    assert class_missing(Checked) == {"Checked": ["Raises"]}
     assert missing_sections(bare) == ["Parameters", "Returns"]
     assert missing_sections(documented) == []
     assert missing_sections(procedure) == []
@@ -216,10 +240,18 @@ def test_the_check_finds_planted_missing_sections():
     assert class_missing(Thing) == {"Thing": ["Parameters"], "Thing.value": ["Returns"]}
 
 
+def test_the_excepted_handlers_are_the_cli_commands():
+    from icldyn.numerics.experiments import cli
+
+    handlers = {name for name in vars(cli) if name.startswith("cmd_")}
+    assert handlers and {f.__name__ for f in argparse_commands()} == handlers
+
+
 def test_the_walk_covers_the_design_names_and_the_subpackages():
     names = {m.__name__ for m in public_modules()}
     assert {"icldyn.theory", "icldyn.numerics", "icldyn.theory.models",
-            "icldyn.numerics.measures", "icldyn.numerics.noise"} <= names
+            "icldyn.numerics.measures", "icldyn.numerics.noise", "icldyn.theory.gaussian",
+            "icldyn.numerics.experiments.cli", "icldyn.numerics.experiments.mainjob"} <= names
 
 
 def test_public_names_document_parameters_and_returns():
