@@ -101,13 +101,23 @@ def missing_sections(fn, bound: bool = False) -> list[str]:
     return missing
 
 
+def _own_constructor(cls) -> bool:
+    """Whether the constructor nearest in ``cls``'s MRO is Python code (a list subclass that
+    defines none is built like a list: nothing of its own to document)."""
+    for klass in cls.__mro__:
+        own = [vars(klass)[n] for n in ("__new__", "__init__") if n in vars(klass)]
+        if own:
+            return any(inspect.isfunction(getattr(f, "__func__", f)) for f in own)
+    return False
+
+
 def class_missing(cls) -> dict:
     """{name: missing sections} of a class (its constructor's arguments and InputErrors) and
     the public methods it defines."""
     out = {}
     doc = inspect.getdoc(cls) or ""
     try:
-        takes = bool(inspect.signature(cls).parameters)
+        takes = _own_constructor(cls) and bool(inspect.signature(cls).parameters)
     except (TypeError, ValueError):
         takes = False
     missing = []
@@ -231,6 +241,10 @@ def test_the_check_finds_planted_missing_sections():
             if x < 0:
                 raise InputError("x", "must be >= 0")
 
+    class Sets(list):
+        """Built like a list (no constructor of its own to document)."""
+
+    assert class_missing(Sets) == {}
     assert missing_sections(checked) == ["Raises"]
     assert class_missing(Checked) == {"Checked": ["Raises"]}
     assert missing_sections(bare) == ["Parameters", "Returns"]

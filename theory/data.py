@@ -101,8 +101,9 @@ class ICLData:
         For a ``d``, ``d_y`` or ``N`` that is not a positive integer (N may be a Symbol), an
         unknown ``tasks``, diagonal tasks with d_y ≠ d, a Λ or Σ_w that is not a symmetric
         d × d matrix (positive definite, when numeric) or one of the strings, task-mode
-        variances that are not d positive numbers, ``Sigma_w`` given with a finite task set, task matrices not of shape
-        (d_y, d) or not finite, or a noise σ that is negative or not finite.
+        variances that are not d positive numbers, ``Sigma_w`` given with a finite task set,
+        task matrices not of shape (d_y, d) or not finite, or a noise σ that is negative or
+        not finite.
     """
 
     def __init__(self, d, N, Lambda="full", d_y=1, tasks="gaussian", Sigma_w=None, noise=0.0):

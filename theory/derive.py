@@ -410,14 +410,15 @@ TASK_EXPECTATION = sp.Function(r"\mathbb{E}_{\delta}")
 class TaskMean(sp.MatrixExpr):
     """(1/P) Σ_k X(W_k), or (1/P²) Σ_k Σ_j X(W_k, W_j) for two draws: the mean of a matrix
     expression over a finite task set; ``draws`` 0: E_δ[X] over eigenbasis tasks (SymPy has no
-    sum of matrix expressions; scalars use ``Sum`` / ``TASK_EXPECTATION``).
+    sum of matrix expressions; scalars use ``Sum`` / ``TASK_EXPECTATION``). Built as
+    ``TaskMean(X, draws=1)``.
 
-    Parameters
+    Attributes
     ----------
-    arg : sympy.MatrixExpr
-        X, holding the task letter W (and its copy W_j for two draws).
-    draws : {0, 1, 2}
-        The number of independent task draws averaged (0: eigenbasis tasks).
+    args : tuple
+        (X, draws): X a matrix expression holding the task letter W (and its copy W_j for two
+        draws); draws the number of independent task draws averaged, 0, 1 or 2, as a SymPy
+        Integer (0: eigenbasis tasks). The node's shape is X's.
     """
 
     def __new__(cls, arg, draws=1):

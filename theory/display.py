@@ -64,13 +64,7 @@ def sets_tabular(sets) -> str:
 
 class CriticalSets(list):
     """A list of FixedPointSet that shows as a table in notebooks (``_repr_html_``,
-    ``_repr_latex_``; the columns of ``COLUMNS``).
-
-    Parameters
-    ----------
-    iterable : iterable of FixedPointSet, optional
-        As for ``list``.
-    """
+    ``_repr_latex_``; the columns of ``COLUMNS``). Built like a list, from the sets."""
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{c}</th>" for c in COLUMNS)

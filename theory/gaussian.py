@@ -144,7 +144,7 @@ class KronCov:
     ----------
     row, col : Mat, optional
         R and C, over W's row indices (a, c) and column indices (b, d); None for the
-    identity.
+        identity.
     scale : sympy.Expr
         The scalar factor, 1 by default.
     """

@@ -740,12 +740,12 @@ def _diff_cyclic(word: tuple, name: str, npos: int):
 
 class EigDiag(sp.MatrixExpr):
     """SymPy node for Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ (what ``to_sympy`` makes of a ``Dg``
-    letter; prints as 𝒟(Y) in LaTeX, ``Dg(Y)`` in text).
+    letter; prints as 𝒟(Y) in LaTeX, ``Dg(Y)`` in text). Built as ``EigDiag(Y)``.
 
-    Parameters
+    Attributes
     ----------
     arg : sympy.MatrixExpr
-        The word Y (square).
+        The word Y (square); the node's shape is Y's.
     """
 
     def __new__(cls, arg):
@@ -793,16 +793,13 @@ class TaskSet(tuple):
     the set, exact for any power of the letter (independent random letters are averaged over
     their product set). A finite task set, or a cubature rule exact for a task law's moments.
 
-    Parameters
-    ----------
-    matrices : sequence of sympy Matrix
-        W_1..W_P.
-    weights : sequence, optional
-        Their probabilities (sympified; 1/P each when omitted).
+    Built as ``TaskSet(matrices, weights=None)``: the tuple of the matrices W_1..W_P (sympy
+    Matrices) with their probabilities (1/P each when omitted).
 
     Attributes
     ----------
     weights : tuple of sympy.Expr
+        The probabilities of W_1..W_P (sympified).
     """
 
     def __new__(cls, matrices, weights=None):
