@@ -322,8 +322,9 @@ def documents() -> dict[str, str]:
     """{file name: LaTeX document} for every model.
 
     Each document (``latex.derivation_document``) holds the exact loss, flow and conserved
-    quantities for Gaussian, eigenbasis and finite task laws, and the model's further
-    sections (critical sets, gradient noise, reductions). Slow: it derives every model.
+    quantities under the task laws the model supports (Gaussian, eigenbasis, finite), and
+    the model's further sections (critical sets, gradient noise, reductions). Slow: it
+    derives every model.
 
     Returns
     -------

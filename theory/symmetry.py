@@ -133,7 +133,7 @@ def find_symmetries(der: Derivation) -> dict:
 
     A combination Σ_j c_j δ_j of candidate actions is a symmetry iff E‖Σ_j c_j δ_j ŷ‖² ≡ 0 (the
     Gram matrix of the variations, exact for every d, N, Λ, σ: see the module docstring). A model
-    with a product form (``symmetry_parts``) lifts its parts' symmetries instead.
+    that states ``symmetry_parts`` (a stack: its layers) lifts its parts' symmetries instead.
 
     Parameters
     ----------
