@@ -13,6 +13,7 @@ held to the rule like any other name.
 The torch experiments (``numerics.nonlinear``) are optional and not walked."""
 
 import ast
+import doctest
 import importlib
 import inspect
 import pkgutil
@@ -272,3 +273,16 @@ def test_public_names_document_parameters_and_returns():
     missing = undocumented()
     assert not missing, "missing numpydoc sections:\n" + "\n".join(
         f"  {name}: {', '.join(sections)}" for name, sections in sorted(missing.items()))
+
+
+def test_the_examples_run():
+    """Every ``>>>`` example in the walked modules' docstrings gives the output it shows."""
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    examples = 0
+    for module in public_modules():
+        for test in finder.find(module):
+            examples += len(test.examples)
+            runner.run(test, out=lambda text: None)
+    failed, attempted = runner.summarize(verbose=False)
+    assert examples and not failed, f"{failed} of {attempted} docstring examples failed"

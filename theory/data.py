@@ -104,6 +104,17 @@ class ICLData:
         variances that are not d positive numbers, ``Sigma_w`` given with a finite task set,
         task matrices not of shape (d_y, d) or not finite, or a noise σ that is negative or
         not finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData
+    >>> ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5]))
+    ICLData(d=2, N=4, d_y=1, tasks='gaussian', noise=0)
+    >>> ICLData(d=2, N=4, Lambda="diag").Lambda
+    Matrix([
+    [s_1,   0],
+    [  0, s_2]])
     """
 
     def __init__(self, d, N, Lambda="full", d_y=1, tasks="gaussian", Sigma_w=None, noise=0.0):

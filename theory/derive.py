@@ -473,5 +473,15 @@ def derive(model: Model, data: ICLData, structural: bool = False) -> Derivation:
     Derivation
         ``.loss``, ``.gradient``, ``.flow``, ``.conserved``, ``.fixed_points()``,
         ``.to_latex()``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> [law.name for law in der.conserved]
+    ['‖V‖² - ‖Q‖²']
+    >>> [(fp.kind, fp.hessian_index) for fp in der.fixed_points()]
+    [('minimum', 0), ('strict saddle', 1)]
     """
     return Derivation(model, data, structural)

@@ -512,6 +512,12 @@ class Merged(MultiHead):
         Input dimension.
     d_y : int
         Output dimension.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> models.Merged(2).shapes()
+    {'V': (1, 1), 'Q': (2, 2)}
     """
 
     name = "Merged"

@@ -1008,6 +1008,19 @@ def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
     ------
     InputError
         When ``der`` is not a Derivation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> flow = compile_flow(der, backend="numpy")
+    >>> theta = flow.pack({"V": 0.1, "Q": 0.1})      # Q = 0.1 I
+    >>> theta
+    array([0.1, 0.1, 0. , 0. , 0.1])
+    >>> round(float(flow.loss(theta)), 6)
+    0.737594
     """
     if not isinstance(der, Derivation):
         raise InputError("der", f"must be a Derivation from icldyn.theory.derive, got {der!r}")

@@ -422,6 +422,17 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
     InputError
         When the per-seed loss record (steps + 1) × seeds would need more memory
         than the limit (the message gives the GiB).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, models
+    >>> from icldyn.numerics import simulate_sgd
+    >>> data = ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5]))
+    >>> sim = simulate_sgd(models.Merged(2), data, {"V": 0.1, "Q": 0.1}, lr=0.05, batch=64,
+    ...                    steps=100, seeds=4)
+    >>> sim.loss.shape, sim.losses.shape
+    ((101,), (101, 4))
     """
     lr = check_real("lr", lr)
     batch, steps, seeds, record_every = (check_int(n, v) for n, v in (
