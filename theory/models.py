@@ -451,6 +451,12 @@ class MultiHead(Model):
         Number of heads H.
     d_y : int
         Output dimension.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> models.MultiHead(2, heads=3).shapes()
+    {'V': (3, 1, 1), 'Q': (3, 2, 2)}
     """
 
     name = "MultiHead"
@@ -556,6 +562,12 @@ class SeparateKQ(MultiHead):
         Key-query rank r.
     d_y : int
         Output dimension.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> models.SeparateKQ(3, heads=2, rank=1).shapes()
+    {'V': (2, 1, 1), 'W_K': (2, 1, 3), 'W_Q': (2, 1, 3)}
     """
 
     name = "SeparateKQ"
@@ -614,6 +626,12 @@ class FullLSA(Model):
         Input dimension.
     d_y : int
         Output dimension.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> models.FullLSA(2).shapes()            # D = d + d_y = 3
+    {'W_PV': (3, 3), 'W_KQ': (3, 3)}
     """
 
     name = "FullLSA"
@@ -739,6 +757,13 @@ class Stack(Model):
     -----
     Parameters of layer l are named ``"l.name"`` (``"0.V"``, ``"1.Q"`` …); its letters carry
     the superscript l + 1 (``V__1`` prints as V¹ …).
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> models.Stack([models.Merged(2), models.Merged(2)], query_in_keys=False,
+    ...              negate_readout=True).shapes()          # Ahn et al.'s two layers
+    {'0.V': (1, 1), '0.Q': (2, 2), '1.V': (1, 1), '1.Q': (2, 2)}
     """
 
     name = "Stack"
