@@ -90,6 +90,7 @@ class Monomial:
     segments : tuple of Segment
         The bilinear forms multiplied.
     """
+
     coeff: sp.Expr
     labels: tuple  # context labels summed over 1..N
     segments: tuple
