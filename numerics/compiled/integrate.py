@@ -102,8 +102,8 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
     Raises
     ------
     InputError
-        (naming ``t_end``) When the integration needs more than ``max_nfev`` gradient
-        evaluations, or stalls (a stiff flow; the message advises an implicit method).
+        When the integration needs more than ``max_nfev`` gradient evaluations, or stalls
+        (a stiff flow; the message advises an implicit method); it names ``t_end``.
 
     Examples
     --------
