@@ -724,6 +724,19 @@ class CompiledFlow:
         -------
         ndarray
             Flat float64 θ, the parameters in the model's order, each raveled.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from icldyn.theory import ICLData, derive, models
+        >>> from icldyn.numerics import compile_flow
+        >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+        >>> flow = compile_flow(der, backend="numpy")
+        >>> flow.pack({"V": 0.1, "Q": [[1.0, 2.0], [3.0, 4.0]]})     # V (1 x 1), then Q row by row
+        array([0.1, 1. , 2. , 3. , 4. ])
+        >>> flow.unpack(flow.pack({"V": 0.1, "Q": 0.5}))["Q"]
+        array([[0.5, 0. ],
+               [0. , 0.5]])
         """
         return np.concatenate([a.ravel() for a in as_arrays(self.shapes, params).values()])
 
