@@ -157,7 +157,7 @@ assert 0.75 * emergence <= plateau_reached <= 1.25 * emergence
 
 # %% [markdown]
 # What the mean effective rank over *all* heads shows is different: it collapses from about
-# 11 (random $12\times12$-rank matrices) to about 2 within the first 200 steps, in the
+# 11 (random matrices of rank 12) to about 2 within the first 200 steps, in the
 # one-layer model as in the two-layer one. That is the step away from initialisation, not the
 # emergence, and the package's `icl.readings` reports it so (`erank_dip_near_emergence`).
 
