@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+# One thread: these models are too small for torch's threads to pay; with two threads on a
+# 2-core machine (and a second pytest worker) the quick ICL runs took ~3× the CPU time.
+torch.set_num_threads(1)
 
 from icldyn.numerics.experiments.cli import main  # noqa: E402
 from icldyn.numerics.nonlinear.grok import fourier_sparsity  # noqa: E402
