@@ -173,8 +173,9 @@ for L, r in runs.items():
 #
 # `icldyn grok --preset quick` trains Nanda et al.'s recipe — one layer, 4 attention heads, a
 # ReLU MLP, no LayerNorm, full-batch AdamW with weight decay 1 — on $(a + b) \bmod 59$ with
-# 40 % of all pairs for training. It generalises only after thousands of epochs: more than
-# 10 minutes of CPU, too long for a page executed on every documentation build (the slow test
+# 40 % of all pairs for training. It generalises only after thousands of full-batch epochs,
+# minutes of CPU at the least (one run was still training after 11 CPU minutes on a loaded
+# 2-core machine): too long for a page executed on every documentation build (the slow test
 # `tests/test_nonlinear.py::test_grokking_quick_preset` runs it and asserts its readings).
 # Here the same recipe at half the width ($d_{model} = 64$, $d_{mlp} = 256$) on
 # $(a + b) \bmod 31$, with a three times larger learning rate (so that weight decay, which
