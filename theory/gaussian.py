@@ -134,6 +134,46 @@ def expect(monomials, law: GaussianLaw, N) -> TracePoly:
     return tally.trace_poly()
 
 
+def isserlis_pairings(monomials, law: GaussianLaw) -> int:
+    """The number of Isserlis pairings ``expect`` enumerates for ``monomials``, counted without
+    enumerating them: per monomial Π_g (n_g − 1)!! over the groups it pairs (the query
+    vectors and the context vectors of each variable, the occurrences of each random matrix
+    letter; n_g items each), 0 when some n_g is odd.
+
+    Parameters
+    ----------
+    monomials : iterable of Monomial
+        The polynomial, a sum of monomials.
+    law : GaussianLaw
+        The law of every random vector variable and random matrix letter.
+
+    Returns
+    -------
+    int
+        The total number of pairings (the engine's cost is about 5 µs per pairing).
+    """
+    total = 0
+    for mono in monomials:
+        sizes = Counter()
+        for seg in mono.segments:
+            for v in (seg.start, seg.end):
+                sizes[v.var, v.sample == QUERY] += 1
+            sizes.update(letter.name for letter in seg.letters if letter.name in law.matrices)
+        count = 1
+        for n in sizes.values():
+            count *= _double_factorial(n - 1) if n % 2 == 0 else 0
+        total += count
+    return total
+
+
+def _double_factorial(n: int) -> int:
+    """n!! = n (n − 2) ⋯ (1 or 2)."""
+    out = 1
+    for k in range(n, 1, -2):
+        out *= k
+    return out
+
+
 class _Skeleton:
     """A monomial cut into *chains* of constant letters between *ports*: every random vector is
     a port, and every random matrix letter W ends the chain before it at a row port and starts
