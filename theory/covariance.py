@@ -25,13 +25,16 @@ from .cache import cached
 from .data import N_SYM, W_COPY, W_TASK, independent, task_degree
 from .derive import Derivation, register_analysis
 from .errors import InputError
-from .gaussian import expect, isserlis_pairings, product_monomial
+from .gaussian import Expectation, product_monomial
 from .terms import inner_monomial, residual, vary
 from .words import Mat, MatPoly, TracePoly
 
 PROBES = ("A_", "B_")
-PAIRING_BUDGET = 5 * 10**7     # Isserlis pairings the engine is allowed (≈ 4 CPU minutes)
-SECONDS_PER_PAIRING = 5e-6      # the engine's cost per pairing, measured on 2-core CI machines
+# The engine's cost: ≈ 10 µs of CPU per Isserlis pairing, tally included (FullLSA at d = 2:
+# 1.38·10⁶ pairings in 17.5 s on a loaded 2-core machine). Beyond the budget (≈ 8 minutes) the
+# covariance is refused with its estimated cost.
+SECONDS_PER_PAIRING = 1e-5
+PAIRING_BUDGET = 5 * 10**7
 
 
 def probe(letter: Mat, prefix: str) -> Mat:
@@ -119,16 +122,17 @@ def _second_moment(der: Derivation) -> dict:
             directional[prefix, L.name] = [inner_monomial(a, b, sp.Integer(1))
                                            for a in r for b in varied]
     law = der.data.law(conditional=der.data.tasks == "diagonal")
-    blocks = {(L.name, M.name): [product_monomial(a, b) for a in directional[PROBES[0], L.name]
-                                 for b in directional[PROBES[1], M.name]]
+    blocks = {(L.name, M.name): Expectation([product_monomial(a, b)
+                                             for a in directional[PROBES[0], L.name]
+                                             for b in directional[PROBES[1], M.name]], law)
               for i, L in enumerate(letters) for M in letters[i:]}
-    pairings = sum(isserlis_pairings(monos, law) for monos in blocks.values())
+    pairings = sum(block.pairings for block in blocks.values())
     if pairings > PAIRING_BUDGET:
         raise InputError("model", f"the gradient covariance of {model!r} needs {pairings:.3g} "
-                         f"Isserlis pairings, about {pairings * SECONDS_PER_PAIRING / 3600:.2g} "
+                         f"Isserlis pairings, about {pairings * SECONDS_PER_PAIRING / 3600:.1f} "
                          f"CPU hours (the engine's budget is {PAIRING_BUDGET:.0e}); measure the "
                          "noise of this model by simulation (simulate_sgd)")
-    return {block: expect(monos, law, N_SYM) for block, monos in blocks.items()}
+    return {name: block.value(N_SYM) for name, block in blocks.items()}
 
 
 register_analysis("gradient_covariance", gradient_covariance)

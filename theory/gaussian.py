@@ -124,21 +124,11 @@ def expect(monomials, law: GaussianLaw, N) -> TracePoly:
     TracePoly
         The expectation as a polynomial in traces of the constant letters.
     """
-    tally = Tally(N)
-    for mono in monomials:
-        skeleton = _Skeleton(mono, law)
-        if skeleton.even():
-            counts = _Pairings(skeleton).counts
-            STATS["pairings"] += sum(counts.values())
-            tally.add(mono.coeff * skeleton.scale, counts)
-    return tally.trace_poly()
+    return Expectation(monomials, law).value(N)
 
 
-def isserlis_pairings(monomials, law: GaussianLaw) -> int:
-    """The number of Isserlis pairings ``expect`` enumerates for ``monomials``, counted without
-    enumerating them: per monomial Π_g (n_g − 1)!! over the groups it pairs (the query
-    vectors and the context vectors of each variable, the occurrences of each random matrix
-    letter; n_g items each), 0 when some n_g is odd.
+class Expectation:
+    """E[Σ monomials] prepared for the engine, its cost known before any pairing is enumerated.
 
     Parameters
     ----------
@@ -147,31 +137,27 @@ def isserlis_pairings(monomials, law: GaussianLaw) -> int:
     law : GaussianLaw
         The law of every random vector variable and random matrix letter.
 
-    Returns
-    -------
-    int
-        The total number of pairings (the engine's cost is about 5 µs per pairing).
+    Attributes
+    ----------
+    pairings : int
+        The number of Isserlis pairings ``value`` enumerates: Σ over the monomials of
+        Π_g (n_g − 1)!! over the groups g it pairs (n_g items each; see ``_Skeleton``).
     """
-    total = 0
-    for mono in monomials:
-        sizes = Counter()
-        for seg in mono.segments:
-            for v in (seg.start, seg.end):
-                sizes[v.var, v.sample == QUERY] += 1
-            sizes.update(letter.name for letter in seg.letters if letter.name in law.matrices)
-        count = 1
-        for n in sizes.values():
-            count *= _double_factorial(n - 1) if n % 2 == 0 else 0
-        total += count
-    return total
 
+    def __init__(self, monomials, law: GaussianLaw):
+        self.skeletons = [(mono.coeff, skeleton) for mono in monomials
+                          if (skeleton := _Skeleton(mono, law)).even()]
+        self.pairings = sum(skeleton.pairings() for _, skeleton in self.skeletons)
 
-def _double_factorial(n: int) -> int:
-    """n!! = n (n − 2) ⋯ (1 or 2)."""
-    out = 1
-    for k in range(n, 1, -2):
-        out *= k
-    return out
+    def value(self, N) -> TracePoly:
+        """The expectation for N values of each context label (int or sympy.Symbol), as a
+        polynomial in traces of the constant letters."""
+        tally = Tally(N)
+        for coeff, skeleton in self.skeletons:
+            counts = _Pairings(skeleton).counts
+            STATS["pairings"] += sum(counts.values())
+            tally.add(coeff * skeleton.scale, counts)
+        return tally.trace_poly()
 
 
 class _Skeleton:
@@ -222,6 +208,14 @@ class _Skeleton:
     def even(self) -> bool:
         """Whether every group has an even number of items (else the expectation is 0)."""
         return all(len(items) % 2 == 0 for _, items, _ in self.groups)
+
+    def pairings(self) -> int:
+        """The number of pairings, Π_g (n_g − 1)!! over the groups (of an even skeleton)."""
+        count = 1
+        for _, items, _ in self.groups:
+            for k in range(len(items) - 1, 1, -2):
+                count *= k
+        return count
 
     def _port(self, space: str, label=None) -> int:
         self.space.append(space)
