@@ -13,6 +13,8 @@ monomial with the context labels of the two factors summed independently. M₂ i
 every N; it holds up to 4 context labels and task moments of order 4: Gaussian tasks through the
 engine; finite task sets and the paper's eigenbasis tasks conditional on the task W (a fixed
 letter), averaged over the set, or over an exact cubature of δ (``ICLData.task_cubature``).
+Its cost is counted first (``gaussian.Expectation.pairings``): beyond ``PAIRING_BUDGET``
+Isserlis pairings (a stack of two Merged layers needs 1.22·10⁹) it is refused with the estimate.
 """
 
 from __future__ import annotations

@@ -192,18 +192,19 @@ class _Skeleton:
                 else:
                     letters.append(letter)
             self._chain(port, self._vector(seg.end, law, vectors), letters)
-        self.groups, self.scale = [], sp.Integer(1)
+        self.groups, powers = [], Counter()     # covariance scale -> its power
         for (var, kind), ports in vectors.items():
             cov = law.vectors[var]
             self.groups.append((kind, ports, _link_words(cov.letter)))
-            self.scale *= cov.scale ** (len(ports) // 2)
+            powers[cov.scale] += len(ports) // 2
         for name, occ in occurrences.items():
             cov = law.matrices[name]
             if isinstance(cov, EigenCov):
                 self.groups.append(("eigen", occ, None))
             else:
                 self.groups.append(("kron", occ, (_link_words(cov.row), _link_words(cov.col))))
-                self.scale *= cov.scale ** (len(occ) // 2)
+                powers[cov.scale] += len(occ) // 2
+        self.scale = sp.Mul(*(scale**k for scale, k in powers.items() if scale != 1))
 
     def even(self) -> bool:
         """Whether every group has an even number of items (else the expectation is 0)."""
