@@ -13,7 +13,7 @@ monomial with the context labels of the two factors summed independently. M₂ i
 every N; it holds up to 4 context labels and task moments of order 4: Gaussian tasks through the
 engine; finite task sets and the paper's eigenbasis tasks conditional on the task W (a fixed
 letter), averaged over the set, or over an exact cubature of δ (``ICLData.task_cubature``).
-Its cost is counted first (``gaussian.Expectation.pairings``): beyond ``PAIRING_BUDGET``
+Its cost is counted first (``covariance_cost``): beyond ``PAIRING_BUDGET``
 Isserlis pairings (a stack of two Merged layers needs 1.22·10⁹) it is refused with the estimate.
 """
 
@@ -113,7 +113,37 @@ def gradient_covariance(der: Derivation) -> GradientCovariance:
     return GradientCovariance(der, blocks)
 
 
+def covariance_cost(der: Derivation) -> int:
+    """The number of Isserlis pairings the exact gradient covariance of ``der``'s model and
+    data needs (≈ ``SECONDS_PER_PAIRING`` each), counted without enumerating them.
+
+    Parameters
+    ----------
+    der : Derivation
+        The model and data.
+
+    Returns
+    -------
+    int
+        Σ over the blocks' monomials of Π_g (n_g − 1)!! (``gaussian.Expectation``).
+    """
+    return sum(block.pairings for block in _expectations(der).values())
+
+
 def _second_moment(der: Derivation) -> dict:
+    blocks = _expectations(der)
+    pairings = sum(block.pairings for block in blocks.values())
+    if pairings > PAIRING_BUDGET:
+        raise InputError("model", f"the gradient covariance of {der.model!r} needs "
+                         f"{pairings:.3g} Isserlis pairings, about "
+                         f"{pairings * SECONDS_PER_PAIRING / 3600:.1f} CPU hours (the engine's "
+                         f"budget is {PAIRING_BUDGET:.0e}); measure the noise of this model by "
+                         "simulation (simulate_sgd)")
+    return {name: block.value(N_SYM) for name, block in blocks.items()}
+
+
+def _expectations(der: Derivation) -> dict:
+    """{(L, M): the prepared expectation of the block's second moment} for letters L ≤ M."""
     model = der.model
     terms, r = model.prediction(), residual(model)
     letters = list(model.letters().values())
@@ -124,17 +154,10 @@ def _second_moment(der: Derivation) -> dict:
             directional[prefix, L.name] = [inner_monomial(a, b, sp.Integer(1))
                                            for a in r for b in varied]
     law = der.data.law(conditional=der.data.tasks == "diagonal")
-    blocks = {(L.name, M.name): Expectation([product_monomial(a, b)
-                                             for a in directional[PROBES[0], L.name]
-                                             for b in directional[PROBES[1], M.name]], law)
-              for i, L in enumerate(letters) for M in letters[i:]}
-    pairings = sum(block.pairings for block in blocks.values())
-    if pairings > PAIRING_BUDGET:
-        raise InputError("model", f"the gradient covariance of {model!r} needs {pairings:.3g} "
-                         f"Isserlis pairings, about {pairings * SECONDS_PER_PAIRING / 3600:.1f} "
-                         f"CPU hours (the engine's budget is {PAIRING_BUDGET:.0e}); measure the "
-                         "noise of this model by simulation (simulate_sgd)")
-    return {name: block.value(N_SYM) for name, block in blocks.items()}
+    return {(L.name, M.name): Expectation([product_monomial(a, b)
+                                           for a in directional[PROBES[0], L.name]
+                                           for b in directional[PROBES[1], M.name]], law)
+            for i, L in enumerate(letters) for M in letters[i:]}
 
 
 register_analysis("gradient_covariance", gradient_covariance)
