@@ -16,6 +16,14 @@ os.environ.setdefault("ICLDYN_CACHE_DIR", tempfile.mkdtemp(prefix="icldyn-test-c
 # folder (entries are written atomically), so none of them sees a half-made cache.
 cache_dir()
 
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (stable otherwise): with ``-n auto`` the longest tests then start early
+    and no worker is left alone with one at the end (the run's wall time is the busiest
+    worker's; ``--dist worksteal`` in pyproject.toml balances the rest)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 settings.register_profile("default", deadline=None, max_examples=25,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("default")

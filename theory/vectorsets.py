@@ -157,7 +157,7 @@ def _lifted_sets(der: Derivation) -> list[FixedPointSet]:
         letters, scales = lifted
         equations = [sp.Eq(sp.MatrixSymbol(name, d_y, d_y), u * sp.Identity(d_y))
                      for name, u in scales.items()] + fp.equations
-        if fp.name == "saddle set" and _full_rank_heads(der):
+        if "growth_direction" in fp.info and _full_rank_heads(der):   # the set u = 0
             equations = _zero_set_equations(der, fp)
         info = {**fp.info, "M": fp.M, "loss_gap": fp.loss_gap, "scalar_loss": fp.loss}
         lifted = _check_critical(index, critical_set(

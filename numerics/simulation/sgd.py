@@ -223,10 +223,15 @@ class PromptSampler:
 def _attention(W_PV, W_KQ, Z, rows, mask, N: int):
     """Σ_h W_PV,h (Zᵀ M Z/N) W_KQ,h z_t for the tokens ``rows`` (token-major arrays: Z is
     (S, B, N+1, D)); returns the update and A = Zᵀ M Z/N."""
-    A = (Z * mask[:, None]).swapaxes(-1, -2) @ Z / N                      # (S,B,D,D), symmetric
+    A = _masked(Z, mask).swapaxes(-1, -2) @ Z / N                         # (S,B,D,D), symmetric
     U = rows[:, :, None] @ W_KQ[:, None].swapaxes(-1, -2)                 # W_KQ,h z_t
     R = U @ A[:, :, None]                                                 # A W_KQ,h z_t
     return (R @ W_PV[:, None].swapaxes(-1, -2)).sum(axis=2), A, U, R
+
+
+def _masked(Z: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """M Z over the token axis (no copy when M = I: the query among the keys)."""
+    return Z if mask[-1] == 1.0 else Z * mask[:, None]
 
 
 def _flat_tokens(T: np.ndarray) -> np.ndarray:
@@ -322,16 +327,18 @@ def network_loss_and_grad(weights: list[tuple], X, Y, xq, yq, d: int,
     G = np.zeros_like(Z)
     G[:, :, -1, d:] = sign * r / B
     grads = []
-    for (W_PV, W_KQ), (Z, rows, A, U, R) in zip(reversed(weights), reversed(tape)):
+    for l, ((W_PV, W_KQ), (Z, rows, A, U, R)) in reversed(list(enumerate(zip(weights, tape)))):
         g_PV = _flat_tokens(G[:, :, None]).swapaxes(-1, -2) @ _flat_tokens(R)
         PG = G[:, :, None] @ W_PV[:, None]                                # W_PV,hᵀ G_t
         APG = PG @ A[:, :, None]                                          # A W_PV,hᵀ G_t (A = Aᵀ)
         g_KQ = _flat_tokens(APG).swapaxes(-1, -2) @ _flat_tokens(rows[:, :, None])
+        grads.append((g_PV, g_KQ))
+        if l == 0:                                                        # ∂ℓ/∂Z⁽⁰⁾ is not needed
+            break
         E = (PG.reshape(S, B, -1, PG.shape[-1]).swapaxes(-1, -2)
              @ U.reshape(S, B, -1, U.shape[-1]))                          # Σ_h,t PG U_h,tᵀ
-        grads.append((g_PV, g_KQ))
         G_rows = G + (APG @ W_KQ[:, None]).sum(axis=2)
-        G = (Z * mask[:, None]) @ (E + E.swapaxes(-1, -2)) / N
+        G = _masked(Z, mask) @ (E + E.swapaxes(-1, -2)) / N
         G[:, :, -G_rows.shape[2]:] += G_rows
     return loss, grads[::-1]
 
