@@ -7,8 +7,8 @@ import sympy as sp
 
 from brute import Components
 from icldyn.theory import gaussian
-from icldyn.theory.gaussian import (EigenCov, Expectation, GaussianLaw, KronCov, Monomial,
-                                    RandVec, Segment, VectorCov, expect)
+from icldyn.theory.gaussian import (EigenCov, GaussianLaw, KronCov, Monomial, RandVec, Segment,
+                                    VectorCov, expect, group_sizes, pairing_count)
 from icldyn.theory.words import DIMS, Mat, TracePoly
 
 N = sp.Symbol("N", positive=True, integer=True)
@@ -127,10 +127,11 @@ PAIRINGS = {"xq degree 6": 15, "two sums": 3 * 1, "sum and xq degree 6": 1 * 15,
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_pairing_count_is_what_the_engine_enumerates(case):
-    """``Expectation.pairings``, counted before enumerating (the covariance's cost guard), is the
-    hand count and the number of pairings the engine then enumerates."""
+    """``pairing_count`` of the ``group_sizes`` (the covariance's cost guard, counted without
+    enumerating) is the hand count and the number of pairings the engine enumerates."""
     labels, segments = CASES[case]
-    prepared = Expectation([Monomial(sp.Integer(1), labels, tuple(segments))], law("gaussian"))
+    mono = Monomial(sp.Integer(1), labels, tuple(segments))
     before = gaussian.STATS["pairings"]
-    prepared.value(N)
-    assert prepared.pairings == PAIRINGS[case] == gaussian.STATS["pairings"] - before
+    expect([mono], law("gaussian"), N)
+    counted = pairing_count(group_sizes(mono, law("gaussian")).values())
+    assert counted == PAIRINGS[case] == gaussian.STATS["pairings"] - before

@@ -19,6 +19,7 @@ Isserlis pairings (a stack of two Merged layers needs 1.22·10⁹) it is refused
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import sympy as sp
@@ -27,7 +28,7 @@ from .cache import cached
 from .data import N_SYM, W_COPY, W_TASK, independent, task_degree
 from .derive import Derivation, register_analysis
 from .errors import InputError
-from .gaussian import Expectation, product_monomial
+from .gaussian import expect, group_sizes, pairing_count, product_monomial
 from .terms import inner_monomial, residual, vary
 from .words import Mat, MatPoly, TracePoly
 
@@ -115,7 +116,8 @@ def gradient_covariance(der: Derivation) -> GradientCovariance:
 
 def covariance_cost(der: Derivation) -> int:
     """The number of Isserlis pairings the exact gradient covariance of ``der``'s model and
-    data needs (≈ ``SECONDS_PER_PAIRING`` each), counted without enumerating them.
+    data needs (≈ ``SECONDS_PER_PAIRING`` each), counted without forming the products: the
+    count of a product a·b depends only on the group sizes of a and b, which add.
 
     Parameters
     ----------
@@ -125,25 +127,27 @@ def covariance_cost(der: Derivation) -> int:
     Returns
     -------
     int
-        Σ over the blocks' monomials of Π_g (n_g − 1)!! (``gaussian.Expectation``).
+        Σ over the blocks' monomials a·b of Π_g (n_g − 1)!! (``gaussian.pairing_count``).
     """
-    return sum(block.pairings for block in _expectations(der).values())
+    return _cost(*_directional(der))
 
 
 def _second_moment(der: Derivation) -> dict:
-    blocks = _expectations(der)
-    pairings = sum(block.pairings for block in blocks.values())
+    letters, directional, law = _directional(der)
+    pairings = _cost(letters, directional, law)
     if pairings > PAIRING_BUDGET:
         raise InputError("model", f"the gradient covariance of {der.model!r} needs "
                          f"{pairings:.3g} Isserlis pairings, about "
-                         f"{pairings * SECONDS_PER_PAIRING / 3600:.1f} CPU hours (the engine's "
+                         f"{pairings * SECONDS_PER_PAIRING / 3600:.2g} CPU hours (the engine's "
                          f"budget is {PAIRING_BUDGET:.0e}); measure the noise of this model by "
                          "simulation (simulate_sgd)")
-    return {name: block.value(N_SYM) for name, block in blocks.items()}
+    return {(L, M): expect([product_monomial(a, b) for a in directional[PROBES[0], L]
+                            for b in directional[PROBES[1], M]], law, N_SYM)
+            for L, M in _blocks(letters)}
 
 
-def _expectations(der: Derivation) -> dict:
-    """{(L, M): the prepared expectation of the block's second moment} for letters L ≤ M."""
+def _directional(der: Derivation) -> tuple:
+    """(letter names, {(probe prefix, L): the monomials of ⟨r, δ_L ŷ[probe]⟩}, law)."""
     model = der.model
     terms, r = model.prediction(), residual(model)
     letters = list(model.letters().values())
@@ -154,10 +158,23 @@ def _expectations(der: Derivation) -> dict:
             directional[prefix, L.name] = [inner_monomial(a, b, sp.Integer(1))
                                            for a in r for b in varied]
     law = der.data.law(conditional=der.data.tasks == "diagonal")
-    return {(L.name, M.name): Expectation([product_monomial(a, b)
-                                           for a in directional[PROBES[0], L.name]
-                                           for b in directional[PROBES[1], M.name]], law)
-            for i, L in enumerate(letters) for M in letters[i:]}
+    return [L.name for L in letters], directional, law
+
+
+def _blocks(letters: list) -> list:
+    """The stored blocks (L, M), L ≤ M in model order."""
+    return [(L, M) for i, L in enumerate(letters) for M in letters[i:]]
+
+
+def _cost(letters: list, directional: dict, law) -> int:
+    sizes = {key: Counter(frozenset(group_sizes(mono, law).items()) for mono in monos)
+             for key, monos in directional.items()}
+    total = 0
+    for L, M in _blocks(letters):
+        for a, na in sizes[PROBES[0], L].items():
+            for b, nb in sizes[PROBES[1], M].items():
+                total += na * nb * pairing_count((Counter(dict(a)) + Counter(dict(b))).values())
+    return total
 
 
 register_analysis("gradient_covariance", gradient_covariance)

@@ -124,40 +124,61 @@ def expect(monomials, law: GaussianLaw, N) -> TracePoly:
     TracePoly
         The expectation as a polynomial in traces of the constant letters.
     """
-    return Expectation(monomials, law).value(N)
+    tally = Tally(N)
+    for mono in monomials:
+        skeleton = _Skeleton(mono, law)
+        if skeleton.even():
+            counts = _Pairings(skeleton).counts
+            STATS["pairings"] += sum(counts.values())
+            tally.add(mono.coeff * skeleton.scale, counts)
+    return tally.trace_poly()
 
 
-class Expectation:
-    """E[Σ monomials] prepared for the engine, its cost known before any pairing is enumerated.
+def group_sizes(mono: Monomial, law: GaussianLaw) -> Counter:
+    """How many items each group that Isserlis' theorem pairs holds in ``mono``: the query
+    vectors and the context vectors of each variable, keyed (var, is_query), and the
+    occurrences of each random matrix, keyed by its name (as ``expect`` groups them).
 
     Parameters
     ----------
-    monomials : iterable of Monomial
-        The polynomial, a sum of monomials.
+    mono : Monomial
+        The monomial.
     law : GaussianLaw
-        The law of every random vector variable and random matrix letter.
+        Which matrix letters are random.
 
-    Attributes
-    ----------
-    pairings : int
-        The number of Isserlis pairings ``value`` enumerates: Σ over the monomials of
-        Π_g (n_g − 1)!! over the groups g it pairs (n_g items each; see ``_Skeleton``).
+    Returns
+    -------
+    Counter
+        {group key: number of items}.
     """
+    sizes = Counter()
+    for seg in mono.segments:
+        for v in (seg.start, seg.end):
+            sizes[v.var, v.sample == QUERY] += 1
+        sizes.update(letter.name for letter in seg.letters if letter.name in law.matrices)
+    return sizes
 
-    def __init__(self, monomials, law: GaussianLaw):
-        self.skeletons = [(mono.coeff, skeleton) for mono in monomials
-                          if (skeleton := _Skeleton(mono, law)).even()]
-        self.pairings = sum(skeleton.pairings() for _, skeleton in self.skeletons)
 
-    def value(self, N) -> TracePoly:
-        """The expectation for N values of each context label (int or sympy.Symbol), as a
-        polynomial in traces of the constant letters."""
-        tally = Tally(N)
-        for coeff, skeleton in self.skeletons:
-            counts = _Pairings(skeleton).counts
-            STATS["pairings"] += sum(counts.values())
-            tally.add(coeff * skeleton.scale, counts)
-        return tally.trace_poly()
+def pairing_count(sizes) -> int:
+    """The number of pairings ``expect`` enumerates for groups of the given sizes:
+    Π_g (n_g − 1)!!, 0 when some n_g is odd (the expectation vanishes).
+
+    Parameters
+    ----------
+    sizes : iterable of int
+        The group sizes n_g (``group_sizes(...).values()``).
+
+    Returns
+    -------
+    int
+    """
+    count = 1
+    for n in sizes:
+        if n % 2:
+            return 0
+        for k in range(n - 1, 1, -2):
+            count *= k
+    return count
 
 
 class _Skeleton:
@@ -209,14 +230,6 @@ class _Skeleton:
     def even(self) -> bool:
         """Whether every group has an even number of items (else the expectation is 0)."""
         return all(len(items) % 2 == 0 for _, items, _ in self.groups)
-
-    def pairings(self) -> int:
-        """The number of pairings, Π_g (n_g − 1)!! over the groups (of an even skeleton)."""
-        count = 1
-        for _, items, _ in self.groups:
-            for k in range(len(items) - 1, 1, -2):
-                count *= k
-        return count
 
     def _port(self, space: str, label=None) -> int:
         self.space.append(space)
