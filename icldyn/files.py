@@ -9,7 +9,22 @@ from pathlib import Path
 
 
 def write_atomic(path: Path, data: bytes | str) -> Path:
-    """Write to a temporary file in the same folder, then rename over ``path``."""
+    """Write to a temporary file in the same folder, then rename over ``path``.
+
+    The folder is created if missing; the file gets the usual permissions (0o666 less the
+    umask); on any error the temporary file is removed and ``path`` is untouched.
+
+    Parameters
+    ----------
+    path : path-like
+    data : bytes or str
+        Written in binary or text mode accordingly.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"

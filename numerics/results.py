@@ -158,6 +158,11 @@ class Trajectory:
         -------
         Trajectory
             With the saved arrays (absent ones None) and ``info``.
+
+        Raises
+        ------
+        InputError
+            When ``path`` is not a saved Trajectory.
         """
         try:
             with np.load(path) as z:

@@ -1,11 +1,19 @@
-"""Every public name documents its interface, numpydoc style: the names in ``__all__`` of
-``icldyn.theory``, ``icldyn.numerics`` and every module below them that declares ``__all__``,
-and the public methods those classes define. A callable that takes arguments has a
-``Parameters`` section (a class may list ``Attributes`` instead); one that returns (or yields)
-a value has a ``Returns`` (``Yields``) section. Properties are read as attributes and skipped.
+"""Every public name documents its interface, numpydoc style: each function and class defined in
+a module of ``icldyn.theory`` or ``icldyn.numerics`` (every module below them, not only those
+that declare ``__all__``) under a name without a leading underscore, and the public methods
+those classes define. A callable that takes arguments has a ``Parameters`` section (a class may
+list ``Attributes`` instead); one that returns (or yields) a value has a ``Returns``
+(``Yields``) section; one whose own body raises ``InputError`` has a ``Raises`` section (for a
+class: its ``__init__`` or ``__post_init__``). Properties are read as attributes and skipped.
+The CLI's ``cmd_*`` handlers are the exception when argparse documents them
+(``argparse_commands``): their one argument is the parsed namespace, their interface is the
+subcommand's ``--help`` (every option with help text and default), they return the exit
+code, and the API reference does not render the CLI module; a handler without that help is
+held to the rule like any other name.
 The torch experiments (``numerics.nonlinear``) are optional and not walked."""
 
 import ast
+import doctest
 import importlib
 import inspect
 import pkgutil
@@ -14,6 +22,7 @@ import textwrap
 
 import icldyn.numerics
 import icldyn.theory
+from icldyn.theory.errors import InputError
 
 ROOTS = (icldyn.theory, icldyn.numerics)
 
@@ -22,42 +31,56 @@ def _section(doc: str, *names: str) -> bool:
     return any(re.search(rf"^{name}\n-{{3,}}[ \t]*$", doc, re.M) for name in names)
 
 
+def _walked(name: str) -> bool:
+    parts = name.split(".")
+    return "nonlinear" not in parts and not any(p.startswith("_") for p in parts)
+
+
 def public_modules() -> list:
-    """The packages and every module below them that declares ``__all__``."""
+    """The packages and every module below them (torch experiments and private modules
+    excepted)."""
     out = list(ROOTS)
     for root in ROOTS:
         for info in pkgutil.walk_packages(root.__path__, root.__name__ + "."):
-            parts = info.name.split(".")
-            if "nonlinear" in parts or any(p.startswith("_") for p in parts):
-                continue
-            module = importlib.import_module(info.name)
-            if hasattr(module, "__all__"):
-                out.append(module)
+            if _walked(info.name):
+                out.append(importlib.import_module(info.name))
     return out
+
+
+def _own_body(node):
+    """The nodes of a function's own body (nested functions and classes excluded)."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        yield child
+        yield from _own_body(child)
+
+
+def _tree(fn):
+    return ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
 
 
 def returns_value(fn) -> bool:
     """Whether ``fn`` returns or yields something: its return annotation when it has one (not
     None), else a ``return <value>`` or ``yield`` in its own body (nested functions excluded)."""
-    node = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+    node = _tree(fn)
     if node.returns is not None:
         return ast.unparse(node.returns) != "None"
+    return any(isinstance(child, (ast.Yield, ast.YieldFrom)) or (
+        isinstance(child, ast.Return) and child.value is not None and not (
+            isinstance(child.value, ast.Constant) and child.value.value is None))
+        for child in _own_body(node))
 
-    def walk(parent):
-        for child in ast.iter_child_nodes(parent):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
-                                  ast.ClassDef)):
-                continue
-            if isinstance(child, (ast.Yield, ast.YieldFrom)):
-                return True
-            if isinstance(child, ast.Return) and child.value is not None and not (
-                    isinstance(child.value, ast.Constant) and child.value.value is None):
-                return True
-            if walk(child):
-                return True
-        return False
 
-    return walk(node)
+def raises_input_error(fn) -> bool:
+    """Whether ``fn``'s own body has a ``raise InputError(...)``."""
+    for child in _own_body(_tree(fn)):
+        if isinstance(child, ast.Raise) and child.exc is not None:
+            exc = child.exc.func if isinstance(child.exc, ast.Call) else child.exc
+            name = exc.attr if isinstance(exc, ast.Attribute) else getattr(exc, "id", None)
+            if name == "InputError":
+                return True
+    return False
 
 
 def _takes_arguments(fn, bound: bool) -> bool:
@@ -74,18 +97,40 @@ def missing_sections(fn, bound: bool = False) -> list[str]:
         missing.append("Parameters")
     if returns_value(fn) and not _section(doc, "Returns", "Yields"):
         missing.append("Returns")
+    if raises_input_error(fn) and not _section(doc, "Raises"):
+        missing.append("Raises")
     return missing
 
 
+def _own_constructor(cls) -> bool:
+    """Whether the constructor nearest in ``cls``'s MRO is Python code (a list subclass that
+    defines none is built like a list: nothing of its own to document)."""
+    for klass in cls.__mro__:
+        own = [vars(klass)[n] for n in ("__new__", "__init__") if n in vars(klass)]
+        if own:
+            return any(inspect.isfunction(getattr(f, "__func__", f)) for f in own)
+    return False
+
+
 def class_missing(cls) -> dict:
-    """{name: missing sections} of a class and the public methods it defines."""
+    """{name: missing sections} of a class (its constructor's arguments and InputErrors) and
+    the public methods it defines."""
     out = {}
+    doc = inspect.getdoc(cls) or ""
     try:
-        takes = bool(inspect.signature(cls).parameters)
+        takes = _own_constructor(cls) and bool(inspect.signature(cls).parameters)
     except (TypeError, ValueError):
         takes = False
-    if takes and not _section(inspect.getdoc(cls) or "", "Parameters", "Attributes"):
-        out[cls.__name__] = ["Parameters"]
+    missing = []
+    if takes and not _section(doc, "Parameters", "Attributes"):
+        missing.append("Parameters")
+    constructors = [fn for fn in map(vars(cls).get, ("__init__", "__post_init__"))
+                    if inspect.isfunction(fn) and not fn.__code__.co_filename.startswith("<")]
+    # (a dataclass's generated __init__ has no source and raises nothing of its own)
+    if any(map(raises_input_error, constructors)) and not _section(doc, "Raises"):
+        missing.append("Raises")
+    if missing:
+        out[cls.__name__] = missing
     for name, member in vars(cls).items():
         if name.startswith("_"):
             continue
@@ -101,19 +146,40 @@ def class_missing(cls) -> dict:
     return out
 
 
+def argparse_commands() -> set:
+    """The ``icldyn`` subcommand handlers that argparse documents: each the ``func`` default of
+    a subcommand with a ``help`` text, whose options all carry help too (``--help`` is their
+    documentation; their one argument is the parsed namespace)."""
+    import argparse
+
+    from icldyn.numerics.experiments.cli import parser
+
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helped = {a.dest for a in sub._choices_actions if a.help}
+    out = set()
+    for name, command in sub.choices.items():
+        options = [a for a in command._actions if not isinstance(a, argparse._HelpAction)]
+        if name in helped and all(a.help for a in options) and "func" in command._defaults:
+            out.add(command._defaults["func"])
+    return out
+
+
 def undocumented() -> dict:
     """{qualified name: missing sections} over every public name (each object once)."""
-    out, seen = {}, set()
+    out, seen = {}, {id(f) for f in argparse_commands()}
     for module in public_modules():
-        for name in module.__all__:
-            obj = getattr(module, name)
-            if id(obj) in seen:
+        for name, obj in vars(module).items():
+            if name.startswith("_") or id(obj) in seen:
                 continue
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue
+            where = getattr(obj, "__module__", "") or ""
+            if not (where.startswith("icldyn.") and _walked(where)):
+                continue            # imported from elsewhere (numpy, sympy, the torch part)
             seen.add(id(obj))
-            where = getattr(obj, "__module__", module.__name__)
             if inspect.isclass(obj):
                 out.update({f"{where}.{k}": v for k, v in class_missing(obj).items()})
-            elif inspect.isfunction(obj):
+            else:
                 missing = missing_sections(obj)
                 if missing:
                     out[f"{where}.{obj.__qualname__}"] = missing
@@ -158,6 +224,30 @@ def test_the_check_finds_planted_missing_sections():
         def _private(self):
             return 0
 
+    def checked(x):
+        """Parameters
+        ----------
+        x : int
+        """
+        if x < 0:
+            raise InputError("x", "must be >= 0")
+
+    class Checked:
+        """Parameters
+        ----------
+        x : int
+        """
+
+        def __init__(self, x):
+            if x < 0:
+                raise InputError("x", "must be >= 0")
+
+    class Sets(list):
+        """Built like a list (no constructor of its own to document)."""
+
+    assert class_missing(Sets) == {}
+    assert missing_sections(checked) == ["Raises"]
+    assert class_missing(Checked) == {"Checked": ["Raises"]}
     assert missing_sections(bare) == ["Parameters", "Returns"]
     assert missing_sections(documented) == []
     assert missing_sections(procedure) == []
@@ -165,13 +255,34 @@ def test_the_check_finds_planted_missing_sections():
     assert class_missing(Thing) == {"Thing": ["Parameters"], "Thing.value": ["Returns"]}
 
 
+def test_the_excepted_handlers_are_the_cli_commands():
+    from icldyn.numerics.experiments import cli
+
+    handlers = {name for name in vars(cli) if name.startswith("cmd_")}
+    assert handlers and {f.__name__ for f in argparse_commands()} == handlers
+
+
 def test_the_walk_covers_the_design_names_and_the_subpackages():
     names = {m.__name__ for m in public_modules()}
     assert {"icldyn.theory", "icldyn.numerics", "icldyn.theory.models",
-            "icldyn.numerics.measures", "icldyn.numerics.noise"} <= names
+            "icldyn.numerics.measures", "icldyn.numerics.noise", "icldyn.theory.gaussian",
+            "icldyn.numerics.experiments.cli", "icldyn.numerics.experiments.mainjob"} <= names
 
 
 def test_public_names_document_parameters_and_returns():
     missing = undocumented()
     assert not missing, "missing numpydoc sections:\n" + "\n".join(
         f"  {name}: {', '.join(sections)}" for name, sections in sorted(missing.items()))
+
+
+def test_the_examples_run():
+    """Every ``>>>`` example in the walked modules' docstrings gives the output it shows."""
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    examples = 0
+    for module in public_modules():
+        for test in finder.find(module):
+            examples += len(test.examples)
+            runner.run(test, out=lambda text: None)
+    failed, attempted = runner.summarize(verbose=False)
+    assert examples and not failed, f"{failed} of {attempted} docstring examples failed"

@@ -51,6 +51,11 @@ class Conventions:
     normalisation : str
         The attention's ZZᵀ is divided by "N" (ours: the context length), "none", or "N+1"
         (all tokens, the query included).
+
+    Raises
+    ------
+    InputError
+        For a ``normalisation`` not in ``NORMALISATIONS``.
     """
 
     half: bool = True
@@ -155,6 +160,13 @@ class Conventions:
         -------
         ICLData
             Λ → cΛ, Σ_w → Σ_w/c (the same data when c = 1).
+
+        Raises
+        ------
+        InputError
+            When ``model`` is given without a head-product form and the normalisation is not
+            ``"N"``, when the tasks are not Gaussian, or when a rescaling is needed and Λ is the
+            symbol ``'iso'``.
         """
         if model is not None and model.head_products() is None and \
                 self.normalisation != "N":

@@ -40,7 +40,7 @@ SECONDS_PER_PAIRING = 1e-5
 PAIRING_BUDGET = 5 * 10**7
 
 
-def probe(letter: Mat, prefix: str) -> Mat:
+def _probe(letter: Mat, prefix: str) -> Mat:
     """The probe matrix for ``letter`` (same spaces, not symmetric)."""
     return Mat(prefix + letter.name, rows=letter.rows, cols=letter.cols)
 
@@ -48,7 +48,17 @@ def probe(letter: Mat, prefix: str) -> Mat:
 @dataclass
 class GradientCovariance:
     """``second_moment[(L, L')]``: E[⟨A_L, g_L⟩⟨B_{L'}, g_{L'}⟩] for letters L ≤ L' (model
-    order; the (L', L) block is its transpose); ``covariance(L, L')`` subtracts the mean."""
+    order; the (L', L) block is its transpose); ``covariance(L, L')`` subtracts the mean.
+
+    Parameters
+    ----------
+    der : Derivation
+        The derivation whose model and data the covariance belongs to (its gradient gives the
+        mean subtracted).
+    second_moment : dict
+        {(L, L'): TracePoly} of the single-prompt second moment, bilinear in the probe letters
+        ``A_L`` and ``B_L'`` (as ``gradient_covariance`` derives it).
+    """
 
     der: Derivation
     second_moment: dict
@@ -58,18 +68,54 @@ class GradientCovariance:
         return list(self.der.letters)
 
     def covariance(self, L: str, M: str) -> TracePoly:
-        """Cov(A_L, B_M) = M₂ − ⟨A_L, ∇_L L⟩⟨B_M, ∇_M L⟩ as a trace polynomial."""
+        """Cov(A_L, B_M) = M₂ − ⟨A_L, ∇_L L⟩⟨B_M, ∇_M L⟩ as a trace polynomial.
+
+        Parameters
+        ----------
+        L, M : str
+            Letter names with L ≤ M in the model's order (the stored blocks).
+
+        Returns
+        -------
+        TracePoly
+            Bilinear in the probes ``A_L``, ``B_M``; the mean product's B factor is an independent
+            copy (``data.independent``), so task letters of the two factors average separately.
+
+        Raises
+        ------
+        InputError
+            When (L, M) is not a stored block.
+        """
         letters, grads = self.der.letters, self.der.gradient_poly
         if (L, M) not in self.second_moment:
             raise InputError("letters", f"blocks are stored for L ≤ M in {self.letters}")
-        a = MatPoly.letter(probe(letters[L], PROBES[0])).inner(grads[L])
-        b = MatPoly.letter(probe(letters[M], PROBES[1])).inner(grads[M])
+        a = MatPoly.letter(_probe(letters[L], PROBES[0])).inner(grads[L])
+        b = MatPoly.letter(_probe(letters[M], PROBES[1])).inner(grads[M])
         return self.second_moment[L, M] - a * independent(b)
 
     def on_set(self, L: str, M: str, zero=(), identity: dict | None = None) -> TracePoly:
         """Block (L, M) on the set where the letters ``zero`` vanish and each letter of
         ``identity`` is its value times the identity (e.g. FullLSA's invariant set P₁ = Q₂ = 0
-        along the isotropic line Q₁ = qI)."""
+        along the isotropic line Q₁ = qI).
+
+        Parameters
+        ----------
+        L, M : str
+            The block, as in ``covariance``.
+        zero : iterable of str
+            Letters set to zero.
+        identity : dict, optional
+            {letter: scalar} for letters set to scalar · I.
+
+        Returns
+        -------
+        TracePoly
+
+        Raises
+        ------
+        InputError
+            When ``zero`` or ``identity`` names a letter the model does not have.
+        """
         unknown = (set(zero) | set(identity or {})) - set(self.letters)
         if unknown:
             raise InputError("letters", f"{sorted(unknown)} are not among {self.letters}")
@@ -80,14 +126,33 @@ class GradientCovariance:
 
     def task_set(self):
         """What the second moment's task-conditional terms are averaged over: a finite task
-        set, the exact cubature of eigenbasis tasks, or None (Gaussian tasks: no such terms)."""
+        set, the exact cubature of eigenbasis tasks, or None (Gaussian tasks: no such terms).
+
+        Returns
+        -------
+        TaskSet or None
+            For ``tasks="diagonal"`` a cubature rule exact to the degree in δ the second moment
+            holds (``task_degree``); for a finite task set its TaskSet; else None.
+        """
         if self.der.data.tasks == "diagonal":
             # M₂ is conditional on W (degree 8 in δ for FullLSA's S_yy terms, 4 otherwise)
             return self.der.data.task_cubature(task_degree(self.second_moment.values()))
         return self.der.task_values().get(W_TASK.name)
 
     def values(self, params: dict) -> dict:
-        """``der.values(params)`` with the task letters averaged over ``task_set()``."""
+        """``der.values(params)`` with the task letters averaged over ``task_set()``.
+
+        Parameters
+        ----------
+        params : dict
+            {parameter name: value}, as ``Derivation.values`` takes them.
+
+        Returns
+        -------
+        dict
+            Letter values for ``TracePoly.evaluate``; the task letter W and its independent copy
+            both take the task set (or cubature rule) when there is one.
+        """
         values = self.der.values(params)
         rule = self.task_set()
         if rule is not None:
@@ -96,13 +161,41 @@ class GradientCovariance:
 
     def to_sympy(self, L: str, M: str, centred: bool = True) -> sp.Expr:
         """The block as a SymPy expression (probes as MatrixSymbols A_L, B_M; for eigenbasis
-        tasks the second moment is shown conditional on W = U diag(δ) Uᵀ)."""
+        tasks the second moment is shown conditional on W = U diag(δ) Uᵀ).
+
+        Parameters
+        ----------
+        L, M : str
+            The block, as in ``covariance``.
+        centred : bool
+            The covariance (True) or the raw second moment M₂ (False).
+
+        Returns
+        -------
+        sympy.Expr
+        """
         return self.der.to_sympy(self.covariance(L, M) if centred else self.second_moment[L, M])
 
 
 def gradient_covariance(der: Derivation) -> GradientCovariance:
     """The exact single-prompt gradient covariance of ``der``'s model and data (cached per
-    model and data structure, like the loss)."""
+    model and data structure, like the loss).
+
+    Parameters
+    ----------
+    der : Derivation
+
+    Returns
+    -------
+    GradientCovariance
+        Batch-B SGD noise is its covariance divided by B.
+
+    Raises
+    ------
+    InputError
+        When the model with the data's task law needs what the expectation engine does not
+        provide yet (the message names it; ``tasks='gaussian'`` always works).
+    """
     model, data = der.model, der.data
     try:
         blocks = cached("gradient_covariance", (model.key(), data.structure()),
@@ -154,7 +247,7 @@ def _directional(der: Derivation) -> tuple:
     directional = {}
     for prefix in PROBES:
         for L in letters:
-            varied = vary(terms, L.name, (probe(L, prefix),))
+            varied = vary(terms, L.name, (_probe(L, prefix),))
             directional[prefix, L.name] = [inner_monomial(a, b, sp.Integer(1))
                                            for a in r for b in varied]
     law = der.data.law(conditional=der.data.tasks == "diagonal")

@@ -39,6 +39,11 @@ def gaussian_rule(d: int, degree: int) -> list[tuple]:
     -------
     list of (dict, sympy.Expr)
         The nodes (sparse) and their weights (summing to 1).
+
+    Raises
+    ------
+    InputError
+        For a ``d`` that is not a positive integer or a ``degree`` that is not an integer ≥ 0.
     """
     d = check_int("d", d)
     if not isinstance(degree, int) or degree < 0:

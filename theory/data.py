@@ -41,12 +41,32 @@ TASKS = ("gaussian", "diagonal", "finite")
 
 
 def x(sample: str) -> RandVec:
-    """Input vector of a context sample (a label) or of the query (``"q"``)."""
+    """Input vector of a context sample (a label) or of the query (``"q"``): x ~ N(0, Λ).
+
+    Parameters
+    ----------
+    sample : str
+        A context label summed over 1..N, or ``"q"``.
+
+    Returns
+    -------
+    RandVec
+    """
     return RandVec("x", sample)
 
 
 def eps(sample: str) -> RandVec:
-    """Label noise of a context sample or of the query."""
+    """Label noise of a context sample or of the query: ε ~ N(0, σ² I_{d_y}).
+
+    Parameters
+    ----------
+    sample : str
+        A context label summed over 1..N, or ``"q"``.
+
+    Returns
+    -------
+    RandVec
+    """
     return RandVec("eps", sample)
 
 
@@ -74,6 +94,27 @@ class ICLData:
         tasks; a vector or diagonal matrix; default ones); unset for a finite set.
     noise : float or sympy number
         Label-noise standard deviation σ.
+
+    Raises
+    ------
+    InputError
+        For a ``d``, ``d_y`` or ``N`` that is not a positive integer (N may be a Symbol), an
+        unknown ``tasks``, diagonal tasks with d_y ≠ d, a Λ or Σ_w that is not a symmetric
+        d × d matrix (positive definite, when numeric) or one of the strings, task-mode
+        variances that are not d positive numbers, ``Sigma_w`` given with a finite task set,
+        task matrices not of shape (d_y, d) or not finite, or a noise σ that is negative or
+        not finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData
+    >>> ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5]))
+    ICLData(d=2, N=4, d_y=1, tasks='gaussian', noise=0)
+    >>> ICLData(d=2, N=4, Lambda="diag").Lambda
+    Matrix([
+    [s_1,   0],
+    [  0, s_2]])
     """
 
     def __init__(self, d, N, Lambda="full", d_y=1, tasks="gaussian", Sigma_w=None, noise=0.0):
@@ -280,6 +321,11 @@ class ICLData:
         -------
         ICLData
             A copy with ``d_y`` outputs.
+
+        Raises
+        ------
+        InputError
+            Unless ``tasks="gaussian"`` (other task laws tie the outputs together).
         """
         if self.tasks != "gaussian":
             raise InputError("tasks", "only gaussian task laws have a d_y-free row law")
@@ -301,6 +347,11 @@ class ICLData:
         -------
         TaskSet
             The matrices W at the nodes, with the rule's weights (summing to 1).
+
+        Raises
+        ------
+        InputError
+            Unless ``tasks="diagonal"``.
         """
         if self.tasks != "diagonal":
             raise InputError("tasks", "the task cubature is for tasks='diagonal'")
@@ -318,6 +369,11 @@ class ICLData:
         -------
         sympy.Matrix
             U (d × d), exact for diagonal Λ, else 30-digit floats.
+
+        Raises
+        ------
+        InputError
+            For a symbolic Λ that is not diagonal (no explicit eigenbasis).
         """
         if self.Lambda.is_diagonal():
             diag = [self.Lambda[k, k] for k in range(self.d)]
@@ -411,7 +467,17 @@ def task_degree(polys) -> int:
 def independent(poly):
     """``poly`` in an independent copy of the task (W → W_j). A product of two expectations
     over the tasks is the expectation over two independent draws, E[f] E[g] = E[f(W) g(W_j)];
-    the polynomials of Gaussian and eigenbasis tasks contain no W, so this changes nothing."""
+    the polynomials of Gaussian and eigenbasis tasks contain no W, so this changes nothing.
+
+    Parameters
+    ----------
+    poly : TracePoly or MatPoly
+
+    Returns
+    -------
+    TracePoly or MatPoly
+        ``poly`` with the task letter renamed to its copy.
+    """
     return rename_letter(poly, W_TASK.name, W_COPY.name)
 
 
@@ -547,7 +613,24 @@ def _noise(value):
 def exact_scalar(argument: str, value) -> sp.Expr:
     """``value`` as a SymPy expression: a number (int, float — kept exact, see ``_exact`` —,
     NumPy scalar, Fraction) or a SymPy expression. Strings and other objects are an
-    ``InputError`` naming ``argument``: they are never ``sympify``d, which evaluates Python."""
+    ``InputError`` naming ``argument``: they are never ``sympify``d, which evaluates Python.
+
+    Parameters
+    ----------
+    argument : str
+        The argument's name, for the error message.
+    value : number or sympy.Expr
+
+    Returns
+    -------
+    sympy.Expr
+        A float as the exact rational of its binary value (0.1 → 3602879701896397/2⁵⁵).
+
+    Raises
+    ------
+    InputError
+        For a bool, a string, a complex number or any other non-number.
+    """
     if isinstance(value, sp.Expr):
         return _exact(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Number) or \
@@ -558,7 +641,19 @@ def exact_scalar(argument: str, value) -> sp.Expr:
 
 
 def exact_entries(argument: str, value):
-    """A matrix, array or nested lists as nested lists of ``exact_scalar`` entries."""
+    """A matrix, array or nested lists as nested lists of ``exact_scalar`` entries.
+
+    Parameters
+    ----------
+    argument : str
+        The argument's name, for the error message.
+    value : array_like, sympy Matrix or number
+
+    Returns
+    -------
+    list or sympy.Expr
+        Nested lists of the same shape (a scalar for a scalar).
+    """
     if hasattr(value, "tolist"):
         value = value.tolist()
     if isinstance(value, (list, tuple)):

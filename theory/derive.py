@@ -44,13 +44,29 @@ def register_analysis(name: str, function) -> None:
 
 def analysis(name: str):
     """The function registered for ``name`` (``register_analysis``); the analyses register
-    when ``icldyn.theory`` is imported, which importing any of its modules does first."""
+    when ``icldyn.theory`` is imported, which importing any of its modules does first.
+
+    Parameters
+    ----------
+    name : str
+        The analysis, e.g. ``"conservation_laws"``, ``"gradient_covariance"``.
+
+    Returns
+    -------
+    callable
+        Derivation -> the analysis' result.
+
+    Raises
+    ------
+    InputError
+        When no analysis of that name is registered.
+    """
     if name not in ANALYSES:
         raise InputError("der", f"no analysis {name!r} is registered (import icldyn.theory)")
     return ANALYSES[name]
 
 
-def structural_loss(model: Model, data: ICLData) -> TracePoly:
+def _structural_loss(model: Model, data: ICLData) -> TracePoly:
     """The expected loss as a TracePoly in symbolic N, σ, d, d_y; it depends only on the
     model's structure and the data's, so it is computed once per (model.key(), structure) and
     kept in the derivation cache (``cache.py``)."""
@@ -92,6 +108,11 @@ class Derivation:
         The data law, with the model's d and d_y.
     structural : bool
         Keep the dimensions symbolic in the SymPy views.
+
+    Raises
+    ------
+    InputError
+        When ``model`` is not a Model, ``data`` not an ICLData, or their (d, d_y) differ.
     """
 
     def __init__(self, model: Model, data: ICLData, structural: bool = False):
@@ -103,7 +124,7 @@ class Derivation:
             raise InputError("model", f"dimensions (d={model.d}, d_y={model.d_y}) differ from "
                              f"the data's (d={data.d}, d_y={data.d_y})")
         self.model, self.data, self.structural = model, data, structural
-        self.loss_poly = structural_loss(model, data)
+        self.loss_poly = _structural_loss(model, data)
         # the loss holds the task letter W (conditional on the task, averaged at evaluation)
         self.conditional = W_TASK.name in letter_names(
             w for traces in self.loss_poly.terms for w in traces)
@@ -312,6 +333,11 @@ class Derivation:
         -------
         dict
             Letter name → exact value, as ``ICLData.values()`` plus the model's letters.
+
+        Raises
+        ------
+        InputError
+            When a parameter is missing or a value does not have its parameter's shape.
         """
         vals = {**self.data.values(), **self.task_values()}
         vals["_scalars"] = self.scalars()
@@ -384,7 +410,16 @@ TASK_EXPECTATION = sp.Function(r"\mathbb{E}_{\delta}")
 class TaskMean(sp.MatrixExpr):
     """(1/P) Σ_k X(W_k), or (1/P²) Σ_k Σ_j X(W_k, W_j) for two draws: the mean of a matrix
     expression over a finite task set; ``draws`` 0: E_δ[X] over eigenbasis tasks (SymPy has no
-    sum of matrix expressions; scalars use ``Sum`` / ``TASK_EXPECTATION``)."""
+    sum of matrix expressions; scalars use ``Sum`` / ``TASK_EXPECTATION``). Built as
+    ``TaskMean(X, draws=1)``.
+
+    Attributes
+    ----------
+    args : tuple
+        (X, draws): X a matrix expression holding the task letter W (and its copy W_j for two
+        draws); draws the number of independent task draws averaged, 0, 1 or 2, as a SymPy
+        Integer (0: eigenbasis tasks). The node's shape is X's.
+    """
 
     def __new__(cls, arg, draws=1):
         return super().__new__(cls, arg, sp.Integer(draws))
@@ -438,5 +473,15 @@ def derive(model: Model, data: ICLData, structural: bool = False) -> Derivation:
     Derivation
         ``.loss``, ``.gradient``, ``.flow``, ``.conserved``, ``.fixed_points()``,
         ``.to_latex()``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> [law.name for law in der.conserved]
+    ['‖V‖² - ‖Q‖²']
+    >>> [(fp.kind, fp.hessian_index) for fp in der.fixed_points()]
+    [('minimum', 0), ('strict saddle', 1)]
     """
     return Derivation(model, data, structural)

@@ -8,12 +8,12 @@ import html
 COLUMNS = ("critical set", "L", "Hessian index", "kind", "learned algorithm")
 
 
-def set_cells(fp, math=lambda s: f"${s}$") -> tuple:
+def _set_cells(fp, math=lambda s: f"${s}$") -> tuple:
     """(name, loss, Hessian index, kind, learned algorithm) of one FixedPointSet as text;
     ``math`` wraps the few mathematical symbols (the statistics S_yx, …, and k)."""
     kind = fp.kind + (f" ({math(f'k = {fp.escape.order}')})" if fp.escape else "")
     index = "" if fp.hessian_index is None else str(fp.hessian_index)
-    return (fp.name, _loss_text(fp.loss), index, kind, algorithm_text(fp.algorithm, math))
+    return (fp.name, _loss_text(fp.loss), index, kind, _algorithm_text(fp.algorithm, math))
 
 
 def _loss_text(loss) -> str:
@@ -23,7 +23,7 @@ def _loss_text(loss) -> str:
         return str(loss)
 
 
-def algorithm_text(algorithm, math=lambda s: f"${s}$") -> str:
+def _algorithm_text(algorithm, math=lambda s: f"${s}$") -> str:
     """A minimum's learned algorithm in a table cell: a gradient step through the cross
     moments it uses, or the statistics that make it non-linear in the context."""
     if algorithm is None:
@@ -41,30 +41,42 @@ def _escape(text: str) -> str:
 
 def sets_tabular(sets) -> str:
     """A LaTeX ``tabular`` of the sets (columns W and K wrap: the documents' preamble,
-    ``latex.PREAMBLE``, defines them)."""
+    ``latex.PREAMBLE``, defines them).
+
+    Parameters
+    ----------
+    sets : iterable of FixedPointSet
+
+    Returns
+    -------
+    str
+        One row per set: name, loss, Hessian index, kind (with the escape order k of a
+        degenerate saddle), learned algorithm.
+    """
     rows = [r"\begin{tabular}{WrrKK}",
             r"critical set & $L$ & Hessian index & kind & learned algorithm \\ \hline"]
     for fp in sets:
-        name, *rest = set_cells(fp)
+        name, *rest = _set_cells(fp)
         rows.append(" & ".join([_escape(name)] + rest) + r" \\")
     rows.append(r"\end{tabular}")
     return "\n".join(rows)
 
 
 class CriticalSets(list):
-    """A list of FixedPointSet that shows as a table in notebooks."""
+    """A list of FixedPointSet that shows as a table in notebooks (``_repr_html_``,
+    ``_repr_latex_``; the columns of ``COLUMNS``). Built like a list, from the sets."""
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{c}</th>" for c in COLUMNS)
         body = "".join("<tr>" + "".join(
-            f"<td>{html.escape(c)}</td>" for c in set_cells(fp, math=lambda s: s)) + "</tr>"
+            f"<td>{html.escape(c)}</td>" for c in _set_cells(fp, math=lambda s: s)) + "</tr>"
             for fp in self)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def _repr_latex_(self) -> str:
         rows = [r" & ".join(rf"\text{{{_escape(c)}}}" for c in COLUMNS)]
         for fp in self:
-            name, loss, index, kind, alg = set_cells(fp, math=lambda s: f"${s}$")
+            name, loss, index, kind, alg = _set_cells(fp, math=lambda s: f"${s}$")
             rows.append(" & ".join([rf"\text{{{_escape(name)}}}", loss, index,
                                     rf"\text{{{kind}}}", rf"\text{{{alg}}}"]))
         return "$$\\begin{array}{lrrll}\n" + " \\\\\n".join(rows) + "\n\\end{array}$$"

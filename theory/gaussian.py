@@ -42,7 +42,18 @@ STATS: Counter = Counter()   # pairings enumerated in this process (read by the 
 @dataclass(frozen=True)
 class RandVec:
     """A Gaussian random vector: variable ``var`` (e.g. "x", "eps") of sample ``sample``
-    (a context label summed over 1..N, or ``"q"`` for the query)."""
+    (a context label summed over 1..N, or ``"q"`` for the query).
+
+    Vectors of one variable are i.i.d. over samples: two of them pair (Isserlis) only when their
+    samples are equal, which for two context labels is a constraint on the label sum.
+
+    Parameters
+    ----------
+    var : str
+        The variable, a key of ``GaussianLaw.vectors``.
+    sample : str
+        A label of ``Monomial.labels`` or ``"q"``.
+    """
 
     var: str
     sample: str
@@ -50,7 +61,16 @@ class RandVec:
 
 @dataclass(frozen=True)
 class Segment:
-    """The bilinear form startᵀ (letters[0] ⋯ letters[-1]) end."""
+    """The bilinear form startᵀ (letters[0] ⋯ letters[-1]) end.
+
+    Parameters
+    ----------
+    start, end : RandVec
+        The random vectors at its ends.
+    letters : tuple of Mat
+        Constant letters and random matrix letters (those named in ``GaussianLaw.matrices``),
+        read as a matrix product; empty for startᵀ end.
+    """
 
     start: RandVec
     letters: tuple
@@ -59,13 +79,35 @@ class Segment:
 
 @dataclass(frozen=True)
 class Monomial:
+    """coeff · Σ_{labels ∈ [N]} Π_s segment_s: one term of the polynomial ``expect`` averages.
+
+    Parameters
+    ----------
+    coeff : sympy.Expr
+        A constant coefficient (scalars such as η, 1/N).
+    labels : tuple of str
+        The context labels summed over 1..N, each used as the ``sample`` of some RandVec.
+    segments : tuple of Segment
+        The bilinear forms multiplied.
+    """
+
     coeff: sp.Expr
     labels: tuple  # context labels summed over 1..N
     segments: tuple
 
 
 def product_monomial(a: Monomial, b: Monomial) -> Monomial:
-    """a · b, with b's summed labels renamed apart from a's (suffix ``'``)."""
+    """a · b, with b's summed labels renamed apart from a's (suffix ``'``).
+
+    Parameters
+    ----------
+    a, b : Monomial
+
+    Returns
+    -------
+    Monomial
+        coeff_a · coeff_b, both label sums (b's renamed), segments of a then b.
+    """
     rename = {label: f"{label}'" for label in b.labels}
 
     def vec(v: RandVec) -> RandVec:
@@ -78,7 +120,17 @@ def product_monomial(a: Monomial, b: Monomial) -> Monomial:
 
 @dataclass(frozen=True)
 class VectorCov:
-    """Cov(v) = scale · letter (a symmetric Mat), or scale · I on ``space`` when letter is None."""
+    """Cov(v) = scale · letter (a symmetric Mat), or scale · I on ``space`` when letter is None.
+
+    Parameters
+    ----------
+    space : {"x", "y", "r"}
+        The vector's space (sizes the identity).
+    letter : Mat, optional
+        The covariance's letter, e.g. Λ; None for a multiple of the identity.
+    scale : sympy.Expr
+        The scalar factor (e.g. σ² for label noise), 1 by default.
+    """
 
     space: str
     letter: Mat | None = None
@@ -87,7 +139,16 @@ class VectorCov:
 
 @dataclass(frozen=True)
 class KronCov:
-    """E[W_ab W_cd] = scale · R_ac C_bd (R, C symmetric letters; None = identity)."""
+    """E[W_ab W_cd] = scale · R_ac C_bd (R, C symmetric letters; None = identity).
+
+    Parameters
+    ----------
+    row, col : Mat, optional
+        R and C, over W's row indices (a, c) and column indices (b, d); None for the
+        identity.
+    scale : sympy.Expr
+        The scalar factor, 1 by default.
+    """
 
     row: Mat | None = None
     col: Mat | None = None
@@ -101,7 +162,16 @@ class EigenCov:
 
 @dataclass
 class GaussianLaw:
-    """Independent centred Gaussian variables: vectors (i.i.d. over samples) and matrices."""
+    """Independent centred Gaussian variables: vectors (i.i.d. over samples) and matrices.
+
+    Parameters
+    ----------
+    vectors : dict
+        {variable name: VectorCov}, the law of each RandVec variable.
+    matrices : dict
+        {letter name: KronCov or EigenCov}, the random matrix letters (a letter not listed is
+        constant).
+    """
 
     vectors: dict = field(default_factory=dict)   # var -> VectorCov
     matrices: dict = field(default_factory=dict)  # letter name -> KronCov | EigenCov

@@ -103,6 +103,12 @@ def step_size_loss(der: Derivation) -> StepSizeLoss:
     Returns
     -------
     StepSizeLoss
+
+    Raises
+    ------
+    InputError
+        When ``der`` is not of such a stack with d_y = 1 and gaussian tasks, or its data are not
+        isotropic (Λ = I, Σ_w = I, σ = 0).
     """
     model, data = der.model, der.data
     if not isinstance(model, Stack) or not all(type(m) is Merged for m in model.layers):

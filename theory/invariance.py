@@ -138,7 +138,21 @@ def null_space(constraints: list, n: int) -> list:
     """The canonical basis of {c ∈ Qⁿ : R c_cols = 0 for every (cols, R)} (``cols``: sorted
     indices, R: a sympy Matrix over them), eliminating per connected component of indices
     (constraints sharing an index are joined): ``sympy.Matrix.nullspace`` of the whole system,
-    one vector per free index in order."""
+    one vector per free index in order.
+
+    Parameters
+    ----------
+    constraints : list of tuple
+        (cols, R): the rows of R constrain the entries ``cols`` of c.
+    n : int
+        The dimension of c (indices in no constraint are free).
+
+    Returns
+    -------
+    list of sympy.Matrix
+        n x 1 basis vectors, one per free index in increasing order, each 1 at its free index
+        and 0 at the other free indices (the reduced row echelon form's basis).
+    """
     parent = list(range(n))
 
     def root(i):

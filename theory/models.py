@@ -280,7 +280,7 @@ class Model:
         list
             ``[[(W_PV, W_KQ) per head] per layer]``, NumPy D × D arrays, D = d + d_y.
         """
-        letters = letter_arrays(self, params)
+        letters = _letter_arrays(self, params)
         return [[tuple(w) for w in zip(*fill_weights(spec, letters, self.d, self.d_y))]
                 for spec in self.stack_layers()]
 
@@ -336,6 +336,11 @@ class Model:
         -------
         str
             δM[A] in LaTeX: M's change along probes A of the parameters.
+
+        Raises
+        ------
+        InputError
+            Unless the model overrides it (the base class states no chain rule).
         """
         raise InputError("model", f"{self!r} states no chain rule δM[A] of its product form "
                          "(chain_rule_latex)")
@@ -371,14 +376,27 @@ class Model:
         return f"{type(self).__name__}(d={self.d}, d_y={self.d_y})"
 
 
-def letter_arrays(model: Model, params: dict) -> dict:
+def _letter_arrays(model: Model, params: dict) -> dict:
     """{letter name: float array} cut from ``params`` (``params.as_arrays``'s broadcasting)."""
     arrays, sizes = as_arrays(model.shapes(), params), model.sizes()
     return {b.letter.name: arrays[b.param][b.index(sizes)] for b in model.blocks()}
 
 
 def word_value(letters: dict, word: tuple) -> np.ndarray:
-    """The product of a word's letter values (any leading axes; transposes applied)."""
+    """The product of a word's letter values (any leading axes; transposes applied).
+
+    Parameters
+    ----------
+    letters : dict
+        {letter name: array (…, rows, cols)}.
+    word : tuple of Mat
+        A non-empty word, read as a matrix product.
+
+    Returns
+    -------
+    numpy.ndarray
+        (…, rows of the first letter, cols of the last).
+    """
     out = None
     for letter in word:
         m = letters[letter.name]
@@ -389,7 +407,25 @@ def word_value(letters: dict, word: tuple) -> np.ndarray:
 
 def fill_weights(spec: list[dict], letters: dict, d: int, d_y: int) -> tuple:
     """(W_PV, W_KQ) of one layer, each (…, H, D, D), from its ``layer()`` spec and letter values
-    with any leading axes (…); entries the spec does not name are zero."""
+    with any leading axes (…); entries the spec does not name are zero.
+
+    D = d + d_y: rows and columns 0..d-1 are the x-space, d..D-1 the y-space; each entry
+    (rows, cols, word) of a head adds the word's value to that block.
+
+    Parameters
+    ----------
+    spec : list of dict
+        Per head {"W_PV" | "W_KQ": [(row space, col space, word)]}, as ``Model.layer()``.
+    letters : dict
+        {letter name: array (…, rows, cols)}.
+    d, d_y : int
+        Input and output dimension.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (W_PV, W_KQ).
+    """
     lead = np.shape(next(iter(letters.values())))[:-2] if letters else ()
     space = {"x": slice(0, d), "y": slice(d, d + d_y)}
     out = {w: np.zeros(lead + (len(spec), d + d_y, d + d_y)) for w in ("W_PV", "W_KQ")}
@@ -415,6 +451,12 @@ class MultiHead(Model):
         Number of heads H.
     d_y : int
         Output dimension.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> models.MultiHead(2, heads=3).shapes()
+    {'V': (3, 1, 1), 'Q': (3, 2, 2)}
     """
 
     name = "MultiHead"
@@ -476,6 +518,12 @@ class Merged(MultiHead):
         Input dimension.
     d_y : int
         Output dimension.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> models.Merged(2).shapes()
+    {'V': (1, 1), 'Q': (2, 2)}
     """
 
     name = "Merged"
@@ -514,6 +562,12 @@ class SeparateKQ(MultiHead):
         Key-query rank r.
     d_y : int
         Output dimension.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> models.SeparateKQ(3, heads=2, rank=1).shapes()
+    {'V': (2, 1, 1), 'W_K': (2, 1, 3), 'W_Q': (2, 1, 3)}
     """
 
     name = "SeparateKQ"
@@ -572,6 +626,12 @@ class FullLSA(Model):
         Input dimension.
     d_y : int
         Output dimension.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> models.FullLSA(2).shapes()            # D = d + d_y = 3
+    {'W_PV': (3, 3), 'W_KQ': (3, 3)}
     """
 
     name = "FullLSA"
@@ -687,10 +747,23 @@ class Stack(Model):
     negate_readout : bool
         Read ŷ as minus the query's y-rows.
 
+    Raises
+    ------
+    InputError
+        When ``layers`` is not a non-empty list of models, holds a Stack, mixes (d, d_y) or
+        key-query ranks, or a flag is not a bool.
+
     Notes
     -----
     Parameters of layer l are named ``"l.name"`` (``"0.V"``, ``"1.Q"`` …); its letters carry
     the superscript l + 1 (``V__1`` prints as V¹ …).
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> models.Stack([models.Merged(2), models.Merged(2)], query_in_keys=False,
+    ...              negate_readout=True).shapes()          # Ahn et al.'s two layers
+    {'0.V': (1, 1), '0.Q': (2, 2), '1.V': (1, 1), '1.Q': (2, 2)}
     """
 
     name = "Stack"
@@ -746,6 +819,18 @@ class Stack(Model):
                  for head in m.stack_layer()] for l, m in enumerate(self.layers)]
 
     def layer(self) -> list[dict]:
+        """Not defined for a stack, whose map is several layers (``stack_layers()`` gives them).
+
+        Returns
+        -------
+        list of dict
+            Never: a stack has no single layer.
+
+        Raises
+        ------
+        InputError
+            Always; use ``stack_layers()``.
+        """
         raise InputError("model", "a Stack has several layers: use stack_layers()")
 
     def symmetry_parts(self) -> list[tuple]:
@@ -762,6 +847,20 @@ class Stack(Model):
                 for l, m in enumerate(self.layers)]
 
     def prediction(self) -> list[VecTerm]:
+        """ŷ of the stack as a sum of vector terms: the query token's y-rows after the layers
+        act in turn on the residual stream (the context is updated by all but the last;
+        negated with ``negate_readout``), each layer's letters carrying its superscript.
+
+        Returns
+        -------
+        list of VecTerm
+            ŷ as a sum of vector terms (what the expectation engine consumes).
+
+        Raises
+        ------
+        InputError
+            When a layer cannot be derived inside a stack (``stack_cost``, e.g. FullLSA).
+        """
         for l, m in enumerate(self.layers):
             if m.stack_cost is not None:
                 raise InputError("model", f"the loss of a stack with layer {l} = {m!r} cannot be "

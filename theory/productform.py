@@ -71,6 +71,11 @@ def merged_counterpart(der: Derivation) -> Derivation:
     Returns
     -------
     Derivation
+
+    Raises
+    ------
+    InputError
+        When the model has no product form (``product_model`` is None).
     """
     product = der.model.product_model()
     if product is None:
@@ -107,6 +112,11 @@ def product_noise(der: Derivation) -> TracePoly:
     -------
     TracePoly
         Bilinear in the probes A_M, B_M.
+
+    Raises
+    ------
+    InputError
+        For d_y ≠ 1, or a model without a product form.
     """
     if der.data.d_y != 1:
         raise InputError("data", "the product form needs scalar tasks (d_y = 1)")

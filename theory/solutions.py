@@ -217,6 +217,12 @@ def mode_reduction(der: Derivation, symbolic_s: bool = False) -> ModeReduction:
     Returns
     -------
     ModeReduction
+
+    Raises
+    ------
+    InputError
+        Unless the model is one merged head (Merged, MultiHead with one head) with
+        ``tasks="diagonal"``.
     """
     data = der.data
     head = single_head(der.model)
@@ -375,6 +381,12 @@ def isotropic_reduction(der: Derivation) -> IsotropicReduction:
     Returns
     -------
     IsotropicReduction
+
+    Raises
+    ------
+    InputError
+        Unless the model is a single merged head with scalar Gaussian tasks (d_y = 1,
+        Σ_w = I) and Λ = λI.
     """
     data = der.data
     head = single_head(der.model)

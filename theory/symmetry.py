@@ -42,7 +42,16 @@ from .words import Mat, MatPoly, TracePoly
 
 @dataclass
 class Candidate:
-    """One candidate action: ``moves`` = {letter: δL as a word}; ``label`` for reports."""
+    """One candidate action: ``moves`` = {letter: δL as a word}; ``label`` for reports.
+
+    Parameters
+    ----------
+    label : str
+        Its name in the symmetry bases, e.g. ``"Q<-V"`` (mixing), ``"A Q"``, ``"Q A^T"``
+        (space actions).
+    moves : dict
+        {letter name: tuple of Mat}, δL as a word in the other letters and the generic A.
+    """
 
     label: str
     moves: dict
@@ -52,11 +61,27 @@ class Candidate:
 class ConservationLaw:
     """A conserved scalar (``space`` None) or symmetric matrix on ``space``.
 
-    ``quantity``: TracePoly (scalar) or MatPoly (matrix); ``proved``: its flow derivative was
-    shown to vanish identically; ``gd_change``: its exact change under one GD step (η² · a
-    quadratic in the gradients); ``terms``: (coefficient, letter, letter) of
-    C = Σ c ⟨L, M⟩ (scalar) or X = Σ c L Lᵀ / c LᵀL (matrix, letter marked "^T·" for the
-    latter); ``generator``: the symmetry it comes from."""
+    Parameters
+    ----------
+    quantity : TracePoly or MatPoly
+        C = ½⟨θ, Sθ⟩ = Σ c ⟨L, M⟩ (a scalar) or X = Σ c L Lᵀ + Σ c' LᵀL on ``space`` (a
+        matrix, conserved entrywise).
+    proved : bool
+        Whether its flow derivative was shown to vanish identically (dC/dt ≡ 0, or
+        tr(B dX/dt) ≡ 0 for a generic symmetric B).
+    gd_change_fn : callable
+        () -> its exact change under one GD step, η² times a quadratic in the gradients
+        (``gd_change`` calls it once, on first use).
+    terms : list of tuple
+        (coefficient, letter, letter) of C = Σ c ⟨L, M⟩ (scalar) or X = Σ c L Lᵀ / c LᵀL
+        (matrix, the first entry ``"L·Lᵀ"`` or ``"Lᵀ·L"``).
+    der : Derivation
+        The derivation it belongs to (prints it and sizes ``gd_change_cost``).
+    space : {"x", "y", "r"} or None
+        The matrix law's space; None for a scalar law.
+    generator : dict
+        The symmetry generator it comes from, {candidate label: coefficient}.
+    """
 
     quantity: object
     proved: bool
@@ -104,7 +129,22 @@ def _signed(c) -> str:
 
 def find_symmetries(der: Derivation) -> dict:
     """{"mixing": [{"L<-L'": a}], "space": {s: [{candidate label: coefficient}]}}: bases of the
-    symmetry generators found in each family (cached per model and data structure)."""
+    symmetry generators found in each family (cached per model and data structure).
+
+    A combination Σ_j c_j δ_j of candidate actions is a symmetry iff E‖Σ_j c_j δ_j ŷ‖² ≡ 0 (the
+    Gram matrix of the variations, exact for every d, N, Λ, σ: see the module docstring). A model
+    that states ``symmetry_parts`` (a stack: its layers) lifts its parts' symmetries instead.
+
+    Parameters
+    ----------
+    der : Derivation
+
+    Returns
+    -------
+    dict
+        "mixing": a basis of the mixing generators; "space": for each space with any, a basis
+        of its space-action generators.
+    """
     return cached("symmetries", (der.model.key(), der.data.structure()), lambda: _find(der))
 
 
@@ -239,7 +279,22 @@ def symmetric_generators(gens: list[dict]) -> list[dict]:
 
 
 def conservation_laws(der: Derivation) -> list[ConservationLaw]:
-    """Conserved quantities from the symmetries found, each proved and with its GD change."""
+    """Conserved quantities from the symmetries found, each proved and with its GD change.
+
+    Mixing: C = ½⟨θ, Sθ⟩ = Σ s_{LL'} ⟨L, L'⟩ for each symmetric generator S of the algebra
+    (``symmetric_generators``); space actions: X = Σ (k_L + k'_L) L Lᵀ + Σ (m_L + m'_L) LᵀL on
+    the space. Laws already in the span of earlier ones are dropped (``Span``); each is
+    normalised to a leading coefficient +1 in the model's letter order.
+
+    Parameters
+    ----------
+    der : Derivation
+
+    Returns
+    -------
+    list of ConservationLaw
+        Scalar laws first, then matrix laws by space.
+    """
     model = der.model
     letters = model.letters()
     grads = der.gradient_poly
@@ -340,11 +395,30 @@ class Span:
         return rest
 
     def contains(self, p: TracePoly) -> bool:
-        """Whether p lies in the span."""
+        """Whether p lies in the span.
+
+        Parameters
+        ----------
+        p : TracePoly
+
+        Returns
+        -------
+        bool
+        """
         return not self._reduce(p)
 
     def add(self, p: TracePoly) -> bool:
-        """Add p; False (and nothing added) when it already lies in the span."""
+        """Add p; False (and nothing added) when it already lies in the span.
+
+        Parameters
+        ----------
+        p : TracePoly
+
+        Returns
+        -------
+        bool
+            Whether p was independent of the span (and added).
+        """
         rest = self._reduce(p)
         if rest:
             self.rows.append((next(iter(rest)), rest))
@@ -352,7 +426,18 @@ class Span:
 
 
 def inert_entries(model) -> dict:
-    """{parameter: number of entries outside every block} — parameters the loss never sees."""
+    """{parameter: number of entries outside every block} — parameters the loss never sees.
+
+    Parameters
+    ----------
+    model : Model
+        A parameterization (its ``sizes``, ``params`` and ``blocks``).
+
+    Returns
+    -------
+    dict
+        {parameter name: entries of the parameter not covered by any letter block}.
+    """
     sizes = model.sizes()
     out = {}
     for p in model.params:

@@ -46,7 +46,13 @@ def _times(a: tuple, b: tuple) -> tuple:
 
 class Tally:
     """Σ const · count · N^k · D · Π traces over the monomials of one expectation: counts keyed
-    by (cycle codes, const id, k), the SymPy arithmetic deferred to ``trace_poly``."""
+    by (cycle codes, const id, k), the SymPy arithmetic deferred to ``trace_poly``.
+
+    Parameters
+    ----------
+    N : int or sympy.Symbol
+        The context length whose powers N^k the counts multiply.
+    """
 
     def __init__(self, N):
         self.N = N
@@ -54,7 +60,17 @@ class Tally:
         self.counts: dict = {}     # (cycle codes, const id, k) -> count
 
     def add(self, const, counts: dict) -> None:
-        """Add const · Σ count · N^k · term over ``counts`` {(cycle codes, k): count}."""
+        """Add const · Σ count · N^k · term over ``counts`` {(cycle codes, k): count}.
+
+        Parameters
+        ----------
+        const : sympy.Expr
+            The monomial's coefficient times its covariance scales (interned: equal constants
+            share an id).
+        counts : dict
+            {(sorted tuple of cycle codes, power k of N): number of pairings}; a cycle code is a
+            trace id of ``wordcodes.CODES`` or an identity loop.
+        """
         c = self.consts.setdefault(const, len(self.consts))
         total = self.counts
         for (cycles, k), n in counts.items():
@@ -62,7 +78,14 @@ class Tally:
             total[key] = total.get(key, 0) + n
 
     def trace_poly(self) -> TracePoly:
-        """The tally as a TracePoly (zero coefficients dropped)."""
+        """The tally as a TracePoly (zero coefficients dropped): the coefficient of each product of
+        traces is Σ count · const · N^k · D, built as a SymPy expression once from rational sums
+        of monomials (the expansion ``sympy.expand`` would give).
+
+        Returns
+        -------
+        TracePoly
+        """
         consts = list(self.consts)
         factors, sums = {}, {}
         for (cycles, c, k), n in self.counts.items():

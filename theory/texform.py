@@ -75,7 +75,17 @@ class PaperPrinter(LatexPrinter):
 
 
 def tex(expr) -> str:
-    """LaTeX of ``expr`` in the paper notation of ``PaperPrinter``."""
+    """LaTeX of ``expr`` in the paper notation of ``PaperPrinter``.
+
+    Parameters
+    ----------
+    expr : sympy.Basic
+        A scalar or matrix expression.
+
+    Returns
+    -------
+    str
+    """
     return PaperPrinter().doprint(expr)
 
 
@@ -83,12 +93,26 @@ def tex(expr) -> str:
 
 @dataclass(frozen=True)
 class Term:
-    """coeff · (monomials[0] + monomials[1] + …)."""
+    """coeff · (monomials[0] + monomials[1] + …).
+
+    Parameters
+    ----------
+    coeff : sympy.Expr
+        A coefficient free of the variables (in its shortest expanded or factored form).
+    monomials : tuple of sympy.Expr or sympy.MatrixExpr
+        The monomials sharing it: products of traces and scalars times one matrix word.
+    """
 
     coeff: sp.Expr
     monomials: tuple
 
     def to_sympy(self):
+        """The term as one SymPy expression, coeff · (m₁ + m₂ + …).
+
+        Returns
+        -------
+        sympy.Expr or sympy.MatrixExpr
+        """
         total = self.monomials[0] if len(self.monomials) == 1 else (
             sp.MatAdd(*self.monomials) if _is_matrix(self.monomials[0]) else
             sp.Add(*self.monomials))
@@ -96,22 +120,42 @@ class Term:
 
     def split(self) -> list:
         """The term as several: one per monomial, else one per summand of the coefficient
-        (each factored); [] when it is one already."""
+        (each factored); [] when it is one already.
+
+        Returns
+        -------
+        list of Term
+            Summing to this term; empty when it cannot be split.
+        """
         if len(self.monomials) > 1:
             return [Term(self.coeff, (m,)) for m in self.monomials]
         parts = sp.Add.make_args(sp.expand(self.coeff))
         if len(parts) > 1:
-            return [Term(nice_coefficient(p), self.monomials) for p in parts]
+            return [Term(_nice_coefficient(p), self.monomials) for p in parts]
         return []
 
 
 @dataclass(frozen=True)
 class Grouped:
-    """A sum of ``Term``s (see the module docstring)."""
+    """A sum of ``Term``s (see the module docstring).
+
+    Parameters
+    ----------
+    terms : tuple of Term
+        Ordered by degree in the variables, then by LaTeX (as ``group`` makes them).
+    """
 
     terms: tuple
 
     def to_sympy(self):
+        """The grouped sum as one SymPy expression (equal to the expression grouped, up to the
+        rounding of long rationals).
+
+        Returns
+        -------
+        sympy.Expr or sympy.MatrixExpr
+            0 for no terms.
+        """
         parts = [t.to_sympy() for t in self.terms]
         if not parts:
             return sp.Integer(0)
@@ -159,7 +203,7 @@ def group(expr, variables=()) -> Grouped:
         scalar = sp.Mul(*mono)
         monomial = scalar if matrix is None else (
             matrix if scalar == 1 else sp.MatMul(scalar, matrix))
-        shared = nice_coefficient(coeff)
+        shared = _nice_coefficient(coeff)
         if abs(shared) == 1:                     # ±1: nothing to share
             by_coeff[(shared, monomial)] = [monomial]
         else:
@@ -176,7 +220,7 @@ def group(expr, variables=()) -> Grouped:
 FACTORED_PREFERENCE = 1.15     # a factored coefficient may be this much wider and still win
 
 
-def nice_coefficient(c) -> sp.Expr:
+def _nice_coefficient(c) -> sp.Expr:
     """``c`` factored when that is not much wider than expanded and brings in no new integer
     multiplier ≥ 10 (factoring 1/200 + tr(Λ)/2 gives (100 tr(Λ) + 1)/200: not shorter to
     read)."""
@@ -202,7 +246,19 @@ def _multipliers(e) -> set:
 
 def partial_fractions(e) -> sp.Expr:
     """The narrowest (in LaTeX) partial-fraction form of a rational function ``e`` over one
-    of its symbols (e.g. a minimum loss as a sum over modes)."""
+    of its symbols (e.g. a minimum loss as a sum over modes).
+
+    Parameters
+    ----------
+    e : sympy.Expr
+        A rational function of its symbols.
+
+    Returns
+    -------
+    sympy.Expr
+        Of ``together(e)`` and ``apart(e, s)`` for each free symbol s, the one of least
+        ``width``; equal to ``e``.
+    """
     e = sp.together(e)
     forms = [e] + [sp.apart(e, s) for s in sorted(e.free_symbols, key=str)]
     return min(forms, key=lambda f: width(tex(f)))
@@ -223,7 +279,19 @@ def _short_rational(r: sp.Rational):
 
 
 def short_numbers(text: str) -> str:
-    """``text`` with its long fractions p/q (from float inputs) shortened as in ``group``."""
+    """``text`` with its long fractions p/q (from float inputs) shortened as in ``group``.
+
+    Parameters
+    ----------
+    text : str
+        Printed text (LaTeX or plain) holding fractions ``p/q``.
+
+    Returns
+    -------
+    str
+        Each fraction longer than ``MAX_DIGITS`` characters replaced by the nearest rational
+        with denominator ≤ 10⁶ when within 10⁻¹² relative, else a 6-digit decimal.
+    """
     return re.sub(r"(-?\d+)/(\d+)", lambda m: str(_short_rational(sp.Rational(
         int(m.group(1)), int(m.group(2))))) if len(m.group(0)) > MAX_DIGITS else m.group(0),
         text)
@@ -355,9 +423,24 @@ def _normal_scalar(f):
 
 @dataclass
 class Equation:
-    """One equation of an ``align`` block: ``lhs = rhs`` then ``tail`` (LaTeX after it on the
-    last line, e.g. ``, \\qquad \\dot C = 0``). ``rhs`` is a Grouped sum, a SymPy expression
-    (grouped with ``variables``, or printed term by term if not ``grouped``) or LaTeX."""
+    r"""One equation of an ``align`` block: ``lhs = rhs`` then ``tail`` (LaTeX after it on the
+    last line, e.g. ``, \qquad \dot C = 0``). ``rhs`` is a Grouped sum, a SymPy expression
+    (grouped with ``variables``, or printed term by term if not ``grouped``) or LaTeX.
+
+    Parameters
+    ----------
+    lhs : str
+        LaTeX of the left-hand side.
+    rhs : Grouped, sympy.Basic or str
+        The right-hand side.
+    tail : str
+        LaTeX appended to the last line ("" by default).
+    variables : tuple of str
+        Scalar symbols that belong to the monomials, passed to ``group``.
+    grouped : bool
+        Whether to group a SymPy ``rhs`` (True; expressions with exp, log, roots or
+        non-integer powers are printed term by term anyway).
+    """
 
     lhs: str
     rhs: object
@@ -366,7 +449,14 @@ class Equation:
     grouped: bool = True
 
     def pieces(self) -> list:
-        """[(LaTeX of a term with its sign, its Term or None)]."""
+        """[(LaTeX of a term with its sign, its Term or None)].
+
+        Returns
+        -------
+        list of tuple
+            One (signed LaTeX, Term) per term of the grouped right-hand side (Term None when the
+            right-hand side was not grouped, or was LaTeX: then one piece).
+        """
         rhs = self.rhs
         if isinstance(rhs, str):
             return [(rhs, None)]
@@ -376,7 +466,7 @@ class Equation:
             rhs = group(rhs, self.variables)
         if not rhs.terms:
             return [("0", None)]
-        return [(s, t) for s, t in zip(_signed([term_tex(t) for t in rhs.terms]), rhs.terms)]
+        return [(s, t) for s, t in zip(_signed([_term_tex(t) for t in rhs.terms]), rhs.terms)]
 
 
 def _is_polynomial_like(e) -> bool:
@@ -390,13 +480,13 @@ def _signed(parts: list) -> list:
     return [p if p.startswith("-") else "+ " + p for p in parts]
 
 
-def term_tex(term: Term) -> str:
+def _term_tex(term: Term) -> str:
     """``coeff (m1 + m2)`` with the sign first."""
     coeff = term.coeff
     sign = "-" if coeff.could_extract_minus_sign() else ""
     if sign:
         coeff = -coeff
-    monos = _signed([monomial_tex(m) for m in term.monomials])
+    monos = _signed([_monomial_tex(m) for m in term.monomials])
     monos[0] = monos[0].removeprefix("+ ")
     body = " ".join(monos)
     if len(term.monomials) > 1:
@@ -411,7 +501,7 @@ def term_tex(term: Term) -> str:
     return (sign + " " + text) if sign else text
 
 
-def monomial_tex(m) -> str:
+def _monomial_tex(m) -> str:
     """A monomial: its scalar factors, then its matrix word (no parentheses around it)."""
     if isinstance(m, sp.MatMul) and not _is_matrix(m.args[0]):
         scalar, matrices = m.as_coeff_matrices()
@@ -428,7 +518,18 @@ _FRAC = re.compile(r"\\frac\{((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}"
 def width(latex: str) -> float:
     """Estimated printed width (pt, 10 pt type) of display-maths ``latex``: a character or
     symbol 6.2 pt, scripts at 70 %, a fraction as wide as its wider part, a binary operator
-    with its spacing 13 pt."""
+    with its spacing 13 pt.
+
+    Parameters
+    ----------
+    latex : str
+        Display-maths LaTeX.
+
+    Returns
+    -------
+    float
+        The width in pt (an estimate from the source, not a typesetting).
+    """
     s = latex
     for _ in range(4):
         s = _FRAC.sub(lambda m: "#" * round(max(width(m.group(1)), width(m.group(2))) / 6.2 + 1),
@@ -451,7 +552,23 @@ def width(latex: str) -> float:
 
 
 def align(equations, line_width: float = LINE_WIDTH) -> str:
-    """An ``align*`` block of ``equations`` whose lines fit ``line_width``."""
+    r"""An ``align*`` block of ``equations`` whose lines fit ``line_width``.
+
+    Lines are filled term by term within ``line_width`` less the widest left-hand side; a
+    term too wide is split into its monomials or summands, and a product still too wide is
+    broken between its factors. Continuation lines start with ``&\quad``.
+
+    Parameters
+    ----------
+    equations : sequence of Equation
+    line_width : float
+        The width of a display line in pt (``LINE_WIDTH``).
+
+    Returns
+    -------
+    str
+        LaTeX from ``\begin{align*}`` to ``\end{align*}``.
+    """
     lhs_width = max([width(e.lhs) for e in equations] + [0.0])
     budget = max(line_width - lhs_width - 20.0, 120.0)
     rows = []
@@ -483,7 +600,7 @@ def _fill(pieces, budget: float) -> list:
             continue
         parts = term.split() if term is not None else []
         if parts:
-            queue[:0] = list(zip(_signed([term_tex(t) for t in parts]), parts))
+            queue[:0] = list(zip(_signed([_term_tex(t) for t in parts]), parts))
             if not lines:
                 queue[0] = (queue[0][0].removeprefix("+ "), queue[0][1])
             continue

@@ -93,6 +93,13 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
     Returns
     -------
     list of FixedPointSet
+
+    Raises
+    ------
+    InputError
+        For eigenbasis or finite vector tasks with symbolic data, a finite task set not
+        diagonal in Λ's eigenbasis, or (a model with two signal paths) a task law that is not
+        symmetric under W → −W.
     """
     data = der.data
     require_structure(der.model)

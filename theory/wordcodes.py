@@ -15,7 +15,17 @@ SPACES = ("x", "y", "r")
 
 
 def identity_loop(space: str) -> int:
-    """The code of a closed cycle without letters on ``space`` (a factor dim(space))."""
+    """The code of a closed cycle without letters on ``space`` (a factor dim(space)).
+
+    Parameters
+    ----------
+    space : {"x", "y", "r"}
+
+    Returns
+    -------
+    int
+        ``-1 - k`` for the k-th space of ``SPACES``.
+    """
     return -1 - SPACES.index(space)
 
 
@@ -36,7 +46,17 @@ class LetterCodes:
         self._terms: dict = {}
 
     def code(self, letter) -> int:
-        """The integer code of a letter (``Mat`` or ``Dg``)."""
+        """The integer code of a letter (``Mat`` or ``Dg``), assigned on first use (its transpose's
+        code too, in ``transposed``).
+
+        Parameters
+        ----------
+        letter : Mat or Dg
+
+        Returns
+        -------
+        int
+        """
         c = self._codes.get(letter)
         if c is None:
             c = self._codes[letter] = len(self.letters)
@@ -46,7 +66,18 @@ class LetterCodes:
         return c
 
     def chain(self, letters: tuple) -> tuple:
-        """(code word of ``letters``, code word of their transpose)."""
+        """(code word of ``letters``, code word of their transpose).
+
+        Parameters
+        ----------
+        letters : tuple of Mat or Dg
+            A word, read as a matrix product.
+
+        Returns
+        -------
+        tuple
+            (codes, codes of the transposed word (reversed, each letter transposed)).
+        """
         out = self._chains.get(letters)
         if out is None:
             codes = tuple(self.code(x) for x in letters)
@@ -54,18 +85,51 @@ class LetterCodes:
         return out
 
     def word(self, codes: tuple) -> tuple:
-        """The letters of a code word."""
+        """The letters of a code word.
+
+        Parameters
+        ----------
+        codes : tuple of int
+
+        Returns
+        -------
+        tuple of letters
+        """
         return tuple(self.letters[c] for c in codes)
 
     def dg(self, inner: tuple) -> int:
-        """The code of the letter Dg(inner) (``inner`` a code word)."""
+        """The code of the letter Dg(inner) (``inner`` a code word).
+
+        Parameters
+        ----------
+        inner : tuple of int
+            The code word of Dg's argument.
+
+        Returns
+        -------
+        int
+        """
         c = self._dg.get(inner)
         if c is None:
             c = self._dg[inner] = self.code(Dg(self.word(inner)))
         return c
 
     def trace(self, codes: tuple) -> int:
-        """The id of the canonical form of tr(word) for a non-empty code word."""
+        """The id of the canonical form of tr(word) for a non-empty code word.
+
+        Words with the same least rotation (of the word or its transpose) share an id without
+        canonicalising again; ``traces[id]`` is the canonical word (``words.canonical_trace``).
+
+        Parameters
+        ----------
+        codes : tuple of int
+            A non-empty code word.
+
+        Returns
+        -------
+        int
+            A trace id (≥ 0).
+        """
         t = self._trace_of_word.get(codes)
         if t is None:
             rotation = self._least_rotation(codes)
@@ -86,7 +150,18 @@ class LetterCodes:
         return min(min(w[k:] + w[:k] for k in range(len(w))) for w in (codes, back))
 
     def term(self, cycles: tuple) -> tuple:
-        """(canonical sorted traces, dimension factor) of a multiset of cycle codes."""
+        """(canonical sorted traces, dimension factor) of a multiset of cycle codes.
+
+        Parameters
+        ----------
+        cycles : tuple of int
+            Trace ids (≥ 0) and identity loops (< 0, ``identity_loop``).
+
+        Returns
+        -------
+        tuple
+            (sorted tuple of canonical trace words, Π of the identity loops' dimension symbols).
+        """
         out = self._terms.get(cycles)
         if out is None:
             traces = _sorted_traces(self.traces[c] for c in cycles if c >= 0)

@@ -28,7 +28,22 @@ import sympy as sp
 
 @dataclass(frozen=True)
 class Mat:
-    """A named matrix letter. ``rows``/``cols`` name the spaces it maps between (for identities)."""
+    """A named matrix letter: a matrix symbol, optionally transposed, mapping the space ``cols``
+    to the space ``rows`` (the spaces size the identities a letter leaves when it is set to a
+    multiple of I, and the MatrixSymbol of ``to_sympy``).
+
+    Parameters
+    ----------
+    name : str
+        The matrix's name (a parameter such as ``"Q"``, or ``"L"`` for Λ, ``"W"`` for a task).
+    T : bool
+        Whether the letter stands for the transpose of ``name``.
+    symmetric : bool
+        Whether the matrix is symmetric (then it is its own transpose and ``T`` stays False).
+    rows, cols : {"x", "y", "r"}
+        The spaces of its rows and columns, of dimensions d, d_y, r (``dim_symbol``), as the
+        untransposed matrix has them.
+    """
 
     name: str
     T: bool = False
@@ -37,17 +52,39 @@ class Mat:
     cols: str = "x"
 
     def transpose(self) -> "Mat":
+        """The transposed letter: ``T`` flipped, ``rows``/``cols`` exchanged (itself when
+        symmetric).
+
+        Returns
+        -------
+        Mat
+        """
         if self.symmetric:
             return self
         return Mat(self.name, not self.T, False, self.cols, self.rows)
 
     def key(self):
+        """The sort key of the letter in canonical words (named letters before ``Dg``).
+
+        Returns
+        -------
+        tuple
+            ``(0, name, T)``.
+        """
         return (0, self.name, self.T)
 
 
 @dataclass(frozen=True)
 class Dg:
-    """Eigenbasis-diagonal part of the word ``inner`` (symmetric; see module docstring)."""
+    """Eigenbasis-diagonal part of the word ``inner``, Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ
+    (symmetric; see the module docstring). ``inner`` is stored as the lesser of Y and Yᵀ in
+    canonical order, which Dg(Y) = Dg(Yᵀ) allows.
+
+    Parameters
+    ----------
+    inner : tuple of letters
+        The word Y (the empty word is the identity, Dg(I) = U diag(c) Uᵀ).
+    """
 
     inner: tuple
 
@@ -58,10 +95,23 @@ class Dg:
     cols = "x"
 
     def transpose(self) -> "Dg":
+        """Dg(Y)ᵀ = Dg(Y): the letter itself.
+
+        Returns
+        -------
+        Dg
+        """
         return self
 
     def key(self):
-        return (1, word_key(self.inner))
+        """The sort key of the letter in canonical words (after every named letter).
+
+        Returns
+        -------
+        tuple
+            ``(1, key of the inner word)``.
+        """
+        return (1, _word_key(self.inner))
 
 
 Letter = Mat | Dg
@@ -72,32 +122,78 @@ DIMS = {"x": sp.Symbol("d", positive=True, integer=True),
 
 
 def dim_symbol(space: str) -> sp.Symbol:
-    """The symbol for the dimension of a space: ``d`` (inputs), ``d_y`` (outputs), ``r`` (rank)."""
+    """The symbol for the dimension of a space: ``d`` (inputs), ``d_y`` (outputs), ``r`` (rank).
+
+    Parameters
+    ----------
+    space : {"x", "y", "r"}
+        The space, as a letter's ``rows``/``cols`` name it.
+
+    Returns
+    -------
+    sympy.Symbol
+        A positive integer symbol.
+    """
     return DIMS[space]
 
 
 def entry_symbol(name: str, i: int, j: int) -> sp.Symbol:
     """The real symbol ``name_i_j`` of a matrix entry: indices separated, so no two entries
-    share a name at any size (``m_1_11`` ≠ ``m_11_1``)."""
+    share a name at any size (``m_1_11`` ≠ ``m_11_1``).
+
+    Parameters
+    ----------
+    name : str
+        The matrix's name.
+    i, j : int
+        Row and column index.
+
+    Returns
+    -------
+    sympy.Symbol
+    """
     return sp.Symbol(f"{name}_{i}_{j}", real=True)
 
 
-def word_key(word: tuple):
+def _word_key(word: tuple):
     return tuple(letter.key() for letter in word)
 
 
 def transpose_word(word: tuple) -> tuple:
+    """The transpose of a word, (A₁A₂⋯A_k)ᵀ = A_kᵀ⋯A₂ᵀA₁ᵀ.
+
+    Parameters
+    ----------
+    word : tuple of letters
+
+    Returns
+    -------
+    tuple of letters
+    """
     return tuple(letter.transpose() for letter in reversed(word))
 
 
 def _min_word(*words: tuple) -> tuple:
-    return min(words, key=word_key)
+    return min(words, key=_word_key)
 
 
 @lru_cache(maxsize=1 << 18)
 def canonical_trace(word: tuple) -> tuple:
     """Canonical representative of tr(word) under rotation, transposition and, for a single
-    Dg letter, the self-adjointness tr(R Dg(Y)) = tr(Y Dg(R))."""
+    Dg letter, the self-adjointness tr(R Dg(Y)) = tr(Y Dg(R)).
+
+    Parameters
+    ----------
+    word : tuple of letters
+        The word whose trace is meant (a product of letters).
+
+    Returns
+    -------
+    tuple of letters
+        The least of the word's rotations and its transpose's rotations in letter order (for
+        one Dg letter: Dg of the larger of R and Y, followed by the smaller), so that equal
+        traces have equal representatives; ``()`` for the empty word.
+    """
     word = tuple(word)
     dgs = [i for i, letter in enumerate(word) if isinstance(letter, Dg)]
     if len(dgs) == 1 and not any(isinstance(a, Dg) for a in word[dgs[0]].inner):
@@ -105,11 +201,11 @@ def canonical_trace(word: tuple) -> tuple:
         rest = word[i + 1:] + word[:i]
         y = word[i].inner
         rest = _min_word(rest, transpose_word(rest))
-        small, big = sorted((rest, y), key=word_key)
+        small, big = sorted((rest, y), key=_word_key)
         return (Dg(big),) + small
     best = None                       # (key, word) of the least rotation of either reading
     for w in (word, transpose_word(word)):
-        keys = word_key(w)
+        keys = _word_key(w)
         for k in range(len(w)):
             key = keys[k:] + keys[:k]
             if best is None or key < best[0]:
@@ -118,11 +214,26 @@ def canonical_trace(word: tuple) -> tuple:
 
 
 def _sorted_traces(traces: Iterable[tuple]) -> tuple:
-    return tuple(sorted(traces, key=word_key))
+    return tuple(sorted(traces, key=_word_key))
 
 
 class TracePoly:
-    """Σ coeff · Π tr(word): a scalar polynomial in traces with sympy coefficients."""
+    """Σ coeff · Π tr(word): a scalar polynomial in traces with sympy coefficients.
+
+    Terms are kept canonical (each trace by ``canonical_trace``, the traces of a product
+    sorted), with zero coefficients dropped, so equal polynomials have equal ``terms``.
+
+    Parameters
+    ----------
+    terms : dict, optional
+        {tuple of words (the traces multiplied): coefficient}; canonicalised on construction,
+        equal keys summed. Empty (the zero polynomial) when omitted.
+
+    Attributes
+    ----------
+    terms : dict
+        {sorted tuple of canonical words: nonzero expanded sympy coefficient}.
+    """
 
     def __init__(self, terms: dict | None = None):
         self.terms: dict[tuple, sp.Expr] = {}
@@ -148,17 +259,51 @@ class TracePoly:
 
     @classmethod
     def constant(cls, value) -> "TracePoly":
+        """The constant polynomial ``value`` (the empty product of traces).
+
+        Parameters
+        ----------
+        value : sympy-compatible scalar
+
+        Returns
+        -------
+        TracePoly
+        """
         return cls({(): sp.sympify(value)})
 
     @classmethod
     def trace(cls, *letters, coeff=1) -> "TracePoly":
+        """The single trace ``coeff · tr(letters[0] letters[1] ⋯)``.
+
+        Parameters
+        ----------
+        *letters : Mat or Dg
+            The word, read as a matrix product.
+        coeff : sympy-compatible scalar, optional
+            The coefficient (1).
+
+        Returns
+        -------
+        TracePoly
+        """
         return cls({(tuple(letters),): sp.sympify(coeff)})
 
     def __add__(self, other: "TracePoly") -> "TracePoly":
         return TracePoly._canonical(self.terms).accumulate(other)
 
     def accumulate(self, other: "TracePoly") -> "TracePoly":
-        """self += other in place (for sums built term by term); returns self."""
+        """self += other in place (for sums built term by term); returns self.
+
+        Parameters
+        ----------
+        other : TracePoly
+            Canonical terms to add.
+
+        Returns
+        -------
+        TracePoly
+            ``self``, now holding the sum.
+        """
         for traces, coeff in other.terms.items():
             self._add_canonical(traces, coeff)
         return self
@@ -177,12 +322,40 @@ class TracePoly:
         return out
 
     def scale(self, factor) -> "TracePoly":
+        """The polynomial times a scalar (coefficients expanded).
+
+        Parameters
+        ----------
+        factor : sympy-compatible scalar
+
+        Returns
+        -------
+        TracePoly
+        """
         return TracePoly._canonical({t: sp.expand(c * factor) for t, c in self.terms.items()})
 
     def map_coeffs(self, fn: Callable) -> "TracePoly":
+        """The polynomial with ``fn`` applied to every coefficient (the traces unchanged; results
+        expanded, zeros dropped) — e.g. a substitution of scalar symbols.
+
+        Parameters
+        ----------
+        fn : callable
+            sympy Expr -> sympy Expr.
+
+        Returns
+        -------
+        TracePoly
+        """
         return TracePoly._canonical({t: sp.expand(fn(c)) for t, c in self.terms.items()})
 
     def is_zero(self) -> bool:
+        """Whether the polynomial has no terms (identically zero, since terms are canonical).
+
+        Returns
+        -------
+        bool
+        """
         return not self.terms
 
     def __eq__(self, other) -> bool:
@@ -192,7 +365,22 @@ class TracePoly:
         return f"TracePoly({len(self.terms)} terms: {sp.sstr(self.to_sympy())})"
 
     def scalar_letter(self, name: str, value) -> "TracePoly":
-        """The polynomial with the letter ``name`` equal to ``value`` times the identity."""
+        """The polynomial with the letter ``name`` equal to ``value`` times the identity.
+
+        Each occurrence contributes a factor ``value`` (also inside Dg, which is linear); a trace
+        left empty becomes tr(I) = the dimension of its space (``dim_symbol``).
+
+        Parameters
+        ----------
+        name : str
+            The letter (a square matrix).
+        value : sympy-compatible scalar
+            The multiple of the identity it is set to.
+
+        Returns
+        -------
+        TracePoly
+        """
         out = TracePoly()
         for traces, coeff in self.terms.items():
             factor, kept = coeff, []
@@ -208,12 +396,37 @@ class TracePoly:
         return out
 
     def zero_letters(self, names: set) -> "TracePoly":
-        """The polynomial with the letters ``names`` equal to zero (terms holding any dropped)."""
+        """The polynomial with the letters ``names`` equal to zero (terms holding any dropped).
+
+        Parameters
+        ----------
+        names : set of str
+            Letter names, also looked up inside Dg letters.
+
+        Returns
+        -------
+        TracePoly
+        """
         return TracePoly({traces: coeff for traces, coeff in self.terms.items()
                           if not letter_names(traces) & set(names)})
 
     def diff(self, symbol: Mat) -> "MatPoly":
-        """Gradient ∂(self)/∂symbol, a matrix of symbol's shape."""
+        """Gradient ∂(self)/∂X for X the letter ``symbol``, a matrix of X's shape.
+
+        Each occurrence of X in a trace contributes by ∂ tr(X R)/∂X = Rᵀ and
+        ∂ tr(Xᵀ R)/∂X = R (R the rest of the word read cyclically from after X); an occurrence
+        inside Dg(Y) is reached through tr(R Dg(Y)) = tr(Y Dg(R)). The other traces of a product
+        are carried as factors (product rule).
+
+        Parameters
+        ----------
+        symbol : Mat
+            The (untransposed) letter to differentiate by; its ``rows``/``cols`` are the result's.
+
+        Returns
+        -------
+        MatPoly
+        """
         out = MatPoly(symbol.rows, symbol.cols)
         for traces, coeff in self.terms.items():
             for i, w in enumerate(traces):
@@ -223,13 +436,39 @@ class TracePoly:
         return out
 
     def to_sympy(self, symbols: dict | None = None) -> sp.Expr:
+        """The polynomial as a SymPy scalar: Σ coeff · Π Trace(MatMul(...)).
+
+        Parameters
+        ----------
+        symbols : dict, optional
+            {letter name: SymPy matrix or MatrixSymbol} to use for the letters; a letter not given
+            becomes a MatrixSymbol of its spaces' dimension symbols. Dg letters print as
+            ``EigDiag``.
+
+        Returns
+        -------
+        sympy.Expr
+        """
         return sp.Add(*(c * sp.Mul(*(_trace_sympy(w, symbols) for w in t))
                         for t, c in self.terms.items()))
 
     def evaluate(self, values: dict):
         """Exact value with ``values[name]`` (sympy Matrices) substituted and the scalars in
         ``values['_scalars']``. Dg needs ``values['U']`` (eigenbasis as columns) and
-        ``values['c']`` (task-mode variances)."""
+        ``values['c']`` (task-mode variances). A letter whose value is a ``TaskSet`` is random:
+        each term is averaged over the task sets of the random letters it contains.
+
+        Parameters
+        ----------
+        values : dict
+            {letter name: sympy Matrix or TaskSet}, plus ``'_scalars'`` ({symbol: value}) and, for
+            Dg letters, ``'U'`` and ``'c'``.
+
+        Returns
+        -------
+        sympy.Expr
+            The scalar (a number when every letter and symbol has a value).
+        """
         ops = _Ops(values)
         total = 0
         for traces, coeff in self.terms.items():
@@ -239,7 +478,24 @@ class TracePoly:
 
 
 class MatPoly:
-    """Σ coeff · Π tr(word) · open_word: a matrix mapping space ``cols`` to space ``rows``."""
+    """Σ coeff · Π tr(word) · open_word: a matrix mapping space ``cols`` to space ``rows``.
+
+    The traces are canonical (as in ``TracePoly``), the open word is kept as written; the
+    empty open word is the identity on ``rows``.
+
+    Parameters
+    ----------
+    rows, cols : {"x", "y", "r"}
+        The spaces of the matrix's rows and columns.
+    terms : dict, optional
+        {(tuple of trace words, open word): coefficient}; canonicalised on construction.
+
+    Attributes
+    ----------
+    rows, cols : str
+    terms : dict
+        {(sorted canonical traces, open word): nonzero expanded sympy coefficient}.
+    """
 
     def __init__(self, rows: str, cols: str, terms: dict | None = None):
         self.rows, self.cols = rows, cols
@@ -271,13 +527,47 @@ class MatPoly:
         return out
 
     def scale(self, factor) -> "MatPoly":
+        """The matrix polynomial times a scalar.
+
+        Parameters
+        ----------
+        factor : sympy-compatible scalar
+
+        Returns
+        -------
+        MatPoly
+        """
         return self._canonical({k: sp.expand(c * factor) for k, c in self.terms.items()})
 
     def map_coeffs(self, fn: Callable) -> "MatPoly":
+        """The matrix polynomial with ``fn`` applied to every coefficient (results expanded, zeros
+        dropped).
+
+        Parameters
+        ----------
+        fn : callable
+            sympy Expr -> sympy Expr.
+
+        Returns
+        -------
+        MatPoly
+        """
         return self._canonical({k: sp.expand(fn(c)) for k, c in self.terms.items()})
 
     def scalar_letter(self, name: str, value) -> "MatPoly":
-        """The polynomial with the letter ``name`` equal to ``value`` times the identity."""
+        """The polynomial with the letter ``name`` equal to ``value`` times the identity (in the
+        open word and in the traces; see ``TracePoly.scalar_letter``).
+
+        Parameters
+        ----------
+        name : str
+            The letter (a square matrix).
+        value : sympy-compatible scalar
+
+        Returns
+        -------
+        MatPoly
+        """
         out = MatPoly(self.rows, self.cols)
         for (traces, word), coeff in self.terms.items():
             word, power = _drop_letter(word, name)
@@ -287,7 +577,19 @@ class MatPoly:
         return out
 
     def inner(self, other: "MatPoly") -> TracePoly:
-        """Frobenius inner product ⟨self, other⟩ = tr(selfᵀ other)."""
+        """Frobenius inner product ⟨self, other⟩ = tr(selfᵀ other).
+
+        Parameters
+        ----------
+        other : MatPoly
+            A matrix of the same shape.
+
+        Returns
+        -------
+        TracePoly
+            Σ c₁c₂ · (traces of both) · tr(w₁ᵀ w₂); two identity words give tr(I) = the dimension
+            of ``cols``.
+        """
         out = TracePoly()
         for (t1, w1), c1 in self.terms.items():
             for (t2, w2), c2 in other.terms.items():
@@ -299,7 +601,18 @@ class MatPoly:
         return out
 
     def matmul(self, other: "MatPoly") -> "MatPoly":
-        """The matrix product self · other."""
+        """The matrix product self · other.
+
+        Parameters
+        ----------
+        other : MatPoly
+            Its ``rows`` are self's ``cols``.
+
+        Returns
+        -------
+        MatPoly
+            Rows of self, columns of other; open words concatenated, traces multiplied.
+        """
         out = MatPoly(self.rows, other.cols)
         for (t1, w1), c1 in self.terms.items():
             for (t2, w2), c2 in other.terms.items():
@@ -307,20 +620,59 @@ class MatPoly:
         return out
 
     def transpose(self) -> "MatPoly":
+        """The transpose: every open word transposed (``transpose_word``), rows and cols exchanged.
+
+        Returns
+        -------
+        MatPoly
+        """
         return MatPoly(self.cols, self.rows, {(t, transpose_word(w)): c
                                               for (t, w), c in self.terms.items()})
 
     def trace_with(self, letter: Mat) -> TracePoly:
         """tr(letter · self): a scalar that vanishes identically for a generic ``letter`` iff
-        self does (so identities of matrices reduce to canonical trace polynomials)."""
+        self does (so identities of matrices reduce to canonical trace polynomials).
+
+        Parameters
+        ----------
+        letter : Mat
+            A letter not in self, of self's transposed shape.
+
+        Returns
+        -------
+        TracePoly
+        """
         return TracePoly({traces + ((letter,) + word,): c
                           for (traces, word), c in self.terms.items()})
 
     @classmethod
     def letter(cls, m: Mat) -> "MatPoly":
+        """The single letter ``m`` as a matrix polynomial (coefficient 1, no traces).
+
+        Parameters
+        ----------
+        m : Mat
+
+        Returns
+        -------
+        MatPoly
+        """
         return cls(m.rows, m.cols, {((), (m,)): sp.Integer(1)})
 
     def to_sympy(self, symbols: dict | None = None) -> sp.MatrixExpr:
+        """The matrix polynomial as a SymPy matrix expression: Σ coeff · Π Trace(...) · MatMul(open
+        word), the empty word as the identity of ``rows``.
+
+        Parameters
+        ----------
+        symbols : dict, optional
+            {letter name: SymPy matrix or MatrixSymbol}, as in ``TracePoly.to_sympy``.
+
+        Returns
+        -------
+        sympy.MatrixExpr
+            A ``MatAdd`` (a 1 x 1 ZeroMatrix for the zero polynomial).
+        """
         parts = []
         for (traces, word), coeff in self.terms.items():
             scalar = coeff * sp.Mul(*(_trace_sympy(w, symbols) for w in traces))
@@ -331,6 +683,20 @@ class MatPoly:
         return sp.MatAdd(*parts) if parts else sp.ZeroMatrix(1, 1)
 
     def evaluate(self, values: dict, shape: tuple):
+        """Exact value of the matrix, as ``TracePoly.evaluate`` (random letters averaged over their
+        task sets, jointly with the open word).
+
+        Parameters
+        ----------
+        values : dict
+            {letter name: sympy Matrix or TaskSet}, ``'_scalars'``, and ``'U'``/``'c'`` for Dg.
+        shape : tuple of int
+            The matrix's shape (sizes the zero start and the identity of an empty word).
+
+        Returns
+        -------
+        sympy.Matrix
+        """
         ops = _Ops(values)
         total = sp.zeros(*shape)
         for (traces, word), coeff in self.terms.items():
@@ -373,7 +739,14 @@ def _diff_cyclic(word: tuple, name: str, npos: int):
 # --- sympy conversion -------------------------------------------------------------------------
 
 class EigDiag(sp.MatrixExpr):
-    """SymPy node for Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ."""
+    """SymPy node for Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ (what ``to_sympy`` makes of a ``Dg``
+    letter; prints as 𝒟(Y) in LaTeX, ``Dg(Y)`` in text). Built as ``EigDiag(Y)``.
+
+    Attributes
+    ----------
+    arg : sympy.MatrixExpr
+        The word Y (square); the node's shape is Y's.
+    """
 
     def __new__(cls, arg):
         return super().__new__(cls, arg)
@@ -418,7 +791,16 @@ class TaskSet(tuple):
     """The value of a random letter that takes finitely many matrices W_1..W_P with weights
     (uniform unless given): a term containing the letter evaluates to its weighted mean over
     the set, exact for any power of the letter (independent random letters are averaged over
-    their product set). A finite task set, or a cubature rule exact for a task law's moments."""
+    their product set). A finite task set, or a cubature rule exact for a task law's moments.
+
+    Built as ``TaskSet(matrices, weights=None)``: the tuple of the matrices W_1..W_P (sympy
+    Matrices) with their probabilities (1/P each when omitted).
+
+    Attributes
+    ----------
+    weights : tuple of sympy.Expr
+        The probabilities of W_1..W_P (sympified).
+    """
 
     def __new__(cls, matrices, weights=None):
         out = super().__new__(cls, matrices)
@@ -428,7 +810,16 @@ class TaskSet(tuple):
 
 
 def letter_names(words: Iterable[tuple]) -> set:
-    """Names of the Mat letters in ``words``, also inside Dg letters."""
+    """Names of the Mat letters in ``words``, also inside Dg letters.
+
+    Parameters
+    ----------
+    words : iterable of tuple of letters
+
+    Returns
+    -------
+    set of str
+    """
     out = set()
     for w in words:
         for letter in w:
@@ -445,7 +836,19 @@ def _poly_words(poly, key) -> tuple:
 
 def split_by_letters(poly, names: Iterable[str]) -> dict:
     """{frozenset of the ``names`` a term contains: the polynomial of those terms} for a
-    TracePoly or MatPoly."""
+    TracePoly or MatPoly.
+
+    Parameters
+    ----------
+    poly : TracePoly or MatPoly
+    names : iterable of str
+        The letters to sort terms by (inside Dg letters too).
+
+    Returns
+    -------
+    dict
+        {frozenset of names: polynomial of poly's type}; the parts sum to ``poly``.
+    """
     names, parts = set(names), {}
     for key, coeff in poly.terms.items():
         present = frozenset(letter_names(_poly_words(poly, key)) & names)
@@ -466,7 +869,19 @@ def _rename_word(word: tuple, old: str, new: str) -> tuple:
 
 
 def rename_letter(poly, old: str, new: str):
-    """The polynomial with the letter ``old`` renamed ``new`` (a TracePoly or MatPoly)."""
+    """The polynomial with the letter ``old`` renamed ``new`` (a TracePoly or MatPoly).
+
+    Parameters
+    ----------
+    poly : TracePoly or MatPoly
+    old, new : str
+        Letter names (inside Dg letters too); transposition, symmetry and spaces are kept.
+
+    Returns
+    -------
+    TracePoly or MatPoly
+        Recanonicalised (a renaming can change the canonical order).
+    """
     if isinstance(poly, TracePoly):
         return TracePoly({tuple(_rename_word(w, old, new) for w in traces): c
                           for traces, c in poly.terms.items()})

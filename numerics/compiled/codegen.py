@@ -44,7 +44,22 @@ COEFF_SYMBOLS = (N_SYM, SIGMA, DIMS["x"], DIMS["y"], DIMS["r"])
 
 def eigdiag(Y, U, c):
     """Dg(Y) = U diag(c ∘ diag(Uᵀ Y U)) Uᵀ (diag(Uᵀ Y U) = column sums of U ∘ (Y U): two
-    products)."""
+    products). The generated code calls it for ``Dg`` letters.
+
+    Parameters
+    ----------
+    Y : numpy.ndarray
+        (d, d).
+    U : numpy.ndarray
+        (d, d), Λ's eigenbasis as columns.
+    c : numpy.ndarray
+        (d,), the task-mode variances.
+
+    Returns
+    -------
+    numpy.ndarray
+        (d, d), symmetric.
+    """
     v = c * np.sum(U * (Y @ U), axis=0)
     return (U * v) @ U.T
 
@@ -599,6 +614,11 @@ class CompiledFlow:
         The derivation to compile.
     backend : str
         "numba" or "numpy" (``BACKENDS``).
+
+    Raises
+    ------
+    InputError
+        For a backend not in ``BACKENDS``.
     """
 
     def __init__(self, der: Derivation, backend: str = "numba"):
@@ -704,6 +724,19 @@ class CompiledFlow:
         -------
         ndarray
             Flat float64 θ, the parameters in the model's order, each raveled.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from icldyn.theory import ICLData, derive, models
+        >>> from icldyn.numerics import compile_flow
+        >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+        >>> flow = compile_flow(der, backend="numpy")
+        >>> flow.pack({"V": 0.1, "Q": [[1.0, 2.0], [3.0, 4.0]]})     # V (1 x 1), then Q row by row
+        array([0.1, 1. , 2. , 3. , 4. ])
+        >>> flow.unpack(flow.pack({"V": 0.1, "Q": 0.5}))["Q"]
+        array([[0.5, 0. ],
+               [0. , 0.5]])
         """
         return np.concatenate([a.ravel() for a in as_arrays(self.shapes, params).values()])
 
@@ -949,7 +982,20 @@ class CompiledFlow:
 
 
 def task_arrays(task_set, data) -> tuple[np.ndarray, np.ndarray]:
-    """(tasks (P, d_y, d), weights (P,)) of a ``TaskSet``; empty for None."""
+    """(tasks (P, d_y, d), weights (P,)) of a ``TaskSet``; empty for None.
+
+    Parameters
+    ----------
+    task_set : TaskSet or None
+        Exact task matrices and weights (``ICLData.numeric_task_set()``).
+    data : ICLData
+        Gives d and d_y.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (tasks, weights) as float64; shapes (0, d_y, d) and (0,) for None.
+    """
     task_set = task_set or ()
     tasks = np.array([m.tolist() for m in task_set], dtype=float).reshape(
         len(task_set), data.d_y, data.d)
@@ -970,6 +1016,24 @@ def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
     -------
     CompiledFlow
         ``pack``/``unpack``, ``loss``, ``grad``, ``conserved``, ``gd_change``.
+
+    Raises
+    ------
+    InputError
+        When ``der`` is not a Derivation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> flow = compile_flow(der, backend="numpy")
+    >>> theta = flow.pack({"V": 0.1, "Q": 0.1})      # Q = 0.1 I
+    >>> theta
+    array([0.1, 0.1, 0. , 0. , 0.1])
+    >>> round(float(flow.loss(theta)), 6)
+    0.737594
     """
     if not isinstance(der, Derivation):
         raise InputError("der", f"must be a Derivation from icldyn.theory.derive, got {der!r}")

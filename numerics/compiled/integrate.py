@@ -37,6 +37,11 @@ def start_theta(flow, theta0) -> np.ndarray:
     -------
     ndarray
         Flat float64 θ.
+
+    Raises
+    ------
+    InputError
+        When ``flow`` is not a CompiledFlow.
     """
     if not isinstance(flow, CompiledFlow):
         raise InputError("flow", f"must come from compile_flow, got {type(flow).__name__}")
@@ -93,6 +98,25 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
     -------
     Trajectory
         ``t``, ``theta`` (rows), ``loss``, ``conserved``; ``steps`` None.
+
+    Raises
+    ------
+    InputError
+        When the integration needs more than ``max_nfev`` gradient evaluations, or stalls
+        (a stiff flow; the message advises an implicit method); it names ``t_end``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow, integrate
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> flow = compile_flow(der, backend="numpy")
+    >>> traj = integrate(flow, flow.pack({"V": 0.1, "Q": 0.1}), t_end=20.0)
+    >>> round(float(traj.loss[-1]), 4)
+    0.3173
+    >>> bool(abs(traj.conserved[-1, 0] - traj.conserved[0, 0]) < 1e-10)   # ‖V‖² − ‖Q‖²
+    True
     """
     theta0 = start_theta(flow, theta0)
     t_end = check_real("t_end", t_end)
@@ -199,6 +223,11 @@ def rk4(flow: CompiledFlow, theta0, t_end: float, dt: float, every: int = 1) -> 
     -------
     Trajectory
         Rows at t = dt × ``steps``.
+
+    Raises
+    ------
+    InputError
+        When t_end / dt exceeds ``MAX_STEPS`` steps.
     """
     theta0 = start_theta(flow, theta0)
     dt, t_end = check_real("dt", dt), check_real("t_end", t_end)
@@ -232,6 +261,17 @@ def gradient_descent(flow: CompiledFlow, theta0, lr: float, steps: int,
     -------
     Trajectory
         Rows at ``steps`` 0, every, 2·every …, ``t`` in flow time (lr × step).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow, gradient_descent
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> flow = compile_flow(der, backend="numpy")
+    >>> gd = gradient_descent(flow, flow.pack({"V": 0.1, "Q": 0.1}), lr=0.05, steps=400)
+    >>> gd.loss.shape, round(float(gd.t[-1]), 6)          # t = η × steps
+    ((401,), 20.0)
     """
     theta0 = start_theta(flow, theta0)
     lr = check_real("lr", lr)

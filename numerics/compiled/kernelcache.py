@@ -26,11 +26,24 @@ from .warmup import FOLDER
 
 def njit_cached(fn, digest: str):
     """``numba.njit(fn)`` with its machine code cached in the private kernels folder (or not
-    cached when the disk cache is off). ``digest`` (hex) identifies ``fn``'s source."""
+    cached when the disk cache is off). ``digest`` (hex) identifies ``fn``'s source.
+
+    Parameters
+    ----------
+    fn : function
+        A kernel compiled from generated source held in memory.
+    digest : str
+        Hex digest of that source: the cache entry's stamp and name.
+
+    Returns
+    -------
+    numba.core.registry.CPUDispatcher
+        The lazily compiling dispatcher.
+    """
     dispatcher = numba.njit(fn)
     folder = private_folder(FOLDER)
     if folder is not None:
-        dispatcher._cache = KernelCache(fn, str(folder), digest)   # what enable_caching sets
+        dispatcher._cache = _KernelCache(fn, str(folder), digest)   # what enable_caching sets
     return dispatcher
 
 
@@ -59,7 +72,7 @@ class _Impl(CompileResultCacheImpl):
         self._locator, self._filename_base = locator, filename_base
 
 
-class KernelCache(FunctionCache):
+class _KernelCache(FunctionCache):
     """Numba's function cache, located by ``_Locator`` and failing soft: a load from a folder
     that is no longer private is skipped, an unreadable entry is dropped and recompiled, a
     failed save is a warning."""

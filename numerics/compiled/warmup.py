@@ -22,7 +22,18 @@ LAST = "fixed_step"         # the kernel the child compiles last: its index mark
 
 def cached(digest: str) -> bool | None:
     """Whether the kernels of the source with ``digest`` are in the kernel cache (None when
-    the disk cache is off: no child can help)."""
+    the disk cache is off: no child can help).
+
+    Parameters
+    ----------
+    digest : str
+        Hex digest of the generated source.
+
+    Returns
+    -------
+    bool or None
+        True when the index of its ``LAST`` kernel is on disk.
+    """
     folder = private_folder(FOLDER)
     if folder is None:
         return None
@@ -36,7 +47,24 @@ def start(digest: str, source: str, examples, module: str) -> subprocess.Popen:
     """The child process compiling ``source``'s kernels into the kernel cache for the argument
     types of ``examples()`` ({kernel name: argument tuple}); started once per source and
     process (later flows of the same source share it). It runs ``module.warmup_child()`` (the
-    code generator's entry, which calls ``receive`` and ``compile_all``)."""
+    code generator's entry, which calls ``receive`` and ``compile_all``).
+
+    Parameters
+    ----------
+    digest : str
+        Hex digest of ``source``.
+    source : str
+        The generated Python source of the kernels.
+    examples : callable
+        () -> {kernel name: argument tuple}, called only when a child is started.
+    module : str
+        The importable module whose ``warmup_child()`` the child runs.
+
+    Returns
+    -------
+    subprocess.Popen
+        The child (its output discarded).
+    """
     if digest not in _CHILDREN:
         child = subprocess.Popen(
             [sys.executable, "-c", f"import {module} as m; m.warmup_child()"],
@@ -51,12 +79,27 @@ def start(digest: str, source: str, examples, module: str) -> subprocess.Popen:
 
 
 def receive() -> tuple:
-    """In the child: (source, examples) from the parent."""
+    """In the child: (source, examples) from the parent.
+
+    Returns
+    -------
+    tuple
+        (source str, {kernel name: argument tuple}), unpickled from standard input (written by
+        the parent's ``start``).
+    """
     return pickle.loads(sys.stdin.buffer.read())
 
 
 def compile_all(fns: dict, examples: dict) -> None:
     """In the child: call every kernel once with its example (Numba compiles and caches it),
-    ``LAST`` last."""
+    ``LAST`` last.
+
+    Parameters
+    ----------
+    fns : dict
+        {kernel name: cached Numba dispatcher}.
+    examples : dict
+        {kernel name: argument tuple}.
+    """
     for name in sorted(examples, key=lambda n: n == LAST):
         fns[name](*examples[name])

@@ -63,6 +63,11 @@ def icl_error(alpha: float, kappa: float, rho: float = 0.0, tau: float = math.in
     -------
     float
         e_ICL in their convention (noise included, no ½): twice the package's ½E(ŷ − y_q)².
+
+    Raises
+    ------
+    InputError
+        For τ ≤ 0 or τ = 1 (where the asymptotic error diverges).
     """
     alpha, kappa = check_real("alpha", alpha), check_real("kappa", kappa)
     rho = check_real("rho", rho, allow_zero=True)

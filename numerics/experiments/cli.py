@@ -400,6 +400,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
+    """The ``icldyn`` argument parser: one subcommand per job (run, derive, sweep, risks,
+    task-diversity, critical-sets, cache, grok, icl-emergence), each with its options' help
+    and defaults and its handler (``cmd_*``) as the ``func`` default; usage errors are one line
+    naming the option (exit code 2).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     from ..compiled.codegen import BACKENDS
     from .mainjob import MODEL_NAMES, TASKS, RunConfig
     from .sweep import SweepSpec
@@ -571,6 +580,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The ``icldyn`` console script: parse ``argv`` and run the subcommand's handler.
+
+    An ``InputError`` or ``DivergenceError`` is printed as one line naming the command (exit
+    code 2), an interrupt as one line (130); figures are also written as PDF with ``--pdf``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name (``sys.argv[1:]`` when None).
+
+    Returns
+    -------
+    int
+        The exit code: 0 on success.
+    """
     from .runfolder import figures_also_as_pdf
 
     args = parser().parse_args(argv)

@@ -39,7 +39,45 @@ from ..simulation.sgd import (SimResult, block_stats, block_z_scores, check_prom
 @dataclass
 class RunConfig:
     """The main job's settings (the defaults are the embedded preset; ``validate`` checks
-    them, naming the setting and the fix)."""
+    them, naming the setting and the fix).
+
+    Parameters
+    ----------
+    model : str
+        The attention layer, one of ``MODEL_NAMES`` (one head, rank 1 where it has them).
+    layers : int
+        A residual stack of this many layers of ``model`` (1: the layer itself).
+    tasks : {"diagonal", "gaussian"}
+        Vector tasks in Λ's eigenbasis with d_y = d (the paper's), or scalar tasks w ~ N(0, I).
+    d, N : int
+        Input dimension and context length.
+    spectrum : tuple of float
+        Λ's d eigenvalues; Λ = U diag(spectrum) Uᵀ with U a random rotation (``Lambda()``).
+    rotation_seed : int
+        Seed of U.
+    noise : float
+        Label-noise standard deviation σ.
+    init_scale : float
+        ε of the initialisation: every parameter matrix starts as ε I.
+    lr : float
+        Learning rate η (the flow's time is t = η × steps).
+    t_end : float
+        Horizon in flow time; t_end/η steps, a multiple of ``record_every``.
+    batch, seeds, validation : int
+        Prompts per SGD step, SGD runs (≥ 2), held-out prompts per seed.
+    replicas : int
+        SME replicas (≥ 2).
+    sme : bool or None
+        Whether to derive the gradient covariance and run the SME (None: for one layer only).
+    seed : int
+        Seed of SGD and the SME.
+    record_every : int
+        Record the parameters every this many steps.
+    backend : str
+        The compiled code, one of ``BACKENDS``.
+    extra : dict
+        Free-form settings carried into the report's config.
+    """
     model: str = "Merged"
     layers: int = 1
     tasks: str = "diagonal"
@@ -62,6 +100,16 @@ class RunConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Check every setting; the first that is wrong raises, naming it and the fix.
+
+        Raises
+        ------
+        InputError
+            For an unknown model, task law or backend, a spectrum not of d positive eigenvalues,
+            a count or scale that is not positive (seeds and replicas ≥ 2), prompts that would
+            not fit in memory, or t_end/lr not a whole number of steps divisible by
+            ``record_every``.
+        """
         if self.model not in MODEL_NAMES:
             raise InputError("model", f"unknown model {self.model!r}; choose from "
                              f"{', '.join(MODEL_NAMES)}")
@@ -102,6 +150,14 @@ class RunConfig:
         return int(round(self.t_end / self.lr))
 
     def Lambda(self) -> np.ndarray:
+        """Λ = U diag(spectrum) Uᵀ with U the Q factor of a standard normal d × d matrix drawn with
+        ``rotation_seed`` (a random rotation: Λ is not diagonal in the coordinates).
+
+        Returns
+        -------
+        numpy.ndarray
+            (d, d), symmetric positive definite.
+        """
         rng = np.random.default_rng(self.rotation_seed)
         U, _ = np.linalg.qr(rng.standard_normal((self.d, self.d)))
         return U @ np.diag(self.spectrum) @ U.T
@@ -111,7 +167,7 @@ MODEL_NAMES = tuple(sorted(models.MODELS))
 TASKS = ("diagonal", "gaussian")
 
 
-def build_model(config: "RunConfig") -> models.Model:
+def _build_model(config: "RunConfig") -> models.Model:
     """``config.layers`` layers of ``config.model`` (one head, rank 1 where it has them);
     d_y = d for the paper's eigenbasis tasks, else 1."""
     layer = models.MODELS[config.model](config.d, d_y=config.d if config.tasks == "diagonal"
@@ -119,7 +175,7 @@ def build_model(config: "RunConfig") -> models.Model:
     return layer if config.layers == 1 else models.Stack([layer] * config.layers)
 
 
-def initial_params(model: models.Model, scale: float) -> dict:
+def _initial_params(model: models.Model, scale: float) -> dict:
     """Every parameter matrix ``scale`` times the (rectangular) identity, every head alike."""
     return {name: scale * np.broadcast_to(np.eye(*shape[-2:]), shape).copy()
             for name, shape in model.shapes().items()}
@@ -155,7 +211,7 @@ def _short_horizon(t_end: float, reached: np.ndarray, predicted: list) -> str | 
 NOISE_POINTS = 48
 
 
-def quadratic_form(f, size: int) -> np.ndarray:
+def _quadratic_form(f, size: int) -> np.ndarray:
     """K with f(θ) = θᵀKθ, by polarisation: K_ii = f(e_i), K_ij = (f(e_i + e_j) − f(e_i) −
     f(e_j))/2; an InputError when f is not such a form (checked at a random θ)."""
     unit = np.eye(size)
@@ -171,23 +227,23 @@ def quadratic_form(f, size: int) -> np.ndarray:
     return K
 
 
-def noise_steps(n_steps: int, points: int = NOISE_POINTS) -> np.ndarray:
+def _noise_steps(n_steps: int, points: int = NOISE_POINTS) -> np.ndarray:
     """The steps at which Σ is evaluated along the GD path: 0 and ``points`` geometrically
     spaced ones up to ``n_steps`` (the stages are spaced geometrically in t)."""
     return np.unique(np.r_[0, np.geomspace(1, n_steps, points).astype(int)])
 
 
-def predicted_sgd_drift(flow, gd, noise: PathNoise, lr: float, batch: int) -> dict:
+def _predicted_sgd_drift(flow, gd, noise: PathNoise, lr: float, batch: int) -> dict:
     """SGD's expected change of the first conserved quantity C predicted by the derived
     gradient covariance.
 
-    With θ_{n+1} = θ_n − η ĝ_n, C = θᵀKθ (``quadratic_form``) and ⟨∇C, ∇L⟩ = 0, the
+    With θ_{n+1} = θ_n − η ĝ_n, C = θᵀKθ (``_quadratic_form``) and ⟨∇C, ∇L⟩ = 0, the
     first-order terms vanish in expectation and E[ΔC | θ] = η² (∇Lᵀ K ∇L + tr(K Σ(θ))/B),
     Σ the exact single-prompt covariance. The first term is GD's own change; the second, the
-    noise's, is evaluated along the GD path at ``noise.steps`` (``noise_steps``) and summed
+    noise's, is evaluated along the GD path at ``noise.steps`` (``_noise_steps``) and summed
     over steps by the trapezoid rule (the linear interpolation ``noise`` uses). Returns the
     noise part, the GD part and their sum (the predicted mean total change along SGD)."""
-    K = quadratic_form(lambda theta: flow.conserved(theta)[0], flow.size)
+    K = _quadratic_form(lambda theta: flow.conserved(theta)[0], flow.size)
     per_step = np.einsum("pq,kqp->k", K, noise.matrices)
     noise_change = lr ** 2 / batch * float(trapezoid(per_step, noise.steps))
     gd_change = float(gd.conserved[-1, 0] - gd.conserved[0, 0])
@@ -198,7 +254,7 @@ def predicted_sgd_drift(flow, gd, noise: PathNoise, lr: float, batch: int) -> di
 SME_BLOCKS = 24
 
 
-def sme_against_sgd(sme, sim: SimResult, population: np.ndarray, config: RunConfig) -> dict:
+def _sme_against_sgd(sme, sim: SimResult, population: np.ndarray, config: RunConfig) -> dict:
     """The SME ensemble's population loss against SGD's per-seed validation loss at the
     recorded steps. Blocks of records are spaced geometrically in t (the stages are); in each
     block, z = (SGD mean − SME mean) / √(SE²_SGD + SE²_SME), the SEs across seeds and
@@ -233,26 +289,26 @@ def sme_against_sgd(sme, sim: SimResult, population: np.ndarray, config: RunConf
     return {"results": results, "arrays": arrays}
 
 
-def sgd_beyond_mean(config: RunConfig, flow, gd, sim: SimResult, population: np.ndarray,
-                    clock: "Clock", tell) -> dict:
+def _sgd_beyond_mean(config: RunConfig, flow, gd, sim: SimResult, population: np.ndarray,
+                    clock: "_Clock", tell) -> dict:
     """The derived gradient covariance along the GD path and the conserved quantity's SGD
-    drift it predicts (``predicted_sgd_drift``); the SME ensemble with Σ at the replicas' mean
-    (``simulate_sme(refresh=…)``, twice as many steps as ``noise_steps``) against SGD
-    (``sme_against_sgd``): {"sme": results, "conserved": entries, "arrays": arrays}."""
+    drift it predicts (``_predicted_sgd_drift``); the SME ensemble with Σ at the replicas' mean
+    (``simulate_sme(refresh=…)``, twice as many steps as ``_noise_steps``) against SGD
+    (``_sme_against_sgd``): {"sme": results, "conserved": entries, "arrays": arrays}."""
     clock.start()
     cov = compile_covariance(flow)
-    noise = PathNoise.along(cov, gd.theta, noise_steps(config.steps))
-    drift = predicted_sgd_drift(flow, gd, noise, config.lr, config.batch)
+    noise = PathNoise.along(cov, gd.theta, _noise_steps(config.steps))
+    drift = _predicted_sgd_drift(flow, gd, noise, config.lr, config.batch)
     tell("gradient covariance", 1, 1)
     clock.lap("covariance")
     clock.start()
     sme = simulate_sme(flow, gd.theta[0], config.lr, config.batch, config.steps,
                        replicas=config.replicas, seed=config.seed,
                        record_every=config.record_every, covariance=cov,
-                       refresh=noise_steps(config.steps, 2 * NOISE_POINTS),
+                       refresh=_noise_steps(config.steps, 2 * NOISE_POINTS),
                        progress=lambda n: tell("SME ensemble", n, config.steps))
     clock.lap("sme")
-    beyond = sme_against_sgd(sme, sim, population, config)
+    beyond = _sme_against_sgd(sme, sim, population, config)
     c_end = sme.conserved[-1, :, 0]
     conserved = {"sgd_predicted_total_change": drift["total"],
                  "sgd_predicted_noise_change": drift["noise"],
@@ -267,7 +323,17 @@ SIMULATION_STAGE = "simulation.npz"
 
 
 def save_simulation(stages: Path, config: RunConfig, sim: SimResult) -> None:
-    """The finished SGD ensemble with its config, so that ``--resume`` need not redo it."""
+    """The finished SGD ensemble with its config, so that ``--resume`` need not redo it.
+
+    Parameters
+    ----------
+    stages : path-like
+        The run's stage folder; the ensemble is written there atomically
+        (``SIMULATION_STAGE``, an ``.npz`` with the config as JSON).
+    config : RunConfig
+        The settings the ensemble was made with.
+    sim : SimResult
+    """
     arrays = {"config": np.array(json.dumps(asdict(config), sort_keys=True)), "loss": sim.loss,
               "loss_se": sim.loss_se, "losses": sim.losses, "steps": sim.steps,
               **{f"param_{k}": v for k, v in sim.params.items()},
@@ -280,7 +346,20 @@ def save_simulation(stages: Path, config: RunConfig, sim: SimResult) -> None:
 def load_simulation(stages: Path, config: RunConfig) -> SimResult | None:
     """The saved ensemble if it was made with this very config, else None. Its
     ``info["resumed_from"]`` is the file's path relative to the run folder (the parent of
-    ``stages``), which stays true when the folder is moved or swapped in."""
+    ``stages``), which stays true when the folder is moved or swapped in.
+
+    Parameters
+    ----------
+    stages : path-like
+        The stage folder ``save_simulation`` wrote to.
+    config : RunConfig
+        Must equal the saved config exactly (compared as sorted JSON).
+
+    Returns
+    -------
+    SimResult or None
+        None also for an unreadable file (with a RuntimeWarning: it is recomputed).
+    """
     path = Path(stages) / SIMULATION_STAGE
     if not path.exists():
         return None
@@ -298,7 +377,7 @@ def load_simulation(stages: Path, config: RunConfig) -> SimResult | None:
         return None
 
 
-class Clock:
+class _Clock:
     """Wall and CPU seconds (all threads, ``time.process_time``) of each stage of a run: on a
     loaded machine the CPU time estimates the idle wall time."""
 
@@ -317,13 +396,39 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
         resume: bool = False) -> dict:
     """Everything the report shows, as arrays and numbers. ``progress(stage, done, total)``.
     Finished expensive stages (the SGD ensemble) are saved in ``stages``; with ``resume`` a
-    saved stage made with the same config is reused instead of recomputed."""
+    saved stage made with the same config is reused instead of recomputed.
+
+    The stages: derive the model's loss and flow on the data; integrate the exact gradient flow
+    and run expected (exact-gradient) GD at η; simulate SGD on the actual network; with
+    ``config.with_sme``, derive the gradient covariance, predict SGD's drift of the conserved
+    quantity and run the SME; then the measures and the agreement statistics.
+
+    Parameters
+    ----------
+    config : RunConfig
+        Validated first.
+    progress : callable, optional
+        Called as ``progress(stage, done, total)``.
+    stages : path-like, optional
+        Folder for finished stages (none saved when omitted).
+    resume : bool
+        Reuse a saved SGD ensemble made with the same config.
+
+    Returns
+    -------
+    dict
+        "results": JSON-ready numbers (loss, agreement of SGD with expected GD as block z-scores
+        and the late relative deviation, SME, learning stages, fixed point, measures, conserved
+        quantity, timings); "arrays": the curves the figures plot; "derivation": the
+        Derivation; "reduction": the eigenmode reduction (None unless one merged head with
+        diagonal tasks).
+    """
     config.validate()
     tell = progress or (lambda *a: None)
-    clock = Clock()
+    clock = _Clock()
     clock.start()
     d = config.d
-    model = build_model(config)
+    model = _build_model(config)
     data = ICLData(d=d, N=config.N, Lambda=config.Lambda(), d_y=model.d_y, tasks=config.tasks,
                    noise=config.noise)
     der = derive(model, data)
@@ -334,7 +439,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
 
     clock.start()
     flow = compile_flow(der, backend=config.backend).compiled()   # the same kernels on resume
-    init = initial_params(model, config.init_scale)
+    init = _initial_params(model, config.init_scale)
     theta0 = flow.pack(init)
     t_eval = np.unique(np.r_[np.linspace(0.0, config.t_end, 501),
                              np.geomspace(config.lr, config.t_end, 400)])
@@ -387,7 +492,7 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
         warnings.warn(short, RuntimeWarning, stacklevel=2)
 
     observed = flow.observe(sim_theta.reshape(-1, flow.size)).reshape(sim_theta.shape[:2] + (-1,))
-    beyond = (sgd_beyond_mean(config, flow, gd, sim, observed[..., 0].T, clock, tell)
+    beyond = (_sgd_beyond_mean(config, flow, gd, sim, observed[..., 0].T, clock, tell)
               if config.with_sme else {"sme": None, "conserved": {}, "arrays": {}})
 
     clock.start()

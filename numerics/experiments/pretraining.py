@@ -136,6 +136,11 @@ def tau_sweep(setting: TaskDiversity, taus, seeds: int, seed: int = 0, tasks=Non
     list of dict
         Per τ: ``tau``, ``n``, ``test`` and ``test_se`` (family loss ½E(ŷ − y_q)²),
         ``family_min``.
+
+    Raises
+    ------
+    InputError
+        When ``taus`` is empty.
     """
     seeds = check_int("seeds", seeds, minimum=2)
     rows = []

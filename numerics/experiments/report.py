@@ -42,7 +42,7 @@ def _sme_curves(ax, arrays: dict, results: dict) -> None:
         ax.plot(t_rec, q[1:], ":", color="C1", lw=0.8, label=label)
 
 
-def figure_loss(arrays: dict, results: dict):
+def _figure_loss(arrays: dict, results: dict):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     cfg = results["config"]
     t = arrays["t_gd"]
@@ -72,7 +72,7 @@ def figure_loss(arrays: dict, results: dict):
     return fig
 
 
-def figure_modes(arrays: dict, results: dict):
+def _figure_modes(arrays: dict, results: dict):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     a_star = np.array(results["fixed_point"]["modes"])
     for k, st in enumerate(results["stages"]):
@@ -91,7 +91,7 @@ def figure_modes(arrays: dict, results: dict):
     return fig
 
 
-def figure_conserved(arrays: dict, results: dict):
+def _figure_conserved(arrays: dict, results: dict):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     c0 = arrays["conserved_flow"][0]
     tiny = 1e-18
@@ -119,7 +119,7 @@ def figure_conserved(arrays: dict, results: dict):
     return fig
 
 
-def figure_measures(arrays: dict, results: dict):
+def _figure_measures(arrays: dict, results: dict):
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     t = arrays["t_lens"]
     keep = t > 0
@@ -153,12 +153,25 @@ def figure_measures(arrays: dict, results: dict):
     return fig
 
 
-FIGURES = {"loss.png": figure_loss, "modes.png": figure_modes, "conserved.png": figure_conserved,
-           "measures.png": figure_measures}
+FIGURES = {"loss.png": _figure_loss, "modes.png": _figure_modes, "conserved.png": _figure_conserved,
+           "measures.png": _figure_measures}
 
 
 def write_report(out: Path, outcome: dict) -> Path:
-    """Write the run folder: figures, arrays, results.json (with provenance) and report.md."""
+    """Write the run folder: figures, arrays, results.json (with provenance) and report.md.
+
+    Parameters
+    ----------
+    out : path-like
+        The folder (the staging folder of ``staged_folder`` in ``icldyn run``).
+    outcome : dict
+        What ``mainjob.run`` returns; ``outcome["results"]`` gains a "provenance" entry.
+
+    Returns
+    -------
+    pathlib.Path
+        The path of report.md.
+    """
     out = Path(out)
     results, arrays = outcome["results"], outcome["arrays"]
     results["provenance"] = provenance()
@@ -265,6 +278,20 @@ def _stage_table(res: dict) -> list:
 
 
 def markdown(outcome: dict) -> str:
+    """The text of report.md: the setting, the derived equations, the eigenmode gains and
+    learning stages, theory against SGD on the actual network, SGD beyond the mean (the SME),
+    the conserved quantity, the measures along the exact flow and the provenance.
+
+    Parameters
+    ----------
+    outcome : dict
+        What ``mainjob.run`` returns.
+
+    Returns
+    -------
+    str
+        Markdown, maths in ``$``/``$$``.
+    """
     res, der, red = outcome["results"], outcome["derivation"], outcome["reduction"]
     cfg, cons, agr = res["config"], res["conserved"], res["agreement"]
     lines = [

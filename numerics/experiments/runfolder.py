@@ -28,12 +28,41 @@ DEPENDENCIES = ("icl-dynamics", "sympy", "numpy", "scipy", "numba", "mpmath", "m
 
 
 def write_json(path: Path, obj) -> Path:
+    """``obj`` as indented JSON (atomic); NumPy scalars and arrays become numbers and lists,
+    anything else unknown its ``str``.
+
+    Parameters
+    ----------
+    path : path-like
+    obj : object
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     return write_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
 def write_csv(path: Path, rows: list[dict], first: tuple = (), drop: tuple = ()) -> Path:
     """``rows`` as a CSV table (atomic): the columns ``first`` in that order, then every other
-    key of the rows sorted, without ``drop``."""
+    key of the rows sorted, without ``drop``.
+
+    Parameters
+    ----------
+    path : path-like
+    rows : list of dict
+        One dict per row; a missing key is an empty cell.
+    first : tuple of str
+        Columns to put first.
+    drop : tuple of str
+        Keys to leave out.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     import csv
     import io
     keys = list(first) + sorted({k for r in rows for k in r} - set(first) - set(drop))
@@ -49,7 +78,17 @@ _ALSO_PDF = contextvars.ContextVar("also_pdf", default=False)
 
 @contextmanager
 def figures_also_as_pdf(on: bool = True):
-    """Inside this context ``save_figure`` writes a PDF beside every PNG (``--pdf``)."""
+    """Inside this context ``save_figure`` writes a PDF beside every PNG (``--pdf``).
+
+    Parameters
+    ----------
+    on : bool
+        Whether PDFs are written inside the context (the setting is restored on exit).
+
+    Yields
+    ------
+    None
+    """
     token = _ALSO_PDF.set(on)
     try:
         yield
@@ -59,7 +98,19 @@ def figures_also_as_pdf(on: bool = True):
 
 def save_figure(fig, path: Path) -> Path:
     """Save a matplotlib figure atomically as PNG, and as PDF beside it (same name, .pdf)
-    inside ``figures_also_as_pdf``."""
+    inside ``figures_also_as_pdf``.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : path-like
+        The PNG's path (120 dpi, tight bounding box).
+
+    Returns
+    -------
+    pathlib.Path
+        The PNG's path.
+    """
     import io
     path = Path(path)
     for fmt in ("png", "pdf") if _ALSO_PDF.get() else ("png",):
@@ -79,7 +130,14 @@ def _jsonable(obj):
 
 
 def provenance() -> dict:
-    """Versions of Python and the dependencies, the git revision of the source tree, platform."""
+    """Versions of Python and the dependencies, the git revision of the source tree, platform.
+
+    Returns
+    -------
+    dict
+        {"python", "versions" ({package: version or None}), "git_revision" (None outside a
+        git checkout; ``+dirty`` with uncommitted changes), "platform", "argv"}.
+    """
     versions = {}
     for name in DEPENDENCIES:
         try:
@@ -108,7 +166,22 @@ def _git_revision() -> str | None:
 def prepare_folder(out, option: str = "--out", reuse: bool = False) -> Path:
     """Check a run folder before any work and create it: not a file, writable, and — unless
     ``reuse`` (``--resume``/``--overwrite``) — new or empty, so a run never silently mixes
-    its results with another's. An ``InputError`` naming ``option`` otherwise."""
+    its results with another's. An ``InputError`` naming ``option`` otherwise.
+
+    Parameters
+    ----------
+    out : path-like
+        The run folder.
+    option : str
+        The command-line option that named it, for the error message.
+    reuse : bool
+        Accept a folder that already holds files.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (created).
+    """
     out = _check_target(out, option, reuse)
     _probe(out, option)
     return out
@@ -130,7 +203,16 @@ STAGES = "stages"
 
 
 def staging_path(out) -> Path:
-    """The staging folder of the run folder ``out``: ``.<name>.staging`` beside it."""
+    """The staging folder of the run folder ``out``: ``.<name>.staging`` beside it.
+
+    Parameters
+    ----------
+    out : path-like
+
+    Returns
+    -------
+    pathlib.Path
+    """
     out = Path(out)
     return out.with_name(f".{out.name}.staging")
 
@@ -148,7 +230,30 @@ def staged_folder(out, option: str = "--out", resume: bool = False, overwrite: b
     (and those of ``out``) are kept for reuse, otherwise it is emptied; a warning says so. One
     locked by a live run, or one without the marker, is an ``InputError`` naming ``option``. If
     the block raises, the staging folder is removed unless it holds saved stages (kept for
-    ``--resume``)."""
+    ``--resume``).
+
+    Parameters
+    ----------
+    out : path-like
+        The run folder (a symlink: the folder it names is swapped).
+    option : str
+        The command-line option that named it, for error messages.
+    resume : bool
+        Keep saved stages (``stages/``) of ``out`` and of a killed run's staging folder.
+    overwrite : bool
+        Accept an ``out`` that already holds files (replaced at the swap).
+
+    Yields
+    ------
+    pathlib.Path
+        The staging folder to write the run into.
+
+    Raises
+    ------
+    InputError
+        When ``out`` is a file, holds files (without ``resume``/``overwrite``), names no folder
+        or is not writable, or its staging folder is in use or not one of ours.
+    """
     out = _check_target(out, option, reuse=resume or overwrite)
     if out.is_symlink():                     # swap the folder it names, not the link
         out = out.resolve()
@@ -220,7 +325,7 @@ def _swap(staging: Path, out: Path) -> None:
     """Put ``staging`` at ``out``; the old ``out`` (if it holds files) is removed after."""
     if out.is_dir() and any(out.iterdir()):
         (out / STAGING_MARK).touch()         # once swapped out, the old run is a stale staging
-        exchange(staging, out)
+        _exchange(staging, out)
         shutil.rmtree(staging, ignore_errors=True)
     else:
         os.rename(staging, out)             # onto a missing or empty folder: atomic
@@ -230,7 +335,7 @@ def _swap(staging: Path, out: Path) -> None:
 AT_FDCWD, RENAME_EXCHANGE = -100, 2
 
 
-def exchange(a: Path, b: Path) -> None:
+def _exchange(a: Path, b: Path) -> None:
     """Swap two existing paths: atomically by Linux's renameat2(RENAME_EXCHANGE); where the
     system or file system lacks it, by three renames (not atomic: a kill between them leaves
     ``b`` missing and its old content at ``a``'s name + ``.swap``)."""
@@ -254,7 +359,23 @@ def exchange(a: Path, b: Path) -> None:
 
 def check_file(path, option: str) -> Path:
     """Check before any work that ``path`` can be written as a file (not a folder, its folder
-    writable); an ``InputError`` naming ``option`` otherwise."""
+    writable); an ``InputError`` naming ``option`` otherwise.
+
+    Parameters
+    ----------
+    path : path-like
+    option : str
+        The command-line option that named it.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    InputError
+        When ``path`` is a folder, or its folder cannot be created or written.
+    """
     path = Path(path)
     if path.is_dir():
         raise InputError(option, f"{path} is a folder; name a file")

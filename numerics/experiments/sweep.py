@@ -71,6 +71,11 @@ class SweepSpec:
         A name of ``theory.models.MODELS``.
     tasks : {"gaussian", "diagonal"}
         The task law.
+
+    Raises
+    ------
+    InputError
+        When an axis has no value.
     """
 
     d: tuple = (2,)
@@ -198,6 +203,12 @@ def spectrum_values(text: str, d: int) -> np.ndarray:
     -------
     numpy.ndarray (d,)
         Positive eigenvalues.
+
+    Raises
+    ------
+    InputError
+        When ``text`` is not iso, geom:r or a/b/… numbers, or gives other than d
+        positive finite eigenvalues.
     """
     text = str(text).strip()
     try:
@@ -385,6 +396,11 @@ def run_sweep(spec: SweepSpec, out, resume: bool = False, workers: int | None = 
     dict
         The summary (points, computed, reused, failed, wall time, executor, worker pids) and
         ``rows`` (the results table in grid order).
+
+    Raises
+    ------
+    InputError
+        When ``spec`` is not a SweepSpec.
     """
     if not isinstance(spec, SweepSpec):
         raise InputError("spec", f"must be a SweepSpec, got {type(spec).__name__}")

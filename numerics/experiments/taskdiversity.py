@@ -83,6 +83,11 @@ def second_moment_set(tasks) -> np.ndarray:
     Returns
     -------
     numpy.ndarray (r, 1, d)
+
+    Raises
+    ------
+    InputError
+        When the tasks are not a (P, 1, d) array of scalar tasks.
     """
     W = np.asarray(tasks, dtype=float)
     if W.ndim != 3 or W.shape[1] != 1:
@@ -172,6 +177,11 @@ class SecondMomentLoss:
         The family's compiled flow (Merged, d_y = 1, Σ_w = I).
     backend : str
         Backend of the rotated flow ("numba" or "numpy").
+
+    Raises
+    ------
+    InputError
+        When the tasks are not a (P, 1, d) array of scalar tasks.
     """
 
     def __init__(self, tasks, family: CompiledFlow, backend: str = "numba"):
@@ -243,6 +253,11 @@ class TaskDiversity:
         Label noise standard deviation σ.
     backend : str
         "numba" or "numpy".
+
+    Raises
+    ------
+    InputError
+        When Λ, N or the noise are symbolic.
     """
 
     def __init__(self, d: int, N: int, Lambda, noise: float = 0.0, backend: str = "numba"):
@@ -352,6 +367,11 @@ def draw_family_tasks(family: ICLData, P: int, seed) -> np.ndarray:
     Returns
     -------
     numpy.ndarray (P, d_y, d)
+
+    Raises
+    ------
+    InputError
+        When the family's tasks are not 'gaussian' or 'diagonal'.
     """
     P = check_int("P", P)
     if family.tasks not in ("gaussian", "diagonal"):
@@ -382,6 +402,12 @@ class SetTraining:
         Numeric data with a task law ("gaussian" or "diagonal").
     backend : str
         "numba" or "numpy".
+
+    Raises
+    ------
+    InputError
+        When the test family has symbolic Λ, N or σ, or no task law to draw from
+        (tasks other than 'gaussian' or 'diagonal').
     """
 
     def __init__(self, model, family: ICLData, backend: str = "numba"):

@@ -34,6 +34,11 @@ def mode_gains(model, params: dict, Lambda: np.ndarray, U: np.ndarray) -> np.nda
     Returns
     -------
     ndarray (R, d)
+
+    Raises
+    ------
+    InputError
+        Unless d_y = 1 or d_y = d.
     """
     d, d_y = model.d, model.d_y
     if d_y not in (1, d):

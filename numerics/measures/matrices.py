@@ -83,6 +83,11 @@ def effective_rank(M, drop_top: int = 0) -> np.ndarray:
     -------
     numpy.ndarray, shape (...)
         In [1, rank] for a non-zero matrix (scale-free); 0 for a zero matrix.
+
+    Raises
+    ------
+    InputError
+        For ``drop_top`` outside [0, number of singular values − 1].
     """
     s, _ = _scaled_singular_values(M)
     if not (isinstance(drop_top, (int, np.integer)) and 0 <= drop_top < s.shape[-1]):
@@ -129,6 +134,11 @@ def numerical_rank(M, tol: float | None = None, rtol: float | None = None) -> np
     Returns
     -------
     numpy.ndarray of int, shape (...)
+
+    Raises
+    ------
+    InputError
+        When both ``tol`` and ``rtol`` are given.
     """
     M = _matrices(M)
     s, top = _scaled_singular_values(M)      # s·top are the singular values
@@ -224,6 +234,11 @@ def alignment_distance(M, M_ref) -> np.ndarray:
     numpy.ndarray, shape (...)
         In [0, 1]: 0 when M's row space contains M_ref's, 1 when they are orthogonal;
         invariant to the scales of M and M_ref.
+
+    Raises
+    ------
+    InputError
+        When ``M_ref`` has another number of columns than ``M``, or is zero.
     """
     M, R = _matrices(M), _matrices(M_ref, "M_ref")
     if M.shape[-1] != R.shape[-1]:
@@ -267,6 +282,11 @@ def top_hessian_eigenvalue(hvp, n: int, method: str = "lanczos", tol: float = 1e
     -------
     float
         The eigenvalue (for "power" after ``maxiter`` iterations, the last estimate).
+
+    Raises
+    ------
+    InputError
+        For a method other than 'lanczos' or 'power'.
     """
     if method == "lanczos":
         op = LinearOperator((n, n), matvec=lambda v: np.asarray(hvp(v), dtype=np.float64))

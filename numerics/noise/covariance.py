@@ -40,6 +40,11 @@ class CompiledCovariance:
     ----------
     flow : CompiledFlow
         From ``compile_flow``; its derivation's ``gradient_covariance()`` is evaluated.
+
+    Raises
+    ------
+    InputError
+        When ``flow`` is not a CompiledFlow.
     """
 
     def __init__(self, flow: CompiledFlow):
@@ -148,6 +153,18 @@ def compile_covariance(flow: CompiledFlow) -> CompiledCovariance:
     -------
     CompiledCovariance
         ``matrix(θ)`` (the covariance Σ(θ)) and ``second_moment(θ)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> from icldyn.numerics.covariance import compile_covariance
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> flow = compile_flow(der, backend="numpy")
+    >>> S = compile_covariance(flow).matrix(flow.pack({"V": 0.1, "Q": 0.1}))
+    >>> S.shape, bool(np.allclose(S, S.T))
+    ((5, 5), True)
     """
     return CompiledCovariance(flow)
 

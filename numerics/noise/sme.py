@@ -65,6 +65,11 @@ class PathNoise:
         Increasing step indices.
     matrices : ndarray (K, P, P)
         Σ at those steps.
+
+    Raises
+    ------
+    InputError
+        When ``steps`` is not increasing with one step per matrix.
     """
 
     def __init__(self, steps, matrices):
@@ -157,6 +162,11 @@ def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
         Per recorded step: ``t`` (flow time nη), ``steps``, ``theta`` (replicas, records, P),
         the population loss L(θ) of each replica ``losses`` (records, replicas) with its mean
         ``loss`` and standard error ``loss_se``, ``conserved`` (records, replicas, C).
+
+    Raises
+    ------
+    InputError
+        When ``refresh`` does not include step 0.
     """
     theta0 = start_theta(flow, theta0)
     lr = check_real("lr", lr)

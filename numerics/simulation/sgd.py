@@ -155,6 +155,11 @@ class PromptSampler:
     ----------
     data : ICLData
         A numeric data law (Λ, Σ_w or the task set, σ given as numbers).
+
+    Raises
+    ------
+    InputError
+        When Λ, Σ_w or the noise are symbolic.
     """
 
     def __init__(self, data: ICLData):
@@ -411,6 +416,23 @@ def simulate_sgd(model: Model, data: ICLData, init: dict, lr: float, batch: int,
     SimResult
         ``loss``, ``loss_se`` (steps + 1,), ``losses`` (steps + 1, seeds), ``steps`` (the
         recorded ones), ``theta`` and ``params`` at them, ``info`` (settings).
+
+    Raises
+    ------
+    InputError
+        When the per-seed loss record (steps + 1) × seeds would need more memory
+        than the limit (the message gives the GiB).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, models
+    >>> from icldyn.numerics import simulate_sgd
+    >>> data = ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5]))
+    >>> sim = simulate_sgd(models.Merged(2), data, {"V": 0.1, "Q": 0.1}, lr=0.05, batch=64,
+    ...                    steps=100, seeds=4)
+    >>> sim.loss.shape, sim.losses.shape
+    ((101,), (101, 4))
     """
     lr = check_real("lr", lr)
     batch, steps, seeds, record_every = (check_int(n, v) for n, v in (
