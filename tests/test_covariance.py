@@ -9,7 +9,7 @@ from icldyn.numerics import compile_flow, gradient_descent, simulate_sgd
 from icldyn.numerics.noise.covariance import compile_covariance
 from icldyn.numerics.simulation.sgd import PromptSampler, model_loss_and_grad
 from icldyn.numerics.noise.sme import simulate_sme, sqrt_psd
-from icldyn.theory import ICLData, derive, models
+from icldyn.theory import ICLData, covariance, derive, gaussian, models
 
 LAMBDA = np.array([[1.0, 0.3], [0.3, 0.6]])
 
@@ -241,3 +241,11 @@ def test_block_on_a_set_equals_the_block_evaluated_there():
         assert float(part) == pytest.approx(float(whole), rel=1e-12)
     with pytest.raises(InputError, match="not among"):
         cov.on_set("Q", "Q", zero=("P1",))
+
+
+def test_covariance_cost_counts_the_pairings_the_engine_enumerates():
+    """``covariance_cost`` (counted, never enumerated) is what deriving the blocks enumerates."""
+    der = derive(models.MultiHead(2, heads=2), ICLData(d=2, N=3, Lambda=LAMBDA, noise=0.3))
+    before = gaussian.STATS["pairings"]
+    covariance._second_moment(der)          # the blocks, past the cache
+    assert covariance.covariance_cost(der) == gaussian.STATS["pairings"] - before == 56_500

@@ -6,8 +6,9 @@ import pytest
 import sympy as sp
 
 from brute import Components
+from icldyn.theory import gaussian
 from icldyn.theory.gaussian import (EigenCov, GaussianLaw, KronCov, Monomial, RandVec, Segment,
-                                    VectorCov, expect)
+                                    VectorCov, expect, group_sizes, pairing_count)
 from icldyn.theory.words import DIMS, Mat, TracePoly
 
 N = sp.Symbol("N", positive=True, integer=True)
@@ -115,3 +116,22 @@ def test_odd_moments_vanish():
     poly = expect([Monomial(sp.Integer(1), ("i",), (seg(x1, [A], xq), seg(xq, [B], xq)))],
                   law("gaussian"), N)
     assert poly.is_zero()
+
+
+# Π_g (n_g − 1)!! by hand: the groups are the query x's, the context x's, the context and query
+# ε's and the occurrences of W
+PAIRINGS = {"xq degree 6": 15, "two sums": 3 * 1, "sum and xq degree 6": 1 * 15,
+            "task and noise": 1, "two tasks in a chain": 1 * 3 * 1 * 1,
+            "fourth task moment": 1 * 3 * 1 * 1 * 3}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_pairing_count_is_what_the_engine_enumerates(case):
+    """``pairing_count`` of the ``group_sizes`` (the covariance's cost guard, counted without
+    enumerating) is the hand count and the number of pairings the engine enumerates."""
+    labels, segments = CASES[case]
+    mono = Monomial(sp.Integer(1), labels, tuple(segments))
+    before = gaussian.STATS["pairings"]
+    expect([mono], law("gaussian"), N)
+    counted = pairing_count(group_sizes(mono, law("gaussian")).values())
+    assert counted == PAIRINGS[case] == gaussian.STATS["pairings"] - before

@@ -13,10 +13,13 @@ monomial with the context labels of the two factors summed independently. M₂ i
 every N; it holds up to 4 context labels and task moments of order 4: Gaussian tasks through the
 engine; finite task sets and the paper's eigenbasis tasks conditional on the task W (a fixed
 letter), averaged over the set, or over an exact cubature of δ (``ICLData.task_cubature``).
+Its cost is counted first (``covariance_cost``): beyond ``PAIRING_BUDGET``
+Isserlis pairings (a stack of two Merged layers needs 1.22·10⁹) it is refused with the estimate.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import sympy as sp
@@ -25,11 +28,16 @@ from .cache import cached
 from .data import N_SYM, W_COPY, W_TASK, independent, task_degree
 from .derive import Derivation, register_analysis
 from .errors import InputError
-from .gaussian import expect, product_monomial
+from .gaussian import expect, group_sizes, pairing_count, product_monomial
 from .terms import inner_monomial, residual, vary
 from .words import Mat, MatPoly, TracePoly
 
 PROBES = ("A_", "B_")
+# The engine's cost: ≈ 10 µs of CPU per Isserlis pairing, tally included (FullLSA at d = 2:
+# 1.38·10⁶ pairings in 17.5 s on a loaded 2-core machine). Beyond the budget (≈ 8 minutes) the
+# covariance is refused with its estimated cost.
+SECONDS_PER_PAIRING = 1e-5
+PAIRING_BUDGET = 5 * 10**7
 
 
 def _probe(letter: Mat, prefix: str) -> Mat:
@@ -199,7 +207,40 @@ def gradient_covariance(der: Derivation) -> GradientCovariance:
     return GradientCovariance(der, blocks)
 
 
+def covariance_cost(der: Derivation) -> int:
+    """The number of Isserlis pairings the exact gradient covariance of ``der``'s model and
+    data needs (≈ ``SECONDS_PER_PAIRING`` each), counted without forming the products: the
+    count of a product a·b depends only on the group sizes of a and b, which add.
+
+    Parameters
+    ----------
+    der : Derivation
+        The model and data.
+
+    Returns
+    -------
+    int
+        Σ over the blocks' monomials a·b of Π_g (n_g − 1)!! (``gaussian.pairing_count``).
+    """
+    return _cost(*_directional(der))
+
+
 def _second_moment(der: Derivation) -> dict:
+    letters, directional, law = _directional(der)
+    pairings = _cost(letters, directional, law)
+    if pairings > PAIRING_BUDGET:
+        raise InputError("model", f"the gradient covariance of {der.model!r} needs "
+                         f"{pairings:.3g} Isserlis pairings, about "
+                         f"{pairings * SECONDS_PER_PAIRING / 3600:.2g} CPU hours (the engine's "
+                         f"budget is {PAIRING_BUDGET:.0e}); measure the noise of this model by "
+                         "simulation (simulate_sgd)")
+    return {(L, M): expect([product_monomial(a, b) for a in directional[PROBES[0], L]
+                            for b in directional[PROBES[1], M]], law, N_SYM)
+            for L, M in _blocks(letters)}
+
+
+def _directional(der: Derivation) -> tuple:
+    """(letter names, {(probe prefix, L): the monomials of ⟨r, δ_L ŷ[probe]⟩}, law)."""
     model = der.model
     terms, r = model.prediction(), residual(model)
     letters = list(model.letters().values())
@@ -209,13 +250,24 @@ def _second_moment(der: Derivation) -> dict:
             varied = vary(terms, L.name, (_probe(L, prefix),))
             directional[prefix, L.name] = [inner_monomial(a, b, sp.Integer(1))
                                            for a in r for b in varied]
-    law, out = der.data.law(conditional=der.data.tasks == "diagonal"), {}
-    for i, L in enumerate(letters):
-        for M in letters[i:]:
-            monos = [product_monomial(a, b) for a in directional[PROBES[0], L.name]
-                     for b in directional[PROBES[1], M.name]]
-            out[L.name, M.name] = expect(monos, law, N_SYM)
-    return out
+    law = der.data.law(conditional=der.data.tasks == "diagonal")
+    return [L.name for L in letters], directional, law
+
+
+def _blocks(letters: list) -> list:
+    """The stored blocks (L, M), L ≤ M in model order."""
+    return [(L, M) for i, L in enumerate(letters) for M in letters[i:]]
+
+
+def _cost(letters: list, directional: dict, law) -> int:
+    sizes = {key: Counter(frozenset(group_sizes(mono, law).items()) for mono in monos)
+             for key, monos in directional.items()}
+    total = 0
+    for L, M in _blocks(letters):
+        for a, na in sizes[PROBES[0], L].items():
+            for b, nb in sizes[PROBES[1], M].items():
+                total += na * nb * pairing_count((Counter(dict(a)) + Counter(dict(b))).values())
+    return total
 
 
 register_analysis("gradient_covariance", gradient_covariance)

@@ -204,6 +204,53 @@ def expect(monomials, law: GaussianLaw, N) -> TracePoly:
     return tally.trace_poly()
 
 
+def group_sizes(mono: Monomial, law: GaussianLaw) -> Counter:
+    """How many items each group that Isserlis' theorem pairs holds in ``mono``: the query
+    vectors and the context vectors of each variable, keyed (var, is_query), and the
+    occurrences of each random matrix, keyed by its name (as ``expect`` groups them).
+
+    Parameters
+    ----------
+    mono : Monomial
+        The monomial.
+    law : GaussianLaw
+        Which matrix letters are random.
+
+    Returns
+    -------
+    Counter
+        {group key: number of items}.
+    """
+    sizes = Counter()
+    for seg in mono.segments:
+        for v in (seg.start, seg.end):
+            sizes[v.var, v.sample == QUERY] += 1
+        sizes.update(letter.name for letter in seg.letters if letter.name in law.matrices)
+    return sizes
+
+
+def pairing_count(sizes) -> int:
+    """The number of pairings ``expect`` enumerates for groups of the given sizes:
+    Π_g (n_g − 1)!!, 0 when some n_g is odd (the expectation vanishes).
+
+    Parameters
+    ----------
+    sizes : iterable of int
+        The group sizes n_g (``group_sizes(...).values()``).
+
+    Returns
+    -------
+    int
+    """
+    count = 1
+    for n in sizes:
+        if n % 2:
+            return 0
+        for k in range(n - 1, 1, -2):
+            count *= k
+    return count
+
+
 class _Skeleton:
     """A monomial cut into *chains* of constant letters between *ports*: every random vector is
     a port, and every random matrix letter W ends the chain before it at a row port and starts
@@ -236,18 +283,19 @@ class _Skeleton:
                 else:
                     letters.append(letter)
             self._chain(port, self._vector(seg.end, law, vectors), letters)
-        self.groups, self.scale = [], sp.Integer(1)
+        self.groups, powers = [], Counter()     # covariance scale -> its power
         for (var, kind), ports in vectors.items():
             cov = law.vectors[var]
             self.groups.append((kind, ports, _link_words(cov.letter)))
-            self.scale *= cov.scale ** (len(ports) // 2)
+            powers[cov.scale] += len(ports) // 2
         for name, occ in occurrences.items():
             cov = law.matrices[name]
             if isinstance(cov, EigenCov):
                 self.groups.append(("eigen", occ, None))
             else:
                 self.groups.append(("kron", occ, (_link_words(cov.row), _link_words(cov.col))))
-                self.scale *= cov.scale ** (len(occ) // 2)
+                powers[cov.scale] += len(occ) // 2
+        self.scale = sp.Mul(*(scale**k for scale, k in powers.items() if scale != 1))
 
     def even(self) -> bool:
         """Whether every group has an even number of items (else the expectation is 0)."""
