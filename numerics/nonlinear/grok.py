@@ -20,7 +20,8 @@ from .training import (Timer, analyse, curvature_summary, fall_step, first_step,
                        train, write_run)
 
 PRESETS = {
-    "quick": dict(p=59, train_fraction=0.4, epochs=8000),
+    "quick": dict(p=31, train_fraction=0.5, d_model=64, d_head=16, d_mlp=256, lr=3e-3,
+                  epochs=8000),
     "paper": dict(p=113, train_fraction=0.3, epochs=20000),
 }
 
