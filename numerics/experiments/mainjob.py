@@ -398,8 +398,9 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
     Finished expensive stages (the SGD ensemble) are saved in ``stages``; with ``resume`` a
     saved stage made with the same config is reused instead of recomputed.
 
-    The stages: derive the model's loss and flow on the data; integrate the exact gradient flow
-    and run expected (exact-gradient) GD at η; simulate SGD on the actual network; with
+    The stages: derive the model's loss and flow on the data; simulate SGD on the actual
+    network (while Numba compiles the flow's kernels in a child process); integrate the exact
+    gradient flow and run expected (exact-gradient) GD at η; with
     ``config.with_sme``, derive the gradient covariance, predict SGD's drift of the conserved
     quantity and run the SME; then the measures and the agreement statistics.
 
@@ -437,17 +438,8 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
     tell("derive", 1, 1)
     clock.lap("derive")
 
-    clock.start()
-    flow = compile_flow(der, backend=config.backend).compiled()   # the same kernels on resume
+    pending = compile_flow(der, backend=config.backend)   # Numba compiles in a child process
     init = _initial_params(model, config.init_scale)
-    theta0 = flow.pack(init)
-    t_eval = np.unique(np.r_[np.linspace(0.0, config.t_end, 501),
-                             np.geomspace(config.lr, config.t_end, 400)])
-    traj = integrate(flow, theta0, t_end=config.t_end, t_eval=t_eval)
-    tell("integrate", 1, 1)
-    gd = gradient_descent(flow, theta0, lr=config.lr, steps=config.steps)
-    tell("gradient descent", 1, 1)
-    clock.lap("theory")
 
     clock.start()
     sim = load_simulation(stages, config) if resume and stages is not None else None
@@ -459,6 +451,17 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
         if stages is not None:
             save_simulation(stages, config, sim)
     clock.lap("simulation")
+
+    clock.start()
+    flow = pending.compiled()                       # the same kernels on a cold run and on resume
+    theta0 = flow.pack(init)
+    t_eval = np.unique(np.r_[np.linspace(0.0, config.t_end, 501),
+                             np.geomspace(config.lr, config.t_end, 400)])
+    traj = integrate(flow, theta0, t_end=config.t_end, t_eval=t_eval)
+    tell("integrate", 1, 1)
+    gd = gradient_descent(flow, theta0, lr=config.lr, steps=config.steps)
+    tell("gradient descent", 1, 1)
+    clock.lap("theory")
 
     U = np.array(data.eigenbasis().tolist(), dtype=float)
     gains = lambda theta: mode_gains(model, flow.unpack(theta), flow.Lambda, U)  # noqa: E731
