@@ -206,7 +206,7 @@ BAD_CLI = [  # argv, the argument the one-line error must name
     (["run", "--lr", "inf"], "lr"), (["run", "--lr", "nan"], "lr"),
     (["run", "--N", "1000000000"], "N"), (["run", "--noise", "-1"], "noise"),
     (["run", "--seeds", "0"], "seeds"), (["run", "--backend", "bogus"], "backend"),
-    (["run", "--lr", "1"], "step size"), (["risks", "--seed", "-1"], "seed"),
+    (["run", "--lr", "1"], "lower lr"), (["risks", "--seed", "-1"], "seed"),
     (["risks", "--prompts", "1"], "prompts"), (["risks", "--heads", "2"], "--heads"),
     (["sweep", "--scheduler", "bogus", "--d", "2"], "scheduler"),
     (["sweep", "--workers", "0", "--d", "2"], "workers"),
