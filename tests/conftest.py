@@ -19,9 +19,11 @@ cache_dir()
 
 
 def pytest_collection_modifyitems(config, items):
-    """Slow tests first (stable otherwise): with ``-n auto`` the longest tests then start early
-    and no worker is left alone with one at the end (the run's wall time is the busiest
-    worker's; ``--dist worksteal`` in pyproject.toml balances the rest)."""
+    """Slow tests first (stable otherwise), so that most of them start early under ``-n auto``
+    (the run's wall time is the busiest worker's; ``--dist worksteal`` in pyproject.toml
+    hands the rest to whichever worker is idle). Not a guarantee: worksteal splits the list
+    in halves and steals from a queue's tail, so one slow test can still run last (seen in
+    CI, 2026-12-02)."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
