@@ -275,6 +275,68 @@ def test_public_names_document_parameters_and_returns():
         f"  {name}: {', '.join(sections)}" for name, sections in sorted(missing.items()))
 
 
+def lacks_example(obj) -> bool:
+    """Whether ``obj``'s docstring has no ``Examples`` section with a ``>>>`` line in it."""
+    section = re.search(r"^Examples\n-{3,}[ \t]*$(.*?)(?=^\S[^\n]*\n-{3,}[ \t]*$|\Z)",
+                        inspect.getdoc(obj) or "", re.M | re.S)
+    return not (section and re.search(r"^>>> ", section.group(1), re.M))
+
+
+def missing_examples(root) -> list:
+    """The public functions and classes defined in ``root``'s walked modules (as
+    ``public_modules`` walks them) that lack an example (``lacks_example``)."""
+    out = set()
+    for module in public_modules():
+        for name, obj in vars(module).items():
+            where = getattr(obj, "__module__", "") or ""
+            if (not name.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj))
+                    and where.startswith(root.__name__ + ".") and _walked(where)
+                    and lacks_example(obj)):
+                out.add(f"{where}.{obj.__qualname__}")
+    return sorted(out)
+
+
+def test_the_examples_check_finds_planted_gaps():
+    def shown():
+        """Parameters
+        ----------
+
+        Examples
+        --------
+        >>> 1 + 1
+        2
+        """
+
+    def bare():
+        """No example."""
+
+    def prose_only():
+        """Examples
+        --------
+        Call it.
+        """
+
+    def elsewhere():
+        """Notes
+        -----
+        >>> 1 + 1
+        2
+
+        Examples
+        --------
+        None.
+        """
+
+    assert not lacks_example(shown)
+    assert all(map(lacks_example, (bare, prose_only, elsewhere)))
+
+
+def test_theory_names_have_examples():
+    """Every public function and class of ``icldyn.theory`` shows an ``Examples`` doctest."""
+    missing = missing_examples(icldyn.theory)
+    assert not missing, "no Examples section with a >>> line:\n  " + "\n  ".join(missing)
+
+
 def test_the_examples_run():
     """Every ``>>>`` example in the walked modules' docstrings gives the output it shows."""
     finder = doctest.DocTestFinder()

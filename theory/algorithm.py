@@ -43,6 +43,16 @@ class LearnedAlgorithm:
         ŷ = S_yx M x_q / N; None otherwise.
     description : str
         One sentence.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> fp = derive(models.FullLSA(1), ICLData(d=1, N=4, Lambda=np.eye(1))).fixed_points()[0]
+    >>> fp.name, fp.algorithm.statistics
+    ('global minimum (on P1 = 0, Q2 = 0)', ('S_yx',))
+    >>> [np.round(w, 4) for w in fp.algorithm.weights[0]]
+    [array([[0.]]), array([[0.8165]]), array([[0.8165]]), array([[0.]])]
     """
 
     weights: tuple
@@ -66,6 +76,21 @@ def learned_algorithm(der, fp) -> LearnedAlgorithm | None:
     Returns
     -------
     LearnedAlgorithm or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.algorithm import learned_algorithm
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> alg = learned_algorithm(der, der.fixed_points()[0])
+    >>> alg.statistics, alg.M                 # M* = A⁻¹Λ, A = (N+1)/N Λ² + tr(Λ)/N Λ
+    (('S_yx',), Matrix([
+    [0.615384615384615, 0.0],
+    [              0.0, 1.0]]))
+    >>> alg.description
+    "ŷ = S_yx M x_q / N: one step of preconditioned gradient descent from w = 0 on the context's
+    least-squares loss"
     """
     d, d_y = der.data.d, der.data.d_y
     numeric = all(getattr(v, "is_number", True) for m in fp.point.values()

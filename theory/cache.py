@@ -61,6 +61,18 @@ def configured_dir() -> Path | None:
     -------
     pathlib.Path or None
         None when the disk cache is switched off.
+
+    Examples
+    --------
+    >>> import os
+    >>> from unittest import mock
+    >>> from icldyn.theory.cache import configured_dir
+    >>> with mock.patch.dict(os.environ, {"ICLDYN_CACHE_DIR": "off"}):
+    ...     print(configured_dir())
+    None
+    >>> with mock.patch.dict(os.environ, {"ICLDYN_CACHE_DIR": "/tmp/my-icldyn-cache"}):
+    ...     print(configured_dir())
+    /tmp/my-icldyn-cache
     """
     value = os.environ.get(ENV)
     if value is not None:
@@ -76,6 +88,20 @@ def cache_dir() -> Path | None:
     Returns
     -------
     pathlib.Path or None
+
+    Examples
+    --------
+    >>> import os, stat, tempfile
+    >>> from unittest import mock
+    >>> from icldyn.theory.cache import cache_dir
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     with mock.patch.dict(os.environ, {"ICLDYN_CACHE_DIR": os.path.join(root, "cache")}):
+    ...         folder = cache_dir()
+    ...     print(oct(stat.S_IMODE(folder.stat().st_mode)), [p.name for p in folder.iterdir()])
+    0o700 ['CACHEDIR.TAG']
+    >>> with mock.patch.dict(os.environ, {"ICLDYN_CACHE_DIR": ""}):
+    ...     print(cache_dir())
+    None
     """
     folder = configured_dir()
     return None if folder is None else _usable(folder, root=True)
@@ -93,6 +119,16 @@ def private_folder(name: str) -> Path | None:
     -------
     pathlib.Path or None
         None when the cache is off or the folder is refused.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from unittest import mock
+    >>> from icldyn.theory.cache import private_folder
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     with mock.patch.dict(os.environ, {"ICLDYN_CACHE_DIR": root}):
+    ...         print(private_folder("loss").relative_to(root))
+    loss
     """
     folder = cache_dir()
     return None if folder is None else _usable(folder / name, root=False)
@@ -174,6 +210,13 @@ def entry_name(kind: str, key) -> str:
     -------
     str
         32 hex digits.
+
+    Examples
+    --------
+    >>> from icldyn.theory.cache import entry_name
+    >>> name = entry_name("loss", ("Merged", 1, "gaussian"))
+    >>> len(name), name == entry_name("loss", ("Merged", 2, "gaussian"))
+    (32, False)
     """
     text = f"{kind}\0{key!r}\0{code_version()}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -195,6 +238,23 @@ def cached(kind: str, key, compute):
     -------
     object
         The value, computed or read back.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from unittest import mock
+    >>> from icldyn.theory.cache import cached, clear_memory
+    >>> calls = []
+    >>> def compute():
+    ...     calls.append(1)
+    ...     return {"coefficient": 3}
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     with mock.patch.dict(os.environ, {"ICLDYN_CACHE_DIR": root}):
+    ...         first = cached("demo", ("example", 1), compute)
+    ...         clear_memory()                      # forget the memory layer: read from disk
+    ...         again = cached("demo", ("example", 1), compute)
+    >>> first == again, len(calls)
+    (True, 1)
     """
     mem_key = (kind, key)
     if mem_key in _MEMORY:
@@ -236,7 +296,21 @@ def _store(kind: str, name: str, header: dict, value) -> None:
 
 
 def clear_memory() -> None:
-    """Forget the in-memory layer (the disk entries stay)."""
+    """Forget the in-memory layer (the disk entries stay).
+
+    Examples
+    --------
+    >>> import os
+    >>> from unittest import mock
+    >>> from icldyn.theory.cache import cached, clear_memory
+    >>> with mock.patch.dict(os.environ, {"ICLDYN_CACHE_DIR": "off"}):      # memory only
+    ...     first = cached("demo", ("clear_memory",), lambda: 1)
+    ...     clear_memory()
+    ...     second = cached("demo", ("clear_memory",), lambda: 2)
+    >>> first, second                           # recomputed once forgotten
+    (1, 2)
+    >>> clear_memory()
+    """
     _MEMORY.clear()
 
 
@@ -254,6 +328,17 @@ def clear_cache() -> int:
     ------
     InputError
         For a folder without the marker (nothing is removed).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from unittest import mock
+    >>> from icldyn.theory.cache import cached, clear_cache
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     with mock.patch.dict(os.environ, {"ICLDYN_CACHE_DIR": root}):
+    ...         values = cached("demo", ("a",), lambda: 1), cached("demo", ("b",), lambda: 2)
+    ...         print(clear_cache(), os.listdir(root))
+    2 ['CACHEDIR.TAG']
     """
     clear_memory()
     folder = configured_dir()
@@ -285,6 +370,18 @@ def cache_info() -> dict:
     dict
         {"dir": str or None, "code_version": str, "kinds": {kind: {"entries": int,
         "bytes": int}}}.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from unittest import mock
+    >>> from icldyn.theory.cache import cache_info, cached
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     with mock.patch.dict(os.environ, {"ICLDYN_CACHE_DIR": root}):
+    ...         value = cached("demo", ("info",), lambda: [1, 2, 3])
+    ...         info = cache_info()
+    >>> info["kinds"]["demo"]["entries"], info["code_version"].startswith("0.1.0-")
+    (1, True)
     """
     folder = cache_dir()
     kinds = {}

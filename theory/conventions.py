@@ -56,6 +56,18 @@ class Conventions:
     ------
     InputError
         For a ``normalisation`` not in ``NORMALISATIONS``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import models
+    >>> from icldyn.theory.conventions import Conventions
+    >>> theirs = Conventions(half=False, normalisation="N+1")    # loss without ½, ZZᵀ/(N + 1)
+    >>> theirs.loss_factor(), theirs.lr(0.01), theirs.scale(4)
+    (2, 0.02, 4/5)
+    >>> ours = theirs.to_ours(models.Merged(2), {"V": np.array([[1.0]]), "Q": np.eye(2)}, N=4)
+    >>> ours["V"]
+    array([[0.8]])
     """
 
     half: bool = True

@@ -58,6 +58,15 @@ class GradientCovariance:
     second_moment : dict
         {(L, L'): TracePoly} of the single-prompt second moment, bilinear in the probe letters
         ``A_L`` and ``B_L'`` (as ``gradient_covariance`` derives it).
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> cov = derive(models.Merged(1), ICLData(d=1, N=4)).gradient_covariance()
+    >>> cov.letters, sorted(cov.second_moment)
+    (['V', 'Q'], [('Q', 'Q'), ('V', 'Q'), ('V', 'V')])
+    >>> sorted(map(str, cov.to_sympy("V", "Q").free_symbols))     # bilinear in the probes
+    ['A_V', 'B_Q', 'Lambda', 'Q', 'V']
     """
 
     der: Derivation
@@ -195,6 +204,19 @@ def gradient_covariance(der: Derivation) -> GradientCovariance:
     InputError
         When the model with the data's task law needs what the expectation engine does not
         provide yet (the message names it; ``tasks='gaussian'`` always works).
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.covariance import gradient_covariance
+    >>> der = derive(models.Merged(1), ICLData(d=1, N=4, Lambda=sp.Matrix([[2]])))
+    >>> cov = gradient_covariance(der)
+    >>> minimum = {"V": 1, "Q": sp.Rational(1, 3)}          # M* = 1/3: the mean gradient vanishes
+    >>> values = cov.values(minimum)
+    >>> values.update(A_V=sp.Matrix([[1]]), B_V=sp.Matrix([[1]]))
+    >>> cov.covariance("V", "V").evaluate(values)               # yet one prompt's gradient varies
+    40/3
     """
     model, data = der.model, der.data
     try:
@@ -221,6 +243,14 @@ def covariance_cost(der: Derivation) -> int:
     -------
     int
         Σ over the blocks' monomials a·b of Π_g (n_g − 1)!! (``gaussian.pairing_count``).
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.covariance import covariance_cost
+    >>> data = ICLData(d=2, N=4)
+    >>> [covariance_cost(derive(m, data)) for m in (models.Merged(2), models.FullLSA(2))]
+    [4800, 1382984]
     """
     return _cost(*_directional(der))
 

@@ -82,6 +82,18 @@ class Escape:
         θ(step), per parameter.
     loss : sympy.Float
         L(θ(step)).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> der = derive(models.SeparateKQ(1, rank=1), ICLData(d=1, N=4, Lambda=np.eye(1)))
+    >>> origin = der.fixed_points()[1]
+    >>> origin.name, origin.kind, origin.hessian_index
+    ('origin', 'degenerate saddle', 0)
+    >>> escape = origin.escape              # L falls as -t³/(3√3) along (1, -1, -1)/√3
+    >>> escape.order, round(float(escape.coefficient), 5), float(escape.loss) < origin.loss
+    (3, -0.19244, True)
     """
 
     order: int
@@ -114,6 +126,22 @@ def classify(der, index, sets: list, seed: int = 0) -> list:
     -------
     list of FixedPointSet
         ``sets``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sympy as sp
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.criticality import classify
+    >>> from icldyn.theory.landscape import critical_set, index_counter
+    >>> der = derive(models.SeparateKQ(1, rank=1), ICLData(d=1, N=4, Lambda=np.eye(1)))
+    >>> index = index_counter(der)
+    >>> zero = {n: sp.zeros(1, 1) for n in ("V0", "WK0", "WQ0")}
+    >>> origin = critical_set(der, index, "origin", [], zero, sp.Rational(1, 2), {})
+    >>> origin.kind, origin.hessian_index              # the Hessian alone cannot tell
+    ('unresolved', 0)
+    >>> [(fp.kind, fp.escape.order) for fp in classify(der, index, [origin])]
+    [('degenerate saddle', 3)]
     """
     rng = np.random.default_rng(seed)
     for fp in sets:
@@ -188,6 +216,15 @@ class Spectrum:
         Eigenvalues.
     vecs : mpmath.matrix
         Eigenvectors as columns.
+
+    Examples
+    --------
+    >>> import mpmath
+    >>> from icldyn.theory.criticality import Spectrum
+    >>> H = mpmath.matrix([[2, 0], [0, 0]])
+    >>> spec = Spectrum(*mpmath.eigsy(H))
+    >>> spec.null, spec.smallest, spec.pseudo_inverse_apply([4.0, 1.0])
+    ([0], 2.0, array([2., 0.]))
     """
 
     def __init__(self, eigs, vecs):

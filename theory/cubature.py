@@ -44,6 +44,22 @@ def gaussian_rule(d: int, degree: int) -> list[tuple]:
     ------
     InputError
         For a ``d`` that is not a positive integer or a ``degree`` that is not an integer ≥ 0.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.cubature import gaussian_rule
+    >>> rule = gaussian_rule(2, 4)
+    >>> sum(w for _, w in rule)                                                # E[1]
+    1
+    >>> sum(w * node.get(0, 0)**2 * node.get(1, 0)**2 for node, w in rule)     # E[z₀² z₁²] = 1
+    1
+    >>> sum(w * node.get(0, 0)**4 for node, w in rule)                         # E[z₀⁴] = 3
+    3
+    >>> gaussian_rule(2, -1)
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: degree: must be an integer ≥ 0, got -1
     """
     d = check_int("d", d)
     if not isinstance(degree, int) or degree < 0:

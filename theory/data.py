@@ -51,6 +51,12 @@ def x(sample: str) -> RandVec:
     Returns
     -------
     RandVec
+
+    Examples
+    --------
+    >>> from icldyn.theory.data import x
+    >>> x("q"), x("i")
+    (RandVec(var='x', sample='q'), RandVec(var='x', sample='i'))
     """
     return RandVec("x", sample)
 
@@ -66,6 +72,14 @@ def eps(sample: str) -> RandVec:
     Returns
     -------
     RandVec
+
+    Examples
+    --------
+    >>> from icldyn.theory.data import ICLData, N_SYM, eps
+    >>> from icldyn.theory.gaussian import Monomial, Segment, expect
+    >>> noise = Monomial(1, (), (Segment(eps("q"), (), eps("q")),))           # ‖ε_q‖²
+    >>> expect([noise], ICLData(d=2, N=4).law(), N_SYM).to_sympy()
+    d_y*sigma**2
     """
     return RandVec("eps", sample)
 
@@ -451,7 +465,15 @@ def task_degree(polys) -> int:
     Returns
     -------
     int
-        The largest number of W (or of W_j) letters in one term."""
+        The largest number of W (or of W_j) letters in one term.
+
+    Examples
+    --------
+    >>> from icldyn.theory.data import W_TASK, task_degree
+    >>> from icldyn.theory.words import TracePoly
+    >>> task_degree([TracePoly.trace(W_TASK.transpose(), W_TASK, W_TASK.transpose(), W_TASK)])
+    4
+    """
     def count(words, name):
         return sum(count([a.inner], name) if isinstance(a, Dg) else a.name == name
                    for w in words for a in w)
@@ -477,6 +499,13 @@ def independent(poly):
     -------
     TracePoly or MatPoly
         ``poly`` with the task letter renamed to its copy.
+
+    Examples
+    --------
+    >>> from icldyn.theory.data import W_TASK, independent
+    >>> from icldyn.theory.words import TracePoly
+    >>> independent(TracePoly.trace(W_TASK.transpose(), W_TASK)).to_sympy()
+    Trace(W_j*W_j.T)
     """
     return rename_letter(poly, W_TASK.name, W_COPY.name)
 
@@ -630,6 +659,17 @@ def exact_scalar(argument: str, value) -> sp.Expr:
     ------
     InputError
         For a bool, a string, a complex number or any other non-number.
+
+    Examples
+    --------
+    >>> from icldyn.theory.data import exact_scalar
+    >>> exact_scalar("noise", 0.5), exact_scalar("noise", 0.1)
+    (1/2, 3602879701896397/36028797018963968)
+    >>> exact_scalar("noise", "0.1")
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: noise: must be a real number or a SymPy expression, got str
+    '0.1'
     """
     if isinstance(value, sp.Expr):
         return _exact(value)
@@ -653,6 +693,13 @@ def exact_entries(argument: str, value):
     -------
     list or sympy.Expr
         Nested lists of the same shape (a scalar for a scalar).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory.data import exact_entries
+    >>> exact_entries("Lambda", np.diag([1.0, 0.25]))
+    [[1, 0], [0, 1/4]]
     """
     if hasattr(value, "tolist"):
         value = value.tolist()

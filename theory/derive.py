@@ -38,6 +38,15 @@ def register_analysis(name: str, function) -> None:
         "conservation_laws", "gradient_covariance", "fixed_points" or "to_latex".
     function : callable
         Takes a Derivation and returns the analysis' result.
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.derive import ANALYSES, analysis, register_analysis
+    >>> register_analysis("loss_degree", lambda der: max(len(t) for t in der.loss_poly.terms))
+    >>> analysis("loss_degree")(derive(models.Merged(1), ICLData(d=1, N=4)))      # traces per term
+    3
+    >>> del ANALYSES["loss_degree"]
     """
     ANALYSES[name] = function
 
@@ -60,9 +69,23 @@ def analysis(name: str):
     ------
     InputError
         When no analysis of that name is registered.
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.derive import analysis
+    >>> laws = analysis("conservation_laws")(derive(models.Merged(1), ICLData(d=1, N=4)))
+    >>> [law.name for law in laws]
+    ['‖V‖² - ‖Q‖²']
+    >>> analysis("hessian")
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: name: no analysis 'hessian' is registered; one of
+    ['conservation_laws', 'fixed_points', 'gradient_covariance', 'to_latex']
     """
     if name not in ANALYSES:
-        raise InputError("der", f"no analysis {name!r} is registered (import icldyn.theory)")
+        raise InputError("name", f"no analysis {name!r} is registered; one of "
+                         f"{sorted(ANALYSES)}")
     return ANALYSES[name]
 
 
@@ -113,6 +136,20 @@ class Derivation:
     ------
     InputError
         When ``model`` is not a Model, ``data`` not an ICLData, or their (d, d_y) differ.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> der = derive(models.Merged(1), ICLData(d=1, N=4, Lambda=sp.Matrix([[2]])))
+    >>> u, q = sp.symbols("u q")
+    >>> sp.expand(der.loss_value({"V": u, "Q": q}))          # L(u, q) for λ = 2, N = 4
+    6*q**2*u**2 - 4*q*u + 1
+    >>> minimum = {"V": 1, "Q": sp.Rational(1, 3)}           # u q = M* = N / (λ (N + 2)) = 1/3
+    >>> der.loss_value(minimum), der.gradient_value(minimum)
+    (1/3, {'V': Matrix([[0]]), 'Q': Matrix([[0]])})
+    >>> sorted(der.flow), der.conserved[0].name
+    (['Q', 'V'], '‖V‖² - ‖Q‖²')
     """
 
     def __init__(self, model: Model, data: ICLData, structural: bool = False):
@@ -408,7 +445,7 @@ TASK_EXPECTATION = sp.Function(r"\mathbb{E}_{\delta}")
 
 
 class TaskMean(sp.MatrixExpr):
-    """(1/P) Σ_k X(W_k), or (1/P²) Σ_k Σ_j X(W_k, W_j) for two draws: the mean of a matrix
+    r"""(1/P) Σ_k X(W_k), or (1/P²) Σ_k Σ_j X(W_k, W_j) for two draws: the mean of a matrix
     expression over a finite task set; ``draws`` 0: E_δ[X] over eigenbasis tasks (SymPy has no
     sum of matrix expressions; scalars use ``Sum`` / ``TASK_EXPECTATION``). Built as
     ``TaskMean(X, draws=1)``.
@@ -419,6 +456,18 @@ class TaskMean(sp.MatrixExpr):
         (X, draws): X a matrix expression holding the task letter W (and its copy W_j for two
         draws); draws the number of independent task draws averaged, 0, 1 or 2, as a SymPy
         Integer (0: eigenbasis tasks). The node's shape is X's.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.derive import TaskMean
+    >>> der = derive(models.Merged(1), ICLData(d=1, N=4, tasks=[[[1.0]], [[-2.0]]]))  # P = 2
+    >>> mean, = der.gradient["Q"].atoms(TaskMean)      # ∂L/∂Q = (1/P) Σ_k X(W_k)
+    >>> mean.args[1], mean.shape
+    (1, (1, 1))
+    >>> sp.latex(mean)[:25]
+    '\\frac{1}{P}\\sum_{k=1}^{P}'
     """
 
     def __new__(cls, arg, draws=1):

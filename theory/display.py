@@ -40,7 +40,7 @@ def _escape(text: str) -> str:
 
 
 def sets_tabular(sets) -> str:
-    """A LaTeX ``tabular`` of the sets (columns W and K wrap: the documents' preamble,
+    r"""A LaTeX ``tabular`` of the sets (columns W and K wrap: the documents' preamble,
     ``latex.PREAMBLE``, defines them).
 
     Parameters
@@ -52,6 +52,19 @@ def sets_tabular(sets) -> str:
     str
         One row per set: name, loss, Hessian index, kind (with the escape order k of a
         degenerate saddle), learned algorithm.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.display import sets_tabular
+    >>> sets = derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))).fixed_points()
+    >>> print(sets_tabular(sets))
+    \begin{tabular}{WrrKK}
+    critical set & $L$ & Hessian index & kind & learned algorithm \\ \hline
+    global minimum & 0.166667 & 0 & minimum & gradient step via $S_{yx}$ \\
+    saddle set & 0.500000 & 1 & strict saddle &  \\
+    \end{tabular}
     """
     rows = [r"\begin{tabular}{WrrKK}",
             r"critical set & $L$ & Hessian index & kind & learned algorithm \\ \hline"]
@@ -64,7 +77,18 @@ def sets_tabular(sets) -> str:
 
 class CriticalSets(list):
     """A list of FixedPointSet that shows as a table in notebooks (``_repr_html_``,
-    ``_repr_latex_``; the columns of ``COLUMNS``). Built like a list, from the sets."""
+    ``_repr_latex_``; the columns of ``COLUMNS``). Built like a list, from the sets.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> sets = derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))).fixed_points()
+    >>> type(sets).__name__, [fp.name for fp in sets]
+    ('CriticalSets', ['global minimum', 'saddle set'])
+    >>> sets._repr_html_().count("<tr>")            # a header row and one row per set
+    3
+    """
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{c}</th>" for c in COLUMNS)

@@ -15,6 +15,16 @@ class InputError(ValueError):
         The offending argument (kept as ``.argument``).
     message : str
         What is wrong and how to fix it.
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData
+    >>> from icldyn.theory.errors import InputError
+    >>> try:
+    ...     ICLData(d=0, N=4)
+    ... except InputError as err:
+    ...     print(err.argument, "|", err)
+    d | d: must be a positive integer, got 0
     """
 
     def __init__(self, argument: str, message: str):
@@ -43,10 +53,21 @@ def check_int(argument: str, value, minimum: int = 1) -> int:
     ------
     InputError
         If ``value`` is not an integer ≥ ``minimum``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory.errors import check_int
+    >>> check_int("N", np.int64(8)), check_int("heads", 2, minimum=1)
+    (8, 2)
+    >>> check_int("N", 2.5)
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: N: must be a positive integer, got 2.5
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        what = "positive" if minimum == 1 else f"≥ {minimum}"
-        raise InputError(argument, f"must be an integer {what}, got {value!r}")
+        what = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
+        raise InputError(argument, f"must be {what}, got {value!r}")
     return int(value)
 
 
@@ -71,6 +92,16 @@ def check_real(argument: str, value, allow_zero: bool = False) -> float:
     ------
     InputError
         If ``value`` is not a finite real number in range.
+
+    Examples
+    --------
+    >>> from icldyn.theory.errors import check_real
+    >>> check_real("lr", 0.05), check_real("noise", 0, allow_zero=True)
+    (0.05, 0.0)
+    >>> check_real("lr", float("nan"))
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: lr: must be a positive finite number, got nan
     """
     ok = (not isinstance(value, bool) and isinstance(value, numbers.Real)
           and math.isfinite(value) and (value >= 0 if allow_zero else value > 0))
@@ -91,6 +122,13 @@ class DivergenceError(RuntimeError):
         The first step with a non-finite or runaway value (kept as ``.step``).
     partial : Trajectory, optional
         Everything computed before it (kept as ``.partial``).
+
+    Examples
+    --------
+    >>> from icldyn.theory.errors import DivergenceError
+    >>> err = DivergenceError("the loss blew up at lr = 5; lower the learning rate", step=12)
+    >>> err.step, err.partial, isinstance(err, ArithmeticError)
+    (12, None, False)
     """
 
     def __init__(self, message: str, step: int, partial=None):

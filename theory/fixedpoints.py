@@ -30,6 +30,15 @@ def fixed_points(der: Derivation) -> list[FixedPointSet]:
     CriticalSets
         A list of FixedPointSet (shown as a table in notebooks), sorted as the enumeration
         sorts them (by loss where losses are numeric).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.fixedpoints import fixed_points
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> [(fp.name, fp.kind, fp.hessian_index, fp.loss) for fp in fixed_points(der)]
+    [('global minimum', 'minimum', 0, 33/104), ('saddle set', 'strict saddle', 1, 3/4)]
     """
     require_structure(der.model)
     if der.data.d_y != 1 or der.data.tasks == "diagonal":

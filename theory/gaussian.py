@@ -53,6 +53,18 @@ class RandVec:
         The variable, a key of ``GaussianLaw.vectors``.
     sample : str
         A label of ``Monomial.labels`` or ``"q"``.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.gaussian import GaussianLaw, Monomial, RandVec, Segment, VectorCov
+    >>> from icldyn.theory.gaussian import expect
+    >>> from icldyn.theory.words import Mat
+    >>> law = GaussianLaw(vectors={"x": VectorCov("x", Mat("L", symmetric=True))})
+    >>> x_i, x_j = RandVec("x", "i"), RandVec("x", "j")
+    >>> cross = Monomial(1, ("i", "j"), (Segment(x_i, (), x_j),))      # Σ_ij x_iᵀ x_j
+    >>> expect([cross], law, sp.Symbol("N")).to_sympy()                 # pairs only when i = j
+    N*Trace(L)
     """
 
     var: str
@@ -70,6 +82,17 @@ class Segment:
     letters : tuple of Mat
         Constant letters and random matrix letters (those named in ``GaussianLaw.matrices``),
         read as a matrix product; empty for startᵀ end.
+
+    Examples
+    --------
+    >>> from icldyn.theory.data import x
+    >>> from icldyn.theory.gaussian import GaussianLaw, Monomial, Segment, VectorCov, expect
+    >>> from icldyn.theory.words import Mat
+    >>> L, B, C = Mat("L", symmetric=True), Mat("B"), Mat("C")
+    >>> law = GaussianLaw(vectors={"x": VectorCov("x", L)})
+    >>> form = Segment(x("q"), (B, C), x("q"))                 # x_qᵀ B C x_q
+    >>> expect([Monomial(1, (), (form,))], law, 4).to_sympy()
+    Trace(B*C*L)
     """
 
     start: RandVec
@@ -89,6 +112,18 @@ class Monomial:
         The context labels summed over 1..N, each used as the ``sample`` of some RandVec.
     segments : tuple of Segment
         The bilinear forms multiplied.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.data import x
+    >>> from icldyn.theory.gaussian import GaussianLaw, Monomial, Segment, VectorCov, expect
+    >>> from icldyn.theory.words import Mat
+    >>> law = GaussianLaw(vectors={"x": VectorCov("x", Mat("L", symmetric=True))})
+    >>> N = sp.Symbol("N")
+    >>> square = Monomial(1 / N, ("i",), (Segment(x("i"), (), x("i")),) * 2)     # (1/N) Σ_i ‖x_i‖⁴
+    >>> expect([square], law, N).to_sympy()
+    Trace(L)**2 + 2*Trace(L*L)
     """
 
     coeff: sp.Expr
@@ -107,6 +142,15 @@ def product_monomial(a: Monomial, b: Monomial) -> Monomial:
     -------
     Monomial
         coeff_a · coeff_b, both label sums (b's renamed), segments of a then b.
+
+    Examples
+    --------
+    >>> from icldyn.theory.data import x
+    >>> from icldyn.theory.gaussian import Monomial, Segment, product_monomial
+    >>> m = Monomial(2, ("i",), (Segment(x("i"), (), x("q")),))
+    >>> sq = product_monomial(m, m)
+    >>> sq.coeff, sq.labels, [s.start.sample for s in sq.segments]
+    (4, ('i', "i'"), ['i', "i'"])
     """
     rename = {label: f"{label}'" for label in b.labels}
 
@@ -130,6 +174,17 @@ class VectorCov:
         The covariance's letter, e.g. Λ; None for a multiple of the identity.
     scale : sympy.Expr
         The scalar factor (e.g. σ² for label noise), 1 by default.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.data import eps
+    >>> from icldyn.theory.gaussian import GaussianLaw, Monomial, Segment, VectorCov, expect
+    >>> sigma = sp.Symbol("sigma")
+    >>> law = GaussianLaw(vectors={"eps": VectorCov("y", None, sigma**2)})
+    >>> noise = Monomial(1, ("i",), (Segment(eps("i"), (), eps("i")),))
+    >>> expect([noise], law, sp.Symbol("N")).to_sympy()
+    N*d_y*sigma**2
     """
 
     space: str
@@ -148,6 +203,18 @@ class KronCov:
         identity.
     scale : sympy.Expr
         The scalar factor, 1 by default.
+
+    Examples
+    --------
+    >>> from icldyn.theory.data import x
+    >>> from icldyn.theory.gaussian import GaussianLaw, KronCov, Monomial, Segment, VectorCov
+    >>> from icldyn.theory.gaussian import expect
+    >>> from icldyn.theory.words import Mat
+    >>> L, S, W = Mat("L", symmetric=True), Mat("S", symmetric=True), Mat("W", rows="y", cols="x")
+    >>> law = GaussianLaw(vectors={"x": VectorCov("x", L)}, matrices={"W": KronCov(col=S)})
+    >>> energy = Monomial(1, (), (Segment(x("q"), (W.transpose(), W), x("q")),))     # ‖W x_q‖²
+    >>> expect([energy], law, 3).to_sympy()                        # rows of W ~ N(0, Σ_w = S)
+    d_y*Trace(L*S)
     """
 
     row: Mat | None = None
@@ -157,7 +224,20 @@ class KronCov:
 
 @dataclass(frozen=True)
 class EigenCov:
-    """E[W_ab W_cd] = Σ_k c_k U_ak U_bk U_ck U_dk: W = U diag(δ) Uᵀ with δ_k ~ N(0, c_k)."""
+    """E[W_ab W_cd] = Σ_k c_k U_ak U_bk U_ck U_dk: W = U diag(δ) Uᵀ with δ_k ~ N(0, c_k).
+
+    Examples
+    --------
+    >>> from icldyn.theory.data import x
+    >>> from icldyn.theory.gaussian import EigenCov, GaussianLaw, Monomial, Segment, VectorCov
+    >>> from icldyn.theory.gaussian import expect
+    >>> from icldyn.theory.words import Mat
+    >>> L, W = Mat("L", symmetric=True), Mat("W", rows="y", cols="x")
+    >>> law = GaussianLaw(vectors={"x": VectorCov("x", L)}, matrices={"W": EigenCov()})
+    >>> energy = Monomial(1, (), (Segment(x("q"), (W.transpose(), W), x("q")),))     # ‖W x_q‖²
+    >>> expect([energy], law, 3).to_sympy()                        # tr(Dg(Λ)) = Σ_k c_k s_k
+    Trace(Dg(L))
+    """
 
 
 @dataclass
@@ -171,6 +251,16 @@ class GaussianLaw:
     matrices : dict
         {letter name: KronCov or EigenCov}, the random matrix letters (a letter not listed is
         constant).
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.data import ICLData
+    >>> law = ICLData(d=2, N=4, noise=0.5).law()
+    >>> sorted(law.vectors), sorted(law.matrices)
+    (['eps', 'x'], ['W'])
+    >>> law.vectors["eps"]
+    VectorCov(space='y', letter=None, scale=sigma**2)
     """
 
     vectors: dict = field(default_factory=dict)   # var -> VectorCov
@@ -193,6 +283,22 @@ def expect(monomials, law: GaussianLaw, N) -> TracePoly:
     -------
     TracePoly
         The expectation as a polynomial in traces of the constant letters.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.data import x
+    >>> from icldyn.theory.gaussian import GaussianLaw, Monomial, Segment, VectorCov, expect
+    >>> from icldyn.theory.words import Mat
+    >>> L, B, C = Mat("L", symmetric=True), Mat("B"), Mat("C")
+    >>> law = GaussianLaw(vectors={"x": VectorCov("x", L)})           # x ~ N(0, Λ)
+    >>> N = sp.Symbol("N")
+    >>> S_B_S = (Segment(x("i"), (B,), x("j")), Segment(x("j"), (C,), x("i")))
+    >>> expect([Monomial(1, ("i", "j"), S_B_S)], law, N).to_sympy()   # E tr(CSBS), S = Σ x_i x_iᵀ
+    N**2*Trace(B*L*C*L) + N*Trace(B*L)*Trace(C*L) + N*Trace(B*L*C.T*L)
+    >>> fourth = Monomial(1, (), (Segment(x("q"), (B,), x("q")),) * 2)     # (x_qᵀ B x_q)²
+    >>> expect([fourth], law, N).to_sympy()
+    Trace(B*L)**2 + Trace(B*L*B*L) + Trace(B*L*B.T*L)
     """
     tally = Tally(N)
     for mono in monomials:
@@ -220,6 +326,18 @@ def group_sizes(mono: Monomial, law: GaussianLaw) -> Counter:
     -------
     Counter
         {group key: number of items}.
+
+    Examples
+    --------
+    >>> from icldyn.theory.data import x
+    >>> from icldyn.theory.gaussian import GaussianLaw, Monomial, Segment, VectorCov
+    >>> from icldyn.theory.gaussian import group_sizes, pairing_count
+    >>> from icldyn.theory.words import Mat
+    >>> law = GaussianLaw(vectors={"x": VectorCov("x", Mat("L", symmetric=True))})
+    >>> segments = (Segment(x("q"), (), x("i")), Segment(x("i"), (Mat("B"),), x("q")))
+    >>> sizes = group_sizes(Monomial(1, ("i",), segments), law)        # x_qᵀ x_i x_iᵀ B x_q
+    >>> sorted(sizes.items()), pairing_count(sizes.values())      # (var, is_query): items
+    ([(('x', False), 2), (('x', True), 2)], 1)
     """
     sizes = Counter()
     for seg in mono.segments:
@@ -241,6 +359,14 @@ def pairing_count(sizes) -> int:
     Returns
     -------
     int
+
+    Examples
+    --------
+    >>> from icldyn.theory.gaussian import pairing_count
+    >>> pairing_count([4]), pairing_count([6]), pairing_count([4, 2])       # 3!!, 5!!, 3!! · 1!!
+    (3, 15, 3)
+    >>> pairing_count([3, 2])                                               # an odd group: E = 0
+    0
     """
     count = 1
     for n in sizes:

@@ -50,6 +50,18 @@ class StepSizeLoss:
         The step sizes a_1 … a_L (a_l = u_l q_l).
     value : sympy.Expr
         ``expr`` at the derivation's N and d.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.gdsteps import step_size_loss
+    >>> stack = models.Stack([models.Merged(1)], query_in_keys=False, negate_readout=True)
+    >>> loss = step_size_loss(derive(stack, ICLData(d=1, N=4, Lambda=np.eye(1))))
+    >>> loss.expr
+    a1**2*(d/2 + d**2/(2*N) + d/(2*N)) + a1*d + d/2
+    >>> loss.at(d=3, N=8).value
+    9*a1**2/4 + 3*a1 + 3/2
     """
 
     expr: sp.Expr
@@ -84,6 +96,18 @@ class GDSet:
         The loss there.
     params : dict
         A balanced point of the stack: u_l = sign(a_l)√|a_l|, Q_l = √|a_l| I.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.gdsteps import minimal_steps, step_size_loss
+    >>> stack = models.Stack([models.Merged(1)], query_in_keys=False, negate_readout=True)
+    >>> best = minimal_steps(step_size_loss(derive(stack, ICLData(d=1, N=4, Lambda=np.eye(1)))))[0]
+    >>> round(float(best.steps[0]), 6), round(float(best.loss), 6)   # a = -N/(N + d + 1), L = 1/6
+    (-0.666667, 0.166667)
+    >>> sorted(best.params)
+    ['0.Q', '0.V']
     """
 
     steps: tuple
@@ -109,6 +133,19 @@ def step_size_loss(der: Derivation) -> StepSizeLoss:
     InputError
         When ``der`` is not of such a stack with d_y = 1 and gaussian tasks, or its data are not
         isotropic (Λ = I, Σ_w = I, σ = 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.gdsteps import step_size_loss
+    >>> layers = [models.Merged(1), models.Merged(1)]          # Ahn et al.'s two-layer GD stack
+    >>> stack = models.Stack(layers, query_in_keys=False, negate_readout=True)
+    >>> loss = step_size_loss(derive(stack, ICLData(d=1, N=4, Lambda=np.eye(1))))
+    >>> loss.steps
+    (a1, a2)
+    >>> loss.value
+    15*a1**2*a2**2/4 + 3*a1**2*a2 + 3*a1**2/4 + 3*a1*a2**2 + 3*a1*a2 + a1 + 3*a2**2/4 + a2 + 1/2
     """
     model, data = der.model, der.data
     if not isinstance(model, Stack) or not all(type(m) is Merged for m in model.layers):
@@ -148,6 +185,18 @@ def minimal_steps(loss: StepSizeLoss, starts: int = 32, seed: int = 0) -> list[G
     -------
     list of GDSet
         Distinct local minima, lowest loss first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.gdsteps import minimal_steps, step_size_loss
+    >>> layers = [models.Merged(1), models.Merged(1)]
+    >>> stack = models.Stack(layers, query_in_keys=False, negate_readout=True)
+    >>> loss = step_size_loss(derive(stack, ICLData(d=1, N=4, Lambda=np.eye(1))))
+    >>> best = minimal_steps(loss, starts=8)[0]
+    >>> [round(float(a), 4) for a in best.steps], round(float(best.loss), 4)
+    ([-1.0, -0.3333], 0.0833)
     """
     a = loss.steps
     grad = sp.Matrix([sp.diff(loss.value, s) for s in a])
@@ -214,6 +263,14 @@ def gd_parameters(layers: int, steps) -> dict:
     -------
     dict
         {"l.V": 1 × 1 Matrix, "l.Q": scalar} per layer (the Stack's parameter names).
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.gdsteps import gd_parameters
+    >>> params = gd_parameters(2, [sp.Rational(1, 4), -1])
+    >>> sorted(params), params["1.V"], float(params["1.Q"])
+    (['0.Q', '0.V', '1.Q', '1.V'], Matrix([[-1.0]]), 1.0)
     """
     out = {}
     for l in range(layers):

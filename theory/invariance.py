@@ -52,6 +52,17 @@ def invariant_combinations(variations: list[list[VecTerm]], letters: set, law) -
     -------
     list of sympy.Matrix
         The canonical null-space basis (one vector per free candidate, in candidate order).
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, models
+    >>> from icldyn.theory.invariance import invariant_combinations
+    >>> from icldyn.theory.symmetry import candidate_families, variations
+    >>> model = models.Merged(2)
+    >>> cands = candidate_families(model)["mixing"]                    # δV = V and δQ = Q
+    >>> deltas = variations(cands, model.prediction())
+    >>> [list(c) for c in invariant_combinations(deltas, {"V", "Q"}, ICLData(d=2, N=4).law())]
+    [[-1, 1]]
     """
     classes: dict = {}
     for j, terms in enumerate(variations):
@@ -152,6 +163,14 @@ def null_space(constraints: list, n: int) -> list:
     list of sympy.Matrix
         n x 1 basis vectors, one per free index in increasing order, each 1 at its free index
         and 0 at the other free indices (the reduced row echelon form's basis).
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.invariance import null_space
+    >>> constraints = [((0, 1), sp.Matrix([[1, 1]])), ((2,), sp.Matrix([[1]]))]
+    >>> [list(v) for v in null_space(constraints, 4)]        # c₀ + c₁ = 0, c₂ = 0: c₁, c₃ free
+    [[-1, 1, 0, 0], [0, 0, 0, 1]]
     """
     parent = list(range(n))
 

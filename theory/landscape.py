@@ -47,6 +47,16 @@ class Extras(dict):
         The set whose typed fields the former keys read.
     items : iterable or dict
         The extras.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> fp = derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))).fixed_points()[0]
+    >>> dict(fp.info)                             # the model-specific extras
+    {'M_star': Matrix([[2/3]])}
+    >>> fp.info["M"] == fp.M                      # a former key reads the typed field
+    True
     """
 
     def __init__(self, owner: "FixedPointSet", items=()):
@@ -95,6 +105,17 @@ class FixedPointSet:
         The learned matrix where the model has one (scalar tasks: ŷ = S_yx M x_q / N).
     letters : dict or None
         ``point`` per letter (block) of the model: {letter name: sympy Matrix}.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> der = derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1)))
+    >>> minimum, saddle = der.fixed_points()
+    >>> minimum.name, minimum.kind, minimum.loss, minimum.M       # M* = N / (N + 2) for λ = 1
+    ('global minimum', 'minimum', 1/6, Matrix([[2/3]]))
+    >>> saddle.name, saddle.kind, saddle.hessian_index, saddle.loss
+    ('saddle set', 'strict saddle', 1, 1/2)
     """
 
     name: str
@@ -134,6 +155,15 @@ def certified(fp: FixedPointSet, evidence: str) -> FixedPointSet:
     -------
     FixedPointSet
         ``fp``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.landscape import certified
+    >>> fp = derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))).fixed_points()[0]
+    >>> certified(fp, "the loss is a convex quadratic in M = uQ").kind, fp.evidence
+    ('minimum', 'the loss is a convex quadratic in M = uQ')
     """
     fp.kind, fp.evidence = "minimum", evidence
     return fp
@@ -165,6 +195,18 @@ def critical_set(der: Derivation, index, name, equations, letters: dict, loss,
     Returns
     -------
     FixedPointSet
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sympy as sp
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.landscape import critical_set, index_counter
+    >>> der = derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1)))
+    >>> zero = {"V": sp.zeros(1, 1), "Q": sp.zeros(1, 1)}
+    >>> fp = critical_set(der, index_counter(der), "origin", [], zero, der.loss_value(zero), {})
+    >>> fp.loss, fp.hessian_index, fp.kind
+    (1/2, 1, 'unresolved')
     """
     extras = dict(info)
     M, gap = extras.pop("M", None), extras.pop("loss_gap", None)
@@ -187,6 +229,16 @@ def critical_params(der: Derivation, letters: dict) -> dict:
     -------
     dict
         {parameter name: sympy Matrix or Array}.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.landscape import critical_params
+    >>> der = derive(models.MultiHead(1, heads=2), ICLData(d=1, N=4))
+    >>> one = sp.Matrix([[1]])
+    >>> critical_params(der, {"V0": 2 * one, "Q0": 3 * one, "V1": 0 * one, "Q1": 0 * one})
+    {'V': [[[2]], [[0]]], 'Q': [[[3]], [[0]]]}
     """
     sizes, params = der.model.sizes(), {}
     for p in der.model.params:
@@ -215,6 +267,14 @@ def entry_symbols(name: str, rows: int, cols: int) -> sp.Matrix:
     Returns
     -------
     sympy.Matrix
+
+    Examples
+    --------
+    >>> from icldyn.theory.landscape import entry_symbols
+    >>> entry_symbols("Q", 2, 2)
+    Matrix([
+    [Q_0_0, Q_0_1],
+    [Q_1_0, Q_1_1]])
     """
     return sp.Matrix(rows, cols, lambda i, j: entry_symbol(name, i, j))
 
@@ -238,6 +298,17 @@ class HessianIndex:
     ----------
     der : Derivation
         With numeric data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sympy as sp
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.landscape import HessianIndex
+    >>> index = HessianIndex(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))))
+    >>> origin = {"V": sp.zeros(1, 1), "Q": sp.zeros(1, 1)}
+    >>> index(origin), float(index.loss(origin)), float(index.gradient_size(origin))
+    (1, 0.5, 0.0)
     """
 
     digits = DPS
@@ -336,6 +407,18 @@ def index_counter(der: Derivation):
     -------
     callable
         point ↦ number of negative Hessian eigenvalues (a ``HessianIndex``), or ↦ None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sympy as sp
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.landscape import index_counter
+    >>> origin = {"V": sp.zeros(1, 1), "Q": sp.zeros(1, 1)}
+    >>> index_counter(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))))(origin)
+    1
+    >>> print(index_counter(derive(models.Merged(1), ICLData(d=1, N=4)))(origin))     # symbolic Λ
+    None
     """
     return HessianIndex(der) if der.data.is_numeric() else (lambda point: None)
 
@@ -352,6 +435,13 @@ def zero_params(der: Derivation) -> dict:
     -------
     dict
         {parameter name: sympy zero Matrix or Array}.
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.landscape import zero_params
+    >>> zero_params(derive(models.MultiHead(1, heads=2), ICLData(d=1, N=4)))
+    {'V': [[[0]], [[0]]], 'Q': [[[0]], [[0]]]}
     """
     shapes = der.model.shapes()
     return {name: sp.zeros(*shape) if len(shape) == 2 else sp.Array.zeros(*shape)
@@ -369,6 +459,15 @@ def with_loss_gaps(sets: list) -> list:
     Returns
     -------
     list of FixedPointSet
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.landscape import with_loss_gaps
+    >>> sets = derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))).fixed_points()
+    >>> [(fp.name, fp.loss_gap) for fp in with_loss_gaps(list(reversed(sets)))]
+    [('global minimum', 0), ('saddle set', 1/3)]
     """
     if not all(sp.sympify(fp.loss).is_number for fp in sets):
         return sets
@@ -379,7 +478,8 @@ def with_loss_gaps(sets: list) -> list:
 
 
 def to_mp(value, digits: int = DPS) -> mpmath.mpf:
-    """A SymPy number as an mpmath number with ``digits`` significant digits.
+    """A SymPy number as an mpmath number with ``digits`` significant digits (whatever the
+    caller's mpmath precision; arithmetic on it rounds to the caller's).
 
     Parameters
     ----------
@@ -389,8 +489,16 @@ def to_mp(value, digits: int = DPS) -> mpmath.mpf:
     Returns
     -------
     mpmath.mpf
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.landscape import to_mp
+    >>> to_mp(sp.Rational(1, 3), digits=20)
+    mpf('0.33333333333333333')
     """
-    return mpmath.mpf(str(sp.N(value, digits)))
+    with mpmath.workdps(digits):
+        return mpmath.mpf(str(sp.N(value, digits)))
 
 
 def require_structure(model) -> None:
@@ -404,6 +512,19 @@ def require_structure(model) -> None:
     ------
     InputError
         If ``model`` has neither ``head_products()`` nor ``signal_paths()``.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> from icldyn.theory.landscape import require_structure
+    >>> require_structure(models.Merged(2))
+    >>> require_structure(models.Stack([models.Merged(1), models.Merged(1)]))
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: model: critical sets of Stack([Merged(d=1, d_y=1), Merged(d=1,
+    d_y=1)], query_in_keys=True, negate_readout=False) cannot be enumerated: it states neither
+    head_products() (ŷ = Σ_h V_h S_yx K_h x_q / N) nor signal_paths() (for a stack of Merged layers
+    see theory.gdsteps)
     """
     if model.head_products() is None and model.signal_paths() is None:
         raise InputError("model", f"critical sets of {model!r} cannot be enumerated: it states "

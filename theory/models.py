@@ -48,6 +48,13 @@ class Param:
         Spaces of its rows and columns: "x", "y", "r" or "z".
     heads : int, optional
         A leading axis of heads.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> model = models.SeparateKQ(3, heads=2, rank=1)
+    >>> [(p.name, p.shape(model.sizes())) for p in model.params]
+    [('V', (2, 1, 1)), ('W_K', (2, 1, 3)), ('W_Q', (2, 1, 3))]
     """
 
     name: str
@@ -86,6 +93,16 @@ class Block:
         Its head (parameters with a heads axis).
     row_part, col_part : str, optional
         None for all rows / columns, or "x" / "y" of a "z" space.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> model = models.FullLSA(2)                   # D = 3: x-rows/cols 0..1, y-row/col 2
+    >>> [(b.letter.name, b.param, b.row_part, b.col_part) for b in model.blocks()]
+    [('P1', 'W_PV', 'y', 'x'), ('P2', 'W_PV', 'y', 'y'), ('Q1', 'W_KQ', 'x', 'x'), ('Q2', 'W_KQ',
+    'y', 'x')]
+    >>> model.blocks()[1].index(model.sizes())      # P₂ = W_PV[y, y]
+    (slice(2, None, None), slice(2, None, None))
     """
 
     letter: Mat
@@ -124,6 +141,14 @@ class HeadProducts:
         each) with K_h = W_K,hᵀ W_Q,h of rank ≤ ``rank``.
     rank : int, optional
         The key-query rank of factorised heads.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> models.SeparateKQ(2, heads=2, rank=1).head_products()
+    HeadProducts(heads=(('V0', 'WK0', 'WQ0'), ('V1', 'WK1', 'WQ1')), rank=1)
+    >>> print(models.FullLSA(2).head_products())
+    None
     """
 
     heads: tuple
@@ -164,6 +189,19 @@ class Model:
         Input dimension.
     d_y : int
         Output dimension.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import models
+    >>> model = models.Merged(2)
+    >>> model.sizes(), model.shapes()
+    ({'x': 2, 'y': 1, 'z': 3}, {'V': (1, 1), 'Q': (2, 2)})
+    >>> weights = model.attention_weights({"V": 2.0, "Q": np.eye(2)})    # [layer][head]
+    >>> [(W_PV.shape, W_KQ.shape) for W_PV, W_KQ in weights[0]]
+    [((3, 3), (3, 3))]
+    >>> model.with_outputs(3)
+    Merged(d=2, d_y=3)
     """
 
     name = "model"
@@ -396,6 +434,17 @@ def word_value(letters: dict, word: tuple) -> np.ndarray:
     -------
     numpy.ndarray
         (…, rows of the first letter, cols of the last).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory.models import word_value
+    >>> from icldyn.theory.words import Mat
+    >>> W_K, W_Q = np.array([[1.0, 2.0]]), np.array([[3.0, 0.0]])            # rank-1 factors
+    >>> word = (Mat("WK", T=True, rows="r"), Mat("WQ", rows="r"))           # K = W_Kᵀ W_Q
+    >>> word_value({"WK": W_K, "WQ": W_Q}, word)
+    array([[3., 0.],
+           [6., 0.]])
     """
     out = None
     for letter in word:
@@ -425,6 +474,23 @@ def fill_weights(spec: list[dict], letters: dict, d: int, d_y: int) -> tuple:
     -------
     tuple of numpy.ndarray
         (W_PV, W_KQ).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import models
+    >>> from icldyn.theory.models import fill_weights
+    >>> model = models.Merged(2)
+    >>> letters = {"V": np.array([[2.0]]), "Q": np.eye(2)}
+    >>> W_PV, W_KQ = fill_weights(model.layer(), letters, d=2, d_y=1)
+    >>> W_PV[0]                 # head 0: V in the y-block
+    array([[0., 0., 0.],
+           [0., 0., 0.],
+           [0., 0., 2.]])
+    >>> W_KQ[0]                 # Q in the x-block
+    array([[1., 0., 0.],
+           [0., 1., 0.],
+           [0., 0., 0.]])
     """
     lead = np.shape(next(iter(letters.values())))[:-2] if letters else ()
     space = {"x": slice(0, d), "y": slice(d, d + d_y)}

@@ -32,6 +32,20 @@ def as_arrays(shapes: dict, params: dict, argument: str = "params") -> dict:
     ------
     InputError
         For missing or extra names, wrong shapes or non-finite values.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> from icldyn.theory.params import as_arrays
+    >>> shapes = models.MultiHead(2, heads=2).shapes()
+    >>> arrays = as_arrays(shapes, {"V": 0.5, "Q": [[[1, 0], [0, 1]], [[0, 1], [1, 0]]]})
+    >>> arrays["V"].ravel(), arrays["Q"].shape
+    (array([0.5, 0.5]), (2, 2, 2))
+    >>> as_arrays(shapes, {"V": 0.5})
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: params: expected entries ['Q', 'V']; missing ['Q'], unexpected
+    []
     """
     if not isinstance(params, dict):
         raise InputError(argument, f"must be a dict of parameters {sorted(shapes)}, "

@@ -33,6 +33,17 @@ class PolyFunction:
         The variables, in the order points are given.
     digits : int
         Precision of the stored coefficients (decimal digits).
+
+    Examples
+    --------
+    >>> import mpmath
+    >>> import sympy as sp
+    >>> from icldyn.theory.polyeval import PolyFunction
+    >>> u, q = sp.symbols("u q")
+    >>> f = PolyFunction(6 * u**2 * q**2 - 4 * u * q + 1, [u, q])     # Merged, λ = 2, N = 4
+    >>> with mpmath.workdps(30):
+    ...     print(f.value([1, sp.Rational(1, 3)]), f.gradient([1, sp.Rational(1, 3)]))
+    0.333333333333333333333333333333 [mpf('0.0'), mpf('0.0')]
     """
 
     def __init__(self, expr: sp.Expr, xs: list, digits: int = 40):
@@ -148,6 +159,19 @@ class FloatPolyFunction:
     ----------
     f : PolyFunction
         The polynomial (its terms, rounded to float64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sympy as sp
+    >>> from icldyn.theory.polyeval import PolyFunction
+    >>> u, q = sp.symbols("u q")
+    >>> f = PolyFunction(6 * u**2 * q**2 - 4 * u * q + 1, [u, q]).floats()
+    >>> round(f.value([1.0, 1 / 3]), 12), np.allclose(f.gradient([1.0, 1 / 3]), 0)
+    (0.333333333333, True)
+    >>> f.hessian([0.0, 0.0])                   # the saddle at the origin: eigenvalues ±4
+    array([[ 0., -4.],
+           [-4.,  0.]])
     """
 
     def __init__(self, f: PolyFunction):

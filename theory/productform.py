@@ -44,6 +44,17 @@ def product_poly(poly: TracePoly, excess: int) -> TracePoly:
     ------
     InputError
         If a term is not of that form.
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.productform import product_poly
+    >>> der = derive(models.Merged(1), ICLData(d=1, N=4))
+    >>> F = product_poly(der.loss_poly, 0)     # L(u, Q) = F(uQ): as many u's as Q's per term
+    >>> F.to_sympy()
+    d_y*sigma**2/2 + d_y*Trace(Lambda)/2 + (1/2 + 1/(2*N))*Trace(Lambda*Lambda*M*Lambda*M.T) -
+    Trace(Lambda*Lambda*M) + sigma**2*Trace(Lambda*M*Lambda*M.T)/(2*N) +
+    Trace(Lambda)*Trace(Lambda*M*Lambda*M.T)/(2*N)
     """
     out = TracePoly()
     for traces, coeff in poly.terms.items():
@@ -76,6 +87,19 @@ def merged_counterpart(der: Derivation) -> Derivation:
     ------
     InputError
         When the model has no product form (``product_model`` is None).
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.productform import merged_counterpart
+    >>> data = ICLData(d=2, N=4)
+    >>> merged_counterpart(derive(models.SeparateKQ(2, heads=2, rank=1), data)).model
+    Merged(d=2, d_y=1)
+    >>> merged_counterpart(derive(models.Stack([models.Merged(2), models.Merged(2)]), data))
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: der: Stack([Merged(d=2, d_y=1), Merged(d=2, d_y=1)],
+    query_in_keys=True, negate_readout=False) has no product form F(M) (product_model)
     """
     product = der.model.product_model()
     if product is None:
@@ -95,6 +119,15 @@ def product_loss(der: Derivation) -> tuple[TracePoly, Mat]:
     -------
     tuple
         (F as a TracePoly in M, the letter M).
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.productform import product_loss
+    >>> F, M = product_loss(derive(models.MultiHead(1, heads=3), ICLData(d=1, N=4)))
+    >>> F.diff(M).to_sympy()              # ∇F = A M Λ − Λ Σ_w Λ, A = (N+1)/N Λ² + (tr Λ + σ²)/N Λ
+    (sigma**2/N)*Lambda*M*Lambda + (Trace(Lambda)/N)*Lambda*M*Lambda + (1 + 1/N)*Lambda**2*M*Lambda
+    - Lambda**2
     """
     return product_poly(merged_counterpart(der).loss_poly, 0), Mat("M")
 
@@ -117,6 +150,14 @@ def product_noise(der: Derivation) -> TracePoly:
     ------
     InputError
         For d_y ≠ 1, or a model without a product form.
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.productform import product_noise
+    >>> noise = product_noise(derive(models.Merged(1), ICLData(d=1, N=4)))
+    >>> len(noise.terms), sorted({m.name for traces in noise.terms for w in traces for m in w})
+    (104, ['A_M', 'B_M', 'Lambda', 'M'])
     """
     if der.data.d_y != 1:
         raise InputError("data", "the product form needs scalar tasks (d_y = 1)")

@@ -55,6 +55,15 @@ def scalar_fixed_points(der: Derivation) -> list[FixedPointSet]:
     -------
     list of FixedPointSet
         Each with its kind decided (``criticality.classify``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.scalarsets import scalar_fixed_points
+    >>> der = derive(models.MultiHead(1, heads=2), ICLData(d=1, N=4, Lambda=np.eye(1)))
+    >>> [(fp.name, fp.loss, fp.kind) for fp in scalar_fixed_points(der)]
+    [('global minimum', 1/6, 'minimum'), ('saddle set', 1/2, 'strict saddle')]
     """
     require_structure(der.model)
     form = ProductForm(der)
@@ -78,6 +87,17 @@ class ProductForm:
     ----------
     der : Derivation
         Of a model with a product form and d_y = 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sympy as sp
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.scalarsets import ProductForm
+    >>> F = ProductForm(derive(models.MultiHead(1, heads=2), ICLData(d=1, N=4, Lambda=np.eye(1))))
+    >>> M_star = sp.Matrix([[sp.Rational(2, 3)]])          # N / ((N + 2) λ): F'(M*) = 0
+    >>> F.gradient(M_star), F.loss(M_star), F.loss(sp.zeros(1, 1))
+    (Matrix([[0]]), 1/6, 1/2)
     """
 
     def __init__(self, der: Derivation):

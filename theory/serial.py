@@ -44,6 +44,16 @@ def to_data(value):
     ------
     TypeError
         For a type outside that list.
+
+    Examples
+    --------
+    >>> import json
+    >>> import sympy as sp
+    >>> from icldyn.theory.serial import from_data, to_data
+    >>> value = {"loss": sp.Rational(1, 3) * sp.Symbol("N"), "shape": (2, 2)}
+    >>> text = json.dumps(to_data(value))
+    >>> from_data(json.loads(text)) == value
+    True
     """
     return _encode(value, {})
 
@@ -76,6 +86,19 @@ def from_data(data):
     ------
     ValueError
         For anything ``to_data`` did not produce.
+
+    Examples
+    --------
+    >>> import json
+    >>> from icldyn.theory.serial import from_data, to_data
+    >>> from icldyn.theory.words import Mat, TracePoly
+    >>> p = TracePoly.trace(Mat("Q"), Mat("L", symmetric=True))
+    >>> from_data(json.loads(json.dumps(to_data(p)))) == p
+    True
+    >>> from_data({"eval": "__import__('os')"})        # data only: nothing is evaluated
+    Traceback (most recent call last):
+        ...
+    ValueError: not a serialised derivation (TypeError: unknown node ...)
     """
     try:
         return _decode(data)

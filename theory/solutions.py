@@ -42,6 +42,22 @@ class ModeReduction:
         The exact loss on the set.
     decoupled : sympy.Expr
         ``loss`` without its cross-mode terms (the paper's large-N reduction).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.solutions import mode_reduction
+    >>> data = ICLData(d=2, N=8, d_y=2, tasks="diagonal", Lambda=np.diag([1.0, 0.5]))
+    >>> red = mode_reduction(derive(models.Merged(2, d_y=2), data))
+    >>> red.saddle_growth_rates()               # s_α², the modes' escape rates from the origin
+    [1, 1/4]
+    >>> [red.fixed_point(k) for k in range(2)]          # decoupled: N / ((N + 2) s_α)
+    [4/5, 8/5]
+    >>> [round(float(a), 6) for a in red.exact_fixed_point()]           # with the 1/N coupling
+    [0.750941, 1.387602]
+    >>> red.balance_rate(0, exact=False)                # p_α² − q_α² is conserved without it
+    0
     """
 
     p: tuple
@@ -179,13 +195,17 @@ class ModeReduction:
             a_α per mode (30-digit mpmath floats).
         """
         subs = {} if N is None else {N_SYM: N}
-        loss = self.loss.subs(subs)
-        variables = list(self.p) + list(self.q)
+        # the critical points form curves (the rescaling p → αp, q → q/α of every mode
+        # together), where Newton's Jacobian is singular: solve on the slice q_0 = p_0, which
+        # every curve crosses, for the critical points of the loss restricted to it
+        loss = self.loss.subs(subs).subs(self.q[0], self.p[0])
+        variables = list(self.p) + list(self.q[1:])
         start = [sp.sqrt(self.fixed_point(k).subs(subs)) for k in range(len(self.p))]
         grad = [sp.diff(loss, v) for v in variables]
-        root = sp.nsolve(grad, variables, [float(x) for x in start * 2], tol=1e-20, prec=30)
-        d = len(self.p)
-        return [root[k] * root[d + k] for k in range(d)]
+        root = sp.nsolve(grad, variables, [float(x) for x in start + start[1:]], tol=1e-20,
+                         prec=30)
+        p, q = list(root[:len(self.p)]), [root[0]] + list(root[len(self.p):])
+        return [a * b for a, b in zip(p, q)]
 
     def saddle_growth_rates(self) -> list:
         """Growth rates at the origin: minus the negative eigenvalues of the Hessian of L.
@@ -223,6 +243,19 @@ def mode_reduction(der: Derivation, symbolic_s: bool = False) -> ModeReduction:
     InputError
         Unless the model is one merged head (Merged, MultiHead with one head) with
         ``tasks="diagonal"``.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.data import N_SYM
+    >>> from icldyn.theory.solutions import mode_reduction
+    >>> data = ICLData(d=2, N=N_SYM, d_y=2, tasks="diagonal", Lambda="diag")
+    >>> red = mode_reduction(derive(models.Merged(2, d_y=2), data), symbolic_s=True)
+    >>> red.fixed_point(0)                  # a* = p q of mode 1 under the decoupled flow
+    N/(s_1*(N + 2))
+    >>> sp.factor(red.coupling)             # the O(1/N) cross-mode terms it drops
+    s_1*s_2*(p_1**2*q_2**2*s_2 + p_2**2*q_1**2*s_1)/(2*N)
     """
     data = der.data
     head = single_head(der.model)
@@ -264,6 +297,19 @@ class IsotropicReduction:
         The scalar parameters (V = u, Q = qI).
     u_dot, q_dot : sympy.Expr
         Their derived flow, −∂L/∂u and −∂L/∂q on the set.
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.solutions import isotropic_reduction
+    >>> red = isotropic_reduction(derive(models.Merged(2), ICLData(d=2, N=4, Lambda="iso")))
+    >>> red.u, red.q
+    (u, q)
+    >>> red.q_dot
+    -lambda**3*q*u**2 + lambda**2*u - d*lambda**3*q*u**2/N - lambda**3*q*u**2/N -
+    lambda**2*q*sigma**2*u**2/N
+    >>> red.conservation_rate()             # d/dt (u² − d q²)
+    0
     """
 
     u: sp.Symbol
@@ -387,6 +433,14 @@ def isotropic_reduction(der: Derivation) -> IsotropicReduction:
     InputError
         Unless the model is a single merged head with scalar Gaussian tasks (d_y = 1,
         Σ_w = I) and Λ = λI.
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.solutions import isotropic_reduction
+    >>> red = isotropic_reduction(derive(models.Merged(2), ICLData(d=2, N=4, Lambda="iso")))
+    >>> red.fixed_point()                   # a* = u q, N/(λ(N + d + 1)) at σ = 0
+    N/(N*lambda + d*lambda + lambda + sigma**2)
     """
     data = der.data
     head = single_head(der.model)
@@ -419,6 +473,15 @@ def single_head(model) -> tuple | None:
     Returns
     -------
     tuple or None
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> from icldyn.theory.solutions import single_head
+    >>> single_head(models.Merged(2)), single_head(models.MultiHead(2, heads=1))
+    (('V', 'Q'), ('V0', 'Q0'))
+    >>> print(single_head(models.MultiHead(2, heads=2)))          # two heads: no single V, Q
+    None
     """
     heads = model.head_products()
     if heads is None or heads.rank is not None or len(heads.heads) != 1:

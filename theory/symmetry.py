@@ -51,6 +51,15 @@ class Candidate:
         (space actions).
     moves : dict
         {letter name: tuple of Mat}, δL as a word in the other letters and the generic A.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> from icldyn.theory.symmetry import Candidate, variations
+    >>> from icldyn.theory.words import Mat
+    >>> rescale = Candidate("Q<-Q", {"Q": (Mat("Q"),)})             # δQ = Q
+    >>> len(variations([rescale], models.Merged(2).prediction())[0])     # δŷ, term by term
+    2
     """
 
     label: str
@@ -81,6 +90,17 @@ class ConservationLaw:
         The matrix law's space; None for a scalar law.
     generator : dict
         The symmetry generator it comes from, {candidate label: coefficient}.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> law = derive(models.Merged(1), ICLData(d=1, N=4)).conserved[0]
+    >>> law.name, law.proved, law.expr
+    ('‖V‖² - ‖Q‖²', True, -Trace(Q*Q.T) + Trace(V*V.T))
+    >>> eta = sp.Symbol("eta", positive=True)
+    >>> sp.Poly(law.gd_change_expr, eta).monoms()      # changes by η² · (…) per GD step
+    [(2,)]
     """
 
     quantity: object
@@ -144,6 +164,13 @@ def find_symmetries(der: Derivation) -> dict:
     dict
         "mixing": a basis of the mixing generators; "space": for each space with any, a basis
         of its space-action generators.
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.symmetry import find_symmetries
+    >>> find_symmetries(derive(models.Merged(2), ICLData(d=2, N=4)))
+    {'mixing': [{'V<-V': -1, 'Q<-Q': 1}], 'space': {}}
     """
     return cached("symmetries", (der.model.key(), der.data.structure()), lambda: _find(der))
 
@@ -176,7 +203,17 @@ def candidate_families(model) -> dict:
     -------
     dict
         {"mixing": [Candidate], space: [Candidate] for each space} (A_s the generic matrix on
-        space s)."""
+        space s).
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> from icldyn.theory.symmetry import candidate_families
+    >>> families = candidate_families(models.Merged(2))
+    >>> {family: [c.label for c in cands] for family, cands in families.items()}
+    {'mixing': ['V<-V', 'Q<-Q'], 'x': ['A Q', 'A^T Q', 'Q A', 'Q A^T'], 'y': ['A V', 'A^T V', 'V
+    A', 'V A^T']}
+    """
     letters = list(model.letters().values())
     families = {"mixing": [Candidate(f"{L.name}<-{M.name}", {L.name: (M,)})
                            for L in letters for M in letters
@@ -222,7 +259,17 @@ def variations(cands: list[Candidate], terms) -> list[list]:
     Returns
     -------
     list of list of VecTerm
-        δŷ per candidate (empty when it moves no letter ŷ holds)."""
+        δŷ per candidate (empty when it moves no letter ŷ holds).
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> from icldyn.theory.symmetry import candidate_families, variations
+    >>> model = models.Merged(2)
+    >>> fam = candidate_families(model)
+    >>> [len(v) for v in variations(fam["mixing"], model.prediction())]
+    [2, 2]
+    """
     return [sum((vary(terms, name, word) for name, word in c.moves.items()), []) for c in cands]
 
 
@@ -257,7 +304,16 @@ def symmetric_generators(gens: list[dict]) -> list[dict]:
     Returns
     -------
     list of dict
-        The canonical basis of the symmetric ones, in the same form."""
+        The canonical basis of the symmetric ones, in the same form.
+
+    Examples
+    --------
+    >>> from icldyn.theory.symmetry import symmetric_generators
+    >>> symmetric_generators([{"V<-V": 1, "Q<-Q": -1}])
+    [{'Q<-Q': -1, 'V<-V': 1}]
+    >>> symmetric_generators([{"V0<-V0": -1, "V0<-V1": 1}])
+    []
+    """
     if not gens:
         return []
     flip = lambda label: "<-".join(reversed(label.split("<-")))    # noqa: E731
@@ -294,6 +350,15 @@ def conservation_laws(der: Derivation) -> list[ConservationLaw]:
     -------
     list of ConservationLaw
         Scalar laws first, then matrix laws by space.
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.symmetry import conservation_laws
+    >>> laws = conservation_laws(derive(models.SeparateKQ(2, rank=1), ICLData(d=2, N=4)))
+    >>> [(law.name, law.space, law.proved) for law in laws]
+    [('‖V0‖² - ‖WK0‖²', None, True), ('‖V0‖² - ‖WQ0‖²', None, True), ('WK0·WK0ᵀ - WQ0·WQ0ᵀ', 'r',
+    True)]
     """
     model = der.model
     letters = model.letters()
@@ -379,7 +444,21 @@ def _normalised(coeffs: dict, order: dict) -> dict:
 
 
 class Span:
-    """A growing linear span of trace polynomials, kept in echelon form (exact, sparse)."""
+    """A growing linear span of trace polynomials, kept in echelon form (exact, sparse).
+
+    Examples
+    --------
+    >>> from icldyn.theory.symmetry import Span
+    >>> from icldyn.theory.words import Mat, TracePoly
+    >>> Q, V = Mat("Q"), Mat("V", rows="y", cols="y")
+    >>> span = Span()
+    >>> span.add(TracePoly.trace(Q, Q.transpose())), span.add(TracePoly.trace(V, V.transpose()))
+    (True, True)
+    >>> span.contains(TracePoly.trace(V, V.transpose()) - TracePoly.trace(Q, Q.transpose()))
+    True
+    >>> span.add(TracePoly.trace(Q, Q.transpose()).scale(3))
+    False
+    """
 
     def __init__(self):
         self.rows: list[tuple] = []          # (pivot key, reduced coefficients)
@@ -437,6 +516,13 @@ def inert_entries(model) -> dict:
     -------
     dict
         {parameter name: entries of the parameter not covered by any letter block}.
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> from icldyn.theory.symmetry import inert_entries
+    >>> inert_entries(models.FullLSA(2))
+    {'W_PV': 6, 'W_KQ': 3}
     """
     sizes = model.sizes()
     out = {}

@@ -52,6 +52,20 @@ class Tally:
     ----------
     N : int or sympy.Symbol
         The context length whose powers N^k the counts multiply.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.tally import Tally
+    >>> from icldyn.theory.wordcodes import CODES, identity_loop
+    >>> from icldyn.theory.words import Mat
+    >>> L, B = Mat("L", symmetric=True), Mat("B")
+    >>> trLB = CODES.trace(CODES.chain((L, B))[0])
+    >>> t = Tally(sp.Symbol("N"))
+    >>> t.add(1, {((trLB,), 2): 1, ((trLB,), 1): 2})            # (N² + 2N) tr(ΛB)
+    >>> t.add(sp.Symbol("sigma")**2, {((identity_loop("y"),), 1): 1})   # σ² N d_y
+    >>> t.trace_poly().to_sympy()
+    N*d_y*sigma**2 + (N**2 + 2*N)*Trace(B*L)
     """
 
     def __init__(self, N):

@@ -56,6 +56,16 @@ class VecTerm:
         The random vector (x_i, ε_i or x_q) the word acts on.
     segments : tuple of Segment
         Scalar factors (a vector, a word, a vector) multiplying the term.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.data import x
+    >>> from icldyn.theory.terms import VecTerm
+    >>> from icldyn.theory.words import Mat
+    >>> t = VecTerm(1 / sp.Symbol("N"), ("i",), (Mat("Q"),), x("i"))          # (1/N) Σ_i Q x_i
+    >>> t.coeff, t.labels, t.vec.sample
+    (1/N, ('i',), 'i')
     """
 
     coeff: sp.Expr
@@ -79,6 +89,14 @@ def token_part(part: str, label: str) -> list[tuple]:
     -------
     list of tuple
         (word, random vector) pieces summing to the part.
+
+    Examples
+    --------
+    >>> from icldyn.theory.terms import token_part
+    >>> [(word, vec.var) for word, vec in token_part("y", "i")]          # y_i = W x_i + ε_i
+    [((Mat(name='W', T=False, symmetric=False, rows='y', cols='x'),), 'x'), ((), 'eps')]
+    >>> token_part("x", "i")
+    [((), RandVec(var='x', sample='i'))]
     """
     if part == "x":
         return [((), x(label))]
@@ -102,6 +120,16 @@ def sandwich(left: tuple, a: str, b: str, right: tuple, label: str, coeff) -> li
     Returns
     -------
     list of VecTerm
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.terms import sandwich
+    >>> from icldyn.theory.words import Mat
+    >>> V, Q = Mat("V", rows="y", cols="y"), Mat("Q")
+    >>> pieces = sandwich((V,), "y", "x", (Q,), "i", 1 / sp.Symbol("N"))    # V S_yx Q x_q / N
+    >>> [([m.name for m in p.word], p.vec.var) for p in pieces]            # V W x_i and V ε_i
+    [(['V', 'W'], 'x'), (['V'], 'eps')]
     """
     return [VecTerm(coeff, (label,), left + wa, va,
                     (Segment(vb, transpose_word(wb) + right, x(QUERY)),))
@@ -115,6 +143,12 @@ def target() -> list[VecTerm]:
     -------
     list of VecTerm
         W x_q and ε_q.
+
+    Examples
+    --------
+    >>> from icldyn.theory.terms import target
+    >>> [([m.name for m in t.word], t.vec) for t in target()]
+    [(['W'], RandVec(var='x', sample='q')), ([], RandVec(var='eps', sample='q'))]
     """
     return [VecTerm(sp.Integer(1), (), (W_TASK,), x(QUERY)),
             VecTerm(sp.Integer(1), (), (), eps(QUERY))]
@@ -131,6 +165,12 @@ def negate(terms: list[VecTerm]) -> list[VecTerm]:
     Returns
     -------
     list of VecTerm
+
+    Examples
+    --------
+    >>> from icldyn.theory.terms import negate, target
+    >>> [t.coeff for t in negate(target())]
+    [-1, -1]
     """
     return [VecTerm(-t.coeff, t.labels, t.word, t.vec, t.segments) for t in terms]
 
@@ -144,6 +184,15 @@ def input_tokens() -> tuple[dict, dict]:
     -------
     tuple of dict
         (context stream, query stream): part ("x" | "y") → list of VecTerm.
+
+    Examples
+    --------
+    >>> from icldyn.theory.terms import input_tokens
+    >>> context, query = input_tokens()
+    >>> [(part, len(terms)) for part, terms in context.items()]   # x_t; y_t = W x_t + ε_t
+    [('x', 1), ('y', 2)]
+    >>> [(part, len(terms)) for part, terms in query.items()]     # x_q; its label is masked (0)
+    [('x', 1), ('y', 0)]
     """
     context = {"x": [VecTerm(sp.Integer(1), (), w, v) for w, v in token_part("x", TOKEN)],
                "y": [VecTerm(sp.Integer(1), (), w, v) for w, v in token_part("y", TOKEN)]}
@@ -218,6 +267,15 @@ def attend(heads: list, context: dict, query: dict, query_in_keys: bool = True,
     -------
     tuple
         (context stream or None, query stream).
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> from icldyn.theory.terms import attend, input_tokens
+    >>> context, query = input_tokens()
+    >>> _, out = attend(models.Merged(2).layer(), context, query, update_context=False)
+    >>> len(out["y"]), len(models.Merged(2).prediction())           # the query's y-part is ŷ
+    (2, 2)
     """
     fresh = _Fresh()
     keys = [(context, True)] + ([(query, False)] if query_in_keys else [])
@@ -240,6 +298,22 @@ def residual(model) -> list[VecTerm]:
     Returns
     -------
     list of VecTerm
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.data import N_SYM
+    >>> from icldyn.theory.gaussian import expect
+    >>> from icldyn.theory.terms import inner_monomial, residual
+    >>> model, data = models.Merged(2), ICLData(d=2, N=4)
+    >>> r = residual(model)             # ŷ = V S_yx Q x_q / N (y = Wx + ε: two pieces) minus y_q
+    >>> len(r)
+    4
+    >>> half = sp.Rational(1, 2)
+    >>> loss = expect([inner_monomial(a, b, half) for a in r for b in r], data.law(), N_SYM)
+    >>> loss == derive(model, data).loss_poly           # ½ E‖ŷ − y_q‖², as derive finds it
+    True
     """
     minus_y = [VecTerm(-t.coeff, t.labels, t.word, t.vec, t.segments) for t in target()]
     return model.prediction() + minus_y
@@ -259,6 +333,16 @@ def inner_monomial(a: VecTerm, b: VecTerm, coeff) -> Monomial:
     -------
     Monomial
         A scalar monomial of the expectation engine.
+
+    Examples
+    --------
+    >>> from icldyn.theory.data import N_SYM, ICLData
+    >>> from icldyn.theory.gaussian import expect
+    >>> from icldyn.theory.terms import inner_monomial, target
+    >>> y_q = target()                              # W x_q + ε_q
+    >>> mono = [inner_monomial(a, b, 1) for a in y_q for b in y_q]
+    >>> expect(mono, ICLData(d=2, N=4).law(), N_SYM).to_sympy()        # E‖y_q‖² = d_y (tr Λ + σ²)
+    d_y*sigma**2 + d_y*Trace(Lambda)
     """
     ra, rb = {l: f"{l}1" for l in a.labels}, {l: f"{l}2" for l in b.labels}
     segs = [_relabel(s, ra) for s in a.segments] + [_relabel(s, rb) for s in b.segments]
@@ -292,6 +376,16 @@ def vary(terms: list[VecTerm], name: str, replacement: tuple) -> list[VecTerm]:
     Returns
     -------
     list of VecTerm
+
+    Examples
+    --------
+    >>> from icldyn.theory import models
+    >>> from icldyn.theory.terms import vary
+    >>> from icldyn.theory.words import Mat
+    >>> yhat = models.Merged(2).prediction()           # V Σ_i y_i (x_iᵀ Q x_q) / N
+    >>> moved = vary(yhat, "Q", (Mat("A"), Mat("Q")))  # δQ = A Q
+    >>> [[m.name for s in t.segments for m in s.letters] for t in moved]
+    [['A', 'Q'], ['A', 'Q']]
     """
     out = []
     for t in terms:

@@ -39,8 +39,17 @@ MAX_DENOMINATOR = 10 ** 6
 
 
 class PaperPrinter(LatexPrinter):
-    """SymPy's LaTeX with paper notation: tr(X) with plain parentheses, Xᵀ as X^⊤, I for the
-    identity, and a stack's layer letters ``V__2`` as V^{(2)}."""
+    r"""SymPy's LaTeX with paper notation: tr(X) with plain parentheses, Xᵀ as X^⊤, I for the
+    identity, and a stack's layer letters ``V__2`` as V^{(2)}.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.texform import PaperPrinter
+    >>> Q, L = sp.MatrixSymbol("Q", 2, 2), sp.MatrixSymbol("Lambda", 2, 2)
+    >>> PaperPrinter().doprint(sp.Trace(L * Q.T))
+    '\\operatorname{tr}(\\Lambda Q^{\\top})'
+    """
 
     def __init__(self):
         super().__init__({"mat_symbol_style": "plain"})
@@ -75,7 +84,7 @@ class PaperPrinter(LatexPrinter):
 
 
 def tex(expr) -> str:
-    """LaTeX of ``expr`` in the paper notation of ``PaperPrinter``.
+    r"""LaTeX of ``expr`` in the paper notation of ``PaperPrinter``.
 
     Parameters
     ----------
@@ -85,6 +94,16 @@ def tex(expr) -> str:
     Returns
     -------
     str
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.texform import tex
+    >>> Q, L = sp.MatrixSymbol("Q", 2, 2), sp.MatrixSymbol("Lambda", 2, 2)
+    >>> tex(sp.Trace(L * Q * L * Q.T))
+    '\\operatorname{tr}(\\Lambda Q \\Lambda Q^{\\top})'
+    >>> tex(Q.T * L + sp.Identity(2))
+    'I + Q^{\\top} \\Lambda'
     """
     return PaperPrinter().doprint(expr)
 
@@ -101,6 +120,15 @@ class Term:
         A coefficient free of the variables (in its shortest expanded or factored form).
     monomials : tuple of sympy.Expr or sympy.MatrixExpr
         The monomials sharing it: products of traces and scalars times one matrix word.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.texform import Term
+    >>> N, u, q = sp.symbols("N u q", positive=True)
+    >>> t = Term((N + 1) / N, (u**2, q**2))
+    >>> t.to_sympy()
+    (N + 1)*(q**2 + u**2)/N
     """
 
     coeff: sp.Expr
@@ -143,6 +171,15 @@ class Grouped:
     ----------
     terms : tuple of Term
         Ordered by degree in the variables, then by LaTeX (as ``group`` makes them).
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.texform import group
+    >>> N, u = sp.symbols("N u", positive=True)
+    >>> g = group(u**2 / 2 + u**2 / (2 * N) + u / N + u, ["u"])
+    >>> len(g.terms), [t.monomials for t in g.terms]
+    (2, [(u,), (u**2,)])
     """
 
     terms: tuple
@@ -181,6 +218,15 @@ def group(expr, variables=()) -> Grouped:
     -------
     Grouped
         Terms ordered by degree in the variables, then by their LaTeX.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.texform import group
+    >>> N, eta, u = sp.symbols("N eta u", positive=True)
+    >>> expanded = -eta**2 - 2 * eta**2 / N - eta**2 / N**2 + u**2 * (1 + 1 / N) / 2
+    >>> [(t.coeff, t.monomials) for t in group(expanded, ["u"]).terms]
+    [(-eta**2*(N + 1)**2/N**2, (1,)), ((N + 1)/(2*N), (u**2,))]
     """
     names = frozenset(variables) | {s.name for s in expr.free_symbols
                                     if isinstance(s, sp.MatrixSymbol) and s.shape == (1, 1)}
@@ -258,6 +304,17 @@ def partial_fractions(e) -> sp.Expr:
     sympy.Expr
         Of ``together(e)`` and ``apart(e, s)`` for each free symbol s, the one of least
         ``width``; equal to ``e``.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.texform import partial_fractions
+    >>> N, s1, s2 = sp.symbols("N s_1 s_2", positive=True)
+    >>> loss = sp.together(s1 / (N * s1 + 1) + s2 / (N * s2 + 1))
+    >>> loss
+    (s_1*(N*s_2 + 1) + s_2*(N*s_1 + 1))/((N*s_1 + 1)*(N*s_2 + 1))
+    >>> partial_fractions(loss)               # a sum over the modes is narrower
+    s_1/(N*s_1 + 1) + s_2/(N*s_2 + 1)
     """
     e = sp.together(e)
     forms = [e] + [sp.apart(e, s) for s in sorted(e.free_symbols, key=str)]
@@ -291,6 +348,15 @@ def short_numbers(text: str) -> str:
     str
         Each fraction longer than ``MAX_DIGITS`` characters replaced by the nearest rational
         with denominator ≤ 10⁶ when within 10⁻¹² relative, else a 6-digit decimal.
+
+    Examples
+    --------
+    >>> from icldyn.theory import ICLData
+    >>> from icldyn.theory.texform import short_numbers
+    >>> repr(ICLData(d=1, N=4, noise=0.1))                  # 0.1 kept exact: its binary value
+    "ICLData(d=1, N=4, d_y=1, tasks='gaussian', noise=3602879701896397/36028797018963968)"
+    >>> short_numbers(repr(ICLData(d=1, N=4, noise=0.1)))
+    "ICLData(d=1, N=4, d_y=1, tasks='gaussian', noise=1/10)"
     """
     return re.sub(r"(-?\d+)/(\d+)", lambda m: str(_short_rational(sp.Rational(
         int(m.group(1)), int(m.group(2))))) if len(m.group(0)) > MAX_DIGITS else m.group(0),
@@ -440,6 +506,16 @@ class Equation:
     grouped : bool
         Whether to group a SymPy ``rhs`` (True; expressions with exp, log, roots or
         non-integer powers are printed term by term anyway).
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.texform import Equation, align
+    >>> u, N = sp.symbols("u N", positive=True)
+    >>> print(align([Equation(r"\dot u", -u * (1 + 1 / N) + 1 / N, variables=("u",))]))
+    \begin{align*}
+    \dot u &= \frac{1}{N} - \left(1 + \frac{1}{N}\right) u
+    \end{align*}
     """
 
     lhs: str
@@ -516,7 +592,7 @@ _FRAC = re.compile(r"\\frac\{((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}"
 
 
 def width(latex: str) -> float:
-    """Estimated printed width (pt, 10 pt type) of display-maths ``latex``: a character or
+    r"""Estimated printed width (pt, 10 pt type) of display-maths ``latex``: a character or
     symbol 6.2 pt, scripts at 70 %, a fraction as wide as its wider part, a binary operator
     with its spacing 13 pt.
 
@@ -529,6 +605,12 @@ def width(latex: str) -> float:
     -------
     float
         The width in pt (an estimate from the source, not a typesetting).
+
+    Examples
+    --------
+    >>> from icldyn.theory.texform import width
+    >>> width("a + b"), width(r"\frac{1}{N}") < width(r"\frac{1}{N} + \frac{1}{N}")
+    (25.4, True)
     """
     s = latex
     for _ in range(4):
@@ -568,6 +650,19 @@ def align(equations, line_width: float = LINE_WIDTH) -> str:
     -------
     str
         LaTeX from ``\begin{align*}`` to ``\end{align*}``.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.texform import Equation, align
+    >>> xs = sp.symbols("x0:12")
+    >>> loss = Equation("L", sum(x**2 for x in xs), variables=tuple(map(str, xs)))
+    >>> print(align([loss], line_width=120))
+    \begin{align*}
+    L &= x_{0}^{2} + x_{10}^{2} + x_{11}^{2} + x_{1}^{2} \\
+    &\quad + x_{2}^{2} + x_{3}^{2} + x_{4}^{2} + x_{5}^{2} \\
+    &\quad + x_{6}^{2} + x_{7}^{2} + x_{8}^{2} + x_{9}^{2}
+    \end{align*}
     """
     lhs_width = max([width(e.lhs) for e in equations] + [0.0])
     budget = max(line_width - lhs_width - 20.0, 120.0)

@@ -100,6 +100,17 @@ def vector_fixed_points(der: Derivation) -> list[FixedPointSet]:
         For eigenbasis or finite vector tasks with symbolic data, a finite task set not
         diagonal in Λ's eigenbasis, or (a model with two signal paths) a task law that is not
         symmetric under W → −W.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.theory.vectorsets import vector_fixed_points
+    >>> data = ICLData(d=2, N=4, d_y=2, tasks="diagonal", Lambda=np.diag([1.0, 0.5]))
+    >>> sets = vector_fixed_points(derive(models.Merged(2, d_y=2), data))
+    >>> [(fp.name, fp.hessian_index) for fp in sets]      # staged learning: saddles between stages
+    [('global minimum (all modes learned)', 0), ('modes {1} learned', 1), ('modes {2} learned', 1),
+    ('origin', 2)]
     """
     data = der.data
     require_structure(der.model)

@@ -25,13 +25,32 @@ def identity_loop(space: str) -> int:
     -------
     int
         ``-1 - k`` for the k-th space of ``SPACES``.
+
+    Examples
+    --------
+    >>> from icldyn.theory.wordcodes import identity_loop
+    >>> identity_loop("x"), identity_loop("y"), identity_loop("r")      # factors d, d_y, r
+    (-1, -2, -3)
     """
     return -1 - SPACES.index(space)
 
 
 class LetterCodes:
     """Letters ↔ integer codes, Dg letters by the code word of their argument, and canonical
-    trace ids of code words."""
+    trace ids of code words.
+
+    Examples
+    --------
+    >>> from icldyn.theory.wordcodes import LetterCodes
+    >>> from icldyn.theory.words import Mat
+    >>> codes = LetterCodes()
+    >>> Q, L = Mat("Q"), Mat("L", symmetric=True)
+    >>> word, back = codes.chain((Q, L))                           # QΛ and (QΛ)ᵀ = ΛQᵀ
+    >>> [(m.name, m.T) for m in codes.word(back)]
+    [('L', False), ('Q', True)]
+    >>> codes.trace(word) == codes.trace(back) == codes.trace(codes.chain((L, Q))[0])
+    True
+    """
 
     def __init__(self):
         self.letters: list = []

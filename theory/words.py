@@ -43,6 +43,17 @@ class Mat:
     rows, cols : {"x", "y", "r"}
         The spaces of its rows and columns, of dimensions d, d_y, r (``dim_symbol``), as the
         untransposed matrix has them.
+
+    Examples
+    --------
+    >>> from icldyn.theory.words import Mat
+    >>> Mat("Q").transpose()
+    Mat(name='Q', T=True, symmetric=False, rows='x', cols='x')
+    >>> Mat("L", symmetric=True).transpose() == Mat("L", symmetric=True)
+    True
+    >>> W = Mat("W", rows="y", cols="x")                            # a task, x-space to y-space
+    >>> W.transpose().rows, W.transpose().cols
+    ('x', 'y')
     """
 
     name: str
@@ -84,6 +95,15 @@ class Dg:
     ----------
     inner : tuple of letters
         The word Y (the empty word is the identity, Dg(I) = U diag(c) Uᵀ).
+
+    Examples
+    --------
+    >>> from icldyn.theory.words import Dg, Mat, TracePoly
+    >>> Q, L = Mat("Q"), Mat("L", symmetric=True)
+    >>> Dg((Q,)) == Dg((Q.transpose(),))                      # Dg(Y) = Dg(Yᵀ)
+    True
+    >>> TracePoly.trace(L, Dg((Q,))).to_sympy()               # Σ_k c_k s_k (UᵀQU)_kk
+    Trace(Dg(Q)*L)
     """
 
     inner: tuple
@@ -133,6 +153,14 @@ def dim_symbol(space: str) -> sp.Symbol:
     -------
     sympy.Symbol
         A positive integer symbol.
+
+    Examples
+    --------
+    >>> from icldyn.theory.words import dim_symbol
+    >>> [dim_symbol(s) for s in ("x", "y", "r")]
+    [d, d_y, r]
+    >>> dim_symbol("x").is_positive
+    True
     """
     return DIMS[space]
 
@@ -151,6 +179,12 @@ def entry_symbol(name: str, i: int, j: int) -> sp.Symbol:
     Returns
     -------
     sympy.Symbol
+
+    Examples
+    --------
+    >>> from icldyn.theory.words import entry_symbol
+    >>> entry_symbol("Q", 1, 12), entry_symbol("Q", 11, 2)
+    (Q_1_12, Q_11_2)
     """
     return sp.Symbol(f"{name}_{i}_{j}", real=True)
 
@@ -169,6 +203,13 @@ def transpose_word(word: tuple) -> tuple:
     Returns
     -------
     tuple of letters
+
+    Examples
+    --------
+    >>> from icldyn.theory.words import Mat, transpose_word
+    >>> V, W, L = Mat("V", rows="y", cols="y"), Mat("W", rows="y"), Mat("L", symmetric=True)
+    >>> [(m.name, m.T) for m in transpose_word((V, W, L))]           # (VWΛ)ᵀ = ΛWᵀVᵀ
+    [('L', False), ('W', True), ('V', True)]
     """
     return tuple(letter.transpose() for letter in reversed(word))
 
@@ -233,6 +274,16 @@ class TracePoly:
     ----------
     terms : dict
         {sorted tuple of canonical words: nonzero expanded sympy coefficient}.
+
+    Examples
+    --------
+    >>> from icldyn.theory.words import Mat, TracePoly
+    >>> L, Q = Mat("L", symmetric=True), Mat("Q")
+    >>> p = TracePoly.trace(Q, L) + TracePoly.trace(L, Q.transpose())     # tr(QΛ) = tr(ΛQᵀ)
+    >>> p
+    TracePoly(1 terms: 2*Trace(L*Q))
+    >>> p.diff(Q).to_sympy()                                             # ∂/∂Q = 2Λ
+    2*L
     """
 
     def __init__(self, terms: dict | None = None):
@@ -495,6 +546,16 @@ class MatPoly:
     rows, cols : str
     terms : dict
         {(sorted canonical traces, open word): nonzero expanded sympy coefficient}.
+
+    Examples
+    --------
+    >>> from icldyn.theory.words import Mat, MatPoly
+    >>> L, Q = Mat("L", symmetric=True), Mat("Q")
+    >>> LQ = MatPoly.letter(L).matmul(MatPoly.letter(Q))
+    >>> LQ.to_sympy(), LQ.transpose().to_sympy()
+    (L*Q, Q.T*L)
+    >>> LQ.inner(MatPoly.letter(Q)).to_sympy()                     # ⟨ΛQ, Q⟩ = tr((ΛQ)ᵀQ)
+    Trace(L*Q*Q.T)
     """
 
     def __init__(self, rows: str, cols: str, terms: dict | None = None):
@@ -739,13 +800,21 @@ def _diff_cyclic(word: tuple, name: str, npos: int):
 # --- sympy conversion -------------------------------------------------------------------------
 
 class EigDiag(sp.MatrixExpr):
-    """SymPy node for Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ (what ``to_sympy`` makes of a ``Dg``
+    r"""SymPy node for Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ (what ``to_sympy`` makes of a ``Dg``
     letter; prints as 𝒟(Y) in LaTeX, ``Dg(Y)`` in text). Built as ``EigDiag(Y)``.
 
     Attributes
     ----------
     arg : sympy.MatrixExpr
         The word Y (square); the node's shape is Y's.
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.words import EigDiag
+    >>> Y = sp.MatrixSymbol("Y", 2, 2)
+    >>> EigDiag(Y).shape, sp.latex(EigDiag(Y))
+    ((2, 2), '\\mathcal{D}\\!\\left(Y\\right)')
     """
 
     def __new__(cls, arg):
@@ -800,6 +869,14 @@ class TaskSet(tuple):
     ----------
     weights : tuple of sympy.Expr
         The probabilities of W_1..W_P (sympified).
+
+    Examples
+    --------
+    >>> import sympy as sp
+    >>> from icldyn.theory.words import TaskSet
+    >>> tasks = TaskSet([sp.Matrix([[1, 0]]), sp.Matrix([[0, 1]])])
+    >>> len(tasks), tasks.weights
+    (2, (1/2, 1/2))
     """
 
     def __new__(cls, matrices, weights=None):
@@ -819,6 +896,12 @@ def letter_names(words: Iterable[tuple]) -> set:
     Returns
     -------
     set of str
+
+    Examples
+    --------
+    >>> from icldyn.theory.words import Dg, Mat, letter_names
+    >>> sorted(letter_names([(Mat("L", symmetric=True), Dg((Mat("Q"),)))]))
+    ['L', 'Q']
     """
     out = set()
     for w in words:
@@ -848,6 +931,16 @@ def split_by_letters(poly, names: Iterable[str]) -> dict:
     -------
     dict
         {frozenset of names: polynomial of poly's type}; the parts sum to ``poly``.
+
+    Examples
+    --------
+    >>> from icldyn.theory.words import Mat, TracePoly, split_by_letters
+    >>> L, Q = Mat("L", symmetric=True), Mat("Q")
+    >>> loss = TracePoly.trace(Q, L, Q.transpose(), L) - TracePoly.trace(L, Q, coeff=2)
+    >>> loss = loss + TracePoly.trace(L)
+    >>> parts = split_by_letters(loss, ["Q"])
+    >>> parts[frozenset()].to_sympy(), parts[frozenset({"Q"})].to_sympy()
+    (Trace(L), -2*Trace(L*Q) + Trace(L*Q*L*Q.T))
     """
     names, parts = set(names), {}
     for key, coeff in poly.terms.items():
@@ -881,6 +974,13 @@ def rename_letter(poly, old: str, new: str):
     -------
     TracePoly or MatPoly
         Recanonicalised (a renaming can change the canonical order).
+
+    Examples
+    --------
+    >>> from icldyn.theory.words import Mat, TracePoly, rename_letter
+    >>> p = TracePoly.trace(Mat("Q"), Mat("L", symmetric=True))
+    >>> rename_letter(p, "Q", "M").to_sympy()                          # F(M) from L(Q) at u = 1
+    Trace(L*M)
     """
     if isinstance(poly, TracePoly):
         return TracePoly({tuple(_rename_word(w, old, new) for w in traces): c
