@@ -127,8 +127,8 @@ class DivergenceError(RuntimeError):
     --------
     >>> from icldyn.theory.errors import DivergenceError
     >>> err = DivergenceError("the loss blew up at lr = 5; lower the learning rate", step=12)
-    >>> err.step, err.partial, isinstance(err, ArithmeticError)
-    (12, None, False)
+    >>> err.step, err.partial, isinstance(err, RuntimeError)     # partial: no trajectory kept
+    (12, None, True)
     """
 
     def __init__(self, message: str, step: int, partial=None):

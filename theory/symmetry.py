@@ -267,7 +267,7 @@ def variations(cands: list[Candidate], terms) -> list[list]:
     >>> from icldyn.theory.symmetry import candidate_families, variations
     >>> model = models.Merged(2)
     >>> fam = candidate_families(model)
-    >>> [len(v) for v in variations(fam["mixing"], model.prediction())]
+    >>> [len(v) for v in variations(fam["mixing"], model.prediction())]   # δV = V, δQ = Q
     [2, 2]
     """
     return [sum((vary(terms, name, word) for name, word in c.moves.items()), []) for c in cands]
