@@ -107,7 +107,7 @@ def effective_rank(M, drop_top: int = 0) -> np.ndarray:
     3.0
     >>> round(float(effective_rank(np.diag([1.0, 1e-9, 0.0]))), 6)  # one direction dominates
     1.0
-    >>> round(float(effective_rank(np.diag([5.0, 1.0, 1.0]), drop_top=1)), 6)   # the bulk after the spike
+    >>> round(float(effective_rank(np.diag([5.0, 1.0, 1.0]), drop_top=1)), 6)   # the bulk
     2.0
     """
     s, _ = _scaled_singular_values(M)
