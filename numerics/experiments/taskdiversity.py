@@ -917,6 +917,26 @@ def parameterization_sweep(seed: int = 0, progress=None, backend: str = "numba")
     -------
     list of dict
         The ``set_count_sweep`` rows of every case in turn (losses ½E(ŷ − y_q)²).
+
+    Examples
+    --------
+    >>> from unittest import mock
+    >>> from icldyn.numerics.experiments.taskdiversity import (PARAMETERIZATION_GRID,
+    ...                                                         parameterization_sweep)
+    >>> PARAMETERIZATION_GRID["d"], PARAMETERIZATION_GRID["P"]
+    (3, (1, 3, 10, 30))
+    >>> quick = dict(P=(1,), draws=2, starts=1)              # one task per set: a quick look
+    >>> with mock.patch.dict(PARAMETERIZATION_GRID, quick):
+    ...     rows = parameterization_sweep(backend="numpy")
+    >>> for row in rows:
+    ...     print(f"{row['model']:40} {row['family']:9} train {row['train']:.3f}",
+    ...           f"test {row['test']:.3f}")
+    Merged(d=3, d_y=1)                       gaussian  train 0.248 test 0.838
+    MultiHead(d=3, heads=2, d_y=1)           gaussian  train 0.248 test 0.838
+    SeparateKQ(d=3, heads=1, rank=2, d_y=1)  gaussian  train 0.248 test 0.838
+    FullLSA(d=3, d_y=1)                      gaussian  train 0.180 test 10.333
+    Merged(d=3, d_y=2)                       gaussian  train 0.598 test 1.799
+    Merged(d=3, d_y=3)                       diagonal  train 0.413 test 1.096
     """
     g = PARAMETERIZATION_GRID
     d, Lam = g["d"], np.diag(g["Lambda"])
