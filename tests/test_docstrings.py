@@ -10,6 +10,9 @@ The CLI's ``cmd_*`` handlers are the exception when argparse documents them
 subcommand's ``--help`` (every option with help text and default), they return the exit
 code, and the API reference does not render the CLI module; a handler without that help is
 held to the rule like any other name.
+Every such function and class of ``icldyn.numerics`` also shows what it is for in an
+``Examples`` section with ``>>>`` lines (``missing_examples``; the ``cmd_*`` handlers excepted),
+and every example gives the output it shows.
 The torch experiments (``numerics.nonlinear``) are optional and not walked."""
 
 import ast
@@ -164,9 +167,12 @@ def argparse_commands() -> set:
     return out
 
 
-def undocumented() -> dict:
-    """{qualified name: missing sections} over every public name (each object once)."""
-    out, seen = {}, {id(f) for f in argparse_commands()}
+def public_objects(root=None):
+    """(qualified name, object) of every walked public function and class, each once; only
+    those defined below ``root`` (a package of ``ROOTS``) when given. The CLI handlers that
+    argparse documents are left out."""
+    seen = {id(f) for f in argparse_commands()}
+    below = None if root is None else root.__name__
     for module in public_modules():
         for name, obj in vars(module).items():
             if name.startswith("_") or id(obj) in seen:
@@ -176,14 +182,40 @@ def undocumented() -> dict:
             where = getattr(obj, "__module__", "") or ""
             if not (where.startswith("icldyn.") and _walked(where)):
                 continue            # imported from elsewhere (numpy, sympy, the torch part)
+            if below is not None and not (where == below or where.startswith(below + ".")):
+                continue
             seen.add(id(obj))
-            if inspect.isclass(obj):
-                out.update({f"{where}.{k}": v for k, v in class_missing(obj).items()})
-            else:
-                missing = missing_sections(obj)
-                if missing:
-                    out[f"{where}.{obj.__qualname__}"] = missing
+            yield f"{where}.{obj.__qualname__}", obj
+
+
+def undocumented() -> dict:
+    """{qualified name: missing sections} over every public name (each object once)."""
+    out = {}
+    for name, obj in public_objects():
+        if inspect.isclass(obj):
+            out.update({f"{obj.__module__}.{k}": v for k, v in class_missing(obj).items()})
+        else:
+            missing = missing_sections(obj)
+            if missing:
+                out[name] = missing
     return out
+
+
+def shows_example(obj) -> bool:
+    """Whether ``obj``'s docstring has an ``Examples`` section with a ``>>>`` line in it."""
+    doc = inspect.getdoc(obj) or ""
+    heading = re.search(r"^Examples\n-{3,}[ \t]*$", doc, re.M)
+    if heading is None:
+        return False
+    section = re.split(r"^\S.*\n-{3,}[ \t]*$", doc[heading.end():], maxsplit=1, flags=re.M)[0]
+    return bool(re.search(r"^\s*>>>", section, re.M))
+
+
+def missing_examples(root) -> list[str]:
+    """The qualified names of the walked public functions and classes defined below ``root``
+    whose docstring shows no example (``shows_example``); the CLI's ``cmd_*`` handlers, whose
+    interface is their ``--help``, excepted."""
+    return sorted(name for name, obj in public_objects(root) if not shows_example(obj))
 
 
 def test_the_check_finds_planted_missing_sections():
@@ -255,6 +287,46 @@ def test_the_check_finds_planted_missing_sections():
     assert class_missing(Thing) == {"Thing": ["Parameters"], "Thing.value": ["Returns"]}
 
 
+def test_the_example_check_finds_planted_gaps():
+    def shown():
+        """Sum.
+
+        Examples
+        --------
+        >>> 1 + 1
+        2
+        """
+
+    def heading_only():
+        """Sum.
+
+        Examples
+        --------
+        Add two numbers.
+        """
+
+    def elsewhere():
+        """Sum.
+
+        Notes
+        -----
+        >>> 1 + 1
+        2
+
+        Examples
+        --------
+        Add two numbers.
+
+        See Also
+        --------
+        >>> 2
+        """
+
+    assert shows_example(shown)
+    assert not shows_example(heading_only) and not shows_example(elsewhere)
+    assert not shows_example(lambda: None)
+
+
 def test_the_excepted_handlers_are_the_cli_commands():
     from icldyn.numerics.experiments import cli
 
@@ -286,3 +358,9 @@ def test_the_examples_run():
             runner.run(test, out=lambda text: None)
     failed, attempted = runner.summarize(verbose=False)
     assert examples and not failed, f"{failed} of {attempted} docstring examples failed"
+
+
+def test_every_numerics_name_shows_an_example():
+    missing = missing_examples(icldyn.numerics)
+    assert not missing, "no Examples section with >>> lines:\n" + "\n".join(
+        f"  {name}" for name in missing)
