@@ -335,11 +335,11 @@ def incontext_risks(d: int, Lambda, Ns, Sigma_w=None, noise: float = 0.0,
     --------
     >>> import numpy as np
     >>> from icldyn.numerics.experiments.risks import incontext_risks
-    >>> for row in incontext_risks(d=2, Lambda=np.eye(2), Ns=[2, 8], noise=0.5, prompts=4000):
+    >>> for row in incontext_risks(d=2, Lambda=np.eye(2), Ns=[4, 16], noise=0.5, prompts=4000):
     ...     print(row["N"], f"theory {row['theory']:.3f}, network {row['learned_mc'][0]:.3f},",
-    ...           f"OLS {row['ols_mc'][0]:.3g}, Bayes {row['bayes_mc'][0]:.3f}")
-    2 theory 0.744, network 0.756, OLS 2.75e+03, Bayes 0.468
-    8 theory 0.414, network 0.405, OLS 0.181, Bayes 0.175
+    ...           f"OLS {row['ols_mc'][0]:.3f}, Bayes {row['bayes_mc'][0]:.3f}")
+    4 theory 0.573, network 0.578, OLS 0.337, Bayes 0.254
+    16 theory 0.294, network 0.299, OLS 0.150, Bayes 0.149
     """
     prompts = check_int("prompts", prompts, minimum=2)
     rng = np.random.default_rng(check_int("seed", seed, minimum=0))
