@@ -201,23 +201,6 @@ def undocumented() -> dict:
     return out
 
 
-def shows_example(obj) -> bool:
-    """Whether ``obj``'s docstring has an ``Examples`` section with a ``>>>`` line in it."""
-    doc = inspect.getdoc(obj) or ""
-    heading = re.search(r"^Examples\n-{3,}[ \t]*$", doc, re.M)
-    if heading is None:
-        return False
-    section = re.split(r"^\S.*\n-{3,}[ \t]*$", doc[heading.end():], maxsplit=1, flags=re.M)[0]
-    return bool(re.search(r"^\s*>>>", section, re.M))
-
-
-def missing_examples(root) -> list[str]:
-    """The qualified names of the walked public functions and classes defined below ``root``
-    whose docstring shows no example (``shows_example``); the CLI's ``cmd_*`` handlers, whose
-    interface is their ``--help``, excepted."""
-    return sorted(name for name, obj in public_objects(root) if not shows_example(obj))
-
-
 def test_the_check_finds_planted_missing_sections():
     def bare(a, b=1):
         """No sections."""
@@ -287,46 +270,6 @@ def test_the_check_finds_planted_missing_sections():
     assert class_missing(Thing) == {"Thing": ["Parameters"], "Thing.value": ["Returns"]}
 
 
-def test_the_example_check_finds_planted_gaps():
-    def shown():
-        """Sum.
-
-        Examples
-        --------
-        >>> 1 + 1
-        2
-        """
-
-    def heading_only():
-        """Sum.
-
-        Examples
-        --------
-        Add two numbers.
-        """
-
-    def elsewhere():
-        """Sum.
-
-        Notes
-        -----
-        >>> 1 + 1
-        2
-
-        Examples
-        --------
-        Add two numbers.
-
-        See Also
-        --------
-        >>> 2
-        """
-
-    assert shows_example(shown)
-    assert not shows_example(heading_only) and not shows_example(elsewhere)
-    assert not shows_example(lambda: None)
-
-
 def test_the_excepted_handlers_are_the_cli_commands():
     from icldyn.numerics.experiments import cli
 
@@ -347,6 +290,61 @@ def test_public_names_document_parameters_and_returns():
         f"  {name}: {', '.join(sections)}" for name, sections in sorted(missing.items()))
 
 
+def lacks_example(obj) -> bool:
+    """Whether ``obj``'s docstring has no ``Examples`` section with a ``>>>`` line in it."""
+    section = re.search(r"^Examples\n-{3,}[ \t]*$(.*?)(?=^\S[^\n]*\n-{3,}[ \t]*$|\Z)",
+                        inspect.getdoc(obj) or "", re.M | re.S)
+    return not (section and re.search(r"^>>> ", section.group(1), re.M))
+
+
+def missing_examples(root) -> list:
+    """The public functions and classes defined in ``root``'s walked modules (as
+    ``public_objects`` finds them: the CLI's ``cmd_*`` handlers, whose interface is their
+    ``--help``, excepted) that lack an example (``lacks_example``)."""
+    return sorted(name for name, obj in public_objects(root) if lacks_example(obj))
+
+
+def test_the_examples_check_finds_planted_gaps():
+    def shown():
+        """Parameters
+        ----------
+
+        Examples
+        --------
+        >>> 1 + 1
+        2
+        """
+
+    def bare():
+        """No example."""
+
+    def prose_only():
+        """Examples
+        --------
+        Call it.
+        """
+
+    def elsewhere():
+        """Notes
+        -----
+        >>> 1 + 1
+        2
+
+        Examples
+        --------
+        None.
+        """
+
+    assert not lacks_example(shown)
+    assert all(map(lacks_example, (bare, prose_only, elsewhere)))
+
+
+def test_numerics_names_have_examples():
+    """Every public function and class of ``icldyn.numerics`` shows an ``Examples`` doctest."""
+    missing = missing_examples(icldyn.numerics)
+    assert not missing, "no Examples section with a >>> line:\n  " + "\n  ".join(missing)
+
+
 def test_the_examples_run():
     """Every ``>>>`` example in the walked modules' docstrings gives the output it shows."""
     finder = doctest.DocTestFinder()
@@ -358,9 +356,3 @@ def test_the_examples_run():
             runner.run(test, out=lambda text: None)
     failed, attempted = runner.summarize(verbose=False)
     assert examples and not failed, f"{failed} of {attempted} docstring examples failed"
-
-
-def test_every_numerics_name_shows_an_example():
-    missing = missing_examples(icldyn.numerics)
-    assert not missing, "no Examples section with >>> lines:\n" + "\n".join(
-        f"  {name}" for name in missing)
