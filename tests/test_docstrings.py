@@ -348,11 +348,13 @@ def test_numerics_names_have_examples():
 def test_the_examples_run():
     """Every ``>>>`` example in the walked modules' docstrings gives the output it shows."""
     finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    examples = 0
+    runner = doctest.DocTestRunner(verbose=False,
+                                   optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    examples, report = 0, []                    # the runner reports only the failures
     for module in public_modules():
         for test in finder.find(module):
             examples += len(test.examples)
-            runner.run(test, out=lambda text: None)
+            runner.run(test, out=report.append)
     failed, attempted = runner.summarize(verbose=False)
-    assert examples and not failed, f"{failed} of {attempted} docstring examples failed"
+    assert examples and not failed, (f"{failed} of {attempted} docstring examples failed:\n"
+                                     + "".join(report))
