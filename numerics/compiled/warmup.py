@@ -51,7 +51,7 @@ _CHILDREN: dict = {}        # {source digest: its child} — one child per sourc
 
 def start(digest: str, source: str, examples, module: str) -> subprocess.Popen:
     """The child process compiling ``source``'s kernels into the kernel cache for the argument
-    types of ``examples()`` ({kernel name: argument tuple}); started once per source and
+    types of ``examples()`` ({kernel name: [argument tuple, ...]}); started once per source and
     process (later flows of the same source share it). It runs ``module.warmup_child()`` (the
     code generator's entry, which calls ``receive`` and ``compile_all``).
 
@@ -62,7 +62,7 @@ def start(digest: str, source: str, examples, module: str) -> subprocess.Popen:
     source : str
         The generated Python source of the kernels.
     examples : callable
-        () -> {kernel name: argument tuple}, called only when a child is started.
+        () -> {kernel name: [argument tuple, ...]}, called only when a child is started.
     module : str
         The importable module whose ``warmup_child()`` the child runs.
 
@@ -76,7 +76,7 @@ def start(digest: str, source: str, examples, module: str) -> subprocess.Popen:
     >>> import numpy as np
     >>> from icldyn.numerics.compiled.warmup import start
     >>> source = "def fixed_step(x):\\n    return 3.0 * x\\n"
-    >>> examples = lambda: {"fixed_step": (np.ones(2),)}      # compile it for float64 vectors
+    >>> examples = lambda: {"fixed_step": [(np.ones(2),)]}    # compile it for float64 vectors
     >>> child = start("3" * 64, source, examples, "icldyn.numerics.compiled.codegen")
     >>> start("3" * 64, source, examples, "icldyn.numerics.compiled.codegen") is child
     True
@@ -102,33 +102,33 @@ def receive() -> tuple:
     Returns
     -------
     tuple
-        (source str, {kernel name: argument tuple}), unpickled from standard input (written by
-        the parent's ``start``).
+        (source str, {kernel name: [argument tuple, ...]}), unpickled from standard input
+        (written by the parent's ``start``).
 
     Examples
     --------
     >>> import io, pickle
     >>> from unittest import mock
     >>> from icldyn.numerics.compiled.warmup import receive
-    >>> message = pickle.dumps(("def loss(x):\\n    return x\\n", {"loss": (1.0,)}))
+    >>> message = pickle.dumps(("def loss(x):\\n    return x\\n", {"loss": [(1.0,)]}))
     >>> with mock.patch("sys.stdin", io.TextIOWrapper(io.BytesIO(message))):
     ...     source, examples = receive()
     >>> examples
-    {'loss': (1.0,)}
+    {'loss': [(1.0,)]}
     """
     return pickle.loads(sys.stdin.buffer.read())
 
 
 def compile_all(fns: dict, examples: dict) -> None:
-    """In the child: call every kernel once with its example (Numba compiles and caches it),
-    ``LAST`` last.
+    """In the child: call every kernel with each of its examples (Numba compiles and caches a
+    version per argument types), ``LAST`` last.
 
     Parameters
     ----------
     fns : dict
         {kernel name: cached Numba dispatcher}.
     examples : dict
-        {kernel name: argument tuple}.
+        {kernel name: [argument tuple, ...]}.
 
     Examples
     --------
@@ -136,9 +136,10 @@ def compile_all(fns: dict, examples: dict) -> None:
     >>> calls = []
     >>> fns = {name: (lambda x, name=name: calls.append((name, x)))
     ...        for name in ("fixed_step", "grad", "loss")}
-    >>> compile_all(fns, {"fixed_step": (0,), "grad": (1,), "loss": (2,)})
+    >>> compile_all(fns, {"fixed_step": [(0,)], "grad": [(1.0,), (1j,)], "loss": [(2,)]})
     >>> calls                        # fixed_step last: its cache entry marks the end
-    [('grad', 1), ('loss', 2), ('fixed_step', 0)]
+    [('grad', 1.0), ('grad', 1j), ('loss', 2), ('fixed_step', 0)]
     """
     for name in sorted(examples, key=lambda n: n == LAST):
-        fns[name](*examples[name])
+        for args in examples[name]:
+            fns[name](*args)
