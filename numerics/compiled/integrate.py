@@ -172,18 +172,33 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
 
 def _loop(flow: CompiledFlow, theta0, step, steps: int, every: int, rk4: bool, **info):
     theta, done = flow.fixed_step(theta0, step, steps, every, rk4)
-    rows = every * np.arange(len(theta))
-    traj = Trajectory.along(flow, step * rows, theta, steps=rows, **info)
     if done < steps:
         if done == 0:
             flow.grad(theta0)           # overflow at θ₀ itself: blames the data or θ₀, not lr
+        theta = theta[:_finite_rows(flow, theta)]
+    rows = every * np.arange(len(theta))
+    traj = Trajectory.along(flow, step * rows, theta, steps=rows, **info)
+    if done < steps:
         limit = stability_limit(flow, theta0)
         raise DivergenceError(
             f"diverged at step {done} of {steps} (step size {step:g}); the stability limit "
             f"predicted from the Hessian at the start is 2/λ_max = {limit:.4g}"
-            f"{'' if rk4 else '; lower lr'}. The trajectory up to the last finite row is in "
-            f".partial", done, traj)
+            f"{'' if rk4 else '; lower lr'}. The trajectory up to the last row with a finite "
+            f"loss is in .partial", done, traj)
     return traj
+
+
+def _finite_rows(flow: CompiledFlow, theta: np.ndarray) -> int:
+    """How many leading rows of a diverging run have a finite loss: its last rows, still under
+    ``RUNAWAY``, can overflow the loss (a polynomial of high degree in θ)."""
+    end = len(theta)
+    while end > 1:
+        try:
+            flow.observe(theta[end - 1:end])
+            return end
+        except InputError:
+            end -= 1
+    return end
 
 
 def stability_limit(flow: CompiledFlow, theta) -> float:
