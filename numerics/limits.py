@@ -28,6 +28,14 @@ def data_scales(data) -> dict:
     dict
         {argument: largest |entry|} of Λ, Σ_w (or the task variances c), the finite task
         matrices and σ.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData
+    >>> from icldyn.numerics.limits import data_scales
+    >>> data_scales(ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5]), noise=0.25))
+    {'Lambda': 1.0, 'noise': 0.25}
     """
     top = lambda m: float(np.abs(np.array(m.tolist(), dtype=float)).max())  # noqa: E731
     scales = {"Lambda": top(data.Lambda), "noise": abs(float(data.noise))}
@@ -54,6 +62,19 @@ def data_overflow(data, where: str) -> InputError:
     -------
     InputError
         To raise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData
+    >>> from icldyn.numerics.limits import data_overflow
+    >>> error = data_overflow(ICLData(d=2, N=4, Lambda=np.diag([1e200, 1.0])), "the loss")
+    >>> error.argument
+    'Lambda'
+    >>> raise error
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: Lambda: entries up to 1e+200 overflow float64 in the loss ...
     """
     name, scale = max(data_scales(data).items(), key=lambda item: item[1])
     return InputError(name, f"entries up to {scale:.3g} overflow float64 in {where} (it holds "

@@ -32,6 +32,18 @@ def as_theta(value, size: int, argument: str = "theta", leading: bool = False) -
     ------
     InputError
         If ``value`` is not numeric, has the wrong shape, or has NaN or infinite entries.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.params import as_theta
+    >>> as_theta([1, 2, 3], size=3)
+    array([1., 2., 3.])
+    >>> as_theta([[1, 2, 3], [4, 5, 6]], size=3, leading=True).shape      # a stack of two
+    (2, 3)
+    >>> as_theta([1, 2], size=3)
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: theta: must be a vector of length 3, got shape (2,)
     """
     try:
         theta = np.asarray(value, dtype=float)

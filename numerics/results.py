@@ -45,6 +45,24 @@ class Trajectory:
         The run's settings and method-specific extras.
     losses : ndarray or None
         The loss of each path (rows, paths) for an ensemble.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow, gradient_descent
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> flow = compile_flow(der, backend="numpy")
+    >>> traj = gradient_descent(flow, {"V": 0.1, "Q": 0.1}, lr=0.1, steps=50)
+    >>> traj.theta.shape, traj.conserved.shape                # 51 rows of θ (P = 5), one law
+    ((51, 5), (51, 1))
+    >>> s = traj.summary()
+    >>> s["method"], s["rows"], s["t"]
+    ('gd', 51, (0.0, 5.0))
+    >>> s["loss"][1] < s["loss"][0]
+    True
+    >>> traj.params(flow)["Q"].shape
+    (51, 2, 2)
     """
 
     t: np.ndarray | None
@@ -206,6 +224,23 @@ class SimResult(Trajectory):
         With a validation set (``simulate_sgd(..., validation=V)``): each seed's loss on its
         own V prompts drawn once, at the recorded steps; ``val_loss`` and ``val_loss_se`` are
         their mean and standard error over seeds (else None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, models
+    >>> from icldyn.numerics import simulate_sgd
+    >>> data = ICLData(d=1, N=4, Lambda=np.eye(1))
+    >>> sim = simulate_sgd(models.Merged(1), data, {"V": 0.5, "Q": 0.5}, lr=0.1, batch=8,
+    ...                    steps=20, seeds=3, record_every=10)
+    >>> sim.steps, sim.t                                      # recorded steps and flow time
+    (array([ 0, 10, 20]), array([0., 1., 2.]))
+    >>> sim.params["Q"].shape, sim.theta.shape                # (seeds, records, ...)
+    ((3, 3, 1, 1), (3, 3, 2))
+    >>> sim.losses.shape, sim.loss_se.shape                   # every step, per seed
+    ((21, 3), (21,))
+    >>> bool(sim.loss[-1] < sim.loss[0])
+    True
     """
 
     def __init__(self, loss, loss_se, losses, steps, params: dict, info: dict | None = None,
@@ -240,6 +275,16 @@ def standard_error(losses: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray (rows,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.results import standard_error
+    >>> losses = np.array([[1.0, 3.0], [2.0, 2.0]])          # 2 rows × 2 paths
+    >>> standard_error(losses)                               # std (ddof 1) / √paths
+    array([1., 0.])
+    >>> standard_error(losses[:, :1])                        # one path: undefined
+    array([nan, nan])
     """
     paths = losses.shape[1]
     if paths < 2:

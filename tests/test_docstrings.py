@@ -10,6 +10,9 @@ The CLI's ``cmd_*`` handlers are the exception when argparse documents them
 subcommand's ``--help`` (every option with help text and default), they return the exit
 code, and the API reference does not render the CLI module; a handler without that help is
 held to the rule like any other name.
+Every such function and class of ``icldyn.numerics`` also shows what it is for in an
+``Examples`` section with ``>>>`` lines (``missing_examples``; the ``cmd_*`` handlers excepted),
+and every example gives the output it shows.
 The torch experiments (``numerics.nonlinear``) are optional and not walked."""
 
 import ast
@@ -19,6 +22,8 @@ import inspect
 import pkgutil
 import re
 import textwrap
+
+import pytest
 
 import icldyn.numerics
 import icldyn.theory
@@ -164,9 +169,12 @@ def argparse_commands() -> set:
     return out
 
 
-def undocumented() -> dict:
-    """{qualified name: missing sections} over every public name (each object once)."""
-    out, seen = {}, {id(f) for f in argparse_commands()}
+def public_objects(root=None):
+    """(qualified name, object) of every walked public function and class, each once; only
+    those defined below ``root`` (a package of ``ROOTS``) when given. The CLI handlers that
+    argparse documents are left out."""
+    seen = {id(f) for f in argparse_commands()}
+    below = None if root is None else root.__name__
     for module in public_modules():
         for name, obj in vars(module).items():
             if name.startswith("_") or id(obj) in seen:
@@ -176,13 +184,22 @@ def undocumented() -> dict:
             where = getattr(obj, "__module__", "") or ""
             if not (where.startswith("icldyn.") and _walked(where)):
                 continue            # imported from elsewhere (numpy, sympy, the torch part)
+            if below is not None and not (where == below or where.startswith(below + ".")):
+                continue
             seen.add(id(obj))
-            if inspect.isclass(obj):
-                out.update({f"{where}.{k}": v for k, v in class_missing(obj).items()})
-            else:
-                missing = missing_sections(obj)
-                if missing:
-                    out[f"{where}.{obj.__qualname__}"] = missing
+            yield f"{where}.{obj.__qualname__}", obj
+
+
+def undocumented() -> dict:
+    """{qualified name: missing sections} over every public name (each object once)."""
+    out = {}
+    for name, obj in public_objects():
+        if inspect.isclass(obj):
+            out.update({f"{obj.__module__}.{k}": v for k, v in class_missing(obj).items()})
+        else:
+            missing = missing_sections(obj)
+            if missing:
+                out[name] = missing
     return out
 
 
@@ -284,16 +301,9 @@ def lacks_example(obj) -> bool:
 
 def missing_examples(root) -> list:
     """The public functions and classes defined in ``root``'s walked modules (as
-    ``public_modules`` walks them) that lack an example (``lacks_example``)."""
-    out = set()
-    for module in public_modules():
-        for name, obj in vars(module).items():
-            where = getattr(obj, "__module__", "") or ""
-            if (not name.startswith("_") and (inspect.isclass(obj) or inspect.isfunction(obj))
-                    and where.startswith(root.__name__ + ".") and _walked(where)
-                    and lacks_example(obj)):
-                out.add(f"{where}.{obj.__qualname__}")
-    return sorted(out)
+    ``public_objects`` finds them: the CLI's ``cmd_*`` handlers, whose interface is their
+    ``--help``, excepted) that lack an example (``lacks_example``)."""
+    return sorted(name for name, obj in public_objects(root) if lacks_example(obj))
 
 
 def test_the_examples_check_finds_planted_gaps():
@@ -331,20 +341,24 @@ def test_the_examples_check_finds_planted_gaps():
     assert all(map(lacks_example, (bare, prose_only, elsewhere)))
 
 
-def test_theory_names_have_examples():
-    """Every public function and class of ``icldyn.theory`` shows an ``Examples`` doctest."""
-    missing = missing_examples(icldyn.theory)
+@pytest.mark.parametrize("root", ROOTS, ids=lambda root: root.__name__)
+def test_public_names_have_examples(root):
+    """Every public function and class of ``icldyn.theory`` and ``icldyn.numerics`` shows an
+    ``Examples`` doctest."""
+    missing = missing_examples(root)
     assert not missing, "no Examples section with a >>> line:\n  " + "\n  ".join(missing)
 
 
 def test_the_examples_run():
     """Every ``>>>`` example in the walked modules' docstrings gives the output it shows."""
     finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    examples = 0
+    runner = doctest.DocTestRunner(verbose=False,
+                                   optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    examples, report = 0, []                    # the runner reports only the failures
     for module in public_modules():
         for test in finder.find(module):
             examples += len(test.examples)
-            runner.run(test, out=lambda text: None)
+            runner.run(test, out=report.append)
     failed, attempted = runner.summarize(verbose=False)
-    assert examples and not failed, f"{failed} of {attempted} docstring examples failed"
+    assert examples and not failed, (f"{failed} of {attempted} docstring examples failed:\n"
+                                     + "".join(report))

@@ -228,6 +228,18 @@ def test_divergence_is_reported_with_the_step_the_limit_and_the_partial_run():
     assert len(err.partial.t) == err.step and np.all(np.isfinite(err.partial.theta))
 
 
+def test_a_divergence_whose_last_rows_overflow_the_loss_is_reported_as_one():
+    """Rows still under RUNAWAY can overflow the loss (here of degree 4 in θ): the run is a
+    divergence naming lr, its partial run the rows whose loss is finite (it was an InputError
+    naming θ, advising to rescale the parameters)."""
+    from icldyn.theory import DivergenceError
+    flow = compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))), "numpy")
+    with pytest.raises(DivergenceError, match="lower lr") as info:
+        gradient_descent(flow, {"V": 1.5, "Q": 1.5}, lr=2.0, steps=100)
+    partial = info.value.partial
+    assert 1 < len(partial.t) < info.value.step and np.all(np.isfinite(partial.loss))
+
+
 def test_mpmath_reference_bounds_float64_integrators():
     """30-digit reference (mpmath Taylor series on the exact gradient): it keeps the conserved
     quantity to 1e-25; DOP853 at rtol 1e-10 and RK4 lie within their tolerances of it, and

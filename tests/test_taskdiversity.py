@@ -318,7 +318,8 @@ def test_task_diversity_command_writes_the_parameterization_table(tmp_path, monk
     row = {"model": "FullLSA(d=2, d_y=1)", "family": "gaussian", "P": 2, "draws": 2,
            "train": 0.1, "train_se": 0.01, "test": 0.9, "test_se": 0.1, "gap": 0.8,
            "gap_se": 0.1, "family_min": 0.4, "grad_max": 1e-16}
-    monkeypatch.setattr(taskdiversity, "parameterization_sweep", lambda seed, progress: [row])
+    monkeypatch.setattr(taskdiversity, "parameterization_sweep",
+                        lambda seed, progress, backend: [row])
     out = tmp_path / "td"
     assert main(["task-diversity", "--d", "4", "--kappa", "1", "--draws", "2",
                  "--parameterizations", "--out", str(out)]) == 0

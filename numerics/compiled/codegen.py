@@ -59,6 +59,19 @@ def eigdiag(Y, U, c):
     -------
     numpy.ndarray
         (d, d), symmetric.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.compiled.codegen import eigdiag
+    >>> Y = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> eigdiag(Y, np.eye(2), np.array([1.0, 2.0]))          # U = I: Y's diagonal times c
+    array([[1., 0.],
+           [0., 8.]])
+    >>> U = np.array([[1.0, 1.0], [1.0, -1.0]]) / np.sqrt(2)
+    >>> np.round(eigdiag(Y, U, np.array([1.0, 0.0])), 6)      # c keeps the first mode of U
+    array([[2.5, 2.5],
+           [2.5, 2.5]])
     """
     v = c * np.sum(U * (Y @ U), axis=0)
     return (U * v) @ U.T
@@ -579,7 +592,22 @@ def _compile(source: str, backend: str) -> dict:
 
 def warmup_child() -> None:
     """The entry of ``warmup``'s child process: compile the kernels of the source its parent
-    sends, for the parent's argument types, into the kernel cache."""
+    sends, for the parent's argument types, into the kernel cache.
+
+    Examples
+    --------
+    >>> import io, pickle
+    >>> from unittest import mock
+    >>> import numpy as np
+    >>> from icldyn.numerics.compiled import warmup
+    >>> from icldyn.numerics.compiled.codegen import _digest, warmup_child
+    >>> source = "def fixed_step(x):\\n    return 2.0 * x\\n"
+    >>> message = pickle.dumps((source, {"fixed_step": [(np.ones(2),)]}))  # what the parent sends
+    >>> with mock.patch("sys.stdin", io.TextIOWrapper(io.BytesIO(message))):
+    ...     warmup_child()
+    >>> warmup.cached(_digest(source))     # (_digest: the cache key) its machine code is cached
+    True
+    """
     source, examples = warmup.receive()
     warmup.compile_all(_compile(source, "numba"), examples)
 
@@ -619,6 +647,24 @@ class CompiledFlow:
     ------
     InputError
         For a backend not in ``BACKENDS``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> flow = compile_flow(der, backend="numpy")
+    >>> flow.size, flow.shapes
+    (5, {'V': (1, 1), 'Q': (2, 2)})
+    >>> theta = flow.pack({"V": 0.1, "Q": 0.1})
+    >>> round(flow.loss(theta), 6), flow.grad(theta).shape
+    (0.737594, (5,))
+    >>> flow.conserved(theta)                                 # ‖V‖² − ‖Q‖²_F
+    array([-0.01])
+    >>> step = theta - 0.1 * flow.grad(theta)                # one GD step at lr = 0.1 ...
+    >>> bool(np.allclose(flow.conserved(step) - flow.conserved(theta), flow.gd_change(theta, 0.1)))
+    True
     """
 
     def __init__(self, der: Derivation, backend: str = "numba"):
@@ -1004,6 +1050,18 @@ def task_arrays(task_set, data) -> tuple[np.ndarray, np.ndarray]:
     -------
     tuple of numpy.ndarray
         (tasks, weights) as float64; shapes (0, d_y, d) and (0,) for None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData
+    >>> from icldyn.numerics.compiled.codegen import task_arrays
+    >>> data = ICLData(d=2, N=4, Lambda=np.eye(2), tasks=np.array([[[1.0, 0.0]], [[0.0, 1.0]]]))
+    >>> tasks, weights = task_arrays(data.numeric_task_set(), data)
+    >>> tasks.shape, weights                                  # two tasks, drawn uniformly
+    ((2, 1, 2), array([0.5, 0.5]))
+    >>> [a.shape for a in task_arrays(None, data)]           # Gaussian tasks: no set
+    [(0, 1, 2), (0,)]
     """
     task_set = task_set or ()
     tasks = np.array([m.tolist() for m in task_set], dtype=float).reshape(

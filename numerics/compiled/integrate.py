@@ -42,6 +42,21 @@ def start_theta(flow, theta0) -> np.ndarray:
     ------
     InputError
         When ``flow`` is not a CompiledFlow.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> from icldyn.numerics.compiled.integrate import start_theta
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> flow = compile_flow(der, backend="numpy")
+    >>> start_theta(flow, {"V": 0.1, "Q": 0.1})
+    array([0.1, 0.1, 0. , 0. , 0.1])
+    >>> start_theta(flow, [0.1, 0.1, 0.0])
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: theta0: must be a vector of length 5, got shape (3,)
     """
     if not isinstance(flow, CompiledFlow):
         raise InputError("flow", f"must come from compile_flow, got {type(flow).__name__}")
@@ -157,18 +172,33 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
 
 def _loop(flow: CompiledFlow, theta0, step, steps: int, every: int, rk4: bool, **info):
     theta, done = flow.fixed_step(theta0, step, steps, every, rk4)
-    rows = every * np.arange(len(theta))
-    traj = Trajectory.along(flow, step * rows, theta, steps=rows, **info)
     if done < steps:
         if done == 0:
             flow.grad(theta0)           # overflow at θ₀ itself: blames the data or θ₀, not lr
+        theta = theta[:_finite_rows(flow, theta)]
+    rows = every * np.arange(len(theta))
+    traj = Trajectory.along(flow, step * rows, theta, steps=rows, **info)
+    if done < steps:
         limit = stability_limit(flow, theta0)
         raise DivergenceError(
             f"diverged at step {done} of {steps} (step size {step:g}); the stability limit "
             f"predicted from the Hessian at the start is 2/λ_max = {limit:.4g}"
-            f"{'' if rk4 else '; lower lr'}. The trajectory up to the last finite row is in "
-            f".partial", done, traj)
+            f"{'' if rk4 else '; lower lr'}. The trajectory up to the last row with a finite "
+            f"loss is in .partial", done, traj)
     return traj
+
+
+def _finite_rows(flow: CompiledFlow, theta: np.ndarray) -> int:
+    """How many leading rows of a diverging run have a finite loss: its last rows, still under
+    ``RUNAWAY``, can overflow the loss (a polynomial of high degree in θ)."""
+    end = len(theta)
+    while end > 1:
+        try:
+            flow.observe(theta[end - 1:end])
+            return end
+        except InputError:
+            end -= 1
+    return end
 
 
 def stability_limit(flow: CompiledFlow, theta) -> float:
@@ -186,6 +216,25 @@ def stability_limit(flow: CompiledFlow, theta) -> float:
     -------
     float
         The largest stable learning rate; inf when the Hessian has no positive eigenvalue.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow, gradient_descent, integrate
+    >>> from icldyn.numerics.compiled.integrate import stability_limit
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> flow = compile_flow(der, backend="numpy")
+    >>> best = integrate(flow, {"V": 0.5, "Q": 0.5}, t_end=200.0).theta[-1]   # a minimum
+    >>> limit = stability_limit(flow, best)
+    >>> round(limit, 4)
+    0.8431
+    >>> start = best + 1e-3 * np.random.default_rng(0).standard_normal(flow.size)
+    >>> for lr in (0.9 * limit, 1.1 * limit):             # GD near the minimum: stays, or leaves
+    ...     gd = gradient_descent(flow, start, lr=lr, steps=200)
+    ...     print(f"{abs(gd.loss[-1] - flow.loss(best)):.4f}")
+    0.0000
+    0.0094
     """
     top = top_hessian_eigenvalue(lambda v: flow.hvp(theta, v), flow.size)
     return 2.0 / top if top > 0 else float("inf")
@@ -228,6 +277,20 @@ def rk4(flow: CompiledFlow, theta0, t_end: float, dt: float, every: int = 1) -> 
     ------
     InputError
         When t_end / dt exceeds ``MAX_STEPS`` steps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow, integrate, rk4
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5])))
+    >>> flow = compile_flow(der, backend="numpy")
+    >>> traj = rk4(flow, {"V": 0.1, "Q": 0.1}, t_end=20.0, dt=0.05, every=80)
+    >>> traj.t, traj.steps
+    (array([ 0.,  4.,  8., 12., 16., 20.]), array([  0,  80, 160, 240, 320, 400]))
+    >>> exact = integrate(flow, {"V": 0.1, "Q": 0.1}, t_end=20.0, t_eval=traj.t)
+    >>> bool(np.abs(traj.loss - exact.loss).max() < 1e-6)      # RK4's error is O(dt⁴)
+    True
     """
     theta0 = start_theta(flow, theta0)
     dt, t_end = check_real("dt", dt), check_real("t_end", t_end)
@@ -293,6 +356,22 @@ class ReferenceTrajectory:
         The conserved quantities at each time (``mpmath.mpf``).
     dps : int
         Decimal digits of the arithmetic.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> from icldyn.numerics.compiled.integrate import integrate_reference
+    >>> flow = compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))),
+    ...                     backend="numpy")
+    >>> ref = integrate_reference(flow, {"V": 0.5, "Q": 0.2}, t_end=1.0, n_points=3, dps=30)
+    >>> ref.t, ref.dps, len(ref.theta)
+    (array([0. , 0.5, 1. ]), 30, 3)
+    >>> type(ref.theta[-1][0]).__name__
+    'mpf'
+    >>> [f"{float(c[0]):.12f}" for c in ref.conserved]     # V² − Q², conserved
+    ['0.210000000000', '0.210000000000', '0.210000000000']
     """
 
     t: np.ndarray
@@ -324,6 +403,21 @@ def integrate_reference(flow: CompiledFlow, theta0, t_end: float, n_points: int 
     Returns
     -------
     ReferenceTrajectory
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow, integrate
+    >>> from icldyn.numerics.compiled.integrate import integrate_reference
+    >>> flow = compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))),
+    ...                     backend="numpy")
+    >>> ref = integrate_reference(flow, {"V": 0.5, "Q": 0.2}, t_end=1.0, n_points=3)
+    >>> fast = integrate(flow, {"V": 0.5, "Q": 0.2}, t_end=1.0, t_eval=ref.t)
+    >>> error = max(abs(float(r) - f) for row, frow in zip(ref.theta, fast.theta)
+    ...             for r, f in zip(row, frow))
+    >>> bool(error < 1e-10)                                   # DOP853 against 30 digits
+    True
     """
     import mpmath
     import sympy as sp

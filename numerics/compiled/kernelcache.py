@@ -39,6 +39,18 @@ def njit_cached(fn, digest: str):
     -------
     numba.core.registry.CPUDispatcher
         The lazily compiling dispatcher.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.compiled.kernelcache import njit_cached
+    >>> def double(x):
+    ...     return 2.0 * x
+    >>> kernel = njit_cached(double, "d" * 64)
+    >>> kernel(np.arange(3.0))          # compiled on the first call, its machine code cached
+    array([0., 2., 4.])
+    >>> kernel.py_func is double
+    True
     """
     dispatcher = numba.njit(fn)
     folder = private_folder(FOLDER)

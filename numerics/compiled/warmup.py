@@ -33,6 +33,12 @@ def cached(digest: str) -> bool | None:
     -------
     bool or None
         True when the index of its ``LAST`` kernel is on disk.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.compiled.warmup import cached
+    >>> cached("0" * 64)          # nothing compiled for this source yet (None: the cache is off)
+    False
     """
     folder = private_folder(FOLDER)
     if folder is None:
@@ -64,6 +70,18 @@ def start(digest: str, source: str, examples, module: str) -> subprocess.Popen:
     -------
     subprocess.Popen
         The child (its output discarded).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.compiled.warmup import start
+    >>> source = "def fixed_step(x):\\n    return 3.0 * x\\n"
+    >>> examples = lambda: {"fixed_step": [(np.ones(2),)]}    # compile it for float64 vectors
+    >>> child = start("3" * 64, source, examples, "icldyn.numerics.compiled.codegen")
+    >>> start("3" * 64, source, examples, "icldyn.numerics.compiled.codegen") is child
+    True
+    >>> child.wait()              # the child compiled the kernel into the cache and exited
+    0
     """
     if digest not in _CHILDREN:
         child = subprocess.Popen(
@@ -86,6 +104,17 @@ def receive() -> tuple:
     tuple
         (source str, {kernel name: [argument tuple, ...]}), unpickled from standard input
         (written by the parent's ``start``).
+
+    Examples
+    --------
+    >>> import io, pickle
+    >>> from unittest import mock
+    >>> from icldyn.numerics.compiled.warmup import receive
+    >>> message = pickle.dumps(("def loss(x):\\n    return x\\n", {"loss": [(1.0,)]}))
+    >>> with mock.patch("sys.stdin", io.TextIOWrapper(io.BytesIO(message))):
+    ...     source, examples = receive()
+    >>> examples
+    {'loss': [(1.0,)]}
     """
     return pickle.loads(sys.stdin.buffer.read())
 
@@ -100,6 +129,16 @@ def compile_all(fns: dict, examples: dict) -> None:
         {kernel name: cached Numba dispatcher}.
     examples : dict
         {kernel name: [argument tuple, ...]}.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.compiled.warmup import compile_all
+    >>> calls = []
+    >>> fns = {name: (lambda x, name=name: calls.append((name, x)))
+    ...        for name in ("fixed_step", "grad", "loss")}
+    >>> compile_all(fns, {"fixed_step": [(0,)], "grad": [(1.0,), (1j,)], "loss": [(2,)]})
+    >>> calls                        # fixed_step last: its cache entry marks the end
+    [('grad', 1.0), ('grad', 1j), ('loss', 2), ('fixed_step', 0)]
     """
     for name in sorted(examples, key=lambda n: n == LAST):
         for args in examples[name]:

@@ -41,6 +41,14 @@ def stieltjes_root(x: float, kappa: float) -> float:
     -------
     float
         m > 0 (computed in the cancellation-free form 2 / (a + √(a² + 4x/κ))).
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.asymptotic import stieltjes_root
+    >>> x, kappa = 1.25, 2.0
+    >>> m = stieltjes_root(x, kappa)
+    >>> round(m, 6), abs(x / kappa * m**2 + (x + 1 - 1 / kappa) * m - 1) < 1e-12
+    (0.486796, True)
     """
     a = x + 1.0 - 1.0 / kappa
     return 2.0 / (a + math.sqrt(a * a + 4.0 * x / kappa))
@@ -68,6 +76,21 @@ def icl_error(alpha: float, kappa: float, rho: float = 0.0, tau: float = math.in
     ------
     InputError
         For τ ≤ 0 or τ = 1 (where the asymptotic error diverges).
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.asymptotic import icl_error
+    >>> [round(icl_error(alpha=1.0, kappa=k, rho=0.25), 4) for k in (0.5, 1.0, 4.0)]
+    [1.0785, 0.9582, 0.842]
+    >>> x = 1.25                                  # (1 + ρ)/α: κ → ∞ gives ρ + x/(1 + x)
+    >>> round(icl_error(1.0, 1e9, 0.25), 4), round(0.25 + x / (1 + x), 4)
+    (0.8056, 0.8056)
+    >>> round(icl_error(1.0, 1.0, 0.25, tau=2.0), 4)      # finitely many pretraining prompts
+    1.7612
+    >>> icl_error(1.0, 1.0, 0.25, tau=1.0)
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: tau: must be positive and not 1 ...
     """
     alpha, kappa = check_real("alpha", alpha), check_real("kappa", kappa)
     rho = check_real("rho", rho, allow_zero=True)

@@ -424,6 +424,17 @@ def parser() -> argparse.ArgumentParser:
     Returns
     -------
     argparse.ArgumentParser
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.cli import parser
+    >>> args = parser().parse_args(["derive", "--model", "FullLSA", "--d", "3", "--N", "8"])
+    >>> args.model, args.d, args.N, args.cov, args.func.__name__
+    ('FullLSA', 3, 8, 'full', 'cmd_derive')
+    >>> parser().parse_args(["derive", "--model", "Transformer"])
+    Traceback (most recent call last):
+        ...
+    SystemExit: 2
     """
     from ..compiled.codegen import BACKENDS
     from .mainjob import MODEL_NAMES, TASKS, RunConfig
@@ -610,6 +621,22 @@ def main(argv=None) -> int:
     -------
     int
         The exit code: 0 on success.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from icldyn.numerics.experiments.cli import main
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> tex = Path(tmp.name) / "merged.tex"
+    >>> main(["derive", "--d", "1", "--N", "4", "--cov", "iso", "--latex", str(tex)])
+    wrote ...merged.tex
+    0
+    >>> "documentclass" in tex.read_text()               # a standalone LaTeX document
+    True
+    >>> main(["derive", "--N", "0"])          # one line on stderr names --N; exit code 2
+    2
+    >>> tmp.cleanup()
     """
     from .runfolder import figures_also_as_pdf
 

@@ -77,6 +77,20 @@ class RunConfig:
         The compiled code, one of ``BACKENDS``.
     extra : dict
         Free-form settings carried into the report's config.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.mainjob import RunConfig
+    >>> config = RunConfig()                       # the embedded preset of ``icldyn run``
+    >>> config.model, config.d, config.N, config.steps
+    ('Merged', 4, 16, 5000)
+    >>> small = RunConfig(d=1, N=4, spectrum=(1.0,), lr=0.1, t_end=6.0, record_every=6)
+    >>> small.validate(); small.Lambda()
+    array([[1.]])
+    >>> RunConfig(lr=0.3).validate()
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: t_end: t_end / lr must be a whole number of steps ...
     """
     model: str = "Merged"
     layers: int = 1
@@ -333,6 +347,23 @@ def save_simulation(stages: Path, config: RunConfig, sim: SimResult) -> None:
     config : RunConfig
         The settings the ensemble was made with.
     sim : SimResult
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, models
+    >>> from icldyn.numerics import simulate_sgd
+    >>> from icldyn.numerics.experiments.mainjob import RunConfig, load_simulation, save_simulation
+    >>> config = RunConfig(d=1, N=4, spectrum=(1.0,), lr=0.1, t_end=2.0, seeds=2, record_every=10)
+    >>> sim = simulate_sgd(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1)),
+    ...                    {"V": 0.1, "Q": 0.1}, lr=0.1, batch=8, steps=20, seeds=2,
+    ...                    record_every=10)
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> save_simulation(tmp.name, config, sim)
+    >>> bool(np.array_equal(load_simulation(tmp.name, config).losses, sim.losses))
+    True
+    >>> tmp.cleanup()
     """
     arrays = {"config": np.array(json.dumps(asdict(config), sort_keys=True)), "loss": sim.loss,
               "loss_se": sim.loss_se, "losses": sim.losses, "steps": sim.steps,
@@ -359,6 +390,32 @@ def load_simulation(stages: Path, config: RunConfig) -> SimResult | None:
     -------
     SimResult or None
         None also for an unreadable file (with a RuntimeWarning: it is recomputed).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, models
+    >>> from icldyn.numerics import simulate_sgd
+    >>> from icldyn.numerics.experiments.mainjob import RunConfig, load_simulation, save_simulation
+    >>> config = RunConfig(d=1, N=4, spectrum=(1.0,), lr=0.1, t_end=2.0, seeds=2, record_every=10)
+    >>> sim = simulate_sgd(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1)),
+    ...                    {"V": 0.1, "Q": 0.1}, lr=0.1, batch=8, steps=20, seeds=2,
+    ...                    record_every=10)
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> stages = Path(tmp.name) / "stages"
+    >>> stages.mkdir()
+    >>> load_simulation(stages, config) is None                  # nothing saved yet
+    True
+    >>> save_simulation(stages, config, sim)
+    >>> load_simulation(stages, config).info["resumed_from"]     # relative to the run folder
+    'stages/simulation.npz'
+    >>> other = RunConfig(d=1, N=4, spectrum=(1.0,), lr=0.1, t_end=2.0, seeds=2,
+    ...                   record_every=10, seed=1)
+    >>> load_simulation(stages, other) is None                   # made with another config
+    True
+    >>> tmp.cleanup()
     """
     path = Path(stages) / SIMULATION_STAGE
     if not path.exists():
@@ -423,6 +480,21 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
         quantity, timings); "arrays": the curves the figures plot; "derivation": the
         Derivation; "reduction": the eigenmode reduction (None unless one merged head with
         diagonal tasks).
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.mainjob import RunConfig, run
+    >>> config = RunConfig(d=1, N=4, spectrum=(1.0,), init_scale=0.1, lr=0.1, t_end=6.0, batch=8,
+    ...                    seeds=2, validation=8, replicas=2, record_every=6, backend="numpy")
+    >>> outcome = run(config)
+    >>> results = outcome["results"]
+    >>> {k: round(v, 4) for k, v in results["loss"].items() if k != "final_sgd_se"}
+    {'initial': 0.4901, 'final_flow': 0.1667, 'final_gd': 0.1667, 'final_sgd': 0.2026}
+    >>> stage = results["stages"][0]                    # the one mode: its learning time
+    >>> round(stage["t_half_predicted"], 3), round(stage["t_half_exact_flow"], 3)
+    (2.092, 2.092)
+    >>> sorted(outcome["arrays"])[:4]
+    ['Q_effective_rank', 'Q_numerical_rank', 'Q_overlap_with_final', 'Q_stable_rank']
     """
     config.validate()
     tell = progress or (lambda *a: None)

@@ -171,6 +171,23 @@ def write_report(out: Path, outcome: dict) -> Path:
     -------
     pathlib.Path
         The path of report.md.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from icldyn.numerics.experiments.mainjob import RunConfig, run
+    >>> from icldyn.numerics.experiments.report import write_report
+    >>> config = RunConfig(d=1, N=4, spectrum=(1.0,), init_scale=0.1, lr=0.1, t_end=6.0, batch=8,
+    ...                    seeds=2, validation=8, replicas=2, record_every=6, backend="numpy")
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_report(Path(tmp.name), run(config))
+    >>> path.name
+    'report.md'
+    >>> sorted(p.name for p in path.parent.iterdir())
+    ['arrays.npz', 'conserved.png', 'loss.png', 'measures.png', 'modes.png', 'report.md',
+     'results.json']
+    >>> tmp.cleanup()
     """
     out = Path(out)
     results, arrays = outcome["results"], outcome["arrays"]
@@ -291,6 +308,26 @@ def markdown(outcome: dict) -> str:
     -------
     str
         Markdown, maths in ``$``/``$$``.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.mainjob import RunConfig, run
+    >>> from icldyn.numerics.experiments.report import markdown
+    >>> config = RunConfig(d=1, N=4, spectrum=(1.0,), init_scale=0.1, lr=0.1, t_end=6.0, batch=8,
+    ...                    seeds=2, validation=8, replicas=2, record_every=6, backend="numpy")
+    >>> text = markdown(run(config))
+    >>> print(text.splitlines()[0])
+    # icl-dynamics: exact learning dynamics of in-context learning
+    >>> for line in text.splitlines():
+    ...     if line.startswith("## "):
+    ...         print(line)
+    ## Derived equations (exact for every finite N)
+    ## Eigenmode gains and learning stages
+    ## Theory against SGD on the actual network
+    ## SGD beyond the mean: the stochastic modified equation
+    ## Conserved quantity
+    ## Macroscopic measures along the exact flow
+    ## Provenance
     """
     res, der, red = outcome["results"], outcome["derivation"], outcome["reduction"]
     cfg, cons, agr = res["config"], res["conserved"], res["agreement"]

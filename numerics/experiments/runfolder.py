@@ -40,6 +40,19 @@ def write_json(path: Path, obj) -> Path:
     -------
     pathlib.Path
         ``path``.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from icldyn.numerics.experiments.runfolder import write_json
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> result = {"loss": np.float64(0.5), "curve": np.arange(3), "path": Path("a")}
+    >>> path = write_json(Path(tmp.name) / "results.json", result)
+    >>> json.loads(path.read_text())                # NumPy values as numbers, the rest as str
+    {'loss': 0.5, 'curve': [0, 1, 2], 'path': 'a'}
+    >>> tmp.cleanup()
     """
     return write_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
@@ -62,6 +75,20 @@ def write_csv(path: Path, rows: list[dict], first: tuple = (), drop: tuple = ())
     -------
     pathlib.Path
         ``path``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from icldyn.numerics.experiments.runfolder import write_csv
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> rows = [{"N": 4, "loss": 0.5, "note": "x"}, {"N": 8, "loss": 0.25, "seed": 1}]
+    >>> path = write_csv(Path(tmp.name) / "table.csv", rows, first=("N",), drop=("note",))
+    >>> print(path.read_text())
+    N,loss,seed
+    4,0.5,
+    8,0.25,1
+    >>> tmp.cleanup()
     """
     import csv
     import io
@@ -88,6 +115,23 @@ def figures_also_as_pdf(on: bool = True):
     Yields
     ------
     None
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> from icldyn.numerics.experiments.runfolder import figures_also_as_pdf, save_figure
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> fig, ax = plt.subplots(figsize=(2, 2))
+    >>> with figures_also_as_pdf():
+    ...     _ = save_figure(fig, Path(tmp.name) / "loss.png")
+    >>> _ = save_figure(fig, Path(tmp.name) / "modes.png")          # outside: PNG only
+    >>> sorted(p.name for p in Path(tmp.name).iterdir())
+    ['loss.pdf', 'loss.png', 'modes.png']
+    >>> plt.close(fig); tmp.cleanup()
     """
     token = _ALSO_PDF.set(on)
     try:
@@ -110,6 +154,21 @@ def save_figure(fig, path: Path) -> Path:
     -------
     pathlib.Path
         The PNG's path.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> from icldyn.numerics.experiments.runfolder import save_figure
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> fig, ax = plt.subplots(figsize=(2, 2))
+    >>> path = save_figure(fig, Path(tmp.name) / "loss.png")
+    >>> path.name, path.read_bytes()[1:4]
+    ('loss.png', b'PNG')
+    >>> plt.close(fig); tmp.cleanup()
     """
     import io
     path = Path(path)
@@ -137,6 +196,15 @@ def provenance() -> dict:
     dict
         {"python", "versions" ({package: version or None}), "git_revision" (None outside a
         git checkout; ``+dirty`` with uncommitted changes), "platform", "argv"}.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.runfolder import provenance
+    >>> p = provenance()
+    >>> sorted(p)
+    ['argv', 'git_revision', 'platform', 'python', 'versions']
+    >>> sorted(p["versions"])
+    ['icl-dynamics', 'matplotlib', 'mpmath', 'numba', 'numpy', 'scipy', 'sympy']
     """
     versions = {}
     for name in DEPENDENCIES:
@@ -181,6 +249,22 @@ def prepare_folder(out, option: str = "--out", reuse: bool = False) -> Path:
     -------
     pathlib.Path
         The folder (created).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from icldyn.numerics.experiments.runfolder import prepare_folder
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> out = prepare_folder(Path(tmp.name) / "run")          # created
+    >>> _ = (out / "results.json").write_text("{}")
+    >>> prepare_folder(out)
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: --out: .../run already holds files; pass --resume ...
+    >>> prepare_folder(out, reuse=True) == out                # --resume / --overwrite
+    True
+    >>> tmp.cleanup()
     """
     out = _check_target(out, option, reuse)
     _probe(out, option)
@@ -212,6 +296,12 @@ def staging_path(out) -> Path:
     Returns
     -------
     pathlib.Path
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.runfolder import staging_path
+    >>> staging_path("runs/default")
+    PosixPath('runs/.default.staging')
     """
     out = Path(out)
     return out.with_name(f".{out.name}.staging")
@@ -253,6 +343,27 @@ def staged_folder(out, option: str = "--out", resume: bool = False, overwrite: b
     InputError
         When ``out`` is a file, holds files (without ``resume``/``overwrite``), names no folder
         or is not writable, or its staging folder is in use or not one of ours.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from icldyn.numerics.experiments.runfolder import staged_folder
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> out = Path(tmp.name) / "run"
+    >>> with staged_folder(out) as staging:
+    ...     _ = (staging / "report.md").write_text("first run")
+    ...     print(staging.name, out.exists())                # out untouched while writing
+    .run.staging False
+    >>> (out / "report.md").read_text()
+    'first run'
+    >>> with staged_folder(out, overwrite=True) as staging:
+    ...     _ = (staging / "report.md").write_text("second run")
+    ...     print((out / "report.md").read_text())           # the old run until the swap
+    first run
+    >>> (out / "report.md").read_text(), sorted(p.name for p in Path(tmp.name).iterdir())
+    ('second run', ['run'])
+    >>> tmp.cleanup()
     """
     out = _check_target(out, option, reuse=resume or overwrite)
     if out.is_symlink():                     # swap the folder it names, not the link
@@ -375,6 +486,20 @@ def check_file(path, option: str) -> Path:
     ------
     InputError
         When ``path`` is a folder, or its folder cannot be created or written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from icldyn.numerics.experiments.runfolder import check_file
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> check_file(Path(tmp.name) / "doc" / "merged.tex", "--latex").name    # its folder made
+    'merged.tex'
+    >>> check_file(tmp.name, "--latex")
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: --latex: ... is a folder; name a file
+    >>> tmp.cleanup()
     """
     path = Path(path)
     if path.is_dir():

@@ -76,6 +76,20 @@ class SweepSpec:
     ------
     InputError
         When an axis has no value.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.sweep import SweepSpec
+    >>> spec = SweepSpec(d=2, N=(4, 16), spectrum=("iso", "geom:0.5"), steps=50, replicas=4)
+    >>> len(spec.points()), spec.points()[0]
+    (4, {'d': 2, 'N': 4, 'spectrum': 'iso', 'noise': 0.0, 'init_scale': 0.3, 'lr': 0.05,
+         'batch': 32, 'seed': 0, 'task_count': 0})
+    >>> spec.settings()
+    {'steps': 50, 'replicas': 4, 'mode': 'both', 'model': 'Merged', 'tasks': 'gaussian'}
+    >>> SweepSpec(mode="fast")
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: mode: must be one of ('theory', 'simulation', 'both'), ...
     """
 
     d: tuple = (2,)
@@ -209,6 +223,16 @@ def spectrum_values(text: str, d: int) -> np.ndarray:
     InputError
         When ``text`` is not iso, geom:r or a/b/… numbers, or gives other than d
         positive finite eigenvalues.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.sweep import spectrum_values
+    >>> spectrum_values("iso", 3), spectrum_values("geom:0.5", 3), spectrum_values("2/1/0.5", 3)
+    (array([1., 1., 1.]), array([1.  , 0.5 , 0.25]), array([2. , 1. , 0.5]))
+    >>> spectrum_values("2/1", 3)
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: spectrum: '2/1' gives 2 eigenvalues; d = 3 needs d of them ...
     """
     text = str(text).strip()
     try:
@@ -240,6 +264,15 @@ def point_id(point: dict) -> str:
     -------
     str
         16 hex digits.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.sweep import SweepSpec, point_id
+    >>> first, second = SweepSpec(N=(4, 16), spectrum="iso").points()
+    >>> point_id(first), point_id(second)
+    ('4da901bf4e12db6e', 'b13316a99f5180d1')
+    >>> point_id(dict(reversed(first.items()))) == point_id(first)     # order-free, stable
+    True
     """
     return _digest(point)
 
@@ -257,6 +290,14 @@ def settings_id(settings: dict) -> str:
     -------
     str
         16 hex digits.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.sweep import SweepSpec, settings_id
+    >>> settings_id(SweepSpec(steps=300).settings()) == settings_id(SweepSpec().settings())
+    True
+    >>> settings_id(SweepSpec(steps=600).settings()) == settings_id(SweepSpec().settings())
+    False
     """
     return _digest(settings)
 
@@ -279,6 +320,14 @@ def is_failed(row: dict) -> bool:
     Returns
     -------
     bool
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.sweep import is_failed
+    >>> is_failed({"status": "ok"}), is_failed({"status": "diverged at step 12"})
+    (False, False)
+    >>> is_failed({"status": "failed: InputError: ..."}), is_failed({})
+    (True, True)
     """
     return str(row.get("status", FAILED)).startswith(FAILED)
 
@@ -301,6 +350,20 @@ def run_point(point: dict, settings: dict) -> dict:
         The point's axis values, ``id``, ``status``, the losses (½E(ŷ − y_q)²: initial, final
         theory and SGD with SE and SD, half-loss step), conserved-quantity drifts, the z-score
         of SGD against theory, ``wall_s`` and ``worker_pid``.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.sweep import SweepSpec, run_point
+    >>> spec = SweepSpec(d=1, N=4, spectrum="iso", init_scale=0.3, lr=0.1, batch=16, steps=100,
+    ...                  replicas=4)
+    >>> row = run_point(spec.points()[0], spec.settings())
+    >>> row["status"], round(row["loss_initial"], 4), round(row["loss_final_theory"], 4)
+    ('ok', 0.5015, 0.1667)
+    >>> bool(abs(row["z_sgd_vs_theory"]) < 4)                   # SGD's mean against expected GD
+    True
+    >>> bad = dict(spec.points()[0], spectrum="1/2")            # d = 1 needs one eigenvalue
+    >>> print(run_point(bad, spec.settings())["status"])        # recorded, not raised
+    failed: InputError: spectrum: '1/2' gives 2 eigenvalues; d = 1 needs d of them ...
     """
     start = time.perf_counter()
     row = {"id": point_id(point), **point, "status": "ok"}
@@ -401,6 +464,22 @@ def run_sweep(spec: SweepSpec, out, resume: bool = False, workers: int | None = 
     ------
     InputError
         When ``spec`` is not a SweepSpec.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from icldyn.numerics.experiments.sweep import SweepSpec, run_sweep
+    >>> spec = SweepSpec(d=1, N=(4, 16), spectrum="iso", init_scale=0.3, lr=0.1, batch=16,
+    ...                  steps=100, replicas=4, mode="theory")
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> summary = run_sweep(spec, tmp.name, workers=1)            # in this process
+    >>> summary["points"], summary["computed"], summary["failed"]
+    (2, 2, 0)
+    >>> [round(row["loss_final_theory"], 4) for row in summary["rows"]]    # 1/(N + 2)
+    [0.1667, 0.0556]
+    >>> run_sweep(spec, tmp.name, resume=True, workers=1)["reused"]       # nothing to redo
+    2
+    >>> tmp.cleanup()
     """
     if not isinstance(spec, SweepSpec):
         raise InputError("spec", f"must be a SweepSpec, got {type(spec).__name__}")
@@ -493,6 +572,20 @@ def read_spec(out) -> SweepSpec | None:
     Returns
     -------
     SweepSpec or None
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from icldyn.numerics.experiments.runfolder import write_json
+    >>> from icldyn.numerics.experiments.sweep import SweepSpec, read_spec
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> read_spec(tmp.name) is None                         # no sweep here yet
+    True
+    >>> spec = SweepSpec(N=(4, 8), steps=100)
+    >>> _ = write_json(f"{tmp.name}/spec.json", {"spec": spec.to_json()})   # as run_sweep does
+    >>> read_spec(tmp.name) == spec
+    True
+    >>> tmp.cleanup()
     """
     path = Path(out) / "spec.json"
     if not path.exists():
@@ -522,6 +615,21 @@ def load_spec(out) -> SweepSpec:
     ------
     InputError
         When ``out`` holds no readable grid.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from icldyn.numerics.experiments.runfolder import write_json
+    >>> from icldyn.numerics.experiments.sweep import SweepSpec, load_spec
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> load_spec(tmp.name)
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: out: ... holds no readable sweep grid ...
+    >>> _ = write_json(f"{tmp.name}/spec.json", {"spec": SweepSpec(N=(4, 8)).to_json()})
+    >>> load_spec(tmp.name).N                               # --resume without the grid options
+    (4, 8)
+    >>> tmp.cleanup()
     """
     spec = read_spec(out)
     if spec is None:
@@ -668,6 +776,19 @@ def read_table(path) -> list[dict]:
     Returns
     -------
     list of dict
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from icldyn.numerics.experiments.runfolder import write_csv
+    >>> from icldyn.numerics.experiments.sweep import read_table
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = write_csv(Path(tmp.name) / "results.csv",
+    ...                  [{"id": "a1", "N": 4, "loss_final_theory": 0.25, "status": "ok"}])
+    >>> read_table(path)                          # numbers parsed back
+    [{'N': 4, 'id': 'a1', 'loss_final_theory': 0.25, 'status': 'ok'}]
+    >>> tmp.cleanup()
     """
     with open(path, newline="") as fh:
         return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
@@ -696,6 +817,18 @@ def summary_figure(rows: list[dict], spec: SweepSpec):
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from icldyn.numerics.experiments.sweep import SweepSpec, summary_figure
+    >>> spec = SweepSpec(N=(4, 16), spectrum="iso", mode="theory")
+    >>> rows = [dict(point, status="ok", loss_final_theory=loss)
+    ...         for point, loss in zip(spec.points(), (0.5, 0.3))]
+    >>> ax = summary_figure(rows, spec).axes[0]
+    >>> ax.get_xlabel(), [line.get_label() for line in ax.get_lines()]
+    ('context length N', ['theory, Λ iso'])
     """
     import matplotlib.pyplot as plt
 

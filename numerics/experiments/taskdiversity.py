@@ -63,6 +63,15 @@ def draw_task_set(P: int, d: int, seed) -> np.ndarray:
     Returns
     -------
     numpy.ndarray (P, 1, d)
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.taskdiversity import draw_task_set
+    >>> tasks = draw_task_set(P=3, d=2, seed=0)
+    >>> tasks.shape                                           # P scalar tasks w ~ N(0, I)
+    (3, 1, 2)
+    >>> bool((draw_task_set(3, 2, seed=0) == tasks).all())    # the seed fixes the set
+    True
     """
     P, d = check_int("P", P), check_int("d", d)
     return np.random.default_rng(seed).standard_normal((P, 1, d))
@@ -88,6 +97,20 @@ def second_moment_set(tasks) -> np.ndarray:
     ------
     InputError
         When the tasks are not a (P, 1, d) array of scalar tasks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.experiments.taskdiversity import draw_task_set, second_moment_set
+    >>> tasks = draw_task_set(P=50, d=3, seed=0)
+    >>> small = second_moment_set(tasks)
+    >>> small.shape                                           # d tasks stand for 50
+    (3, 1, 3)
+    >>> moment = lambda T: T[:, 0].T @ T[:, 0] / len(T)
+    >>> bool(np.allclose(moment(small), moment(tasks)))
+    True
+    >>> second_moment_set(tasks[:2]).shape                    # rank 2: two tasks
+    (2, 1, 3)
     """
     W = np.asarray(tasks, dtype=float)
     if W.ndim != 3 or W.shape[1] != 1:
@@ -119,6 +142,22 @@ def quadratic_minimum(flow: CompiledFlow, rtol: float = 1e-7, maxiter: int = 300
     Returns
     -------
     M* as a (d, d) array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> from icldyn.numerics.experiments.taskdiversity import quadratic_minimum
+    >>> flow = compile_flow(derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.eye(2))),
+    ...                     backend="numpy")
+    >>> M = quadratic_minimum(flow)
+    >>> np.round(M, 6)                       # Λ = I: M* = N/(N + 1 + d) I = 4/7 I
+    array([[0.571429, 0.      ],
+           [0.      , 0.571429]])
+    >>> theta = flow.pack({"V": 1.0, "Q": M})
+    >>> bool(np.abs(flow.grad(theta)).max() < 1e-9), round(flow.loss(theta), 6)
+    (True, 0.428571)
     """
     _check_merged_scalar(flow, "flow")
     return _stationary_point(lambda theta: flow.grad(theta), flow, rtol, maxiter)
@@ -182,6 +221,24 @@ class SecondMomentLoss:
     ------
     InputError
         When the tasks are not a (P, 1, d) array of scalar tasks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> from icldyn.numerics.experiments.taskdiversity import SecondMomentLoss, draw_task_set
+    >>> family = ICLData(d=2, N=4, Lambda=np.eye(2))
+    >>> flow = compile_flow(derive(models.Merged(2), family), backend="numpy")
+    >>> tasks = draw_task_set(5, 2, seed=0)
+    >>> on_set = SecondMomentLoss(tasks, flow, backend="numpy")
+    >>> looped = compile_flow(derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.eye(2),
+    ...                                                          tasks=tasks)), backend="numpy")
+    >>> theta = flow.pack({"V": 0.7, "Q": [[0.5, 0.1], [0.0, 0.3]]})
+    >>> bool(np.isclose(on_set.loss(theta), looped.loss(theta)))     # the same exact loss
+    True
+    >>> bool(np.allclose(on_set.grad(theta), looped.grad(theta)))
+    True
     """
 
     def __init__(self, tasks, family: CompiledFlow, backend: str = "numba"):
@@ -258,6 +315,20 @@ class TaskDiversity:
     ------
     InputError
         When Λ, N or the noise are symbolic.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.experiments.taskdiversity import TaskDiversity, draw_task_set
+    >>> setting = TaskDiversity(d=2, N=4, Lambda=np.eye(2), noise=0.5, backend="numpy")
+    >>> for P in (1, 2, 16):                      # more pretraining tasks: less memorisation
+    ...     fit = setting.fit(draw_task_set(P, 2, seed=0))
+    ...     print(P, f"train {fit['train']:.3f}, test {fit['test']:.3f}")
+    1 train 0.137, test 0.908
+    2 train 0.178, test 0.772
+    16 train 0.416, test 0.596
+    >>> round(setting.family_minimum()[1], 3)     # P → ∞
+    0.573
     """
 
     def __init__(self, d: int, N: int, Lambda, noise: float = 0.0, backend: str = "numba"):
@@ -372,6 +443,18 @@ def draw_family_tasks(family: ICLData, P: int, seed) -> np.ndarray:
     ------
     InputError
         When the family's tasks are not 'gaussian' or 'diagonal'.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData
+    >>> from icldyn.numerics.experiments.taskdiversity import draw_family_tasks
+    >>> family = ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5]), d_y=2, tasks="diagonal")
+    >>> W = draw_family_tasks(family, P=3, seed=0)
+    >>> W.shape                                  # eigenbasis tasks U diag(δ) Uᵀ: diagonal here
+    (3, 2, 2)
+    >>> bool(np.allclose(W[:, 0, 1], 0.0))
+    True
     """
     P = check_int("P", P)
     if family.tasks not in ("gaussian", "diagonal"):
@@ -408,6 +491,21 @@ class SetTraining:
     InputError
         When the test family has symbolic Λ, N or σ, or no task law to draw from
         (tasks other than 'gaussian' or 'diagonal').
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, models
+    >>> from icldyn.numerics.experiments.taskdiversity import SetTraining, draw_family_tasks
+    >>> family = ICLData(d=1, N=4, Lambda=np.eye(1), noise=0.5)
+    >>> training = SetTraining(models.Merged(1), family, backend="numpy")
+    >>> fit = training.fit(draw_family_tasks(family, P=2, seed=0), starts=2)
+    >>> print(f"train {fit['train']:.4f}, test {fit['test']:.4f}, critical: {fit['grad'] < 1e-10}")
+    train 0.1317, test 0.4631, critical: True
+    >>> print(f"{training.family_minimum(starts=2)['loss']:.4f}")    # trained on the family
+    0.3050
+    >>> training.certify(fit).kind
+    'minimum'
     """
 
     def __init__(self, model, family: ICLData, backend: str = "numba"):
@@ -556,6 +654,20 @@ def lowest_minimum(flow: CompiledFlow, starts: int = 4, seed: int = 0,
     -------
     tuple
         (θ, sorted end losses).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> from icldyn.numerics.experiments.taskdiversity import lowest_minimum
+    >>> flow = compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))),
+    ...                     backend="numpy")
+    >>> theta, losses = lowest_minimum(flow, starts=3)
+    >>> [round(loss, 6) for loss in losses]        # every start: the global minimum
+    [0.166667, 0.166667, 0.166667]
+    >>> round(float(np.prod(theta)), 6)             # u q = N/(N + 1 + d) = 2/3
+    0.666667
     """
     from scipy.optimize import minimize
 
@@ -615,6 +727,21 @@ def baseline_risks(setting: TaskDiversity, tasks: np.ndarray, M: np.ndarray, pro
     -------
     dict
         {"<name>_<test|train>": (mean, standard error)} for learned, ols, ridge, dmmse.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.experiments.taskdiversity import (TaskDiversity, baseline_risks,
+    ...                                                         draw_task_set)
+    >>> setting = TaskDiversity(d=2, N=4, Lambda=np.eye(2), noise=0.5, backend="numpy")
+    >>> tasks = draw_task_set(2, 2, seed=0)
+    >>> fit = setting.fit(tasks)
+    >>> risks = baseline_risks(setting, tasks, fit["M"], prompts=4000, seed=0)
+    >>> mean, se = risks["learned_test"]
+    >>> print(f"{mean:.3f} ± {se:.3f} (Monte Carlo), {fit['test']:.3f} (exact)")
+    0.809 ± 0.029 (Monte Carlo), 0.772 (exact)
+    >>> {k: round(v[0], 2) for k, v in risks.items() if k.endswith("_train")}   # dMMSE knows T
+    {'learned_train': 0.18, 'ols_train': 0.39, 'ridge_train': 0.23, 'dmmse_train': 0.14}
     """
     prompts = check_int("prompts", prompts, minimum=2)
     rng = np.random.default_rng(seed)
@@ -674,6 +801,17 @@ def task_count_sweep(setting: TaskDiversity, Ps, draws: int, seed: int = 0,
     -------
     list of dict
         One row per P (with ``P`` and ``draws``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.experiments.taskdiversity import TaskDiversity, task_count_sweep
+    >>> setting = TaskDiversity(d=2, N=4, Lambda=np.eye(2), noise=0.5, backend="numpy")
+    >>> for row in task_count_sweep(setting, Ps=[1, 4, 16], draws=3):
+    ...     print(row["P"], f"gap {row['gap']:.3f} ± {row['gap_se']:.3f}")
+    1 gap 0.575 ± 0.040
+    4 gap 0.231 ± 0.043
+    16 gap 0.059 ± 0.054
     """
     draws = check_int("draws", draws, minimum=2)
     rows = []
@@ -722,6 +860,19 @@ def set_count_sweep(training: SetTraining, Ps, draws: int, seed: int = 0, starts
     -------
     list of dict
         One row per P.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, models
+    >>> from icldyn.numerics.experiments.taskdiversity import SetTraining, set_count_sweep
+    >>> family = ICLData(d=1, N=4, Lambda=np.eye(1), noise=0.5)
+    >>> training = SetTraining(models.Merged(1), family, backend="numpy")
+    >>> for row in set_count_sweep(training, Ps=[1, 8], draws=2, starts=2):
+    ...     print(row["P"], f"train {row['train']:.3f}, test {row['test']:.3f}",
+    ...           f"(family {row['family_min']:.3f})")
+    1 train 0.234, test 0.405 (family 0.305)
+    8 train 0.314, test 0.306 (family 0.305)
     """
     draws = check_int("draws", draws, minimum=2)
     family = training.family_minimum(starts, seed)
@@ -766,6 +917,26 @@ def parameterization_sweep(seed: int = 0, progress=None, backend: str = "numba")
     -------
     list of dict
         The ``set_count_sweep`` rows of every case in turn (losses ½E(ŷ − y_q)²).
+
+    Examples
+    --------
+    >>> from unittest import mock
+    >>> from icldyn.numerics.experiments.taskdiversity import (PARAMETERIZATION_GRID,
+    ...                                                         parameterization_sweep)
+    >>> PARAMETERIZATION_GRID["d"], PARAMETERIZATION_GRID["P"]
+    (3, (1, 3, 10, 30))
+    >>> quick = dict(P=(1,), draws=2, starts=1)              # one task per set: a quick look
+    >>> with mock.patch.dict(PARAMETERIZATION_GRID, quick):
+    ...     rows = parameterization_sweep(backend="numpy")
+    >>> for row in rows:
+    ...     print(f"{row['model']:40} {row['family']:9} train {row['train']:.3f}",
+    ...           f"test {row['test']:.3f}")
+    Merged(d=3, d_y=1)                       gaussian  train 0.248 test 0.838
+    MultiHead(d=3, heads=2, d_y=1)           gaussian  train 0.248 test 0.838
+    SeparateKQ(d=3, heads=1, rank=2, d_y=1)  gaussian  train 0.248 test 0.838
+    FullLSA(d=3, d_y=1)                      gaussian  train 0.180 test 10.333
+    Merged(d=3, d_y=2)                       gaussian  train 0.598 test 1.799
+    Merged(d=3, d_y=3)                       diagonal  train 0.413 test 1.096
     """
     g = PARAMETERIZATION_GRID
     d, Lam = g["d"], np.diag(g["Lambda"])
@@ -806,6 +977,15 @@ def lu_setting(d: int, alpha: float, rho: float, backend: str = "numba") -> Task
     Returns
     -------
     TaskDiversity
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.taskdiversity import lu_setting
+    >>> setting = lu_setting(d=4, alpha=2.0, rho=0.25, backend="numpy")
+    >>> setting.N, setting.noise, float(setting.Lambda[0, 0])     # N = αd, σ = √ρ, Λ = I/d
+    (8, 0.5, 0.25)
+    >>> round(2 * setting.family_minimum()[1], 4)               # their e = 2 × our loss
+    0.6786
     """
     alpha = check_real("alpha", alpha)
     rho = check_real("rho", rho, allow_zero=True)
@@ -818,7 +998,7 @@ _LU_NAMES = {"test": "e_icl", "test_se": "e_icl_se", "train": "e_idg", "train_se
 
 
 def lu_sweep(ds, kappas, alpha: float = 1.0, rho: float = 0.25, draws: int = 8, seed: int = 0,
-             prompts: int = 0, progress=None) -> list[dict]:
+             prompts: int = 0, progress=None, backend: str = "numba") -> list[dict]:
     """Exact finite-d task-diversity curves in Lu et al.'s conventions (``lu_setting``), next to
     their asymptotic e_ICL (τ → ∞, ridgeless: the population loss on the P tasks, which our M*(T)
     minimises exactly).
@@ -851,6 +1031,8 @@ def lu_sweep(ds, kappas, alpha: float = 1.0, rho: float = 0.25, draws: int = 8, 
         Called as ``progress(stage, done, total)`` before the first point and after each
         dimension's points, with stage ``"task diversity α = …, ρ = …"`` and ``done`` of the
         ``total`` = len(ds)·len(kappas) points (d, κ) finished.
+    backend : str
+        "numba" or "numpy" (``lu_setting``).
 
     Returns
     -------
@@ -859,6 +1041,17 @@ def lu_sweep(ds, kappas, alpha: float = 1.0, rho: float = 0.25, draws: int = 8, 
         ``e_gap``, their SEs over draws, ``e_family`` (P → ∞ at this d), ``e_asymptotic`` at
         the realised α = N/d, κ = P/d, ``diff`` = e_icl − e_asymptotic, and with ``prompts``
         > 0 the Monte-Carlo baselines as e_<name>_<test|train>.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.experiments.taskdiversity import lu_sweep
+    >>> for row in lu_sweep(ds=[2, 4], kappas=[1.0, 4.0], draws=4, backend="numpy"):
+    ...     print(row["d"], row["kappa"], f"e_ICL {row['e_icl']:.3f}",
+    ...           f"(asymptotic {row['e_asymptotic']:.3f})")
+    2 1.0 e_ICL 0.948 (asymptotic 0.958)
+    2 4.0 e_ICL 0.898 (asymptotic 0.842)
+    4 1.0 e_ICL 1.005 (asymptotic 0.958)
+    4 4.0 e_ICL 0.872 (asymptotic 0.842)
     """
     ds = [check_int("d", d) for d in ds]
     kappas = list(kappas)
@@ -867,7 +1060,7 @@ def lu_sweep(ds, kappas, alpha: float = 1.0, rho: float = 0.25, draws: int = 8, 
     tell(stage, 0, total)
     rows = []
     for d in ds:
-        setting = lu_setting(d, alpha, rho)
+        setting = lu_setting(d, alpha, rho, backend)
         n_draws = max(2, math.ceil(draws * min(ds) / d))
         Ps = [max(1, round(k * d)) for k in kappas]
         for kappa, sweep in zip(kappas, task_count_sweep(setting, Ps, n_draws, seed, prompts)):
@@ -887,7 +1080,7 @@ TABLE_FIRST = ("d", "kappa", "alpha", "rho", "P", "N", "draws", "e_icl", "e_icl_
 
 def write_task_diversity(out, ds, kappas, alphas=(1.0,), rhos=(0.25,), draws: int = 16,
                          seed: int = 0, prompts: int = 0, progress=None,
-                         parameterizations: bool = False) -> dict:
+                         parameterizations: bool = False, backend: str = "numba") -> dict:
     """``lu_sweep`` over the grid alphas × rhos, written to the run folder ``out``:
     ``task_diversity.csv`` (one row per d, κ, α, ρ), ``results.json`` (config, seed,
     provenance, rows) and ``task_diversity.png`` (e_ICL and e_IDG against κ per d with the
@@ -907,11 +1100,27 @@ def write_task_diversity(out, ds, kappas, alphas=(1.0,), rhos=(0.25,), draws: in
         As in ``lu_sweep`` (``progress`` also follows ``parameterization_sweep``).
     parameterizations : bool
         Also run ``parameterization_sweep``.
+    backend : str
+        "numba" or "numpy", for both sweeps.
 
     Returns
     -------
     dict
         The content of results.json.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> from icldyn.numerics.experiments.taskdiversity import write_task_diversity
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> result = write_task_diversity(tmp.name, ds=[2], kappas=[1.0, 4.0], draws=2,
+    ...                               backend="numpy")
+    >>> sorted(p.name for p in Path(tmp.name).iterdir())
+    ['results.json', 'task_diversity.csv', 'task_diversity.png']
+    >>> [row["P"] for row in json.loads((Path(tmp.name) / "results.json").read_text())["rows"]]
+    [2, 8]
+    >>> tmp.cleanup()
     """
     from pathlib import Path
 
@@ -919,7 +1128,7 @@ def write_task_diversity(out, ds, kappas, alphas=(1.0,), rhos=(0.25,), draws: in
 
     out = Path(out)
     rows = [r for a in alphas for rho in rhos
-            for r in lu_sweep(ds, kappas, a, rho, draws, seed, prompts, progress)]
+            for r in lu_sweep(ds, kappas, a, rho, draws, seed, prompts, progress, backend)]
     config = {"d": list(ds), "kappa": list(kappas), "alpha": list(alphas), "rho": list(rhos),
               "draws_at_smallest_d": draws, "seed": seed, "prompts": prompts,
               "conventions": "Lu et al. (arXiv:2405.11751): x ~ N(0, I/d), w ~ N(0, I), "
@@ -929,7 +1138,7 @@ def write_task_diversity(out, ds, kappas, alphas=(1.0,), rhos=(0.25,), draws: in
     result = {"config": config, "provenance": provenance(), "rows": rows}
     if parameterizations:
         config["parameterizations"] = dict(PARAMETERIZATION_GRID, loss="1/2 E(y_hat - y_q)^2")
-        result["parameterizations"] = parameterization_sweep(seed, progress)
+        result["parameterizations"] = parameterization_sweep(seed, progress, backend)
         write_csv(out / "parameterizations.csv", result["parameterizations"],
                   PARAMETERIZATION_FIRST)
     write_csv(out / "task_diversity.csv", rows, TABLE_FIRST)

@@ -39,6 +39,18 @@ def mode_gains(model, params: dict, Lambda: np.ndarray, U: np.ndarray) -> np.nda
     ------
     InputError
         Unless d_y = 1 or d_y = d.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import models
+    >>> from icldyn.numerics.measures.gains import mode_gains
+    >>> params = {"V": np.ones((1, 1, 1)), "Q": np.diag([2.0, 3.0])[None]}   # one row
+    >>> mode_gains(models.Merged(2), params, Lambda=np.diag([1.0, 0.5]), U=np.eye(2))
+    array([[2., 3.]])
+    >>> params = {"V": np.ones((1, 1, 1)), "Q": np.diag([1.0, 2.0])[None]}   # Q = Λ⁻¹: ŷ = W x_q
+    >>> mode_gains(models.Merged(2), params, Lambda=np.diag([1.0, 0.5]), U=np.eye(2)) * [1.0, 0.5]
+    array([[1., 1.]])
     """
     d, d_y = model.d, model.d_y
     if d_y not in (1, d):

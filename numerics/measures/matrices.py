@@ -63,6 +63,16 @@ def singular_values(M) -> np.ndarray:
     -------
     numpy.ndarray, shape (..., min(m, n))
         Descending; inf where one exceeds the float range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.measures import singular_values
+    >>> singular_values([[3.0, 0.0], [0.0, 4.0]])                   # descending
+    array([4., 3.])
+    >>> singular_values(np.stack([np.eye(2), 2 * np.eye(2)]))     # a stack of checkpoints
+    array([[1., 1.],
+           [2., 2.]])
     """
     s, top = _scaled_singular_values(M)
     with np.errstate(over="ignore"):
@@ -88,6 +98,17 @@ def effective_rank(M, drop_top: int = 0) -> np.ndarray:
     ------
     InputError
         For ``drop_top`` outside [0, number of singular values − 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.measures import effective_rank
+    >>> round(float(effective_rank(np.eye(3))), 6)                  # three equal directions
+    3.0
+    >>> round(float(effective_rank(np.diag([1.0, 1e-9, 0.0]))), 6)  # one direction dominates
+    1.0
+    >>> round(float(effective_rank(np.diag([5.0, 1.0, 1.0]), drop_top=1)), 6)   # the bulk
+    2.0
     """
     s, _ = _scaled_singular_values(M)
     if not (isinstance(drop_top, (int, np.integer)) and 0 <= drop_top < s.shape[-1]):
@@ -111,6 +132,15 @@ def stable_rank(M) -> np.ndarray:
     -------
     numpy.ndarray, shape (...)
         In [1, rank] for a non-zero matrix (scale-free); 0 for a zero matrix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.measures import stable_rank
+    >>> float(stable_rank(np.diag([2.0, 1.0])))                      # (4 + 1) / 4
+    1.25
+    >>> float(stable_rank(100 * np.diag([2.0, 1.0])))                # scale-free
+    1.25
     """
     s, _ = _scaled_singular_values(M)
     top = s[..., :1]
@@ -139,6 +169,18 @@ def numerical_rank(M, tol: float | None = None, rtol: float | None = None) -> np
     ------
     InputError
         When both ``tol`` and ``rtol`` are given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.measures import numerical_rank
+    >>> M = np.diag([1.0, 1e-3, 1e-20])
+    >>> int(numerical_rank(M))                  # NumPy's rule: 1e-20 is rounding noise
+    2
+    >>> int(numerical_rank(M, rtol=1e-2))       # only directions above 1 % of the largest
+    1
+    >>> numerical_rank(np.stack([M, np.eye(3)]), tol=0.5)
+    array([1, 3])
     """
     M = _matrices(M)
     s, top = _scaled_singular_values(M)      # s·top are the singular values
@@ -189,6 +231,15 @@ def principal_angles(A, B, k: int, side: str = "left") -> np.ndarray:
     -------
     numpy.ndarray, shape (..., k)
         Angles in radians, ascending, in [0, π/2].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.measures import principal_angles
+    >>> A = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])    # columns span e1, e2
+    >>> B = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])    # columns span e1, e3
+    >>> principal_angles(A, B, k=2)                           # e1 shared, e2 ⟂ e3
+    array([0.        , 1.57079633])
     """
     Ua, Ub = _subspace_pair(A, B, k, side)
     cos = np.linalg.svd(Ua.swapaxes(-1, -2) @ Ub, compute_uv=False)
@@ -213,6 +264,17 @@ def subspace_overlap(A, B, k: int, side: str = "left") -> np.ndarray:
     -------
     numpy.ndarray, shape (...)
         In [0, 1]: 1 for the same subspace, 0 for orthogonal ones.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.measures import subspace_overlap
+    >>> A = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])    # columns span e1, e2
+    >>> B = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])    # columns span e1, e3
+    >>> float(subspace_overlap(A, B, k=2))                    # mean cos² of angles 0 and π/2
+    0.5
+    >>> float(subspace_overlap(A, B, k=1))                    # the top directions agree
+    1.0
     """
     Ua, Ub = _subspace_pair(A, B, k, side)
     return np.sum((Ua.swapaxes(-1, -2) @ Ub) ** 2, axis=(-2, -1)) / k
@@ -239,6 +301,18 @@ def alignment_distance(M, M_ref) -> np.ndarray:
     ------
     InputError
         When ``M_ref`` has another number of columns than ``M``, or is zero.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.measures import alignment_distance
+    >>> M = np.array([[1.0, 1.0, 0.0]])
+    >>> round(float(alignment_distance(M, 3 * M)), 12)        # same row space
+    0.0
+    >>> float(alignment_distance(M, [[0.0, 0.0, 1.0]]))      # orthogonal
+    1.0
+    >>> round(float(alignment_distance(M, [[1.0, 0.0, 0.0]])), 6)   # 45° apart: sin 45°
+    0.707107
     """
     M, R = _matrices(M), _matrices(M_ref, "M_ref")
     if M.shape[-1] != R.shape[-1]:
@@ -287,6 +361,16 @@ def top_hessian_eigenvalue(hvp, n: int, method: str = "lanczos", tol: float = 1e
     ------
     InputError
         For a method other than 'lanczos' or 'power'.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.measures import top_hessian_eigenvalue
+    >>> H = np.diag([3.0, 1.0, -5.0])
+    >>> round(top_hessian_eigenvalue(lambda v: H @ v, 3), 6)                    # largest λ
+    3.0
+    >>> round(top_hessian_eigenvalue(lambda v: H @ v, 3, method="power"), 6)   # largest |λ|
+    -5.0
     """
     if method == "lanczos":
         op = LinearOperator((n, n), matvec=lambda v: np.asarray(hvp(v), dtype=np.float64))

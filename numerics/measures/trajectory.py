@@ -25,6 +25,16 @@ def first_time(t: np.ndarray, mask: np.ndarray) -> float:
     -------
     float
         ``t`` at the first True, NaN if never.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.measures.trajectory import first_time
+    >>> t = np.array([0.0, 1.0, 2.0, 3.0])
+    >>> first_time(t, np.array([False, True, False, True]))
+    1.0
+    >>> first_time(t, t > 5)                                  # never
+    nan
     """
     hits = np.nonzero(mask)[0]
     return float(t[hits[0]]) if len(hits) else float("nan")
@@ -44,6 +54,16 @@ def settle_time(t: np.ndarray, mask: np.ndarray) -> float:
     -------
     float
         ``t`` after the last False (``t[0]`` if never False), NaN if it fails at the end.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.measures.trajectory import settle_time
+    >>> t = np.array([0.0, 1.0, 2.0, 3.0])
+    >>> settle_time(t, np.array([False, True, False, True]))   # holds for good from t = 3
+    3.0
+    >>> settle_time(t, np.array([True, True, True, False]))    # fails at the end
+    nan
     """
     misses = np.nonzero(~mask)[0]
     if len(misses) == 0:
@@ -85,6 +105,21 @@ def trajectory_measures(flow, t: np.ndarray, theta: np.ndarray,
         ``"t"``, ``"top_hessian"`` (T,) and, per matrix name, a dict of ``effective_rank``,
         ``stable_rank``, ``numerical_rank`` (T,), ``rank_tol``, ``overlap_with_final`` (T, k),
         ``rank_step_times`` and ``lock_times`` (one per k, NaN when never reached).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow, integrate
+    >>> from icldyn.numerics.measures import trajectory_measures
+    >>> der = derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.1])))
+    >>> flow = compile_flow(der, backend="numpy")
+    >>> traj = integrate(flow, {"V": 0.01, "Q": 0.01}, t_end=400.0, n_points=41)
+    >>> m = trajectory_measures(flow, traj.t, traj.theta, names=["Q"])
+    >>> m["Q"]["rank_step_times"]         # Q learns the two modes of Λ one after the other
+    [10.0, 30.0]
+    >>> round(float(m["top_hessian"][-1]), 4)
+    4.1683
     """
     matrices = {}
     for name, value in flow.unpack(theta).items():       # one entry per head of stacked params

@@ -50,6 +50,18 @@ def sqrt_psd(S: np.ndarray) -> np.ndarray:
     -------
     numpy.ndarray (…, P, P)
         S^{1/2}, symmetric.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.noise.sme import sqrt_psd
+    >>> S = np.array([[2.0, 1.0], [1.0, 2.0]])
+    >>> R = sqrt_psd(S)
+    >>> bool(np.allclose(R @ R, S)), bool(np.allclose(R, R.T))
+    (True, True)
+    >>> sqrt_psd(np.diag([4.0, -1e-17]))                     # rounding below zero is clipped
+    array([[2., 0.],
+           [0., 0.]])
     """
     w, U = np.linalg.eigh(0.5 * (S + S.swapaxes(-1, -2)))
     return (U * np.sqrt(np.clip(w, 0.0, None))[..., None, :]) @ U.swapaxes(-1, -2)
@@ -70,6 +82,22 @@ class PathNoise:
     ------
     InputError
         When ``steps`` is not increasing with one step per matrix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.noise.sme import PathNoise
+    >>> noise = PathNoise([0, 10], [np.zeros((2, 2)), 2 * np.eye(2)])
+    >>> noise.matrix(5)                                       # halfway: the mean
+    array([[1., 0.],
+           [0., 1.]])
+    >>> noise.matrix(50)                                      # beyond the last step: held
+    array([[2., 0.],
+           [0., 2.]])
+    >>> PathNoise([10, 0], np.zeros((2, 2, 2)))
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: steps: must be increasing, one per matrix
     """
 
     def __init__(self, steps, matrices):
@@ -167,6 +195,24 @@ def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
     ------
     InputError
         When ``refresh`` does not include step 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow, gradient_descent
+    >>> from icldyn.numerics.noise.sme import simulate_sme
+    >>> flow = compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))),
+    ...                     backend="numpy")
+    >>> start = {"V": 0.5, "Q": 0.5}
+    >>> sme = simulate_sme(flow, start, lr=0.1, batch=16, steps=40, replicas=32, record_every=20)
+    >>> sme.steps, sme.theta.shape, sme.losses.shape          # (replicas, records, P)
+    (array([ 0, 20, 40]), (32, 3, 2), (3, 32))
+    >>> gd = gradient_descent(flow, start, lr=0.1, steps=40, every=20)
+    >>> np.round(gd.loss, 3), np.round(sme.loss, 3)          # the noise keeps it above GD
+    (array([0.297, 0.167, 0.167]), array([0.297, 0.18 , 0.18 ]))
+    >>> np.round(sme.losses.std(axis=1), 3)                   # the spread across seeds it predicts
+    array([0.   , 0.015, 0.014])
     """
     theta0 = start_theta(flow, theta0)
     lr = check_real("lr", lr)

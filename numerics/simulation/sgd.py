@@ -49,6 +49,18 @@ def letter_values(model: Model, params: dict) -> dict:
     -------
     dict
         {letter name: (S, rows, cols)}.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import models
+    >>> from icldyn.numerics.simulation.sgd import letter_values
+    >>> W = np.arange(1.0, 5.0).reshape(1, 2, 2)              # one seed, a 2 × 2 matrix
+    >>> letters = letter_values(models.FullLSA(1), {"W_PV": W, "W_KQ": -W})
+    >>> sorted(letters)                                       # FullLSA(1): blocks of the two
+    ['P1', 'P2', 'Q1', 'Q2']
+    >>> letters["P2"], letters["Q1"]
+    (array([[[4.]]]), array([[[-1.]]]))
     """
     sizes = model.sizes()
     return {b.letter.name: params[b.param][(slice(None),) + b.index(sizes)]
@@ -72,6 +84,19 @@ def network_weights(model: Model, data: ICLData, letters: dict) -> list[tuple]:
     -------
     list of tuple
         [(W_PV, W_KQ) per layer], each (S, H, D, D), D = d + d_y.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, models
+    >>> from icldyn.numerics.simulation.sgd import letter_values, network_weights
+    >>> model = models.Merged(1)
+    >>> letters = letter_values(model, {"V": np.full((1, 1, 1), 2.0), "Q": np.full((1, 1, 1), 3.0)})
+    >>> [(W_PV, W_KQ)] = network_weights(model, ICLData(d=1, N=4, Lambda=np.eye(1)), letters)
+    >>> W_PV[0, 0], W_KQ[0, 0]                     # seed 0, head 0: V and Q in their blocks
+    (array([[0., 0.],
+           [0., 2.]]), array([[3., 0.],
+           [0., 0.]]))
     """
     return [fill_weights(spec, letters, data.d, data.d_y) for spec in model.stack_layers()]
 
@@ -95,6 +120,23 @@ def pullback(model: Model, data: ICLData, letters: dict, grads: list[tuple]) -> 
     -------
     dict
         {parameter name: gradient (S, *shape)}.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, models
+    >>> from icldyn.numerics.simulation.sgd import (PromptSampler, letter_values,
+    ...     model_loss_and_grad, network_loss_and_grad, network_weights, pullback)
+    >>> model, data = models.Merged(2), ICLData(d=2, N=4, Lambda=np.eye(2))
+    >>> params = {"V": np.ones((1, 1, 1)), "Q": 0.5 * np.eye(2)[None]}
+    >>> prompts = PromptSampler(data).prompts(np.random.default_rng(0), (1, 8))
+    >>> letters = letter_values(model, params)
+    >>> _, layer_grads = network_loss_and_grad(network_weights(model, data, letters), *prompts, d=2)
+    >>> grads = pullback(model, data, letters, layer_grads)     # ∂/∂W_PV, ∂/∂W_KQ → ∂/∂V, ∂/∂Q
+    >>> {k: v.shape for k, v in grads.items()}
+    {'V': (1, 1, 1), 'Q': (1, 2, 2)}
+    >>> bool(np.allclose(grads["Q"], model_loss_and_grad(model, data, params, prompts)[1]["Q"]))
+    True
     """
     space = _spaces(data)
     letter_grads = {name: np.zeros_like(v) for name, v in letters.items()}
@@ -139,6 +181,15 @@ def check_prompt_memory(N: int, d: int, d_y: int, prompts: int) -> None:
     ------
     InputError
         Naming N, when over the limit.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.simulation.sgd import check_prompt_memory
+    >>> check_prompt_memory(N=100, d=10, d_y=1, prompts=64)             # about 1 MB: fine
+    >>> check_prompt_memory(N=100_000, d=10, d_y=1, prompts=64 * 16)
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: N: 1024 prompts (seeds × batch) of N = 100000 samples ...
     """
     size = prompts * (N + 1) * (2 * d + d_y) * 8
     if size > MAX_ROWS_BYTES:
@@ -160,6 +211,19 @@ class PromptSampler:
     ------
     InputError
         When Λ, Σ_w or the noise are symbolic.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData
+    >>> from icldyn.numerics.simulation.sgd import PromptSampler
+    >>> sampler = PromptSampler(ICLData(d=2, N=8, Lambda=np.diag([1.0, 0.25])))
+    >>> X, Y, xq, yq = sampler.prompts(np.random.default_rng(0), (4, 16))    # seeds × batch
+    >>> X.shape, Y.shape, xq.shape, yq.shape
+    ((4, 16, 8, 2), (4, 16, 8, 1), (4, 16, 2), (4, 16, 1))
+    >>> x = sampler.prompts(np.random.default_rng(1), (1, 4000))[0].reshape(-1, 2)
+    >>> np.round(np.var(x, axis=0), 2)                         # x ~ N(0, Λ)
+    array([0.99, 0.25])
     """
 
     def __init__(self, data: ICLData):
@@ -286,6 +350,17 @@ def model_loss(model: Model, data: ICLData, params: dict, prompts: tuple) -> np.
     Returns
     -------
     numpy.ndarray (S,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, models
+    >>> from icldyn.numerics.simulation.sgd import PromptSampler, model_loss
+    >>> model, data = models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))
+    >>> prompts = PromptSampler(data).prompts(np.random.default_rng(0), (2, 10_000))
+    >>> params = {"V": np.zeros((2, 1, 1)), "Q": np.zeros((2, 1, 1))}   # ŷ = 0: the loss is ½E y²
+    >>> np.round(model_loss(model, data, params, prompts), 2)           # y = w x: ½ E w² E x² = ½
+    array([0.49, 0.51])
     """
     mask = _key_mask(prompts[0].shape[2], model.query_in_keys)
     weights = network_weights(model, data, letter_values(model, params))
@@ -324,6 +399,24 @@ def network_loss_and_grad(weights: list[tuple], X, Y, xq, yq, d: int,
     tuple
         (loss (S,), [(∂W_PV, ∂W_KQ) per layer]) with the loss ½ mean over the batch of
         ‖ŷ − y_q‖².
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.simulation.sgd import network_loss_and_grad
+    >>> rng = np.random.default_rng(0)
+    >>> S, B, N, d = 1, 3, 4, 1                               # a seed, 3 prompts, D = 2
+    >>> X, Y = rng.standard_normal((S, B, N, d)), rng.standard_normal((S, B, N, 1))
+    >>> xq, yq = rng.standard_normal((S, B, d)), rng.standard_normal((S, B, 1))
+    >>> W_PV, W_KQ = rng.standard_normal((2, S, 1, 2, 2))     # one layer, one head
+    >>> loss, [(g_PV, g_KQ)] = network_loss_and_grad([(W_PV, W_KQ)], X, Y, xq, yq, d)
+    >>> loss.shape, g_PV.shape
+    ((1,), (1, 1, 2, 2))
+    >>> E = np.zeros_like(W_KQ); E[0, 0, 1, 0] = 1e-6         # a finite difference agrees
+    >>> up = network_loss_and_grad([(W_PV, W_KQ + E)], X, Y, xq, yq, d)[0]
+    >>> down = network_loss_and_grad([(W_PV, W_KQ - E)], X, Y, xq, yq, d)[0]
+    >>> bool(np.isclose((up - down)[0] / 2e-6, g_KQ[0, 0, 1, 0]))
+    True
     """
     S, B, N, _ = X.shape
     mask = _key_mask(N, query_in_keys)
@@ -367,6 +460,23 @@ def model_loss_and_grad(model: Model, data: ICLData, params: dict, prompts: tupl
     -------
     tuple
         (loss (S,), {parameter name: gradient, the shape of ``params``}).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> from icldyn.numerics.simulation.sgd import PromptSampler, model_loss_and_grad
+    >>> model, data = models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))
+    >>> params = {"V": np.full((1, 1, 1), 0.5), "Q": np.full((1, 1, 1), 0.5)}
+    >>> prompts = PromptSampler(data).prompts(np.random.default_rng(0), (1, 50_000))
+    >>> loss, grads = model_loss_and_grad(model, data, params, prompts)
+    >>> flow = compile_flow(derive(model, data), backend="numpy")     # the exact expectation
+    >>> theta = flow.pack({"V": 0.5, "Q": 0.5})
+    >>> print(f"{loss[0]:.3f} vs {flow.loss(theta):.3f}")
+    0.296 vs 0.297
+    >>> print(f"{grads['Q'][0, 0, 0]:.3f} vs {flow.grad(theta)[1]:.3f}")
+    -0.311 vs -0.312
     """
     letters = letter_values(model, params)
     loss, grads = network_loss_and_grad(network_weights(model, data, letters), *prompts,
@@ -518,6 +628,14 @@ def block_stats(losses: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]
     -------
     tuple of numpy.ndarray
         (mean (blocks,), standard error (blocks,)).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.simulation.sgd import block_stats
+    >>> losses = np.array([[1.0, 3.0], [3.0, 5.0], [2.0, 2.0], [4.0, 4.0], [9.0, 9.0]])
+    >>> block_stats(losses, block=2)            # steps 0–1 and 2–3 (step 4: a partial block)
+    (array([3., 3.]), array([1., 0.]))
     """
     n = (len(losses) // block) * block
     per_seed = losses[:n].reshape(-1, block, losses.shape[1]).mean(axis=1)
@@ -539,6 +657,15 @@ def block_z_scores(losses: np.ndarray, theory: np.ndarray, block: int) -> np.nda
     Returns
     -------
     numpy.ndarray (blocks,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.simulation.sgd import block_z_scores
+    >>> losses = np.array([[1.0, 3.0], [3.0, 5.0], [2.0, 2.5], [4.0, 4.5]])   # 4 steps, 2 seeds
+    >>> theory = np.array([2.0, 3.0, 3.0, 3.0])
+    >>> block_z_scores(losses, theory, block=2)      # (mean − theory) / standard error
+    array([0.5, 1. ])
     """
     mean, se = block_stats(losses, block)
     n = len(mean) * block
