@@ -28,7 +28,7 @@ from .cache import cached
 from .data import N_SYM, W_COPY, W_TASK, independent, task_degree
 from .derive import Derivation, register_analysis
 from .errors import InputError
-from .gaussian import expect, group_sizes, pairing_count, product_monomial
+from .gaussian import expect_products, group_sizes, pairing_count
 from .terms import inner_monomial, residual, vary
 from .words import Mat, MatPoly, TracePoly
 
@@ -234,8 +234,8 @@ def _second_moment(der: Derivation) -> dict:
                          f"{pairings * SECONDS_PER_PAIRING / 3600:.2g} CPU hours (the engine's "
                          f"budget is {PAIRING_BUDGET:.0e}); measure the noise of this model by "
                          "simulation (simulate_sgd)")
-    return {(L, M): expect([product_monomial(a, b) for a in directional[PROBES[0], L]
-                            for b in directional[PROBES[1], M]], law, N_SYM)
+    return {(L, M): expect_products(directional[PROBES[0], L], directional[PROBES[1], M], law,
+                                    N_SYM)
             for L, M in _blocks(letters)}
 
 

@@ -96,28 +96,6 @@ class Monomial:
     segments: tuple
 
 
-def product_monomial(a: Monomial, b: Monomial) -> Monomial:
-    """a · b, with b's summed labels renamed apart from a's (suffix ``'``).
-
-    Parameters
-    ----------
-    a, b : Monomial
-
-    Returns
-    -------
-    Monomial
-        coeff_a · coeff_b, both label sums (b's renamed), segments of a then b.
-    """
-    rename = {label: f"{label}'" for label in b.labels}
-
-    def vec(v: RandVec) -> RandVec:
-        return RandVec(v.var, rename.get(v.sample, v.sample))
-
-    segments = tuple(Segment(vec(s.start), s.letters, vec(s.end)) for s in b.segments)
-    return Monomial(a.coeff * b.coeff, a.labels + tuple(rename.values()),
-                    a.segments + segments)
-
-
 @dataclass(frozen=True)
 class VectorCov:
     """Cov(v) = scale · letter (a symmetric Mat), or scale · I on ``space`` when letter is None.
@@ -196,12 +174,51 @@ def expect(monomials, law: GaussianLaw, N) -> TracePoly:
     """
     tally = Tally(N)
     for mono in monomials:
-        skeleton = _Skeleton(mono, law)
-        if skeleton.even():
-            counts = _Pairings(skeleton).counts
-            STATS["pairings"] += sum(counts.values())
-            tally.add(mono.coeff * skeleton.scale, counts)
+        skeleton = _Skeleton.cut(mono, law)
+        if not skeleton.odd():
+            _count(tally, skeleton)
     return tally.trace_poly()
+
+
+def expect_products(left, right, law: GaussianLaw, N) -> TracePoly:
+    """E[Σ_{a ∈ left} Σ_{b ∈ right} a · b], b's context labels summed apart from a's (the
+    product of two sums, e.g. of the two factors of a second moment), exact for every N.
+
+    Each factor is cut into chains once, and a product a · b is formed only when every group
+    Isserlis' theorem pairs has an even number of items in it (a and b odd in the same groups):
+    the other products vanish. The result is ``expect`` of the products formed one by one.
+
+    Parameters
+    ----------
+    left, right : iterable of Monomial
+        The two sums.
+    law : GaussianLaw
+        The law of every random vector variable and random matrix letter.
+    N : int or sympy.Symbol
+        The number of values of each context label.
+
+    Returns
+    -------
+    TracePoly
+        The expectation as a polynomial in traces of the constant letters.
+    """
+    tally = Tally(N)
+    by_parity: dict = {}
+    for b in right:
+        skeleton = _Skeleton.cut(b, law)
+        by_parity.setdefault(skeleton.odd(), []).append(skeleton)
+    for a in left:
+        skeleton = _Skeleton.cut(a, law)
+        for other in by_parity.get(skeleton.odd(), ()):
+            _count(tally, skeleton.join(other))
+    return tally.trace_poly()
+
+
+def _count(tally: Tally, skeleton) -> None:
+    """Enumerate the pairings of an even skeleton into ``tally``."""
+    counts = _Pairings(skeleton).counts
+    STATS["pairings"] += sum(counts.values())
+    tally.add(skeleton.coeff * skeleton.scale(), counts)
 
 
 def group_sizes(mono: Monomial, law: GaussianLaw) -> Counter:
@@ -255,51 +272,81 @@ class _Skeleton:
     """A monomial cut into *chains* of constant letters between *ports*: every random vector is
     a port, and every random matrix letter W ends the chain before it at a row port and starts
     the next at a column port. Chains are code words (``wordcodes``) stored from each end:
-    ``word[p]`` reads the chain from port p to its other end ``other[p]``.
+    ``word[p]`` reads the chain from port p to its other end ``other[p]``; ``label[p]`` is the
+    index of a context port's summed label (None for other ports), of ``n_labels``.
 
-    ``groups`` lists what Isserlis' theorem pairs, each as (kind, items, link words): for every
-    vector variable the query ports and the context ports (kind "context": pairing two of them
-    identifies their labels); for every random matrix its occurrences (row port, column port).
-    ``scale`` is the product of the covariance scales, the same for every pairing."""
+    ``groups`` maps each group Isserlis' theorem pairs to (kind, items, link words, covariance
+    scale): for every vector variable the query ports and the context ports (kind "context":
+    pairing two of them identifies their labels), keyed (var, kind); for every random matrix its
+    occurrences (row port, column port), keyed by its name. ``coeff`` is the monomial's
+    coefficient; ``scale()`` the product of the covariance scales, the same for every
+    pairing."""
 
-    def __init__(self, mono: Monomial, law: GaussianLaw):
-        self.space: list[str] = []
-        self.other: list[int] = []
-        self.word: list[tuple] = []
-        self.label: list = []                       # port -> label index (context vectors)
-        self.labels = {label: i for i, label in enumerate(mono.labels)}
+    def __init__(self, space: list, other: list, word: list, label: list, n_labels: int,
+                 groups: dict, coeff):
+        self.space, self.other, self.word, self.label = space, other, word, label
+        self.n_labels, self.groups, self.coeff = n_labels, groups, coeff
+
+    @classmethod
+    def cut(cls, mono: Monomial, law: GaussianLaw) -> "_Skeleton":
+        """The skeleton of ``mono`` under ``law``."""
+        sk = cls([], [], [], [], len(mono.labels), {}, mono.coeff)
+        labels = {label: i for i, label in enumerate(mono.labels)}
         vectors: dict[tuple, list[int]] = {}
         occurrences: dict[str, list[tuple]] = {}
         for seg in mono.segments:
-            port = self._vector(seg.start, law, vectors)
+            port = sk._vector(seg.start, law, labels, vectors)
             letters = []
             for letter in seg.letters:
                 if letter.name in law.matrices:
-                    row, col = self._port(letter.rows), self._port(letter.cols)
-                    self._chain(port, row, letters)
+                    row, col = sk._port(letter.rows), sk._port(letter.cols)
+                    sk._chain(port, row, letters)
                     occurrences.setdefault(letter.name, []).append(
                         (col, row) if letter.T else (row, col))
                     port, letters = col, []
                 else:
                     letters.append(letter)
-            self._chain(port, self._vector(seg.end, law, vectors), letters)
-        self.groups, powers = [], Counter()     # covariance scale -> its power
+            sk._chain(port, sk._vector(seg.end, law, labels, vectors), letters)
         for (var, kind), ports in vectors.items():
             cov = law.vectors[var]
-            self.groups.append((kind, ports, _link_words(cov.letter)))
-            powers[cov.scale] += len(ports) // 2
+            sk.groups[var, kind] = (kind, ports, _link_words(cov.letter), cov.scale)
         for name, occ in occurrences.items():
             cov = law.matrices[name]
             if isinstance(cov, EigenCov):
-                self.groups.append(("eigen", occ, None))
+                sk.groups[name] = ("eigen", occ, None, sp.Integer(1))
             else:
-                self.groups.append(("kron", occ, (_link_words(cov.row), _link_words(cov.col))))
-                powers[cov.scale] += len(occ) // 2
-        self.scale = sp.Mul(*(scale**k for scale, k in powers.items() if scale != 1))
+                sk.groups[name] = ("kron", occ, (_link_words(cov.row), _link_words(cov.col)),
+                                   cov.scale)
+        return sk
 
-    def even(self) -> bool:
-        """Whether every group has an even number of items (else the expectation is 0)."""
-        return all(len(items) % 2 == 0 for _, items, _ in self.groups)
+    def join(self, b: "_Skeleton") -> "_Skeleton":
+        """The skeleton of the product of the two monomials (b's ports and labels after
+        self's, the groups merged: self's order, then b's new groups)."""
+        ports, labels = len(self.space), self.n_labels
+        groups = dict(self.groups)
+        for key, (kind, items, words, scale) in b.groups.items():
+            if kind in ("kron", "eigen"):
+                moved = [(r + ports, c + ports) for r, c in items]
+            else:
+                moved = [p + ports for p in items]
+            mine = groups.get(key)
+            groups[key] = (kind, moved if mine is None else mine[1] + moved, words, scale)
+        return _Skeleton(self.space + b.space, self.other + [p + ports for p in b.other],
+                         self.word + b.word,
+                         self.label + [None if i is None else i + labels for i in b.label],
+                         labels + b.n_labels, groups, self.coeff * b.coeff)
+
+    def odd(self) -> frozenset:
+        """The keys of the groups with an odd number of items (the expectation vanishes unless
+        this is empty)."""
+        return frozenset(key for key, group in self.groups.items() if len(group[1]) % 2)
+
+    def scale(self) -> sp.Expr:
+        """Π over the groups of scale^(items/2): the covariance scales of every pairing."""
+        powers = Counter()      # covariance scale -> its power
+        for _, items, _, scale in self.groups.values():
+            powers[scale] += len(items) // 2
+        return sp.Mul(*(scale**k for scale, k in powers.items() if scale != 1))
 
     def _port(self, space: str, label=None) -> int:
         self.space.append(space)
@@ -308,9 +355,9 @@ class _Skeleton:
         self.word.append(())
         return len(self.space) - 1
 
-    def _vector(self, v: RandVec, law: GaussianLaw, vectors: dict) -> int:
+    def _vector(self, v: RandVec, law: GaussianLaw, labels: dict, vectors: dict) -> int:
         query = v.sample == QUERY
-        port = self._port(law.vectors[v.var].space, None if query else self.labels[v.sample])
+        port = self._port(law.vectors[v.var].space, None if query else labels[v.sample])
         vectors.setdefault((v.var, "query" if query else "context"), []).append(port)
         return port
 
@@ -346,12 +393,13 @@ class _Pairings:
         self.other, self.word = list(skeleton.other), list(skeleton.word)
         self.cycles: list[int] = []
         self.vertices: list[tuple] = []
-        self.parent = list(range(len(skeleton.labels)))
-        self.components = len(skeleton.labels)
+        self.parent = list(range(skeleton.n_labels))
+        self.components = skeleton.n_labels
         self.counts: dict = {}
         matchers = {"query": self._query, "context": self._context, "kron": self._kron,
                     "eigen": self._eigen}
-        self.steps = [(matchers[kind], items, words) for kind, items, words in skeleton.groups]
+        self.steps = [(matchers[kind], items, words)
+                      for kind, items, words, _ in skeleton.groups.values()]
         self._next(0)
 
     def _next(self, g: int) -> None:

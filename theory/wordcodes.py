@@ -9,7 +9,7 @@ or, when it holds no letter, by ``-1 - k`` for an identity loop on the k-th spac
 
 from __future__ import annotations
 
-from .words import Dg, _sorted_traces, canonical_trace, dim_symbol
+from .words import Dg, _word_key, canonical_trace, dim_symbol
 
 SPACES = ("x", "y", "r")
 
@@ -43,6 +43,7 @@ class LetterCodes:
         self._trace_of_word: dict = {}
         self._trace_ids: dict = {}
         self.traces: list = []          # trace id -> canonical word (tuple of letters)
+        self._sort_keys: list = []      # trace id -> the canonical word's sort key
         self._terms: dict = {}
 
     def code(self, letter) -> int:
@@ -139,6 +140,7 @@ class LetterCodes:
                 t = self._trace_ids.setdefault(canonical, len(self.traces))
                 if t == len(self.traces):
                     self.traces.append(canonical)
+                    self._sort_keys.append(_word_key(canonical))
                 self._rotation_ids[rotation] = t
             self._trace_of_word[codes] = t
         return t
@@ -150,7 +152,7 @@ class LetterCodes:
         return min(min(w[k:] + w[:k] for k in range(len(w))) for w in (codes, back))
 
     def term(self, cycles: tuple) -> tuple:
-        """(canonical sorted traces, dimension factor) of a multiset of cycle codes.
+        """(trace ids in canonical order, dimension factor) of a multiset of cycle codes.
 
         Parameters
         ----------
@@ -160,17 +162,33 @@ class LetterCodes:
         Returns
         -------
         tuple
-            (sorted tuple of canonical trace words, Π of the identity loops' dimension symbols).
+            (tuple of the trace ids, ordered as ``words.TracePoly`` orders its traces, so that
+            ``words`` of it is a TracePoly key; Π of the identity loops' dimension symbols).
         """
         out = self._terms.get(cycles)
         if out is None:
-            traces = _sorted_traces(self.traces[c] for c in cycles if c >= 0)
+            traces = tuple(sorted((c for c in cycles if c >= 0),
+                                  key=self._sort_keys.__getitem__))
             dims = 1
             for c in cycles:
                 if c < 0:
                     dims *= dim_symbol(SPACES[-1 - c])
             out = self._terms[cycles] = (traces, dims)
         return out
+
+    def words(self, traces: tuple) -> tuple:
+        """The canonical trace words of trace ids (a TracePoly key for ids from ``term``).
+
+        Parameters
+        ----------
+        traces : tuple of int
+            Trace ids (≥ 0).
+
+        Returns
+        -------
+        tuple of tuple
+        """
+        return tuple(self.traces[t] for t in traces)
 
 
 CODES = LetterCodes()
