@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import sympy as sp
 
@@ -371,6 +372,58 @@ def _link_words(letter) -> tuple:
     return CODES.chain(() if letter is None else (letter,))
 
 
+def _order(group: tuple) -> tuple:
+    """The sort key that puts the groups in the order of least work for the depth-first
+    enumeration: a group of m matchings costing ℓ links per visit, visited once per matching of
+    the groups before it, goes before another (m', ℓ') when ℓ/(m − 1) > ℓ'/(m' − 1) (exchange
+    argument on Σ_g ℓ_g Π_{h<g} m_h): eigen groups (no links) and single pairs first."""
+    kind, items = group[0], group[1]
+    n, links = len(items), 0
+    for k in range(2, n + 1, 2):            # ℓ(k) = (k − 1)(1 + ℓ(k − 2)) links per visit
+        links = (k - 1) * (1 + links)
+    if kind == "eigen":
+        return (0, 0.0)
+    matchings = pairing_count([n])
+    if matchings <= 1:
+        return (1, 0.0)
+    return (2, -links * (2 if kind == "kron" else 1) / (matchings - 1))
+
+
+@lru_cache(maxsize=None)
+def _trie(n: int) -> tuple:
+    """The perfect matchings of positions 0..n−1 as a trie: a tuple of choices (i, j, rest),
+    the first unmatched position i with each partner j, ``rest`` the trie of what is left
+    (empty when nothing is)."""
+    return _matchings(tuple(range(n)))
+
+
+@lru_cache(maxsize=None)
+def _matchings(free: tuple) -> tuple:
+    if not free:
+        return ()
+    return tuple((free[0], free[i], _matchings(free[1:i] + free[i + 1:]))
+                 for i in range(1, len(free)))
+
+
+def _choices(kind: str, items: list, words, label: list) -> list:
+    """``choices[i][j]``: what pairing items i and j of a group does — for vectors the link
+    (a, b, word a→b, word b→a) and the two ports' labels (None for query vectors); for a
+    Kronecker-law matrix the row link and the column link; for an eigenbasis law the vertex's
+    four ports."""
+    n = len(items)
+    out = [[None] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = items[i], items[j]
+            if kind == "eigen":
+                out[i][j] = a + b
+            elif kind == "kron":
+                out[i][j] = ((a[0], b[0]) + words[0], (a[1], b[1]) + words[1])
+            else:
+                out[i][j] = (a, b) + words + (label[a], label[b])
+    return out
+
+
 class _Pairings:
     """Every pairing of a skeleton, enumerated once, depth first, contracting as it goes.
 
@@ -389,84 +442,62 @@ class _Pairings:
     pairings give them."""
 
     def __init__(self, skeleton: _Skeleton):
-        self.sk = skeleton
+        self.space, label = skeleton.space, skeleton.label
         self.other, self.word = list(skeleton.other), list(skeleton.word)
         self.cycles: list[int] = []
         self.vertices: list[tuple] = []
         self.parent = list(range(skeleton.n_labels))
         self.components = skeleton.n_labels
         self.counts: dict = {}
-        matchers = {"query": self._query, "context": self._context, "kron": self._kron,
-                    "eigen": self._eigen}
-        self.steps = [(matchers[kind], items, words)
-                      for kind, items, words, _ in skeleton.groups.values()]
-        self._next(0)
+        self.steps = [(kind, _trie(len(items)), _choices(kind, items, words, label))
+                      for kind, items, words, _ in sorted(skeleton.groups.values(), key=_order)]
+        self._visit(-1, ())
 
-    def _next(self, g: int) -> None:
-        """Match group g and the groups after it (then record the pairing)."""
-        if g < len(self.steps):
-            match, items, words = self.steps[g]
-            match(g, items, words)
-        else:
-            self._leaf()
+    def _visit(self, g: int, node: tuple) -> None:
+        """Make each choice of the matching trie ``node`` of group g in turn, then the groups
+        after it (and record the pairing when none is left)."""
+        if not node:
+            g += 1
+            if g == len(self.steps):
+                return self._leaf()
+            node = self.steps[g][1]
+        kind, _, choices = self.steps[g]
+        if kind == "eigen":
+            for i, j, rest in node:
+                self.vertices.append(choices[i][j])
+                self._visit(g, rest)
+                self.vertices.pop()
+        elif kind == "kron":                # rows linked by R, columns by C
+            for i, j, rest in node:
+                rows, cols = choices[i][j]
+                saved_rows = self._link(*rows)
+                saved_cols = self._link(*cols)
+                self._visit(g, rest)
+                self._unlink(saved_cols)
+                self._unlink(saved_rows)
+        else:                               # vectors (context ones also identify labels)
+            for i, j, rest in node:
+                a, b, ab, ba, la, lb = choices[i][j]
+                joined = None if la is None else self._union(la, lb)
+                saved = self._link(a, b, ab, ba)
+                self._visit(g, rest)
+                self._unlink(saved)
+                if joined is not None:
+                    self.parent[joined] = joined
+                    self.components += 1
 
-    def _query(self, g: int, items: list, words: tuple) -> None:
-        """All perfect matchings of the query vectors ``items``."""
-        if not items:
-            return self._next(g + 1)
-        first = items[0]
-        for i in range(1, len(items)):
-            saved = self._link(first, items[i], words)
-            self._query(g, items[1:i] + items[i + 1:], words)
-            self._unlink(saved)
-
-    def _context(self, g: int, items: list, words: tuple) -> None:
-        """All perfect matchings of the context vectors ``items``, identifying linked labels."""
-        if not items:
-            return self._next(g + 1)
-        first = items[0]
-        for i in range(1, len(items)):
-            joined = self._union(first, items[i])
-            saved = self._link(first, items[i], words)
-            self._context(g, items[1:i] + items[i + 1:], words)
-            self._unlink(saved)
-            if joined is not None:
-                self.parent[joined] = joined
-                self.components += 1
-
-    def _kron(self, g: int, items: list, words: tuple) -> None:
-        """All perfect matchings of the occurrences of a matrix with E[W_ab W_cd] ∝ R_ac C_bd."""
-        if not items:
-            return self._next(g + 1)
-        (r1, c1), rows, cols = items[0], words[0], words[1]
-        for i in range(1, len(items)):
-            r2, c2 = items[i]
-            saved_rows = self._link(r1, r2, rows)
-            saved_cols = self._link(c1, c2, cols)
-            self._kron(g, items[1:i] + items[i + 1:], words)
-            self._unlink(saved_cols)
-            self._unlink(saved_rows)
-
-    def _eigen(self, g: int, items: list, words: tuple) -> None:
-        """All perfect matchings of the occurrences of a matrix with an eigenbasis law."""
-        if not items:
-            return self._next(g + 1)
-        for i in range(1, len(items)):
-            self.vertices.append(items[0] + items[i])
-            self._eigen(g, items[1:i] + items[i + 1:], words)
-            self.vertices.pop()
-
-    def _link(self, a: int, b: int, words: tuple):
-        """Join the chains ending at ports a and b through the link word (``words``: read a→b,
-        b→a); returns what ``_unlink`` needs to undo it."""
+    def _link(self, a: int, b: int, ab: tuple, ba: tuple):
+        """Join the chains ending at ports a and b through the link word (read a→b as ``ab``,
+        b→a as ``ba``); returns what ``_unlink`` needs to undo it."""
         other, word = self.other, self.word
-        far_a, far_b = other[a], other[b]
+        far_a = other[a]
         if far_a == b:                              # the chain closes into a cycle
-            cycle = word[a] + words[1]
-            self.cycles.append(CODES.trace(cycle) if cycle else identity_loop(self.sk.space[a]))
+            cycle = word[a] + ba
+            self.cycles.append(CODES.trace(cycle) if cycle else identity_loop(self.space[a]))
             return None
-        saved = (a, b, word[far_a], word[far_b])
-        word[far_a], word[far_b] = word[far_a] + words[0] + word[b], word[far_b] + words[1] + word[a]
+        far_b = other[b]
+        saved = (a, b, far_a, far_b, word[far_a], word[far_b])
+        word[far_a], word[far_b] = word[far_a] + ab + word[b], word[far_b] + ba + word[a]
         other[far_a], other[far_b] = far_b, far_a
         return saved
 
@@ -474,14 +505,13 @@ class _Pairings:
         if saved is None:
             self.cycles.pop()
             return
-        a, b, word_a, word_b = saved
-        far_a, far_b = self.other[a], self.other[b]   # a and b kept their entries
+        a, b, far_a, far_b, word_a, word_b = saved
         self.word[far_a], self.word[far_b] = word_a, word_b
         self.other[far_a], self.other[far_b] = a, b
 
     def _union(self, a: int, b: int):
-        """Identify the labels of context ports a and b; the absorbed root, or None."""
-        ra, rb = self._find(self.sk.label[a]), self._find(self.sk.label[b])
+        """Identify labels a and b; the absorbed root, or None."""
+        ra, rb = self._find(a), self._find(b)
         if ra == rb:
             return None
         self.parent[rb] = ra
