@@ -405,6 +405,19 @@ def _matchings(free: tuple) -> tuple:
                  for i in range(1, len(free)))
 
 
+@lru_cache(maxsize=None)
+def _merged(partition: tuple, a: int, b: int) -> tuple:
+    """The partition of labels (``partition[i]``: the least label in i's block) with the
+    blocks of labels a and b merged."""
+    old, new = max(partition[a], partition[b]), min(partition[a], partition[b])
+    return tuple(new if block == old else block for block in partition)
+
+
+@lru_cache(maxsize=None)
+def _block_count(partition: tuple) -> int:
+    return len(set(partition))
+
+
 def _choices(kind: str, items: list, words, label: list) -> list:
     """``choices[i][j]``: what pairing items i and j of a group does — for vectors the link
     (a, b, word a→b, word b→a) and the two ports' labels (None for query vectors); for a
@@ -446,8 +459,7 @@ class _Pairings:
         self.other, self.word = list(skeleton.other), list(skeleton.word)
         self.cycles: list[int] = []
         self.vertices: list[tuple] = []
-        self.parent = list(range(skeleton.n_labels))
-        self.components = skeleton.n_labels
+        self.labels = tuple(range(skeleton.n_labels))   # the partition of labels so far
         self.counts: dict = {}
         self.steps = [(kind, _trie(len(items)), _choices(kind, items, words, label))
                       for kind, items, words, _ in sorted(skeleton.groups.values(), key=_order)]
@@ -476,15 +488,15 @@ class _Pairings:
                 self._unlink(saved_cols)
                 self._unlink(saved_rows)
         else:                               # vectors (context ones also identify labels)
+            labels = self.labels
             for i, j, rest in node:
                 a, b, ab, ba, la, lb = choices[i][j]
-                joined = None if la is None else self._union(la, lb)
+                if la is not None:
+                    self.labels = _merged(labels, la, lb)
                 saved = self._link(a, b, ab, ba)
                 self._visit(g, rest)
                 self._unlink(saved)
-                if joined is not None:
-                    self.parent[joined] = joined
-                    self.components += 1
+                self.labels = labels
 
     def _link(self, a: int, b: int, ab: tuple, ba: tuple):
         """Join the chains ending at ports a and b through the link word (read a→b as ``ab``,
@@ -509,25 +521,11 @@ class _Pairings:
         self.word[far_a], self.word[far_b] = word_a, word_b
         self.other[far_a], self.other[far_b] = a, b
 
-    def _union(self, a: int, b: int):
-        """Identify labels a and b; the absorbed root, or None."""
-        ra, rb = self._find(a), self._find(b)
-        if ra == rb:
-            return None
-        self.parent[rb] = ra
-        self.components -= 1
-        return rb
-
-    def _find(self, label: int) -> int:
-        while self.parent[label] != label:
-            label = self.parent[label]
-        return label
-
     def _leaf(self) -> None:
         cycles = self.cycles
         if self.vertices:
             cycles = cycles + [self._vertex(v) for v in self.vertices]
-        key = (tuple(sorted(cycles)), self.components)
+        key = (tuple(sorted(cycles)), _block_count(self.labels))
         self.counts[key] = self.counts.get(key, 0) + 1
 
     def _vertex(self, ports: tuple) -> int:
