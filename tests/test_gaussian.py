@@ -8,7 +8,8 @@ import sympy as sp
 from brute import Components
 from icldyn.theory import gaussian
 from icldyn.theory.gaussian import (EigenCov, GaussianLaw, KronCov, Monomial, RandVec, Segment,
-                                    VectorCov, expect, group_sizes, pairing_count)
+                                    VectorCov, expect, expect_products, group_sizes,
+                                    pairing_count)
 from icldyn.theory.words import DIMS, Mat, TracePoly
 
 N = sp.Symbol("N", positive=True, integer=True)
@@ -77,7 +78,10 @@ def brute_value(labels, segments, n, task):
 
 
 def engine_value(labels, segments, n, task):
-    poly = expect([Monomial(sp.Integer(1), labels, tuple(segments))], law(task), N)
+    return value_at(expect([Monomial(sp.Integer(1), labels, tuple(segments))], law(task), N), n)
+
+
+def value_at(poly, n):
     scalars = {N: n, SIG: SIGMA_VALUE, DIMS["x"]: 2, DIMS["y"]: 2}
     return sp.expand(poly.evaluate({**VALUES, "_scalars": scalars}))
 
@@ -99,6 +103,33 @@ def test_engine_equals_brute_force_isserlis(case, n, task):
             engine_value(labels, segments, n, task)
         return
     assert engine_value(labels, segments, n, task) == brute_value(labels, segments, n, task)
+
+
+def _primed(mono):
+    """The monomial with its labels renamed i → i' (apart from another's)."""
+    def vec(v):
+        return RandVec(v.var, v.sample + "'" if v.sample in mono.labels else v.sample)
+    return Monomial(mono.coeff, tuple(f"{l}'" for l in mono.labels),
+                    tuple(Segment(vec(s.start), s.letters, vec(s.end)) for s in mono.segments))
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_expectation_of_a_product_of_two_sums(n):
+    """E[(Σ a)(Σ b)] by ``expect_products`` (factors cut once, odd products skipped) equals
+    brute-force Isserlis of the products formed one by one, the labels of b summed apart from
+    a's: two of the four products are odd (they vanish), one joins the context sums of the two
+    factors and one the task occurrences."""
+    left = [Monomial(sp.Integer(2), ("i",), (seg(x1, [A], xq),)),
+            Monomial(sp.Integer(1), ("i", "j"), (seg(x1, [B], x2), seg(x2, [C], x1)))]
+    right = [Monomial(sp.Integer(1), ("i",), (seg(xq, [D], x1),)),
+             Monomial(sp.Integer(-3), (), (seg(xq, [A], xq),)),
+             Monomial(sp.Integer(1), ("i",), (seg(xq, [W.transpose(), By], e1),
+                                              seg(e1, [W], x1)))]
+    brute = sum(a.coeff * b.coeff * brute_value(a.labels + _primed(b).labels,
+                                                a.segments + _primed(b).segments, n, "gaussian")
+                for a in left for b in right)
+    got = expect_products(left, right, law("gaussian"), N)
+    assert value_at(got, n) == sp.expand(brute) != 0
 
 
 def test_wishart_oracle_symbolic():
