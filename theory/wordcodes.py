@@ -149,7 +149,13 @@ class LetterCodes:
         """The least rotation of the code word or of its transpose (equal traces, so a key
         under which canonicalisation is shared)."""
         back = tuple(self.transposed[c] for c in codes[::-1])
-        return min(min(w[k:] + w[:k] for k in range(len(w))) for w in (codes, back))
+        least = None
+        for w in (codes, back):         # the least rotation starts at a least letter
+            first = min(w)
+            for k, c in enumerate(w):
+                if c == first and (least is None or w[k:] + w[:k] < least):
+                    least = w[k:] + w[:k]
+        return least
 
     def term(self, cycles: tuple) -> tuple:
         """(trace ids in canonical order, dimension factor) of a multiset of cycle codes.
