@@ -132,6 +132,26 @@ def test_expectation_of_a_product_of_two_sums(n):
     assert value_at(got, n) == sp.expand(brute) != 0
 
 
+def test_exchanged_factors_enumerate_the_products_once():
+    """When the second sum is the first with the letters A and B exchanged, ``expect_products``
+    enumerates only the products a_i·b_j with i ≤ j and gets a_j·b_i by exchanging A and B in
+    E[a_i·b_j]: the same polynomial as enumerating them all, from fewer pairings."""
+    left = [Monomial(sp.Integer(1), ("i",), (seg(x1, [A], xq), seg(xq, [B, C], x1))),
+            Monomial(sp.Integer(2), (), (seg(xq, [A, LAM], xq), seg(xq, [D], xq))),
+            Monomial(N, ("i",), (seg(x1, [B], x1),))]
+    right = [gaussian._exchanged(a, ("A", "B")) for a in left]
+    assert right[0].segments[0].letters == (B,) and right[2].segments[0].letters == (A,)
+    counts = []
+    for exchange in (None, ("A", "B")):
+        before = gaussian.STATS["pairings"]
+        counts.append((expect_products(left, right, law("gaussian"), N, exchange),
+                       gaussian.STATS["pairings"] - before))
+    (full, n_full), (half, n_half) = counts
+    assert half == full and not full.is_zero() and n_half < n_full
+    with pytest.raises(ValueError, match="exchanged"):
+        expect_products(left, left, law("gaussian"), N, ("A", "B"))
+
+
 def test_wishart_oracle_symbolic():
     """E tr(C S B S) = tr(C [N(N−1)ΛBΛ + N(ΛBΛ + ΛBᵀΛ + tr(BΛ)Λ)]) with S = Σ_i x_i x_iᵀ."""
     got = expect([Monomial(sp.Integer(1), ("i", "j"), (seg(x1, [B], x2), seg(x2, [C], x1)))],

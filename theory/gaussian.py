@@ -34,7 +34,7 @@ import sympy as sp
 
 from .tally import Tally
 from .wordcodes import CODES, identity_loop
-from .words import Mat, TracePoly
+from .words import Mat, TracePoly, exchange_letters
 
 QUERY = "q"
 STATS: Counter = Counter()   # pairings enumerated in this process (read by the benchmarks)
@@ -181,13 +181,16 @@ def expect(monomials, law: GaussianLaw, N) -> TracePoly:
     return tally.trace_poly()
 
 
-def expect_products(left, right, law: GaussianLaw, N) -> TracePoly:
+def expect_products(left, right, law: GaussianLaw, N, exchange: tuple | None = None) -> TracePoly:
     """E[Σ_{a ∈ left} Σ_{b ∈ right} a · b], b's context labels summed apart from a's (the
     product of two sums, e.g. of the two factors of a second moment), exact for every N.
 
     Each factor is cut into chains once, and a product a · b is formed only when every group
     Isserlis' theorem pairs has an even number of items in it (a and b odd in the same groups):
-    the other products vanish. The result is ``expect`` of the products formed one by one.
+    the other products vanish. When ``right`` is ``left`` with two letters exchanged
+    (``exchange``, an involution X), a_j · b_i = X(a_i · b_j), so only the products with i ≤ j
+    are enumerated and E[a_j · b_i] is E[a_i · b_j] with the letters of its traces exchanged.
+    The result is ``expect`` of the products formed one by one.
 
     Parameters
     ----------
@@ -197,29 +200,59 @@ def expect_products(left, right, law: GaussianLaw, N) -> TracePoly:
         The law of every random vector variable and random matrix letter.
     N : int or sympy.Symbol
         The number of values of each context label.
+    exchange : tuple of two str, optional
+        Two constant letter names such that ``right[j]`` is ``left[j]`` with them exchanged.
 
     Returns
     -------
     TracePoly
         The expectation as a polynomial in traces of the constant letters.
+
+    Raises
+    ------
+    ValueError
+        When ``exchange`` is given and ``right`` is not ``left`` with the letters exchanged.
     """
+    left, right = list(left), list(right)
+    if exchange is not None and right != [_exchanged(a, exchange) for a in left]:
+        raise ValueError(f"right is not left with the letters {exchange} exchanged")
     tally = Tally(N)
     by_parity: dict = {}
-    for b in right:
+    for j, b in enumerate(right):
         skeleton = _Skeleton.cut(b, law)
-        by_parity.setdefault(skeleton.odd(), []).append(skeleton)
-    for a in left:
+        by_parity.setdefault(skeleton.odd(), []).append((j, skeleton))
+    for i, a in enumerate(left):
         skeleton = _Skeleton.cut(a, law)
-        for other in by_parity.get(skeleton.odd(), ()):
-            _count(tally, skeleton.join(other))
+        for j, other in by_parity.get(skeleton.odd(), ()):
+            if exchange is None:
+                _count(tally, skeleton.join(other))
+            elif j >= i:
+                _count(tally, skeleton.join(other), exchange if j > i else None)
     return tally.trace_poly()
 
 
-def _count(tally: Tally, skeleton) -> None:
-    """Enumerate the pairings of an even skeleton into ``tally``."""
+def _exchanged(mono: Monomial, names: tuple) -> Monomial:
+    """``mono`` with the letters named ``names[0]`` and ``names[1]`` exchanged."""
+    def word(letters: tuple) -> tuple:
+        return exchange_letters(letters, *names)
+
+    return Monomial(mono.coeff, mono.labels,
+                    tuple(Segment(s.start, word(s.letters), s.end) for s in mono.segments))
+
+
+def _count(tally: Tally, skeleton, exchange: tuple | None = None) -> None:
+    """Enumerate the pairings of an even skeleton into ``tally`` (and, with ``exchange``, the
+    same again with the two letters exchanged in every trace)."""
     counts = _Pairings(skeleton).counts
     STATS["pairings"] += sum(counts.values())
-    tally.add(skeleton.coeff * skeleton.scale(), counts)
+    const = skeleton.coeff * skeleton.scale()
+    tally.add(const, counts)
+    if exchange is not None:
+        mirrored: dict = {}
+        for (cycles, k), n in counts.items():
+            key = (tuple(sorted(CODES.exchanged(c, exchange) for c in cycles)), k)
+            mirrored[key] = mirrored.get(key, 0) + n
+        tally.add(const, mirrored)
 
 
 def group_sizes(mono: Monomial, law: GaussianLaw) -> Counter:

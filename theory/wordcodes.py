@@ -9,7 +9,7 @@ or, when it holds no letter, by ``-1 - k`` for an identity loop on the k-th spac
 
 from __future__ import annotations
 
-from .words import Dg, _word_key, canonical_trace, dim_symbol
+from .words import Dg, _word_key, canonical_trace, dim_symbol, exchange_letters
 
 SPACES = ("x", "y", "r")
 
@@ -45,6 +45,7 @@ class LetterCodes:
         self.traces: list = []          # trace id -> canonical word (tuple of letters)
         self._sort_keys: list = []      # trace id -> the canonical word's sort key
         self._terms: dict = {}
+        self._exchanged: dict = {}
 
     def code(self, letter) -> int:
         """The integer code of a letter (``Mat`` or ``Dg``), assigned on first use (its transpose's
@@ -156,6 +157,27 @@ class LetterCodes:
                 if c == first and (least is None or w[k:] + w[:k] < least):
                     least = w[k:] + w[:k]
         return least
+
+    def exchanged(self, cycle: int, names: tuple) -> int:
+        """The code of a cycle with the letters named ``names[0]`` and ``names[1]`` exchanged.
+
+        Parameters
+        ----------
+        cycle : int
+            A trace id or an identity loop (unchanged).
+        names : tuple of two str
+
+        Returns
+        -------
+        int
+        """
+        if cycle < 0:
+            return cycle
+        t = self._exchanged.get((cycle, names))
+        if t is None:
+            word = exchange_letters(self.traces[cycle], *names)
+            t = self._exchanged[cycle, names] = self.trace(tuple(self.code(x) for x in word))
+        return t
 
     def term(self, cycles: tuple) -> tuple:
         """(trace ids in canonical order, dimension factor) of a multiset of cycle codes.
