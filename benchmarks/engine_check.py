@@ -4,11 +4,12 @@ before a change to the engine and compared after it.
 `python benchmarks/engine_check.py --write FILE` derives, cold (empty cache), the gradient
 covariance's second-moment blocks of Merged(2), MultiHead(2, heads=2), SeparateKQ(2, 2, 2) and
 FullLSA(2) and the loss of 2- and 3-layer Stacks of Merged(2) (d = 2, symbolic N, full Λ, Σ_w,
-σ), and the loss of FullLSA(2, d_y=2) with the paper's eigenbasis tasks (diagonal Λ), and
+σ), and the loss of FullLSA(2, d_y=2) and the covariances of Merged(2, d_y=2) and FullLSA(2, d_y=2)
+with the paper's eigenbasis tasks (diagonal Λ), and
 writes for each the number of terms and the SHA-256 of its terms (trace keys and the ``srepr``
 of their SymPy coefficients, sorted); `--against FILE` derives them again and fails (exit 1)
 naming every polynomial whose fingerprint differs. ``--only`` restricts to models whose name
-starts with one of the given prefixes.
+starts with one of the given prefixes (separated by ";").
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def jobs():
             (models.SeparateKQ(2, 2, 2), full, covariance), (models.FullLSA(2), full, covariance),
             (models.Stack([models.Merged(2)] * 2), full, loss),
             (models.Stack([models.Merged(2)] * 3), full, loss),
-            (models.FullLSA(2, d_y=2), eigen, loss)]
+            (models.FullLSA(2, d_y=2), eigen, loss),
+            (models.Merged(2, d_y=2), eigen, covariance),
+            (models.FullLSA(2, d_y=2), eigen, covariance)]
 
 
 def derive_all(only) -> dict:
@@ -59,7 +62,7 @@ def derive_all(only) -> dict:
         start = time.process_time()
         polys = quantity(derive(model, data))
         seconds = time.process_time() - start
-        out[f"{model!r} tasks={data.tasks}"] = {name: fingerprint(p) for name, p in polys.items()}
+        out[f"{model!r} tasks={data.tasks} {quantity.__name__}"] = {name: fingerprint(p) for name, p in polys.items()}
         print(f"{model!r} ({data.tasks} tasks): {len(polys)} polynomials, "
               f"{sum(len(p.terms) for p in polys.values())} terms, {seconds:.2f} s CPU")
     return out
@@ -70,9 +73,9 @@ def main(argv=None) -> int:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--write", metavar="FILE")
     group.add_argument("--against", metavar="FILE")
-    parser.add_argument("--only", default="", help="comma-separated model-name prefixes")
+    parser.add_argument("--only", default="", help="model-name prefixes separated by \";\"")
     args = parser.parse_args(argv)
-    only = [s for s in args.only.split(",") if s]
+    only = [s for s in args.only.split(";") if s]
     got = derive_all(only)
     if args.write:
         with open(args.write, "w") as f:
