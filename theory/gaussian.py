@@ -32,6 +32,7 @@ from functools import lru_cache
 
 import sympy as sp
 
+from .errors import InputError
 from .tally import Tally
 from .wordcodes import CODES, identity_loop
 from .words import Mat, TracePoly, exchange_letters
@@ -210,12 +211,13 @@ def expect_products(left, right, law: GaussianLaw, N, exchange: tuple | None = N
 
     Raises
     ------
-    ValueError
+    InputError
         When ``exchange`` is given and ``right`` is not ``left`` with the letters exchanged.
     """
     left, right = list(left), list(right)
     if exchange is not None and right != [_exchanged(a, exchange) for a in left]:
-        raise ValueError(f"right is not left with the letters {exchange} exchanged")
+        raise InputError("exchange", f"right is not left with the letters {exchange} exchanged; "
+                         "pass exchange=None")
     tally = Tally(N)
     by_parity: dict = {}
     for j, b in enumerate(right):
