@@ -10,6 +10,10 @@ writes for each the number of terms and the SHA-256 of its terms (trace keys and
 of their SymPy coefficients, sorted); `--against FILE` derives them again and fails (exit 1)
 naming every polynomial whose fingerprint differs. ``--only`` restricts to models whose name
 starts with one of the given prefixes (separated by ";").
+
+benchmarks/engine_fingerprints.json holds the fingerprints written by the engine before issue
+16's speed-ups (commit 4311ae6, SymPy 1.14), which every later engine has reproduced:
+`python benchmarks/engine_check.py --against benchmarks/engine_fingerprints.json`.
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ def derive_all(only) -> dict:
         start = time.process_time()
         polys = quantity(derive(model, data))
         seconds = time.process_time() - start
-        out[f"{model!r} tasks={data.tasks} {quantity.__name__}"] = {name: fingerprint(p) for name, p in polys.items()}
+        out[f"{model!r} tasks={data.tasks} {quantity.__name__}"] = {
+            name: fingerprint(p) for name, p in polys.items()}
         print(f"{model!r} ({data.tasks} tasks): {len(polys)} polynomials, "
               f"{sum(len(p.terms) for p in polys.values())} terms, {seconds:.2f} s CPU")
     return out
