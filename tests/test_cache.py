@@ -198,8 +198,12 @@ def test_serial_round_trip_and_refusals():
     N = sp.Symbol("N", positive=True, integer=True)
     assert serial.from_data(serial.to_data(N)).is_positive      # assumptions kept
     assert serial.from_data(serial.to_data(sp.Symbol("N"))) != N
+    shared = (N + 1, N + 1, (N + 1) ** 2)                       # one node, referred to after
+    data = serial.to_data(shared)
+    assert json.dumps(data).count('"def"') == 6 and serial.from_data(data) == shared
     for data in (["eval", "__import__('os')"], ["Symbol", "x", {"evil": True}], ["int", "1e9"],
-                 ["Pow", [["Integer", "2"]]], ["v", [1]], sp.srepr(N), ["TracePoly", ["v", 1]]):
+                 ["Pow", [["Integer", "2"]]], ["v", [1]], sp.srepr(N), ["TracePoly", ["v", 1]],
+                 ["ref", 0], ["tuple", [["def", ["v", None]], ["ref", 1]]], ["ref", True]):
         with pytest.raises(ValueError, match="not a serialised derivation"):
             serial.from_data(data)
     for value in (sp.Float(1.5), sp.sin(N), object(), sp.Dummy("x")):

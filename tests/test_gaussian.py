@@ -7,8 +7,10 @@ import sympy as sp
 
 from brute import Components
 from icldyn.theory import gaussian
+from icldyn.theory.errors import InputError
 from icldyn.theory.gaussian import (EigenCov, GaussianLaw, KronCov, Monomial, RandVec, Segment,
-                                    VectorCov, expect, group_sizes, pairing_count)
+                                    VectorCov, expect, expect_products, group_sizes,
+                                    pairing_count)
 from icldyn.theory.words import DIMS, Mat, TracePoly
 
 N = sp.Symbol("N", positive=True, integer=True)
@@ -77,7 +79,10 @@ def brute_value(labels, segments, n, task):
 
 
 def engine_value(labels, segments, n, task):
-    poly = expect([Monomial(sp.Integer(1), labels, tuple(segments))], law(task), N)
+    return value_at(expect([Monomial(sp.Integer(1), labels, tuple(segments))], law(task), N), n)
+
+
+def value_at(poly, n):
     scalars = {N: n, SIG: SIGMA_VALUE, DIMS["x"]: 2, DIMS["y"]: 2}
     return sp.expand(poly.evaluate({**VALUES, "_scalars": scalars}))
 
@@ -99,6 +104,53 @@ def test_engine_equals_brute_force_isserlis(case, n, task):
             engine_value(labels, segments, n, task)
         return
     assert engine_value(labels, segments, n, task) == brute_value(labels, segments, n, task)
+
+
+def _primed(mono):
+    """The monomial with its labels renamed i → i' (apart from another's)."""
+    def vec(v):
+        return RandVec(v.var, v.sample + "'" if v.sample in mono.labels else v.sample)
+    return Monomial(mono.coeff, tuple(f"{l}'" for l in mono.labels),
+                    tuple(Segment(vec(s.start), s.letters, vec(s.end)) for s in mono.segments))
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_expectation_of_a_product_of_two_sums(n):
+    """E[(Σ a)(Σ b)] by ``expect_products`` (factors cut once, odd products skipped) equals
+    brute-force Isserlis of the products formed one by one, the labels of b summed apart from
+    a's: two of the four products are odd (they vanish), one joins the context sums of the two
+    factors and one the task occurrences."""
+    left = [Monomial(sp.Integer(2), ("i",), (seg(x1, [A], xq),)),
+            Monomial(sp.Integer(1), ("i", "j"), (seg(x1, [B], x2), seg(x2, [C], x1)))]
+    right = [Monomial(sp.Integer(1), ("i",), (seg(xq, [D], x1),)),
+             Monomial(sp.Integer(-3), (), (seg(xq, [A], xq),)),
+             Monomial(sp.Integer(1), ("i",), (seg(xq, [W.transpose(), By], e1),
+                                              seg(e1, [W], x1)))]
+    brute = sum(a.coeff * b.coeff * brute_value(a.labels + _primed(b).labels,
+                                                a.segments + _primed(b).segments, n, "gaussian")
+                for a in left for b in right)
+    got = expect_products(left, right, law("gaussian"), N)
+    assert value_at(got, n) == sp.expand(brute) != 0
+
+
+def test_exchanged_factors_enumerate_the_products_once():
+    """When the second sum is the first with the letters A and B exchanged, ``expect_products``
+    enumerates only the products a_i·b_j with i ≤ j and gets a_j·b_i by exchanging A and B in
+    E[a_i·b_j]: the same polynomial as enumerating them all, from fewer pairings."""
+    left = [Monomial(sp.Integer(1), ("i",), (seg(x1, [A], xq), seg(xq, [B, C], x1))),
+            Monomial(sp.Integer(2), (), (seg(xq, [A, LAM], xq), seg(xq, [D], xq))),
+            Monomial(N, ("i",), (seg(x1, [B], x1),))]
+    right = [gaussian._exchanged(a, ("A", "B")) for a in left]
+    assert right[0].segments[0].letters == (B,) and right[2].segments[0].letters == (A,)
+    counts = []
+    for exchange in (None, ("A", "B")):
+        before = gaussian.STATS["pairings"]
+        counts.append((expect_products(left, right, law("gaussian"), N, exchange),
+                       gaussian.STATS["pairings"] - before))
+    (full, n_full), (half, n_half) = counts
+    assert half == full and not full.is_zero() and n_half < n_full
+    with pytest.raises(InputError, match="^exchange: .* exchanged"):
+        expect_products(left, left, law("gaussian"), N, ("A", "B"))
 
 
 def test_wishart_oracle_symbolic():

@@ -14,7 +14,7 @@ every N; it holds up to 4 context labels and task moments of order 4: Gaussian t
 engine; finite task sets and the paper's eigenbasis tasks conditional on the task W (a fixed
 letter), averaged over the set, or over an exact cubature of δ (``ICLData.task_cubature``).
 Its cost is counted first (``covariance_cost``): beyond ``PAIRING_BUDGET``
-Isserlis pairings (a stack of two Merged layers needs 1.22·10⁹) it is refused with the estimate.
+Isserlis pairings (a stack of two Merged layers needs 1.04·10⁹) it is refused with the estimate.
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from .cache import cached
 from .data import N_SYM, W_COPY, W_TASK, independent, task_degree
 from .derive import Derivation, register_analysis
 from .errors import InputError
-from .gaussian import expect, group_sizes, pairing_count, product_monomial
+from .gaussian import expect_products, group_sizes, pairing_count
 from .terms import inner_monomial, residual, vary
 from .words import Mat, MatPoly, TracePoly
 
 PROBES = ("A_", "B_")
-# The engine's cost: ≈ 10 µs of CPU per Isserlis pairing, tally included (FullLSA at d = 2:
-# 1.38·10⁶ pairings in 17.5 s on a loaded 2-core machine). Beyond the budget (≈ 8 minutes) the
-# covariance is refused with its estimated cost.
-SECONDS_PER_PAIRING = 1e-5
+# The engine's cost: ≈ 5 µs of CPU per Isserlis pairing, tally and cache included (FullLSA at
+# d = 2: 1.15·10⁶ pairings in 6.1 s on a loaded 2-core machine). Beyond the budget (≈ 4 minutes)
+# the covariance is refused with its estimated cost.
+SECONDS_PER_PAIRING = 5e-6
 PAIRING_BUDGET = 5 * 10**7
 
 
@@ -264,8 +264,8 @@ def _second_moment(der: Derivation) -> dict:
                          f"{pairings * SECONDS_PER_PAIRING / 3600:.2g} CPU hours (the engine's "
                          f"budget is {PAIRING_BUDGET:.0e}); measure the noise of this model by "
                          "simulation (simulate_sgd)")
-    return {(L, M): expect([product_monomial(a, b) for a in directional[PROBES[0], L]
-                            for b in directional[PROBES[1], M]], law, N_SYM)
+    return {(L, M): expect_products(directional[PROBES[0], L], directional[PROBES[1], M], law,
+                                    N_SYM, (PROBES[0] + L, PROBES[1] + L) if L == M else None)
             for L, M in _blocks(letters)}
 
 
@@ -294,9 +294,14 @@ def _cost(letters: list, directional: dict, law) -> int:
              for key, monos in directional.items()}
     total = 0
     for L, M in _blocks(letters):
+        block = 0
         for a, na in sizes[PROBES[0], L].items():
             for b, nb in sizes[PROBES[1], M].items():
-                total += na * nb * pairing_count((Counter(dict(a)) + Counter(dict(b))).values())
+                block += na * nb * pairing_count((Counter(dict(a)) + Counter(dict(b))).values())
+        if L == M:      # the products a_i·b_j with i ≤ j (``expect_products``' exchange)
+            block = (block + sum(na * pairing_count([2 * n for _, n in a])
+                                 for a, na in sizes[PROBES[0], L].items())) // 2
+        total += block
     return total
 
 

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import sympy as sp
 
+from .errors import InputError
 from .tally import Tally
 from .wordcodes import CODES, identity_loop
-from .words import Mat, TracePoly
+from .words import Mat, TracePoly, exchange_letters
 
 QUERY = "q"
 STATS: Counter = Counter()   # pairings enumerated in this process (read by the benchmarks)
@@ -129,37 +131,6 @@ class Monomial:
     coeff: sp.Expr
     labels: tuple  # context labels summed over 1..N
     segments: tuple
-
-
-def product_monomial(a: Monomial, b: Monomial) -> Monomial:
-    """a · b, with b's summed labels renamed apart from a's (suffix ``'``).
-
-    Parameters
-    ----------
-    a, b : Monomial
-
-    Returns
-    -------
-    Monomial
-        coeff_a · coeff_b, both label sums (b's renamed), segments of a then b.
-
-    Examples
-    --------
-    >>> from icldyn.theory.data import x
-    >>> from icldyn.theory.gaussian import Monomial, Segment, product_monomial
-    >>> m = Monomial(2, ("i",), (Segment(x("i"), (), x("q")),))
-    >>> sq = product_monomial(m, m)
-    >>> sq.coeff, sq.labels, [s.start.sample for s in sq.segments]
-    (4, ('i', "i'"), ['i', "i'"])
-    """
-    rename = {label: f"{label}'" for label in b.labels}
-
-    def vec(v: RandVec) -> RandVec:
-        return RandVec(v.var, rename.get(v.sample, v.sample))
-
-    segments = tuple(Segment(vec(s.start), s.letters, vec(s.end)) for s in b.segments)
-    return Monomial(a.coeff * b.coeff, a.labels + tuple(rename.values()),
-                    a.segments + segments)
 
 
 @dataclass(frozen=True)
@@ -302,12 +273,85 @@ def expect(monomials, law: GaussianLaw, N) -> TracePoly:
     """
     tally = Tally(N)
     for mono in monomials:
-        skeleton = _Skeleton(mono, law)
-        if skeleton.even():
-            counts = _Pairings(skeleton).counts
-            STATS["pairings"] += sum(counts.values())
-            tally.add(mono.coeff * skeleton.scale, counts)
+        skeleton = _Skeleton.cut(mono, law)
+        if not skeleton.odd():
+            _count(tally, skeleton)
     return tally.trace_poly()
+
+
+def expect_products(left, right, law: GaussianLaw, N, exchange: tuple | None = None) -> TracePoly:
+    """E[Σ_{a ∈ left} Σ_{b ∈ right} a · b], b's context labels summed apart from a's (the
+    product of two sums, e.g. of the two factors of a second moment), exact for every N.
+
+    Each factor is cut into chains once, and a product a · b is formed only when every group
+    Isserlis' theorem pairs has an even number of items in it (a and b odd in the same groups):
+    the other products vanish. When ``right`` is ``left`` with two letters exchanged
+    (``exchange``, an involution X), a_j · b_i = X(a_i · b_j), so only the products with i ≤ j
+    are enumerated and E[a_j · b_i] is E[a_i · b_j] with the letters of its traces exchanged.
+    The result is ``expect`` of the products formed one by one.
+
+    Parameters
+    ----------
+    left, right : iterable of Monomial
+        The two sums.
+    law : GaussianLaw
+        The law of every random vector variable and random matrix letter.
+    N : int or sympy.Symbol
+        The number of values of each context label.
+    exchange : tuple of two str, optional
+        Two constant letter names such that ``right[j]`` is ``left[j]`` with them exchanged.
+
+    Returns
+    -------
+    TracePoly
+        The expectation as a polynomial in traces of the constant letters.
+
+    Raises
+    ------
+    InputError
+        When ``exchange`` is given and ``right`` is not ``left`` with the letters exchanged.
+    """
+    left, right = list(left), list(right)
+    if exchange is not None and right != [_exchanged(a, exchange) for a in left]:
+        raise InputError("exchange", f"right is not left with the letters {exchange} exchanged; "
+                         "pass exchange=None")
+    tally = Tally(N)
+    by_parity: dict = {}
+    for j, b in enumerate(right):
+        skeleton = _Skeleton.cut(b, law)
+        by_parity.setdefault(skeleton.odd(), []).append((j, skeleton))
+    for i, a in enumerate(left):
+        skeleton = _Skeleton.cut(a, law)
+        for j, other in by_parity.get(skeleton.odd(), ()):
+            if exchange is None:
+                _count(tally, skeleton.join(other))
+            elif j >= i:
+                _count(tally, skeleton.join(other), exchange if j > i else None)
+    return tally.trace_poly()
+
+
+def _exchanged(mono: Monomial, names: tuple) -> Monomial:
+    """``mono`` with the letters named ``names[0]`` and ``names[1]`` exchanged."""
+    def word(letters: tuple) -> tuple:
+        return exchange_letters(letters, *names)
+
+    return Monomial(mono.coeff, mono.labels,
+                    tuple(Segment(s.start, word(s.letters), s.end) for s in mono.segments))
+
+
+def _count(tally: Tally, skeleton, exchange: tuple | None = None) -> None:
+    """Enumerate the pairings of an even skeleton into ``tally`` (and, with ``exchange``, the
+    same again with the two letters exchanged in every trace)."""
+    counts = _Pairings(skeleton).counts
+    STATS["pairings"] += sum(counts.values())
+    const = skeleton.coeff * skeleton.scale()
+    tally.add(const, counts)
+    if exchange is not None:
+        mirrored: dict = {}
+        for (cycles, k), n in counts.items():
+            key = (tuple(sorted(CODES.exchanged(c, exchange) for c in cycles)), k)
+            mirrored[key] = mirrored.get(key, 0) + n
+        tally.add(const, mirrored)
 
 
 def group_sizes(mono: Monomial, law: GaussianLaw) -> Counter:
@@ -381,51 +425,81 @@ class _Skeleton:
     """A monomial cut into *chains* of constant letters between *ports*: every random vector is
     a port, and every random matrix letter W ends the chain before it at a row port and starts
     the next at a column port. Chains are code words (``wordcodes``) stored from each end:
-    ``word[p]`` reads the chain from port p to its other end ``other[p]``.
+    ``word[p]`` reads the chain from port p to its other end ``other[p]``; ``label[p]`` is the
+    index of a context port's summed label (None for other ports), of ``n_labels``.
 
-    ``groups`` lists what Isserlis' theorem pairs, each as (kind, items, link words): for every
-    vector variable the query ports and the context ports (kind "context": pairing two of them
-    identifies their labels); for every random matrix its occurrences (row port, column port).
-    ``scale`` is the product of the covariance scales, the same for every pairing."""
+    ``groups`` maps each group Isserlis' theorem pairs to (kind, items, link words, covariance
+    scale): for every vector variable the query ports and the context ports (kind "context":
+    pairing two of them identifies their labels), keyed (var, kind); for every random matrix its
+    occurrences (row port, column port), keyed by its name. ``coeff`` is the monomial's
+    coefficient; ``scale()`` the product of the covariance scales, the same for every
+    pairing."""
 
-    def __init__(self, mono: Monomial, law: GaussianLaw):
-        self.space: list[str] = []
-        self.other: list[int] = []
-        self.word: list[tuple] = []
-        self.label: list = []                       # port -> label index (context vectors)
-        self.labels = {label: i for i, label in enumerate(mono.labels)}
+    def __init__(self, space: list, other: list, word: list, label: list, n_labels: int,
+                 groups: dict, coeff):
+        self.space, self.other, self.word, self.label = space, other, word, label
+        self.n_labels, self.groups, self.coeff = n_labels, groups, coeff
+
+    @classmethod
+    def cut(cls, mono: Monomial, law: GaussianLaw) -> "_Skeleton":
+        """The skeleton of ``mono`` under ``law``."""
+        sk = cls([], [], [], [], len(mono.labels), {}, mono.coeff)
+        labels = {label: i for i, label in enumerate(mono.labels)}
         vectors: dict[tuple, list[int]] = {}
         occurrences: dict[str, list[tuple]] = {}
         for seg in mono.segments:
-            port = self._vector(seg.start, law, vectors)
+            port = sk._vector(seg.start, law, labels, vectors)
             letters = []
             for letter in seg.letters:
                 if letter.name in law.matrices:
-                    row, col = self._port(letter.rows), self._port(letter.cols)
-                    self._chain(port, row, letters)
+                    row, col = sk._port(letter.rows), sk._port(letter.cols)
+                    sk._chain(port, row, letters)
                     occurrences.setdefault(letter.name, []).append(
                         (col, row) if letter.T else (row, col))
                     port, letters = col, []
                 else:
                     letters.append(letter)
-            self._chain(port, self._vector(seg.end, law, vectors), letters)
-        self.groups, powers = [], Counter()     # covariance scale -> its power
+            sk._chain(port, sk._vector(seg.end, law, labels, vectors), letters)
         for (var, kind), ports in vectors.items():
             cov = law.vectors[var]
-            self.groups.append((kind, ports, _link_words(cov.letter)))
-            powers[cov.scale] += len(ports) // 2
+            sk.groups[var, kind] = (kind, ports, _link_words(cov.letter), cov.scale)
         for name, occ in occurrences.items():
             cov = law.matrices[name]
             if isinstance(cov, EigenCov):
-                self.groups.append(("eigen", occ, None))
+                sk.groups[name] = ("eigen", occ, None, sp.Integer(1))
             else:
-                self.groups.append(("kron", occ, (_link_words(cov.row), _link_words(cov.col))))
-                powers[cov.scale] += len(occ) // 2
-        self.scale = sp.Mul(*(scale**k for scale, k in powers.items() if scale != 1))
+                sk.groups[name] = ("kron", occ, (_link_words(cov.row), _link_words(cov.col)),
+                                   cov.scale)
+        return sk
 
-    def even(self) -> bool:
-        """Whether every group has an even number of items (else the expectation is 0)."""
-        return all(len(items) % 2 == 0 for _, items, _ in self.groups)
+    def join(self, b: "_Skeleton") -> "_Skeleton":
+        """The skeleton of the product of the two monomials (b's ports and labels after
+        self's, the groups merged: self's order, then b's new groups)."""
+        ports, labels = len(self.space), self.n_labels
+        groups = dict(self.groups)
+        for key, (kind, items, words, scale) in b.groups.items():
+            if kind in ("kron", "eigen"):
+                moved = [(r + ports, c + ports) for r, c in items]
+            else:
+                moved = [p + ports for p in items]
+            mine = groups.get(key)
+            groups[key] = (kind, moved if mine is None else mine[1] + moved, words, scale)
+        return _Skeleton(self.space + b.space, self.other + [p + ports for p in b.other],
+                         self.word + b.word,
+                         self.label + [None if i is None else i + labels for i in b.label],
+                         labels + b.n_labels, groups, self.coeff * b.coeff)
+
+    def odd(self) -> frozenset:
+        """The keys of the groups with an odd number of items (the expectation vanishes unless
+        this is empty)."""
+        return frozenset(key for key, group in self.groups.items() if len(group[1]) % 2)
+
+    def scale(self) -> sp.Expr:
+        """Π over the groups of scale^(items/2): the covariance scales of every pairing."""
+        powers = Counter()      # covariance scale -> its power
+        for _, items, _, scale in self.groups.values():
+            powers[scale] += len(items) // 2
+        return sp.Mul(*(scale**k for scale, k in powers.items() if scale != 1))
 
     def _port(self, space: str, label=None) -> int:
         self.space.append(space)
@@ -434,9 +508,9 @@ class _Skeleton:
         self.word.append(())
         return len(self.space) - 1
 
-    def _vector(self, v: RandVec, law: GaussianLaw, vectors: dict) -> int:
+    def _vector(self, v: RandVec, law: GaussianLaw, labels: dict, vectors: dict) -> int:
         query = v.sample == QUERY
-        port = self._port(law.vectors[v.var].space, None if query else self.labels[v.sample])
+        port = self._port(law.vectors[v.var].space, None if query else labels[v.sample])
         vectors.setdefault((v.var, "query" if query else "context"), []).append(port)
         return port
 
@@ -448,6 +522,71 @@ class _Skeleton:
 def _link_words(letter) -> tuple:
     """The code words of a covariance letter read both ways (empty for the identity)."""
     return CODES.chain(() if letter is None else (letter,))
+
+
+def _order(group: tuple) -> tuple:
+    """The sort key that puts the groups in the order of least work for the depth-first
+    enumeration: a group of m matchings costing ℓ links per visit, visited once per matching of
+    the groups before it, goes before another (m', ℓ') when ℓ/(m − 1) > ℓ'/(m' − 1) (exchange
+    argument on Σ_g ℓ_g Π_{h<g} m_h): eigen groups (no links) and single pairs first."""
+    kind, items = group[0], group[1]
+    n, links = len(items), 0
+    for k in range(2, n + 1, 2):            # ℓ(k) = (k − 1)(1 + ℓ(k − 2)) links per visit
+        links = (k - 1) * (1 + links)
+    if kind == "eigen":
+        return (0, 0.0)
+    matchings = pairing_count([n])
+    if matchings <= 1:
+        return (1, 0.0)
+    return (2, -links * (2 if kind == "kron" else 1) / (matchings - 1))
+
+
+@lru_cache(maxsize=None)
+def _trie(n: int) -> tuple:
+    """The perfect matchings of positions 0..n−1 as a trie: a tuple of choices (i, j, rest),
+    the first unmatched position i with each partner j, ``rest`` the trie of what is left
+    (empty when nothing is)."""
+    return _matchings(tuple(range(n)))
+
+
+@lru_cache(maxsize=None)
+def _matchings(free: tuple) -> tuple:
+    if not free:
+        return ()
+    return tuple((free[0], free[i], _matchings(free[1:i] + free[i + 1:]))
+                 for i in range(1, len(free)))
+
+
+@lru_cache(maxsize=None)
+def _merged(partition: tuple, a: int, b: int) -> tuple:
+    """The partition of labels (``partition[i]``: the least label in i's block) with the
+    blocks of labels a and b merged."""
+    old, new = max(partition[a], partition[b]), min(partition[a], partition[b])
+    return tuple(new if block == old else block for block in partition)
+
+
+@lru_cache(maxsize=None)
+def _block_count(partition: tuple) -> int:
+    return len(set(partition))
+
+
+def _choices(kind: str, items: list, words, label: list) -> list:
+    """``choices[i][j]``: what pairing items i and j of a group does — for vectors the link
+    (a, b, word a→b, word b→a) and the two ports' labels (None for query vectors); for a
+    Kronecker-law matrix the row link and the column link; for an eigenbasis law the vertex's
+    four ports."""
+    n = len(items)
+    out = [[None] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = items[i], items[j]
+            if kind == "eigen":
+                out[i][j] = a + b
+            elif kind == "kron":
+                out[i][j] = ((a[0], b[0]) + words[0], (a[1], b[1]) + words[1])
+            else:
+                out[i][j] = (a, b) + words + (label[a], label[b])
+    return out
 
 
 class _Pairings:
@@ -468,83 +607,61 @@ class _Pairings:
     pairings give them."""
 
     def __init__(self, skeleton: _Skeleton):
-        self.sk = skeleton
+        self.space, label = skeleton.space, skeleton.label
         self.other, self.word = list(skeleton.other), list(skeleton.word)
         self.cycles: list[int] = []
         self.vertices: list[tuple] = []
-        self.parent = list(range(len(skeleton.labels)))
-        self.components = len(skeleton.labels)
+        self.labels = tuple(range(skeleton.n_labels))   # the partition of labels so far
         self.counts: dict = {}
-        matchers = {"query": self._query, "context": self._context, "kron": self._kron,
-                    "eigen": self._eigen}
-        self.steps = [(matchers[kind], items, words) for kind, items, words in skeleton.groups]
-        self._next(0)
+        self.steps = [(kind, _trie(len(items)), _choices(kind, items, words, label))
+                      for kind, items, words, _ in sorted(skeleton.groups.values(), key=_order)]
+        self._visit(-1, ())
 
-    def _next(self, g: int) -> None:
-        """Match group g and the groups after it (then record the pairing)."""
-        if g < len(self.steps):
-            match, items, words = self.steps[g]
-            match(g, items, words)
-        else:
-            self._leaf()
+    def _visit(self, g: int, node: tuple) -> None:
+        """Make each choice of the matching trie ``node`` of group g in turn, then the groups
+        after it (and record the pairing when none is left)."""
+        if not node:
+            g += 1
+            if g == len(self.steps):
+                return self._leaf()
+            node = self.steps[g][1]
+        kind, _, choices = self.steps[g]
+        if kind == "eigen":
+            for i, j, rest in node:
+                self.vertices.append(choices[i][j])
+                self._visit(g, rest)
+                self.vertices.pop()
+        elif kind == "kron":                # rows linked by R, columns by C
+            for i, j, rest in node:
+                rows, cols = choices[i][j]
+                saved_rows = self._link(*rows)
+                saved_cols = self._link(*cols)
+                self._visit(g, rest)
+                self._unlink(saved_cols)
+                self._unlink(saved_rows)
+        else:                               # vectors (context ones also identify labels)
+            labels = self.labels
+            for i, j, rest in node:
+                a, b, ab, ba, la, lb = choices[i][j]
+                if la is not None:
+                    self.labels = _merged(labels, la, lb)
+                saved = self._link(a, b, ab, ba)
+                self._visit(g, rest)
+                self._unlink(saved)
+                self.labels = labels
 
-    def _query(self, g: int, items: list, words: tuple) -> None:
-        """All perfect matchings of the query vectors ``items``."""
-        if not items:
-            return self._next(g + 1)
-        first = items[0]
-        for i in range(1, len(items)):
-            saved = self._link(first, items[i], words)
-            self._query(g, items[1:i] + items[i + 1:], words)
-            self._unlink(saved)
-
-    def _context(self, g: int, items: list, words: tuple) -> None:
-        """All perfect matchings of the context vectors ``items``, identifying linked labels."""
-        if not items:
-            return self._next(g + 1)
-        first = items[0]
-        for i in range(1, len(items)):
-            joined = self._union(first, items[i])
-            saved = self._link(first, items[i], words)
-            self._context(g, items[1:i] + items[i + 1:], words)
-            self._unlink(saved)
-            if joined is not None:
-                self.parent[joined] = joined
-                self.components += 1
-
-    def _kron(self, g: int, items: list, words: tuple) -> None:
-        """All perfect matchings of the occurrences of a matrix with E[W_ab W_cd] ∝ R_ac C_bd."""
-        if not items:
-            return self._next(g + 1)
-        (r1, c1), rows, cols = items[0], words[0], words[1]
-        for i in range(1, len(items)):
-            r2, c2 = items[i]
-            saved_rows = self._link(r1, r2, rows)
-            saved_cols = self._link(c1, c2, cols)
-            self._kron(g, items[1:i] + items[i + 1:], words)
-            self._unlink(saved_cols)
-            self._unlink(saved_rows)
-
-    def _eigen(self, g: int, items: list, words: tuple) -> None:
-        """All perfect matchings of the occurrences of a matrix with an eigenbasis law."""
-        if not items:
-            return self._next(g + 1)
-        for i in range(1, len(items)):
-            self.vertices.append(items[0] + items[i])
-            self._eigen(g, items[1:i] + items[i + 1:], words)
-            self.vertices.pop()
-
-    def _link(self, a: int, b: int, words: tuple):
-        """Join the chains ending at ports a and b through the link word (``words``: read a→b,
-        b→a); returns what ``_unlink`` needs to undo it."""
+    def _link(self, a: int, b: int, ab: tuple, ba: tuple):
+        """Join the chains ending at ports a and b through the link word (read a→b as ``ab``,
+        b→a as ``ba``); returns what ``_unlink`` needs to undo it."""
         other, word = self.other, self.word
-        far_a, far_b = other[a], other[b]
+        far_a = other[a]
         if far_a == b:                              # the chain closes into a cycle
-            cycle = word[a] + words[1]
-            self.cycles.append(CODES.trace(cycle) if cycle else identity_loop(self.sk.space[a]))
+            cycle = word[a] + ba
+            self.cycles.append(CODES.trace(cycle) if cycle else identity_loop(self.space[a]))
             return None
-        saved = (a, b, word[far_a], word[far_b])
-        word[far_a], word[far_b] = word[far_a] + words[0] + word[b], word[far_b] + words[1] + word[a]
+        far_b = other[b]
+        saved = (a, b, far_a, far_b, word[far_a], word[far_b])
+        word[far_a], word[far_b] = word[far_a] + ab + word[b], word[far_b] + ba + word[a]
         other[far_a], other[far_b] = far_b, far_a
         return saved
 
@@ -552,30 +669,15 @@ class _Pairings:
         if saved is None:
             self.cycles.pop()
             return
-        a, b, word_a, word_b = saved
-        far_a, far_b = self.other[a], self.other[b]   # a and b kept their entries
+        a, b, far_a, far_b, word_a, word_b = saved
         self.word[far_a], self.word[far_b] = word_a, word_b
         self.other[far_a], self.other[far_b] = a, b
-
-    def _union(self, a: int, b: int):
-        """Identify the labels of context ports a and b; the absorbed root, or None."""
-        ra, rb = self._find(self.sk.label[a]), self._find(self.sk.label[b])
-        if ra == rb:
-            return None
-        self.parent[rb] = ra
-        self.components -= 1
-        return rb
-
-    def _find(self, label: int) -> int:
-        while self.parent[label] != label:
-            label = self.parent[label]
-        return label
 
     def _leaf(self) -> None:
         cycles = self.cycles
         if self.vertices:
             cycles = cycles + [self._vertex(v) for v in self.vertices]
-        key = (tuple(sorted(cycles)), self.components)
+        key = (tuple(sorted(cycles)), _block_count(self.labels))
         self.counts[key] = self.counts.get(key, 0) + 1
 
     def _vertex(self, ports: tuple) -> int:

@@ -9,7 +9,10 @@ the derivations store:
 - SymPy coefficients built from ``Integer``, ``Rational``, ``Symbol`` (with its assumptions),
   ``Add``, ``Mul`` and ``Pow`` — not ``sympify``/``srepr``, which evaluate Python.
 
-Each node is a JSON list ``[tag, *fields]``.
+Each node is a JSON list ``[tag, *fields]``. A value that occurs more than once (a SymPy
+subexpression, or one tuple or letter object) is written once, as ``["def", node]`` where it
+first occurs, and after that as ``["ref", k]``: the k-th defined node, counting each when its
+node is complete (post-order, the order in which both writing and reading finish them).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ _ASSUMPTIONS = frozenset(_assume_defined)
 
 def to_data(value):
     """``value`` as nested lists, strings, bools and None (for ``json.dumps``). Equal SymPy
-    subexpressions, and repeated occurrences of one tuple or letter object, share one encoding
-    (a derived polynomial repeats few distinct coefficients and traces many times).
+    subexpressions, and repeated occurrences of one tuple or letter object, are written once
+    and referred to after that (a derived polynomial repeats few distinct coefficients and
+    traces many times).
 
     Parameters
     ----------
@@ -59,14 +63,21 @@ def to_data(value):
 
 
 def _encode(v, memo: dict):
-    """``_node(v)``, memoised by identity for tuples and letters (all alive in the value being
-    encoded, so their ids are not reused meanwhile)."""
-    if type(v) not in (tuple, Mat, Dg):
+    """``_node(v)``, the second and later occurrences of a shared value as references: tuples
+    and letters by identity (all alive in the value being encoded, so their ids are not reused
+    meanwhile), SymPy expressions by equality. ``memo[None]`` counts the defined nodes."""
+    if isinstance(v, sp.Basic):
+        key = v
+    elif type(v) in (tuple, Mat, Dg):
+        key = ("id", id(v))
+    else:
         return _node(v, memo)
-    key = ("id", id(v))
-    node = memo.get(key)
-    if node is None:
-        node = memo[key] = _node(v, memo)
+    ref = memo.get(key)
+    if ref is not None:
+        return ref
+    node = ["def", _expr_node(v, memo) if isinstance(v, sp.Basic) else _node(v, memo)]
+    index = memo.get(None, 0)
+    memo[key], memo[None] = ["ref", index], index + 1     # one list for every reference
     return node
 
 
@@ -101,7 +112,7 @@ def from_data(data):
     ValueError: not a serialised derivation (TypeError: unknown node ...)
     """
     try:
-        return _decode(data)
+        return _decode(data, [])
     except (TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
         raise ValueError(f"not a serialised derivation ({type(exc).__name__}: {exc})") from None
 
@@ -111,8 +122,6 @@ def _node(v, memo: dict):
         return ["v", v]
     if type(v) is int:
         return ["int", str(v)]
-    if isinstance(v, sp.Basic):
-        return _encode_expr(v, memo)
     if type(v) in (tuple, list):
         return [type(v).__name__, [_encode(a, memo) for a in v]]
     if type(v) is dict:
@@ -128,13 +137,6 @@ def _node(v, memo: dict):
     raise TypeError(f"cannot serialise {type(v).__name__} as data")
 
 
-def _encode_expr(e: sp.Basic, memo: dict):
-    node = memo.get(e)
-    if node is None:
-        node = memo[e] = _expr_node(e, memo)
-    return node
-
-
 def _expr_node(e: sp.Basic, memo: dict):
     if isinstance(e, sp.Integer):
         return ["Integer", str(e.p)]
@@ -143,7 +145,7 @@ def _expr_node(e: sp.Basic, memo: dict):
     if type(e) is sp.Symbol:
         return ["Symbol", e.name, {k: bool(a) for k, a in e._assumptions_orig.items()}]
     if isinstance(e, (sp.Add, sp.Mul, sp.Pow)):
-        return [type(e).__name__, [_encode_expr(a, memo) for a in e.args]]
+        return [type(e).__name__, [_encode(a, memo) for a in e.args]]
     raise TypeError(f"cannot serialise the SymPy node {type(e).__name__} as data")
 
 
@@ -166,15 +168,15 @@ def _symbol(name, assumptions) -> sp.Symbol:
     return sp.Symbol(_string(name), **assumptions)
 
 
-def _expr(node) -> sp.Expr:
-    value = _decode(node)
+def _expr(node, table: list) -> sp.Expr:
+    value = _decode(node, table)
     if not isinstance(value, sp.Expr):
         raise TypeError(f"expected a SymPy expression, got {type(value).__name__}")
     return value
 
 
-def _pairs(items):
-    return {_decode(k): _decode(a) for k, a in items}
+def _pairs(table: list, items):
+    return {_decode(k, table): _decode(a, table) for k, a in items}
 
 
 def _bool(v) -> bool:
@@ -183,7 +185,7 @@ def _bool(v) -> bool:
     return v
 
 
-def _plain(v):
+def _plain(table: list, v):
     if v is not None and not isinstance(v, (bool, str)):
         raise TypeError(f"expected None, a bool or a string, got {type(v).__name__}")
     return v
@@ -195,43 +197,58 @@ def _exactly(n: int, items: list) -> list:
     return items
 
 
-def _dg(inner) -> Dg:
-    word = _decode(inner)
+def _dg(table: list, inner) -> Dg:
+    word = _decode(inner, table)
     if not isinstance(word, tuple) or not all(isinstance(a, (Mat, Dg)) for a in word):
         raise TypeError("Dg needs a word of letters")
     return Dg(word)
 
 
-def _trace_poly(terms) -> TracePoly:
-    return TracePoly._canonical(_decode(terms))
+def _trace_poly(table: list, terms) -> TracePoly:
+    return TracePoly._canonical(_decode(terms, table))
 
 
-def _mat_poly(rows, cols, terms) -> MatPoly:
-    return MatPoly(_string(rows), _string(cols))._canonical(_decode(terms))
+def _mat_poly(table: list, rows, cols, terms) -> MatPoly:
+    return MatPoly(_string(rows), _string(cols))._canonical(_decode(terms, table))
 
 
-_DECODERS = {
+def _define(table: list, node):
+    value = _decode(node, table)
+    table.append(value)
+    return value
+
+
+def _reference(table: list, index):
+    if type(index) is not int or not 0 <= index < len(table):
+        raise TypeError(f"no defined node {index!r}")
+    return table[index]
+
+
+_DECODERS = {       # tag -> (table of defined nodes, *fields) ↦ value
+    "def": _define,
+    "ref": _reference,
     "v": _plain,
-    "int": _integer,
-    "tuple": lambda items: tuple(_decode(a) for a in items),
-    "list": lambda items: [_decode(a) for a in items],
+    "int": lambda table, text: _integer(text),
+    "tuple": lambda table, items: tuple(_decode(a, table) for a in items),
+    "list": lambda table, items: [_decode(a, table) for a in items],
     "dict": _pairs,
-    "Mat": lambda name, T, sym, rows, cols: Mat(_string(name), _bool(T), _bool(sym),
-                                               _string(rows), _string(cols)),
+    "Mat": lambda table, name, T, sym, rows, cols: Mat(_string(name), _bool(T), _bool(sym),
+                                                      _string(rows), _string(cols)),
     "Dg": _dg,
     "TracePoly": _trace_poly,
     "MatPoly": _mat_poly,
-    "Integer": lambda p: sp.Integer(_integer(p)),
-    "Rational": lambda p, q: sp.Rational(_integer(p), _integer(q)),
-    "Symbol": _symbol,
-    "Add": lambda args: sp.Add(*[_expr(a) for a in args]),
-    "Mul": lambda args: sp.Mul(*[_expr(a) for a in args]),
-    "Pow": lambda args: sp.Pow(*[_expr(a) for a in _exactly(2, args)]),
+    "Integer": lambda table, p: sp.Integer(_integer(p)),
+    "Rational": lambda table, p, q: sp.Rational(_integer(p), _integer(q)),
+    "Symbol": lambda table, name, assumptions: _symbol(name, assumptions),
+    "Add": lambda table, args: sp.Add(*[_expr(a, table) for a in args]),
+    "Mul": lambda table, args: sp.Mul(*[_expr(a, table) for a in args]),
+    "Pow": lambda table, args: sp.Pow(*[_expr(a, table) for a in _exactly(2, args)]),
 }
 
 
-def _decode(node):
+def _decode(node, table: list):
+    """The value of ``node``; ``table`` holds the nodes defined so far (``["def", …]``)."""
     if not isinstance(node, list) or not node or not isinstance(node[0], str) \
             or node[0] not in _DECODERS:
         raise TypeError(f"unknown node {str(node)[:60]!r}")
-    return _DECODERS[node[0]](*node[1:])
+    return _DECODERS[node[0]](table, *node[1:])

@@ -8,12 +8,14 @@ of N, dimension factor D). The coefficient of a product of traces is then
 
 with ``const`` the monomial's coefficient times its covariance scales. Every factor is a sum
 of monomials Π bᵉ in SymPy atoms (N, σ, d, …) with rational coefficients, so the sum is kept
-as {frozenset of (base, exponent): rational} and built into a SymPy expression at the end: the
-expanded polynomial that ``sympy.expand`` of the sum gives.
+as {frozenset of (base, exponent): rational} (Python integers and fractions, converted to SymPy
+once per distinct term) and built into a SymPy expression at the end: the expanded polynomial
+that ``sympy.expand`` of the sum gives.
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
 from functools import lru_cache
 
 import sympy as sp
@@ -23,12 +25,29 @@ from .words import TracePoly
 
 
 def _monomials(expr) -> tuple:
-    """The expanded ``expr`` as ((frozenset of (base, exponent)), rational coefficient) pairs."""
+    """The expanded ``expr`` as ((frozenset of (base, exponent)), coefficient) pairs, rational
+    coefficients as Python ``int`` or ``Fraction``."""
     out = []
     for mono, coeff in sp.expand(expr).as_coefficients_dict().items():
         powers = frozenset((b, e) for b, e in mono.as_powers_dict().items() if b != 1)
-        out.append((powers, coeff))
+        out.append((powers, _python(coeff)))
     return tuple(out)
+
+
+def _python(coeff):
+    """A SymPy rational as an ``int`` or ``Fraction`` (anything else unchanged)."""
+    if coeff.is_Integer:
+        return int(coeff)
+    if coeff.is_Rational:
+        return Fraction(int(coeff.p), int(coeff.q))
+    return coeff
+
+
+def _sympy(coeff) -> sp.Expr:
+    """The inverse of ``_python``."""
+    if isinstance(coeff, Fraction):
+        return sp.Rational(coeff.numerator, coeff.denominator)
+    return sp.sympify(coeff)
 
 
 def _times(a: tuple, b: tuple) -> tuple:
@@ -109,14 +128,17 @@ class Tally:
             if factor is None:
                 factor = factors[key] = _times(_monomials(consts[c] * dims),
                                                _monomials(self.N**k))
-            total = sums.setdefault(traces, {})
+            total = sums.get(traces)
+            if total is None:
+                total = sums[traces] = {}
             for powers, coeff in factor:
                 total[powers] = total.get(powers, 0) + n * coeff
         terms = {}
         for traces, total in sums.items():
-            coeff = sp.Add(*[c * _monomial(powers) for powers, c in total.items() if c != 0])
+            coeff = sp.Add(*[_sympy(c) * _monomial(powers) for powers, c in total.items()
+                             if c != 0])
             if coeff != 0:
-                terms[traces] = coeff
+                terms[CODES.words(traces)] = coeff
         return TracePoly._canonical(terms)
 
 

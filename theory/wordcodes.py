@@ -9,7 +9,7 @@ or, when it holds no letter, by ``-1 - k`` for an identity loop on the k-th spac
 
 from __future__ import annotations
 
-from .words import Dg, _sorted_traces, canonical_trace, dim_symbol
+from .words import Dg, _word_key, canonical_trace, dim_symbol, exchange_letters
 
 SPACES = ("x", "y", "r")
 
@@ -62,7 +62,9 @@ class LetterCodes:
         self._trace_of_word: dict = {}
         self._trace_ids: dict = {}
         self.traces: list = []          # trace id -> canonical word (tuple of letters)
+        self._sort_keys: list = []      # trace id -> the canonical word's sort key
         self._terms: dict = {}
+        self._exchanged: dict = {}
 
     def code(self, letter) -> int:
         """The integer code of a letter (``Mat`` or ``Dg``), assigned on first use (its transpose's
@@ -158,6 +160,7 @@ class LetterCodes:
                 t = self._trace_ids.setdefault(canonical, len(self.traces))
                 if t == len(self.traces):
                     self.traces.append(canonical)
+                    self._sort_keys.append(_word_key(canonical))
                 self._rotation_ids[rotation] = t
             self._trace_of_word[codes] = t
         return t
@@ -166,10 +169,37 @@ class LetterCodes:
         """The least rotation of the code word or of its transpose (equal traces, so a key
         under which canonicalisation is shared)."""
         back = tuple(self.transposed[c] for c in codes[::-1])
-        return min(min(w[k:] + w[:k] for k in range(len(w))) for w in (codes, back))
+        least = None
+        for w in (codes, back):         # the least rotation starts at a least letter
+            first = min(w)
+            for k, c in enumerate(w):
+                if c == first and (least is None or w[k:] + w[:k] < least):
+                    least = w[k:] + w[:k]
+        return least
+
+    def exchanged(self, cycle: int, names: tuple) -> int:
+        """The code of a cycle with the letters named ``names[0]`` and ``names[1]`` exchanged.
+
+        Parameters
+        ----------
+        cycle : int
+            A trace id or an identity loop (unchanged).
+        names : tuple of two str
+
+        Returns
+        -------
+        int
+        """
+        if cycle < 0:
+            return cycle
+        t = self._exchanged.get((cycle, names))
+        if t is None:
+            word = exchange_letters(self.traces[cycle], *names)
+            t = self._exchanged[cycle, names] = self.trace(tuple(self.code(x) for x in word))
+        return t
 
     def term(self, cycles: tuple) -> tuple:
-        """(canonical sorted traces, dimension factor) of a multiset of cycle codes.
+        """(trace ids in canonical order, dimension factor) of a multiset of cycle codes.
 
         Parameters
         ----------
@@ -179,17 +209,33 @@ class LetterCodes:
         Returns
         -------
         tuple
-            (sorted tuple of canonical trace words, Π of the identity loops' dimension symbols).
+            (tuple of the trace ids, ordered as ``words.TracePoly`` orders its traces, so that
+            ``words`` of it is a TracePoly key; Π of the identity loops' dimension symbols).
         """
         out = self._terms.get(cycles)
         if out is None:
-            traces = _sorted_traces(self.traces[c] for c in cycles if c >= 0)
+            traces = tuple(sorted((c for c in cycles if c >= 0),
+                                  key=self._sort_keys.__getitem__))
             dims = 1
             for c in cycles:
                 if c < 0:
                     dims *= dim_symbol(SPACES[-1 - c])
             out = self._terms[cycles] = (traces, dims)
         return out
+
+    def words(self, traces: tuple) -> tuple:
+        """The canonical trace words of trace ids (a TracePoly key for ids from ``term``).
+
+        Parameters
+        ----------
+        traces : tuple of int
+            Trace ids (≥ 0).
+
+        Returns
+        -------
+        tuple of tuple
+        """
+        return tuple(self.traces[t] for t in traces)
 
 
 CODES = LetterCodes()

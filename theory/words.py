@@ -961,6 +961,23 @@ def _rename_word(word: tuple, old: str, new: str) -> tuple:
     return tuple(out)
 
 
+def exchange_letters(word: tuple, a: str, b: str) -> tuple:
+    """The word with the letters named a and b exchanged (inside Dg letters too).
+
+    Parameters
+    ----------
+    word : tuple of letters
+    a, b : str
+        Two letter names (of letters with the same spaces).
+
+    Returns
+    -------
+    tuple of letters
+    """
+    spare = "\0" + a + b                       # a name no letter has
+    return _rename_word(_rename_word(_rename_word(word, a, spare), b, a), spare, b)
+
+
 def rename_letter(poly, old: str, new: str):
     """The polynomial with the letter ``old`` renamed ``new`` (a TracePoly or MatPoly).
 

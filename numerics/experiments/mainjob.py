@@ -156,7 +156,7 @@ class RunConfig:
     def with_sme(self) -> bool:
         """Whether the run derives the gradient covariance and runs the SME: ``sme`` when set,
         else only for one layer (a stack's exact covariance is refused with its cost: two
-        Merged layers need 1.22·10⁹ Isserlis pairings, hours of CPU)."""
+        Merged layers need 1.04·10⁹ Isserlis pairings, hours of CPU)."""
         return self.sme if self.sme is not None else self.layers == 1
 
     @property
