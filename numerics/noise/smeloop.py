@@ -47,13 +47,19 @@ def sme_words(lv, wp, wl, wt, wr, wc, only_w, has_w, out):
         if wp[i] == -2:                       # the identity on a space
             out[i, :r, :r] = np.eye(r)
             continue
-        L = lv[wl[i]].T if wt[i] else lv[wl[i]]
+        L = lv[wl[i]]
         if wp[i] == -1:
-            out[i, :r, :c] = L[:r, :c]
-        else:
-            inner = wc[wp[i]]
-            out[i, :r, :c] = (np.ascontiguousarray(out[wp[i], :r, :inner])
-                              @ np.ascontiguousarray(L[:inner, :c]))
+            for p in range(r):
+                for q in range(c):
+                    out[i, p, q] = L[q, p] if wt[i] else L[p, q]
+            continue
+        W = out[wp[i]]
+        for p in range(r):               # small matrices: plain loops beat BLAS calls
+            for q in range(c):
+                acc = 0.0
+                for t in range(wc[wp[i]]):
+                    acc += W[p, t] * (L[q, t] if wt[i] else L[t, q])
+                out[i, p, q] = acc
 
 
 def sme_add_groups(out, words, traces, code, task, factor):
@@ -75,21 +81,23 @@ def sme_add_groups(out, words, traces, code, task, factor):
         a_, b_, case = g_a[g], g_b[g], g_case[g]
         X, Y = words[g_x[g]], words[g_y[g]]
         ra, ca, rb, cb = lrows[a_], lcols[a_], lrows[b_], lcols[b_]
+        if w == 0.0:
+            continue
         for a in range(ra):
             for b in range(ca):
                 i = pos[loff[a_] + a * ca + b]
                 for c in range(rb):
                     for d in range(cb):
                         if case == 0:
-                            v = X[d, a] * Y[b, c]
+                            v = w * (X[d, a] * Y[b, c])
                         elif case == 1:
-                            v = X[c, a] * Y[b, d]
+                            v = w * (X[c, a] * Y[b, d])
                         else:
-                            v = X[b, a] * Y[d, c]
+                            v = w * (X[b, a] * Y[d, c])
                         j = pos[loff[b_] + c * cb + d]
-                        out[i, j] += w * v
+                        out[i, j] += v
                         if a_ != b_:
-                            out[j, i] += w * v
+                            out[j, i] += v
 
 
 def sme_covariance(theta, g, lv, words, traces, code, gather, tasks, task_weights, wid):
