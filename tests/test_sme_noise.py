@@ -1,10 +1,14 @@
-"""The SME's cheap noises: Σ interpolated along a path."""
+"""The SME's cheap noises (Σ interpolated along a path), and its compiled loop against the
+NumPy reference."""
 
 import numpy as np
 import pytest
 
-from icldyn.numerics.noise.sme import PathNoise
-from icldyn.theory.errors import InputError
+from icldyn.numerics import compile_flow
+from icldyn.numerics.noise import compile_covariance, smeloop
+from icldyn.numerics.noise.sme import PathNoise, simulate_sme
+from icldyn.theory import ICLData, derive, models
+from icldyn.theory.errors import DivergenceError, InputError
 
 
 def test_path_noise_interpolates_linearly_and_holds_the_ends():
@@ -15,3 +19,58 @@ def test_path_noise_interpolates_linearly_and_holds_the_ends():
                                                                    np.diag([1.0, 5.0]))
     with pytest.raises(InputError, match="^steps"):
         PathNoise([0, 0], np.stack([np.eye(2)] * 2))
+
+
+FINITE = np.array([[[1.0, -0.5], [0.0, 1.2]], [[0.4, 1.0], [-0.8, 0.0]], [[0.0, 0.3], [1.1, 0.6]]])
+
+
+@pytest.fixture(scope="module")
+def flows():
+    """One derivation with finite vector tasks (its covariance has task-averaged terms), as a
+    NumPy flow (the reference loop) and a Numba flow (the compiled loop)."""
+    der = derive(models.Merged(2, d_y=2),
+                 ICLData(d=2, N=3, Lambda=[[2, 1], [1, 2]], d_y=2, tasks=FINITE, noise=0.3))
+    return compile_flow(der, "numpy"), compile_flow(der).compiled()
+
+
+@pytest.mark.slow              # Numba compiles the SME kernels: ~40 s cold
+def test_compiled_covariance_equals_the_numpy_one(flows):
+    _, flow = flows
+    cov = compile_covariance(flow)
+    tables = smeloop.encode(flow, cov)
+    assert len(cov.groups) and len(cov.task_groups)         # both kinds of block are covered
+    kernel = smeloop.kernels(flow)["sme_covariance"]
+    for theta in 0.7 * np.random.default_rng(0).standard_normal((3, flow.size)):
+        S = kernel(theta, flow.grad(theta), *tables)
+        assert np.allclose(S, cov.matrix(theta), rtol=1e-12, atol=1e-12 * np.abs(S).max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("noise", ["own", "refresh", "path"])
+def test_compiled_sme_repeats_the_numpy_ensemble(flows, noise):
+    """Same seed, same draws: the paths agree to the rounding of Σ^{1/2} (Σ is singular along
+    the symmetry directions, where eigh's rounding ε shows as √ε)."""
+    reference, flow = flows
+    theta0 = 0.1 + 0.05 * np.arange(flow.size)
+    cov = compile_covariance(reference)
+    kw = {"refresh": {"refresh": [0, 4, 9]},
+          "path": {"path_noise": PathNoise.along(cov, np.outer(np.linspace(1, 2, 12), theta0),
+                                                 [0, 5, 11])}}.get(noise, {})
+    runs = [simulate_sme(f, theta0, 0.01, 16, 13, replicas=3, seed=7, record_every=5, **kw)
+            for f in (reference, flow)]
+    assert runs[0].steps.tolist() == runs[1].steps.tolist() == [0, 5, 10, 13]
+    assert np.abs(runs[0].theta[:, -1] - theta0).max() > 0.02            # the paths moved
+    assert np.allclose(runs[0].theta, runs[1].theta, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_sme_stops_at_the_same_diverging_step(flows):
+    """A run that blows up stops at the same step with the same error (here the loss of the
+    partial result overflows before θ passes RUNAWAY)."""
+    errors = []
+    for flow in flows:
+        with pytest.raises((DivergenceError, InputError)) as info:
+            simulate_sme(flow, np.full(flow.size, 2.0), 0.3, 1, 200, replicas=2, seed=0,
+                         path_noise=PathNoise([0], np.eye(flow.size)[None]))
+        errors.append((type(info.value), str(info.value)))
+    assert errors[0] == errors[1]

@@ -123,20 +123,43 @@ def _class_constraints(parts: tuple, law) -> sp.Matrix:
                                    for t in key[1]], law, N_SYM)
         return entries[key]
 
-    c = sp.symbols(f"c0:{n}")
-    equations = []
-    for j in range(n):
-        combo = TracePoly()
+    rows = []
+    for j in range(n):                  # Σ_l c_l G_jl ≡ 0, trace monomial by trace monomial
+        per_monomial: dict = {}
         for l in range(n):
-            combo = combo + gram(parts[j], parts[l]).scale(c[l])
-        for coeff in combo.terms.values():
-            numer = sp.numer(sp.together(coeff))
-            equations += sp.Poly(sp.expand(numer), *SCALARS).coeffs()
-    if not equations:
+            for monomial, coeff in gram(parts[j], parts[l]).terms.items():
+                per_monomial.setdefault(monomial, {})[l] = _rational(coeff)
+        for values in per_monomial.values():
+            rows += _identity_rows(values, n)
+    if not rows:
         return sp.zeros(0, n)
-    M, _ = sp.linear_eq_to_matrix(equations, c)
-    R, pivots = _rref(M)
+    R, pivots = _rref(sp.Matrix(rows))
     return R[:len(pivots), :]
+
+
+_FIELD = sp.QQ.frac_field(*SCALARS)     # rational functions of the scalars, exactly
+
+
+def _rational(coeff):
+    """A Gram coefficient as an element of Q(N, σ, d, d_y, r)."""
+    return _FIELD.from_sympy(coeff)
+
+
+def _identity_rows(values: dict, n: int) -> list:
+    """The rows (over Q) of Σ_l c_l v_l ≡ 0 in the scalars, {l: v_l}: over the common
+    denominator D the numerators Σ_l c_l v_l D are polynomials whose every coefficient must
+    vanish (multiplying by D ≠ 0 changes no solution, so the rows span the same space as
+    those of any other common denominator)."""
+    denominators = [v.denom for v in values.values()]
+    D = denominators[0]
+    for q in denominators[1:]:
+        D = D.lcm(q)
+    coeffs: dict = {}
+    for l, v in values.items():
+        for monomial, a in (v.numer * D.exquo(v.denom)).terms():
+            row = coeffs.setdefault(monomial, [sp.Integer(0)] * n)
+            row[l] = sp.Rational(int(a.numerator), int(a.denominator))
+    return list(coeffs.values())
 
 
 def _rref(M: sp.Matrix) -> tuple:

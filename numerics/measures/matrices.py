@@ -22,7 +22,6 @@ float64 (products of float32 weights give wrong small singular values).
 from __future__ import annotations
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator, eigsh
 
 from ...theory.errors import InputError, check_int, check_real
 
@@ -373,6 +372,7 @@ def top_hessian_eigenvalue(hvp, n: int, method: str = "lanczos", tol: float = 1e
     -5.0
     """
     if method == "lanczos":
+        from scipy.sparse.linalg import LinearOperator, eigsh   # 0.4 s to import: on use only
         op = LinearOperator((n, n), matvec=lambda v: np.asarray(hvp(v), dtype=np.float64))
         v0 = np.random.default_rng(seed).standard_normal(n)
         if n == 1:

@@ -30,6 +30,7 @@ from ..compiled.codegen import CompiledFlow
 from ..compiled.integrate import start_theta
 from ..limits import RUNAWAY
 from ..results import Trajectory, standard_error
+from . import smeloop
 from .covariance import CompiledCovariance, compile_covariance
 
 __all__ = ["PathNoise", "SMEResult", "sqrt_psd", "simulate_sme"]
@@ -175,7 +176,7 @@ def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
     covariance : CompiledCovariance, optional
         Reuse a compiled covariance of ``flow``.
     progress : callable, optional
-        Called with the step number after every step.
+        Called with the step number after every recorded step.
     path_noise : PathNoise, optional
         The noise of step n is Σ(θ̄_n)^{1/2} ξ_n from it (one matrix for every replica)
         instead of Σ(θ_n)^{1/2} ξ_n at each replica's own θ_n.
@@ -228,27 +229,66 @@ def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
     rng = np.random.default_rng(seed)
     theta = np.repeat(theta0[None], replicas, axis=0)
     records, recorded = [theta.copy()], [0]
-    scale = lr / np.sqrt(batch)
-    for n in range(1, steps + 1):
-        drift = flow.grad_rows(theta)                      # one compiled loop over replicas
-        if path_noise is not None:
-            root = sqrt_psd(path_noise.matrix(n - 1))
-        elif refresh is None:
-            root = sqrt_psd(cov.matrix(theta))
-        elif n - 1 in refresh:
-            root = sqrt_psd(cov.matrix(theta.mean(axis=0)))
-        noise = root @ rng.standard_normal((replicas, flow.size, 1))
-        theta = theta - lr * drift + scale * noise[..., 0]
-        if not np.all(np.abs(theta) < RUNAWAY):
-            raise DivergenceError(f"SME diverged at step {n}; lower lr (now {lr:g})", n,
+    run = (_compiled_steps if flow.backend == "numba" else _numpy_steps)(
+        flow, None if path_noise is not None else cov, lr, batch, steps, rng, path_noise,
+        refresh)
+    n = 0
+    while n < steps:
+        end = min(n + record_every, steps)
+        done = run(theta, n, end)
+        if done < end:
+            raise DivergenceError(f"SME diverged at step {done}; lower lr (now {lr:g})", done,
                                   _result(flow, records, recorded, lr, {}))
-        if n % record_every == 0 or n == steps:
-            records.append(theta.copy())
-            recorded.append(n)
+        n = end
+        records.append(theta.copy())
+        recorded.append(n)
         if progress is not None:
             progress(n)
     info = dict(lr=lr, batch=batch, steps=steps, replicas=replicas, seed=seed)
     return _result(flow, records, recorded, lr, info)
+
+
+def _numpy_steps(flow, cov, lr, batch, steps, rng, path_noise, refresh):
+    """run(θ, n0, n1): the steps n0+1 … n1 in place on θ (replicas, P) with NumPy (the
+    reference of the compiled loop); returns the last step done (a diverging step is not)."""
+    scale, root = lr / np.sqrt(batch), None
+
+    def run(theta, n0, n1):
+        nonlocal root
+        for n in range(n0 + 1, n1 + 1):
+            drift = flow.grad_rows(theta)                  # one compiled loop over replicas
+            if path_noise is not None:
+                root = sqrt_psd(path_noise.matrix(n - 1))
+            elif refresh is None:
+                root = sqrt_psd(cov.matrix(theta))
+            elif n - 1 in refresh:
+                root = sqrt_psd(cov.matrix(theta.mean(axis=0)))
+            noise = root @ rng.standard_normal((len(theta), flow.size, 1))
+            new = theta - lr * drift + scale * noise[..., 0]
+            if not np.all(np.abs(new) < RUNAWAY):
+                return n
+            theta[:] = new
+        return n1
+    return run
+
+
+def _compiled_steps(flow, cov, lr, batch, steps, rng, path_noise, refresh):
+    """run(θ, n0, n1) as ``_numpy_steps``, in one Numba loop per call (``smeloop``)."""
+    sme_steps = smeloop.kernels(flow)["sme_steps"]
+    tables = smeloop.encode(flow, cov)
+    mode = smeloop.MODES["path" if path_noise is not None else
+                         "own" if refresh is None else "refresh"]
+    flags = np.zeros(steps + 1, dtype=np.bool_)
+    flags[[n for n in (refresh or ()) if 0 <= n <= steps]] = True
+    path = (path_noise.steps, path_noise.matrices) if path_noise is not None else \
+        (np.zeros(1), np.zeros((1, flow.size, flow.size)))
+    root = np.zeros((flow.size, flow.size))
+    data = flow._data_args()
+
+    def run(theta, n0, n1):
+        return sme_steps(theta, n0, n1, float(lr), float(lr / np.sqrt(batch)), mode, flags,
+                         *path, root, rng, *tables, *data)
+    return run
 
 
 def _result(flow, records, recorded, lr, info) -> Trajectory:
