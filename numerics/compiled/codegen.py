@@ -286,9 +286,13 @@ class _Printer:
             and all(self._data(w) for traces, _ in n.coeffs for w in traces) for n in nodes)
 
     def emit(self, nodes: tuple, rows: str, size: str) -> list[str]:
-        """The terms (expressions) of a plan's sum; ``size`` is the identity's size."""
-        out = []
+        """The terms (expressions) of a plan's sum; ``size`` is the identity's size. The
+        data-only words with data-only coefficients add up to one constant term."""
+        data = [n for n in nodes if self._constant_plan((n,), rows)]
+        out = [self.constants.combination(tuple(data))] if data else []
         for node in nodes:
+            if node in data:
+                continue
             if isinstance(node, _Leaf):
                 coeff = _sum([self.scalar_term(t, k) for t, k in node.coeffs])
                 out.append(f"({coeff}) * "
@@ -368,6 +372,27 @@ def _index_code(block) -> str:
     return "[" + ", ".join(([str(block.head)] if block.head is not None else []) + parts) + "]"
 
 
+def _view_code(array: str, block) -> str:
+    """``block`` of ``array`` (a parameter or its gradient) as a view: the whole array, one
+    head (both contiguous) or a slice."""
+    if block.row_part is None and block.col_part is None:
+        return array if block.head is None else f"{array}[{block.head}]"
+    return f"{array}{_index_code(block)}"
+
+
+def _letter_code(block) -> str:
+    """The letter of ``block`` from its parameter: a view when contiguous, else a contiguous
+    copy of the slice (products are fastest on contiguous arrays)."""
+    view = _view_code(f"P_{_ident(block.param)}", block)
+    whole = block.row_part is None and block.col_part is None
+    return view if whole else f"np.ascontiguousarray({view})"
+
+
+def _target(block) -> str:
+    """The name of ``block``'s part of the gradient (a view of ``out``, ``_outputs``)."""
+    return f"D_{_ident(block.letter.name)}"
+
+
 def _generate(der: Derivation) -> _Polys:
     model = der.model
     coeffs: list = []
@@ -384,7 +409,7 @@ def _generate(der: Derivation) -> _Polys:
         header += [f"    P_{_ident(p.name)} = theta[pos:pos + {_size_code(p)}].reshape({_shape_code(p)})",
                    f"    pos += {_size_code(p)}"]
     for b in model.blocks():
-        header.append(f"    {b.letter.name} = np.ascontiguousarray(P_{_ident(b.param)}{_index_code(b)})")
+        header.append(f"    {b.letter.name} = {_letter_code(b)}")
     args = "theta, k, Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"
 
     def scalar_fn(name: str, poly: TracePoly) -> list[str]:
@@ -423,26 +448,25 @@ def _generate(der: Derivation) -> _Polys:
                 raise ValueError("a gradient holds one expectation over the task")
         blocks = list(model.blocks())
         init = _Printer(scale)
-        init.lines = [f"    G_{_ident(p.name)} = np.zeros({_shape_code(p)}, dtype=theta.dtype)"
-                      for p in model.params]
+        init.lines = _outputs(model)
         chain = _chain_rule(der, pr, block_sums)
         if chain is not None:
             return ([f"def {name}({args}):"] + header + pr.lines + init.lines + chain
-                    + _flatten(model))
+                    + ["    return out", ""])
         fixed = block_sums(pr, [(b.letter.rows, split[b.letter.name][1]) for b in blocks])
         cut = len(pr.lines)                    # where the task loop (if any) starts
         for b, parts in zip(blocks, fixed):
-            init.add_up(f"G_{_ident(b.param)}{_index_code(b)}", parts)
+            init.add_up(_target(b), parts)
         loop = _Printer(scale)
         if any(split[n][0].terms for n in split):
             weight = pr.open_loops([W_TASK.name])
             loop.indent = pr.indent
             sums = block_sums(pr, [(b.letter.rows, split[b.letter.name][0]) for b in blocks])
             for b, parts in zip(blocks, sums):
-                loop.add_up(f"G_{_ident(b.param)}{_index_code(b)}", parts, weight)
+                loop.add_up(_target(b), parts, weight)
             pr.close_loops()
         return ([f"def {name}({args}):"] + header + pr.lines[:cut] + init.lines
-                + pr.lines[cut:] + loop.lines + _flatten(model))
+                + pr.lines[cut:] + loop.lines + ["    return out", ""])
 
     lines = scalar_fn("loss", der.loss_poly)
     lines += grad_fn("grad", der.gradient_poly)
@@ -458,13 +482,15 @@ def _generate(der: Derivation) -> _Polys:
     return _Polys(coeffs, "\n".join(lines) + FIXED_STEP_LOOP)
 
 
-def _flatten(model) -> list[str]:
-    """The gradient blocks G_<param> raveled into one flat vector (θ's layout)."""
-    out = ["    out = np.empty(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
+def _outputs(model) -> list[str]:
+    """The flat gradient ``out`` (θ's layout), zeroed, and each parameter's block G_<param> as a
+    view of it (the blocks are added up in place: no copies at the end)."""
+    out = ["    out = np.zeros(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
     for p in model.params:
-        out += [f"    out[pos:pos + G_{_ident(p.name)}.size] = G_{_ident(p.name)}.ravel()",
-                f"    pos += G_{_ident(p.name)}.size"]
-    return out + ["    return out", ""]
+        out += [f"    G_{_ident(p.name)} = out[pos:pos + {_size_code(p)}].reshape({_shape_code(p)})",
+                f"    pos += {_size_code(p)}"]
+    return out + [f"    {_target(b)} = {_view_code('G_' + _ident(b.param), b)}"
+                  for b in model.blocks()]
 
 
 def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
@@ -484,18 +510,17 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
     if set(split_by_letters(G, TASK_LETTERS)) - {frozenset()}:
         return None                          # finite task sets: the generic gradient
     blocks = {b.letter.name: b for b in der.model.blocks()}
-    target = lambda name: f"G_{_ident(blocks[name].param)}{_index_code(blocks[name])}"  # noqa: E731
-    pr.lines.append(f"    {M.name} = np.zeros((n_x, n_x), dtype=theta.dtype)")
+    target = lambda name: _target(blocks[name])  # noqa: E731
     factors = []
     for letters in heads.heads:
         u, rest = f"{letters[0]}[0, 0]", letters[1:]
         K = rest[0] if len(rest) == 1 else pr._new(f"{rest[0]}.T @ {rest[1]}", "k")
-        pr.lines.append(f"    {M.name} += {u} * {K}")
         factors.append((letters, u, K))
+    pr.lines.append(f"    {M.name} = " + _sum([f"{u} * {K}" for _, u, K in factors]))
     grad = pr._new(_sum(block_sums(pr, [("x", G)])[0]), "r")
     lines = []
     for letters, u, K in factors:
-        lines.append(f"    {target(letters[0])} += np.sum({K} * {grad})")
+        lines.append(f"    {target(letters[0])} += np.dot({K}.ravel(), {grad}.ravel())")
         if len(letters) == 2:
             lines.append(f"    {target(letters[1])} += {u} * {grad}")
         else:
@@ -804,13 +829,16 @@ class CompiledFlow:
         return self._finite(self._eval("grad", theta), theta)
 
     def _eval(self, name: str, theta):
+        kernel, args = self._fns[name], self._args(theta)
+        if self._child is None and self.backend == "numba":
+            return kernel(*args)                    # compiled: no floating-point warnings
         with np.errstate(over="ignore", invalid="ignore"):    # overflow: see ``_finite``
-            return self._fns[name](*self._args(theta))
+            return kernel(*args)
 
     def _finite(self, value, theta):
         """``value`` if finite. A NaN or ∞ from finite θ means float64 overflowed: the data's
         scale is blamed when θ scaled to entries of at most 1 overflows too, else θ."""
-        if np.all(np.isfinite(value)):
+        if np.isfinite(value).all():
             return value
         top = float(np.abs(theta).max())
         if top <= 1 or not np.all(np.isfinite(self._eval("grad", theta / top))):
