@@ -168,8 +168,8 @@ def _gradient_data(d: int, plain: bool = False):
 def hand_reference(hand_name: str, data, params: dict) -> tuple:
     """(the hand gradient function of ``hand_name`` set up for ``data``, its arguments at the
     parameters ``params``)."""
-    d = data.d
-    Lam, Sw = (np.array(m.tolist(), float) for m in (data.Lambda, data.Sigma_w))
+    d, arrays = data.d, data.arrays()
+    Lam, Sw = (np.asarray(arrays[name], float) for name in ("Lambda", "Sigma_w"))
     if hand_name == "hand_fulllsa_gradient":
         return hand_fulllsa_gradient(Lam, float(data.N)), (params["W_PV"], params["W_KQ"])
     hand = globals()[hand_name](Lam, Sw, float(data.N), float(data.noise))
