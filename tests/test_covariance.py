@@ -30,7 +30,8 @@ FINITE = np.array([[[1.0, -0.5], [0.0, 1.2]], [[0.4, 1.0], [-0.8, 0.0]], [[0.0, 
     (models.Merged(2), "gaussian"), (models.Merged(2, d_y=2), "finite"),
     (models.Merged(2, d_y=2), "diagonal"),
     pytest.param(models.SeparateKQ(2, heads=1, rank=1), "gaussian", marks=pytest.mark.slow),
-    pytest.param(models.FullLSA(2), "gaussian", marks=pytest.mark.slow)],   # x_q to order 12
+    pytest.param(models.FullLSA(2), "gaussian", marks=pytest.mark.slow),    # x_q to order 12
+    pytest.param(models.FullLSA(2, d_y=2), "diagonal", marks=pytest.mark.slow)],
     ids=repr)
 def test_covariance_matches_monte_carlo(model, tasks):
     if tasks == "finite":     # three task matrices: averaged exactly, up to any moment

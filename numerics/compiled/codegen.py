@@ -772,13 +772,18 @@ class CompiledFlow:
         return self
 
     def _examples(self) -> dict:
-        """One argument tuple per kernel (the types Numba compiles for)."""
+        """The argument tuples of each kernel (the types Numba compiles for): real ones, and
+        the complex ones of ``hvp`` (the curvature measures use it)."""
         theta, *extra = self._args(np.zeros(self.size))
         scalar = (theta, *extra)
-        out = {name: scalar for name in self._kernels if name in ("loss", "grad")
+        out = {name: [scalar] for name in self._kernels if name in ("loss", "grad")
                or name.startswith("conserved_")}
-        out["observe"] = out["grad_rows"] = (theta[None, :].copy(), *extra)
-        out["fixed_step"] = (theta, 0.0, 1, 1, False, *extra)
+        data, grad_args = self._complex_args(theta, theta, 1.0)
+        out["constants"] = [(self.k, self.Lambda, self.Sigma_w, self.U, self.c),
+                            (self.k, *data)]
+        out["grad"].append(grad_args)
+        out["observe"] = out["grad_rows"] = [(theta[None, :].copy(), *extra)]
+        out["fixed_step"] = [(theta, 0.0, 1, 1, False, *extra)]
         return out
 
     def _set_data(self, data) -> None:
@@ -946,11 +951,15 @@ class CompiledFlow:
         -------
         numpy.ndarray (size,)
         """
+        return self._fns["grad"](*self._complex_args(theta, v, h)[1]).imag / h
+
+    def _complex_args(self, theta, v, h: float) -> tuple:
+        """(complex data arrays, the ``grad`` kernel's arguments at θ + i h v): numba's @
+        needs one dtype, so the data and its constants are complex too."""
         z = np.asarray(theta, dtype=float) + 1j * h * np.asarray(v, dtype=float)
         data = [a.astype(complex) for a in (self.Lambda, self.Sigma_w, self.U, self.c)]
-        consts = self._constants(*data)               # numba's @ needs one dtype
-        return self._fns["grad"](z, self.k, *data, self.tasks.astype(complex),
-                                 self.task_weights, self.dims, consts).imag / h
+        return data, (z, self.k, *data, self.tasks.astype(complex), self.task_weights,
+                      self.dims, self._constants(*data))
 
     def rhs(self, t, theta) -> np.ndarray:
         """Gradient-flow vector field dθ/dt = −∇L (signature of scipy's solve_ivp).

@@ -45,7 +45,7 @@ _CHILDREN: dict = {}        # {source digest: its child} — one child per sourc
 
 def start(digest: str, source: str, examples, module: str) -> subprocess.Popen:
     """The child process compiling ``source``'s kernels into the kernel cache for the argument
-    types of ``examples()`` ({kernel name: argument tuple}); started once per source and
+    types of ``examples()`` ({kernel name: [argument tuple, ...]}); started once per source and
     process (later flows of the same source share it). It runs ``module.warmup_child()`` (the
     code generator's entry, which calls ``receive`` and ``compile_all``).
 
@@ -56,7 +56,7 @@ def start(digest: str, source: str, examples, module: str) -> subprocess.Popen:
     source : str
         The generated Python source of the kernels.
     examples : callable
-        () -> {kernel name: argument tuple}, called only when a child is started.
+        () -> {kernel name: [argument tuple, ...]}, called only when a child is started.
     module : str
         The importable module whose ``warmup_child()`` the child runs.
 
@@ -84,22 +84,23 @@ def receive() -> tuple:
     Returns
     -------
     tuple
-        (source str, {kernel name: argument tuple}), unpickled from standard input (written by
-        the parent's ``start``).
+        (source str, {kernel name: [argument tuple, ...]}), unpickled from standard input
+        (written by the parent's ``start``).
     """
     return pickle.loads(sys.stdin.buffer.read())
 
 
 def compile_all(fns: dict, examples: dict) -> None:
-    """In the child: call every kernel once with its example (Numba compiles and caches it),
-    ``LAST`` last.
+    """In the child: call every kernel with each of its examples (Numba compiles and caches a
+    version per argument types), ``LAST`` last.
 
     Parameters
     ----------
     fns : dict
         {kernel name: cached Numba dispatcher}.
     examples : dict
-        {kernel name: argument tuple}.
+        {kernel name: [argument tuple, ...]}.
     """
     for name in sorted(examples, key=lambda n: n == LAST):
-        fns[name](*examples[name])
+        for args in examples[name]:
+            fns[name](*args)
