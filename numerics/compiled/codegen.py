@@ -604,11 +604,11 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
     lines = []
     for letters, u, K in factors:
         lines.append(f"    {target(letters[0])} += np.dot({K}.ravel(), {grad}.ravel())")
-        if len(letters) == 2:
-            lines.append(f"    {target(letters[1])} += {u} * {grad}")
+        if len(letters) == 2:           # each letter's block written once: in place
+            lines.append(f"    np.multiply({grad}, {u}, {target(letters[1])})")
         else:
-            lines += [f"    {target(letters[1])} += {u} * ({letters[2]} @ {grad}.T)",
-                      f"    {target(letters[2])} += {u} * ({letters[1]} @ {grad})"]
+            lines += [f"    np.multiply({letters[2]} @ {grad}.T, {u}, {target(letters[1])})",
+                      f"    np.multiply({letters[1]} @ {grad}, {u}, {target(letters[2])})"]
     return lines
 
 
@@ -925,8 +925,9 @@ class CompiledFlow:
 
     def _finite(self, value, theta):
         """``value`` if finite. A NaN or ∞ from finite θ means float64 overflowed: the data's
-        scale is blamed when θ scaled to entries of at most 1 overflows too, else θ."""
-        if np.isfinite(value).all():
+        scale is blamed when θ scaled to entries of at most 1 overflows too, else θ. (A finite
+        sum, one pass without a temporary, means every entry is finite.)"""
+        if np.isfinite(np.sum(value)) or np.isfinite(value).all():
             return value
         top = float(np.abs(theta).max())
         if top <= 1 or not np.all(np.isfinite(self._eval("grad", theta / top))):
