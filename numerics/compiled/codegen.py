@@ -570,8 +570,9 @@ def _outputs(model) -> list[str]:
     view of it (the blocks are added up in place: no copies at the end)."""
     out = ["    out = np.zeros(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
     for p in model.params:
-        out += [f"    G_{_ident(p.name)} = out[pos:pos + {_size_code(p)}].reshape({_shape_code(p)})",
-                f"    pos += {_size_code(p)}"]
+        size = _size_code(p)
+        out += [f"    G_{_ident(p.name)} = out[pos:pos + {size}].reshape({_shape_code(p)})",
+                f"    pos += {size}"]
     return out + [f"    {_target(b)} = {_view_code('G_' + _ident(b.param), b)}"
                   for b in model.blocks()]
 
