@@ -2,7 +2,8 @@
 `python benchmarks/run.py [--only SECTION,...] [--out FILE] [--baseline FILE]`.
 
 (a) compiled gradient (numba) vs hand-written NumPy of the same formula (docs/math.md §3.2, scalar
-    tasks), d = 8, 64, 256;
+    tasks): Merged and SeparateKQ at d = 64, 256, 512, MultiHead(H = 1 → 16) at d = 256, FullLSA
+    (its hand formula: ``hand_fulllsa_gradient``) at d = 64, 256, 512;
 (b) the expected learning curve by theory (exact GD, compiled) vs the same curve by
     `simulate_sgd` and by a plain PyTorch SGD loop, scaled to the seeds needed for 1 % accuracy;
 (c) derivation time per model (incl. the symmetry search): cold (empty cache), from the disk
@@ -94,36 +95,108 @@ def hand_separatekq_gradient(Lam, Sw, n, sigma):
     return grad
 
 
-def _gradient_data(d: int):
+def hand_fulllsa_gradient(Lam, n):
+    """FullLSA with d_y = 1, Gaussian tasks w ~ N(0, I), no label noise: the expected loss
+    worked out by hand (Wishart moments E[S B S] = N² ΛBΛ + N ΛBᵀΛ + N tr(BΛ) Λ, Gaussian
+    moments of x_q to order 6) and differentiated by hand. With p = P₁ᵀ, a = P₂, Q = Q₁,
+    q = Q₂ᵀ, v = Λp, r = Λq, A = (Q + Qᵀ)/2, C = (N² + N)Λ² + N tr(Λ) Λ, N ŷ − N y_q is
+    T₁ + T₂ + T₅ (even in w) + T₃ + T₄ + T₆ (odd in w), T₁ = pᵀSQx, T₂ = (pᵀx)(xᵀQx),
+    T₃ = (pᵀSw)(qᵀx), T₄ = a wᵀSQx, T₅ = a (wᵀSw)(qᵀx), T₆ = −N wᵀx, and 2N² L =
+      (N² + N) vᵀQΛQᵀv + N tr(QΛQᵀΛ) pᵀv
+      + pᵀv (tr(AΛ)² + 2 tr(AΛAΛ)) + 4 tr(AΛ) vᵀAv + 8 vᵀAΛAv
+      + a² qᵀr ((N² + 2N) tr(Λ)² + (2N² + 4N) tr(Λ²))
+      + 2N (tr(AΛ) vᵀQv + 2 vᵀQΛAv) + 2a (N² tr(Λ) vᵀQr + 2N vᵀΛQr)
+      + 2aN tr(Λ) (tr(AΛ) vᵀq + 2 vᵀAr) + qᵀr pᵀCp
+      + a² ((N² + N) tr(ΛQΛQᵀΛ) + N tr(QΛQᵀΛ) tr(Λ)) + N² tr(Λ)
+      + 2a pᵀCQr − 2N² vᵀr − 2N² a tr(ΛQΛ).
+    Three d×d products (Y = ΛQΛ, Z = ΛY); the rest are matrix-vector products and rank-one
+    updates. Returns grad(W_PV, W_KQ) -> (∂L/∂W_PV, ∂L/∂W_KQ), both (d+1, d+1)."""
+    N, d = n, Lam.shape[0]
+    tL, L2 = np.trace(Lam), Lam @ Lam
+    C = (N * N + N) * L2 + N * tL * Lam
+    c5 = (N * N + 2 * N) * tL**2 + (2 * N * N + 4 * N) * np.sum(Lam * Lam)
+
+    def grad(W_PV, W_KQ):
+        p, a, Q, q = W_PV[d, :d], W_PV[d, d], W_KQ[:d, :d], W_KQ[d, :d]
+        Y = Lam @ (Q @ Lam)
+        Z = Lam @ Y
+        v, r = Lam @ p, Lam @ q
+        Lv, Cp = Lam @ v, C @ p
+        Qv, Qtv, Qr, Qtr = Q @ v, Q.T @ v, Q @ r, Q.T @ r
+        Av, Ar = (Qv + Qtv) / 2, (Qr + Qtr) / 2
+        g, f1, f2 = Lam @ Av, Lam @ Qv, Lam @ Qtv
+        S1, Sq, vq, h = p @ v, q @ r, v @ q, v @ Av
+        tA, tB, tZ = np.sum(Q * Lam), np.sum(Q * Y), np.sum(Q * Z)
+        TAA = (np.sum(Q.T * Y) + tB) / 2                       # tr(AΛAΛ)
+        G = ((2 * N * S1 + 2 * S1 + 2 * a * a * N * tL) * Y + 2 * S1 * Y.T
+             + 2 * a * a * (N * N + N) * Z - 2 * N * N * a * L2
+             + (2 * S1 * tA + 4 * h + 2 * N * h + 2 * a * N * tL * vq) * Lam)
+        G += np.outer(v, 2 * (N * N + N) * f2 + (4 + 2 * N) * tA * v + 8 * g + 2 * N * f1
+                      + 4 * N * f2 + 2 * a * N * tL * (N + 1) * r)
+        G += np.outer(8 * g + 2 * N * f2 + 2 * a * N * tL * r, v)
+        G += np.outer(4 * a * N * Lv + 2 * a * Cp, r)
+        Ag = (Q @ g + Q.T @ g) / 2
+        dv = (2 * (N * N + N) * (Q @ f2) + 8 * tA * Av + 16 * Ag
+              + 2 * N * (2 * tA * Av + 2 * (Q @ g) + Q @ f2 + Q.T @ f2)
+              + 2 * a * (N * N * tL * Qr + 2 * N * Lam @ Qr) + 4 * a * N * tL * Ar)
+        dp = (Lam @ dv + (2 * N * tB + 2 * (tA**2 + 2 * TAA)) * v + 2 * a * N * tL * tA * r
+              + 2 * Sq * Cp + 2 * a * C @ Qr - 2 * N * N * Lam @ r)
+        dq = (2 * a * a * c5 * r + 2 * a * Lam @ (N * N * tL * Qtv + 2 * N * Q.T @ Lv)
+              + 2 * a * N * tL * (tA * v + 2 * g) + 2 * (p @ Cp) * r + 2 * a * Lam @ (Q.T @ Cp)
+              - 2 * N * N * Lv)
+        da = (2 * a * Sq * c5 + 2 * (N * N * tL * v @ Qr + 2 * N * Lv @ Qr)
+              + 2 * N * tL * (tA * vq + 2 * v @ Ar)
+              + 2 * a * ((N * N + N) * tZ + N * tB * tL) + 2 * Cp @ Qr
+              - 2 * N * N * np.sum(Q * L2))
+        g_pv, g_kq = np.zeros((d + 1, d + 1)), np.zeros((d + 1, d + 1))
+        g_pv[d, :d], g_pv[d, d], g_kq[:d, :d], g_kq[d, :d] = dp, da, G, dq
+        return g_pv / (2 * N * N), g_kq / (2 * N * N)
+    return grad
+
+
+def _gradient_data(d: int, plain: bool = False):
+    """Λ random SPD; Σ_w = I + 0.1·11ᵀ and σ = 0.1, or (``plain``) Σ_w = I and σ = 0."""
     from icldyn.theory import ICLData
     rng = np.random.default_rng(0)
     X = rng.standard_normal((d, d))
     Lam = X @ X.T / d + np.eye(d)
+    if plain:
+        return ICLData(d=d, N=20, Lambda=Lam)
     return ICLData(d=d, N=20, Lambda=Lam, Sigma_w=np.eye(d) + 0.1 * np.ones((d, d)), noise=0.1)
 
 
+def hand_reference(hand_name: str, data, params: dict) -> tuple:
+    """(the hand gradient function of ``hand_name`` set up for ``data``, its arguments at the
+    parameters ``params``)."""
+    d, arrays = data.d, data.arrays()
+    Lam, Sw = (np.asarray(arrays[name], float) for name in ("Lambda", "Sigma_w"))
+    if hand_name == "hand_fulllsa_gradient":
+        return hand_fulllsa_gradient(Lam, float(data.N)), (params["W_PV"], params["W_KQ"])
+    hand = globals()[hand_name](Lam, Sw, float(data.N), float(data.noise))
+    u = params["V"].reshape(-1)
+    factors = (params["Q"].reshape(-1, d, d),) if "Q" in params else (params["W_K"],
+                                                                      params["W_Q"])
+    if hand_name == "hand_gradient":
+        u, factors = u[0], (factors[0][0],)
+    return hand, (u, *factors)
+
+
 def bench_gradient(model, hand_name: str) -> dict:
-    """The compiled gradient (numba) of a product-form model against its hand-written NumPy
-    reference at the same θ (checked equal), side by side."""
+    """The compiled gradient (numba) of a model against its hand-written NumPy reference at the
+    same θ (checked equal), side by side."""
     from icldyn.numerics import compile_flow
     from icldyn.theory import derive
     d = model.d
-    data = _gradient_data(d)
+    data = _gradient_data(d, plain=hand_name == "hand_fulllsa_gradient")
     flow = compile_flow(derive(model, data), backend="numba").compiled()
     theta = np.random.default_rng(1).standard_normal(flow.size) / d
-    p = flow.unpack(theta)
-    u = p["V"].reshape(-1)
-    factors = (p["Q"].reshape(-1, d, d),) if "Q" in p else (p["W_K"], p["W_Q"])
-    if hand_name == "hand_gradient":
-        u, factors = u[0], (factors[0][0],)
-    Lam, Sw = (np.array(m.tolist(), float) for m in (data.Lambda, data.Sigma_w))
-    hand = globals()[hand_name](Lam, Sw, 20, 0.1)
+    hand, args = hand_reference(hand_name, data, flow.unpack(theta))
     mine = flow.grad(theta)
-    ref = np.concatenate([np.ravel(g) for g in hand(u, *factors)])
+    ref = np.concatenate([np.ravel(g) for g in hand(*args)])
     assert np.allclose(mine, ref, rtol=1e-9, atol=1e-12 * np.abs(ref).max()), model
     number = max(1, 2000 // d)
     t_gen = best_time(lambda: flow.grad(theta), number=number)
-    t_hand = best_time(lambda: hand(u, *factors), number=number)
+    t_hand = best_time(lambda: hand(*args), number=number)
     return {"model": repr(model), "d": d, "compiled_s": t_gen, "hand_numpy_s": t_hand,
             "ratio": t_gen / t_hand}
 
@@ -135,6 +208,7 @@ def bench_gradients() -> list[dict]:
               for d in (64, 256, 512)]
     cases += [(models.MultiHead(256, heads=heads), "hand_multihead_gradient")
               for heads in (1, 2, 4, 8, 16)]
+    cases += [(models.FullLSA(d), "hand_fulllsa_gradient") for d in (64, 256, 512)]
     rows = []
     for model, hand in cases:
         rows.append(bench_gradient(model, hand))

@@ -3,9 +3,12 @@
 Each trace polynomial is printed as Python source over whole matrices. Every distinct matrix
 word is a named intermediate, built in the cheapest order for the letters' real shapes
 (matrix-chain ordering; a product with a 1×d letter is a vector-matrix product) from the
-words already computed or their transposes; traces are ``np.sum(H * Tᵀ)`` splits that cost
-O(d²) after the products they reuse; sums of words are factored by shared prefixes and
-suffixes, Σ c_i A_i S = (Σ c_i A_i) S. The eigenbasis-diagonal operator
+words already computed or their transposes (a transpose is a view); traces are
+``np.sum(H * Tᵀ)`` splits that cost O(d²) after the products they reuse; sums of words are
+factored by shared prefixes and suffixes, Σ c_i A_i S = (Σ c_i A_i) S, where that costs less
+than the words one by one (products and element-wise passes weighed at the model's d), and
+the full-rank words of a gradient are factored or built one by one (then reused, also by the
+traces), whichever a trial of both counts cheaper. The eigenbasis-diagonal operator
 Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ is a helper. Coefficients (rational functions of N, σ, d,
 d_y and η) are evaluated once per data set and passed in as a vector ``k``; products of data
 letters, and sums of them with data-only coefficients, are constants computed once per data
@@ -17,6 +20,7 @@ same source.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import sys
@@ -39,6 +43,7 @@ from ..params import as_theta
 from . import warmup
 
 BACKENDS = ("numpy", "numba")
+PASS = 8.0    # an element-wise pass over a d×d matrix costs about PASS / d d×d×d products
 COEFF_SYMBOLS = (N_SYM, SIGMA, DIMS["x"], DIMS["y"], DIMS["r"])
 
 
@@ -95,9 +100,11 @@ def _all_data(word: tuple) -> bool:
 
 def _scale(sizes: dict) -> dict:
     """Sizes of the spaces for ordering products, in units of d: what matters is which spaces
-    are of size 1 (a product with them is O(d²)) and which are smaller than d (a rank)."""
+    are of size 1 (a product with them is O(d²)) and which are smaller than d (a rank); and
+    under "d", d itself (an element-wise pass costs about ``PASS`` / d products)."""
     d = sizes["x"]
-    return {s: 1.0 if n >= d else (1.0 / d if n == 1 else 0.25) for s, n in sizes.items()}
+    scale = {s: 1.0 if n >= d else (1.0 / d if n == 1 else 0.25) for s, n in sizes.items()}
+    return scale | {"d": float(d)}
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,7 @@ class _Factor:
     shared: tuple
     inner: tuple           # _Leaf / _Factor nodes
     rows: str              # the space of the inner sum's rows
+    cols: str              # and of its columns
 
 
 class _Printer:
@@ -134,6 +142,22 @@ class _Printer:
         self.prefix = "c" if constants is None else ""
         self.indent = "    "
         self.matrices: list[str] = []           # names of matrices (the constants returned)
+        self.cost = 0.0                         # of the statements, in d×d×d products
+
+    def clone(self) -> "_Printer":
+        """A copy to try a plan on (its statements and names are its own)."""
+        new = copy.copy(self)
+        new.lines, new.names, new.matrices = list(self.lines), dict(self.names), list(self.matrices)
+        new.constants = self.constants and self.constants.clone()
+        return new
+
+    def _pass_cost(self, rows: str, cols: str) -> float:
+        """The cost of one element-wise pass over a rows × cols matrix (memory-bound: about
+        ``PASS`` / d d×d×d products)."""
+        return PASS * self.scale[rows] * self.scale[cols] / self.scale["d"]
+
+    def _pass(self, rows: str, cols: str) -> None:
+        self.cost += self._pass_cost(rows, cols)
 
     def _new(self, expr: str, prefix: str) -> str:
         name = f"{self.prefix}{prefix}{self.counter}"
@@ -179,7 +203,7 @@ class _Printer:
             inner = self.word(letter.inner) if letter.inner else "np.eye(U.shape[0])"
             name = self._new(f"_eigdiag({inner}, U, c)", "g")
         elif letter.T:
-            name = self._new(f"np.ascontiguousarray({letter.name}.T)", "t")
+            name = self._new(f"{letter.name}.T", "t")        # a view (BLAS takes either order)
         else:
             name = letter.name
         self.names[letter] = name
@@ -194,12 +218,22 @@ class _Printer:
         if key not in self.names:
             flipped = self.names.get(("word", transpose_word(word)))
             if flipped is not None:
-                self.names[key] = self._new(f"np.ascontiguousarray({flipped}.T)", "t")
+                self.names[key] = self._new(f"{flipped}.T", "t")        # a view
             else:
                 cut = self._order(word, {})[1]
+                self.cost += (self.scale[word[0].rows] * self.scale[word[cut - 1].cols]
+                              * self.scale[word[-1].cols])
                 self.names[key] = self._new(
                     f"{self.word(word[:cut])} @ {self.word(word[cut:])}", "m")
         return self.names[key]
+
+    def term(self, word: tuple) -> str:
+        """A word as a term of a sum: the transpose of a computed word is a view (an
+        element-wise sum needs no contiguous copy)."""
+        flipped = self.names.get(("word", _transposed(word)))
+        if len(word) > 1 and ("word", word) not in self.names and flipped is not None:
+            return f"{flipped}.T"
+        return self.word(word)
 
     def known(self, word: tuple) -> bool:
         return (len(word) == 1 or self._data(word) or ("word", word) in self.names
@@ -243,6 +277,7 @@ class _Printer:
             _, head, tail = best
             tail_t = self.word(transpose_word(tail))
             expr = f"np.sum({self.word(head)} * {tail_t})"
+            self._pass(head[0].rows, head[-1].cols)
         self.names[key] = self._new(expr, "s")
         return self.names[key]
 
@@ -250,15 +285,22 @@ class _Printer:
         return " * ".join([f"k[{kidx}]"] + [self.trace(w) for w in traces])
 
     # --- sums of words -----------------------------------------------------------------------
-    def plan(self, terms: dict, rows: str, cols: str) -> tuple:
+    def thin(self, word: tuple) -> bool:
+        """Whether a word has a letter with a side smaller than d (its rank is lower)."""
+        return any(self.scale[a.rows] < 1 or self.scale[a.cols] < 1 for a in word)
+
+    def plan(self, terms: dict, rows: str, cols: str, full: bool = True) -> tuple:
         """Σ coefficient × word (``terms``: {word: ((traces, k index), ...)}, a ``rows`` ×
         ``cols`` matrix) as a tree of ``_Leaf`` and ``_Factor`` nodes: the words sharing a
         first or last letter (most first) are factored by their longest common prefix or
         suffix, recursively. A sum with a side of size 1 is left unfactored: each of its words
-        is a chain of vector-matrix products already."""
+        is a chain of vector-matrix products already. Unless ``full``, words without a thin
+        letter (``thin``) are left unfactored (built once, their sub-words and transposes
+        reused, also by traces)."""
         out, rest = [], []
         for word, coeffs in terms.items():
-            (out if len(word) <= 1 or self.known(word) else rest).append(_Leaf(coeffs, word))
+            keep = len(word) <= 1 or self.known(word) or not (full or self.thin(word))
+            (out if keep else rest).append(_Leaf(coeffs, word))
         if min(self.scale[rows], self.scale[cols]) < 1:
             return tuple(out + rest)
         while rest:
@@ -266,31 +308,58 @@ class _Printer:
             for i, leaf in enumerate(rest):
                 groups.setdefault(("R", leaf.word[-1]), []).append(i)
                 groups.setdefault(("L", leaf.word[0]), []).append(i)
-            _, _, n, side, members = max(
-                _affix(side, [rest[i].word for i in members]) + (side, members)
-                for (side, _), members in groups.items())
-            if len(members) < 2:
+            ranked = sorted((_affix(side, [rest[i].word for i in members]) + (side, members)
+                             for (side, _), members in groups.items()), reverse=True)
+            for count, _, n, side, members in ranked:
+                factor = None if count < 2 else self._factor([rest[i] for i in members],
+                                                             side, n, rows, cols, full)
+                if factor is not None:
+                    break
+            if factor is None:
                 return tuple(out + rest)
-            group = [rest[i] for i in members]
+            out.append(factor)
             rest = [leaf for i, leaf in enumerate(rest) if i not in members]
-            if side == "R":
-                shared = group[0].word[len(group[0].word) - n:]
-                inner = {leaf.word[:len(leaf.word) - n]: leaf.coeffs for leaf in group}
-                inner_rows, inner_cols = rows, shared[0].rows
-            else:
-                shared = group[0].word[:n]
-                inner = {leaf.word[n:]: leaf.coeffs for leaf in group}
-                inner_rows, inner_cols = shared[-1].cols, cols
-            out.append(_Factor(side, shared, self.plan(inner, inner_rows, inner_cols),
-                               inner_rows))
         return tuple(out)
 
+    def _factor(self, group: list, side: str, n: int, rows: str, cols: str, full: bool):
+        """The ``_Factor`` of ``group`` (leaves) by its common prefix (side "L") or suffix
+        ("R") of length n, or None when the factored sum costs no less than the words built
+        one by one (estimated with the chain costs of ``_order`` and a pass per term)."""
+        word = group[0].word
+        if side == "R":
+            shared = word[len(word) - n:]
+            inner = {leaf.word[:len(leaf.word) - n]: leaf.coeffs for leaf in group}
+            inner_rows, inner_cols = rows, shared[0].rows
+        else:
+            shared = word[:n]
+            inner = {leaf.word[n:]: leaf.coeffs for leaf in group}
+            inner_rows, inner_cols = shared[-1].cols, cols
+        memo: dict = {}
+        chain = lambda w: self._order(w, memo)[0] if len(w) > 1 else 0.0  # noqa: E731
+        separate = sum(chain(leaf.word) + self._pass_cost(rows, cols) for leaf in group)
+        factored = (sum(chain(w) + self._pass_cost(inner_rows, inner_cols) for w in inner)
+                    + chain(shared) + self._factor_product(side, shared, inner_rows, inner_cols)
+                    + self._pass_cost(rows, cols))
+        if factored >= separate:
+            return None
+        return _Factor(side, shared, self.plan(inner, inner_rows, inner_cols, full),
+                       inner_rows, inner_cols)
+
+    def _factor_product(self, side: str, shared: tuple, rows: str, cols: str) -> float:
+        """The cost of (inner sum, ``rows`` × ``cols``) @ ``shared`` (side "R") or
+        ``shared`` @ (inner sum) (side "L")."""
+        outer = shared[-1].cols if side == "R" else shared[0].rows
+        return self.scale[rows] * self.scale[cols] * self.scale[outer]
+
     def prebuild(self, nodes: tuple) -> None:
-        """Build the shared words of a plan (before the traces, which may reuse them)."""
+        """Build the shared words and the words of a plan (before the traces, which may
+        reuse them)."""
         for node in nodes:
             if isinstance(node, _Factor):
                 self.word(node.shared)
                 self.prebuild(node.inner)
+            elif len(node.word) > 1 and not self.known(node.word):
+                self.word(node.word)
 
     def _constant_plan(self, nodes: tuple, rows: str) -> bool:
         """Whether a plan is data only (words and coefficients): a constant."""
@@ -299,13 +368,18 @@ class _Printer:
             and all(self._data(w) for traces, _ in n.coeffs for w in traces) for n in nodes)
 
     def emit(self, nodes: tuple, rows: str, size: str) -> list[str]:
-        """The terms (expressions) of a plan's sum; ``size`` is the identity's size."""
-        out = []
+        """The terms (expressions) of a plan's sum; ``size`` is the identity's size. The
+        data-only words with data-only coefficients add up to one constant term."""
+        data = [n for n in nodes if self._constant_plan((n,), rows)]
+        out = [self.constants.combination(tuple(data))] if data else []
         for node in nodes:
+            if node in data:
+                continue
             if isinstance(node, _Leaf):
+                self._pass(rows, node.word[-1].cols if node.word else rows)
                 coeff = _sum([self.scalar_term(t, k) for t, k in node.coeffs])
                 out.append(f"({coeff}) * "
-                           + (self.word(node.word) if node.word else f"np.eye({size})"))
+                           + (self.term(node.word) if node.word else f"np.eye({size})"))
                 continue
             if self._constant_plan(node.inner, node.rows):
                 inner = self.constants.combination(node.inner)
@@ -313,6 +387,7 @@ class _Printer:
                 inner_size = size if node.side == "R" else _SIZE[node.rows]
                 inner = self._new(_sum(self.emit(node.inner, node.rows, inner_size)), "r")
             shared = self.word(node.shared)
+            self.cost += self._factor_product(node.side, node.shared, node.rows, node.cols)
             out.append(f"{inner} @ {shared}" if node.side == "R" else f"{shared} @ {inner}")
         return out
 
@@ -381,6 +456,27 @@ def _index_code(block) -> str:
     return "[" + ", ".join(([str(block.head)] if block.head is not None else []) + parts) + "]"
 
 
+def _view_code(array: str, block) -> str:
+    """``block`` of ``array`` (a parameter or its gradient) as a view: the whole array, one
+    head (both contiguous) or a slice."""
+    if block.row_part is None and block.col_part is None:
+        return array if block.head is None else f"{array}[{block.head}]"
+    return f"{array}{_index_code(block)}"
+
+
+def _letter_code(block) -> str:
+    """The letter of ``block`` from its parameter: a view when contiguous, else a contiguous
+    copy of the slice (products are fastest on contiguous arrays)."""
+    view = _view_code(f"P_{_ident(block.param)}", block)
+    whole = block.row_part is None and block.col_part is None
+    return view if whole else f"np.ascontiguousarray({view})"
+
+
+def _target(block) -> str:
+    """The name of ``block``'s part of the gradient (a view of ``out``, ``_outputs``)."""
+    return f"D_{_ident(block.letter.name)}"
+
+
 def _generate(der: Derivation) -> _Polys:
     model = der.model
     coeffs: list = []
@@ -397,7 +493,7 @@ def _generate(der: Derivation) -> _Polys:
         header += [f"    P_{_ident(p.name)} = theta[pos:pos + {_size_code(p)}].reshape({_shape_code(p)})",
                    f"    pos += {_size_code(p)}"]
     for b in model.blocks():
-        header.append(f"    {b.letter.name} = np.ascontiguousarray(P_{_ident(b.param)}{_index_code(b)})")
+        header.append(f"    {b.letter.name} = {_letter_code(b)}")
     args = "theta, k, Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"
 
     def scalar_fn(name: str, poly: TracePoly) -> list[str]:
@@ -414,16 +510,28 @@ def _generate(der: Derivation) -> _Polys:
         return [f"def {name}({args}):"] + header + pr.lines + ["    return total", ""]
 
     def block_sums(pr: _Printer, pieces: list) -> list[list[str]]:
-        """The terms of each (rows, MatPoly) of ``pieces``, factored (``_Printer.plan``)."""
-        plans = []
+        """The terms of each (rows, MatPoly) of ``pieces``, factored (``_Printer.plan``):
+        with the words without thin letters factored too or not, whichever costs less
+        (counted on a trial copy of the printer, traces included)."""
+        sums = []
         for rows, g in pieces:
             terms: dict = {}
             for (traces, word), c in g.terms.items():
                 terms.setdefault(word, []).append((traces, k(c)))
-            plans.append(pr.plan({w: tuple(cs) for w, cs in terms.items()}, rows, g.cols))
-        for plan in plans:                   # open products first: traces may reuse them
-            pr.prebuild(plan)
-        return [pr.emit(plan, rows, _SIZE[rows]) for plan, (rows, _) in zip(plans, pieces)]
+            sums.append(({w: tuple(cs) for w, cs in terms.items()}, rows, g.cols))
+
+        def build(printer: _Printer, full: bool) -> list[list[str]]:
+            plans = [printer.plan(terms, rows, cols, full) for terms, rows, cols in sums]
+            for plan in plans:               # open products first: traces may reuse them
+                printer.prebuild(plan)
+            return [printer.emit(plan, rows, _SIZE[rows])
+                    for plan, (_, rows, _) in zip(plans, sums)]
+
+        trials = {}
+        for full in (True, False):
+            trials[full] = pr.clone()
+            build(trials[full], full)
+        return build(pr, min(trials, key=lambda f: (trials[f].cost, not f)))
 
     def grad_fn(name: str, grads: dict) -> list[str]:
         pr = _Printer(scale, consts)
@@ -436,26 +544,25 @@ def _generate(der: Derivation) -> _Polys:
                 raise ValueError("a gradient holds one expectation over the task")
         blocks = list(model.blocks())
         init = _Printer(scale)
-        init.lines = [f"    G_{_ident(p.name)} = np.zeros({_shape_code(p)}, dtype=theta.dtype)"
-                      for p in model.params]
+        init.lines = _outputs(model)
         chain = _chain_rule(der, pr, block_sums)
         if chain is not None:
             return ([f"def {name}({args}):"] + header + pr.lines + init.lines + chain
-                    + _flatten(model))
+                    + ["    return out", ""])
         fixed = block_sums(pr, [(b.letter.rows, split[b.letter.name][1]) for b in blocks])
         cut = len(pr.lines)                    # where the task loop (if any) starts
         for b, parts in zip(blocks, fixed):
-            init.add_up(f"G_{_ident(b.param)}{_index_code(b)}", parts)
+            init.add_up(_target(b), parts)
         loop = _Printer(scale)
         if any(split[n][0].terms for n in split):
             weight = pr.open_loops([W_TASK.name])
             loop.indent = pr.indent
             sums = block_sums(pr, [(b.letter.rows, split[b.letter.name][0]) for b in blocks])
             for b, parts in zip(blocks, sums):
-                loop.add_up(f"G_{_ident(b.param)}{_index_code(b)}", parts, weight)
+                loop.add_up(_target(b), parts, weight)
             pr.close_loops()
         return ([f"def {name}({args}):"] + header + pr.lines[:cut] + init.lines
-                + pr.lines[cut:] + loop.lines + _flatten(model))
+                + pr.lines[cut:] + loop.lines + ["    return out", ""])
 
     lines = scalar_fn("loss", der.loss_poly)
     lines += grad_fn("grad", der.gradient_poly)
@@ -471,13 +578,16 @@ def _generate(der: Derivation) -> _Polys:
     return _Polys(coeffs, "\n".join(lines) + FIXED_STEP_LOOP)
 
 
-def _flatten(model) -> list[str]:
-    """The gradient blocks G_<param> raveled into one flat vector (θ's layout)."""
-    out = ["    out = np.empty(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
+def _outputs(model) -> list[str]:
+    """The flat gradient ``out`` (θ's layout), zeroed, and each parameter's block G_<param> as a
+    view of it (the blocks are added up in place: no copies at the end)."""
+    out = ["    out = np.zeros(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
     for p in model.params:
-        out += [f"    out[pos:pos + G_{_ident(p.name)}.size] = G_{_ident(p.name)}.ravel()",
-                f"    pos += G_{_ident(p.name)}.size"]
-    return out + ["    return out", ""]
+        size = _size_code(p)
+        out += [f"    G_{_ident(p.name)} = out[pos:pos + {size}].reshape({_shape_code(p)})",
+                f"    pos += {size}"]
+    return out + [f"    {_target(b)} = {_view_code('G_' + _ident(b.param), b)}"
+                  for b in model.blocks()]
 
 
 def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
@@ -497,23 +607,22 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
     if set(split_by_letters(G, TASK_LETTERS)) - {frozenset()}:
         return None                          # finite task sets: the generic gradient
     blocks = {b.letter.name: b for b in der.model.blocks()}
-    target = lambda name: f"G_{_ident(blocks[name].param)}{_index_code(blocks[name])}"  # noqa: E731
-    pr.lines.append(f"    {M.name} = np.zeros((n_x, n_x), dtype=theta.dtype)")
+    target = lambda name: _target(blocks[name])  # noqa: E731
     factors = []
     for letters in heads.heads:
         u, rest = f"{letters[0]}[0, 0]", letters[1:]
         K = rest[0] if len(rest) == 1 else pr._new(f"{rest[0]}.T @ {rest[1]}", "k")
-        pr.lines.append(f"    {M.name} += {u} * {K}")
         factors.append((letters, u, K))
+    pr.lines.append(f"    {M.name} = " + _sum([f"{u} * {K}" for _, u, K in factors]))
     grad = pr._new(_sum(block_sums(pr, [("x", G)])[0]), "r")
     lines = []
     for letters, u, K in factors:
-        lines.append(f"    {target(letters[0])} += np.sum({K} * {grad})")
-        if len(letters) == 2:
-            lines.append(f"    {target(letters[1])} += {u} * {grad}")
+        lines.append(f"    {target(letters[0])} += np.dot({K}.ravel(), {grad}.ravel())")
+        if len(letters) == 2:           # each letter's block written once: in place
+            lines.append(f"    np.multiply({grad}, {u}, {target(letters[1])})")
         else:
-            lines += [f"    {target(letters[1])} += {u} * ({letters[2]} @ {grad}.T)",
-                      f"    {target(letters[2])} += {u} * ({letters[1]} @ {grad})"]
+            lines += [f"    np.multiply({letters[2]} @ {grad}.T, {u}, {target(letters[1])})",
+                      f"    np.multiply({letters[1]} @ {grad}, {u}, {target(letters[2])})"]
     return lines
 
 
@@ -855,13 +964,17 @@ class CompiledFlow:
         return self._finite(self._eval("grad", theta), theta)
 
     def _eval(self, name: str, theta):
+        kernel, args = self._fns[name], self._args(theta)
+        if self._child is None and self.backend == "numba":
+            return kernel(*args)                    # compiled: no floating-point warnings
         with np.errstate(over="ignore", invalid="ignore"):    # overflow: see ``_finite``
-            return self._fns[name](*self._args(theta))
+            return kernel(*args)
 
     def _finite(self, value, theta):
         """``value`` if finite. A NaN or ∞ from finite θ means float64 overflowed: the data's
-        scale is blamed when θ scaled to entries of at most 1 overflows too, else θ."""
-        if np.all(np.isfinite(value)):
+        scale is blamed when θ scaled to entries of at most 1 overflows too, else θ. (A finite
+        sum, one pass without a temporary, means every entry is finite.)"""
+        if np.isfinite(np.sum(value)) or np.isfinite(value).all():
             return value
         top = float(np.abs(theta).max())
         if top <= 1 or not np.all(np.isfinite(self._eval("grad", theta / top))):
