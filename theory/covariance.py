@@ -250,7 +250,7 @@ def covariance_cost(der: Derivation) -> int:
     >>> from icldyn.theory.covariance import covariance_cost
     >>> data = ICLData(d=2, N=4)
     >>> [covariance_cost(derive(m, data)) for m in (models.Merged(2), models.FullLSA(2))]
-    [4800, 1382984]
+    [4296, 1154368]
     """
     return _cost(*_directional(der))
 

@@ -310,6 +310,25 @@ def expect_products(left, right, law: GaussianLaw, N, exchange: tuple | None = N
     ------
     InputError
         When ``exchange`` is given and ``right`` is not ``left`` with the letters exchanged.
+
+    Examples
+    --------
+    E[(Σ_i x_iᵀ B x_q)(Σ_j x_jᵀ C x_q)] = N E[x_qᵀ Bᵀ Λ C x_q] = N tr(B Λ Cᵀ Λ) (only i = j
+    pairs):
+
+    >>> import sympy as sp
+    >>> from icldyn.theory.data import x
+    >>> from icldyn.theory.gaussian import (GaussianLaw, Monomial, Segment, VectorCov,
+    ...                                     expect_products)
+    >>> from icldyn.theory.words import Mat
+    >>> L, B, C = Mat("L", symmetric=True), Mat("B"), Mat("C")
+    >>> law = GaussianLaw(vectors={"x": VectorCov("x", L)})
+    >>> a = Monomial(1, ("i",), (Segment(x("i"), (B,), x("q")),))
+    >>> b = Monomial(1, ("i",), (Segment(x("i"), (C,), x("q")),))
+    >>> expect_products([a], [b], law, sp.Symbol("N")).to_sympy()
+    N*Trace(B*L*C.T*L)
+    >>> expect_products([a], [b], law, 3, exchange=("B", "C")).to_sympy()   # b is a with B ↔ C
+    3*Trace(B*L*C.T*L)
     """
     left, right = list(left), list(right)
     if exchange is not None and right != [_exchanged(a, exchange) for a in left]:

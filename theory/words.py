@@ -973,6 +973,14 @@ def exchange_letters(word: tuple, a: str, b: str) -> tuple:
     Returns
     -------
     tuple of letters
+
+    Examples
+    --------
+    >>> from icldyn.theory.words import Mat, exchange_letters
+    >>> A, B, L = Mat("A"), Mat("B"), Mat("L", symmetric=True)
+    >>> word = exchange_letters((A, L, B.transpose()), "A", "B")       # A Λ Bᵀ → B Λ Aᵀ
+    >>> [(letter.name, letter.T) for letter in word]
+    [('B', False), ('L', False), ('A', True)]
     """
     spare = "\0" + a + b                       # a name no letter has
     return _rename_word(_rename_word(_rename_word(word, a, spare), b, a), spare, b)

@@ -187,6 +187,19 @@ def encode(flow, cov: CompiledCovariance | None) -> tuple:
     InputError
         For a covariance with a letter that is no matrix (non-Gaussian tasks), or letters
         whose θ entries repeat (a block could not be added entry by entry).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> from icldyn.numerics.noise.covariance import compile_covariance
+    >>> from icldyn.numerics.noise.smeloop import encode
+    >>> flow = compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))),
+    ...                     backend="numpy")
+    >>> lv, words, traces, code, gather, *_ = encode(flow, compile_covariance(flow))
+    >>> lv.shape, gather.shape           # the padded letters; one gather row per θ entry (u, q)
+    ((3, 1, 1), (2, 4))
     """
     positions = flow.letter_positions()
     names: dict = {}            # letter name -> index
@@ -289,5 +302,16 @@ def kernels(flow) -> dict:
     -------
     dict
         {kernel name: Numba dispatcher}; ``sme_steps`` runs the steps between two records.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> from icldyn.numerics.noise.smeloop import kernels
+    >>> flow = compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))),
+    ...                     backend="numpy")
+    >>> sorted(kernels(flow))[-4:]       # dispatchers: Numba compiles on the first call
+    ['sme_path', 'sme_root', 'sme_steps', 'sme_words']
     """
     return _compile(flow.source + SME_KERNELS, "numba")
