@@ -195,16 +195,18 @@ class ModeReduction:
             a_α per mode (30-digit mpmath floats).
         """
         subs = {} if N is None else {N_SYM: N}
-        # the critical points form curves (the rescaling p → αp, q → q/α of every mode
-        # together), where Newton's Jacobian is singular: solve on the slice q_0 = p_0, which
-        # every curve crosses, for the critical points of the loss restricted to it
-        loss = self.loss.subs(subs).subs(self.q[0], self.p[0])
-        variables = list(self.p) + list(self.q[1:])
-        start = [sp.sqrt(self.fixed_point(k).subs(subs)) for k in range(len(self.p))]
-        grad = [sp.diff(loss, v) for v in variables]
-        root = sp.nsolve(grad, variables, [float(x) for x in start + start[1:]], tol=1e-20,
-                         prec=30)
-        p, q = list(root[:len(self.p)]), [root[0]] + list(root[len(self.p):])
+        loss = self.loss.subs(subs)
+        start = [float(sp.sqrt(self.fixed_point(k).subs(subs))) for k in range(len(self.p))]
+        p, q = list(self.p), list(self.q)
+        try:
+            root = _newton(loss, p + q, start * 2)
+        except (ValueError, ZeroDivisionError):
+            # the critical points form curves (the rescaling p → αp, q → q/α of every mode
+            # together), where Newton's Jacobian is singular: solve again on the slice
+            # q_0 = p_0, which every curve crosses
+            root = _newton(loss.subs(q[0], p[0]), p + q[1:], start + start[1:])
+            root = root[:len(p)] + [root[0]] + root[len(p):]
+        p, q = root[:len(p)], root[len(p):]
         return [a * b for a, b in zip(p, q)]
 
     def saddle_growth_rates(self) -> list:
@@ -487,3 +489,9 @@ def single_head(model) -> tuple | None:
     if heads is None or heads.rank is not None or len(heads.heads) != 1:
         return None
     return heads.heads[0]
+
+
+def _newton(loss: sp.Expr, variables: list, start: list) -> list:
+    """A zero of ∇loss near ``start`` by mpmath's Newton (30 digits, tolerance 1e-20)."""
+    grad = [sp.diff(loss, v) for v in variables]
+    return list(sp.nsolve(grad, variables, start, tol=1e-20, prec=30))
