@@ -315,3 +315,15 @@ def test_classify_refuses_a_kind_without_evidence():
     fake = FixedPointSet("fake", [], {}, 0, 0, kind="minimum")
     with pytest.raises(ArithmeticError, match="without evidence"):
         classify(der, lambda point: None, [fake])
+
+
+def test_critical_params_names_a_letter_without_a_value():
+    from icldyn.theory.errors import InputError
+    from icldyn.theory.landscape import critical_params
+
+    der = derive(models.MultiHead(1, heads=2), ICLData(d=1, N=4))
+    one = sp.Matrix([[1]])
+    assert critical_params(der, {"V0": one, "Q0": one, "V1": one, "Q1": one})["V"].shape \
+        == (2, 1, 1)
+    with pytest.raises(InputError, match="letters: no value for Q1; give one per letter"):
+        critical_params(der, {"V0": one, "Q0": one, "V1": one})

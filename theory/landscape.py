@@ -230,6 +230,11 @@ def critical_params(der: Derivation, letters: dict) -> dict:
     dict
         {parameter name: sympy Matrix or Array}.
 
+    Raises
+    ------
+    InputError
+        When a letter (block) of the model has no value in ``letters``.
+
     Examples
     --------
     >>> import sympy as sp
@@ -240,11 +245,16 @@ def critical_params(der: Derivation, letters: dict) -> dict:
     >>> critical_params(der, {"V0": 2 * one, "Q0": 3 * one, "V1": 0 * one, "Q1": 0 * one})
     {'V': [[[2]], [[0]]], 'Q': [[[3]], [[0]]]}
     """
+    blocks = der.model.blocks()
+    missing = [b.letter.name for b in blocks if b.letter.name not in letters]
+    if missing:
+        raise InputError("letters", f"no value for {', '.join(missing)}; give one per letter of "
+                         f"{der.model!r}: {', '.join(b.letter.name for b in blocks)}")
     sizes, params = der.model.sizes(), {}
     for p in der.model.params:
         params[p.name] = np.zeros(p.shape(sizes), dtype=object)
         params[p.name][...] = sp.Integer(0)
-    for b in der.model.blocks():
+    for b in blocks:
         block = params[b.param][b.index(sizes)]
         value = letters[b.letter.name]
         for i in range(value.rows):
