@@ -653,6 +653,8 @@ def _trajectories(der: Derivation, source: str, n_coeffs: int) -> str:
     Numba kernels are compiled)."""
     conserved, model = len(der.conserved), der.model
     sizes = model.sizes()
+    if max(sizes.values()) > loops.SMALL:
+        return loops.fixed_step_source("fixed_step", conserved, RUNAWAY, loops=False)
     d, d_y = sizes["x"], sizes["y"]
     rng = np.random.default_rng(0)
     square = lambda: rng.standard_normal((d, d))  # noqa: E731
@@ -665,7 +667,7 @@ def _trajectories(der: Derivation, source: str, n_coeffs: int) -> str:
     module = {"np": np, **helpers}
     exec(source, module)
     args["consts"] = module["constants"](*(args[n] for n in ("k", "Lambda", "Sigma_w", "U", "c")))
-    lowered = loops.lower(source, args, helpers, sizes)
+    lowered = loops.lower(source, args, helpers)
     if lowered is None:
         return loops.fixed_step_source("fixed_step", conserved, RUNAWAY, loops=False)
     code, slots, side = lowered

@@ -82,11 +82,19 @@ class _Lowering:
         self.side = 1                  # the largest matrix side seen (the slices' size)
         self.fresh = 0
         self.outputs: list[str] = []   # arrays the caller passes in (``np.zeros`` in the source)
+        self.memo: dict = {}
 
     # --- values and names ------------------------------------------------------------------
     def value(self, node: ast.AST):
-        expression = ast.fix_missing_locations(ast.Expression(node))
-        return eval(compile(expression, "<lower>", "eval"), self.ns)
+        """The stand-in value of an expression (once per node and statement: the names it
+        reads are not reassigned within a statement)."""
+        key = id(node)
+        if key not in self.memo:
+            if not hasattr(node, "lineno"):             # built here, not parsed
+                ast.fix_missing_locations(node)
+            value = eval(compile(ast.Expression(node), "<lower>", "eval"), self.ns)
+            self.memo[key] = (node, value)               # the node kept: its id stays its own
+        return self.memo[key][1]
 
     def is_matrix(self, node: ast.AST) -> bool:
         value = self.value(node)
@@ -113,12 +121,13 @@ class _Lowering:
     def leaf(self, node: ast.AST) -> ast.AST:
         """``node`` as a name (or a transpose of one) the loops can index: a computed operand
         goes to a work slice first."""
-        if isinstance(node, ast.Name) or (isinstance(node, ast.Attribute) and node.attr == "T"
-                                          and isinstance(self.leaf(node.value), ast.Name)):
+        if isinstance(node, ast.Name):
             return node
+        if isinstance(node, ast.Attribute) and node.attr == "T":
+            return ast.Attribute(self.leaf(node.value), "T", ast.Load())
         if _is_view(node):
             target = self.name("v")
-            self.emit(f"{target} = {ast.unparse(_Strip().visit(node))}")
+            self.emit(f"{target} = {ast.unparse(_Strip().visit(_copy(node)))}")
             self.ns[target] = self.value(node)
             return ast.Name(target, ast.Load())
         target = self.name("w")
@@ -134,7 +143,10 @@ class _Lowering:
         if isinstance(node, ast.Attribute) and node.attr == "T":
             return self.entry(node.value, j, i)
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult)):
-            sides = [self.entry(x, i, j) if self.is_matrix(x) else self.scalar(x)
+            matrices = [x for x in (node.left, node.right) if self.is_matrix(x)]
+            if len({self.shape(x) for x in matrices}) > 1:
+                raise _Unsupported(ast.unparse(node))        # broadcasting
+            sides = [self.entry(x, i, j) if x in matrices else self.scalar(x)
                      for x in (node.left, node.right)]
             op = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}[type(node.op)]
             return f"({sides[0]} {op} {sides[1]})"
@@ -144,8 +156,9 @@ class _Lowering:
             return f"(1.0 if {i} == {j} else 0.0)"
         if _call_name(node) == "np.ascontiguousarray":
             return self.entry(node.args[0], i, j)
-        if isinstance(node, (ast.BinOp, ast.Call, ast.Subscript)):
-            return self.entry(self.leaf(node), i, j)
+        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult)
+                or _call_name(node) == "_eigdiag" or _is_view(node)):
+            return self.entry(self.leaf(node), i, j)         # computed (or selected) first
         raise _Unsupported(ast.unparse(node))
 
     def matrix_into(self, target: str, node: ast.AST, fresh: bool, op: str = "=") -> None:
@@ -156,10 +169,9 @@ class _Lowering:
         if op == "=" and _call_name(node) == "_eigdiag":
             return self.eigdiag(target, node, fresh)
         rows, cols = self.shape(node)
-        if self.is_matrix(node):
-            body = self.entry(node, "_i", "_j")
-        else:                                   # a scalar added to every entry
-            body = self.scalar(node)
+        if not fresh and self.shape(ast.Name(target, ast.Load())) != (rows, cols):
+            raise _Unsupported(ast.unparse(node))            # broadcasting
+        body = self.entry(node, "_i", "_j")
         if fresh:
             self.slot(target)
         self.emit(f"for _i in range({rows}):")
@@ -260,6 +272,7 @@ class _Lowering:
 
     # --- statements --------------------------------------------------------------------------
     def statement(self, stmt: ast.stmt) -> None:
+        self.memo = {}
         if isinstance(stmt, ast.For):
             self.emit(f"for {ast.unparse(stmt.target)} in {ast.unparse(stmt.iter)}:")
             self.ns[ast.unparse(stmt.target)] = 0        # the stand-in: the first draw
@@ -328,7 +341,7 @@ def _copy(node: ast.AST) -> ast.AST:
         else ast.parse(ast.unparse(node), mode="eval").body
 
 
-def lower(source: str, args: dict, helpers: dict, sizes: dict) -> tuple[str, int, int] | None:
+def lower(source: str, args: dict, helpers: dict) -> tuple[str, int, int] | None:
     """The small-d loop form of a generated module's trajectory kernels: for each of ``loss``,
     ``grad`` and ``conserved_i``, a kernel ``<name>_loops`` that takes the work array after θ
     (and ``grad``'s output vector before it) and allocates nothing.
@@ -341,15 +354,13 @@ def lower(source: str, args: dict, helpers: dict, sizes: dict) -> tuple[str, int
         Stand-in arguments of the kernels ({argument name: value}) at the model's sizes.
     helpers : dict
         Names the source calls besides NumPy (``_eigdiag``).
-    sizes : dict
-        The model's spaces and their sizes: lowered only when every size is at most
-        ``SMALL``.
 
     Returns
     -------
     tuple or None
-        (source of the loop kernels, number of work slices, their side) — None when a space
-        is larger than ``SMALL`` or a statement has no loop form.
+        (source of the loop kernels, number of work slices, their side) — None when a
+        statement has no loop form (``codegen`` lowers only models whose spaces are at most
+        ``SMALL``).
 
     Examples
     --------
@@ -357,7 +368,7 @@ def lower(source: str, args: dict, helpers: dict, sizes: dict) -> tuple[str, int
     >>> from icldyn.numerics.compiled.loops import lower
     >>> source = ("def loss(theta, A):\\n    m0 = A @ A.T\\n    s1 = np.sum(m0 * m0)\\n"
     ...           "    return s1\\n")
-    >>> code, slots, side = lower(source, {"A": np.ones((2, 3))}, {}, {"x": 2})
+    >>> code, slots, side = lower(source, {"A": np.ones((2, 3))}, {})
     >>> print(code.rstrip())
     def loss_loops(theta, work, A):
         m0 = work[0]
@@ -375,11 +386,10 @@ def lower(source: str, args: dict, helpers: dict, sizes: dict) -> tuple[str, int
         return s1
     >>> (slots, side)                  # one 3 × 3 work slice (m0 is 2 × 2 in its corner)
     (1, 3)
-    >>> lower(source, {"A": np.ones((2, 3))}, {}, {"x": 16}) is None    # large: BLAS
+    >>> lower(source.replace("A @ A.T", "np.exp(A @ A.T)"), {"A": np.ones((2, 3))},
+    ...       {}) is None                     # a call with no loop form: the array kernels
     True
     """
-    if max(sizes.values()) > SMALL:
-        return None
     tree = ast.parse(source)
     defs = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
     names = [n for n in defs if n in KERNELS or n.startswith("conserved_")]
