@@ -652,9 +652,23 @@ def _trajectories(der: Derivation, source: str, n_coeffs: int) -> str:
     kernels (Numba) and ``fixed_step_arrays`` the array ones (NumPy: what runs until the
     Numba kernels are compiled)."""
     conserved, model = len(der.conserved), der.model
-    sizes = model.sizes()
-    if max(sizes.values()) > loops.SMALL:
+    helpers = {"_eigdiag": eigdiag}
+    lowered = None
+    if max(model.sizes().values()) <= loops.SMALL:
+        lowered = loops.lower(source, _stand_ins(model, source, n_coeffs, helpers), helpers)
+    if lowered is None:
         return loops.fixed_step_source("fixed_step", conserved, RUNAWAY, loops=False)
+    code, slots, side = lowered
+    return (code + loops.fixed_step_source("fixed_step", conserved, RUNAWAY, True,
+                                           (slots, side, side))
+            + "\n" + loops.fixed_step_source("fixed_step_arrays", conserved, RUNAWAY, False))
+
+
+def _stand_ins(model, source: str, n_coeffs: int, helpers: dict) -> dict:
+    """Random arguments of the generated kernels at the model's sizes (what ``loops.lower``
+    evaluates the statements on): θ, k, the data arrays, one task draw, and the constants the
+    source's ``constants`` makes of them."""
+    sizes = model.sizes()
     d, d_y = sizes["x"], sizes["y"]
     rng = np.random.default_rng(0)
     square = lambda: rng.standard_normal((d, d))  # noqa: E731
@@ -663,17 +677,10 @@ def _trajectories(der: Derivation, source: str, n_coeffs: int) -> str:
             "U": square(), "c": rng.standard_normal(d),
             "tasks": rng.standard_normal((1, d_y, d)), "task_weights": np.ones(1),
             "dims": np.array([d_y, sizes.get("r", 0)])}
-    helpers = {"_eigdiag": eigdiag}
     module = {"np": np, **helpers}
     exec(source, module)
     args["consts"] = module["constants"](*(args[n] for n in ("k", "Lambda", "Sigma_w", "U", "c")))
-    lowered = loops.lower(source, args, helpers)
-    if lowered is None:
-        return loops.fixed_step_source("fixed_step", conserved, RUNAWAY, loops=False)
-    code, slots, side = lowered
-    return (code + loops.fixed_step_source("fixed_step", conserved, RUNAWAY, True,
-                                           (slots, side, side))
-            + "\n" + loops.fixed_step_source("fixed_step_arrays", conserved, RUNAWAY, False))
+    return args
 
 
 def _size_code(param) -> str:
