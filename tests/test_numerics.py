@@ -323,7 +323,7 @@ def test_loop_kernels_step_as_the_array_kernels(case):
         np.testing.assert_allclose(rows, ref_rows, rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(seen, ref_seen, rtol=1e-13, atol=1e-15)
         np.testing.assert_allclose(seen, flow.observe(rows), rtol=1e-13, atol=1e-15)
-    loops = flow.source[flow.source.index("def loss_loops"):flow.source.index("def fixed_step(")]
+    loops = flow.source[flow.source.index("def loop_loss"):flow.source.index("def fixed_step(")]
     assert " @ " not in loops and "np." not in loops        # no BLAS call, no allocation
 
 
@@ -332,7 +332,7 @@ def test_large_d_keeps_the_array_kernels():
     from icldyn.numerics.compiled.loops import SMALL
     d = SMALL + 1
     flow = compile_flow(derive(models.Merged(d), ICLData(d=d, N=5, Lambda=np.eye(d))), "numpy")
-    assert "_loops" not in flow.source and "fixed_step_arrays" not in flow._fns
+    assert "def loop_" not in flow.source and "fixed_step_arrays" not in flow._fns
     gd = gradient_descent(flow, {"V": 0.1, "Q": 0.1}, lr=0.05, steps=4, every=2)
     np.testing.assert_allclose(gd.loss, flow.observe(gd.theta)[:, 0], rtol=1e-15)
 
@@ -350,3 +350,14 @@ def test_compiled_trajectories_match_the_array_kernels():
         a, b = run(fast), run(ref)
         for x, y in ((a.theta, b.theta), (a.loss, b.loss), (a.conserved, b.conserved)):
             np.testing.assert_allclose(x, y, rtol=1e-13, atol=1e-15)
+
+
+def test_the_warm_up_examples_fit_their_kernels():
+    """Each kernel the warm-up child compiles takes its example arguments (the loop kernels,
+    named ``loop_*``, are not taken for ``conserved_i``): called here with NumPy."""
+    flow = compile_flow(derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.eye(2))), "numpy")
+    examples = flow._examples()
+    assert "fixed_step" in examples and not any(name.startswith("loop_") for name in examples)
+    for name, calls in examples.items():
+        for args in calls:
+            flow._fns[name](*args)

@@ -343,7 +343,7 @@ def _copy(node: ast.AST) -> ast.AST:
 
 def lower(source: str, args: dict, helpers: dict) -> tuple[str, int, int] | None:
     """The small-d loop form of a generated module's trajectory kernels: for each of ``loss``,
-    ``grad`` and ``conserved_i``, a kernel ``<name>_loops`` that takes the work array after θ
+    ``grad`` and ``conserved_i``, a kernel ``loop_<name>`` that takes the work array after θ
     (and ``grad``'s output vector before it) and allocates nothing.
 
     Parameters
@@ -370,7 +370,7 @@ def lower(source: str, args: dict, helpers: dict) -> tuple[str, int, int] | None
     ...           "    return s1\\n")
     >>> code, slots, side = lower(source, {"A": np.ones((2, 3))}, {})
     >>> print(code.rstrip())
-    def loss_loops(theta, work, A):
+    def loop_loss(theta, work, A):
         m0 = work[0]
         for _i in range(2):
             for _j in range(2):
@@ -405,7 +405,7 @@ def lower(source: str, args: dict, helpers: dict) -> tuple[str, int, int] | None
             return None
         slots, side = max(slots, lowering.slots), max(side, lowering.side)
         head = [params[0], *lowering.outputs, "work", *params[1:]]
-        out += [f"def {name}_loops({', '.join(head)}):", *lowering.lines, ""]
+        out += [f"def loop_{name}({', '.join(head)}):", *lowering.lines, ""]
     return "\n".join(out) + "\n", max(slots, 1), side
 
 
@@ -416,7 +416,7 @@ def fixed_step_source(name: str, conserved: int, runaway: float, loops: bool,
     ``steps`` times, with θ, the loss and the ``conserved`` quantities recorded every
     ``every`` steps; it stops at the first step whose θ is not finite or exceeds ``runaway``
     in magnitude (the rows recorded before it are returned). With ``loops`` it calls the
-    ``*_loops`` kernels of ``lower`` on buffers allocated once, and steps entry by entry;
+    ``loop_*`` kernels of ``lower`` on buffers allocated once, and steps entry by entry;
     otherwise the array kernels, a step by whole-array operations. Both do the same floating-
     point operations in the same order (a GD step is θ + h·(−∇L)).
 
@@ -450,8 +450,8 @@ def fixed_step_source(name: str, conserved: int, runaway: float, loops: bool,
     (array([1.    , 0.25  , 0.0625]), array([1.        , 0.0625    , 0.00390625]), 4)
     """
     data = "Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"
-    suffix, extra = ("_loops", "work, ") if loops else ("", "")
-    calls = [f"loss{suffix}"] + [f"conserved_{i}{suffix}" for i in range(conserved)]
+    prefix, extra = ("loop_", "work, ") if loops else ("", "")
+    calls = [f"{prefix}loss"] + [f"{prefix}conserved_{i}" for i in range(conserved)]
 
     def record(row: str, at: str) -> list[str]:
         return [f"{at}out[{row}] = theta"] + [
@@ -470,7 +470,7 @@ def fixed_step_source(name: str, conserved: int, runaway: float, loops: bool,
                   " np.empty(size), np.empty(size))"]
     lines += record("0", "    ") + ["    for n in range(1, steps + 1):"]
     if loops:
-        grad = lambda at, g: f"grad_loops({at}, {g}, work, k, *data)"  # noqa: E731
+        grad = lambda at, g: f"loop_grad({at}, {g}, work, k, *data)"  # noqa: E731
         lines += [
             f"        {grad('theta', 'k1')}",
             "        if rk4:",
