@@ -172,7 +172,8 @@ _EXTENSION = textwrap.dedent("""
     from icldyn.numerics import compile_flow
     from icldyn.numerics.compiled.codegen import Extension
     from icldyn.theory import ICLData, derive, models
-    ext = Extension("def descent(theta, lr, k, *data):\\n    return theta - lr * grad(theta, k, *data)\\n",
+    ext = Extension("def descent(theta, lr, k, *data):\\n"
+                    "    return theta - lr * grad(theta, k, *data)\\n",
                     lambda flow, data: {"descent": [(np.zeros(flow.size), 0.1, *data)]})
     flow = compile_flow(derive(models.Merged(2), ICLData(d=2, N=5, Lambda=np.eye(2))), "numba",
                         extensions=[ext])

@@ -931,7 +931,7 @@ class CompiledFlow:
         >>> flow.extension(Extension("def loss(theta):\\n    return 0.0\\n", lambda f, d: {}))
         Traceback (most recent call last):
             ...
-        icldyn.theory.errors.InputError: extension: its source defines loss, the flow's own kernels; rename them
+        icldyn.theory.errors.InputError: extension: its source defines loss, the flow's own ...
         """
         if not isinstance(extension, Extension):
             raise InputError("extension", f"must be a codegen.Extension, got {extension!r}")
