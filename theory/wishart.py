@@ -29,7 +29,6 @@ Both stages are exact for every N; ``expect_products_by_context`` chains them.
 
 from __future__ import annotations
 
-from collections import defaultdict
 
 
 from .data import LAMBDA
