@@ -34,7 +34,7 @@ import sympy as sp
 from ...theory.data import N_SYM, SIGMA, W_COPY, W_TASK
 from ...theory.derive import Derivation
 from ...theory.errors import InputError
-from ...theory.words import (DIMS, Dg, TracePoly, split_by_letters,
+from ...theory.words import (DIMS, Dg, Mat, TracePoly, split_by_letters,
                              transpose_word)
 from ...theory.params import as_arrays
 from ...theory.productform import product_loss
@@ -82,13 +82,14 @@ def eigdiag(Y, U, c):
     return (U * v) @ U.T
 
 
-DATA_LETTERS = ("Lambda", "Sigma_w")
+DATA_LETTERS = ("Lambda", "Sigma_w", "U")
 TASK_LETTERS = (W_TASK.name, W_COPY.name)       # draws from a finite task set
 
 
 def _is_data(letter) -> bool:
-    """Letters fixed by the data (symmetric): Λ, Σ_w, and Dg of a data-only word."""
-    if isinstance(letter, Dg):
+    """Letters fixed by the data: Λ, Σ_w, U (the eigenbasis path), and Dg (or a diagonal
+    letter) of a data-only word."""
+    if isinstance(letter, (Dg, _Diag)):
         return all(_is_data(a) for a in letter.inner)
     return letter.name in DATA_LETTERS
 
@@ -202,6 +203,7 @@ class _Printer:
         if isinstance(letter, Dg):
             inner = self.word(letter.inner) if letter.inner else "np.eye(U.shape[0])"
             name = self._new(f"_eigdiag({inner}, U, c)", "g")
+            self.cost += 2.0                    # ``eigdiag``: two products
         elif letter.T:
             name = self._new(f"{letter.name}.T", "t")        # a view (BLAS takes either order)
         else:
@@ -400,6 +402,201 @@ class _Printer:
         return self.names[key]
 
 
+@dataclass(frozen=True)
+class _Diag:
+    """A diagonal letter of Λ's eigenbasis (a vector in the generated code): diag(c ∘ diag(W))
+    (``weighted``: Dg's middle factor, Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ) or diag(diag(W)) (Λ's
+    eigenvalues, W = UᵀΛU), for a word ``inner`` of the eigenbasis path."""
+
+    inner: tuple
+    weighted: bool
+    rows = "x"
+    cols = "x"
+
+    def transpose(self) -> "_Diag":
+        return self
+
+
+_U, _UT = Mat("U"), Mat("U", T=True)
+_S = _Diag((_UT, Mat("Lambda", symmetric=True), _U), False)
+
+
+def _diagonal(word: tuple) -> bool:
+    """Whether a (non-empty) word is a product of diagonal letters (a vector)."""
+    return all(isinstance(a, _Diag) for a in word)
+
+
+def _eigen_word(word: tuple) -> tuple:
+    """``word`` with Λ = U S Uᵀ and Dg(Y) = U diag(c ∘ diag(Uᵀ Y U)) Uᵀ written out (inner words
+    too), adjacent U Uᵀ and Uᵀ U cancelled (U is orthogonal): products with Λ and Dg become
+    scalings in the eigenbasis, and a parameter letter X meets U only as X U or Uᵀ X U."""
+    out: list = []
+    for a in word:
+        if isinstance(a, Dg):
+            inner = _eigen_word((_UT,) + tuple(a.inner) + (_U,))
+            seg = (_U, _Diag(inner, True), _UT)
+        elif a.name == "Lambda":
+            seg = (_U, _S, _UT)
+        else:
+            seg = (a,)
+        for b in seg:
+            if out and {b, out[-1]} == {_U, _UT}:
+                out.pop()
+            else:
+                out.append(b)
+    return tuple(out)
+
+
+def _eigen_trace(word: tuple) -> tuple:
+    """tr(word) in the eigenbasis: ``_eigen_word`` with U … Uᵀ at the ends cancelled
+    (tr(U X Uᵀ) = tr(X))."""
+    word = _eigen_word(word)
+    while len(word) > 2 and {word[0], word[-1]} == {_U, _UT}:
+        word = word[1:-1]
+    return word
+
+
+class _EigenPrinter(_Printer):
+    """The printer of the eigenbasis path: words over parameter letters, U, Uᵀ and diagonal
+    letters (``_Diag``, vectors in the code). A product with a diagonal letter is a scaling (one
+    element-wise pass), diag(A B) = Σ_j A_ij B_ji costs a pass, and traces and diagonals are
+    split where the products they need (shared with what is built already) cost least."""
+
+    def letter(self, letter) -> str:
+        if not isinstance(letter, _Diag) or letter in self.names or self._data((letter,)):
+            return super().letter(letter)
+        diag = self.diagonal(letter.inner)
+        self.names[letter] = self._new(f"c * {diag}" if letter.weighted else diag, "g")
+        return self.names[letter]
+
+    def word(self, word: tuple) -> str:
+        if len(word) == 1 or self._data(word) or ("word", word) in self.names:
+            return super().word(word)
+        flipped = self.names.get(("word", transpose_word(word)))
+        if flipped is not None:
+            self.names[("word", word)] = self._new(f"{flipped}.T", "t")
+            return self.names[("word", word)]
+        cut = self._order(word, {})[1]
+        self.cost += self._cut_cost(word, cut)
+        head, tail = word[:cut], word[cut:]
+        a, b = self.word(head), self.word(tail)
+        if _diagonal(head) and not _diagonal(tail):
+            expr = f"{a}.reshape((-1, 1)) * {b}"
+        else:
+            expr = f"{a} * {b}" if _diagonal(head) or _diagonal(tail) else f"{a} @ {b}"
+        self.names[("word", word)] = self._new(expr, "m")
+        return self.names[("word", word)]
+
+    @classmethod
+    def adopt(cls, printer: _Printer) -> "_EigenPrinter":
+        """A copy of ``printer`` (and of its constants) as an eigenbasis printer."""
+        new = printer.clone()
+        new.__class__ = cls
+        if new.constants is not None:
+            new.constants.__class__ = cls
+        return new
+
+    def _factor(self, group: list, side: str, n: int, rows: str, cols: str, full: bool):
+        word = group[0].word
+        shared = word[len(word) - n:] if side == "R" else word[:n]
+        return None if _diagonal(shared) else super()._factor(group, side, n, rows, cols, full)
+
+    def term(self, word: tuple) -> str:
+        if word and _diagonal(word):
+            return f"np.diag({self.word(word)})"
+        return super().term(word)
+
+    def _cut_cost(self, word: tuple, cut: int) -> float:
+        head, tail = word[:cut], word[cut:]
+        if _diagonal(head) and _diagonal(tail):
+            return 0.0
+        if _diagonal(head) or _diagonal(tail):
+            return self._pass_cost(word[0].rows, word[-1].cols)
+        return self.scale[word[0].rows] * self.scale[word[cut - 1].cols] * self.scale[word[-1].cols]
+
+    def _order(self, word: tuple, memo: dict) -> tuple:
+        if word not in memo and self.known(word):
+            memo[word] = 0.0, None
+        if word not in memo:
+            memo[word] = min((self._order(word[:cut], memo)[0] + self._order(word[cut:], memo)[0]
+                              + self._cut_cost(word, cut), cut) for cut in range(1, len(word)))
+        return memo[word]
+
+    def _split(self, candidates) -> tuple:
+        """The cheapest (head, tail) of ``candidates``: the products of the head, then those of
+        the tail given the head's (its sub-words and their transposes are then known)."""
+        best = None
+        for head, tail in candidates:
+            memo: dict = {}
+            cost = self._order(head, memo)[0]
+            after = dict.fromkeys(_built(head, memo), (0.0, None))
+            after.update({transpose_word(w): v for w, v in after.items()})
+            cost += self._order(tail, after)[0] if len(tail) > 1 else 0.0
+            if best is None or cost < best[0]:
+                best = cost, head, tail
+        return best[1:]
+
+    def _pair(self, head: tuple, tail: tuple, reduce: str) -> str:
+        """Σ_j H_ij T_ji summed over i too (``reduce`` "": a trace) or per i (", axis=1": a
+        diagonal), element-wise; a diagonal factor as a vector."""
+        h, t = self.word(head), self.word(transpose_word(tail))
+        if _diagonal(head) or _diagonal(tail):
+            h = h if _diagonal(head) else f"np.diag({h})"
+            t = t if _diagonal(tail) else f"np.diag({t})"
+        else:
+            self._pass(head[0].rows, head[-1].cols)
+        return f"np.sum({h} * {t}{reduce})"
+
+    def trace(self, word: tuple) -> str:
+        key = ("trace", word)
+        if key not in self.names:
+            if _diagonal(word):
+                expr = f"np.sum({self.word(word)})"
+            elif len(word) == 1 or self.known(word):
+                expr = f"np.trace({self.word(word)})"
+            else:
+                cands = _rotations(word) + _rotations(transpose_word(word))
+                head, tail = self._split((w[:cut], w[cut:]) for w in cands
+                                         for cut in range(1, len(w)))
+                expr = self._pair(head, tail, "")
+            self.names[key] = self._new(expr, "s")
+        return self.names[key]
+
+    def diagonal(self, word: tuple) -> str:
+        """diag(word) (a vector): diagonal letters at the ends as factors, the rest split
+        into H T with diag(H T)_i = Σ_j H_ij T_ji."""
+        key = ("diagonal", word)
+        if self._data(word):
+            return self.constants.diagonal(word)
+        if word and _diagonal(word):
+            return self.word(word)
+        if key not in self.names:
+            ends = [i for i in (0, len(word) - 1) if word and isinstance(word[i], _Diag)]
+            if not word:
+                expr = "np.ones(U.shape[0])"
+            elif ends:
+                i = ends[0]
+                rest = word[1:] if i == 0 else word[:-1]
+                expr = f"{self.letter(word[i])} * {self.diagonal(rest)}"
+            elif len(word) == 1 or self.known(word):
+                expr = f"np.diag({self.word(word)}).copy()"
+            else:
+                head, tail = self._split((w[:cut], w[cut:]) for w in (word, transpose_word(word))
+                                         for cut in range(1, len(w)))
+                expr = self._pair(head, tail, ", axis=1")
+            self.names[key] = self._new(expr, "v")
+        return self.names[key]
+
+
+def _built(word: tuple, memo: dict):
+    """The words a chain order (``memo`` of ``_Printer._order``) builds for ``word``."""
+    cut = memo.get(word, (0.0, None))[1]
+    if cut is not None:
+        yield word
+        yield from _built(word[:cut], memo)
+        yield from _built(word[cut:], memo)
+
+
 def _sum(terms: list, chunk: int = 64) -> str:
     """Σ terms as one expression, in parenthesised groups of at most ``chunk`` terms (Python's
     compiler recurses once per ``+`` of a chain: a 3-layer stack's sums exceeded its limit)."""
@@ -533,13 +730,15 @@ def _generate(der: Derivation) -> _Polys:
             build(trials[full], full)
         return build(pr, min(trials, key=lambda f: (trials[f].cost, not f)))
 
-    def grad_fn(name: str, grads: dict) -> list[str]:
-        pr = _Printer(scale, consts)
+    def grad_fn(name: str, grads: dict, constants: _Printer, eigen: bool) -> tuple:
+        """(the lines of the gradient, their cost); ``eigen``: on the eigenbasis path
+        (``_eigen_word``), printed by an ``_EigenPrinter`` with ``constants`` as its own."""
+        pr = (_EigenPrinter if eigen else _Printer)(scale, constants)
         split = {}     # letter -> (terms in the task W, the other terms): the mean is linear
         for n, g in grads.items():
             parts = split_by_letters(g, TASK_LETTERS)
-            split[n] = tuple(parts.get(frozenset(key), g._canonical({}))
-                             for key in ({W_TASK.name}, ()))
+            split[n] = tuple((_eigen_poly if eigen else _same)(
+                parts.get(frozenset(key), g._canonical({}))) for key in ({W_TASK.name}, ()))
             if set(parts) - {frozenset({W_TASK.name}), frozenset()}:
                 raise ValueError("a gradient holds one expectation over the task")
         blocks = list(model.blocks())
@@ -548,7 +747,7 @@ def _generate(der: Derivation) -> _Polys:
         chain = _chain_rule(der, pr, block_sums)
         if chain is not None:
             return ([f"def {name}({args}):"] + header + pr.lines + init.lines + chain
-                    + ["    return out", ""])
+                    + ["    return out", ""]), pr.cost
         fixed = block_sums(pr, [(b.letter.rows, split[b.letter.name][1]) for b in blocks])
         cut = len(pr.lines)                    # where the task loop (if any) starts
         for b, parts in zip(blocks, fixed):
@@ -562,10 +761,21 @@ def _generate(der: Derivation) -> _Polys:
                 loop.add_up(_target(b), parts, weight)
             pr.close_loops()
         return ([f"def {name}({args}):"] + header + pr.lines[:cut] + init.lines
-                + pr.lines[cut:] + loop.lines + ["    return out", ""])
+                + pr.lines[cut:] + loop.lines + ["    return out", ""]), pr.cost
 
     lines = scalar_fn("loss", der.loss_poly)
-    lines += grad_fn("grad", der.gradient_poly)
+    # With eigenbasis tasks (Dg letters) the gradient is also tried on the eigenbasis path
+    # (Λ and Dg diagonal in U: scalings, not products); the cheaper one is kept.
+    eigen = False
+    if _has_dg(der.gradient_poly.values()):
+        start, trials = len(coeffs), {}
+        for path in (False, True):
+            trial = _EigenPrinter.adopt(consts) if path else consts.clone()
+            trials[path] = grad_fn("grad", der.gradient_poly, trial, path)[1]
+            del coeffs[start:]
+        eigen = trials[True] < trials[False]
+        consts = _EigenPrinter.adopt(consts) if eigen else consts
+    lines += grad_fn("grad", der.gradient_poly, consts, eigen)[0]
     for i, c in enumerate(der.conserved):
         lines += scalar_fn(f"conserved_{i}", c.quantity)
     lines += _observe_fn(len(der.conserved), args)
@@ -576,6 +786,26 @@ def _generate(der: Derivation) -> _Polys:
     lines = ["import numpy as np", ""] + constants_fn + [
         line.replace("    CONSTANTS", "    " + unpack) for line in lines]
     return _Polys(coeffs, "\n".join(lines) + FIXED_STEP_LOOP)
+
+
+def _same(poly):
+    return poly
+
+
+def _eigen_poly(poly):
+    """A MatPoly's terms on the eigenbasis path (``_eigen_word``, ``_eigen_trace``): what
+    ``block_sums`` reads of it (``terms``, ``cols``)."""
+    terms: dict = {}
+    for (traces, word), c in poly.terms.items():
+        key = (tuple(map(_eigen_trace, traces)), _eigen_word(word))
+        terms[key] = terms.get(key, 0) + c
+    return types.SimpleNamespace(terms=terms, cols=poly.cols)
+
+
+def _has_dg(polys) -> bool:
+    """Whether a Dg letter occurs in the MatPolys ``polys`` (eigenbasis tasks)."""
+    return any(isinstance(a, Dg) for g in polys for traces, word in g.terms
+               for w in traces + (word,) for a in w)
 
 
 def _outputs(model) -> list[str]:
