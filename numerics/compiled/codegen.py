@@ -336,9 +336,9 @@ class _Printer:
             shared = word[:n]
             inner = {leaf.word[n:]: leaf.coeffs for leaf in group}
             inner_rows, inner_cols = shared[-1].cols, cols
-        memo: dict = {}
-        chain = lambda w: self._order(w, memo)[0] if len(w) > 1 else 0.0  # noqa: E731
+        chain = self._chain_estimator()
         separate = sum(chain(leaf.word) + self._pass_cost(rows, cols) for leaf in group)
+        chain = self._chain_estimator()
         factored = (sum(chain(w) + self._pass_cost(inner_rows, inner_cols) for w in inner)
                     + chain(shared) + self._factor_product(side, shared, inner_rows, inner_cols)
                     + self._pass_cost(rows, cols))
@@ -346,6 +346,11 @@ class _Printer:
             return None
         return _Factor(side, shared, self.plan(inner, inner_rows, inner_cols, full),
                        inner_rows, inner_cols)
+
+    def _chain_estimator(self):
+        """A function: word → the cost of building it from what is known (``_order``)."""
+        memo: dict = {}
+        return lambda w: self._order(w, memo)[0] if len(w) > 1 else 0.0
 
     def _factor_product(self, side: str, shared: tuple, rows: str, cols: str) -> float:
         """The cost of (inner sum, ``rows`` × ``cols``) @ ``shared`` (side "R") or
@@ -466,7 +471,7 @@ class _EigenPrinter(_Printer):
         if not isinstance(letter, _Diag) or letter in self.names or self._data((letter,)):
             return super().letter(letter)
         diag = self.diagonal(letter.inner)
-        self.names[letter] = self._new(f"c * {diag}" if letter.weighted else diag, "g")
+        self.names[letter] = self._new(f"c * {diag}", "g") if letter.weighted else diag
         return self.names[letter]
 
     def word(self, word: tuple) -> str:
@@ -500,6 +505,27 @@ class _EigenPrinter(_Printer):
         word = group[0].word
         shared = word[len(word) - n:] if side == "R" else word[:n]
         return None if _diagonal(shared) else super()._factor(group, side, n, rows, cols, full)
+
+    def diagonals(self, polys) -> None:
+        """Build the diagonal letters of the words of ``polys`` (each is needed whatever the
+        plans of the sums): the plans then see the products they built (such as X U)."""
+        for poly in polys:
+            for _, word in poly.terms:
+                for letter in word:
+                    if isinstance(letter, _Diag):
+                        self.letter(letter)
+
+    def _chain_estimator(self):
+        """A function: word → the cost of building it from what is known and what earlier
+        calls built (a sub-word shared by the words of a sum is counted once)."""
+        memo: dict = {}
+
+        def chain(word: tuple) -> float:
+            cost = self._order(word, memo)[0] if len(word) > 1 else 0.0
+            for w in list(_built(word, memo)):
+                memo[w] = memo[transpose_word(w)] = (0.0, None)
+            return cost
+        return chain
 
     def term(self, word: tuple) -> str:
         if word and _diagonal(word):
@@ -742,6 +768,8 @@ def _generate(der: Derivation) -> _Polys:
             if set(parts) - {frozenset({W_TASK.name}), frozenset()}:
                 raise ValueError("a gradient holds one expectation over the task")
         blocks = list(model.blocks())
+        if eigen:
+            pr.diagonals(poly for parts in split.values() for poly in parts)
         init = _Printer(scale)
         init.lines = _outputs(model)
         chain = _chain_rule(der, pr, block_sums)
