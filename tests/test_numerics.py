@@ -146,7 +146,8 @@ def test_isotropic_reduction_equals_the_oracle():
 
 
 @pytest.mark.parametrize("model, backends", [
-    (models.Merged(8, d_y=8), ("numpy", "numba")), (models.MultiHead(8, heads=2, d_y=8), ("numpy",)),
+    (models.Merged(8, d_y=8), ("numpy", "numba")),
+    (models.MultiHead(8, heads=2, d_y=8), ("numpy",)),
     (models.SeparateKQ(8, heads=2, rank=3, d_y=8), ("numpy",))])
 def test_eigenbasis_path_gradients_are_exact(model, backends):
     """Eigenbasis tasks at d = 8, where the gradient is printed in Λ's eigenbasis (Λ and Dg

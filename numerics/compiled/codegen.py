@@ -223,11 +223,17 @@ class _Printer:
                 self.names[key] = self._new(f"{flipped}.T", "t")        # a view
             else:
                 cut = self._order(word, {})[1]
-                self.cost += (self.scale[word[0].rows] * self.scale[word[cut - 1].cols]
-                              * self.scale[word[-1].cols])
-                self.names[key] = self._new(
-                    f"{self.word(word[:cut])} @ {self.word(word[cut:])}", "m")
+                self.cost += self._cut_cost(word, cut)
+                self.names[key] = self._new(self._times(word[:cut], word[cut:]), "m")
         return self.names[key]
+
+    def _cut_cost(self, word: tuple, cut: int) -> float:
+        """The cost of the product word[:cut] @ word[cut:] (in d×d×d products)."""
+        return self.scale[word[0].rows] * self.scale[word[cut - 1].cols] * self.scale[word[-1].cols]
+
+    def _times(self, head: tuple, tail: tuple) -> str:
+        """The expression of the product of two words."""
+        return f"{self.word(head)} @ {self.word(tail)}"
 
     def term(self, word: tuple) -> str:
         """A word as a term of a sum: the transpose of a computed word is a view (an
@@ -247,10 +253,9 @@ class _Printer:
         if word not in memo and self.known(word):
             memo[word] = 0.0, None
         if word not in memo:
-            rows, cols = self.scale[word[0].rows], self.scale[word[-1].cols]
             memo[word] = min((self._order(word[:cut], memo)[0]
                               + self._order(word[cut:], memo)[0]
-                              + rows * self.scale[word[cut - 1].cols] * cols, cut)
+                              + self._cut_cost(word, cut), cut)
                              for cut in range(1, len(word)))
         return memo[word]
 
@@ -419,6 +424,7 @@ class _Diag:
     cols = "x"
 
     def transpose(self) -> "_Diag":
+        """A diagonal matrix is its own transpose."""
         return self
 
 
@@ -434,7 +440,7 @@ def _diagonal(word: tuple) -> bool:
 def _eigen_word(word: tuple) -> tuple:
     """``word`` with Λ = U S Uᵀ and Dg(Y) = U diag(c ∘ diag(Uᵀ Y U)) Uᵀ written out (inner words
     too), adjacent U Uᵀ and Uᵀ U cancelled (U is orthogonal): products with Λ and Dg become
-    scalings in the eigenbasis, and a parameter letter X meets U only as X U or Uᵀ X U."""
+    scalings in the eigenbasis, and a parameter letter X meets U as X U, Uᵀ X or Uᵀ X U."""
     out: list = []
     for a in word:
         if isinstance(a, Dg):
@@ -474,23 +480,12 @@ class _EigenPrinter(_Printer):
         self.names[letter] = self._new(f"c * {diag}", "g") if letter.weighted else diag
         return self.names[letter]
 
-    def word(self, word: tuple) -> str:
-        if len(word) == 1 or self._data(word) or ("word", word) in self.names:
-            return super().word(word)
-        flipped = self.names.get(("word", transpose_word(word)))
-        if flipped is not None:
-            self.names[("word", word)] = self._new(f"{flipped}.T", "t")
-            return self.names[("word", word)]
-        cut = self._order(word, {})[1]
-        self.cost += self._cut_cost(word, cut)
-        head, tail = word[:cut], word[cut:]
+    def _times(self, head: tuple, tail: tuple) -> str:
+        """A product with a diagonal factor (a vector) is a scaling of rows or columns."""
         a, b = self.word(head), self.word(tail)
         if _diagonal(head) and not _diagonal(tail):
-            expr = f"{a}.reshape((-1, 1)) * {b}"
-        else:
-            expr = f"{a} * {b}" if _diagonal(head) or _diagonal(tail) else f"{a} @ {b}"
-        self.names[("word", word)] = self._new(expr, "m")
-        return self.names[("word", word)]
+            return f"{a}.reshape((-1, 1)) * {b}"
+        return f"{a} * {b}" if _diagonal(head) or _diagonal(tail) else f"{a} @ {b}"
 
     @classmethod
     def adopt(cls, printer: _Printer) -> "_EigenPrinter":
@@ -533,20 +528,12 @@ class _EigenPrinter(_Printer):
         return super().term(word)
 
     def _cut_cost(self, word: tuple, cut: int) -> float:
+        """A product with a diagonal factor costs one element-wise pass (none for two)."""
         head, tail = word[:cut], word[cut:]
-        if _diagonal(head) and _diagonal(tail):
-            return 0.0
         if _diagonal(head) or _diagonal(tail):
-            return self._pass_cost(word[0].rows, word[-1].cols)
-        return self.scale[word[0].rows] * self.scale[word[cut - 1].cols] * self.scale[word[-1].cols]
-
-    def _order(self, word: tuple, memo: dict) -> tuple:
-        if word not in memo and self.known(word):
-            memo[word] = 0.0, None
-        if word not in memo:
-            memo[word] = min((self._order(word[:cut], memo)[0] + self._order(word[cut:], memo)[0]
-                              + self._cut_cost(word, cut), cut) for cut in range(1, len(word)))
-        return memo[word]
+            both = _diagonal(head) and _diagonal(tail)
+            return 0.0 if both else self._pass_cost(word[0].rows, word[-1].cols)
+        return super()._cut_cost(word, cut)
 
     def _split(self, candidates) -> tuple:
         """The cheapest (head, tail) of ``candidates``: the products of the head, then those of
@@ -763,7 +750,7 @@ def _generate(der: Derivation) -> _Polys:
         split = {}     # letter -> (terms in the task W, the other terms): the mean is linear
         for n, g in grads.items():
             parts = split_by_letters(g, TASK_LETTERS)
-            split[n] = tuple((_eigen_poly if eigen else _same)(
+            split[n] = tuple((_eigen_poly if eigen else lambda poly: poly)(
                 parts.get(frozenset(key), g._canonical({}))) for key in ({W_TASK.name}, ()))
             if set(parts) - {frozenset({W_TASK.name}), frozenset()}:
                 raise ValueError("a gradient holds one expectation over the task")
@@ -814,10 +801,6 @@ def _generate(der: Derivation) -> _Polys:
     lines = ["import numpy as np", ""] + constants_fn + [
         line.replace("    CONSTANTS", "    " + unpack) for line in lines]
     return _Polys(coeffs, "\n".join(lines) + FIXED_STEP_LOOP)
-
-
-def _same(poly):
-    return poly
 
 
 def _eigen_poly(poly):
