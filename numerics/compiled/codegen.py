@@ -706,18 +706,20 @@ def _generate(der: Derivation) -> _Polys:
         header.append(f"    {b.letter.name} = {_letter_code(b)}")
     args = "theta, k, Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"
 
-    def scalar_fn(name: str, poly: TracePoly) -> list[str]:
-        pr = _Printer(scale, consts)
+    def scalar_fn(name: str, poly: TracePoly, constants: _Printer, eigen: bool) -> tuple:
+        """(the lines of a scalar function, their cost); ``eigen`` as for ``grad_fn``."""
+        pr = (_EigenPrinter if eigen else _Printer)(scale, constants)
+        traces = (lambda tr: tuple(map(_eigen_trace, tr))) if eigen else (lambda tr: tr)
         groups = split_by_letters(poly, TASK_LETTERS)
         fixed = groups.pop(frozenset(), TracePoly())
         pr.lines.append("    total = 0.0 * theta[0]")           # θ's dtype (complex in hvp)
-        pr.add_up("total", [pr.scalar_term(tr, k(c)) for tr, c in fixed.terms.items()])
+        pr.add_up("total", [pr.scalar_term(traces(tr), k(c)) for tr, c in fixed.terms.items()])
         for present, part in sorted(groups.items(), key=lambda g: sorted(g[0])):
             weight = pr.open_loops(sorted(present))
-            pr.add_up("total", [pr.scalar_term(tr, k(c)) for tr, c in part.terms.items()],
-                      weight)
+            pr.add_up("total", [pr.scalar_term(traces(tr), k(c))
+                                for tr, c in part.terms.items()], weight)
             pr.close_loops()
-        return [f"def {name}({args}):"] + header + pr.lines + ["    return total", ""]
+        return [f"def {name}({args}):"] + header + pr.lines + ["    return total", ""], pr.cost
 
     def block_sums(pr: _Printer, pieces: list) -> list[list[str]]:
         """The terms of each (rows, MatPoly) of ``pieces``, factored (``_Printer.plan``):
@@ -778,21 +780,26 @@ def _generate(der: Derivation) -> _Polys:
         return ([f"def {name}({args}):"] + header + pr.lines[:cut] + init.lines
                 + pr.lines[cut:] + loop.lines + ["    return out", ""]), pr.cost
 
-    lines = scalar_fn("loss", der.loss_poly)
-    # With eigenbasis tasks (Dg letters) the gradient is also tried on the eigenbasis path
-    # (Λ and Dg diagonal in U: scalings, not products); the cheaper one is kept.
-    eigen = False
-    if _has_dg(der.gradient_poly.values()):
-        start, trials = len(coeffs), {}
-        for path in (False, True):
-            trial = _EigenPrinter.adopt(consts) if path else consts.clone()
-            trials[path] = grad_fn("grad", der.gradient_poly, trial, path)[1]
-            del coeffs[start:]
-        eigen = trials[True] < trials[False]
-        consts = _EigenPrinter.adopt(consts) if eigen else consts
-    lines += grad_fn("grad", der.gradient_poly, consts, eigen)[0]
+    def cheaper(fn, name: str, poly) -> list[str]:
+        """The lines of ``fn`` (``scalar_fn``/``grad_fn``) for ``poly``; with eigenbasis tasks
+        (Dg letters) it is also tried on the eigenbasis path (Λ and Dg diagonal in U:
+        scalings, not products), and the cheaper one is kept."""
+        nonlocal consts
+        eigen = False
+        if _has_dg(poly):
+            start, trials = len(coeffs), {}
+            for path in (False, True):
+                trial = _EigenPrinter.adopt(consts) if path else consts.clone()
+                trials[path] = fn(name, poly, trial, path)[1]
+                del coeffs[start:]
+            eigen = trials[True] < trials[False]
+            consts = _EigenPrinter.adopt(consts) if eigen else consts
+        return fn(name, poly, consts, eigen)[0]
+
+    lines = cheaper(scalar_fn, "loss", der.loss_poly)
+    lines += cheaper(grad_fn, "grad", der.gradient_poly)
     for i, c in enumerate(der.conserved):
-        lines += scalar_fn(f"conserved_{i}", c.quantity)
+        lines += cheaper(scalar_fn, f"conserved_{i}", c.quantity)
     lines += _observe_fn(len(der.conserved), args)
     names = consts.matrices or ["Lambda"]
     unpack = f"({', '.join(names)},) = consts"
@@ -813,10 +820,11 @@ def _eigen_poly(poly):
     return types.SimpleNamespace(terms=terms, cols=poly.cols)
 
 
-def _has_dg(polys) -> bool:
-    """Whether a Dg letter occurs in the MatPolys ``polys`` (eigenbasis tasks)."""
-    return any(isinstance(a, Dg) for g in polys for traces, word in g.terms
-               for w in traces + (word,) for a in w)
+def _has_dg(poly) -> bool:
+    """Whether a Dg letter occurs in a TracePoly or in a {name: MatPoly} (eigenbasis tasks)."""
+    words = ([w for tr in poly.terms for w in tr] if isinstance(poly, TracePoly) else
+             [w for g in poly.values() for tr, word in g.terms for w in tr + (word,)])
+    return any(isinstance(a, Dg) for w in words for a in w)
 
 
 def _outputs(model) -> list[str]:
