@@ -9,7 +9,12 @@ factored by shared prefixes and suffixes, Σ c_i A_i S = (Σ c_i A_i) S, where t
 than the words one by one (products and element-wise passes weighed at the model's d), and
 the full-rank words of a gradient are factored or built one by one (then reused, also by the
 traces), whichever a trial of both counts cheaper. The eigenbasis-diagonal operator
-Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ is a helper. Coefficients (rational functions of N, σ, d,
+Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ (eigenbasis tasks) is a helper (``eigdiag``, two products)
+or, on the eigenbasis path, written out with Λ = U S Uᵀ: Λ's eigenvalues and Dg's middle
+factor become diagonal letters, so a product with either is an O(d²) scaling, U Uᵀ = I
+cancels, and diag(H T)_i = Σ_j H_ij T_ji costs a pass (``_EigenPrinter``); each function
+takes the path a trial of both counts cheaper (Merged with d_y = d: 5 products per gradient
+instead of 16). Coefficients (rational functions of N, σ, d,
 d_y and η) are evaluated once per data set and passed in as a vector ``k``; products of data
 letters, and sums of them with data-only coefficients, are constants computed once per data
 set, so a sweep over data values reuses the same compiled code. A product-form model with
