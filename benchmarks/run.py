@@ -331,10 +331,12 @@ def hand_gd_loop():
     return loop
 
 
-def bench_trajectories() -> dict:
+def bench_trajectories(rounds: int = 7) -> dict:
     """Per-step cost of compiled GD and RK4 at d = 4 (the whole loop compiled) against a hand
     Numba loop of the same GD; a 2 000-step curve recorded at every step (loss and conserved
-    quantities in one compiled loop) against SGD of the layer with 64 seeds × 64 prompts."""
+    quantities in one compiled loop) against SGD of the layer with 64 seeds × 64 prompts.
+    The loops are timed in ``rounds`` interleaved rounds (a shared machine's load falls on all
+    alike), medians reported, with the load average of the run."""
     from icldyn.numerics import compile_flow, gradient_descent, rk4, simulate_sgd
     from icldyn.theory import ICLData, derive, models
     c = CURVE
@@ -343,32 +345,35 @@ def bench_trajectories() -> dict:
     model = models.Merged(d)
     flow = compile_flow(derive(model, data), backend="numba").compiled()
     init = flow.pack({"V": 0.1, "Q": 0.1})
-    steps = 20_000
-    gradient_descent(flow, init, lr=lr, steps=10, every=10)
-    rk4(flow, init, t_end=10 * lr, dt=lr, every=10)
-    t_gd = best_time(lambda: gradient_descent(flow, init, lr=lr, steps=steps, every=steps),
-                     repeat=3) / steps
-    t_rk4 = best_time(lambda: rk4(flow, init, t_end=steps * lr, dt=lr, every=steps),
-                      repeat=3) / steps
+    steps, curve_steps = 20_000, 2000
     Lam = np.diag(c["spectrum"])
     A = (c["N"] + 1) / c["N"] * Lam @ Lam + np.trace(Lam) / c["N"] * Lam
     loop = hand_gd_loop()
-    loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, 10)
-    t_hand = best_time(lambda: loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, steps),
-                       repeat=3) / steps
     mine = gradient_descent(flow, init, lr=lr, steps=100, every=100).theta[-1]
     u, Q = loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, 100)
     assert np.allclose(mine, np.concatenate([[u], Q.ravel()]), rtol=1e-9, atol=1e-13)
-    curve_steps = 2000
-    t_curve = best_time(lambda: gradient_descent(flow, init, lr=lr, steps=curve_steps,
-                                                 every=1), repeat=3)
-    start = time.process_time()
+    runs = {"gd": lambda: gradient_descent(flow, init, lr=lr, steps=steps, every=steps),
+            "rk4": lambda: rk4(flow, init, t_end=steps * lr, dt=lr, every=steps),
+            "hand": lambda: loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, steps),
+            "curve": lambda: gradient_descent(flow, init, lr=lr, steps=curve_steps, every=1)}
+    for run in runs.values():
+        run()                                                    # warm
+    start = clock()
     simulate_sgd(model, data, {"V": 0.1, "Q": 0.1}, lr=lr, batch=64, steps=curve_steps,
                  seeds=64, seed=0)
-    t_sgd = time.process_time() - start
+    t_sgd = clock() - start
+    times: dict = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = clock()
+            run()
+            times[name].append(clock() - start)
+    t = {name: float(np.median(v)) for name, v in times.items()}
+    t_gd, t_rk4, t_hand = t["gd"] / steps, t["rk4"] / steps, t["hand"] / steps
     return {"gd_step_s": t_gd, "rk4_step_s": t_rk4, "hand_numba_gd_step_s": t_hand,
             "gd_ratio": t_gd / t_hand, "rk4_per_gradient_ratio": t_rk4 / 4 / t_hand,
-            "curve_s": t_curve, "sgd_64x64_s": t_sgd, "curve_ratio": t_sgd / t_curve}
+            "curve_s": t["curve"], "sgd_64x64_s": t_sgd, "curve_ratio": t_sgd / t["curve"],
+            "rounds": rounds, "load_average": list(os.getloadavg())}
 
 
 COLD = """
@@ -709,7 +714,8 @@ def print_trajectories(r) -> None:
           f"{r['hand_numba_gd_step_s'] * 1e6:.2f} µs = {r['gd_ratio']:.2f}x; RK4 per gradient "
           f"{r['rk4_per_gradient_ratio']:.2f}x; 2 000-step curve recorded at every step "
           f"{r['curve_s'] * 1e3:.1f} ms vs SGD 64 seeds × 64 prompts {r['sgd_64x64_s']:.1f} s "
-          f"= {r['curve_ratio']:.0f}x")
+          f"= {r['curve_ratio']:.0f}x (medians of {r['rounds']} interleaved rounds; load "
+          f"{r['load_average'][0]:.1f})")
 
 
 def print_cold(rows) -> None:

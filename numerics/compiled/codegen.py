@@ -45,7 +45,7 @@ from ...theory.params import as_arrays
 from ...theory.productform import product_loss
 from ..limits import RUNAWAY, data_overflow
 from ..params import as_theta
-from . import warmup
+from . import loops, warmup
 
 BACKENDS = ("numpy", "numba")
 PASS = 8.0    # an element-wise pass over a d×d matrix costs about PASS / d d×d×d products
@@ -812,7 +812,8 @@ def _generate(der: Derivation) -> _Polys:
                     + [f"    return ({', '.join(names)},)", ""])
     lines = ["import numpy as np", ""] + constants_fn + [
         line.replace("    CONSTANTS", "    " + unpack) for line in lines]
-    return _Polys(coeffs, "\n".join(lines) + FIXED_STEP_LOOP)
+    source = "\n".join(lines) + "\n"
+    return _Polys(coeffs, source + _trajectories(der, source, len(coeffs)))
 
 
 def _eigen_poly(poly):
@@ -898,30 +899,42 @@ def _observe_fn(conserved: int, args: str) -> list[str]:
                "    return out", ""])
 
 
-# Emitted into every generated module (not passed the gradient as an argument) so that Numba can
-# cache it on disk with the kernels it calls.
-FIXED_STEP_LOOP = f'''
-def fixed_step(theta0, h, steps, every, rk4, k, Lambda, Sigma_w, U, c, tasks, task_weights,
-               dims, consts):
-    out = np.empty((steps // every + 1, theta0.size))
-    theta = theta0.copy()
-    out[0] = theta
-    data = (Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts)
-    for n in range(1, steps + 1):
-        k1 = -grad(theta, k, *data)
-        if rk4:
-            k2 = -grad(theta + 0.5 * h * k1, k, *data)
-            k3 = -grad(theta + 0.5 * h * k2, k, *data)
-            k4 = -grad(theta + h * k3, k, *data)
-            theta = theta + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        else:
-            theta = theta + h * k1
-        if not np.all(np.abs(theta) < {RUNAWAY!r}):
-            return out[: (n - 1) // every + 1], n
-        if n % every == 0:
-            out[n // every] = theta
-    return out, steps
-'''
+def _trajectories(der: Derivation, source: str, n_coeffs: int) -> str:
+    """The fixed-step loop (``loops.fixed_step_source``), emitted into every generated module
+    (not passed the kernels as arguments) so that Numba caches it on disk with the kernels it
+    calls. With a model small enough for ``loops.lower``, ``fixed_step`` calls the loop
+    kernels (Numba) and ``fixed_step_arrays`` the array ones (NumPy: what runs until the
+    Numba kernels are compiled)."""
+    conserved, model = len(der.conserved), der.model
+    helpers = {"_eigdiag": eigdiag}
+    lowered = None
+    if max(model.sizes().values()) <= loops.SMALL:
+        lowered = loops.lower(source, _stand_ins(model, source, n_coeffs, helpers), helpers)
+    if lowered is None:
+        return loops.fixed_step_source("fixed_step", conserved, RUNAWAY, loops=False)
+    code, slots, side = lowered
+    return (code + loops.fixed_step_source("fixed_step", conserved, RUNAWAY, True,
+                                           (slots, side, side))
+            + "\n" + loops.fixed_step_source("fixed_step_arrays", conserved, RUNAWAY, False))
+
+
+def _stand_ins(model, source: str, n_coeffs: int, helpers: dict) -> dict:
+    """Random arguments of the generated kernels at the model's sizes (what ``loops.lower``
+    evaluates the statements on): θ, k, the data arrays, one task draw, and the constants the
+    source's ``constants`` makes of them."""
+    sizes = model.sizes()
+    d, d_y = sizes["x"], sizes["y"]
+    rng = np.random.default_rng(0)
+    square = lambda: rng.standard_normal((d, d))  # noqa: E731
+    args = {"theta": rng.standard_normal(sum(int(np.prod(s)) for s in model.shapes().values())),
+            "k": rng.standard_normal(n_coeffs), "Lambda": square(), "Sigma_w": square(),
+            "U": square(), "c": rng.standard_normal(d),
+            "tasks": rng.standard_normal((1, d_y, d)), "task_weights": np.ones(1),
+            "dims": np.array([d_y, sizes.get("r", 0)])}
+    module = {"np": np, **helpers}
+    exec(source, module)
+    args["consts"] = module["constants"](*(args[n] for n in ("k", "Lambda", "Sigma_w", "U", "c")))
+    return args
 
 
 def _size_code(param) -> str:
@@ -1375,8 +1388,10 @@ class CompiledFlow:
 
     def fixed_step(self, theta0, h: float, steps: int, every: int, rk4: bool):
         """θ ← θ + h·(RK4 increment of −∇L) if ``rk4`` else θ − h∇L (a GD step), ``steps``
-        times, in one compiled loop; rows every ``every`` steps. It stops at the first step
-        whose θ is not finite or exceeds ``RUNAWAY`` in magnitude.
+        times, in one compiled loop that records θ, the loss and the conserved quantities
+        every ``every`` steps (``loops.fixed_step_source``; at small d with the loop kernels
+        of ``loops.lower``). It stops at the first step whose θ is not finite or exceeds
+        ``RUNAWAY`` in magnitude.
 
         Parameters
         ----------
@@ -1394,13 +1409,18 @@ class CompiledFlow:
         Returns
         -------
         tuple
-            (recorded rows (at most steps // every + 1, size), steps done).
+            (recorded rows (R ≤ steps // every + 1, size), the loss and the conserved
+            quantities at them (R, 1 + number of conserved quantities), steps done).
         """
         theta, *extra = self._args(theta0)
         if steps * (4 if rk4 else 1) > WAIT_EVALUATIONS:
             self.compiled()
-        return self._fns["fixed_step"](theta, float(h), int(steps), int(every), bool(rk4),
-                                       *extra)
+        fns = self._fns
+        arrays = self.backend == "numpy" or self._child is not None      # NumPy kernels
+        kernel = fns["fixed_step_arrays" if arrays and "fixed_step_arrays" in fns
+                     else "fixed_step"]
+        with np.errstate(over="ignore", invalid="ignore"):    # overflow: see ``_finite``
+            return kernel(theta, float(h), int(steps), int(every), bool(rk4), *extra)
 
 
 def task_arrays(task_set, data) -> tuple[np.ndarray, np.ndarray]:
