@@ -146,16 +146,17 @@ def test_isotropic_reduction_equals_the_oracle():
 
 
 @pytest.mark.parametrize("model, backends", [
-    (models.Merged(8, d_y=8), ("numpy", "numba")),
-    (models.MultiHead(8, heads=2, d_y=8), ("numpy",)),
-    (models.SeparateKQ(8, heads=2, rank=3, d_y=8), ("numpy",))])
+    (models.Merged(10, d_y=10), ("numpy", "numba")),
+    (models.MultiHead(10, heads=2, d_y=10), ("numpy",)),
+    (models.SeparateKQ(10, heads=2, rank=3, d_y=10), ("numpy",))])
 def test_eigenbasis_path_gradients_are_exact(model, backends):
-    """Eigenbasis tasks at d = 8, where the gradient is printed in Λ's eigenbasis (Λ and Dg
-    as scalings of U's columns, no ``_eigdiag`` call): the compiled gradient agrees with the
-    derivation's exact gradient at random θ (the Numba kernel, the same source, with NumPy's)."""
+    """Eigenbasis tasks at d = 10 (kernels not lowered to loops), where the gradient is printed in
+    Λ's eigenbasis (Λ and Dg as scalings of U's columns, no ``_eigdiag`` call): the compiled
+    gradient agrees with the derivation's exact gradient at random θ (the Numba kernel, the
+    same source, with NumPy's)."""
     rng = np.random.default_rng(7)
-    A = rng.standard_normal((8, 8))
-    data = ICLData(d=8, N=7, Lambda=A @ A.T / 8 + 0.3 * np.eye(8), d_y=8, tasks="diagonal",
+    A = rng.standard_normal((10, 10))
+    data = ICLData(d=10, N=7, Lambda=A @ A.T / 10 + 0.3 * np.eye(10), d_y=10, tasks="diagonal",
                    noise=0.25)
     der = derive(model, data)
     flows = [compile_flow(der, backend=b).compiled() for b in backends]

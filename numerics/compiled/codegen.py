@@ -788,10 +788,11 @@ def _generate(der: Derivation) -> _Polys:
     def cheaper(fn, name: str, poly) -> list[str]:
         """The lines of ``fn`` (``scalar_fn``/``grad_fn``) for ``poly``; with eigenbasis tasks
         (Dg letters) it is also tried on the eigenbasis path (Λ and Dg diagonal in U:
-        scalings, not products), and the cheaper one is kept."""
+        scalings, not products), and the cheaper one is kept — above the sizes whose kernels
+        ``loops.lower`` rewrites as scalar loops (it has no loop form for the path's vectors)."""
         nonlocal consts
         eigen = False
-        if _has_dg(poly):
+        if _has_dg(poly) and not _lowered(model):
             start, trials = len(coeffs), {}
             for path in (False, True):
                 trial = _EigenPrinter.adopt(consts) if path else consts.clone()
@@ -899,6 +900,11 @@ def _observe_fn(conserved: int, args: str) -> list[str]:
                "    return out", ""])
 
 
+def _lowered(model) -> bool:
+    """Whether a model is small enough for ``loops.lower`` (its kernels as scalar loops)."""
+    return max(model.sizes().values()) <= loops.SMALL
+
+
 def _trajectories(der: Derivation, source: str, n_coeffs: int) -> str:
     """The fixed-step loop (``loops.fixed_step_source``), emitted into every generated module
     (not passed the kernels as arguments) so that Numba caches it on disk with the kernels it
@@ -908,7 +914,7 @@ def _trajectories(der: Derivation, source: str, n_coeffs: int) -> str:
     conserved, model = len(der.conserved), der.model
     helpers = {"_eigdiag": eigdiag}
     lowered = None
-    if max(model.sizes().values()) <= loops.SMALL:
+    if _lowered(model):
         lowered = loops.lower(source, _stand_ins(model, source, n_coeffs, helpers), helpers)
     if lowered is None:
         return loops.fixed_step_source("fixed_step", conserved, RUNAWAY, loops=False)
