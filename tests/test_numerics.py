@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import matrices, spd_matrices
 from icldyn.numerics import compile_flow, gradient_descent, integrate, rk4
+from icldyn.numerics.compiled.codegen import Extension
 from icldyn.numerics.compiled.integrate import STALL_WINDOW
 from icldyn.theory import ICLData, InputError, derive, models
 from icldyn.theory.solutions import isotropic_reduction
@@ -229,6 +230,11 @@ def test_bad_inputs_raise_clear_errors():
     der = derive(models.Merged(2), data)
     with pytest.raises(InputError, match="backend"):
         compile_flow(der, backend="fortran")
+    with pytest.raises(InputError, match="^extensions"):
+        compile_flow(der, extensions=["def f(): pass"])
+    with pytest.raises(InputError, match="^extension: its source defines grad"):
+        compile_flow(der, "numpy").extension(Extension("def grad(x):\n    return x\n",
+                                                       lambda flow, data: {}))
     flow = compile_flow(der)
     with pytest.raises(InputError, match="missing"):
         flow.pack({"V": 1.0})

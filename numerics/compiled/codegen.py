@@ -30,6 +30,7 @@ import hashlib
 import inspect
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -185,11 +186,9 @@ class _Printer:
         self.indent = "    " * (len(letters) + 1)
         return " * ".join(f"task_weights[_t{depth}]" for depth in range(len(letters)))
 
-    def add_up(self, target: str, terms: list[str], weight: str = "", chunk: int = 64) -> None:
-        """target += weight · Σ terms, in statements of at most ``chunk`` terms (Python's
-        compiler recurses once per ``+``)."""
-        for start in range(0, len(terms), chunk):
-            part = " + ".join(terms[start:start + chunk])
+    def add_up(self, target: str, terms: list[str], weight: str = "") -> None:
+        """target += weight · Σ terms, one statement per ``_chunks`` part."""
+        for part in _chunks(terms):
             self.lines.append(f"{self.indent}{target} += "
                               + (f"{weight} * ({part})" if weight else part))
 
@@ -615,13 +614,20 @@ def _built(word: tuple, memo: dict):
         yield from _built(word[cut:], memo)
 
 
-def _sum(terms: list, chunk: int = 64) -> str:
-    """Σ terms as one expression, in parenthesised groups of at most ``chunk`` terms (Python's
-    compiler recurses once per ``+`` of a chain: a 3-layer stack's sums exceeded its limit)."""
-    if len(terms) <= chunk:
+CHUNK = 64      # terms per sum in generated code
+
+
+def _chunks(terms: list) -> list[str]:
+    """The sums of consecutive groups of at most ``CHUNK`` terms: Python's compiler recurses
+    once per ``+`` of a chain (a 3-layer stack's sums exceeded its limit)."""
+    return [" + ".join(terms[i:i + CHUNK]) for i in range(0, len(terms), CHUNK)]
+
+
+def _sum(terms: list) -> str:
+    """Σ terms as one expression: the ``_chunks`` parts, parenthesised, summed in turn."""
+    if len(terms) <= CHUNK:
         return " + ".join(terms)
-    return _sum(["(" + " + ".join(terms[i:i + chunk]) + ")"
-                 for i in range(0, len(terms), chunk)], chunk)
+    return _sum([f"({part})" for part in _chunks(terms)])
 
 
 def _affix(side: str, words: list) -> tuple:
@@ -951,19 +957,33 @@ _COMPILED: dict = {}
 WAIT_EVALUATIONS = 20_000   # a fixed-step loop this long waits for the Numba kernels
 
 
-def _compile(source: str, backend: str) -> dict:
+def _key(source: str, base: str | None = None) -> str:
+    """The kernel cache's key of ``source`` (run with the kernels of ``base``: ``_compile``)."""
+    return _digest(source if base is None else f"{base}\n# with the kernels above\n{source}")
+
+
+def _compile(source: str, backend: str, base: str | None = None) -> dict:
     """The generated functions for ``backend``, compiled once per process from ``source`` (held
     in memory, never read back from disk). Numba's machine code is cached in the private
-    kernels folder (``kernelcache.py``) for every later process."""
-    digest = _digest(source)
+    kernels folder (``kernelcache.py``) for every later process. With ``base`` (a flow's
+    source: ``Extension``), the functions of ``source`` have the compiled functions of
+    ``base`` among their globals (the same objects: compiled once for both) and are keyed by
+    both sources."""
+    digest = _key(source, base)
     if (digest, backend) not in _COMPILED:
         module = types.ModuleType(f"icldyn_kernel_{digest[:16]}_{backend}")
         sys.modules[module.__name__] = module       # Numba rebuilds cached code by module name
         namespace = module.__dict__
+        shared = {} if base is None else _compile(base, backend)
+        namespace.update(shared)
         namespace["_eigdiag"] = eigdiag if backend == "numpy" else _eigdiag_numba()
         exec(compile(source, f"<icldyn-generated-{digest[:8]}>", "exec"), namespace)
-        fns = {n: f for n, f in namespace.items()
-               if isinstance(f, types.FunctionType) and n[0] != "_"}
+        clash = sorted(n for n, f in shared.items() if namespace[n] is not f)
+        if clash:
+            raise InputError("extension", f"its source defines {', '.join(clash)}, the flow's "
+                             "own kernels; rename them")
+        fns = {n: f for n, f in namespace.items() if isinstance(f, types.FunctionType)
+               and n[0] != "_" and n not in shared}
         if backend == "numba":
             from .kernelcache import njit_cached    # imports Numba
             fns = {n: njit_cached(f, digest) for n, f in fns.items()}
@@ -974,7 +994,8 @@ def _compile(source: str, backend: str) -> dict:
 
 def warmup_child() -> None:
     """The entry of ``warmup``'s child process: compile the kernels of the source its parent
-    sends, for the parent's argument types, into the kernel cache.
+    sends, for the parent's argument types, into the kernel cache; tell the parent they are
+    ready (``warmup.done``); then compile the kernels of the flow's extensions (``Extension``).
 
     Examples
     --------
@@ -984,14 +1005,60 @@ def warmup_child() -> None:
     >>> from icldyn.numerics.compiled import warmup
     >>> from icldyn.numerics.compiled.codegen import _digest, warmup_child
     >>> source = "def fixed_step(x):\\n    return 2.0 * x\\n"
-    >>> message = pickle.dumps((source, {"fixed_step": [(np.ones(2),)]}))  # what the parent sends
-    >>> with mock.patch("sys.stdin", io.TextIOWrapper(io.BytesIO(message))):
+    >>> extra = "def twice(x):\\n    return 2.0 * fixed_step(x)\\n"        # calls the flow's
+    >>> message = pickle.dumps((source, {"fixed_step": [(np.ones(2),)]},    # what the parent sends
+    ...                         [(extra, {"twice": [(np.ones(2),)]})]))
+    >>> with mock.patch("sys.stdin", io.TextIOWrapper(io.BytesIO(message))), \\
+    ...         mock.patch.object(warmup, "done") as done:                 # (not our stdout)
     ...     warmup_child()
-    >>> warmup.cached(_digest(source))     # (_digest: the cache key) its machine code is cached
+    >>> warmup.cached(_digest(source)), done.called   # (_digest: the cache key) code cached
+    (True, True)
+    """
+    source, examples, extensions = warmup.receive()
+    warmup.compile_all(_compile(source, "numba"), examples)
+    warmup.done()
+    for extra, extra_examples in extensions:
+        warmup.compile_all(_compile(extra, "numba", source), extra_examples)
+
+
+@dataclass(frozen=True)
+class Extension:
+    """Kernels compiled with a flow's generated source: plain (Numba-compatible) functions that
+    call the flow's kernels by name (``grad``, ``grad_rows``, ``loss``, …) and are compiled in
+    a module whose globals are those kernels, so that the flow's kernels are compiled once for
+    both (and cached with them). ``CompiledFlow.extension`` returns them; a flow given them
+    at ``compile_flow(…, extensions=…)`` has its warm-up child compile them too, after its own
+    kernels (``warmup.py``).
+
+    Parameters
+    ----------
+    source : str
+        Python source of the functions: a module (it imports what it uses, e.g. NumPy as
+        ``np``) whose names are not the flow's kernels.
+    examples : callable
+        ``examples(flow, data)`` -> {kernel name: [argument tuple, …]}: arguments of the types
+        the kernels are called with (``data``: the flow's data arguments, as
+        ``CompiledFlow.extension`` returns them); the warm-up child compiles each kernel for
+        them, in this order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> from icldyn.numerics.compiled.codegen import Extension
+    >>> source = "def descent(theta, lr, *data):\\n    return theta - lr * grad(theta, *data)\\n"
+    >>> ext = Extension(source, lambda flow, data: {"descent": [(np.zeros(flow.size), 0.1, *data)]})
+    >>> flow = compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))),
+    ...                     backend="numpy", extensions=[ext])
+    >>> kernels, data = flow.extension(ext)
+    >>> theta = flow.pack({"V": 0.5, "Q": 0.5})
+    >>> bool(np.allclose(kernels["descent"](theta, 0.1, *data), theta - 0.1 * flow.grad(theta)))
     True
     """
-    source, examples = warmup.receive()
-    warmup.compile_all(_compile(source, "numba"), examples)
+
+    source: str
+    examples: Callable
 
 
 @lru_cache(maxsize=None)
@@ -1016,7 +1083,8 @@ class CompiledFlow:
 
     With the numba backend a cold start does not wait for Numba: until a child process has
     compiled the kernels into the kernel cache (``warmup.py``), the same generated code runs
-    with NumPy; ``compiled()`` waits for the compiled kernels.
+    with NumPy; ``compiled()`` waits for the compiled kernels. The child then compiles the
+    kernels of the flow's ``extensions`` (``Extension``).
 
     Parameters
     ----------
@@ -1024,11 +1092,13 @@ class CompiledFlow:
         The derivation to compile.
     backend : str
         "numba" or "numpy" (``BACKENDS``).
+    extensions : sequence of Extension
+        Kernels compiled with the flow's (``extension``): the warm-up child compiles them too.
 
     Raises
     ------
     InputError
-        For a backend not in ``BACKENDS``.
+        For a backend not in ``BACKENDS``, or ``extensions`` that are not ``Extension``s.
 
     Examples
     --------
@@ -1049,9 +1119,12 @@ class CompiledFlow:
     True
     """
 
-    def __init__(self, der: Derivation, backend: str = "numba"):
+    def __init__(self, der: Derivation, backend: str = "numba", extensions=()):
         if not isinstance(backend, str) or backend not in BACKENDS:
             raise InputError("backend", f"must be one of {BACKENDS}, got {backend!r}")
+        self.extensions = tuple(extensions)
+        if not all(isinstance(e, Extension) for e in self.extensions):
+            raise InputError("extensions", "must be a sequence of codegen.Extension")
         self.der, self.backend = der, backend
         self.model, self.data = der.model, der.data
         polys = _generate(der)
@@ -1059,21 +1132,22 @@ class CompiledFlow:
         self._coeffs = polys.coeffs
         self.shapes = self.model.shapes()
         self.size = sum(int(np.prod(s)) for s in self.shapes.values())
-        self._child = None
-        digest = _digest(polys.source)
-        if backend == "numba" and warmup.cached(digest) is False:
-            self._kernels = _compile(polys.source, "numpy")     # until the child is done
-            self._set_data(self.data)
-            self._child = warmup.start(digest, polys.source, self._examples, __name__)
-        else:
-            self._kernels = _compile(polys.source, backend)
-            self._set_data(self.data)
+        self._child = self._warmup = None
+        cold = backend == "numba" and warmup.cached(_key(polys.source)) is False
+        self._kernels = _compile(polys.source, "numpy" if cold else backend)  # NumPy: until
+        self._set_data(self.data)                                             # the child is done
+        if cold or (backend == "numba" and any(
+                examples and warmup.cached(_key(e.source, self.source), list(examples)[-1])
+                is False for e, examples in self._extension_examples())):
+            key = _key("".join(e.source for e in self.extensions), polys.source)
+            self._warmup = warmup.start(key, self._message, __name__)
+            self._child = self._warmup if cold else None
 
     @property
     def _fns(self) -> dict:
         """The kernels: NumPy ones while a child process compiles the Numba ones (``warmup``),
         then the Numba ones."""
-        if self._child is not None and self._child.poll() is not None:
+        if self._child is not None and warmup.ready(self._child):
             self._child = None
             self._kernels = _compile(self.source, "numba")     # loaded from the kernel cache
         return self._kernels
@@ -1087,9 +1161,67 @@ class CompiledFlow:
             self, its kernels compiled (with the numba backend).
         """
         if self._child is not None:
-            self._child.wait()
+            warmup.ready(self._child, wait=True)
         self._fns                                             # noqa: B018 — switches
         return self
+
+    def extension(self, extension: Extension) -> tuple[dict, tuple]:
+        """The kernels of ``extension`` compiled with this flow's (which they call), for the
+        flow's backend, and the flow's data arguments, which the flow's kernels take after θ
+        (with the numba backend: after the warm-up child, which compiles the flow's
+        ``extensions``; an extension it did not compile is compiled here, on its first call).
+
+        Parameters
+        ----------
+        extension : Extension
+            The source of the kernels.
+
+        Returns
+        -------
+        tuple
+            ({kernel name: function (Numba dispatcher with the numba backend)}, (k, Λ, Σ_w, U,
+            c, tasks, task weights, dims, constants)).
+
+        Raises
+        ------
+        InputError
+            When ``extension`` is not an ``Extension``, or defines one of the flow's kernels.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from icldyn.theory import ICLData, derive, models
+        >>> from icldyn.numerics import compile_flow
+        >>> from icldyn.numerics.compiled.codegen import Extension
+        >>> flow = compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))),
+        ...                     backend="numpy")
+        >>> ext = Extension("def half_loss(theta, *data):\\n    return loss(theta, *data) / 2\\n",
+        ...                 lambda flow, data: {})
+        >>> kernels, data = flow.extension(ext)
+        >>> theta = flow.pack({"V": 0.5, "Q": 0.5})
+        >>> bool(kernels["half_loss"](theta, *data) == flow.loss(theta) / 2)
+        True
+        >>> flow.extension(Extension("def loss(theta):\\n    return 0.0\\n", lambda f, d: {}))
+        Traceback (most recent call last):
+            ...
+        icldyn.theory.errors.InputError: extension: its source defines loss, the flow's own ...
+        """
+        if not isinstance(extension, Extension):
+            raise InputError("extension", f"must be a codegen.Extension, got {extension!r}")
+        if self._warmup is not None:
+            self._warmup.wait()
+        self.compiled()
+        return _compile(extension.source, self.backend, self.source), self._data_args()
+
+    def _extension_examples(self) -> list:
+        """[(extension, its examples)] of the flow's ``extensions``."""
+        return [(e, e.examples(self, self._data_args())) for e in self.extensions]
+
+    def _message(self) -> tuple:
+        """What the warm-up child compiles (``warmup_child``): the source, the examples of its
+        kernels, and of each extension its source and examples."""
+        return (self.source, self._examples(),
+                [(e.source, examples) for e, examples in self._extension_examples()])
 
     def _examples(self) -> dict:
         """The argument tuples of each kernel (the types Numba compiles for): real ones, and
@@ -1462,7 +1594,7 @@ def task_arrays(task_set, data) -> tuple[np.ndarray, np.ndarray]:
     return tasks, np.array(getattr(task_set, "weights", ()), dtype=float)
 
 
-def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
+def compile_flow(der: Derivation, backend: str = "numba", extensions=()) -> CompiledFlow:
     """Compile a derivation's loss, gradient and conserved quantities for ``backend``.
 
     Parameters
@@ -1471,6 +1603,9 @@ def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
         From ``icldyn.theory.derive``.
     backend : str
         "numba" (compiled once, cached on disk) or "numpy".
+    extensions : sequence of Extension
+        Kernels to compile with the flow's (``CompiledFlow.extension``), e.g. the compiled SME
+        loop (``noise.smeloop.SME``): with the numba backend its warm-up child compiles them.
 
     Returns
     -------
@@ -1480,7 +1615,8 @@ def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
     Raises
     ------
     InputError
-        When ``der`` is not a Derivation.
+        When ``der`` is not a Derivation, ``backend`` not one of ``BACKENDS`` or
+        ``extensions`` not ``Extension``s.
 
     Examples
     --------
@@ -1497,4 +1633,4 @@ def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
     """
     if not isinstance(der, Derivation):
         raise InputError("der", f"must be a Derivation from icldyn.theory.derive, got {der!r}")
-    return CompiledFlow(der, backend)
+    return CompiledFlow(der, backend, extensions)
