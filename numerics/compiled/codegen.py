@@ -179,12 +179,17 @@ class _Printer:
         self.indent = "    " * (len(letters) + 1)
         return " * ".join(f"task_weights[_t{depth}]" for depth in range(len(letters)))
 
-    def add_up(self, target: str, terms: list[str], weight: str = "", chunk: int = 64) -> None:
+    def add_up(self, target: str, terms: list[str], weight: str = "", chunk: int = 64,
+               first: bool = False) -> None:
         """target += weight · Σ terms, in statements of at most ``chunk`` terms (Python's
-        compiler recurses once per ``+``)."""
+        compiler recurses once per ``+``); with ``first`` the first statement assigns
+        (``target`` is a matrix not written before: no pass over zeros), and no terms zero it."""
+        if first and not terms:
+            self.lines.append(f"{self.indent}{target}[:, :] = 0.0")
         for start in range(0, len(terms), chunk):
             part = " + ".join(terms[start:start + chunk])
-            self.lines.append(f"{self.indent}{target} += "
+            op = "[:, :] =" if first and start == 0 else " +="
+            self.lines.append(f"{self.indent}{target}{op} "
                               + (f"{weight} * ({part})" if weight else part))
 
     def close_loops(self) -> None:
@@ -552,7 +557,7 @@ def _generate(der: Derivation) -> _Polys:
         fixed = block_sums(pr, [(b.letter.rows, split[b.letter.name][1]) for b in blocks])
         cut = len(pr.lines)                    # where the task loop (if any) starts
         for b, parts in zip(blocks, fixed):
-            init.add_up(_target(b), parts)
+            init.add_up(_target(b), parts, first=True)
         loop = _Printer(scale)
         if any(split[n][0].terms for n in split):
             weight = pr.open_loops([W_TASK.name])
@@ -579,15 +584,30 @@ def _generate(der: Derivation) -> _Polys:
 
 
 def _outputs(model) -> list[str]:
-    """The flat gradient ``out`` (θ's layout), zeroed, and each parameter's block G_<param> as a
-    view of it (the blocks are added up in place: no copies at the end)."""
-    out = ["    out = np.zeros(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
+    """The flat gradient ``out`` (θ's layout), not initialised, and each parameter's block
+    G_<param> as a view of it (the blocks are written in place, each first by an assignment:
+    no copies at the end, no pass over zeros); a parameter whose blocks leave entries out
+    (inert entries, e.g. FullLSA's x-rows of W_PV) is zeroed first."""
+    out = ["    out = np.empty(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
+    covered = _covered(model)
     for p in model.params:
         size = _size_code(p)
+        if not covered[p.name]:
+            out.append(f"    out[pos:pos + {size}] = 0.0")
         out += [f"    G_{_ident(p.name)} = out[pos:pos + {size}].reshape({_shape_code(p)})",
                 f"    pos += {size}"]
     return out + [f"    {_target(b)} = {_view_code('G_' + _ident(b.param), b)}"
                   for b in model.blocks()]
+
+
+def _covered(model) -> dict:
+    """{parameter name: whether its blocks cover every entry} (at the model's sizes)."""
+    sizes, masks = model.sizes(), {}
+    for name, shape in model.shapes().items():
+        masks[name] = np.zeros(shape, dtype=bool)
+    for b in model.blocks():
+        masks[b.param][b.index(sizes)] = True
+    return {name: bool(mask.all()) for name, mask in masks.items()}
 
 
 def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
@@ -597,8 +617,11 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
 
         ∂L/∂u_h = ⟨K_h, G⟩,  ∂L/∂Q_h = u_h G,  ∂L/∂W_K,h = u_h W_Q,h Gᵀ,  ∂L/∂W_Q,h = u_h W_K,h G.
 
-    G costs what F's own gradient costs, whatever the number of heads. The statements that
-    evaluate G go to ``pr``; the returned lines add the blocks up (after the G_<param> zeros)."""
+    G costs what F's own gradient costs, whatever the number of heads. When the heads' u_h
+    and Q_h are the heads of two parameters (``_stacked``), M = uᵀQ, ∂L/∂u = Q G and
+    ∂L/∂Q = u ⊗ G are one pass each over Q's H·d² entries (Q flattened to H × d²). The
+    statements that evaluate G go to ``pr``; the returned lines write the blocks (each once,
+    in place: ``out`` is not initialised)."""
     heads = der.model.head_products()
     if heads is None or der.data.d_y != 1 or der.data.tasks == "diagonal":
         return None                          # eigenbasis tasks (d = d_y = 1): Dg letters
@@ -607,6 +630,15 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
     if set(split_by_letters(G, TASK_LETTERS)) - {frozenset()}:
         return None                          # finite task sets: the generic gradient
     blocks = {b.letter.name: b for b in der.model.blocks()}
+    stacked = _stacked(der.model, heads.heads, blocks)
+    if stacked is not None:
+        u, Q, H, param = stacked
+        flat = f"P_{Q}.reshape(({H}, {_SIZE[param.rows]} * {_SIZE[param.cols]}))"
+        pr.lines.append(f"    {M.name} = (P_{u}.reshape(({H},)) @ {flat}).reshape("
+                        f"({_SIZE[param.rows]}, {_SIZE[param.cols]}))")
+        grad = pr._new(_sum(block_sums(pr, [("x", G)])[0]), "r")
+        return [f"    G_{u}.reshape(({H},))[:] = {flat} @ {grad}.ravel()",
+                f"    np.multiply({grad}, P_{u}, G_{Q})"]
     target = lambda name: _target(blocks[name])  # noqa: E731
     factors = []
     for letters in heads.heads:
@@ -617,13 +649,31 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
     grad = pr._new(_sum(block_sums(pr, [("x", G)])[0]), "r")
     lines = []
     for letters, u, K in factors:
-        lines.append(f"    {target(letters[0])} += np.dot({K}.ravel(), {grad}.ravel())")
-        if len(letters) == 2:           # each letter's block written once: in place
+        lines.append(f"    {target(letters[0])}[0, 0] = np.dot({K}.ravel(), {grad}.ravel())")
+        if len(letters) == 2:
             lines.append(f"    np.multiply({grad}, {u}, {target(letters[1])})")
         else:
             lines += [f"    np.multiply({letters[2]} @ {grad}.T, {u}, {target(letters[1])})",
                       f"    np.multiply({letters[1]} @ {grad}, {u}, {target(letters[2])})"]
     return lines
+
+
+def _stacked(model, heads: tuple, blocks: dict) -> tuple | None:
+    """(u's parameter, Q's parameter (identifiers), H, Q's ``Param``) when head h's letters
+    (u_h, Q_h) are head h of two headed parameters, whole, for every h of H ≥ 2; else None."""
+    if len(heads) < 2 or any(len(letters) != 2 for letters in heads):
+        return None
+    params = {p.name: p for p in model.params}
+    names = []
+    for column in zip(*heads):
+        found = [blocks[name] for name in column]
+        param = params[found[0].param]
+        if param.heads != len(heads) or any(
+                (b.param, b.head, b.row_part, b.col_part) != (param.name, h, None, None)
+                for h, b in enumerate(found)):
+            return None
+        names.append(param)
+    return _ident(names[0].name), _ident(names[1].name), len(heads), names[1]
 
 
 def _observe_fn(conserved: int, args: str) -> list[str]:
