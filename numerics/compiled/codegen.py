@@ -634,10 +634,10 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
     if stacked is not None:
         u, Q, H, param = stacked
         flat = f"P_{Q}.reshape(({H}, {_SIZE[param.rows]} * {_SIZE[param.cols]}))"
-        pr.lines.append(f"    {M.name} = (P_{u}.reshape(({H},)) @ {flat}).reshape("
+        pr.lines.append(f"    {M.name} = np.dot(P_{u}.reshape(({H},)), {flat}).reshape("
                         f"({_SIZE[param.rows]}, {_SIZE[param.cols]}))")
         grad = pr._new(_sum(block_sums(pr, [("x", G)])[0]), "r")
-        return [f"    G_{u}.reshape(({H},))[:] = {flat} @ {grad}.ravel()",
+        return [f"    G_{u}.reshape(({H},))[:] = np.dot({flat}, {grad}.ravel())",
                 f"    np.multiply({grad}, P_{u}, G_{Q})"]
     target = lambda name: _target(blocks[name])  # noqa: E731
     factors = []
