@@ -208,6 +208,28 @@ def test_multihead_gradient_makes_no_more_passes_than_the_hand_formula(heads):
                                rtol=1e-12, atol=1e-14)
 
 
+def test_the_stacked_gradients_finiteness_check_misses_no_overflow():
+    """The check of a stacked-heads gradient reads one head of ∂L/∂Q (that of largest |u_h|):
+    an overflow in ∂L/∂Q_h = u_h G (u_1 = 1e307, G of order 10²) is still reported, and a
+    gradient just below overflow is returned as it is."""
+    from icldyn.theory.errors import InputError
+    flow = compile_flow(derive(models.MultiHead(3, heads=3), ICLData(d=3, N=4, Lambda=np.eye(3))),
+                        backend="numpy")
+    rng = np.random.default_rng(6)
+    Q = rng.standard_normal((3, 3, 3))
+    for u1, finite in ((1e307, False), (1e304, True)):
+        Q[1] = 10.0 / u1 * rng.standard_normal((3, 3))
+        theta = flow.pack({"V": np.array([0.5, u1, 0.25]).reshape(3, 1, 1), "Q": Q})
+        with np.errstate(over="ignore"):
+            value = flow._fns["grad"](*flow._args(theta))
+        assert np.isfinite(value).all() == finite
+        if finite:
+            assert flow.grad(theta) is not None
+        else:
+            with pytest.raises(InputError, match="theta"):
+                flow.grad(theta)
+
+
 def test_fulllsa_gradient_within_one_and_a_half_of_the_hand_formula():
     """FullLSA (scalar Gaussian tasks, Σ_w = I, σ = 0): the generated gradient does at most 1.5×
     the products of ``hand_fulllsa_gradient`` (three d×d products, the rest matrix-vector),

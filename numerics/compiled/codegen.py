@@ -440,6 +440,7 @@ class _Polys:
 
     coeffs: list
     source: str
+    stacked: tuple | None = None    # (u's, Q's parameter names): the gradient by ``_stacked``
 
 
 _SIZE = {"x": "n_x", "y": "n_y", "r": "n_r", "z": "(n_x + n_y)"}
@@ -492,6 +493,7 @@ def _generate(der: Derivation) -> _Polys:
 
     scale = _scale(model.sizes())
     consts = _Printer(scale)
+    found: dict = {}
     header = ["    n_x = Lambda.shape[0]", "    n_y = dims[0]", "    n_r = dims[1]",
               "    CONSTANTS", "    pos = 0"]
     for p in model.params:
@@ -552,6 +554,7 @@ def _generate(der: Derivation) -> _Polys:
         init.lines = _outputs(model)
         chain = _chain_rule(der, pr, block_sums)
         if chain is not None:
+            chain, found["stacked"] = chain
             return ([f"def {name}({args}):"] + header + pr.lines + init.lines + chain
                     + ["    return out", ""])
         fixed = block_sums(pr, [(b.letter.rows, split[b.letter.name][1]) for b in blocks])
@@ -580,7 +583,7 @@ def _generate(der: Derivation) -> _Polys:
                     + [f"    return ({', '.join(names)},)", ""])
     lines = ["import numpy as np", ""] + constants_fn + [
         line.replace("    CONSTANTS", "    " + unpack) for line in lines]
-    return _Polys(coeffs, "\n".join(lines) + FIXED_STEP_LOOP)
+    return _Polys(coeffs, "\n".join(lines) + FIXED_STEP_LOOP, found.get("stacked"))
 
 
 def _outputs(model) -> list[str]:
@@ -610,7 +613,7 @@ def _covered(model) -> dict:
     return {name: bool(mask.all()) for name, mask in masks.items()}
 
 
-def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
+def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> tuple | None:
     """The gradient of a product-form model with scalar tasks by the chain rule, or None
     (``Model.head_products``; ``theory/productform.py``): L = F(M), M = Σ_h u_h K_h with
     K_h = Q_h or W_K,hᵀ W_Q,h, so with G = ∇_M F (derived once, on the Merged model)
@@ -620,8 +623,9 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
     G costs what F's own gradient costs, whatever the number of heads. When the heads' u_h
     and Q_h are the heads of two parameters (``_stacked``), M = uᵀQ, ∂L/∂u = Q G and
     ∂L/∂Q = u ⊗ G are one pass each over Q's H·d² entries (Q flattened to H × d²). The
-    statements that evaluate G go to ``pr``; the returned lines write the blocks (each once,
-    in place: ``out`` is not initialised)."""
+    statements that evaluate G go to ``pr``; returned: the lines that write the blocks (each
+    once, in place: ``out`` is not initialised), and the names of u's and Q's parameters when
+    stacked (else None)."""
     heads = der.model.head_products()
     if heads is None or der.data.d_y != 1 or der.data.tasks == "diagonal":
         return None                          # eigenbasis tasks (d = d_y = 1): Dg letters
@@ -632,13 +636,13 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
     blocks = {b.letter.name: b for b in der.model.blocks()}
     stacked = _stacked(der.model, heads.heads, blocks)
     if stacked is not None:
-        u, Q, H, param = stacked
+        u, Q, H, param, _ = stacked
         flat = f"P_{Q}.reshape(({H}, {_SIZE[param.rows]} * {_SIZE[param.cols]}))"
         pr.lines.append(f"    {M.name} = np.dot(P_{u}.reshape(({H},)), {flat}).reshape("
                         f"({_SIZE[param.rows]}, {_SIZE[param.cols]}))")
         grad = pr._new(_sum(block_sums(pr, [("x", G)])[0]), "r")
         return [f"    G_{u}.reshape(({H},))[:] = np.dot({flat}, {grad}.ravel())",
-                f"    np.multiply({grad}, P_{u}, G_{Q})"]
+                f"    np.multiply({grad}, P_{u}, G_{Q})"], stacked[4]
     target = lambda name: _target(blocks[name])  # noqa: E731
     factors = []
     for letters in heads.heads:
@@ -655,12 +659,13 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
         else:
             lines += [f"    np.multiply({letters[2]} @ {grad}.T, {u}, {target(letters[1])})",
                       f"    np.multiply({letters[1]} @ {grad}, {u}, {target(letters[2])})"]
-    return lines
+    return lines, None
 
 
 def _stacked(model, heads: tuple, blocks: dict) -> tuple | None:
-    """(u's parameter, Q's parameter (identifiers), H, Q's ``Param``) when head h's letters
-    (u_h, Q_h) are head h of two headed parameters, whole, for every h of H ≥ 2; else None."""
+    """(u's parameter, Q's parameter (identifiers), H, Q's ``Param``, (u's, Q's parameter
+    names)) when head h's letters (u_h, Q_h) are head h of two headed parameters, whole, for
+    every h of H ≥ 2; else None."""
     if len(heads) < 2 or any(len(letters) != 2 for letters in heads):
         return None
     params = {p.name: p for p in model.params}
@@ -673,7 +678,8 @@ def _stacked(model, heads: tuple, blocks: dict) -> tuple | None:
                 for h, b in enumerate(found)):
             return None
         names.append(param)
-    return _ident(names[0].name), _ident(names[1].name), len(heads), names[1]
+    return (_ident(names[0].name), _ident(names[1].name), len(heads), names[1],
+            (names[0].name, names[1].name))
 
 
 def _observe_fn(conserved: int, args: str) -> list[str]:
@@ -836,6 +842,7 @@ class CompiledFlow:
         self._coeffs = polys.coeffs
         self.shapes = self.model.shapes()
         self.size = sum(int(np.prod(s)) for s in self.shapes.values())
+        self._stacked = polys.stacked and tuple(self._slices()[name] for name in polys.stacked)
         self._child = None
         digest = _digest(polys.source)
         if backend == "numba" and warmup.cached(digest) is False:
@@ -977,12 +984,8 @@ class CompiledFlow:
             {name: array of shape theta.shape[:-1] + the parameter's shape}.
         """
         theta = as_theta(theta, self.size, leading=True)
-        out, pos = {}, 0
-        for name, shape in self.shapes.items():
-            n = int(np.prod(shape))
-            out[name] = theta[..., pos:pos + n].reshape(theta.shape[:-1] + shape)
-            pos += n
-        return out
+        return {name: theta[..., part].reshape(theta.shape[:-1] + self.shapes[name])
+                for name, part in self._slices().items()}
 
     # --- evaluation --------------------------------------------------------------------------------
     def loss(self, theta) -> float:
@@ -1023,14 +1026,37 @@ class CompiledFlow:
     def _finite(self, value, theta):
         """``value`` if finite. A NaN or ∞ from finite θ means float64 overflowed: the data's
         scale is blamed when θ scaled to entries of at most 1 overflows too, else θ. (A finite
-        sum, one pass without a temporary, means every entry is finite.)"""
-        if np.isfinite(np.sum(value)) or np.isfinite(value).all():
+        ``_probe``, one pass without a temporary, means every entry is finite.)"""
+        if np.isfinite(self._probe(value, theta)) or np.isfinite(value).all():
             return value
         top = float(np.abs(theta).max())
         if top <= 1 or not np.all(np.isfinite(self._eval("grad", theta / top))):
             raise data_overflow(self.data, "the loss or its gradient")
         raise InputError("theta", f"|θ| up to {top:.3g} overflows float64 in the loss or its "
                          "gradient; rescale the parameters")
+
+    def _probe(self, value, theta):
+        """A sum of entries of ``value`` (the loss, or the gradient at ``theta``) that is
+        finite only if every entry is (when the sum itself overflows, ``_finite`` checks entry
+        by entry). With stacked heads (``_Polys.stacked``: ∂L/∂Q_h = u_h G) the gradient's Q
+        block enters by its head of largest |u_h| alone: |u_h G_ij| ≤ |u_h* G_ij| and rounding
+        is monotone, and a NaN in u or G reaches that head; so the check reads d² of Q's H·d²
+        entries."""
+        if not self._stacked or np.shape(value) != (self.size,):
+            return np.sum(value)
+        u, Q = self._stacked
+        coeffs = np.asarray(theta)[u]
+        heads = value[Q].reshape(coeffs.size, -1)
+        return (np.sum(value[:Q.start]) + np.sum(value[Q.stop:])
+                + np.sum(heads[np.argmax(np.abs(coeffs))]))
+
+    def _slices(self) -> dict:
+        """{parameter name: its slice of θ}."""
+        out, pos = {}, 0
+        for name, shape in self.shapes.items():
+            n = int(np.prod(shape))
+            out[name], pos = slice(pos, pos + n), pos + n
+        return out
 
     def hvp(self, theta, v, h: float = 1e-30) -> np.ndarray:
         """Hessian-vector product ∇²L(θ) v by complex-step differentiation of the exact
@@ -1090,7 +1116,8 @@ class CompiledFlow:
         def rhs(t, theta):
             with np.errstate(over="ignore", invalid="ignore"):
                 value = self._fns["grad"](theta, *data)
-            return -(value if np.isfinite(value).all() else self.grad(theta))
+            finite = np.isfinite(self._probe(value, theta)) or np.isfinite(value).all()
+            return -(value if finite else self.grad(theta))
         return rhs
 
     def conserved(self, theta) -> np.ndarray:
