@@ -14,7 +14,9 @@ d_y and η) are evaluated once per data set and passed in as a vector ``k``; pro
 letters, and sums of them with data-only coefficients, are constants computed once per data
 set, so a sweep over data values reuses the same compiled code. A product-form model with
 scalar tasks (``Model.head_products``) gets its gradient by the chain rule through G = ∇_M F,
-derived once on the Merged model (``_chain_rule``). The ``numba`` backend ``njit``s the very
+derived once on the Merged model (``_chain_rule``; heads stacked in one parameter: one pass
+over their H·d² entries for M, one for ∂L/∂u, one for ∂L/∂Q). The gradient is written into an
+uninitialised ``out``, each block first by an assignment. The ``numba`` backend ``njit``s the very
 same source.
 """
 
