@@ -263,12 +263,3 @@ def test_staged_learning_through_two_layers():
         assert times[0] < times[1] <= times[2], (key, times)
         assert times[0] == pytest.approx(half[1, 0][0], rel=0.25)
     assert loss[2] < 0.5 * loss[1]
-
-
-def test_stack_covariance_is_refused_with_its_cost():
-    """Two Merged layers: the gradient's second moment needs Gaussian moments of order 20,
-    1.04·10⁹ Isserlis pairings (hours), counted without enumerating them and refused."""
-    der = derive(models.Stack([models.Merged(2)] * 2), ICLData(d=2, N=3))
-    with pytest.raises(InputError, match=r"^model: .* needs 1\.04e\+09 Isserlis pairings, about "
-                                         r"[0-9.]+ CPU hours"):
-        der.gradient_covariance()

@@ -13,8 +13,12 @@ monomial with the context labels of the two factors summed independently. M₂ i
 every N; it holds up to 4 context labels and task moments of order 4: Gaussian tasks through the
 engine; finite task sets and the paper's eigenbasis tasks conditional on the task W (a fixed
 letter), averaged over the set, or over an exact cubature of δ (``ICLData.task_cubature``).
-Its cost is counted first (``covariance_cost``): beyond ``PAIRING_BUDGET``
-Isserlis pairings (a stack of two Merged layers needs 1.04·10⁹) it is refused with the estimate.
+Its cost is counted first (``covariance_cost``): beyond ``PAIRING_BUDGET`` Isserlis pairings (a
+stack of two Merged layers needs 1.04·10⁹), models whose context enters only through
+S = Σ x_i x_iᵀ and E = Σ ε_i x_iᵀ (stacks of Merged, MultiHead and SeparateKQ layers) take the
+two-stage route of ``wishart`` — the same polynomial, Isserlis conditional on the context, then
+the Wishart recursion on S — up to degree ``WISHART_DEGREE`` in S; anything else is refused with
+the estimate.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from .cache import cached
 from .data import N_SYM, W_COPY, W_TASK, independent, task_degree
 from .derive import Derivation, register_analysis
 from .errors import InputError
-from .gaussian import expect_products, group_sizes, pairing_count
+from .gaussian import EigenCov, expect_products, group_sizes, pairing_count
 from .terms import inner_monomial, residual, vary
+from .wishart import context_degree, expect_products_by_context
 from .words import Mat, MatPoly, TracePoly
 
 PROBES = ("A_", "B_")
@@ -38,6 +43,11 @@ PROBES = ("A_", "B_")
 # the covariance is refused with its estimated cost.
 SECONDS_PER_PAIRING = 5e-6
 PAIRING_BUDGET = 5 * 10**7
+# Beyond the budget, models whose context enters only through S = Σ x_i x_iᵀ and
+# E = Σ ε_i x_iᵀ (x-row keys and queries, y-row values: stacks of Merged, MultiHead, SeparateKQ
+# layers) take the two-stage route of ``wishart`` (Isserlis conditional on the context, then the
+# Wishart recursion), up to this degree in S (8: two layers; see benchmarks for its time).
+WISHART_DEGREE = 8
 
 
 def _probe(letter: Mat, prefix: str) -> Mat:
@@ -258,15 +268,34 @@ def covariance_cost(der: Derivation) -> int:
 def _second_moment(der: Derivation) -> dict:
     letters, directional, law = _directional(der)
     pairings = _cost(letters, directional, law)
+    expectation = expect_products
     if pairings > PAIRING_BUDGET:
-        raise InputError("model", f"the gradient covariance of {der.model!r} needs "
-                         f"{pairings:.3g} Isserlis pairings, about "
-                         f"{pairings * SECONDS_PER_PAIRING / 3600:.2g} CPU hours (the engine's "
-                         f"budget is {PAIRING_BUDGET:.0e}); measure the noise of this model by "
-                         "simulation (simulate_sgd)")
-    return {(L, M): expect_products(directional[PROBES[0], L], directional[PROBES[1], M], law,
-                                    N_SYM, (PROBES[0] + L, PROBES[1] + L) if L == M else None)
+        degree = _context_degree(directional, law)
+        if degree is None or degree > WISHART_DEGREE:
+            why = ("its context enters only through S and E, but with degree "
+                   f"{degree:g} > {WISHART_DEGREE} in S" if degree is not None else
+                   "its context does not enter only through S = Σ x_i x_iᵀ and E = Σ ε_i x_iᵀ")
+            raise InputError("model", f"the gradient covariance of {der.model!r} needs "
+                             f"{pairings:.3g} Isserlis pairings, about "
+                             f"{pairings * SECONDS_PER_PAIRING / 3600:.2g} CPU hours (the "
+                             f"engine's budget is {PAIRING_BUDGET:.0e}), and {why}; measure "
+                             "the noise of this model by simulation (simulate_sgd)")
+        expectation = expect_products_by_context
+    return {(L, M): expectation(directional[PROBES[0], L], directional[PROBES[1], M], law,
+                                N_SYM, (PROBES[0] + L, PROBES[1] + L) if L == M else None)
             for L, M in _blocks(letters)}
+
+
+def _context_degree(directional: dict, law) -> float | None:
+    """The degree in S of the two-stage route (``wishart``): the largest of a left factor's
+    plus a right factor's; None when it does not apply."""
+    if any(isinstance(cov, EigenCov) for cov in law.matrices.values()):
+        return None
+    degrees = {key: context_degree(monos) for key, monos in directional.items()}
+    if any(d is None for d in degrees.values()):
+        return None
+    return max(degrees[key] for key in directional if key[0] == PROBES[0]) + \
+        max(degrees[key] for key in directional if key[0] == PROBES[1])
 
 
 def _directional(der: Derivation) -> tuple:

@@ -258,6 +258,29 @@ def _sorted_traces(traces: Iterable[tuple]) -> tuple:
     return tuple(sorted(traces, key=_word_key))
 
 
+def canonical_product(words: Iterable[tuple]) -> tuple:
+    """The canonical key of a product of traces Π tr(word): each trace canonical
+    (``canonical_trace``), the traces sorted — the keys of ``TracePoly.terms``.
+
+    Parameters
+    ----------
+    words : iterable of tuple
+        The words whose traces are multiplied.
+
+    Returns
+    -------
+    tuple of tuple
+
+    Examples
+    --------
+    >>> from icldyn.theory.words import Mat, canonical_product
+    >>> L, Q = Mat("L", symmetric=True), Mat("Q")
+    >>> canonical_product([(Q, L), (L,)]) == canonical_product([(L,), (L, Q.transpose())])
+    True
+    """
+    return _sorted_traces(canonical_trace(w) for w in words)
+
+
 class TracePoly:
     """Σ coeff · Π tr(word): a scalar polynomial in traces with sympy coefficients.
 
@@ -292,7 +315,7 @@ class TracePoly:
             self._add(traces, coeff)
 
     def _add(self, traces: tuple, coeff) -> None:
-        self._add_canonical(_sorted_traces(canonical_trace(w) for w in traces), coeff)
+        self._add_canonical(canonical_product(traces), coeff)
 
     def _add_canonical(self, traces: tuple, coeff) -> None:
         value = sp.expand(self.terms.get(traces, 0) + coeff)

@@ -1,0 +1,128 @@
+"""The two-stage route through the context's Wishart matrix (theory/wishart.py) against the
+Isserlis engine and against the χ² moments: the Stein recursion on S-words equals the
+pairing enumeration of S = Σ x_i x_iᵀ, and the two stages give the very polynomial the engine
+gives for one-layer covariances and stack losses (exact equality of trace polynomials)."""
+
+import itertools
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from icldyn.theory import ICLData, InputError, derive, models
+from icldyn.theory.covariance import PROBES, _blocks, _directional
+from icldyn.theory.data import LAMBDA, N_SYM, x
+from icldyn.theory.gaussian import (GaussianLaw, Monomial, Segment, VectorCov, expect,
+                                    expect_products)
+from icldyn.theory.terms import inner_monomial, residual
+from icldyn.theory.wishart import (S_CONTEXT, context_degree, contract,
+                                   expect_products_by_context, wishart_expect)
+from icldyn.theory.words import Mat, TracePoly
+
+N = sp.Symbol("N")
+
+
+@pytest.mark.parametrize("k", range(1, 7))
+def test_one_dimensional_moments_are_the_chi_square_ones(k):
+    """d = 1: S = λ χ²_N, E S^k = λ^k N(N + 2)⋯(N + 2k − 2), whichever way S^k is traced."""
+    lam = sp.Rational(3, 2)
+    expected = lam**k * sp.prod([N + 2 * j for j in range(k)])
+    for split in set(itertools.permutations([1] * k)) | {(k,), (1, k - 1) if k > 1 else (1,)}:
+        poly = TracePoly.constant(1)
+        for part in split:
+            poly = poly * TracePoly.trace(*[S_CONTEXT] * part)
+        value = wishart_expect(poly, N).evaluate({LAMBDA.name: sp.Matrix([[lam]]),
+                                                 "_scalars": {sp.Symbol("d"): 1}})
+        assert sp.expand(value - expected) == 0, (split, value)
+
+
+def _engine_moment(traces, law):
+    """E Π tr(word) with every S expanded as Σ_i x_i x_iᵀ over a fresh label: the pairing
+    enumeration of the Isserlis engine, independent of the Stein recursion."""
+    segments, labels = [], []
+    for word in traces:
+        cut = [i for i, letter in enumerate(word) if letter == S_CONTEXT]
+        mine = [f"l{len(labels) + j}" for j in range(len(cut))]
+        labels += mine
+        for j, start in enumerate(cut):
+            end = cut[(j + 1) % len(cut)]
+            between = word[start + 1:end] if end > start else word[start + 1:] + word[:end]
+            segments.append(Segment(x(mine[j]), between, x(mine[(j + 1) % len(cut)])))
+    return expect([Monomial(1, tuple(labels), tuple(segments))], law, N)
+
+
+def test_stein_recursion_equals_the_pairing_enumeration():
+    """Random products of traces of words in S and non-symmetric letters A, B, C (degree ≤ 5
+    in S, up to three traces): the recursion equals the engine's enumeration exactly."""
+    A, B, C = Mat("A"), Mat("B"), Mat("C")
+    letters = [A, B, C, A.transpose(), B.transpose()]
+    law = GaussianLaw(vectors={"x": VectorCov("x", LAMBDA)})
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        traces = []
+        for _ in range(rng.integers(1, 4)):
+            word = [S_CONTEXT]
+            for _ in range(rng.integers(0, 3)):
+                word += [letters[i] for i in rng.integers(0, len(letters), rng.integers(0, 3))]
+                word.append(S_CONTEXT)
+            word += [letters[i] for i in rng.integers(0, len(letters), rng.integers(0, 2))]
+            traces.append(tuple(word))
+        if sum(w.count(S_CONTEXT) for w in traces) > 5:
+            continue
+        poly = TracePoly({tuple(traces): sp.Integer(1)})
+        assert wishart_expect(poly, N) == _engine_moment(traces, law), traces
+
+
+LAMBDA_FULL = np.array([[1.0, 0.3], [0.3, 0.6]])
+FINITE = [[[1.0, -0.5], [0.0, 1.2]], [[0.4, 1.0], [-0.8, 0.0]]]
+
+
+@pytest.mark.parametrize("model,data", [
+    (models.Merged(2), ICLData(d=2, N=3, Lambda="full", Sigma_w="full", noise=0.5)),
+    (models.MultiHead(2, heads=2), ICLData(d=2, N=3, Lambda="full", noise=0.5)),
+    (models.SeparateKQ(2, heads=1, rank=1), ICLData(d=2, N=3, Lambda="full", noise=0.5)),
+    (models.Merged(2, d_y=2), ICLData(d=2, N=3, d_y=2, Lambda=LAMBDA_FULL, tasks=FINITE)),
+    (models.Merged(2, d_y=2), ICLData(d=2, N=3, d_y=2, Lambda=LAMBDA_FULL, tasks="diagonal",
+                                      Sigma_w=[1.5, 0.6], noise=0.3))], ids=repr)
+def test_two_stages_give_the_engines_covariance(model, data):
+    """Every block of the one-layer gradient's second moment (Gaussian tasks with Σ_w, σ > 0;
+    a finite task set; the paper's eigenbasis tasks, conditional on W): identical polynomials."""
+    letters, directional, law = _directional(derive(model, data))
+    for L, M in _blocks(letters):
+        exchange = (PROBES[0] + L, PROBES[1] + L) if L == M else None
+        left, right = directional[PROBES[0], L], directional[PROBES[1], M]
+        two = expect_products_by_context(left, right, law, N_SYM, exchange)
+        assert two is not None and two == expect_products(left, right, law, N_SYM, exchange)
+
+
+@pytest.mark.parametrize("layers", [
+    lambda: [models.Merged(2), models.Merged(2)],
+    lambda: [models.MultiHead(2, heads=2), models.SeparateKQ(2, heads=1, rank=1)]])
+@pytest.mark.parametrize("query_in_keys,negate_readout", [(True, False), (False, True)])
+def test_two_stages_give_the_stack_loss(layers, query_in_keys, negate_readout):
+    """The loss of two-layer stacks (both key masks), Σ_w full, σ > 0: the two stages give the
+    derived loss polynomial (itself checked against brute force in test_stack.py)."""
+    model = models.Stack(layers(), query_in_keys=query_in_keys, negate_readout=negate_readout)
+    data = ICLData(d=2, N=3, Lambda="full", Sigma_w="full", noise=0.5)
+    r = residual(model)
+    half = [inner_monomial(a, b, sp.Rational(1, 2)) for a in r for b in r]
+    one = [Monomial(sp.Integer(1), (), ())]
+    assert context_degree(half) == 4
+    assert expect_products_by_context(half, one, data.law(), N_SYM) == derive(model, data).loss_poly
+
+
+def test_full_layers_do_not_contract():
+    """FullLSA's keys read the y-rows: labels meet as ε_i ε_i, not through S or E."""
+    r = residual(models.FullLSA(2))
+    monos = [inner_monomial(a, b, 1) for a in r for b in r]
+    assert context_degree(monos) is None
+    assert any(contract(m) is None for m in monos)
+    assert expect_products_by_context(monos, monos, ICLData(d=2, N=3).law(), N_SYM) is None
+
+
+def test_three_layers_are_refused_with_the_degree():
+    """Three Merged layers: degree 12 in S, beyond the two-stage route's 8: a clear error."""
+    der = derive(models.Stack([models.Merged(2)] * 3), ICLData(d=2, N=3))
+    with pytest.raises(InputError, match=r"^model: .* needs 8\.65e\+14 Isserlis pairings.*"
+                                         r"degree 12 > 8 in S"):
+        der.gradient_covariance()
