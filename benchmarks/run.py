@@ -346,10 +346,12 @@ def hand_gd_loop():
     return loop
 
 
-def bench_trajectories() -> dict:
+def bench_trajectories(rounds: int = 7) -> dict:
     """Per-step cost of compiled GD and RK4 at d = 4 (the whole loop compiled) against a hand
     Numba loop of the same GD; a 2 000-step curve recorded at every step (loss and conserved
-    quantities in one compiled loop) against SGD of the layer with 64 seeds × 64 prompts."""
+    quantities in one compiled loop) against SGD of the layer with 64 seeds × 64 prompts.
+    The loops are timed in ``rounds`` interleaved rounds (a shared machine's load falls on all
+    alike), medians reported, with the load average of the run."""
     from icldyn.numerics import compile_flow, gradient_descent, rk4, simulate_sgd
     from icldyn.theory import ICLData, derive, models
     c = CURVE
@@ -358,32 +360,35 @@ def bench_trajectories() -> dict:
     model = models.Merged(d)
     flow = compile_flow(derive(model, data), backend="numba").compiled()
     init = flow.pack({"V": 0.1, "Q": 0.1})
-    steps = 20_000
-    gradient_descent(flow, init, lr=lr, steps=10, every=10)
-    rk4(flow, init, t_end=10 * lr, dt=lr, every=10)
-    t_gd = best_time(lambda: gradient_descent(flow, init, lr=lr, steps=steps, every=steps),
-                     repeat=3) / steps
-    t_rk4 = best_time(lambda: rk4(flow, init, t_end=steps * lr, dt=lr, every=steps),
-                      repeat=3) / steps
+    steps, curve_steps = 20_000, 2000
     Lam = np.diag(c["spectrum"])
     A = (c["N"] + 1) / c["N"] * Lam @ Lam + np.trace(Lam) / c["N"] * Lam
     loop = hand_gd_loop()
-    loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, 10)
-    t_hand = best_time(lambda: loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, steps),
-                       repeat=3) / steps
     mine = gradient_descent(flow, init, lr=lr, steps=100, every=100).theta[-1]
     u, Q = loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, 100)
     assert np.allclose(mine, np.concatenate([[u], Q.ravel()]), rtol=1e-9, atol=1e-13)
-    curve_steps = 2000
-    t_curve = best_time(lambda: gradient_descent(flow, init, lr=lr, steps=curve_steps,
-                                                 every=1), repeat=3)
-    start = time.process_time()
+    runs = {"gd": lambda: gradient_descent(flow, init, lr=lr, steps=steps, every=steps),
+            "rk4": lambda: rk4(flow, init, t_end=steps * lr, dt=lr, every=steps),
+            "hand": lambda: loop(A, Lam @ Lam, Lam, 0.1, 0.1 * np.eye(d), lr, steps),
+            "curve": lambda: gradient_descent(flow, init, lr=lr, steps=curve_steps, every=1)}
+    for run in runs.values():
+        run()                                                    # warm
+    start = clock()
     simulate_sgd(model, data, {"V": 0.1, "Q": 0.1}, lr=lr, batch=64, steps=curve_steps,
                  seeds=64, seed=0)
-    t_sgd = time.process_time() - start
+    t_sgd = clock() - start
+    times: dict = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = clock()
+            run()
+            times[name].append(clock() - start)
+    t = {name: float(np.median(v)) for name, v in times.items()}
+    t_gd, t_rk4, t_hand = t["gd"] / steps, t["rk4"] / steps, t["hand"] / steps
     return {"gd_step_s": t_gd, "rk4_step_s": t_rk4, "hand_numba_gd_step_s": t_hand,
             "gd_ratio": t_gd / t_hand, "rk4_per_gradient_ratio": t_rk4 / 4 / t_hand,
-            "curve_s": t_curve, "sgd_64x64_s": t_sgd, "curve_ratio": t_sgd / t_curve}
+            "curve_s": t["curve"], "sgd_64x64_s": t_sgd, "curve_ratio": t_sgd / t["curve"],
+            "rounds": rounds, "load_average": list(os.getloadavg())}
 
 
 COLD = """
@@ -554,7 +559,9 @@ def bench_engine() -> list[dict]:
     cache, d = 2, symbolic N, Λ, Σ_w, σ; targets FullLSA < 15 s, MultiHead(2) < 1 s; before the
     integer-coded engine: 6.4 s, SeparateKQ(2, 2) 15.9 s, FullLSA ≈ 170 s) and of stack losses
     (moments of order 10 and 14), with the number of Isserlis pairings enumerated; the 2-layer
-    stack's covariance, refused by its budget, with the pairings it would need (counted)."""
+    stack's covariance by the two stages of theory/wishart.py (Isserlis pairings conditional on
+    the context, then the Wishart recursion); the 3-layer one, refused (degree 12 in S), with
+    the pairings the direct route would need (counted)."""
     import sympy as sp
 
     from icldyn.theory import ICLData, cache, derive, gaussian, models
@@ -566,6 +573,9 @@ def bench_engine() -> list[dict]:
                       models.FullLSA(2))]
     jobs += [(models.Stack([models.Merged(2)] * layers), "loss", lambda der: der.loss_poly)
              for layers in (2, 3)]
+    jobs += [(models.Stack([models.Merged(2)] * 2, query_in_keys=keys),
+              "gradient covariance (two stages: theory/wishart.py)",
+              lambda der: der.gradient_covariance()) for keys in (False, True)]
     rows = []
     with _private_cache():
         for model, what, fn in jobs:
@@ -574,7 +584,7 @@ def bench_engine() -> list[dict]:
             fn(derive(model, data))
             rows.append({"model": repr(model), "quantity": what, "cold_s": clock() - start,
                          "pairings": gaussian.STATS["pairings"] - pairings})
-        stack = models.Stack([models.Merged(2)] * 2)     # refused: counted, not enumerated
+        stack = models.Stack([models.Merged(2)] * 3)     # refused: counted, not enumerated
         start = clock()
         rows.append({"model": repr(stack), "quantity": "gradient covariance (refused)",
                      "pairings": covariance_cost(derive(stack, data)), "count_s": clock() - start})
@@ -724,7 +734,8 @@ def print_trajectories(r) -> None:
           f"{r['hand_numba_gd_step_s'] * 1e6:.2f} µs = {r['gd_ratio']:.2f}x; RK4 per gradient "
           f"{r['rk4_per_gradient_ratio']:.2f}x; 2 000-step curve recorded at every step "
           f"{r['curve_s'] * 1e3:.1f} ms vs SGD 64 seeds × 64 prompts {r['sgd_64x64_s']:.1f} s "
-          f"= {r['curve_ratio']:.0f}x")
+          f"= {r['curve_ratio']:.0f}x (medians of {r['rounds']} interleaved rounds; load "
+          f"{r['load_average'][0]:.1f})")
 
 
 def print_cold(rows) -> None:

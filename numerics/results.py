@@ -75,7 +75,7 @@ class Trajectory:
     losses: np.ndarray | None = None
 
     @classmethod
-    def along(cls, flow, t, theta, steps=None, **info) -> "Trajectory":
+    def along(cls, flow, t, theta, steps=None, observed=None, **info) -> "Trajectory":
         """The trajectory of one path: loss and conserved quantities of ``flow`` at each row.
 
         Parameters
@@ -88,6 +88,10 @@ class Trajectory:
             Flat θ per row.
         steps : array_like (rows,), optional
             Step index of each row (discrete methods).
+        observed : ndarray (rows, 1 + number of conserved quantities), optional
+            The loss and the conserved quantities at the rows, when the loop that made them
+            recorded them; else (or when not all finite: ``flow.observe`` raises the clear
+            error) computed here.
         **info
             Settings kept in ``info``.
 
@@ -95,7 +99,8 @@ class Trajectory:
         -------
         Trajectory
         """
-        observed = flow.observe(theta)          # one compiled loop over the rows
+        if observed is None or not np.isfinite(observed).all():
+            observed = flow.observe(theta)      # one compiled loop over the rows
         return cls(np.asarray(t, dtype=float), None if steps is None else np.asarray(steps),
                    theta, observed[:, 0], None, observed[:, 1:], dict(info))
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import matrices, spd_matrices
 from icldyn.numerics import compile_flow, gradient_descent, integrate, rk4
+from icldyn.numerics.compiled.codegen import Extension
 from icldyn.numerics.compiled.integrate import STALL_WINDOW
 from icldyn.theory import ICLData, InputError, derive, models
 from icldyn.theory.solutions import isotropic_reduction
@@ -145,6 +146,33 @@ def test_isotropic_reduction_equals_the_oracle():
     assert red.conservation_rate() == 0
 
 
+@pytest.mark.parametrize("model, backends", [
+    (models.Merged(10, d_y=10), ("numpy", "numba")),
+    (models.MultiHead(10, heads=2, d_y=10), ("numpy",)),
+    (models.SeparateKQ(10, heads=2, rank=3, d_y=10), ("numpy",))])
+def test_eigenbasis_path_gradients_are_exact(model, backends):
+    """Eigenbasis tasks at d = 10 (kernels not lowered to loops), where the gradient is printed in
+    Λ's eigenbasis (Λ and Dg as scalings of U's columns, no ``_eigdiag`` call): the compiled
+    gradient agrees with the derivation's exact gradient at random θ (the Numba kernel, the
+    same source, with NumPy's)."""
+    rng = np.random.default_rng(7)
+    A = rng.standard_normal((10, 10))
+    data = ICLData(d=10, N=7, Lambda=A @ A.T / 10 + 0.3 * np.eye(10), d_y=10, tasks="diagonal",
+                   noise=0.25)
+    der = derive(model, data)
+    flows = [compile_flow(der, backend=b).compiled() for b in backends]
+    assert "_eigdiag" not in flows[0].source.split("def grad")[1].split("def conserved")[0]
+    params = {n: rng.standard_normal(s) / 2 for n, s in model.shapes().items()}
+    theta, pos = flows[0].pack(params), flows[0].letter_positions()
+    for f in flows:
+        grad = f.grad(theta)
+        for letter, exact in der.gradient_value(params).items():
+            exact = np.array(exact.tolist(), dtype=float)
+            np.testing.assert_allclose(grad[pos[letter]], exact, rtol=1e-11,
+                                       atol=1e-12 * np.abs(exact).max())
+        np.testing.assert_allclose(grad, flows[0].grad(theta), rtol=1e-12, atol=1e-13)
+
+
 @given(st.integers(2, 4), st.integers(2, 30), st.data())
 def test_diagonal_set_is_invariant(d, n, draw):
     """Vector tasks in a rotated eigenbasis: V, Q diagonal in Λ's eigenbasis stay so."""
@@ -202,6 +230,11 @@ def test_bad_inputs_raise_clear_errors():
     der = derive(models.Merged(2), data)
     with pytest.raises(InputError, match="backend"):
         compile_flow(der, backend="fortran")
+    with pytest.raises(InputError, match="^extensions"):
+        compile_flow(der, extensions=["def f(): pass"])
+    with pytest.raises(InputError, match="^extension: its source defines grad"):
+        compile_flow(der, "numpy").extension(Extension("def grad(x):\n    return x\n",
+                                                       lambda flow, data: {}))
     flow = compile_flow(der)
     with pytest.raises(InputError, match="missing"):
         flow.pack({"V": 1.0})
@@ -293,3 +326,71 @@ def test_a_stiff_flow_is_stopped_by_its_pace_and_an_implicit_method_solves_it():
     traj = integrate(flow, theta, t_end=0.01, method="LSODA")
     assert traj.t[-1] == 0.01 and abs(traj.theta[-1, 0]) < 1e-12
     assert traj.loss[-1] < traj.loss[0]
+
+
+LOOP_CASES = {
+    "Merged": (models.Merged(2), {}),
+    "Merged d_y=2": (models.Merged(2, d_y=2), {"d_y": 2}),
+    "MultiHead": (models.MultiHead(2, heads=2), {}),
+    "SeparateKQ": (models.SeparateKQ(2, heads=2, rank=1), {}),
+    "FullLSA": (models.FullLSA(2), {}),
+    "task set": (models.MultiHead(2, heads=2), {"tasks": np.array([[[1.0, 0.5]], [[0.0, 1.0]]])}),
+    "diagonal tasks": (models.Merged(2, d_y=2), {"d_y": 2, "tasks": "diagonal"}),
+}
+
+
+@pytest.mark.parametrize("case", list(LOOP_CASES))
+def test_loop_kernels_step_as_the_array_kernels(case):
+    """The small-d loop kernels (``loops.lower``: products, sums, traces, Dg and the task
+    loop as scalar loops) give the array kernels' GD and RK4 steps and recorded loss and
+    conserved quantities, model by model (run as Python: the lowering, not Numba, is tested)."""
+    model, extra = LOOP_CASES[case]
+    data = ICLData(d=2, N=5, Lambda=[[1.0, 0.3], [0.3, 0.6]], noise=0.2, **extra)
+    flow = compile_flow(derive(model, data), "numpy")
+    fns = flow._fns
+    theta, *args = flow._args(0.4 * np.random.default_rng(2).standard_normal(flow.size))
+    for rk4_step in (False, True):
+        rows, seen, done = fns["fixed_step"](theta, 0.05, 6, 2, rk4_step, *args)
+        ref_rows, ref_seen, ref_done = fns["fixed_step_arrays"](theta, 0.05, 6, 2, rk4_step, *args)
+        assert done == ref_done == 6 and rows.shape == (4, flow.size)
+        np.testing.assert_allclose(rows, ref_rows, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(seen, ref_seen, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(seen, flow.observe(rows), rtol=1e-13, atol=1e-15)
+    loops = flow.source[flow.source.index("def loop_loss"):flow.source.index("def fixed_step(")]
+    assert " @ " not in loops and "np." not in loops        # no BLAS call, no allocation
+
+
+def test_large_d_keeps_the_array_kernels():
+    """Above ``loops.SMALL`` the trajectory loop calls the BLAS kernels (no loop forms)."""
+    from icldyn.numerics.compiled.loops import SMALL
+    d = SMALL + 1
+    flow = compile_flow(derive(models.Merged(d), ICLData(d=d, N=5, Lambda=np.eye(d))), "numpy")
+    assert "def loop_" not in flow.source and "fixed_step_arrays" not in flow._fns
+    gd = gradient_descent(flow, {"V": 0.1, "Q": 0.1}, lr=0.05, steps=4, every=2)
+    np.testing.assert_allclose(gd.loss, flow.observe(gd.theta)[:, 0], rtol=1e-15)
+
+
+def test_compiled_trajectories_match_the_array_kernels():
+    """Numba's loop kernels against NumPy's array kernels: 2 000 GD steps and 500 RK4 steps
+    at d = 4 agree to 1e-13 (rows, loss and conserved quantities recorded in the loop)."""
+    data = ICLData(d=4, N=16, Lambda=np.diag([2.0, 1.0, 0.5, 0.25]))
+    der = derive(models.Merged(4), data)
+    fast, ref = compile_flow(der, "numba").compiled(), compile_flow(der, "numpy")
+    assert type(fast._fns["fixed_step"]).__name__ == "CPUDispatcher"
+    theta0 = fast.pack({"V": 0.1, "Q": 0.1})
+    for run in (lambda f: gradient_descent(f, theta0, lr=0.02, steps=2000, every=10),
+                lambda f: rk4(f, theta0, t_end=10.0, dt=0.02, every=10)):
+        a, b = run(fast), run(ref)
+        for x, y in ((a.theta, b.theta), (a.loss, b.loss), (a.conserved, b.conserved)):
+            np.testing.assert_allclose(x, y, rtol=1e-13, atol=1e-15)
+
+
+def test_the_warm_up_examples_fit_their_kernels():
+    """Each kernel the warm-up child compiles takes its example arguments (the loop kernels,
+    named ``loop_*``, are not taken for ``conserved_i``): called here with NumPy."""
+    flow = compile_flow(derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.eye(2))), "numpy")
+    examples = flow._examples()
+    assert "fixed_step" in examples and not any(name.startswith("loop_") for name in examples)
+    for name, calls in examples.items():
+        for args in calls:
+            flow._fns[name](*args)

@@ -29,9 +29,7 @@ Both stages are exact for every N; ``expect_products_by_context`` chains them.
 
 from __future__ import annotations
 
-from collections import defaultdict
 
-import sympy as sp
 
 from .data import LAMBDA
 from .gaussian import EigenCov, GaussianLaw, KronCov, Monomial, Segment, expect_products
@@ -198,12 +196,10 @@ def wishart_expect(poly: TracePoly, N) -> TracePoly:
     for traces, coeff in poly.terms.items():
         if any(_inside_dg(letter) for word in traces for letter in word):
             raise ValueError("S occurs inside a Dg letter")
-        ids = [CODES.trace(CODES.chain(word)[0]) for word in traces]
-        random = tuple(sorted(t for t in ids if stein.holds_s(t)))
-        fixed = tuple(t for t in ids if not stein.holds_s(t))
-        tally.add(coeff, {(tuple(sorted(fixed + rest)), power): count
-                          for rest, powers in stein.moment(random).items()
-                          for power, count in powers.items()})
+        random, fixed = stein.split([CODES.trace(CODES.chain(word)[0]) for word in traces])
+        sink: dict = {}
+        stein.push(random, fixed, 0, sink)
+        tally.add(coeff, sink)
     return tally.trace_poly()
 
 
@@ -214,51 +210,56 @@ def _inside_dg(letter) -> bool:
 
 class _Stein:
     """The recursion on integer-coded traces (``wordcodes``): a product of traces is the
-    sorted tuple of their ids; ``moment(ids)`` of traces that all hold S is {sorted ids of
-    S-free traces: {power of N: integer coefficient}}, memoised."""
+    sorted tuple of their ids. Products of degree ≤ ``MEMO_DEGREE`` in S are memoised
+    (``moment``: {sorted ids of S-free traces: {power of N: integer coefficient}}; such small
+    products recur across terms and blocks); higher ones are expanded into the caller's sink
+    without being stored (``push``), which keeps the memory to the small products."""
+
+    MEMO_DEGREE = 8
 
     def __init__(self):
         self.s, self.lam = CODES.code(S_CONTEXT), CODES.code(LAMBDA)
-        self.memo: dict = {(): {(): {0: 1}}}
+        self.memo: dict = {(): ((((), 0), 1),)}
         self._words: dict = {}
+        self._degree: dict = {}
 
     def word(self, t: int) -> tuple:
         w = self._words.get(t)
         if w is None:
             w = self._words[t] = CODES.chain(CODES.traces[t])[0]
+            self._degree[t] = w.count(self.s)
         return w
 
-    def holds_s(self, t: int) -> bool:
-        return self.s in self.word(t)
+    def degree(self, t: int) -> int:
+        """The number of S letters in trace ``t``."""
+        self.word(t)
+        return self._degree[t]
 
-    def moment(self, ids: tuple) -> dict:
-        out = self.memo.get(ids)
-        if out is not None:
-            return out
+    def split(self, ids) -> tuple:
+        """(sorted ids of the traces holding S, ids of the others)."""
+        return (tuple(sorted(t for t in ids if self.degree(t))),
+                tuple(t for t in ids if not self.degree(t)))
+
+    def children(self, ids: tuple):
+        """One Stein step on the first S of the first trace: (random ids, fixed ids, power of
+        N) of each term of the module docstring's identity."""
         s, lam, transposed = self.s, self.lam, CODES.transposed
         first, rest = self.word(ids[0]), ids[1:]
         p = first.index(s)
         C = first[p + 1:] + first[:p]
         CT = tuple(transposed[c] for c in reversed(C))
-        acc: dict = defaultdict(lambda: defaultdict(int))
 
-        def add(words: tuple, others: tuple, shift: int) -> None:
-            random, fixed = list(others), []
-            for w in words:
-                t = CODES.trace(w)
-                (random if s in w else fixed).append(t)
-            for tail, powers in self.moment(tuple(sorted(random))).items():
-                target = acc[tuple(sorted(fixed + list(tail)))] if fixed else acc[tail]
-                for power, count in powers.items():
-                    target[power + shift] += count
+        def child(words: tuple, others: tuple, shift: int):
+            random, fixed = self.split([CODES.trace(w) for w in words])
+            return tuple(sorted(others + random)), fixed, shift
 
-        add(((lam,) + C,), rest, 1)
+        yield child(((lam,) + C,), rest, 1)
         for q, c in enumerate(C):
             if c == s:
                 C1, C2 = C[:q], C[q + 1:]
                 C1T = tuple(transposed[c] for c in reversed(C1))
-                add(((lam,) + C1, (s,) + C2), rest, 0)
-                add(((s,) + C1T + (lam,) + C2,), rest, 0)
+                yield child(((lam,) + C1, (s,) + C2), rest, 0)
+                yield child(((s,) + C1T + (lam,) + C2,), rest, 0)
         for k, t in enumerate(rest):
             others = rest[:k] + rest[k + 1:]
             word = self.word(t)
@@ -266,11 +267,34 @@ class _Stein:
                 if c == s:
                     D = word[q + 1:] + word[:q]
                     DT = tuple(transposed[c] for c in reversed(D))
-                    add(((s,) + CT + (lam,) + D,), others, 0)
-                    add(((s,) + CT + (lam,) + DT,), others, 0)
-        self.memo[ids] = out = {t: {p: c for p, c in powers.items() if c}
-                                for t, powers in acc.items()}
+                    yield child(((s,) + CT + (lam,) + D,), others, 0)
+                    yield child(((s,) + CT + (lam,) + DT,), others, 0)
+
+    def moment(self, ids: tuple) -> tuple:
+        out = self.memo.get(ids)
+        if out is None:
+            acc: dict = {}
+            for random, fixed, shift in self.children(ids):
+                self.push(random, fixed, shift, acc)
+            self.memo[ids] = out = tuple((key, count) for key, count in acc.items() if count)
         return out
+
+    def push(self, ids: tuple, fixed: tuple, shift: int, sink: dict) -> None:
+        """sink[(sorted ids of S-free traces, power of N)] += the expectation of the product
+        ``ids`` times the traces ``fixed`` times N^shift."""
+        if sum(self._degree[t] for t in ids) <= self.MEMO_DEGREE:
+            get = sink.get
+            if fixed:
+                for (tail, power), count in self.moment(ids):
+                    key = (tuple(sorted(fixed + tail)), power + shift)
+                    sink[key] = get(key, 0) + count
+            else:
+                for (tail, power), count in self.moment(ids):
+                    key = (tail, power + shift)
+                    sink[key] = get(key, 0) + count
+            return
+        for random, more, step in self.children(ids):
+            self.push(random, fixed + more, shift + step, sink)
 
 
 def expect_products_by_context(left, right, law: GaussianLaw, N,

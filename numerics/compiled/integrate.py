@@ -171,13 +171,14 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
 
 
 def _loop(flow: CompiledFlow, theta0, step, steps: int, every: int, rk4: bool, **info):
-    theta, done = flow.fixed_step(theta0, step, steps, every, rk4)
+    theta, observed, done = flow.fixed_step(theta0, step, steps, every, rk4)
     if done < steps:
         if done == 0:
             flow.grad(theta0)           # overflow at θ₀ itself: blames the data or θ₀, not lr
-        theta = theta[:_finite_rows(flow, theta)]
+        end = _finite_rows(observed)
+        theta, observed = theta[:end], observed[:end]
     rows = every * np.arange(len(theta))
-    traj = Trajectory.along(flow, step * rows, theta, steps=rows, **info)
+    traj = Trajectory.along(flow, step * rows, theta, steps=rows, observed=observed, **info)
     if done < steps:
         limit = stability_limit(flow, theta0)
         raise DivergenceError(
@@ -188,16 +189,13 @@ def _loop(flow: CompiledFlow, theta0, step, steps: int, every: int, rk4: bool, *
     return traj
 
 
-def _finite_rows(flow: CompiledFlow, theta: np.ndarray) -> int:
-    """How many leading rows of a diverging run have a finite loss: its last rows, still under
-    ``RUNAWAY``, can overflow the loss (a polynomial of high degree in θ)."""
-    end = len(theta)
-    while end > 1:
-        try:
-            flow.observe(theta[end - 1:end])
-            return end
-        except InputError:
-            end -= 1
+def _finite_rows(observed: np.ndarray) -> int:
+    """How many leading rows of a diverging run have a finite loss and conserved quantities
+    (``observed``, recorded by the loop): its last rows, still under ``RUNAWAY``, can overflow
+    the loss (a polynomial of high degree in θ). The first row is kept."""
+    end = len(observed)
+    while end > 1 and not np.isfinite(observed[end - 1]).all():
+        end -= 1
     return end
 
 
