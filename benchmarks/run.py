@@ -2,8 +2,9 @@
 `python benchmarks/run.py [--only SECTION,...] [--out FILE] [--baseline FILE]`.
 
 (a) compiled gradient (numba) vs hand-written NumPy of the same formula (docs/math.md §3.2, scalar
-    tasks): Merged and SeparateKQ at d = 64, 256, 512, MultiHead(H = 1 → 16) at d = 256, FullLSA
-    (its hand formula: ``hand_fulllsa_gradient``) at d = 64, 256, 512;
+    tasks): Merged and SeparateKQ at d = 64, 256, 512, MultiHead(H = 1 → 16) at d = 256 and
+    MultiHead(8) at d = 64, 512, FullLSA (its hand formula: ``hand_fulllsa_gradient``) at
+    d = 64, 256, 512 (interleaved, medians);
 (b) the expected learning curve by theory (exact GD, compiled) vs the same curve by
     `simulate_sgd` and by a plain PyTorch SGD loop, scaled to the seeds needed for 1 % accuracy;
 (c) derivation time per model (incl. the symmetry search): cold (empty cache), from the disk
@@ -57,6 +58,19 @@ def best_time(fn, repeat: int = 5, number: int = 1) -> float:
             fn()
         times.append((clock() - start) / number)
     return min(times)
+
+
+def paired_times(fns: dict, repeat: int = 11, number: int = 1) -> dict:
+    """{name: median CPU time per call} of the functions ``fns`` timed in turn, ``repeat``
+    rounds of ``number`` calls each (interleaved: a shared machine's load hits all alike)."""
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = clock()
+            for _ in range(number):
+                fn()
+            times[name].append((clock() - start) / number)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def hand_gradient(Lam, Sw, n, sigma):
@@ -183,7 +197,7 @@ def hand_reference(hand_name: str, data, params: dict) -> tuple:
 
 def bench_gradient(model, hand_name: str) -> dict:
     """The compiled gradient (numba) of a model against its hand-written NumPy reference at the
-    same θ (checked equal), side by side."""
+    same θ (checked equal), side by side (interleaved; medians)."""
     from icldyn.numerics import compile_flow
     from icldyn.theory import derive
     d = model.d
@@ -194,9 +208,9 @@ def bench_gradient(model, hand_name: str) -> dict:
     mine = flow.grad(theta)
     ref = np.concatenate([np.ravel(g) for g in hand(*args)])
     assert np.allclose(mine, ref, rtol=1e-9, atol=1e-12 * np.abs(ref).max()), model
-    number = max(1, 2000 // d)
-    t_gen = best_time(lambda: flow.grad(theta), number=number)
-    t_hand = best_time(lambda: hand(*args), number=number)
+    t = paired_times({"gen": lambda: flow.grad(theta), "hand": lambda: hand(*args)},
+                     number=max(1, 2000 // d))
+    t_gen, t_hand = t["gen"], t["hand"]
     return {"model": repr(model), "d": d, "compiled_s": t_gen, "hand_numpy_s": t_hand,
             "ratio": t_gen / t_hand}
 
@@ -208,6 +222,7 @@ def bench_gradients() -> list[dict]:
               for d in (64, 256, 512)]
     cases += [(models.MultiHead(256, heads=heads), "hand_multihead_gradient")
               for heads in (1, 2, 4, 8, 16)]
+    cases += [(models.MultiHead(d, heads=8), "hand_multihead_gradient") for d in (64, 512)]
     cases += [(models.FullLSA(d), "hand_fulllsa_gradient") for d in (64, 256, 512)]
     rows = []
     for model, hand in cases:

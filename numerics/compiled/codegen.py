@@ -19,7 +19,9 @@ d_y and η) are evaluated once per data set and passed in as a vector ``k``; pro
 letters, and sums of them with data-only coefficients, are constants computed once per data
 set, so a sweep over data values reuses the same compiled code. A product-form model with
 scalar tasks (``Model.head_products``) gets its gradient by the chain rule through G = ∇_M F,
-derived once on the Merged model (``_chain_rule``). The ``numba`` backend ``njit``s the very
+derived once on the Merged model (``_chain_rule``; heads stacked in one parameter: one pass
+over their H·d² entries for M, one for ∂L/∂u, one for ∂L/∂Q). The gradient is written into an
+uninitialised ``out``, each block first by an assignment. The ``numba`` backend ``njit``s the very
 same source.
 """
 
@@ -186,10 +188,16 @@ class _Printer:
         self.indent = "    " * (len(letters) + 1)
         return " * ".join(f"task_weights[_t{depth}]" for depth in range(len(letters)))
 
-    def add_up(self, target: str, terms: list[str], weight: str = "") -> None:
-        """target += weight · Σ terms, one statement per ``_chunks`` part."""
-        for part in _chunks(terms):
-            self.lines.append(f"{self.indent}{target} += "
+    def add_up(self, target: str, terms: list[str], weight: str = "",
+               first: bool = False) -> None:
+        """target += weight · Σ terms, one statement per ``_chunks`` part; with ``first`` the
+        first statement assigns (``target`` is a matrix not written before: no pass over
+        zeros), and no terms zero it."""
+        if first and not terms:
+            self.lines.append(f"{self.indent}{target}[:, :] = 0.0")
+        for i, part in enumerate(_chunks(terms)):
+            op = "[:, :] =" if first and i == 0 else " +="
+            self.lines.append(f"{self.indent}{target}{op} "
                               + (f"{weight} * ({part})" if weight else part))
 
     def close_loops(self) -> None:
@@ -656,6 +664,7 @@ class _Polys:
 
     coeffs: list
     source: str
+    stacked: tuple | None = None    # (u's, Q's parameter names): the gradient by ``_stacked``
 
 
 _SIZE = {"x": "n_x", "y": "n_y", "r": "n_r", "z": "(n_x + n_y)"}
@@ -708,6 +717,7 @@ def _generate(der: Derivation) -> _Polys:
 
     scale = _scale(model.sizes())
     consts = _Printer(scale)
+    found: dict = {}
     header = ["    n_x = Lambda.shape[0]", "    n_y = dims[0]", "    n_r = dims[1]",
               "    CONSTANTS", "    pos = 0"]
     for p in model.params:
@@ -774,12 +784,13 @@ def _generate(der: Derivation) -> _Polys:
         init.lines = _outputs(model)
         chain = _chain_rule(der, pr, block_sums)
         if chain is not None:
+            chain, found["stacked"] = chain
             return ([f"def {name}({args}):"] + header + pr.lines + init.lines + chain
                     + ["    return out", ""]), pr.cost
         fixed = block_sums(pr, [(b.letter.rows, split[b.letter.name][1]) for b in blocks])
         cut = len(pr.lines)                    # where the task loop (if any) starts
         for b, parts in zip(blocks, fixed):
-            init.add_up(_target(b), parts)
+            init.add_up(_target(b), parts, first=True)
         loop = _Printer(scale)
         if any(split[n][0].terms for n in split):
             weight = pr.open_loops([W_TASK.name])
@@ -820,7 +831,8 @@ def _generate(der: Derivation) -> _Polys:
     lines = ["import numpy as np", ""] + constants_fn + [
         line.replace("    CONSTANTS", "    " + unpack) for line in lines]
     source = "\n".join(lines) + "\n"
-    return _Polys(coeffs, source + _trajectories(der, source, len(coeffs)))
+    return _Polys(coeffs, source + _trajectories(der, source, len(coeffs)),
+                  found.get("stacked"))
 
 
 def _eigen_poly(poly):
@@ -841,26 +853,45 @@ def _has_dg(poly) -> bool:
 
 
 def _outputs(model) -> list[str]:
-    """The flat gradient ``out`` (θ's layout), zeroed, and each parameter's block G_<param> as a
-    view of it (the blocks are added up in place: no copies at the end)."""
-    out = ["    out = np.zeros(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
+    """The flat gradient ``out`` (θ's layout), not initialised, and each parameter's block
+    G_<param> as a view of it (the blocks are written in place, each first by an assignment:
+    no copies at the end, no pass over zeros); a parameter whose blocks leave entries out
+    (inert entries, e.g. FullLSA's x-rows of W_PV) is zeroed first."""
+    out = ["    out = np.empty(theta.shape[0], dtype=theta.dtype)", "    pos = 0"]
+    covered = _covered(model)
     for p in model.params:
         size = _size_code(p)
+        if not covered[p.name]:
+            out.append(f"    out[pos:pos + {size}] = 0.0")
         out += [f"    G_{_ident(p.name)} = out[pos:pos + {size}].reshape({_shape_code(p)})",
                 f"    pos += {size}"]
     return out + [f"    {_target(b)} = {_view_code('G_' + _ident(b.param), b)}"
                   for b in model.blocks()]
 
 
-def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
+def _covered(model) -> dict:
+    """{parameter name: whether its blocks cover every entry} (at the model's sizes)."""
+    sizes, masks = model.sizes(), {}
+    for name, shape in model.shapes().items():
+        masks[name] = np.zeros(shape, dtype=bool)
+    for b in model.blocks():
+        masks[b.param][b.index(sizes)] = True
+    return {name: bool(mask.all()) for name, mask in masks.items()}
+
+
+def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> tuple | None:
     """The gradient of a product-form model with scalar tasks by the chain rule, or None
     (``Model.head_products``; ``theory/productform.py``): L = F(M), M = Σ_h u_h K_h with
     K_h = Q_h or W_K,hᵀ W_Q,h, so with G = ∇_M F (derived once, on the Merged model)
 
         ∂L/∂u_h = ⟨K_h, G⟩,  ∂L/∂Q_h = u_h G,  ∂L/∂W_K,h = u_h W_Q,h Gᵀ,  ∂L/∂W_Q,h = u_h W_K,h G.
 
-    G costs what F's own gradient costs, whatever the number of heads. The statements that
-    evaluate G go to ``pr``; the returned lines add the blocks up (after the G_<param> zeros)."""
+    G costs what F's own gradient costs, whatever the number of heads. When the heads' u_h
+    and Q_h are the heads of two parameters (``_stacked``), M = uᵀQ, ∂L/∂u = Q G and
+    ∂L/∂Q = u ⊗ G are one pass each over Q's H·d² entries (Q flattened to H × d²). The
+    statements that evaluate G go to ``pr``; returned: the lines that write the blocks (each
+    once, in place: ``out`` is not initialised), and the names of u's and Q's parameters when
+    stacked (else None)."""
     heads = der.model.head_products()
     if heads is None or der.data.d_y != 1 or der.data.tasks == "diagonal":
         return None                          # eigenbasis tasks (d = d_y = 1): Dg letters
@@ -869,6 +900,15 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
     if set(split_by_letters(G, TASK_LETTERS)) - {frozenset()}:
         return None                          # finite task sets: the generic gradient
     blocks = {b.letter.name: b for b in der.model.blocks()}
+    stacked = None if _lowered(der.model) else _stacked(der.model, heads.heads, blocks)
+    if stacked is not None:                  # (the loop form of small models has no batch)
+        u, Q, H, param, _ = stacked
+        flat = f"P_{Q}.reshape(({H}, {_SIZE[param.rows]} * {_SIZE[param.cols]}))"
+        pr.lines.append(f"    {M.name} = np.dot(P_{u}.reshape(({H},)), {flat}).reshape("
+                        f"({_SIZE[param.rows]}, {_SIZE[param.cols]}))")
+        grad = pr._new(_sum(block_sums(pr, [("x", G)])[0]), "r")
+        return [f"    G_{u}.reshape(({H},))[:] = np.dot({flat}, {grad}.ravel())",
+                f"    np.multiply({grad}, P_{u}, G_{Q})"], stacked[4]
     target = lambda name: _target(blocks[name])  # noqa: E731
     factors = []
     for letters in heads.heads:
@@ -879,13 +919,33 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> list[str] | None:
     grad = pr._new(_sum(block_sums(pr, [("x", G)])[0]), "r")
     lines = []
     for letters, u, K in factors:
-        lines.append(f"    {target(letters[0])} += np.dot({K}.ravel(), {grad}.ravel())")
-        if len(letters) == 2:           # each letter's block written once: in place
+        lines.append(f"    {target(letters[0])}[0, 0] = np.dot({K}.ravel(), {grad}.ravel())")
+        if len(letters) == 2:
             lines.append(f"    np.multiply({grad}, {u}, {target(letters[1])})")
         else:
             lines += [f"    np.multiply({letters[2]} @ {grad}.T, {u}, {target(letters[1])})",
                       f"    np.multiply({letters[1]} @ {grad}, {u}, {target(letters[2])})"]
-    return lines
+    return lines, None
+
+
+def _stacked(model, heads: tuple, blocks: dict) -> tuple | None:
+    """(u's parameter, Q's parameter (identifiers), H, Q's ``Param``, (u's, Q's parameter
+    names)) when head h's letters (u_h, Q_h) are head h of two headed parameters, whole, for
+    every h of H ≥ 2; else None."""
+    if len(heads) < 2 or any(len(letters) != 2 for letters in heads):
+        return None
+    params = {p.name: p for p in model.params}
+    names = []
+    for column in zip(*heads):
+        found = [blocks[name] for name in column]
+        param = params[found[0].param]
+        if param.heads != len(heads) or any(
+                (b.param, b.head, b.row_part, b.col_part) != (param.name, h, None, None)
+                for h, b in enumerate(found)):
+            return None
+        names.append(param)
+    return (_ident(names[0].name), _ident(names[1].name), len(heads), names[1],
+            (names[0].name, names[1].name))
 
 
 def _observe_fn(conserved: int, args: str) -> list[str]:
@@ -1132,6 +1192,7 @@ class CompiledFlow:
         self._coeffs = polys.coeffs
         self.shapes = self.model.shapes()
         self.size = sum(int(np.prod(s)) for s in self.shapes.values())
+        self._stacked = polys.stacked and tuple(self._slices()[name] for name in polys.stacked)
         self._child = self._warmup = None
         cold = backend == "numba" and warmup.cached(_key(polys.source)) is False
         self._kernels = _compile(polys.source, "numpy" if cold else backend)  # NumPy: until
@@ -1332,12 +1393,8 @@ class CompiledFlow:
             {name: array of shape theta.shape[:-1] + the parameter's shape}.
         """
         theta = as_theta(theta, self.size, leading=True)
-        out, pos = {}, 0
-        for name, shape in self.shapes.items():
-            n = int(np.prod(shape))
-            out[name] = theta[..., pos:pos + n].reshape(theta.shape[:-1] + shape)
-            pos += n
-        return out
+        return {name: theta[..., part].reshape(theta.shape[:-1] + self.shapes[name])
+                for name, part in self._slices().items()}
 
     # --- evaluation --------------------------------------------------------------------------------
     def loss(self, theta) -> float:
@@ -1378,14 +1435,39 @@ class CompiledFlow:
     def _finite(self, value, theta):
         """``value`` if finite. A NaN or ∞ from finite θ means float64 overflowed: the data's
         scale is blamed when θ scaled to entries of at most 1 overflows too, else θ. (A finite
-        sum, one pass without a temporary, means every entry is finite.)"""
-        if np.isfinite(np.sum(value)) or np.isfinite(value).all():
+        ``_probe``, one pass without a temporary, means every entry is finite.)"""
+        with np.errstate(over="ignore", invalid="ignore"):      # ∞ − ∞ in the sum
+            probe = self._probe(value, theta)
+        if np.isfinite(probe) or np.isfinite(value).all():
             return value
         top = float(np.abs(theta).max())
         if top <= 1 or not np.all(np.isfinite(self._eval("grad", theta / top))):
             raise data_overflow(self.data, "the loss or its gradient")
         raise InputError("theta", f"|θ| up to {top:.3g} overflows float64 in the loss or its "
                          "gradient; rescale the parameters")
+
+    def _probe(self, value, theta):
+        """A sum of entries of ``value`` (the loss, or the gradient at ``theta``) that is
+        finite only if every entry is (when the sum itself overflows, ``_finite`` checks entry
+        by entry). With stacked heads (``_Polys.stacked``: ∂L/∂Q_h = u_h G) the gradient's Q
+        block enters by its head of largest |u_h| alone: |u_h G_ij| ≤ |u_h* G_ij| and rounding
+        is monotone, and a NaN in u or G reaches that head; so the check reads d² of Q's H·d²
+        entries."""
+        if not self._stacked or np.shape(value) != (self.size,):
+            return np.sum(value)
+        u, Q = self._stacked
+        coeffs = np.asarray(theta)[u]
+        heads = value[Q].reshape(coeffs.size, -1)
+        return (np.sum(value[:Q.start]) + np.sum(value[Q.stop:])
+                + np.sum(heads[np.argmax(np.abs(coeffs))]))
+
+    def _slices(self) -> dict:
+        """{parameter name: its slice of θ}."""
+        out, pos = {}, 0
+        for name, shape in self.shapes.items():
+            n = int(np.prod(shape))
+            out[name], pos = slice(pos, pos + n), pos + n
+        return out
 
     def hvp(self, theta, v, h: float = 1e-30) -> np.ndarray:
         """Hessian-vector product ∇²L(θ) v by complex-step differentiation of the exact
@@ -1445,7 +1527,8 @@ class CompiledFlow:
         def rhs(t, theta):
             with np.errstate(over="ignore", invalid="ignore"):
                 value = self._fns["grad"](theta, *data)
-            return -(value if np.isfinite(value).all() else self.grad(theta))
+                finite = np.isfinite(self._probe(value, theta)) or np.isfinite(value).all()
+            return -(value if finite else self.grad(theta))
         return rhs
 
     def conserved(self, theta) -> np.ndarray:

@@ -290,6 +290,15 @@ class _Lowering:
         exec(compile(ast.Module([stmt], []), "<lower>", "exec"), self.ns)
 
     def lower_statement(self, stmt: ast.stmt) -> None:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 \
+                and isinstance(stmt.targets[0], ast.Subscript) \
+                and isinstance(stmt.targets[0].value, ast.Name):
+            # the first write of a gradient block (the array kernel's ``out`` is not
+            # initialised; the loop kernel's is zeroed): an accumulation, a zero fill nothing
+            if isinstance(stmt.value, ast.Constant) and stmt.value.value == 0:
+                return
+            stmt = ast.AugAssign(ast.Name(stmt.targets[0].value.id, ast.Store()), ast.Add(),
+                                 stmt.value)
         if isinstance(stmt, ast.Expr) and _call_name(stmt.value) == "np.multiply":
             a, b, out = stmt.value.args
             self.matrix_into(self.leaf(out).id, ast.BinOp(a, ast.Mult(), b), fresh=False)
@@ -306,7 +315,8 @@ class _Lowering:
             value = self.value(stmt.value)
             single = isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 \
                 and isinstance(stmt.targets[0], ast.Name)
-            if isinstance(value, np.ndarray) and _call_name(stmt.value) == "np.zeros" and single:
+            if isinstance(value, np.ndarray) and single \
+                    and _call_name(stmt.value) in ("np.zeros", "np.empty"):
                 out = stmt.targets[0].id                 # an output: passed in, zeroed here
                 self.outputs.append(out)
                 self.emit(f"for _i in range({out}.shape[0]):")
