@@ -585,11 +585,12 @@ def adaptive_source(name: str, conserved: int, loops: bool, work: tuple = (1, 1,
         """into = F(at) = −∇L(at); on a non-finite value, return status 3 and the point."""
         head = ([f"{prefix}grad({at}, {into}, work, k, *data)", "value = " + into] if loops
                 else [f"value = grad({at}, k, *data)"])
+        entry = f"{into[:-1]}, p]" if into.endswith("]") else f"{into}[p]"    # no row view
         return [indent + line for line in head + [
             "total = 0.0",
             "for p in range(size):",
-            f"    {into}[p] = -value[p]",
-            f"    total += {into}[p]",
+            f"    {entry} = -value[p]",
+            f"    total += {entry}",
             "evaluations += 1",
             "if not np.isfinite(total):",
             "    state[0], state[1], state[3] = t, h_abs, row",
