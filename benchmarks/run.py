@@ -581,7 +581,9 @@ def bench_engine() -> list[dict]:
     cache, d = 2, symbolic N, Λ, Σ_w, σ; targets FullLSA < 15 s, MultiHead(2) < 1 s; before the
     integer-coded engine: 6.4 s, SeparateKQ(2, 2) 15.9 s, FullLSA ≈ 170 s) and of stack losses
     (moments of order 10 and 14), with the number of Isserlis pairings enumerated; the 2-layer
-    stack's covariance, refused by its budget, with the pairings it would need (counted)."""
+    stack's covariance by the two stages of theory/wishart.py (Isserlis pairings conditional on
+    the context, then the Wishart recursion); the 3-layer one, refused (degree 12 in S), with
+    the pairings the direct route would need (counted)."""
     import sympy as sp
 
     from icldyn.theory import ICLData, cache, derive, gaussian, models
@@ -593,6 +595,9 @@ def bench_engine() -> list[dict]:
                       models.FullLSA(2))]
     jobs += [(models.Stack([models.Merged(2)] * layers), "loss", lambda der: der.loss_poly)
              for layers in (2, 3)]
+    jobs += [(models.Stack([models.Merged(2)] * 2, query_in_keys=keys),
+              "gradient covariance (two stages: theory/wishart.py)",
+              lambda der: der.gradient_covariance()) for keys in (False, True)]
     rows = []
     with _private_cache():
         for model, what, fn in jobs:
@@ -601,7 +606,7 @@ def bench_engine() -> list[dict]:
             fn(derive(model, data))
             rows.append({"model": repr(model), "quantity": what, "cold_s": clock() - start,
                          "pairings": gaussian.STATS["pairings"] - pairings})
-        stack = models.Stack([models.Merged(2)] * 2)     # refused: counted, not enumerated
+        stack = models.Stack([models.Merged(2)] * 3)     # refused: counted, not enumerated
         start = clock()
         rows.append({"model": repr(stack), "quantity": "gradient covariance (refused)",
                      "pairings": covariance_cost(derive(stack, data)), "count_s": clock() - start})

@@ -167,6 +167,42 @@ def test_numba_kernels_are_reused_by_a_later_process(tmp_path):
     assert min(int(x) for x in runs[1].stdout.split()[1::2]) >= 1
 
 
+_EXTENSION = textwrap.dedent("""
+    import numpy as np
+    from icldyn.numerics import compile_flow
+    from icldyn.numerics.compiled.codegen import Extension
+    from icldyn.theory import ICLData, derive, models
+    ext = Extension("def descent(theta, lr, k, *data):\\n"
+                    "    return theta - lr * grad(theta, k, *data)\\n",
+                    lambda flow, data: {"descent": [(np.zeros(flow.size), 0.1, *data)]})
+    flow = compile_flow(derive(models.Merged(2), ICLData(d=2, N=5, Lambda=np.eye(2))), "numba",
+                        extensions=[ext])
+    kernels, data = flow.extension(ext)
+    theta = flow.pack({"V": 0.5, "Q": 0.5})
+    assert np.allclose(kernels["descent"](theta, 0.1, *data), theta - 0.1 * flow.grad(theta))
+    grad = flow._fns["grad"]
+    print(kernels["descent"].py_func.__globals__["grad"] is grad,
+          *(sum(getattr(f.stats, s).values()) for f in (kernels["descent"], grad)
+            for s in ("cache_hits", "cache_misses")))
+""")
+
+
+@pytest.mark.slow
+def test_the_warmup_child_compiles_a_flows_extension_with_its_kernels(tmp_path):
+    """A cold process: the child compiles the flow's kernels, then the extension's, which call
+    the very same ``grad`` (one compile of it for both); the parent only loads them."""
+    env = {**os.environ, cache.ENV: str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", _EXTENSION], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    shared, *stats = run.stdout.split()
+    hits, misses = [int(x) for x in stats[0::2]], [int(x) for x in stats[1::2]]
+    assert shared == "True" and min(hits) >= 1 and max(misses) == 0, run.stdout
+    entries = {p.name.split(".")[1].split("-")[0]
+               for p in (tmp_path / "cache" / "kernels").glob("*.nbi")}
+    assert {"grad", "fixed_step", "descent"} <= entries
+
+
 class _Planted:
     """A pickle that, when loaded, writes a sentinel file (what an attacker would plant)."""
 

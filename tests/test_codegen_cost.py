@@ -120,13 +120,18 @@ def test_fulllsa_gradient_within_one_and_a_half_of_the_hand_formula():
     assert generated_products(flow, theta) <= 1.5 * count
 
 
-@pytest.mark.parametrize("kw, budget", [(dict(d_y=3), 6), (dict(d_y=D, tasks="diagonal"), 16)])
-def test_vector_tasks_stay_within_budget(kw, budget):
-    """Merged with vector outputs: Gaussian tasks within the issue's budget of 6 d×d products;
-    the paper's diagonal (eigenbasis) tasks, with the operator Dg (two products each), at most
-    the 16 they take now (18 before products were weighed against passes; the issue's 6 would
-    need the whole gradient in Λ's eigenbasis)."""
-    flow = compile_flow(derive(models.Merged(D, d_y=kw["d_y"]), _data(**kw)), backend="numpy")
+@pytest.mark.parametrize("model, kw, budget", [
+    (models.Merged(D, d_y=3), dict(d_y=3), 6),
+    (models.Merged(D, d_y=D), dict(d_y=D, tasks="diagonal"), 5),
+    (models.MultiHead(D, heads=2, d_y=D), dict(d_y=D, tasks="diagonal"), 10),
+    (models.SeparateKQ(D, heads=2, rank=D // 2, d_y=D), dict(d_y=D, tasks="diagonal"), 19)])
+def test_vector_tasks_stay_within_budget(model, kw, budget):
+    """Vector outputs: Merged with Gaussian tasks within the issue's budget of 6 d×d products.
+    The paper's diagonal (eigenbasis) tasks are printed in Λ's eigenbasis (Λ = U S Uᵀ and
+    Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ: products with them are scalings): Merged takes 5
+    products (Uᵀ Q, (Uᵀ Q) Λ, Uᵀ Vᵀ, and one per gradient block back from the eigenbasis;
+    16 with ``eigdiag`` letters), MultiHead(2) 10 (42), SeparateKQ(2, d/2) 19 (46.25)."""
+    flow = compile_flow(derive(model, _data(**kw)), backend="numpy")
     theta = 0.1 * np.random.default_rng(3).standard_normal(flow.size)
     assert generated_products(flow, theta) <= budget
 

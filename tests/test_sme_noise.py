@@ -39,7 +39,7 @@ def test_compiled_covariance_equals_the_numpy_one(flows):
     cov = compile_covariance(flow)
     tables = smeloop.encode(flow, cov)
     assert len(cov.groups) and len(cov.task_groups)         # both kinds of block are covered
-    kernel = smeloop.kernels(flow)["sme_covariance"]
+    kernel = smeloop.kernels(flow)[0]["sme_covariance"]
     for theta in 0.7 * np.random.default_rng(0).standard_normal((3, flow.size)):
         S = kernel(theta, flow.grad(theta), *tables)
         assert np.allclose(S, cov.matrix(theta), rtol=1e-12, atol=1e-12 * np.abs(S).max())

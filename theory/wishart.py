@@ -29,7 +29,6 @@ Both stages are exact for every N; ``expect_products_by_context`` chains them.
 
 from __future__ import annotations
 
-from collections import defaultdict
 
 
 from .data import LAMBDA
@@ -216,11 +215,11 @@ class _Stein:
     products recur across terms and blocks); higher ones are expanded into the caller's sink
     without being stored (``push``), which keeps the memory to the small products."""
 
-    MEMO_DEGREE = 6
+    MEMO_DEGREE = 8
 
     def __init__(self):
         self.s, self.lam = CODES.code(S_CONTEXT), CODES.code(LAMBDA)
-        self.memo: dict = {(): {(): {0: 1}}}
+        self.memo: dict = {(): ((((), 0), 1),)}
         self._words: dict = {}
         self._degree: dict = {}
 
@@ -271,27 +270,28 @@ class _Stein:
                     yield child(((s,) + CT + (lam,) + D,), others, 0)
                     yield child(((s,) + CT + (lam,) + DT,), others, 0)
 
-    def moment(self, ids: tuple) -> dict:
+    def moment(self, ids: tuple) -> tuple:
         out = self.memo.get(ids)
         if out is None:
-            acc: dict = defaultdict(int)
+            acc: dict = {}
             for random, fixed, shift in self.children(ids):
                 self.push(random, fixed, shift, acc)
-            out = defaultdict(dict)
-            for (traces, power), count in acc.items():
-                if count:
-                    out[traces][power] = count
-            self.memo[ids] = out = dict(out)
+            self.memo[ids] = out = tuple((key, count) for key, count in acc.items() if count)
         return out
 
     def push(self, ids: tuple, fixed: tuple, shift: int, sink: dict) -> None:
         """sink[(sorted ids of S-free traces, power of N)] += the expectation of the product
         ``ids`` times the traces ``fixed`` times N^shift."""
         if sum(self._degree[t] for t in ids) <= self.MEMO_DEGREE:
-            for tail, powers in self.moment(ids).items():
-                key = tuple(sorted(fixed + tail))
-                for power, count in powers.items():
-                    sink[key, power + shift] = sink.get((key, power + shift), 0) + count
+            get = sink.get
+            if fixed:
+                for (tail, power), count in self.moment(ids):
+                    key = (tuple(sorted(fixed + tail)), power + shift)
+                    sink[key] = get(key, 0) + count
+            else:
+                for (tail, power), count in self.moment(ids):
+                    key = (tail, power + shift)
+                    sink[key] = get(key, 0) + count
             return
         for random, more, step in self.children(ids):
             self.push(random, fixed + more, shift + step, sink)

@@ -9,7 +9,12 @@ factored by shared prefixes and suffixes, Σ c_i A_i S = (Σ c_i A_i) S, where t
 than the words one by one (products and element-wise passes weighed at the model's d), and
 the full-rank words of a gradient are factored or built one by one (then reused, also by the
 traces), whichever a trial of both counts cheaper. The eigenbasis-diagonal operator
-Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ is a helper. Coefficients (rational functions of N, σ, d,
+Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ (eigenbasis tasks) is a helper (``eigdiag``, two products)
+or, on the eigenbasis path, written out with Λ = U S Uᵀ: Λ's eigenvalues and Dg's middle
+factor become diagonal letters, so a product with either is an O(d²) scaling, U Uᵀ = I
+cancels, and diag(H T)_i = Σ_j H_ij T_ji costs a pass (``_EigenPrinter``); each function
+takes the path a trial of both counts cheaper (Merged with d_y = d: 5 products per gradient
+instead of 16). Coefficients (rational functions of N, σ, d,
 d_y and η) are evaluated once per data set and passed in as a vector ``k``; products of data
 letters, and sums of them with data-only coefficients, are constants computed once per data
 set, so a sweep over data values reuses the same compiled code. A product-form model with
@@ -25,6 +30,7 @@ import hashlib
 import inspect
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -34,7 +40,7 @@ import sympy as sp
 from ...theory.data import N_SYM, SIGMA, W_COPY, W_TASK
 from ...theory.derive import Derivation
 from ...theory.errors import InputError
-from ...theory.words import (DIMS, Dg, TracePoly, split_by_letters,
+from ...theory.words import (DIMS, Dg, Mat, TracePoly, split_by_letters,
                              transpose_word)
 from ...theory.params import as_arrays
 from ...theory.productform import product_loss
@@ -82,13 +88,14 @@ def eigdiag(Y, U, c):
     return (U * v) @ U.T
 
 
-DATA_LETTERS = ("Lambda", "Sigma_w")
+DATA_LETTERS = ("Lambda", "Sigma_w", "U")
 TASK_LETTERS = (W_TASK.name, W_COPY.name)       # draws from a finite task set
 
 
 def _is_data(letter) -> bool:
-    """Letters fixed by the data (symmetric): Λ, Σ_w, and Dg of a data-only word."""
-    if isinstance(letter, Dg):
+    """Letters fixed by the data: Λ, Σ_w, U (the eigenbasis path), and Dg (or a diagonal
+    letter) of a data-only word."""
+    if isinstance(letter, (Dg, _Diag)):
         return all(_is_data(a) for a in letter.inner)
     return letter.name in DATA_LETTERS
 
@@ -179,11 +186,9 @@ class _Printer:
         self.indent = "    " * (len(letters) + 1)
         return " * ".join(f"task_weights[_t{depth}]" for depth in range(len(letters)))
 
-    def add_up(self, target: str, terms: list[str], weight: str = "", chunk: int = 64) -> None:
-        """target += weight · Σ terms, in statements of at most ``chunk`` terms (Python's
-        compiler recurses once per ``+``)."""
-        for start in range(0, len(terms), chunk):
-            part = " + ".join(terms[start:start + chunk])
+    def add_up(self, target: str, terms: list[str], weight: str = "") -> None:
+        """target += weight · Σ terms, one statement per ``_chunks`` part."""
+        for part in _chunks(terms):
             self.lines.append(f"{self.indent}{target} += "
                               + (f"{weight} * ({part})" if weight else part))
 
@@ -202,6 +207,7 @@ class _Printer:
         if isinstance(letter, Dg):
             inner = self.word(letter.inner) if letter.inner else "np.eye(U.shape[0])"
             name = self._new(f"_eigdiag({inner}, U, c)", "g")
+            self.cost += 2.0                    # ``eigdiag``: two products
         elif letter.T:
             name = self._new(f"{letter.name}.T", "t")        # a view (BLAS takes either order)
         else:
@@ -221,11 +227,17 @@ class _Printer:
                 self.names[key] = self._new(f"{flipped}.T", "t")        # a view
             else:
                 cut = self._order(word, {})[1]
-                self.cost += (self.scale[word[0].rows] * self.scale[word[cut - 1].cols]
-                              * self.scale[word[-1].cols])
-                self.names[key] = self._new(
-                    f"{self.word(word[:cut])} @ {self.word(word[cut:])}", "m")
+                self.cost += self._cut_cost(word, cut)
+                self.names[key] = self._new(self._times(word[:cut], word[cut:]), "m")
         return self.names[key]
+
+    def _cut_cost(self, word: tuple, cut: int) -> float:
+        """The cost of the product word[:cut] @ word[cut:] (in d×d×d products)."""
+        return self.scale[word[0].rows] * self.scale[word[cut - 1].cols] * self.scale[word[-1].cols]
+
+    def _times(self, head: tuple, tail: tuple) -> str:
+        """The expression of the product of two words."""
+        return f"{self.word(head)} @ {self.word(tail)}"
 
     def term(self, word: tuple) -> str:
         """A word as a term of a sum: the transpose of a computed word is a view (an
@@ -245,10 +257,9 @@ class _Printer:
         if word not in memo and self.known(word):
             memo[word] = 0.0, None
         if word not in memo:
-            rows, cols = self.scale[word[0].rows], self.scale[word[-1].cols]
             memo[word] = min((self._order(word[:cut], memo)[0]
                               + self._order(word[cut:], memo)[0]
-                              + rows * self.scale[word[cut - 1].cols] * cols, cut)
+                              + self._cut_cost(word, cut), cut)
                              for cut in range(1, len(word)))
         return memo[word]
 
@@ -334,9 +345,9 @@ class _Printer:
             shared = word[:n]
             inner = {leaf.word[n:]: leaf.coeffs for leaf in group}
             inner_rows, inner_cols = shared[-1].cols, cols
-        memo: dict = {}
-        chain = lambda w: self._order(w, memo)[0] if len(w) > 1 else 0.0  # noqa: E731
+        chain = self._chain_estimator()
         separate = sum(chain(leaf.word) + self._pass_cost(rows, cols) for leaf in group)
+        chain = self._chain_estimator()
         factored = (sum(chain(w) + self._pass_cost(inner_rows, inner_cols) for w in inner)
                     + chain(shared) + self._factor_product(side, shared, inner_rows, inner_cols)
                     + self._pass_cost(rows, cols))
@@ -344,6 +355,11 @@ class _Printer:
             return None
         return _Factor(side, shared, self.plan(inner, inner_rows, inner_cols, full),
                        inner_rows, inner_cols)
+
+    def _chain_estimator(self):
+        """A function: word → the cost of building it from what is known (``_order``)."""
+        memo: dict = {}
+        return lambda w: self._order(w, memo)[0] if len(w) > 1 else 0.0
 
     def _factor_product(self, side: str, shared: tuple, rows: str, cols: str) -> float:
         """The cost of (inner sum, ``rows`` × ``cols``) @ ``shared`` (side "R") or
@@ -400,13 +416,218 @@ class _Printer:
         return self.names[key]
 
 
-def _sum(terms: list, chunk: int = 64) -> str:
-    """Σ terms as one expression, in parenthesised groups of at most ``chunk`` terms (Python's
-    compiler recurses once per ``+`` of a chain: a 3-layer stack's sums exceeded its limit)."""
-    if len(terms) <= chunk:
+@dataclass(frozen=True)
+class _Diag:
+    """A diagonal letter of Λ's eigenbasis (a vector in the generated code): diag(c ∘ diag(W))
+    (``weighted``: Dg's middle factor, Dg(Y) = U diag(c ∘ diag(UᵀYU)) Uᵀ) or diag(diag(W)) (Λ's
+    eigenvalues, W = UᵀΛU), for a word ``inner`` of the eigenbasis path."""
+
+    inner: tuple
+    weighted: bool
+    rows = "x"
+    cols = "x"
+
+    def transpose(self) -> "_Diag":
+        """A diagonal matrix is its own transpose."""
+        return self
+
+
+_U, _UT = Mat("U"), Mat("U", T=True)
+_S = _Diag((_UT, Mat("Lambda", symmetric=True), _U), False)
+
+
+def _diagonal(word: tuple) -> bool:
+    """Whether a (non-empty) word is a product of diagonal letters (a vector)."""
+    return all(isinstance(a, _Diag) for a in word)
+
+
+def _eigen_word(word: tuple) -> tuple:
+    """``word`` with Λ = U S Uᵀ and Dg(Y) = U diag(c ∘ diag(Uᵀ Y U)) Uᵀ written out (inner words
+    too), adjacent U Uᵀ and Uᵀ U cancelled (U is orthogonal): products with Λ and Dg become
+    scalings in the eigenbasis, and a parameter letter X meets U as X U, Uᵀ X or Uᵀ X U."""
+    out: list = []
+    for a in word:
+        if isinstance(a, Dg):
+            inner = _eigen_word((_UT,) + tuple(a.inner) + (_U,))
+            seg = (_U, _Diag(inner, True), _UT)
+        elif a.name == "Lambda":
+            seg = (_U, _S, _UT)
+        else:
+            seg = (a,)
+        for b in seg:
+            if out and {b, out[-1]} == {_U, _UT}:
+                out.pop()
+            else:
+                out.append(b)
+    return tuple(out)
+
+
+def _eigen_trace(word: tuple) -> tuple:
+    """tr(word) in the eigenbasis: ``_eigen_word`` with U … Uᵀ at the ends cancelled
+    (tr(U X Uᵀ) = tr(X))."""
+    word = _eigen_word(word)
+    while len(word) > 2 and {word[0], word[-1]} == {_U, _UT}:
+        word = word[1:-1]
+    return word
+
+
+class _EigenPrinter(_Printer):
+    """The printer of the eigenbasis path: words over parameter letters, U, Uᵀ and diagonal
+    letters (``_Diag``, vectors in the code). A product with a diagonal letter is a scaling (one
+    element-wise pass), diag(A B) = Σ_j A_ij B_ji costs a pass, and traces and diagonals are
+    split where the products they need (shared with what is built already) cost least."""
+
+    def letter(self, letter) -> str:
+        if not isinstance(letter, _Diag) or letter in self.names or self._data((letter,)):
+            return super().letter(letter)
+        diag = self.diagonal(letter.inner)
+        self.names[letter] = self._new(f"c * {diag}", "g") if letter.weighted else diag
+        return self.names[letter]
+
+    def _times(self, head: tuple, tail: tuple) -> str:
+        """A product with a diagonal factor (a vector) is a scaling of rows or columns."""
+        a, b = self.word(head), self.word(tail)
+        if _diagonal(head) and not _diagonal(tail):
+            return f"{a}.reshape((-1, 1)) * {b}"
+        return f"{a} * {b}" if _diagonal(head) or _diagonal(tail) else f"{a} @ {b}"
+
+    @classmethod
+    def adopt(cls, printer: _Printer) -> "_EigenPrinter":
+        """A copy of ``printer`` (and of its constants) as an eigenbasis printer."""
+        new = printer.clone()
+        new.__class__ = cls
+        if new.constants is not None:
+            new.constants.__class__ = cls
+        return new
+
+    def _factor(self, group: list, side: str, n: int, rows: str, cols: str, full: bool):
+        word = group[0].word
+        shared = word[len(word) - n:] if side == "R" else word[:n]
+        return None if _diagonal(shared) else super()._factor(group, side, n, rows, cols, full)
+
+    def diagonals(self, polys) -> None:
+        """Build the diagonal letters of the words of ``polys`` (each is needed whatever the
+        plans of the sums): the plans then see the products they built (such as X U)."""
+        for poly in polys:
+            for _, word in poly.terms:
+                for letter in word:
+                    if isinstance(letter, _Diag):
+                        self.letter(letter)
+
+    def _chain_estimator(self):
+        """A function: word → the cost of building it from what is known and what earlier
+        calls built (a sub-word shared by the words of a sum is counted once)."""
+        memo: dict = {}
+
+        def chain(word: tuple) -> float:
+            cost = self._order(word, memo)[0] if len(word) > 1 else 0.0
+            for w in list(_built(word, memo)):
+                memo[w] = memo[transpose_word(w)] = (0.0, None)
+            return cost
+        return chain
+
+    def term(self, word: tuple) -> str:
+        if word and _diagonal(word):
+            return f"np.diag({self.word(word)})"
+        return super().term(word)
+
+    def _cut_cost(self, word: tuple, cut: int) -> float:
+        """A product with a diagonal factor costs one element-wise pass (none for two)."""
+        head, tail = word[:cut], word[cut:]
+        if _diagonal(head) or _diagonal(tail):
+            both = _diagonal(head) and _diagonal(tail)
+            return 0.0 if both else self._pass_cost(word[0].rows, word[-1].cols)
+        return super()._cut_cost(word, cut)
+
+    def _split(self, candidates) -> tuple:
+        """The cheapest (head, tail) of ``candidates``: the products of the head, then those of
+        the tail given the head's (its sub-words and their transposes are then known)."""
+        best = None
+        for head, tail in candidates:
+            memo: dict = {}
+            cost = self._order(head, memo)[0]
+            after = dict.fromkeys(_built(head, memo), (0.0, None))
+            after.update({transpose_word(w): v for w, v in after.items()})
+            cost += self._order(tail, after)[0] if len(tail) > 1 else 0.0
+            if best is None or cost < best[0]:
+                best = cost, head, tail
+        return best[1:]
+
+    def _pair(self, head: tuple, tail: tuple, reduce: str) -> str:
+        """Σ_j H_ij T_ji summed over i too (``reduce`` "": a trace) or per i (", axis=1": a
+        diagonal), element-wise; a diagonal factor as a vector."""
+        h, t = self.word(head), self.word(transpose_word(tail))
+        if _diagonal(head) or _diagonal(tail):
+            h = h if _diagonal(head) else f"np.diag({h})"
+            t = t if _diagonal(tail) else f"np.diag({t})"
+        else:
+            self._pass(head[0].rows, head[-1].cols)
+        return f"np.sum({h} * {t}{reduce})"
+
+    def trace(self, word: tuple) -> str:
+        key = ("trace", word)
+        if key not in self.names:
+            if _diagonal(word):
+                expr = f"np.sum({self.word(word)})"
+            elif len(word) == 1 or self.known(word):
+                expr = f"np.trace({self.word(word)})"
+            else:
+                cands = _rotations(word) + _rotations(transpose_word(word))
+                head, tail = self._split((w[:cut], w[cut:]) for w in cands
+                                         for cut in range(1, len(w)))
+                expr = self._pair(head, tail, "")
+            self.names[key] = self._new(expr, "s")
+        return self.names[key]
+
+    def diagonal(self, word: tuple) -> str:
+        """diag(word) (a vector): diagonal letters at the ends as factors, the rest split
+        into H T with diag(H T)_i = Σ_j H_ij T_ji."""
+        key = ("diagonal", word)
+        if self._data(word):
+            return self.constants.diagonal(word)
+        if word and _diagonal(word):
+            return self.word(word)
+        if key not in self.names:
+            ends = [i for i in (0, len(word) - 1) if word and isinstance(word[i], _Diag)]
+            if not word:
+                expr = "np.ones(U.shape[0])"
+            elif ends:
+                i = ends[0]
+                rest = word[1:] if i == 0 else word[:-1]
+                expr = f"{self.letter(word[i])} * {self.diagonal(rest)}"
+            elif len(word) == 1 or self.known(word):
+                expr = f"np.diag({self.word(word)}).copy()"
+            else:
+                head, tail = self._split((w[:cut], w[cut:]) for w in (word, transpose_word(word))
+                                         for cut in range(1, len(w)))
+                expr = self._pair(head, tail, ", axis=1")
+            self.names[key] = self._new(expr, "v")
+        return self.names[key]
+
+
+def _built(word: tuple, memo: dict):
+    """The words a chain order (``memo`` of ``_Printer._order``) builds for ``word``."""
+    cut = memo.get(word, (0.0, None))[1]
+    if cut is not None:
+        yield word
+        yield from _built(word[:cut], memo)
+        yield from _built(word[cut:], memo)
+
+
+CHUNK = 64      # terms per sum in generated code
+
+
+def _chunks(terms: list) -> list[str]:
+    """The sums of consecutive groups of at most ``CHUNK`` terms: Python's compiler recurses
+    once per ``+`` of a chain (a 3-layer stack's sums exceeded its limit)."""
+    return [" + ".join(terms[i:i + CHUNK]) for i in range(0, len(terms), CHUNK)]
+
+
+def _sum(terms: list) -> str:
+    """Σ terms as one expression: the ``_chunks`` parts, parenthesised, summed in turn."""
+    if len(terms) <= CHUNK:
         return " + ".join(terms)
-    return _sum(["(" + " + ".join(terms[i:i + chunk]) + ")"
-                 for i in range(0, len(terms), chunk)], chunk)
+    return _sum([f"({part})" for part in _chunks(terms)])
 
 
 def _affix(side: str, words: list) -> tuple:
@@ -496,18 +717,20 @@ def _generate(der: Derivation) -> _Polys:
         header.append(f"    {b.letter.name} = {_letter_code(b)}")
     args = "theta, k, Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"
 
-    def scalar_fn(name: str, poly: TracePoly) -> list[str]:
-        pr = _Printer(scale, consts)
+    def scalar_fn(name: str, poly: TracePoly, constants: _Printer, eigen: bool) -> tuple:
+        """(the lines of a scalar function, their cost); ``eigen`` as for ``grad_fn``."""
+        pr = (_EigenPrinter if eigen else _Printer)(scale, constants)
+        traces = (lambda tr: tuple(map(_eigen_trace, tr))) if eigen else (lambda tr: tr)
         groups = split_by_letters(poly, TASK_LETTERS)
         fixed = groups.pop(frozenset(), TracePoly())
         pr.lines.append("    total = 0.0 * theta[0]")           # θ's dtype (complex in hvp)
-        pr.add_up("total", [pr.scalar_term(tr, k(c)) for tr, c in fixed.terms.items()])
+        pr.add_up("total", [pr.scalar_term(traces(tr), k(c)) for tr, c in fixed.terms.items()])
         for present, part in sorted(groups.items(), key=lambda g: sorted(g[0])):
             weight = pr.open_loops(sorted(present))
-            pr.add_up("total", [pr.scalar_term(tr, k(c)) for tr, c in part.terms.items()],
-                      weight)
+            pr.add_up("total", [pr.scalar_term(traces(tr), k(c))
+                                for tr, c in part.terms.items()], weight)
             pr.close_loops()
-        return [f"def {name}({args}):"] + header + pr.lines + ["    return total", ""]
+        return [f"def {name}({args}):"] + header + pr.lines + ["    return total", ""], pr.cost
 
     def block_sums(pr: _Printer, pieces: list) -> list[list[str]]:
         """The terms of each (rows, MatPoly) of ``pieces``, factored (``_Printer.plan``):
@@ -533,22 +756,26 @@ def _generate(der: Derivation) -> _Polys:
             build(trials[full], full)
         return build(pr, min(trials, key=lambda f: (trials[f].cost, not f)))
 
-    def grad_fn(name: str, grads: dict) -> list[str]:
-        pr = _Printer(scale, consts)
+    def grad_fn(name: str, grads: dict, constants: _Printer, eigen: bool) -> tuple:
+        """(the lines of the gradient, their cost); ``eigen``: on the eigenbasis path
+        (``_eigen_word``), printed by an ``_EigenPrinter`` with ``constants`` as its own."""
+        pr = (_EigenPrinter if eigen else _Printer)(scale, constants)
         split = {}     # letter -> (terms in the task W, the other terms): the mean is linear
         for n, g in grads.items():
             parts = split_by_letters(g, TASK_LETTERS)
-            split[n] = tuple(parts.get(frozenset(key), g._canonical({}))
-                             for key in ({W_TASK.name}, ()))
+            split[n] = tuple((_eigen_poly if eigen else lambda poly: poly)(
+                parts.get(frozenset(key), g._canonical({}))) for key in ({W_TASK.name}, ()))
             if set(parts) - {frozenset({W_TASK.name}), frozenset()}:
                 raise ValueError("a gradient holds one expectation over the task")
         blocks = list(model.blocks())
+        if eigen:
+            pr.diagonals(poly for parts in split.values() for poly in parts)
         init = _Printer(scale)
         init.lines = _outputs(model)
         chain = _chain_rule(der, pr, block_sums)
         if chain is not None:
             return ([f"def {name}({args}):"] + header + pr.lines + init.lines + chain
-                    + ["    return out", ""])
+                    + ["    return out", ""]), pr.cost
         fixed = block_sums(pr, [(b.letter.rows, split[b.letter.name][1]) for b in blocks])
         cut = len(pr.lines)                    # where the task loop (if any) starts
         for b, parts in zip(blocks, fixed):
@@ -562,12 +789,29 @@ def _generate(der: Derivation) -> _Polys:
                 loop.add_up(_target(b), parts, weight)
             pr.close_loops()
         return ([f"def {name}({args}):"] + header + pr.lines[:cut] + init.lines
-                + pr.lines[cut:] + loop.lines + ["    return out", ""])
+                + pr.lines[cut:] + loop.lines + ["    return out", ""]), pr.cost
 
-    lines = scalar_fn("loss", der.loss_poly)
-    lines += grad_fn("grad", der.gradient_poly)
+    def cheaper(fn, name: str, poly) -> list[str]:
+        """The lines of ``fn`` (``scalar_fn``/``grad_fn``) for ``poly``; with eigenbasis tasks
+        (Dg letters) it is also tried on the eigenbasis path (Λ and Dg diagonal in U:
+        scalings, not products), and the cheaper one is kept — above the sizes whose kernels
+        ``loops.lower`` rewrites as scalar loops (it has no loop form for the path's vectors)."""
+        nonlocal consts
+        eigen = False
+        if _has_dg(poly) and not _lowered(model):
+            start, trials = len(coeffs), {}
+            for path in (False, True):
+                trial = _EigenPrinter.adopt(consts) if path else consts.clone()
+                trials[path] = fn(name, poly, trial, path)[1]
+                del coeffs[start:]
+            eigen = trials[True] < trials[False]
+            consts = _EigenPrinter.adopt(consts) if eigen else consts
+        return fn(name, poly, consts, eigen)[0]
+
+    lines = cheaper(scalar_fn, "loss", der.loss_poly)
+    lines += cheaper(grad_fn, "grad", der.gradient_poly)
     for i, c in enumerate(der.conserved):
-        lines += scalar_fn(f"conserved_{i}", c.quantity)
+        lines += cheaper(scalar_fn, f"conserved_{i}", c.quantity)
     lines += _observe_fn(len(der.conserved), args)
     names = consts.matrices or ["Lambda"]
     unpack = f"({', '.join(names)},) = consts"
@@ -577,6 +821,23 @@ def _generate(der: Derivation) -> _Polys:
         line.replace("    CONSTANTS", "    " + unpack) for line in lines]
     source = "\n".join(lines) + "\n"
     return _Polys(coeffs, source + _trajectories(der, source, len(coeffs)))
+
+
+def _eigen_poly(poly):
+    """A MatPoly's terms on the eigenbasis path (``_eigen_word``, ``_eigen_trace``): what
+    ``block_sums`` reads of it (``terms``, ``cols``)."""
+    terms: dict = {}
+    for (traces, word), c in poly.terms.items():
+        key = (tuple(map(_eigen_trace, traces)), _eigen_word(word))
+        terms[key] = terms.get(key, 0) + c
+    return types.SimpleNamespace(terms=terms, cols=poly.cols)
+
+
+def _has_dg(poly) -> bool:
+    """Whether a Dg letter occurs in a TracePoly or in a {name: MatPoly} (eigenbasis tasks)."""
+    words = ([w for tr in poly.terms for w in tr] if isinstance(poly, TracePoly) else
+             [w for g in poly.values() for tr, word in g.terms for w in tr + (word,)])
+    return any(isinstance(a, Dg) for w in words for a in w)
 
 
 def _outputs(model) -> list[str]:
@@ -645,6 +906,11 @@ def _observe_fn(conserved: int, args: str) -> list[str]:
                "    return out", ""])
 
 
+def _lowered(model) -> bool:
+    """Whether a model is small enough for ``loops.lower`` (its kernels as scalar loops)."""
+    return max(model.sizes().values()) <= loops.SMALL
+
+
 def _trajectories(der: Derivation, source: str, n_coeffs: int) -> str:
     """The fixed-step and adaptive loops (``loops.fixed_step_source``, ``loops.adaptive_source``:
     ``integrate``'s compiled DOP853), emitted into every generated module
@@ -655,7 +921,7 @@ def _trajectories(der: Derivation, source: str, n_coeffs: int) -> str:
     conserved, model = len(der.conserved), der.model
     helpers = {"_eigdiag": eigdiag}
     lowered = None
-    if max(model.sizes().values()) <= loops.SMALL:
+    if _lowered(model):
         lowered = loops.lower(source, _stand_ins(model, source, n_coeffs, helpers), helpers)
     if lowered is None:
         return (loops.fixed_step_source("fixed_step", conserved, RUNAWAY, loops=False)
@@ -694,19 +960,33 @@ _COMPILED: dict = {}
 WAIT_EVALUATIONS = 20_000   # a fixed-step loop this long waits for the Numba kernels
 
 
-def _compile(source: str, backend: str) -> dict:
+def _key(source: str, base: str | None = None) -> str:
+    """The kernel cache's key of ``source`` (run with the kernels of ``base``: ``_compile``)."""
+    return _digest(source if base is None else f"{base}\n# with the kernels above\n{source}")
+
+
+def _compile(source: str, backend: str, base: str | None = None) -> dict:
     """The generated functions for ``backend``, compiled once per process from ``source`` (held
     in memory, never read back from disk). Numba's machine code is cached in the private
-    kernels folder (``kernelcache.py``) for every later process."""
-    digest = _digest(source)
+    kernels folder (``kernelcache.py``) for every later process. With ``base`` (a flow's
+    source: ``Extension``), the functions of ``source`` have the compiled functions of
+    ``base`` among their globals (the same objects: compiled once for both) and are keyed by
+    both sources."""
+    digest = _key(source, base)
     if (digest, backend) not in _COMPILED:
         module = types.ModuleType(f"icldyn_kernel_{digest[:16]}_{backend}")
         sys.modules[module.__name__] = module       # Numba rebuilds cached code by module name
         namespace = module.__dict__
+        shared = {} if base is None else _compile(base, backend)
+        namespace.update(shared)
         namespace["_eigdiag"] = eigdiag if backend == "numpy" else _eigdiag_numba()
         exec(compile(source, f"<icldyn-generated-{digest[:8]}>", "exec"), namespace)
-        fns = {n: f for n, f in namespace.items()
-               if isinstance(f, types.FunctionType) and n[0] != "_"}
+        clash = sorted(n for n, f in shared.items() if namespace[n] is not f)
+        if clash:
+            raise InputError("extension", f"its source defines {', '.join(clash)}, the flow's "
+                             "own kernels; rename them")
+        fns = {n: f for n, f in namespace.items() if isinstance(f, types.FunctionType)
+               and n[0] != "_" and n not in shared}
         if backend == "numba":
             from .kernelcache import njit_cached    # imports Numba
             fns = {n: njit_cached(f, digest) for n, f in fns.items()}
@@ -717,7 +997,8 @@ def _compile(source: str, backend: str) -> dict:
 
 def warmup_child() -> None:
     """The entry of ``warmup``'s child process: compile the kernels of the source its parent
-    sends, for the parent's argument types, into the kernel cache.
+    sends, for the parent's argument types, into the kernel cache; tell the parent they are
+    ready (``warmup.done``); then compile the kernels of the flow's extensions (``Extension``).
 
     Examples
     --------
@@ -727,14 +1008,60 @@ def warmup_child() -> None:
     >>> from icldyn.numerics.compiled import warmup
     >>> from icldyn.numerics.compiled.codegen import _digest, warmup_child
     >>> source = "def fixed_step(x):\\n    return 2.0 * x\\n"
-    >>> message = pickle.dumps((source, {"fixed_step": [(np.ones(2),)]}))  # what the parent sends
-    >>> with mock.patch("sys.stdin", io.TextIOWrapper(io.BytesIO(message))):
+    >>> extra = "def twice(x):\\n    return 2.0 * fixed_step(x)\\n"        # calls the flow's
+    >>> message = pickle.dumps((source, {"fixed_step": [(np.ones(2),)]},    # what the parent sends
+    ...                         [(extra, {"twice": [(np.ones(2),)]})]))
+    >>> with mock.patch("sys.stdin", io.TextIOWrapper(io.BytesIO(message))), \\
+    ...         mock.patch.object(warmup, "done") as done:                 # (not our stdout)
     ...     warmup_child()
-    >>> warmup.cached(_digest(source))     # (_digest: the cache key) its machine code is cached
+    >>> warmup.cached(_digest(source)), done.called   # (_digest: the cache key) code cached
+    (True, True)
+    """
+    source, examples, extensions = warmup.receive()
+    warmup.compile_all(_compile(source, "numba"), examples)
+    warmup.done()
+    for extra, extra_examples in extensions:
+        warmup.compile_all(_compile(extra, "numba", source), extra_examples)
+
+
+@dataclass(frozen=True)
+class Extension:
+    """Kernels compiled with a flow's generated source: plain (Numba-compatible) functions that
+    call the flow's kernels by name (``grad``, ``grad_rows``, ``loss``, …) and are compiled in
+    a module whose globals are those kernels, so that the flow's kernels are compiled once for
+    both (and cached with them). ``CompiledFlow.extension`` returns them; a flow given them
+    at ``compile_flow(…, extensions=…)`` has its warm-up child compile them too, after its own
+    kernels (``warmup.py``).
+
+    Parameters
+    ----------
+    source : str
+        Python source of the functions: a module (it imports what it uses, e.g. NumPy as
+        ``np``) whose names are not the flow's kernels.
+    examples : callable
+        ``examples(flow, data)`` -> {kernel name: [argument tuple, …]}: arguments of the types
+        the kernels are called with (``data``: the flow's data arguments, as
+        ``CompiledFlow.extension`` returns them); the warm-up child compiles each kernel for
+        them, in this order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.theory import ICLData, derive, models
+    >>> from icldyn.numerics import compile_flow
+    >>> from icldyn.numerics.compiled.codegen import Extension
+    >>> source = "def descent(theta, lr, *data):\\n    return theta - lr * grad(theta, *data)\\n"
+    >>> ext = Extension(source, lambda flow, data: {"descent": [(np.zeros(flow.size), 0.1, *data)]})
+    >>> flow = compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))),
+    ...                     backend="numpy", extensions=[ext])
+    >>> kernels, data = flow.extension(ext)
+    >>> theta = flow.pack({"V": 0.5, "Q": 0.5})
+    >>> bool(np.allclose(kernels["descent"](theta, 0.1, *data), theta - 0.1 * flow.grad(theta)))
     True
     """
-    source, examples = warmup.receive()
-    warmup.compile_all(_compile(source, "numba"), examples)
+
+    source: str
+    examples: Callable
 
 
 @lru_cache(maxsize=None)
@@ -759,7 +1086,8 @@ class CompiledFlow:
 
     With the numba backend a cold start does not wait for Numba: until a child process has
     compiled the kernels into the kernel cache (``warmup.py``), the same generated code runs
-    with NumPy; ``compiled()`` waits for the compiled kernels.
+    with NumPy; ``compiled()`` waits for the compiled kernels. The child then compiles the
+    kernels of the flow's ``extensions`` (``Extension``).
 
     Parameters
     ----------
@@ -767,11 +1095,13 @@ class CompiledFlow:
         The derivation to compile.
     backend : str
         "numba" or "numpy" (``BACKENDS``).
+    extensions : sequence of Extension
+        Kernels compiled with the flow's (``extension``): the warm-up child compiles them too.
 
     Raises
     ------
     InputError
-        For a backend not in ``BACKENDS``.
+        For a backend not in ``BACKENDS``, or ``extensions`` that are not ``Extension``s.
 
     Examples
     --------
@@ -792,9 +1122,12 @@ class CompiledFlow:
     True
     """
 
-    def __init__(self, der: Derivation, backend: str = "numba"):
+    def __init__(self, der: Derivation, backend: str = "numba", extensions=()):
         if not isinstance(backend, str) or backend not in BACKENDS:
             raise InputError("backend", f"must be one of {BACKENDS}, got {backend!r}")
+        self.extensions = tuple(extensions)
+        if not all(isinstance(e, Extension) for e in self.extensions):
+            raise InputError("extensions", "must be a sequence of codegen.Extension")
         self.der, self.backend = der, backend
         self.model, self.data = der.model, der.data
         polys = _generate(der)
@@ -802,21 +1135,22 @@ class CompiledFlow:
         self._coeffs = polys.coeffs
         self.shapes = self.model.shapes()
         self.size = sum(int(np.prod(s)) for s in self.shapes.values())
-        self._child = None
-        digest = _digest(polys.source)
-        if backend == "numba" and warmup.cached(digest) is False:
-            self._kernels = _compile(polys.source, "numpy")     # until the child is done
-            self._set_data(self.data)
-            self._child = warmup.start(digest, polys.source, self._examples, __name__)
-        else:
-            self._kernels = _compile(polys.source, backend)
-            self._set_data(self.data)
+        self._child = self._warmup = None
+        cold = backend == "numba" and warmup.cached(_key(polys.source)) is False
+        self._kernels = _compile(polys.source, "numpy" if cold else backend)  # NumPy: until
+        self._set_data(self.data)                                             # the child is done
+        if cold or (backend == "numba" and any(
+                examples and warmup.cached(_key(e.source, self.source), list(examples)[-1])
+                is False for e, examples in self._extension_examples())):
+            key = _key("".join(e.source for e in self.extensions), polys.source)
+            self._warmup = warmup.start(key, self._message, __name__)
+            self._child = self._warmup if cold else None
 
     @property
     def _fns(self) -> dict:
         """The kernels: NumPy ones while a child process compiles the Numba ones (``warmup``),
         then the Numba ones."""
-        if self._child is not None and self._child.poll() is not None:
+        if self._child is not None and warmup.ready(self._child):
             self._child = None
             self._kernels = _compile(self.source, "numba")     # loaded from the kernel cache
         return self._kernels
@@ -830,9 +1164,67 @@ class CompiledFlow:
             self, its kernels compiled (with the numba backend).
         """
         if self._child is not None:
-            self._child.wait()
+            warmup.ready(self._child, wait=True)
         self._fns                                             # noqa: B018 — switches
         return self
+
+    def extension(self, extension: Extension) -> tuple[dict, tuple]:
+        """The kernels of ``extension`` compiled with this flow's (which they call), for the
+        flow's backend, and the flow's data arguments, which the flow's kernels take after θ
+        (with the numba backend: after the warm-up child, which compiles the flow's
+        ``extensions``; an extension it did not compile is compiled here, on its first call).
+
+        Parameters
+        ----------
+        extension : Extension
+            The source of the kernels.
+
+        Returns
+        -------
+        tuple
+            ({kernel name: function (Numba dispatcher with the numba backend)}, (k, Λ, Σ_w, U,
+            c, tasks, task weights, dims, constants)).
+
+        Raises
+        ------
+        InputError
+            When ``extension`` is not an ``Extension``, or defines one of the flow's kernels.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from icldyn.theory import ICLData, derive, models
+        >>> from icldyn.numerics import compile_flow
+        >>> from icldyn.numerics.compiled.codegen import Extension
+        >>> flow = compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))),
+        ...                     backend="numpy")
+        >>> ext = Extension("def half_loss(theta, *data):\\n    return loss(theta, *data) / 2\\n",
+        ...                 lambda flow, data: {})
+        >>> kernels, data = flow.extension(ext)
+        >>> theta = flow.pack({"V": 0.5, "Q": 0.5})
+        >>> bool(kernels["half_loss"](theta, *data) == flow.loss(theta) / 2)
+        True
+        >>> flow.extension(Extension("def loss(theta):\\n    return 0.0\\n", lambda f, d: {}))
+        Traceback (most recent call last):
+            ...
+        icldyn.theory.errors.InputError: extension: its source defines loss, the flow's own ...
+        """
+        if not isinstance(extension, Extension):
+            raise InputError("extension", f"must be a codegen.Extension, got {extension!r}")
+        if self._warmup is not None:
+            self._warmup.wait()
+        self.compiled()
+        return _compile(extension.source, self.backend, self.source), self._data_args()
+
+    def _extension_examples(self) -> list:
+        """[(extension, its examples)] of the flow's ``extensions``."""
+        return [(e, e.examples(self, self._data_args())) for e in self.extensions]
+
+    def _message(self) -> tuple:
+        """What the warm-up child compiles (``warmup_child``): the source, the examples of its
+        kernels, and of each extension its source and examples."""
+        return (self.source, self._examples(),
+                [(e.source, examples) for e, examples in self._extension_examples()])
 
     def _examples(self) -> dict:
         """The argument tuples of each kernel (the types Numba compiles for): real ones, and
@@ -1228,7 +1620,7 @@ def task_arrays(task_set, data) -> tuple[np.ndarray, np.ndarray]:
     return tasks, np.array(getattr(task_set, "weights", ()), dtype=float)
 
 
-def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
+def compile_flow(der: Derivation, backend: str = "numba", extensions=()) -> CompiledFlow:
     """Compile a derivation's loss, gradient and conserved quantities for ``backend``.
 
     Parameters
@@ -1237,6 +1629,9 @@ def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
         From ``icldyn.theory.derive``.
     backend : str
         "numba" (compiled once, cached on disk) or "numpy".
+    extensions : sequence of Extension
+        Kernels to compile with the flow's (``CompiledFlow.extension``), e.g. the compiled SME
+        loop (``noise.smeloop.SME``): with the numba backend its warm-up child compiles them.
 
     Returns
     -------
@@ -1246,7 +1641,8 @@ def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
     Raises
     ------
     InputError
-        When ``der`` is not a Derivation.
+        When ``der`` is not a Derivation, ``backend`` not one of ``BACKENDS`` or
+        ``extensions`` not ``Extension``s.
 
     Examples
     --------
@@ -1263,4 +1659,4 @@ def compile_flow(der: Derivation, backend: str = "numba") -> CompiledFlow:
     """
     if not isinstance(der, Derivation):
         raise InputError("der", f"must be a Derivation from icldyn.theory.derive, got {der!r}")
-    return CompiledFlow(der, backend)
+    return CompiledFlow(der, backend, extensions)

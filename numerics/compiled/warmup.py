@@ -5,12 +5,16 @@ compiled kernels as soon as the child is done (and every later process loads the
 
 The child receives the source and one example of each kernel's arguments on its standard
 input (a pickle from its own parent, never read from disk), compiles every kernel for those
-argument types and exits; a child that fails only costs time (the parent compiles in-process).
+argument types, closes its standard output (``done``: the parent's ``ready``), compiles what
+is wanted later (a flow's extensions, ``codegen.Extension``) and exits; a child that fails only
+costs time (the parent compiles in-process).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import select
 import subprocess
 import sys
 
@@ -20,7 +24,7 @@ FOLDER = "kernels"          # the private folder of Numba's machine code (``kern
 LAST = "fixed_step"         # the kernel the child compiles last: its index marks completion
 
 
-def cached(digest: str) -> bool | None:
+def cached(digest: str, kernel: str = LAST) -> bool | None:
     """Whether the kernels of the source with ``digest`` are in the kernel cache (None when
     the disk cache is off: no child can help).
 
@@ -28,11 +32,13 @@ def cached(digest: str) -> bool | None:
     ----------
     digest : str
         Hex digest of the generated source.
+    kernel : str
+        The kernel the child compiles last (``compile_all``).
 
     Returns
     -------
     bool or None
-        True when the index of its ``LAST`` kernel is on disk.
+        True when the index of ``kernel`` is on disk.
 
     Examples
     --------
@@ -43,57 +49,103 @@ def cached(digest: str) -> bool | None:
     folder = private_folder(FOLDER)
     if folder is None:
         return None
-    return any(folder.glob(f"k{digest[:32]}.{LAST}-*.nbi"))
+    return any(folder.glob(f"k{digest[:32]}.{kernel}-*.nbi"))
 
 
 _CHILDREN: dict = {}        # {source digest: its child} — one child per source and process
 
 
-def start(digest: str, source: str, examples, module: str) -> subprocess.Popen:
-    """The child process compiling ``source``'s kernels into the kernel cache for the argument
-    types of ``examples()`` ({kernel name: [argument tuple, ...]}); started once per source and
-    process (later flows of the same source share it). It runs ``module.warmup_child()`` (the
-    code generator's entry, which calls ``receive`` and ``compile_all``).
+def start(key: str, message, module: str) -> subprocess.Popen:
+    """The child process compiling kernels into the kernel cache: it runs
+    ``module.warmup_child()`` (the code generator's entry), which reads ``message()`` (e.g. the
+    source and {kernel name: [argument tuple, ...]}) with ``receive``, compiles with
+    ``compile_all`` and tells the parent with ``done``. Started once per ``key`` and process
+    (later flows of the same source share it).
 
     Parameters
     ----------
-    digest : str
-        Hex digest of ``source``.
-    source : str
-        The generated Python source of the kernels.
-    examples : callable
-        () -> {kernel name: [argument tuple, ...]}, called only when a child is started.
+    key : str
+        Hex digest of what the child compiles.
+    message : callable
+        () -> what the child receives (picklable), called only when a child is started.
     module : str
         The importable module whose ``warmup_child()`` the child runs.
 
     Returns
     -------
     subprocess.Popen
-        The child (its output discarded).
+        The child (its standard output a pipe that it closes when ``ready``).
 
     Examples
     --------
     >>> import numpy as np
-    >>> from icldyn.numerics.compiled.warmup import start
+    >>> from icldyn.numerics.compiled.warmup import ready, start
     >>> source = "def fixed_step(x):\\n    return 3.0 * x\\n"
-    >>> examples = lambda: {"fixed_step": [(np.ones(2),)]}    # compile it for float64 vectors
-    >>> child = start("3" * 64, source, examples, "icldyn.numerics.compiled.codegen")
-    >>> start("3" * 64, source, examples, "icldyn.numerics.compiled.codegen") is child
+    >>> message = lambda: (source, {"fixed_step": [(np.ones(2),)]}, [])  # for float64 vectors
+    >>> child = start("3" * 64, message, "icldyn.numerics.compiled.codegen")
+    >>> start("3" * 64, message, "icldyn.numerics.compiled.codegen") is child
     True
-    >>> child.wait()              # the child compiled the kernel into the cache and exited
-    0
+    >>> ready(child, wait=True), child.wait()   # it compiled the kernel into the cache, exited
+    (True, 0)
     """
-    if digest not in _CHILDREN:
+    if key not in _CHILDREN:
         child = subprocess.Popen(
             [sys.executable, "-c", f"import {module} as m; m.warmup_child()"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         try:
-            child.stdin.write(pickle.dumps((source, examples())))
+            child.stdin.write(pickle.dumps(message()))
             child.stdin.close()
         except OSError:                  # the child died at once: the parent compiles
             pass
-        _CHILDREN[digest] = child
-    return _CHILDREN[digest]
+        _CHILDREN[key] = child
+    return _CHILDREN[key]
+
+
+def ready(child: subprocess.Popen, wait: bool = False) -> bool:
+    """Whether ``child`` has compiled the kernels its parent waits for: it closed its standard
+    output (``done``), or ended (a failed child too: the parent then compiles in-process).
+
+    Parameters
+    ----------
+    child : subprocess.Popen
+        From ``start``.
+    wait : bool
+        Wait until it is.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import subprocess, sys
+    >>> from icldyn.numerics.compiled.warmup import ready
+    >>> code = "import sys, time; from icldyn.numerics.compiled import warmup; "
+    >>> child = subprocess.Popen([sys.executable, "-c", code + "warmup.done(); time.sleep(60)"],
+    ...                          stdout=subprocess.PIPE)
+    >>> ready(child, wait=True), child.poll()         # ready, still running (compiling more)
+    (True, None)
+    >>> child.kill(); child.wait() != 0
+    True
+    """
+    return bool(select.select([child.stdout], [], [], None if wait else 0)[0])
+
+
+def done() -> None:
+    """In the child: tell the parent (``ready``) that the kernels it waits for are compiled, by
+    closing the pipe of standard output (pointed at ``os.devnull`` from then on).
+
+    Examples
+    --------
+    >>> import subprocess, sys
+    >>> code = "from icldyn.numerics.compiled import warmup; warmup.done(); print('after')"
+    >>> subprocess.run([sys.executable, "-c", code], capture_output=True).stdout   # closed
+    b''
+    """
+    sys.stdout.flush()
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
 
 
 def receive() -> tuple:

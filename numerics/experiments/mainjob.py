@@ -32,6 +32,7 @@ from ..measures.gains import mode_gains
 from ..measures.trajectory import trajectory_measures
 from ..noise.covariance import compile_covariance
 from ..noise.sme import PathNoise, simulate_sme
+from ..noise.smeloop import SME
 from ..simulation.sgd import (SimResult, block_stats, block_z_scores, check_prompt_memory,
                               simulate_sgd)
 
@@ -510,7 +511,8 @@ def run(config: RunConfig, progress=None, stages: Path | None = None,
     tell("derive", 1, 1)
     clock.lap("derive")
 
-    pending = compile_flow(der, backend=config.backend)   # Numba compiles in a child process
+    pending = compile_flow(der, backend=config.backend,   # Numba compiles in a child process,
+                           extensions=[SME] if config.with_sme else [])     # the SME loop too
     init = _initial_params(model, config.init_scale)
 
     clock.start()

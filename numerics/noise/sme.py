@@ -32,40 +32,11 @@ from ..limits import RUNAWAY
 from ..results import Trajectory, standard_error
 from . import smeloop
 from .covariance import CompiledCovariance, compile_covariance
+from .smeloop import interpolate, sqrt_psd
 
 __all__ = ["PathNoise", "SMEResult", "sqrt_psd", "simulate_sme"]
 
 SMEResult = Trajectory      # the former name of the SME ensemble's result
-
-
-def sqrt_psd(S: np.ndarray) -> np.ndarray:
-    """Symmetric square roots of a stack of positive semi-definite matrices (eigenvalues below
-    zero by rounding are clipped).
-
-    Parameters
-    ----------
-    S : numpy.ndarray (…, P, P)
-        Symmetric positive semi-definite matrices (symmetrised first).
-
-    Returns
-    -------
-    numpy.ndarray (…, P, P)
-        S^{1/2}, symmetric.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from icldyn.numerics.noise.sme import sqrt_psd
-    >>> S = np.array([[2.0, 1.0], [1.0, 2.0]])
-    >>> R = sqrt_psd(S)
-    >>> bool(np.allclose(R @ R, S)), bool(np.allclose(R, R.T))
-    (True, True)
-    >>> sqrt_psd(np.diag([4.0, -1e-17]))                     # rounding below zero is clipped
-    array([[2., 0.],
-           [0., 0.]])
-    """
-    w, U = np.linalg.eigh(0.5 * (S + S.swapaxes(-1, -2)))
-    return (U * np.sqrt(np.clip(w, 0.0, None))[..., None, :]) @ U.swapaxes(-1, -2)
 
 
 class PathNoise:
@@ -140,11 +111,7 @@ class PathNoise:
         -------
         ndarray (P, P)
         """
-        k = int(np.searchsorted(self.steps, n, side="right")) - 1
-        if k < 0 or k == len(self.steps) - 1:
-            return self.matrices[max(k, 0)]
-        w = (n - self.steps[k]) / (self.steps[k + 1] - self.steps[k])
-        return (1 - w) * self.matrices[k] + w * self.matrices[k + 1]
+        return interpolate(self.steps, self.matrices, n)
 
 
 def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
@@ -260,7 +227,7 @@ def _numpy_steps(flow, cov, lr, batch, steps, rng, path_noise, refresh):
             if path_noise is not None:
                 root = sqrt_psd(path_noise.matrix(n - 1))
             elif refresh is None:
-                root = sqrt_psd(cov.matrix(theta))
+                root = np.stack([sqrt_psd(S) for S in cov.matrix(theta)])
             elif n - 1 in refresh:
                 root = sqrt_psd(cov.matrix(theta.mean(axis=0)))
             noise = root @ rng.standard_normal((len(theta), flow.size, 1))
@@ -274,7 +241,7 @@ def _numpy_steps(flow, cov, lr, batch, steps, rng, path_noise, refresh):
 
 def _compiled_steps(flow, cov, lr, batch, steps, rng, path_noise, refresh):
     """run(θ, n0, n1) as ``_numpy_steps``, in one Numba loop per call (``smeloop``)."""
-    sme_steps = smeloop.kernels(flow)["sme_steps"]
+    fns, data = smeloop.kernels(flow)
     tables = smeloop.encode(flow, cov)
     mode = smeloop.MODES["path" if path_noise is not None else
                          "own" if refresh is None else "refresh"]
@@ -283,11 +250,10 @@ def _compiled_steps(flow, cov, lr, batch, steps, rng, path_noise, refresh):
     path = (path_noise.steps, path_noise.matrices) if path_noise is not None else \
         (np.zeros(1), np.zeros((1, flow.size, flow.size)))
     root = np.zeros((flow.size, flow.size))
-    data = flow._data_args()
 
     def run(theta, n0, n1):
-        return sme_steps(theta, n0, n1, float(lr), float(lr / np.sqrt(batch)), mode, flags,
-                         *path, root, rng, *tables, *data)
+        return fns["sme_steps"](theta, n0, n1, float(lr), float(lr / np.sqrt(batch)), mode,
+                                flags, *path, root, rng, *tables, *data)
     return run
 
 

@@ -12,33 +12,102 @@ terms c · Π tr(…) are encoded once as integer tables (``encode``), and the k
 * the terms with the task letter W once per task, weighted by the task weights.
 
 Letters live in one padded array (letters, m, m) with their shapes beside it: θ's letters are
-gathered from θ, Λ and Σ_w are fixed, W is set per task. The square root of Σ is the symmetric
-one from ``numpy.linalg.eigh`` (negative eigenvalues from rounding clipped), and the normal
-draws come from the caller's ``numpy.random.Generator`` in NumPy's order (one (R, P) array per
-step), so the compiled ensemble repeats the NumPy one to rounding for the same seed.
+gathered from θ, Λ and Σ_w are fixed, W is set per task. The square root of Σ is
+``sqrt_psd`` and a path's Σ is ``interpolate``d: plain functions that the NumPy reference
+(``sme.py``) calls and whose source the kernels include. The normal draws come from the
+caller's ``numpy.random.Generator`` in NumPy's order (one (R, P) array per step), so the
+compiled ensemble repeats the NumPy one to rounding for the same seed.
 
-The kernels are appended to the flow's generated source (they call its ``grad``) and compiled
-with it by ``codegen``'s compiler into the kernel cache: the first SME run of a model compiles
-them once, later processes load them.
+The kernels are an ``Extension`` of the flow's generated code (``SME``): compiled in one
+module with the flow's kernels (they call its ``grad``), into the kernel cache; a flow
+compiled with ``extensions=[SME]`` (the main job's) has its warm-up child compile them.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 
 from ...theory.data import W_TASK
 from ...theory.errors import InputError
 from ...theory.words import Mat
-from ..compiled.codegen import _compile
+from ..compiled.codegen import Extension
 from ..limits import RUNAWAY
 from .covariance import CompiledCovariance
 
-__all__ = ["MODES", "encode", "kernels"]
+__all__ = ["MODES", "SME", "encode", "interpolate", "kernels", "sqrt_psd"]
 
 MODES = {"own": 0, "path": 1, "refresh": 2}     # the noise: each replica's Σ, a path's, the mean's
 CASES = {"B": 0, "BT": 1, "split": 2}
 
-SME_KERNELS = f'''
+
+def sqrt_psd(S: np.ndarray) -> np.ndarray:
+    """The symmetric square root of a positive semi-definite matrix (eigenvalues below zero by
+    rounding are clipped): S^{1/2} = U diag(√max(w, 0)) Uᵀ with (w, U) = eigh((S + Sᵀ)/2).
+    Numba compiles it in the SME kernels.
+
+    Parameters
+    ----------
+    S : numpy.ndarray (P, P)
+        Symmetric positive semi-definite (symmetrised first).
+
+    Returns
+    -------
+    numpy.ndarray (P, P)
+        S^{1/2}, symmetric.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.noise.smeloop import sqrt_psd
+    >>> S = np.array([[2.0, 1.0], [1.0, 2.0]])
+    >>> R = sqrt_psd(S)
+    >>> bool(np.allclose(R @ R, S)), bool(np.allclose(R, R.T))
+    (True, True)
+    >>> sqrt_psd(np.diag([4.0, -1e-17]))                     # rounding below zero is clipped
+    array([[2., 0.],
+           [0., 0.]])
+    """
+    w, U = np.linalg.eigh(0.5 * (S + S.T))
+    return (U * np.sqrt(np.maximum(w, 0.0))) @ U.T
+
+
+def interpolate(steps: np.ndarray, matrices: np.ndarray, n: float) -> np.ndarray:
+    """The matrix at step ``n``, linear between the given steps, constant beyond the ends
+    (``sme.PathNoise``). Numba compiles it in the SME kernels.
+
+    Parameters
+    ----------
+    steps : numpy.ndarray (K,)
+        Increasing steps.
+    matrices : numpy.ndarray (K, P, P)
+        The matrices at those steps.
+    n : float
+        The step.
+
+    Returns
+    -------
+    numpy.ndarray (P, P)
+        (1 − w) M_k + w M_{k+1}, w = (n − n_k) / (n_{k+1} − n_k), n_k ≤ n < n_{k+1}; at the
+        ends M_0 or M_{K−1} itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.noise.smeloop import interpolate
+    >>> interpolate(np.array([0.0, 10.0]), np.array([[[0.0]], [[2.0]]]), 2.5)
+    array([[0.5]])
+    """
+    k = np.searchsorted(steps, n, side="right") - 1
+    if k < 0 or k == steps.size - 1:
+        return matrices[max(k, 0)]
+    w = (n - steps[k]) / (steps[k + 1] - steps[k])
+    return (1 - w) * matrices[k] + w * matrices[k + 1]
+
+
+SME_KERNELS = "import numpy as np\n\n\n" + inspect.getsource(sqrt_psd) + "\n\n" + \
+    inspect.getsource(interpolate) + f'''
 def sme_words(lv, wp, wl, wt, wr, wc, only_w, has_w, out):
     for i in range(wp.size):
         if only_w and not has_w[i]:
@@ -118,19 +187,6 @@ def sme_covariance(theta, g, lv, words, traces, code, gather, tasks, task_weight
     return out
 
 
-def sme_root(S):
-    w, U = np.linalg.eigh(0.5 * (S + S.T))
-    return (U * np.sqrt(np.maximum(w, 0.0))) @ U.T
-
-
-def sme_path(steps, matrices, n):
-    k = np.searchsorted(steps, n, side="right") - 1
-    if k < 0 or k == steps.size - 1:
-        return matrices[max(k, 0)].copy()
-    w = (n - steps[k]) / (steps[k + 1] - steps[k])
-    return (1 - w) * matrices[k] + w * matrices[k + 1]
-
-
 def sme_steps(theta, n0, n1, lr, scale, mode, refresh, path_steps, path_matrices, root, rng,
               lv, words, traces, code, gather, ctasks, cweights, wid,
               k, Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts):
@@ -143,16 +199,16 @@ def sme_steps(theta, n0, n1, lr, scale, mode, refresh, path_steps, path_matrices
             drift[r] = grad(theta[r], k, *data)
         if mode == 0:
             for r in range(R):
-                roots[r] = sme_root(sme_covariance(theta[r], drift[r], lv, words, traces,
-                                                   code, gather, ctasks, cweights, wid))
+                roots[r] = sqrt_psd(sme_covariance(theta[r], drift[r], lv, words, traces,
+                                                    code, gather, ctasks, cweights, wid))
         elif mode == 1:
-            root[:] = sme_root(sme_path(path_steps, path_matrices, n - 1.0))
+            root[:] = sqrt_psd(interpolate(path_steps, path_matrices, n - 1.0))
         elif refresh[n - 1]:
             mean = np.empty(P)
             for i in range(P):
                 mean[i] = theta[:, i].mean()
-            root[:] = sme_root(sme_covariance(mean, grad(mean, k, *data), lv, words, traces,
-                                              code, gather, ctasks, cweights, wid))
+            root[:] = sqrt_psd(sme_covariance(mean, grad(mean, k, *data), lv, words, traces,
+                                               code, gather, ctasks, cweights, wid))
         xi = rng.standard_normal((R, P))
         new = np.empty((R, P))
         for r in range(R):
@@ -290,18 +346,34 @@ def encode(flow, cov: CompiledCovariance | None) -> tuple:
             weights, names.get(W_TASK.name, -1))
 
 
-def kernels(flow) -> dict:
-    """The SME kernels of ``flow`` compiled with its generated source (Numba, kernel cache).
+def _examples(flow, data) -> dict:
+    """``sme_steps``'s arguments for ``flow`` (types only: no step is run; the tables of no
+    covariance have the types of any), for the warm-up child (``Extension``)."""
+    P = flow.size
+    return {"sme_steps": [(np.zeros((1, P)), 0, 0, 0.0, 0.0, MODES["own"],
+                           np.zeros(1, dtype=np.bool_), np.zeros(1), np.zeros((1, P, P)),
+                           np.zeros((P, P)), np.random.default_rng(0), *encode(flow, None),
+                           *data)]}
+
+
+SME = Extension(SME_KERNELS, _examples)
+
+
+def kernels(flow) -> tuple[dict, tuple]:
+    """The SME kernels of ``flow``, compiled with its generated source (``SME``, an
+    ``Extension`` of the flow: its own ``grad`` is compiled once for both).
 
     Parameters
     ----------
     flow : CompiledFlow
-        With the numba backend.
+        Compiled with the numba backend (the NumPy one gives the Python functions), best with
+        ``extensions=[SME]``: its warm-up child then compiles them.
 
     Returns
     -------
-    dict
-        {kernel name: Numba dispatcher}; ``sme_steps`` runs the steps between two records.
+    tuple
+        ({kernel name: Numba dispatcher}, the flow's data arguments): ``sme_steps(θ, …, *data)``
+        runs the steps between two records.
 
     Examples
     --------
@@ -311,7 +383,8 @@ def kernels(flow) -> dict:
     >>> from icldyn.numerics.noise.smeloop import kernels
     >>> flow = compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))),
     ...                     backend="numpy")
-    >>> sorted(kernels(flow))[-4:]       # dispatchers: Numba compiles on the first call
-    ['sme_path', 'sme_root', 'sme_steps', 'sme_words']
+    >>> fns, data = kernels(flow)
+    >>> sorted(fns)[-4:], len(data)        # the NumPy backend's: Python functions
+    (['sme_covariance', 'sme_steps', 'sme_words', 'sqrt_psd'], 9)
     """
-    return _compile(flow.source + SME_KERNELS, "numba")
+    return flow.extension(SME)
