@@ -21,7 +21,8 @@
 (i) the symmetry search (generators and proved laws) of MultiHead(H), H = 1 → 16, cold;
 (j) FullLSA with eigenbasis tasks: task-cubature nodes and compiled-gradient cost, d = 2 → 16;
 (l) whole trajectories compiled: per-step cost of GD and RK4 at d = 4 vs a hand Numba loop, and
-    a 2 000-step curve vs SGD of the layer with 64 seeds × 64 prompts;
+    a 2 000-step curve vs SGD of the layer with 64 seeds × 64 prompts; ``integrate`` (compiled
+    DOP853) vs SciPy's solve_ivp on the compiled gradient, per trajectory and per evaluation;
 (m) a cold first learning curve per one-layer model (new process, empty cache).
 Sections are selected by name (``--only``; ``--list`` names them). Times are CPU time
 (``time.process_time``: the machine is shared) with BLAS and Numba pinned to one thread
@@ -388,7 +389,43 @@ def bench_trajectories(rounds: int = 7) -> dict:
     return {"gd_step_s": t_gd, "rk4_step_s": t_rk4, "hand_numba_gd_step_s": t_hand,
             "gd_ratio": t_gd / t_hand, "rk4_per_gradient_ratio": t_rk4 / 4 / t_hand,
             "curve_s": t["curve"], "sgd_64x64_s": t_sgd, "curve_ratio": t_sgd / t["curve"],
+            "integrate": bench_integrate(data, rounds),
             "rounds": rounds, "load_average": list(os.getloadavg())}
+
+
+def bench_integrate(data, rounds: int) -> list[dict]:
+    """``integrate`` (DOP853, rtol 1e-10, t_end = 40, 401 rows) at d = 4, Merged and
+    MultiHead(2): the compiled loop against SciPy's solve_ivp calling the compiled gradient
+    (the path ``integrate`` takes without the Numba loop), interleaved rounds, medians; per
+    trajectory and per gradient evaluation (both do the same evaluations)."""
+    from icldyn.numerics import compile_flow, integrate
+    from icldyn.theory import derive, models
+    rows = []
+    for model in (models.Merged(4), models.MultiHead(4, heads=2)):
+        flow = compile_flow(derive(model, data), backend="numba").compiled()
+        theta0 = 0.1 + 0.01 * np.random.default_rng(0).standard_normal(flow.size)
+
+        def scipy_path():
+            flow.kernel_adaptive = lambda: None        # what integrate does without the loop
+            try:
+                return integrate(flow, theta0, t_end=40.0)
+            finally:
+                del flow.kernel_adaptive
+        runs = {"compiled": lambda: integrate(flow, theta0, t_end=40.0), "scipy": scipy_path}
+        nfev = {name: run().info["nfev"] for name, run in runs.items()}      # and warm
+        times: dict = {name: [] for name in runs}
+        for _ in range(rounds):
+            for name, run in runs.items():
+                start = clock()
+                run()
+                times[name].append(clock() - start)
+        t = {name: float(np.median(v)) for name, v in times.items()}
+        rows.append({"model": repr(model), "nfev": nfev["compiled"], "scipy_nfev": nfev["scipy"],
+                     "compiled_s": t["compiled"], "scipy_s": t["scipy"],
+                     "compiled_per_eval_s": t["compiled"] / nfev["compiled"],
+                     "scipy_per_eval_s": t["scipy"] / nfev["scipy"],
+                     "ratio": t["scipy"] / t["compiled"]})
+    return rows
 
 
 COLD = """
@@ -736,6 +773,12 @@ def print_trajectories(r) -> None:
           f"{r['curve_s'] * 1e3:.1f} ms vs SGD 64 seeds × 64 prompts {r['sgd_64x64_s']:.1f} s "
           f"= {r['curve_ratio']:.0f}x (medians of {r['rounds']} interleaved rounds; load "
           f"{r['load_average'][0]:.1f})")
+    for row in r.get("integrate", []):
+        print(f"(l) integrate {row['model']}, DOP853 to t = 40 ({row['nfev']} evaluations): "
+              f"compiled loop {row['compiled_s'] * 1e3:.2f} ms "
+              f"({row['compiled_per_eval_s'] * 1e6:.2f} µs/evaluation) vs SciPy's solve_ivp "
+              f"{row['scipy_s'] * 1e3:.1f} ms ({row['scipy_per_eval_s'] * 1e6:.1f} µs) "
+              f"= {row['ratio']:.1f}x")
 
 
 def print_cold(rows) -> None:

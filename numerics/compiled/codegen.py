@@ -972,7 +972,8 @@ def _lowered(model) -> bool:
 
 
 def _trajectories(der: Derivation, source: str, n_coeffs: int) -> str:
-    """The fixed-step loop (``loops.fixed_step_source``), emitted into every generated module
+    """The fixed-step and adaptive loops (``loops.fixed_step_source``, ``loops.adaptive_source``:
+    ``integrate``'s compiled DOP853), emitted into every generated module
     (not passed the kernels as arguments) so that Numba caches it on disk with the kernels it
     calls. With a model small enough for ``loops.lower``, ``fixed_step`` calls the loop
     kernels (Numba) and ``fixed_step_arrays`` the array ones (NumPy: what runs until the
@@ -983,11 +984,13 @@ def _trajectories(der: Derivation, source: str, n_coeffs: int) -> str:
     if _lowered(model):
         lowered = loops.lower(source, _stand_ins(model, source, n_coeffs, helpers), helpers)
     if lowered is None:
-        return loops.fixed_step_source("fixed_step", conserved, RUNAWAY, loops=False)
+        return (loops.fixed_step_source("fixed_step", conserved, RUNAWAY, loops=False)
+                + "\n" + loops.adaptive_source("adaptive", conserved, loops=False))
     code, slots, side = lowered
     return (code + loops.fixed_step_source("fixed_step", conserved, RUNAWAY, True,
                                            (slots, side, side))
-            + "\n" + loops.fixed_step_source("fixed_step_arrays", conserved, RUNAWAY, False))
+            + "\n" + loops.fixed_step_source("fixed_step_arrays", conserved, RUNAWAY, False)
+            + "\n" + loops.adaptive_source("adaptive", conserved, True, (slots, side, side)))
 
 
 def _stand_ins(model, source: str, n_coeffs: int, helpers: dict) -> dict:
@@ -1297,6 +1300,11 @@ class CompiledFlow:
         out["grad"].append(grad_args)
         out["observe"] = out["grad_rows"] = [(theta[None, :].copy(), *extra)]
         out["fixed_step"] = [(theta, 0.0, 1, 1, False, *extra)]
+        rows, tables = np.zeros((1, self.size)), (np.zeros((16, 16)), np.zeros(13),
+                                                  np.zeros(13), np.zeros((4, 16)))
+        out["adaptive"] = [(theta, theta.copy(), np.zeros(4), np.zeros(1), rows,
+                            np.zeros((1, 1 + len(self.der.conserved))), 0, 1e-10, 1e-12,
+                            *tables, *extra)]       # at t = t_end: returns at once
         return out
 
     def _set_data(self, data) -> None:
@@ -1530,6 +1538,24 @@ class CompiledFlow:
                 finite = np.isfinite(self._probe(value, theta)) or np.isfinite(value).all()
             return -(value if finite else self.grad(theta))
         return rhs
+
+    def kernel_adaptive(self):
+        """The compiled adaptive loop of ``integrate`` (``loops.adaptive_source``: SciPy's
+        DOP853 stepped, interpolated at the requested times and recorded in one Numba loop)
+        with the data bound; None while the kernels are NumPy's (the numpy backend, or a cold
+        start whose Numba kernels are still being compiled: ``integrate`` then uses SciPy).
+
+        Returns
+        -------
+        callable or None
+            ``loop(theta, f, state, t_eval, out, seen, budget, rtol, atol, table, e3, e5,
+            dense)`` → (status, evaluations, point).
+        """
+        fns, data = self._fns, self._data_args()
+        if self.backend == "numpy" or self._child is not None:
+            return None
+        kernel = fns["adaptive"]
+        return lambda *args: kernel(*args, *data)
 
     def conserved(self, theta) -> np.ndarray:
         """The derived scalar conserved quantities at θ (``der.conserved``, in order).

@@ -68,6 +68,7 @@ class _Budget(Exception):
     pass
 
 
+RTOL_MIN = 100 * np.finfo(float).eps     # SciPy's floor of rtol
 STALL_WINDOW = 20_000   # gradient evaluations between checks of the integrator's pace
 
 
@@ -85,7 +86,12 @@ def _stalled(reached: list, t_end: float, left: int) -> float | None:
 def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_eval=None,
               method: str = "DOP853", rtol: float = 1e-10, atol: float = 1e-12,
               max_nfev: int = 2_000_000) -> Trajectory:
-    """Gradient flow dθ/dt = −∇L(θ) by ``scipy.integrate.solve_ivp`` (adaptive). More than
+    """Gradient flow dθ/dt = −∇L(θ), adaptive. The default ``method="DOP853"`` with the Numba
+    kernels runs SciPy's DOP853 — its step-size control and its dense output at ``t_eval`` —
+    as one compiled loop that also records the loss and the conserved quantities
+    (``loops.adaptive_source``; no Python per evaluation); any other method, or NumPy kernels
+    (the numpy backend, a cold start still compiling), go through
+    ``scipy.integrate.solve_ivp`` with the compiled gradient. More than
     ``max_nfev`` gradient evaluations stop it with a clear error (no silent hang), and so
     does a stiff flow (an explicit method's steps far too small to reach ``t_end``; e.g. from
     parameters of 10¹⁶), which is stopped as soon as its pace shows it, with the advice to use
@@ -104,7 +110,7 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
     t_eval : array_like, optional
         The times of the rows.
     method, rtol, atol : str, float, float
-        ``solve_ivp``'s method and tolerances.
+        ``solve_ivp``'s method and tolerances (rtol ≥ ``RTOL_MIN``, SciPy's floor).
     max_nfev : int
         Budget of gradient evaluations.
 
@@ -117,7 +123,8 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
     ------
     InputError
         When the integration needs more than ``max_nfev`` gradient evaluations, or stalls
-        (a stiff flow; the message advises an implicit method); it names ``t_end``.
+        (a stiff flow; the message advises an implicit method); it names ``t_end``. For an
+        rtol below ``RTOL_MIN`` or (compiled DOP853) ``t_eval`` not increasing in [0, t_end].
 
     Examples
     --------
@@ -135,26 +142,27 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
     theta0 = start_theta(flow, theta0)
     t_end = check_real("t_end", t_end)
     rtol, atol = check_real("rtol", rtol), check_real("atol", atol)
+    if not rtol >= RTOL_MIN:
+        raise InputError("rtol", f"must be at least {RTOL_MIN:.3g} (100 ulp), got {rtol:g}")
     max_nfev = check_int("max_nfev", max_nfev)
     if t_eval is None:
         n_points = check_int("n_points", n_points)
         t_eval = np.linspace(0.0, t_end, n_points)
+    loop = flow.kernel_adaptive() if method == "DOP853" else None
+    if loop is not None:
+        t_eval = _times(t_eval, t_end)
+        return _dop853(flow, loop, theta0, t_eval, t_end, rtol, atol, max_nfev)
     count, reached, field = [0], [0.0], flow.kernel_rhs()
 
     def rhs(t, theta):
         count[0] += 1
         reached[-1] = max(reached[-1], t)
         if count[0] > max_nfev:
-            raise _Budget(f"the flow needed more than max_nfev={max_nfev} gradient "
-                          f"evaluations and reached only t = {reached[-1]:.4g} of {t_end:.4g}; "
-                          "shorten t_end, loosen rtol/atol or raise max_nfev")
+            raise _Budget(_over_budget(max_nfev, reached[-1], t_end))
         if count[0] % STALL_WINDOW == 0:
             need = _stalled(reached, t_end, max_nfev - count[0])
             if need is not None:
-                raise _Budget(f"the flow is stiff: {method} reached t = {reached[-1]:.4g} of "
-                              f"{t_end:.4g} in {count[0]} gradient evaluations and at this "
-                              f"pace needs about {need:.1e} more (max_nfev={max_nfev}); use "
-                              "method='LSODA' (implicit) or start from smaller parameters")
+                raise _Budget(_stiff(method, reached[-1], t_end, count[0], need, max_nfev))
             reached.append(reached[-1])
         return field(t, theta)
 
@@ -168,6 +176,69 @@ def integrate(flow: CompiledFlow, theta0, t_end: float, n_points: int = 401, t_e
         raise RuntimeError(f"integration failed at t = {sol.t[-1]:.6g}: {sol.message}")
     return Trajectory.along(flow, sol.t, sol.y.T, method=method, rtol=rtol, atol=atol,
                             nfev=int(sol.nfev))
+
+
+def _over_budget(max_nfev: int, reached: float, t_end: float) -> str:
+    return (f"the flow needed more than max_nfev={max_nfev} gradient evaluations and reached "
+            f"only t = {reached:.4g} of {t_end:.4g}; shorten t_end, loosen rtol/atol or raise "
+            "max_nfev")
+
+
+def _stiff(method: str, reached: float, t_end: float, count: int, need: float,
+           max_nfev: int) -> str:
+    return (f"the flow is stiff: {method} reached t = {reached:.4g} of {t_end:.4g} in {count} "
+            f"gradient evaluations and at this pace needs about {need:.1e} more "
+            f"(max_nfev={max_nfev}); use method='LSODA' (implicit) or start from smaller "
+            "parameters")
+
+
+def _times(t_eval, t_end: float) -> np.ndarray:
+    """The requested times, checked as ``solve_ivp`` checks them (1-D, increasing, in
+    [0, t_end])."""
+    t_eval = np.ascontiguousarray(t_eval, dtype=float)
+    if t_eval.ndim != 1 or np.any(t_eval < 0) or np.any(t_eval > t_end) \
+            or np.any(np.diff(t_eval) <= 0):
+        raise InputError("t_eval", f"must be increasing times in [0, t_end={t_end:.6g}]")
+    return t_eval
+
+
+SMALL_STEP = "Required step size is less than spacing between numbers."   # SciPy's words
+
+
+def _dop853(flow: CompiledFlow, loop, theta0, t_eval, t_end: float, rtol: float,
+            atol: float, max_nfev: int) -> Trajectory:
+    """``integrate`` by the compiled DOP853 loop (``loops.adaptive_source``), called in
+    windows of ``STALL_WINDOW`` evaluations between which the budget and the pace are
+    checked as on SciPy's path."""
+    from scipy.integrate import DOP853     # its tables (the loop is SciPy's method)
+    table = np.zeros((16, 16))
+    table[:12, :12], table[12, :12], table[13:] = DOP853.A, DOP853.B, DOP853.A_EXTRA
+    tables = (table, DOP853.E3, DOP853.E5, DOP853.D)
+    theta, f = theta0.copy(), np.empty_like(theta0)
+    state = np.array([0.0, -1.0, t_end, 0.0])
+    out = np.empty((len(t_eval), flow.size))
+    seen = np.empty((len(t_eval), 1 + len(flow.der.conserved)))
+    count, reached = 0, []
+    while True:
+        with np.errstate(over="ignore", invalid="ignore"):
+            status, evaluations, point = loop(theta, f, state, t_eval, out, seen, STALL_WINDOW,
+                                              rtol, atol, *tables)
+        count += evaluations
+        if status == 1:
+            break
+        if status == 3:
+            flow.grad(point)                # raises the clear error (the data or θ) ...
+            raise RuntimeError(f"the gradient is not finite at t ≈ {state[0]:.6g}")   # … else
+        if status == 2:
+            raise RuntimeError(f"integration failed at t = {state[0]:.6g}: {SMALL_STEP}")
+        reached.append(state[0])
+        if count > max_nfev:
+            raise InputError("t_end", _over_budget(max_nfev, state[0], t_end))
+        need = _stalled(reached, t_end, max_nfev - count)
+        if need is not None:
+            raise InputError("t_end", _stiff("DOP853", state[0], t_end, count, need, max_nfev))
+    return Trajectory.along(flow, t_eval, out, observed=seen, method="DOP853", rtol=rtol,
+                            atol=atol, nfev=count)
 
 
 def _loop(flow: CompiledFlow, theta0, step, steps: int, every: int, rk4: bool, **info):

@@ -1,7 +1,9 @@
 """Whole fixed-step trajectories in one compiled loop, and small-d kernels as scalar loops.
 
 ``fixed_step_source`` prints the GD / RK4 loop that also records the loss and every conserved
-quantity at each recorded row (no second pass over the rows, no Python per step or row).
+quantity at each recorded row (no second pass over the rows, no Python per step or row);
+``adaptive_source`` the adaptive Dormand–Prince 8(5,3) loop of ``integrate`` (SciPy's DOP853:
+its step-size control and its dense output at the requested times), recording likewise.
 
 At small d a product of two 4×4 matrices costs less than the call into BLAS and the allocation
 of its result, so ``lower`` rewrites a generated kernel (``codegen._generate``'s loss, grad and
@@ -27,7 +29,7 @@ import ast
 
 import numpy as np
 
-__all__ = ["SMALL", "lower", "fixed_step_source"]
+__all__ = ["SMALL", "lower", "fixed_step_source", "adaptive_source"]
 
 SMALL = 8       # spaces of at most this size: products as scalar loops (BLAS above)
 KERNELS = ("loss", "grad")     # and conserved_0, conserved_1, …: the kernels a trajectory calls
@@ -518,3 +520,201 @@ def fixed_step_source(name: str, conserved: int, runaway: float, loops: bool,
               "            return out[:done], seen[:done], n",
               "        if n % every == 0:"] + record("n // every", "            ")
     return "\n".join(lines + ["    return out, seen, steps", ""])
+
+
+SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0     # SciPy's Runge–Kutta step-size control
+DATA = "Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"
+
+
+def adaptive_source(name: str, conserved: int, loops: bool, work: tuple = (1, 1, 1),
+                    order: int = 7) -> str:
+    """The source of the adaptive loop ``name(theta, f, state, t_eval, out, seen, budget,
+    rtol, atol, table, e3, e5, dense, k, <data>)`` → (status, evaluations, point): SciPy's
+    ``DOP853`` for the autonomous flow dθ/dt = F(θ) = −∇L(θ), stepped and recorded in one
+    compiled loop. A step of size h has the stages K_s = F(θ + h Σ_{j<s} a_sj K_j)
+    (``table`` rows 1…11; row 12 gives θ_new, K_12 = F(θ_new)), the error norm
+
+        ‖err‖ = h e₅² / √((e₅² + 0.01 e₃²) P),   e_m² = Σ_p ((Σ_j E_m,j K_jp) / s_p)²,
+        s_p = atol + rtol · max(|θ_p|, |θ_new,p|),
+
+    and is accepted when ‖err‖ < 1; the next h is h · min(MAX_FACTOR, SAFETY ‖err‖^(−1/(order
+    + 1))) (at most h after a rejection; a rejected step shrinks by max(MIN_FACTOR, …)).
+    Each requested time τ ∈ (t, t + h] gets the dense output of the step — three more
+    stages (``table`` rows 13…15), F₀ = Δθ, F₁ = hK₀ − Δθ, F₂ = 2Δθ − h(K₀ + K₁₂),
+    F₃₊ᵢ = h Σ_j D_ij K_j, and with x = (τ − t)/h
+
+        θ(τ) = θ + x(1−x)·…  (Horner: y = 0; y += F_i, then y *= x or 1 − x, i = 6 … 0),
+
+    recorded in ``out`` with its loss and conserved quantities in ``seen``. The first call
+    (``state[1]`` < 0) evaluates F(θ₀) into ``f`` and picks the first step as SciPy's
+    ``select_initial_step``. A call returns after ``budget`` evaluations (status 0: call
+    again), at t_end (1), when the step falls below 10 ulp of t (2), or at the first
+    non-finite F (3: ``point`` is where). ``theta``, ``f`` and ``state`` = [t, h, t_end,
+    next row] carry the run from call to call. With ``loops`` it calls the ``loop_*``
+    kernels on a work array (no BLAS, no allocation per step).
+
+    Parameters
+    ----------
+    name : str
+        The function's name.
+    conserved : int
+        Number of conserved quantities (kernels ``conserved_0`` …).
+    loops : bool
+        Call the allocation-free loop kernels.
+    work : tuple
+        The work array's shape (``lower``'s slices and side).
+    order : int
+        The error estimator's order (SciPy's ``DOP853.error_estimator_order``).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from icldyn.numerics.compiled.loops import adaptive_source
+    >>> from scipy.integrate import DOP853
+    >>> kernels = ("def loss(theta, k, *data):\\n    return 0.5 * np.sum(theta * theta)\\n"
+    ...            "def grad(theta, k, *data):\\n    return theta.copy()\\n")
+    >>> ns = {"np": np}
+    >>> exec(kernels + adaptive_source("adaptive", 0, False), ns)
+    >>> table = np.zeros((16, 16))
+    >>> table[:12, :12], table[12, :12], table[13:] = DOP853.A, DOP853.B, DOP853.A_EXTRA
+    >>> theta, f, state = np.ones(1), np.empty(1), np.array([0.0, -1.0, 1.0, 0.0])
+    >>> out, seen = np.empty((2, 1)), np.empty((2, 1))
+    >>> status, evaluations, _ = ns["adaptive"](theta, f, state, np.array([0.0, 1.0]), out, seen,
+    ...     10**6, 1e-10, 1e-12, table, DOP853.E3, DOP853.E5, DOP853.D, None, *[None] * 8)
+    >>> status, round(float(out[1, 0]), 9), round(float(np.exp(-1.0)), 9)   # θ' = −θ
+    (1, 0.367879441, 0.367879441)
+    """
+    prefix, extra = ("loop_", "work, ") if loops else ("", "")
+    calls = [f"{prefix}loss"] + [f"{prefix}conserved_{i}" for i in range(conserved)]
+
+    def evaluate(at: str, into: str, indent: str) -> list[str]:
+        """into = F(at) = −∇L(at); on a non-finite value, return status 3 and the point."""
+        head = ([f"{prefix}grad({at}, {into}, work, k, *data)", "value = " + into] if loops
+                else [f"value = grad({at}, k, *data)"])
+        entry = f"{into[:-1]}, p]" if into.endswith("]") else f"{into}[p]"    # no row view
+        return [indent + line for line in head + [
+            "total = 0.0",
+            "for p in range(size):",
+            f"    {entry} = -value[p]",
+            f"    total += {entry}",
+            "evaluations += 1",
+            "if not np.isfinite(total):",
+            "    state[0], state[1], state[3] = t, h_abs, row",
+            f"    return 3, evaluations, {at}.copy()"]]
+
+    def combine(row: str, indent: str) -> list[str]:
+        """probe = θ + (Σ_{j<row} a_row,j K_j) h, as SciPy sums it."""
+        return [indent + line for line in [
+            "for p in range(size):",
+            "    acc = 0.0",
+            f"    for j in range({row}):",
+            f"        if table[{row}, j] != 0.0:",
+            f"            acc += stages[j, p] * table[{row}, j]",
+            "    probe[p] = theta[p] + acc * h"]]
+
+    exponent = -1.0 / (order + 1)
+    lines = [
+        f"def {name}(theta, f, state, t_eval, out, seen, budget, rtol, atol, table, e3, e5, "
+        f"dense, k, {DATA}):",
+        f"    data = ({DATA})",
+        "    size, rows = theta.size, t_eval.size",
+        f"    work = np.empty({tuple(work)})",
+        "    stages = np.empty((table.shape[0], size))",
+        "    probe, theta_new, poly = np.empty(size), np.empty(size), np.empty((7, size))",
+        "    t, h_abs, t_end, row = state[0], state[1], state[2], int(state[3])",
+        "    h, evaluations = 0.0, 0",
+        "    if h_abs < 0.0:                  # the start: F(θ₀), then the first step",
+        *evaluate("theta", "f", "        "),
+        "        d0, d1 = 0.0, 0.0",
+        "        for p in range(size):",
+        "            scale = atol + abs(theta[p]) * rtol",
+        "            d0 += (theta[p] / scale) ** 2",
+        "            d1 += (f[p] / scale) ** 2",
+        "        d0, d1 = np.sqrt(d0 / size), np.sqrt(d1 / size)",
+        "        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1",
+        "        h0 = min(h0, t_end - t)",
+        "        for p in range(size):",
+        "            probe[p] = theta[p] + h0 * f[p]",
+        *evaluate("probe", "stages[1]", "        "),
+        "        d2 = 0.0",
+        "        for p in range(size):",
+        "            d2 += ((stages[1, p] - f[p]) / (atol + abs(theta[p]) * rtol)) ** 2",
+        "        d2 = np.sqrt(d2 / size) / h0",
+        "        if d1 <= 1e-15 and d2 <= 1e-15:",
+        "            h1 = max(1e-6, h0 * 1e-3)",
+        "        else:",
+        f"            h1 = (0.01 / max(d1, d2)) ** {1.0 / (order + 1)!r}",
+        "        h_abs = min(100 * h0, h1, t_end - t)",
+        "    while t < t_end:",
+        "        if evaluations >= budget:",
+        "            state[0], state[1], state[3] = t, h_abs, row",
+        "            return 0, evaluations, probe",
+        "        least = 10 * abs(np.nextafter(t, np.inf) - t)",
+        "        h_abs = max(h_abs, least)",
+        "        rejected = False",
+        "        while True:",
+        "            if h_abs < least:",
+        "                state[0], state[1], state[3] = t, h_abs, row",
+        "                return 2, evaluations, probe",
+        "            t_new = min(t + h_abs, t_end)",
+        "            h = t_new - t",
+        "            h_abs = abs(h)",
+        "            stages[0] = f",
+        "            for s in range(1, 13):",
+        *combine("s", "                "),
+        *evaluate("probe", "stages[s]", "                "),
+        "            theta_new[:] = probe",
+        "            n5, n3 = 0.0, 0.0",
+        "            for p in range(size):",
+        "                scale = atol + max(abs(theta[p]), abs(theta_new[p])) * rtol",
+        "                a5, a3 = 0.0, 0.0",
+        "                for j in range(e5.size):",
+        "                    a5 += stages[j, p] * e5[j]",
+        "                    a3 += stages[j, p] * e3[j]",
+        "                n5 += (a5 / scale) ** 2",
+        "                n3 += (a3 / scale) ** 2",
+        "            error = 0.0 if n5 == 0.0 and n3 == 0.0 else \\",
+        "                h_abs * n5 / np.sqrt((n5 + 0.01 * n3) * size)",
+        "            if error < 1.0:",
+        f"                factor = {MAX_FACTOR!r} if error == 0.0 else \\",
+        f"                    min({MAX_FACTOR!r}, {SAFETY!r} * error ** {exponent!r})",
+        "                h_abs *= min(1.0, factor) if rejected else factor",
+        "                break",
+        f"            h_abs *= max({MIN_FACTOR!r}, {SAFETY!r} * error ** {exponent!r})",
+        "            rejected = True",
+        "        if row < rows and t_eval[row] <= t_new:     # dense output of the step",
+        "            for s in range(13, table.shape[0]):",
+        *combine("s", "                "),
+        *evaluate("probe", "stages[s]", "                "),
+        "            for p in range(size):",
+        "                delta = theta_new[p] - theta[p]",
+        "                poly[0, p] = delta",
+        "                poly[1, p] = h * stages[0, p] - delta",
+        "                poly[2, p] = 2 * delta - h * (stages[12, p] + stages[0, p])",
+        "                for i in range(dense.shape[0]):",
+        "                    acc = 0.0",
+        "                    for j in range(table.shape[0]):",
+        "                        acc += dense[i, j] * stages[j, p]",
+        "                    poly[3 + i, p] = h * acc",
+        "        while row < rows and t_eval[row] <= t_new:",
+        "            x = (t_eval[row] - t) / h",
+        "            for p in range(size):",
+        "                y = 0.0",
+        "                for i in range(7):",
+        "                    y += poly[6 - i, p]",
+        "                    y *= x if i % 2 == 0 else 1 - x",
+        "                out[row, p] = y + theta[p]",
+        *[f"            seen[row, {j}] = {call}(out[row], {extra}k, *data)"
+          for j, call in enumerate(calls)],
+        "            row += 1",
+        "        theta[:] = theta_new",
+        "        f[:] = stages[12]",
+        "        t = t_new",
+        "    state[0], state[1], state[3] = t, h_abs, row",
+        "    return 1, evaluations, probe",
+        ""]
+    return "\n".join(lines)
