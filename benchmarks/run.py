@@ -378,13 +378,7 @@ def bench_trajectories(rounds: int = 7) -> dict:
     simulate_sgd(model, data, {"V": 0.1, "Q": 0.1}, lr=lr, batch=64, steps=curve_steps,
                  seeds=64, seed=0)
     t_sgd = clock() - start
-    times: dict = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            start = clock()
-            run()
-            times[name].append(clock() - start)
-    t = {name: float(np.median(v)) for name, v in times.items()}
+    t = paired_times(runs, repeat=rounds)
     t_gd, t_rk4, t_hand = t["gd"] / steps, t["rk4"] / steps, t["hand"] / steps
     return {"gd_step_s": t_gd, "rk4_step_s": t_rk4, "hand_numba_gd_step_s": t_hand,
             "gd_ratio": t_gd / t_hand, "rk4_per_gradient_ratio": t_rk4 / 4 / t_hand,
@@ -413,13 +407,7 @@ def bench_integrate(data, rounds: int) -> list[dict]:
                 del flow.kernel_adaptive
         runs = {"compiled": lambda: integrate(flow, theta0, t_end=40.0), "scipy": scipy_path}
         nfev = {name: run().info["nfev"] for name, run in runs.items()}      # and warm
-        times: dict = {name: [] for name in runs}
-        for _ in range(rounds):
-            for name, run in runs.items():
-                start = clock()
-                run()
-                times[name].append(clock() - start)
-        t = {name: float(np.median(v)) for name, v in times.items()}
+        t = paired_times(runs, repeat=rounds)
         rows.append({"model": repr(model), "nfev": nfev["compiled"], "scipy_nfev": nfev["scipy"],
                      "compiled_s": t["compiled"], "scipy_s": t["scipy"],
                      "compiled_per_eval_s": t["compiled"] / nfev["compiled"],
