@@ -158,6 +158,24 @@ def test_inputs_are_checked():
         derive(models.Merged(3), ICLData(d=2, N=3, Lambda=np.eye(2)))
 
 
+def test_the_float_eigenbasis_of_diagonal_tasks_is_the_30_digit_one():
+    """Diagonal tasks with a non-diagonal numeric Λ: arrays()["U"] by LAPACK (well-separated
+    eigenvalues) names the same modes as the 30-digit eigenbasis — u_k u_kᵀ equal to 1e-13 —
+    and a Λ with a repeated eigenvalue takes the 30-digit basis itself."""
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((12, 12))
+    Lam = A @ A.T / 12 + 0.1 * np.eye(12)
+    data = ICLData(d=12, N=5, Lambda=Lam, d_y=12, tasks="diagonal")
+    U, exact = data.arrays()["U"], np.array(data.eigenbasis().tolist(), dtype=float)
+    for k in range(12):
+        assert np.abs(np.outer(U[:, k], U[:, k]) - np.outer(exact[:, k], exact[:, k])).max() < 1e-13
+    R = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    repeated = ICLData(d=3, N=5, Lambda=R @ np.diag([2.0, 1.0, 1.0]) @ R.T, d_y=3,
+                       tasks="diagonal")
+    assert np.array_equal(repeated.arrays()["U"],
+                          np.array(repeated.eigenbasis().tolist(), dtype=float))
+
+
 def test_a_numeric_lambda_read_in_float64_is_the_exact_one():
     """A NumPy Λ is checked in float64 and held as such; its exact form (built on use) equals
     the same matrix given as exact rationals, and so do the float arrays and derived values.
