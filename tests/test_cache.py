@@ -346,3 +346,19 @@ def test_a_cache_deleted_under_a_running_job_costs_only_time(fresh_cache):
     assert stat.S_IMODE((fresh_cache / "demo").stat().st_mode) == 0o700
     assert (fresh_cache / cache.MARKER).is_file()
     assert len(list((fresh_cache / "demo").glob("*.json"))) == 1     # stored again
+
+
+def test_a_kernels_key_changes_with_the_helpers_it_calls(monkeypatch):
+    """Numba links the machine code of ``eigdiag`` into the generated kernels that call it: the
+    kernel cache's key holds its source, so an edited helper never runs stale cached code."""
+    from icldyn.numerics.compiled import codegen
+    source = "def f(Y, U, c):\n    return _eigdiag(Y, U, c)\n"
+    before = codegen._digest(source)
+    codegen._helper_source.cache_clear()
+    monkeypatch.setattr(codegen.inspect, "getsource", lambda obj: "def eigdiag(Y, U, c): pass\n")
+    try:
+        assert codegen._digest(source) != before
+    finally:
+        codegen._helper_source.cache_clear()
+    monkeypatch.undo()
+    assert codegen._digest(source) == before

@@ -1133,8 +1133,15 @@ def _eigdiag_numba():
 def _digest(source: str) -> str:
     """The kernel cache's key of generated ``source``: with this module's name, which the
     cached machine code refers to (for ``_eigdiag``), so code cached before a move of this
-    module is not loaded (it could not be) but compiled afresh."""
-    return hashlib.sha256(f"{__name__}\n{source}".encode()).hexdigest()
+    module is not loaded (it could not be) but compiled afresh, and with the source of
+    ``eigdiag``, whose machine code Numba links into the kernels that call it, so a change of
+    it compiles them afresh too."""
+    return hashlib.sha256(f"{__name__}\n{_helper_source()}\n{source}".encode()).hexdigest()
+
+
+@lru_cache(maxsize=None)
+def _helper_source() -> str:
+    return inspect.getsource(eigdiag)
 
 
 class CompiledFlow:
