@@ -421,6 +421,18 @@ def lower(source: str, args: dict, helpers: dict) -> tuple[str, int, int] | None
     return "\n".join(out) + "\n", max(slots, 1), side
 
 
+DATA = "Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"   # the kernels' data args
+
+
+def _observe(point: str, row: str, conserved: int, loops: bool, indent: str) -> list[str]:
+    """The lines recording the loss and each conserved quantity at ``point`` into the row
+    ``row`` (an open index such as ``"seen[row"``), with the loop or the array kernels."""
+    prefix, extra = ("loop_", "work, ") if loops else ("", "")
+    calls = [f"{prefix}loss"] + [f"{prefix}conserved_{i}" for i in range(conserved)]
+    return [f"{indent}{row}, {j}] = {call}({point}, {extra}k, *data)"
+            for j, call in enumerate(calls)]
+
+
 def fixed_step_source(name: str, conserved: int, runaway: float, loops: bool,
                       work: tuple = (1, 1, 1)) -> str:
     """The source of a fixed-step loop ``name(theta0, h, steps, every, rk4, <data>)`` →
@@ -461,20 +473,15 @@ def fixed_step_source(name: str, conserved: int, runaway: float, loops: bool,
     >>> rows[:, 0], seen[:, 0], done               # θ halves each step; L = θ·θ / 2
     (array([1.    , 0.25  , 0.0625]), array([1.        , 0.0625    , 0.00390625]), 4)
     """
-    data = "Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"
-    prefix, extra = ("loop_", "work, ") if loops else ("", "")
-    calls = [f"{prefix}loss"] + [f"{prefix}conserved_{i}" for i in range(conserved)]
-
     def record(row: str, at: str) -> list[str]:
-        return [f"{at}out[{row}] = theta"] + [
-            f"{at}seen[{row}, {j}] = {call}(theta, {extra}k, *data)" for j, call in
-            enumerate(calls)]
+        return [f"{at}out[{row}] = theta"] + _observe("theta", f"seen[{row}", conserved, loops,
+                                                      at)
 
-    lines = [f"def {name}(theta0, h, steps, every, rk4, k, {data}):",
+    lines = [f"def {name}(theta0, h, steps, every, rk4, k, {DATA}):",
              "    out = np.empty((steps // every + 1, theta0.size))",
              f"    seen = np.empty((steps // every + 1, {1 + conserved}))",
              "    theta = theta0.copy()",
-             f"    data = ({data})"]
+             f"    data = ({DATA})"]
     if loops:
         lines += [f"    work = np.empty({tuple(work)})",
                   "    size = theta0.size",
@@ -523,7 +530,6 @@ def fixed_step_source(name: str, conserved: int, runaway: float, loops: bool,
 
 
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0     # SciPy's Runge–Kutta step-size control
-DATA = "Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"
 
 
 def adaptive_source(name: str, conserved: int, loops: bool, work: tuple = (1, 1, 1),
@@ -588,8 +594,7 @@ def adaptive_source(name: str, conserved: int, loops: bool, work: tuple = (1, 1,
     >>> status, round(float(out[1, 0]), 9), round(float(np.exp(-1.0)), 9)   # θ' = −θ
     (1, 0.367879441, 0.367879441)
     """
-    prefix, extra = ("loop_", "work, ") if loops else ("", "")
-    calls = [f"{prefix}loss"] + [f"{prefix}conserved_{i}" for i in range(conserved)]
+    prefix = "loop_" if loops else ""
 
     def evaluate(at: str, into: str, indent: str) -> list[str]:
         """into = F(at) = −∇L(at); on a non-finite value, return status 3 and the point."""
@@ -708,8 +713,7 @@ def adaptive_source(name: str, conserved: int, loops: bool, work: tuple = (1, 1,
         "                    y += poly[6 - i, p]",
         "                    y *= x if i % 2 == 0 else 1 - x",
         "                out[row, p] = y + theta[p]",
-        *[f"            seen[row, {j}] = {call}(out[row], {extra}k, *data)"
-          for j, call in enumerate(calls)],
+        *_observe("out[row]", "seen[row", conserved, loops, "            "),
         "            row += 1",
         "        theta[:] = theta_new",
         "        f[:] = stages[12]",
