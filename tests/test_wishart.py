@@ -107,7 +107,7 @@ def test_two_stages_give_the_stack_loss(layers, query_in_keys, negate_readout):
     r = residual(model)
     half = [inner_monomial(a, b, sp.Rational(1, 2)) for a in r for b in r]
     one = [Monomial(sp.Integer(1), (), ())]
-    assert context_degree(half) == 4
+    assert context_degree(half, data.law()) == 4
     assert expect_products_by_context(half, one, data.law(), N_SYM) == derive(model, data).loss_poly
 
 
@@ -115,7 +115,7 @@ def test_full_layers_do_not_contract():
     """FullLSA's keys read the y-rows: labels meet as ε_i ε_i, not through S or E."""
     r = residual(models.FullLSA(2))
     monos = [inner_monomial(a, b, 1) for a in r for b in r]
-    assert context_degree(monos) is None
+    assert context_degree(monos, ICLData(d=2, N=3).law()) is None
     assert any(contract(m) is None for m in monos)
     assert expect_products_by_context(monos, monos, ICLData(d=2, N=3).law(), N_SYM) is None
 

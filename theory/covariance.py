@@ -32,7 +32,7 @@ from .cache import cached
 from .data import N_SYM, W_COPY, W_TASK, independent, task_degree
 from .derive import Derivation, register_analysis
 from .errors import InputError
-from .gaussian import EigenCov, expect_products, group_sizes, pairing_count
+from .gaussian import expect_products, group_sizes, pairing_count
 from .terms import inner_monomial, residual, vary
 from .wishart import context_degree, expect_products_by_context
 from .words import Mat, MatPoly, TracePoly
@@ -289,9 +289,7 @@ def _second_moment(der: Derivation) -> dict:
 def _context_degree(directional: dict, law) -> float | None:
     """The degree in S of the two-stage route (``wishart``): the largest of a left factor's
     plus a right factor's; None when it does not apply."""
-    if any(isinstance(cov, EigenCov) for cov in law.matrices.values()):
-        return None
-    degrees = {key: context_degree(monos) for key, monos in directional.items()}
+    degrees = {key: context_degree(monos, law) for key, monos in directional.items()}
     if any(d is None for d in degrees.values()):
         return None
     return max(degrees[key] for key in directional if key[0] == PROBES[0]) + \

@@ -91,7 +91,7 @@ def contract(mono: Monomial) -> Monomial | None:
     return Monomial(mono.coeff, (), tuple(segments))
 
 
-def context_degree(monos) -> int | None:
+def context_degree(monos, law: GaussianLaw) -> float | None:
     """The largest degree in S of the monomials once contracted, E counting ½ (a pair of E's
     averages to σ² S): the depth of the Stein recursion a product of two such sums needs is at
     most the sum of their degrees.
@@ -99,22 +99,27 @@ def context_degree(monos) -> int | None:
     Parameters
     ----------
     monos : iterable of Monomial
+    law : GaussianLaw
+        The data's law (an eigenbasis task law is not supported: its Dg letters would hold S).
 
     Returns
     -------
     float or None
-        The degree (0 for no monomial), None when some monomial does not contract.
+        The degree (0 for no monomial), None when some monomial does not contract or the law
+        has an eigenbasis task.
 
     Examples
     --------
-    >>> from icldyn.theory import models
-    >>> from icldyn.theory.terms import residual
+    >>> from icldyn.theory import ICLData, models
+    >>> from icldyn.theory.terms import inner_monomial, residual
     >>> from icldyn.theory.wishart import context_degree
-    >>> from icldyn.theory.terms import inner_monomial
     >>> r = residual(models.Stack([models.Merged(2)] * 2))
-    >>> context_degree([inner_monomial(a, b, 1) for a in r for b in r])      # the loss: ≤ 4
+    >>> law = ICLData(d=2, N=4).law()
+    >>> context_degree([inner_monomial(a, b, 1) for a in r for b in r], law)    # the loss: ≤ 4
     4.0
     """
+    if _eigen_tasks(law):
+        return None
     degree = 0.0
     for mono in monos:
         contracted = contract(mono)
@@ -124,6 +129,12 @@ def context_degree(monos) -> int | None:
         degree = max(degree, sum(m == S_CONTEXT for m in letters)
                      + sum(m.name == E_CONTEXT.name for m in letters) / 2)
     return degree
+
+
+def _eigen_tasks(law: GaussianLaw) -> bool:
+    """Whether the law holds an eigenbasis task (whose Dg letters the recursion cannot
+    reach)."""
+    return any(isinstance(cov, EigenCov) for cov in law.matrices.values())
 
 
 def _reversed(seg: Segment) -> Segment:
@@ -336,7 +347,7 @@ def expect_products_by_context(left, right, law: GaussianLaw, N,
     >>> two == expect_products(squares, squares, law, N_SYM)
     True
     """
-    if any(isinstance(cov, EigenCov) for cov in law.matrices.values()):
+    if _eigen_tasks(law):
         return None
     sides = []
     for monos in (left, right):
