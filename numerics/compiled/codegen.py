@@ -39,7 +39,7 @@ from functools import lru_cache
 import numpy as np
 import sympy as sp
 
-from ...theory.data import N_SYM, SIGMA, W_COPY, W_TASK
+from ...theory.data import LAMBDA, N_SYM, SIGMA, W_COPY, W_TASK
 from ...theory.derive import Derivation
 from ...theory.errors import InputError
 from ...theory.words import (DIMS, Dg, Mat, TracePoly, split_by_letters,
@@ -458,7 +458,7 @@ def _eigen_word(word: tuple) -> tuple:
         if isinstance(a, Dg):
             inner = _eigen_word((_UT,) + tuple(a.inner) + (_U,))
             seg = (_U, _Diag(inner, True), _UT)
-        elif a.name == "Lambda":
+        elif a.name == LAMBDA.name:
             seg = (_U, _S, _UT)
         else:
             seg = (a,)
