@@ -139,3 +139,32 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path):
     spec = SweepSpec(**{**SMALL, "N": (4,), "seed": (0,)})
     with pytest.raises(InputError, match="cannot reach"):
         run_sweep(spec, tmp_path, scheduler="tcp://127.0.0.1:9")
+
+
+def test_backend_is_a_setting_whose_default_keeps_older_sweeps_ids(tmp_path, monkeypatch):
+    """--backend numba|numpy reaches compile_flow; the default (numba, what every sweep before
+    the setting used) leaves settings_id as it was, so an older sweep resumes its points."""
+    from icldyn.numerics.compiled import codegen
+    from icldyn.numerics.experiments.cli import parser
+    from icldyn.numerics.experiments.sweep import settings_id
+    assert settings_id(SweepSpec().settings()) == "c9d7c403111b5df8"      # before the setting
+    assert settings_id(SweepSpec(backend="numpy").settings()) != "c9d7c403111b5df8"
+    with pytest.raises(InputError, match="backend"):
+        SweepSpec(backend="cython")
+    assert parser().parse_args(["sweep", "--backend", "numpy"]).backend == "numpy"
+    assert parser().parse_args(["sweep"]).backend is None              # the spec's default
+    used, compile_flow = [], codegen.compile_flow
+    monkeypatch.setattr(codegen, "compile_flow",
+                        lambda der, backend: used.append(backend) or compile_flow(der, backend))
+    spec = SweepSpec(**{**SMALL, "mode": "theory"})
+    numpy_row = run_point(spec.points()[0], SweepSpec(**{**SMALL, "mode": "theory",
+                                                          "backend": "numpy"}).settings())
+    run_sweep(spec, tmp_path, workers=1)
+    assert used == ["numpy"] + ["numba"] * 4
+    assert numpy_row["loss_final_theory"] == pytest.approx(
+        read_table(tmp_path / "results.csv")[0]["loss_final_theory"], rel=1e-10)
+    saved = json.loads((tmp_path / "spec.json").read_text())         # as an older sweep wrote it
+    del saved["spec"]["backend"]
+    (tmp_path / "spec.json").write_text(json.dumps(saved))
+    again = run_sweep(load_spec(tmp_path), tmp_path, resume=True, workers=1)
+    assert (again["computed"], again["reused"]) == (0, 4)

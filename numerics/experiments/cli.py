@@ -207,7 +207,7 @@ SWEEP_AXES = (("d", int), ("N", int), ("spectrum", str), ("noise", float),
               ("init_scale", float), ("lr", float), ("batch", int), ("seed", int),
               ("task_count", int))
 SWEEP_SETTINGS = (("steps", int), ("replicas", int), ("mode", str), ("model", str),
-                  ("tasks", str))
+                  ("tasks", str), ("backend", str))
 
 
 SWEEP_HELP = {"d": "input dimensions", "N": "context lengths",
@@ -217,11 +217,13 @@ SWEEP_HELP = {"d": "input dimensions", "N": "context lengths",
               "task_count": "finite task sets of P tasks (0: the whole family)",
               "steps": "steps per point", "replicas": "SGD seeds per point",
               "mode": "what to compute at each point", "model": "the attention layer",
-              "tasks": "task law"}
+              "tasks": "task law", "backend": "compiled code of the theory"}
 def _sweep_choices() -> dict:
     from ...theory.models import MODELS
+    from ..compiled.codegen import BACKENDS
     from .sweep import MODES
-    return {"mode": MODES, "tasks": ("gaussian", "diagonal"), "model": tuple(sorted(MODELS))}
+    return {"mode": MODES, "tasks": ("gaussian", "diagonal"), "model": tuple(sorted(MODELS)),
+            "backend": BACKENDS}
 
 
 def cmd_sweep(args) -> int:

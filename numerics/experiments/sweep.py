@@ -7,7 +7,8 @@ family, P ≥ 1 a finite set of P tasks drawn from it with the point's seed, so 
 train on the same P tasks). At each point:
 
 - theory: exact expected GD, θ_{n+1} = θ_n − η ∇L(θ_n) for ``steps`` steps (derived loss,
-  compiled kernels; both cached on disk, so workers share them);
+  kernels compiled by the ``backend`` setting, numba or numpy; both cached on disk, so workers
+  share them);
 - simulation: ``replicas`` SGD runs of the actual layer at batch B (``simulate_sgd``).
 
 Λ = diag(spectrum) with spectrum ``iso`` (all ones), ``geom:r`` (λ_k = r^k, k = 0..d−1) or an
@@ -71,6 +72,8 @@ class SweepSpec:
         A name of ``theory.models.MODELS``.
     tasks : {"gaussian", "diagonal"}
         The task law.
+    backend : {"numba", "numpy"}
+        The compiled code of the theory (``compile_flow``).
 
     Raises
     ------
@@ -85,7 +88,8 @@ class SweepSpec:
     (4, {'d': 2, 'N': 4, 'spectrum': 'iso', 'noise': 0.0, 'init_scale': 0.3, 'lr': 0.05,
          'batch': 32, 'seed': 0, 'task_count': 0})
     >>> spec.settings()
-    {'steps': 50, 'replicas': 4, 'mode': 'both', 'model': 'Merged', 'tasks': 'gaussian'}
+    {'steps': 50, 'replicas': 4, 'mode': 'both', 'model': 'Merged', 'tasks': 'gaussian',
+     'backend': 'numba'}
     >>> SweepSpec(mode="fast")
     Traceback (most recent call last):
         ...
@@ -106,6 +110,7 @@ class SweepSpec:
     mode: str = "both"
     model: str = "Merged"
     tasks: str = "gaussian"
+    backend: str = "numba"
 
     def __post_init__(self):
         for axis in AXES:
@@ -125,6 +130,7 @@ class SweepSpec:
             Naming the first bad axis or setting.
         """
         from ...theory.models import MODELS
+        from ..compiled.codegen import BACKENDS
 
         checks = {"d": check_int, "N": check_int, "batch": check_int,
                   "seed": lambda a, v: check_int(a, v, minimum=0),
@@ -139,7 +145,7 @@ class SweepSpec:
                 spectrum_values(text, d)
         check_int("steps", self.steps)
         check_int("replicas", self.replicas)
-        for name in ("mode", "model", "tasks"):
+        for name in ("mode", "model", "tasks", "backend"):
             if not isinstance(getattr(self, name), str):
                 raise InputError(name, f"must be a string, got {getattr(self, name)!r}")
         if self.mode not in MODES:
@@ -148,6 +154,8 @@ class SweepSpec:
             raise InputError("model", f"unknown model {self.model!r}; choose from {sorted(MODELS)}")
         if self.tasks not in ("gaussian", "diagonal"):
             raise InputError("tasks", f"must be gaussian or diagonal, got {self.tasks!r}")
+        if self.backend not in BACKENDS:
+            raise InputError("backend", f"must be one of {BACKENDS}, got {self.backend!r}")
 
     def points(self) -> list[dict]:
         """Every grid point in grid order.
@@ -166,7 +174,7 @@ class SweepSpec:
         Returns
         -------
         dict
-            ``steps``, ``replicas``, ``mode``, ``model``, ``tasks``.
+            ``steps``, ``replicas``, ``mode``, ``model``, ``tasks``, ``backend``.
         """
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in AXES}
 
@@ -277,9 +285,16 @@ def point_id(point: dict) -> str:
     return _digest(point)
 
 
+# Settings added after sweeps were first written, at the value those sweeps used: a setting at
+# that value is left out of the digest, so their point files keep their settings_id.
+_EARLIER_VALUES = {"backend": "numba"}
+
+
 def settings_id(settings: dict) -> str:
-    """A digest of the per-point settings (steps, replicas, mode, model, tasks), stored in each
-    point file so that a point made with other settings is never reused.
+    """A digest of the per-point settings (steps, replicas, mode, model, tasks, backend), stored
+    in each point file so that a point made with other settings is never reused. ``backend``
+    enters only when it is not numba (sweeps written before it was a setting used numba), so
+    their points keep their id.
 
     Parameters
     ----------
@@ -298,8 +313,11 @@ def settings_id(settings: dict) -> str:
     True
     >>> settings_id(SweepSpec(steps=600).settings()) == settings_id(SweepSpec().settings())
     False
+    >>> settings_id(SweepSpec(backend="numpy").settings()) == settings_id(SweepSpec().settings())
+    False
     """
-    return _digest(settings)
+    return _digest({name: value for name, value in settings.items()
+                    if not (name in _EARLIER_VALUES and _EARLIER_VALUES[name] == value)})
 
 
 def _digest(obj: dict) -> str:
@@ -398,7 +416,7 @@ def _evaluate(point: dict, settings: dict) -> dict:
     init = {name: point["init_scale"] * rng.standard_normal(shape)
             for name, shape in model.shapes().items()}
     out = {}
-    flow = compile_flow(derive(model, data), backend="numba")
+    flow = compile_flow(derive(model, data), backend=settings["backend"])
     theta0 = flow.pack(init)
     out["loss_initial"] = flow.loss(theta0)
     if settings["mode"] in ("theory", "both"):
