@@ -66,11 +66,58 @@ def test_compiled_sme_repeats_the_numpy_ensemble(flows, noise):
 @pytest.mark.slow
 def test_compiled_sme_stops_at_the_same_diverging_step(flows):
     """A run that blows up stops at the same step with the same error (here the loss of the
-    partial result overflows before θ passes RUNAWAY)."""
+    partial result overflows before θ passes RUNAWAY: a divergence, not bad input)."""
     errors = []
     for flow in flows:
-        with pytest.raises((DivergenceError, InputError)) as info:
+        with pytest.raises(DivergenceError) as info:
             simulate_sme(flow, np.full(flow.size, 2.0), 0.3, 1, 200, replicas=2, seed=0,
                          path_noise=PathNoise([0], np.eye(flow.size)[None]))
         errors.append((type(info.value), str(info.value)))
+    assert errors[0] == errors[1]
+
+
+@pytest.fixture(scope="module")
+def scalar_flow():
+    return compile_flow(derive(models.Merged(1), ICLData(d=1, N=4, Lambda=np.eye(1))), "numpy")
+
+
+def _check_divergence(info, lr, batch):
+    """One line naming lr and batch and the fix; the partial result ends before the step named
+    and holds only finite values."""
+    error, partial = info.value, info.value.partial
+    assert "\n" not in str(error) and f"lr {lr:g}" in str(error)
+    assert f"batch {batch}" in str(error) and "lower lr" in str(error)
+    assert error.step >= 1 and partial.steps[-1] < error.step
+    assert np.isfinite(partial.theta).all() and np.isfinite(partial.losses).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("every", [1, 3, 50])
+@pytest.mark.parametrize("lr", [0.5, 1.0, 2.0])
+def test_a_diverging_sme_raises_divergence_instead_of_returning(scalar_flow, lr, every, seed):
+    """Whatever step blows up (the last of a record's steps included, or one whose loss
+    overflows float64 while θ is still under RUNAWAY), the run raises DivergenceError."""
+    with pytest.raises(DivergenceError) as info:
+        simulate_sme(scalar_flow, {"V": 1.0, "Q": 1.0}, lr=lr, batch=4, steps=50, replicas=8,
+                     seed=seed, record_every=every)
+    _check_divergence(info, lr, 4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("noise", ["own", "refresh"])
+def test_a_diverging_compiled_sme_raises_divergence(flows, scalar_flow, noise):
+    """The compiled loop too, at the NumPy reference's step, when Σ(θ) overflows before θ
+    passes RUNAWAY (its eigh would raise on the non-finite matrix)."""
+    if noise == "own":
+        pair = (scalar_flow, compile_flow(scalar_flow.der).compiled())
+        theta0, lr, batch, kw = np.ones(2), 1.0, 4, dict(replicas=8, seed=0)
+    else:
+        pair, lr, batch = flows, 0.3, 2
+        theta0, kw = np.ones(flows[0].size), dict(replicas=3, seed=1, refresh=range(100))
+    errors = []
+    for flow in pair:
+        with pytest.raises(DivergenceError) as info:
+            simulate_sme(flow, theta0, lr, batch, 100, **kw)
+        _check_divergence(info, lr, batch)
+        errors.append(str(info.value))
     assert errors[0] == errors[1]

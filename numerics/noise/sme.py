@@ -162,7 +162,10 @@ def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
     Raises
     ------
     InputError
-        When ``refresh`` does not include step 0.
+        When ``refresh`` does not include step 0, or the loss overflows at ``theta0``.
+    DivergenceError
+        When a step blows up: θ beyond ``RUNAWAY`` or non-finite, or ∇L, Σ or the loss
+        overflowing float64 below it. ``.partial`` holds the records before it.
 
     Examples
     --------
@@ -195,7 +198,7 @@ def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
         raise InputError("refresh", "must include step 0")
     rng = np.random.default_rng(seed)
     theta = np.repeat(theta0[None], replicas, axis=0)
-    records, recorded = [theta.copy()], [0]
+    records, recorded, observed = [theta.copy()], [0], [flow.observe(theta)]
     run = (_compiled_steps if flow.backend == "numba" else _numpy_steps)(
         flow, None if path_noise is not None else cov, lr, batch, steps, rng, path_noise,
         refresh)
@@ -203,37 +206,59 @@ def simulate_sme(flow: CompiledFlow, theta0, lr: float, batch: int, steps: int,
     while n < steps:
         end = min(n + record_every, steps)
         done = run(theta, n, end)
-        if done < end:
-            raise DivergenceError(f"SME diverged at step {done}; lower lr (now {lr:g})", done,
-                                  _result(flow, records, recorded, lr, {}))
+        seen = _unless_overflow(flow.observe, theta) if done == end else None
+        if seen is None:                   # step done + 1 blew up, or the loss at step end
+            step = min(done + 1, end)
+            raise DivergenceError(
+                f"SME diverged at step {step} of {steps} (lr {lr:g}, batch {batch}): θ or its "
+                "loss left float64's range; lower lr (a larger batch also shrinks the noise). "
+                "The records before it are in .partial", step,
+                _result(records, recorded, observed, lr, {}))
         n = end
         records.append(theta.copy())
         recorded.append(n)
+        observed.append(seen)
         if progress is not None:
             progress(n)
     info = dict(lr=lr, batch=batch, steps=steps, replicas=replicas, seed=seed)
-    return _result(flow, records, recorded, lr, info)
+    return _result(records, recorded, observed, lr, info)
+
+
+def _unless_overflow(evaluate, theta):
+    """``evaluate(theta)``, or None when it overflows float64 at this θ of the run (the flow
+    then blames ``theta``: here that is the run diverging, not bad input)."""
+    try:
+        return evaluate(theta)
+    except InputError as exc:
+        if exc.argument != "theta":
+            raise
+        return None
 
 
 def _numpy_steps(flow, cov, lr, batch, steps, rng, path_noise, refresh):
     """run(θ, n0, n1): the steps n0+1 … n1 in place on θ (replicas, P) with NumPy (the
-    reference of the compiled loop); returns the last step done (a diverging step is not)."""
+    reference of the compiled loop); returns the last step done: a step whose ∇L or Σ
+    overflows, or whose θ passes ``RUNAWAY``, is not."""
     scale, root = lr / np.sqrt(batch), None
 
     def run(theta, n0, n1):
         nonlocal root
         for n in range(n0 + 1, n1 + 1):
-            drift = flow.grad_rows(theta)                  # one compiled loop over replicas
+            drift = _unless_overflow(flow.grad_rows, theta)    # one compiled loop over replicas
+            if drift is None:
+                return n - 1
             if path_noise is not None:
                 root = sqrt_psd(path_noise.matrix(n - 1))
-            elif refresh is None:
-                root = np.stack([sqrt_psd(S) for S in cov.matrix(theta)])
-            elif n - 1 in refresh:
-                root = sqrt_psd(cov.matrix(theta.mean(axis=0)))
+            elif refresh is None or n - 1 in refresh:
+                with np.errstate(over="ignore", invalid="ignore"):   # checked just below
+                    S = cov.matrix(theta if refresh is None else theta.mean(axis=0))
+                if not np.isfinite(S).all():                 # eigh may raise on it
+                    return n - 1
+                root = np.stack([sqrt_psd(s) for s in S]) if refresh is None else sqrt_psd(S)
             noise = root @ rng.standard_normal((len(theta), flow.size, 1))
             new = theta - lr * drift + scale * noise[..., 0]
             if not np.all(np.abs(new) < RUNAWAY):
-                return n
+                return n - 1
             theta[:] = new
         return n1
     return run
@@ -257,11 +282,11 @@ def _compiled_steps(flow, cov, lr, batch, steps, rng, path_noise, refresh):
     return run
 
 
-def _result(flow, records, recorded, lr, info) -> Trajectory:
+def _result(records, recorded, observed, lr, info) -> Trajectory:
     theta = np.stack(records, axis=1)                       # (replicas, records, P)
-    observed = flow.observe(theta.reshape(-1, theta.shape[-1])).reshape(theta.shape[:2] + (-1,))
-    losses = observed[..., 0].T                             # (records, replicas)
-    conserved = observed[..., 1:].swapaxes(0, 1)            # (records, replicas, C)
+    observed = np.stack(observed)                           # (records, replicas, 1 + C)
+    losses = observed[..., 0]                               # (records, replicas)
+    conserved = observed[..., 1:]                           # (records, replicas, C)
     steps = np.array(recorded)
     return Trajectory(steps * lr, steps, theta, losses.mean(axis=1), standard_error(losses),
                       conserved, info, losses)

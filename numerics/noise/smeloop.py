@@ -199,23 +199,29 @@ def sme_steps(theta, n0, n1, lr, scale, mode, refresh, path_steps, path_matrices
             drift[r] = grad(theta[r], k, *data)
         if mode == 0:
             for r in range(R):
-                roots[r] = sqrt_psd(sme_covariance(theta[r], drift[r], lv, words, traces,
-                                                    code, gather, ctasks, cweights, wid))
+                S = sme_covariance(theta[r], drift[r], lv, words, traces, code, gather,
+                                   ctasks, cweights, wid)
+                if not np.all(np.isfinite(S)):          # Σ overflowed: eigh would raise
+                    return n - 1
+                roots[r] = sqrt_psd(S)
         elif mode == 1:
             root[:] = sqrt_psd(interpolate(path_steps, path_matrices, n - 1.0))
         elif refresh[n - 1]:
             mean = np.empty(P)
             for i in range(P):
                 mean[i] = theta[:, i].mean()
-            root[:] = sqrt_psd(sme_covariance(mean, grad(mean, k, *data), lv, words, traces,
-                                               code, gather, ctasks, cweights, wid))
+            S = sme_covariance(mean, grad(mean, k, *data), lv, words, traces, code, gather,
+                               ctasks, cweights, wid)
+            if not np.all(np.isfinite(S)):
+                return n - 1
+            root[:] = sqrt_psd(S)
         xi = rng.standard_normal((R, P))
         new = np.empty((R, P))
         for r in range(R):
             noise = (roots[r] if mode == 0 else root) @ xi[r]
             new[r] = theta[r] - lr * drift[r] + scale * noise
         if not np.all(np.abs(new) < {RUNAWAY!r}):
-            return n
+            return n - 1
         theta[:] = new
     return n1
 '''
