@@ -336,18 +336,25 @@ def _short_rational(r: sp.Rational):
 
 
 def short_numbers(text: str) -> str:
-    """``text`` with its long fractions p/q (from float inputs) shortened as in ``group``.
+    """``text`` with each long fraction written ``p/q`` (as ``str`` and ``repr`` print an
+    exact SymPy rational: 0.1 from a float is 3602879701896397/36028797018963968) rounded as
+    ``group`` rounds coefficients; the rest of the text is kept.
+
+    A fraction is an optional minus sign, digits, a slash and digits; it is replaced when it
+    has more than ``MAX_DIGITS`` characters, by the rational with denominator at most
+    ``MAX_DENOMINATOR`` nearest to it when that is within 10⁻¹² of it (relative), else by
+    SymPy's 6-significant-digit float. LaTeX's ``\\frac{p}{q}`` is not a fraction here: print
+    with ``str``/``repr``, or round the expression first (``group``).
 
     Parameters
     ----------
     text : str
-        Printed text (LaTeX or plain) holding fractions ``p/q``.
+        Plain text, e.g. the ``repr`` of an ``ICLData`` built from floats.
 
     Returns
     -------
     str
-        Each fraction longer than ``MAX_DIGITS`` characters replaced by the nearest rational
-        with denominator ≤ 10⁶ when within 10⁻¹² relative, else a 6-digit decimal.
+        ``text`` with its long fractions replaced; short ones (such as 1/3) unchanged.
 
     Examples
     --------
@@ -357,6 +364,8 @@ def short_numbers(text: str) -> str:
     "ICLData(d=1, N=4, d_y=1, tasks='gaussian', noise=3602879701896397/36028797018963968)"
     >>> short_numbers(repr(ICLData(d=1, N=4, noise=0.1)))
     "ICLData(d=1, N=4, d_y=1, tasks='gaussian', noise=1/10)"
+    >>> short_numbers("1/1000003 is short; -8895999182988127/72057594037927936 has no p/q near")
+    '1/1000003 is short; -0.123457 has no p/q near'
     """
     return re.sub(r"(-?\d+)/(\d+)", lambda m: str(_short_rational(sp.Rational(
         int(m.group(1)), int(m.group(2))))) if len(m.group(0)) > MAX_DIGITS else m.group(0),
