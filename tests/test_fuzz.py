@@ -227,3 +227,26 @@ def test_cli_bad_inputs_are_one_line_naming_the_argument(argv, argument, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and argument in err[0], err
     assert not out.exists() or not any(out.iterdir())    # checked before any result
+
+
+@FUZZ
+@given(d=st.integers(1, 4), name=st.sampled_from(["Lambda", "Sigma_w"]),
+       values=st.lists(st.floats(0.1, 5), min_size=1, max_size=5),
+       as_array=st.booleans())
+def test_a_vector_of_eigenvalues_is_refused_with_the_fix(d, name, values, as_array):
+    """Λ (and Σ_w) is a d × d matrix (README: ``Lambda=np.diag([...])`` or a string); a vector
+    of numbers, even of length d, is refused in one line naming the argument and np.diag."""
+    given = {"Lambda": np.eye(d), name: np.array(values) if as_array else values}
+    with pytest.raises(InputError) as info:
+        ICLData(d=d, N=4, **given)
+    message = str(info.value)
+    assert info.value.argument == name and "\n" not in message
+    assert f"{d} × {d} matrix" in message and "np.diag" in message
+    assert ICLData(d=d, N=4, **{**given, name: np.diag(values[:1] * d)}).d == d   # the fix
+
+
+@pytest.mark.parametrize("value", [2.0, np.array(2.0), {"a": 1}])
+def test_a_covariance_that_is_no_matrix_is_refused_in_one_line(value):
+    with pytest.raises(InputError, match="^Lambda: ") as info:
+        ICLData(d=2, N=4, Lambda=value)
+    assert "\n" not in str(info.value)

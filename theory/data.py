@@ -96,7 +96,8 @@ class ICLData:
     N : int or sympy Symbol
         Context length.
     Lambda : array_like, sympy Matrix or str
-        Input covariance Λ: a numeric SPD matrix, or ``"diag"`` (diag(s_1..s_d), symbolic),
+        Input covariance Λ: a numeric SPD matrix (for eigenvalues on the diagonal,
+        ``np.diag(values)``: a vector is refused), or ``"diag"`` (diag(s_1..s_d), symbolic),
         ``"full"`` (a symmetric matrix of symbols), ``"iso"`` (λ I).
     d_y : int
         Output dimension.
@@ -126,6 +127,10 @@ class ICLData:
     >>> from icldyn.theory import ICLData
     >>> ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5]))
     ICLData(d=2, N=4, d_y=1, tasks='gaussian', noise=0)
+    >>> ICLData(d=2, N=4, Lambda=np.array([1.0, 0.5]))
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: Lambda: must be a 2 × 2 matrix, got a vector of 2 entries; ...
     >>> ICLData(d=2, N=4, Lambda="diag").Lambda
     Matrix([
     [s_1,   0],
@@ -533,6 +538,9 @@ def _covariance(name: str, value, d: int) -> sp.Matrix:
             return sp.Matrix(d, d, lambda i, j: entry_symbol(name, min(i, j) + 1, max(i, j) + 1))
         raise InputError(name, f"must be an array, a sympy Matrix, or one of 'diag', 'full', "
                          f"'iso'; got {value!r}")
+    if not isinstance(value, sp.MatrixBase) and _ndim(value) == 1:     # not read as a column
+        raise InputError(name, f"must be a {d} × {d} matrix, got a vector of {len(value)} "
+                         f"entries; for a diagonal {name} pass np.diag of them")
     try:
         with warnings.catch_warnings():        # a list inside a Matrix: an error, not a warning
             warnings.simplefilter("error", SymPyDeprecationWarning)
@@ -543,7 +551,8 @@ def _covariance(name: str, value, d: int) -> sp.Matrix:
         raise InputError(name, f"must be a {d} × {d} matrix of numbers (got deeper nesting)") \
             from None
     except Exception as exc:  # noqa: BLE001 - re-raised with the argument named
-        raise InputError(name, f"could not be read as a matrix ({exc})") from None
+        raise InputError(name, f"could not be read as a {d} × {d} matrix "
+                         f"({' '.join(str(exc).split())})") from None
     if m.shape != (d, d):
         raise InputError(name, f"must have shape ({d}, {d}), got {m.shape}")
     if all(v.is_number for v in m):
@@ -556,6 +565,16 @@ def _covariance(name: str, value, d: int) -> sp.Matrix:
         m = (m + m.T) / 2
         _check_positive_definite(name, m)
     return m
+
+
+def _ndim(value):
+    """NumPy's number of dimensions of ``value``; None when it has none (ragged)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.ndim(value)
+    except (ValueError, TypeError):
+        return None
 
 
 # below this smallest/largest eigenvalue ratio, float64 cannot tell Λ ≻ 0: decide exactly
