@@ -203,6 +203,34 @@ def test_the_warmup_child_compiles_a_flows_extension_with_its_kernels(tmp_path):
     assert {"grad", "fixed_step", "descent"} <= entries
 
 
+_SME = textwrap.dedent("""
+    import numpy as np
+    from icldyn.numerics import compile_flow
+    from icldyn.numerics.noise import smeloop
+    from icldyn.numerics.noise.sme import simulate_sme
+    from icldyn.theory import ICLData, derive, models
+    flow = compile_flow(derive(models.Merged(2), ICLData(d=2, N=4, Lambda=np.eye(2))), "numba",
+                        extensions=[smeloop.SME])
+    simulate_sme(flow, flow.pack({"V": 0.1, "Q": 0.1}), 0.01, 8, 5, replicas=2)
+    stats = smeloop.kernels(flow)[0]["sme_steps"].stats
+    print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+""")
+
+
+@pytest.mark.slow
+def test_the_sme_loop_is_compiled_once_by_the_warmup_child(tmp_path):
+    """A cold process whose flow names the SME loop as an extension: the child compiles
+    ``sme_steps`` for the very argument types ``simulate_sme`` passes (one entry in the kernel
+    cache), and the parent only loads it (no second compile, in-process)."""
+    env = {**os.environ, cache.ENV: str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", _SME], env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr
+    hits, misses = map(int, run.stdout.split())
+    assert hits >= 1 and misses == 0, run.stdout
+    assert len(list((tmp_path / "cache" / "kernels").glob("*.sme_steps-*.nbc"))) == 1
+
+
 class _Planted:
     """A pickle that, when loaded, writes a sentinel file (what an attacker would plant)."""
 
