@@ -27,8 +27,8 @@
 Sections are selected by name (``--only``; ``--list`` names them). Times are CPU time
 (``time.process_time``: the machine is shared) with BLAS and Numba pinned to one thread
 (``ICLDYN_BENCH_THREADS`` to change); every timing is compared with the previous results file
-and slow-downs ≥ 1.3x are printed. Writes JSON (default benchmarks/results.json; sections not
-run keep their previous entries).
+and slow-downs ≥ 1.3x are printed. Writes JSON after each section (default benchmarks/results.json;
+sections not run keep their previous entries).
 """
 
 from __future__ import annotations
@@ -856,21 +856,23 @@ def main() -> None:
     baseline = json.loads(baseline_path.read_text()) if baseline_path.exists() else {}
     print(thread_report() + "; times are CPU seconds (time.process_time)")
     results = {k: v for k, v in baseline.items() if k not in chosen and k in SECTIONS}
-    total = clock()
-    for name in chosen:
+    total, done = clock(), []                 # the file is rewritten after each section: a run
+    for name in chosen:                       # stopped midway keeps the sections it finished
+        print(f"{name}: {SECTIONS[name][0]}", flush=True)
         start = clock()
         results[name] = SECTIONS[name][1]()
         SECTIONS[name][2](results[name])
-        print(f"    [{name}: {clock() - start:.1f} s]")
-    results["meta"] = {"clock": "process_time", "threads": THREADS,
-                       "sections": chosen, "total_s": clock() - total}
+        print(f"    [{name}: {clock() - start:.1f} s]", flush=True)
+        done.append(name)
+        results["meta"] = {"clock": "process_time", "threads": THREADS,
+                           "sections": done, "total_s": clock() - total}
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     slow = regressions({k: results[k] for k in chosen}, baseline)
     old_clock = baseline.get("meta", {}).get("clock", "wall clock")
     print(f"regression check against {baseline_path} ({old_clock}): "
           + (f"{len(slow)} timing(s) ≥ {SLOWDOWN}x slower" if slow else "no slow-down ≥ 1.3x"))
     for path, before, after in slow:
         print(f"  SLOWER {after / before:.2f}x  {path}: {before:.3g} s → {after:.3g} s")
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -426,7 +426,10 @@ def test_compiled_dop853_matches_a_30_digit_reference_and_scipys_dop853(monkeypa
     np.testing.assert_allclose(mine.loss, slow.observe(mine.theta)[:, 0], rtol=1e-13)
     scipy_long = integrate(slow, theta, t_end=50.0, n_points=101)
     assert long.info["nfev"] == scipy_long.info["nfev"]
-    np.testing.assert_allclose(long.theta, scipy_long.theta, rtol=0, atol=1e-11)
+    # the same steps (nfev equal) rounded differently (Numba's kernels may fuse multiply-adds
+    # by the host CPU: 1.8e-11 apart at t ≈ 27 on one machine, < 1e-11 on another), within
+    # the integrator's own tolerance rtol = 1e-10 of the values (|θ| ≤ 1.1 here)
+    np.testing.assert_allclose(long.theta, scipy_long.theta, rtol=1e-10, atol=1e-12)
     assert np.abs(long.conserved - long.conserved[0]).max() < 1e-10
 
 
