@@ -160,6 +160,16 @@ class _Printer:
         new.constants = self.constants and self.constants.clone()
         return new
 
+    def take(self, trial: "_Printer") -> None:
+        """Take over the state of ``trial``, a ``clone`` of this printer that printed more: its
+        statements, names and cost, and its constants' into this printer's own constants
+        printer (shared with the other printers of the flow)."""
+        constants = self.constants
+        if constants is not None:
+            vars(constants).update(vars(trial.constants))
+        vars(self).update(vars(trial))
+        self.constants = constants
+
     def _pass_cost(self, rows: str, cols: str) -> float:
         """The cost of one element-wise pass over a rows × cols matrix (memory-bound: about
         ``PASS`` / d d×d×d products)."""
@@ -760,11 +770,13 @@ def _generate(der: Derivation) -> _Polys:
             return [printer.emit(plan, rows, _SIZE[rows])
                     for plan, (_, rows, _) in zip(plans, sums)]
 
-        trials = {}
+        trials, built = {}, {}
         for full in (True, False):
             trials[full] = pr.clone()
-            build(trials[full], full)
-        return build(pr, min(trials, key=lambda f: (trials[f].cost, not f)))
+            built[full] = build(trials[full], full)
+        best = min(trials, key=lambda f: (trials[f].cost, not f))
+        pr.take(trials[best])                  # the winning trial, not built a third time
+        return built[best]
 
     def grad_fn(name: str, grads: dict, constants: _Printer, eigen: bool) -> tuple:
         """(the lines of the gradient, their cost); ``eigen``: on the eigenbasis path
