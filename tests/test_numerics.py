@@ -401,24 +401,30 @@ def test_the_warm_up_examples_fit_their_kernels():
 def test_the_kernels_do_not_grow_with_the_number_of_conserved_quantities():
     """MultiHead(H) has H(H+1)/2 laws (the heads' Gram matrix); the generated module defines
     the same kernels and the warm-up child compiles the same ones whatever H (one vector-valued
-    ``conserved``: 136 scalar kernels at H = 16 took most of the child's 21 minutes), and
-    ``conserved`` agrees with each law evaluated in SymPy."""
-    kernels = set()
-    for heads in (1, 3):
+    ``conserved``: 136 scalar kernels at H = 16 took most of the child's 21 minutes), the laws
+    that differ only by their heads are one loop over a table of heads (``conserved`` and its
+    loop form compute as many traces at H = 3 as at H = 4), and ``conserved`` agrees with each law
+    evaluated in SymPy."""
+    kernels, lines = set(), set()
+    for heads in (1, 3, 4):
         data = ICLData(d=2, N=4, Lambda=np.diag([1.0, 0.5]))
         der = derive(models.MultiHead(2, heads=heads), data)
         flow = compile_flow(der, "numpy")
         assert len(der.conserved) == heads * (heads + 1) // 2
-        names = {node.name for node in ast.parse(flow.source).body
-                 if isinstance(node, ast.FunctionDef)}
-        kernels.add((frozenset(names), frozenset(flow._examples())))
+        defs = {node.name: node for node in ast.parse(flow.source).body
+                if isinstance(node, ast.FunctionDef)}
+        kernels.add((frozenset(defs), frozenset(flow._examples())))
+        if heads > 1:                 # the traces it computes, as sums and as loops
+            lines.add(tuple(ast.get_source_segment(flow.source, defs[name]).count(part)
+                            for name, part in (("conserved", "np.sum("),
+                                               ("loop_conserved", "for _i"))))
         rng = np.random.default_rng(heads)
         theta = rng.standard_normal(flow.size)
         values = der.values(flow.unpack(theta))
         exact = [float(law.quantity.evaluate(values)) for law in der.conserved]
         np.testing.assert_allclose(flow.conserved(theta), exact, rtol=1e-13)
         np.testing.assert_allclose(flow.observe(theta[None])[0, 1:], exact, rtol=1e-13)
-    assert len(kernels) == 1
+    assert len(kernels) == len(lines) == 1
 
 
 @lru_cache(maxsize=None)

@@ -24,14 +24,16 @@ over their H·d² entries for M, one for ∂L/∂u, one for ∂L/∂Q), and its 
 built (a few products, not one per pair of heads). The gradient is written into an
 uninitialised ``out``, each block first by an assignment. The conserved quantities are one
 kernel, ``conserved``, returning them all as a vector (one printer: a word or trace two laws
-share is computed once), so the kernels to compile (``loops.KERNELS`` and the loops that call
-them) do not grow with the number of laws. The ``numba`` backend ``njit``s the very same
-source.
+share is computed once; laws that differ only by their heads, such as MultiHead's
+⟨V_h, V_g⟩ − ⟨Q_h, Q_g⟩, are one loop over a table of heads: ``_by_heads``), so the kernels to
+compile (``loops.KERNELS`` and the loops that call them) do not grow with the number of laws.
+The ``numba`` backend ``njit``s the very same source.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import inspect
 import sys
@@ -46,7 +48,7 @@ import sympy as sp
 from ...theory.data import LAMBDA, N_SYM, SIGMA, W_COPY, W_TASK
 from ...theory.derive import Derivation
 from ...theory.errors import InputError
-from ...theory.words import (DIMS, Dg, Mat, TracePoly, split_by_letters,
+from ...theory.words import (DIMS, Dg, Mat, TracePoly, rename_letter, split_by_letters,
                              transpose_word)
 from ...theory.params import as_arrays
 from ...theory.productform import product_loss
@@ -736,7 +738,7 @@ def _generate(der: Derivation) -> _Polys:
         traces = (lambda tr: tuple(map(_eigen_trace, tr))) if eigen else (lambda tr: tr)
         groups = split_by_letters(poly, TASK_LETTERS)
         fixed = groups.pop(frozenset(), TracePoly())
-        pr.lines.append("    total = 0.0 * theta[0]")           # θ's dtype (complex in hvp)
+        pr.lines.append(f"{pr.indent}total = 0.0 * theta[0]")   # θ's dtype (complex in hvp)
         pr.add_up("total", [pr.scalar_term(traces(tr), k(c)) for tr, c in fixed.terms.items()])
         for present, part in sorted(groups.items(), key=lambda g: sorted(g[0])):
             weight = pr.open_loops(sorted(present))
@@ -756,12 +758,26 @@ def _generate(der: Derivation) -> _Polys:
 
     def vector_fn(name: str, polys: list, constants: _Printer, eigen: bool) -> tuple:
         """(the lines of a function returning the values of ``polys`` as a vector, their
-        cost): one printer for them all, so each word and trace is computed once."""
+        cost): one printer for them all, so each word and trace is computed once; the
+        polynomials that are one up to a renaming of heads (``_by_heads``) as one loop over
+        a table of (position, heads), its statements printed once."""
         pr = (_EigenPrinter if eigen else _Printer)(scale, constants)
         pr.lines.append(f"    out = np.empty({len(polys)}, dtype=theta.dtype)")
-        for i, poly in enumerate(polys):
-            total(pr, poly, eigen)
-            pr.lines.append(f"    out[{i}] = total")
+        for g, (template, slots, members) in enumerate(_by_heads(model, polys)):
+            if len(members) == 1:
+                total(pr, polys[members[0][0]], eigen)
+                pr.lines.append(f"    out[{members[0][0]}] = total")
+                continue
+            heads = ", ".join(f"_h{j}" for j in range(len(members[0][1])))
+            pr.lines += [f"    _laws{g} = {tuple((i, *hs) for i, hs in members)!r}",
+                         f"    for _l in range({len(members)}):",
+                         f"        _o, {heads} = _laws{g}[_l]"]
+            pr.lines += [f"        {letter} = {_letter_code(block)}"
+                         for letter, block in slots.items()]
+            outside, pr.indent = dict(pr.names), "        "
+            total(pr, template, eigen)
+            pr.lines.append("        out[_o] = total")
+            pr.names, pr.indent = outside, "    "     # the loop's values: one law's
         return [f"def {name}({args}):"] + header + pr.lines + ["    return out", ""], pr.cost
 
     def block_sums(pr: _Printer, pieces: list) -> list[list[str]]:
@@ -856,6 +872,40 @@ def _generate(der: Derivation) -> _Polys:
     source = "\n".join(lines) + "\n"
     return _Polys(coeffs, source + _trajectories(der, source, len(coeffs)),
                   found.get("stacked"))
+
+
+def _by_heads(model, polys: list) -> list[tuple]:
+    """``polys`` grouped by what they are up to a renaming of heads: in each, the letters of
+    head h of a headed parameter (``Model.blocks``) renamed after h's rank among its heads
+    (those of the polynomial's heads 0 and 2 become those of slots 0 and 1).
+
+    Returns
+    -------
+    list of tuple
+        (the polynomial in the slot letters, {slot letter name: its ``Block``, the head the
+        name of the variable ``_h<slot>``}, [(position in ``polys``, heads)]) per group, in
+        the order of their first member. A polynomial with task or Dg letters, or without
+        heads, is a group of its own (its slot polynomial None).
+    """
+    blocks = {b.letter.name: b for b in model.blocks() if b.head is not None}
+    groups: dict = {}
+    for i, poly in enumerate(polys):
+        letters = {a for traces in poly.terms for w in traces for a in w}
+        names = sorted({a.name for a in letters if not isinstance(a, Dg)} & set(blocks))
+        if not names or any(isinstance(a, Dg) or a.name in TASK_LETTERS for a in letters):
+            groups[i] = (None, {}, [(i, ())])
+            continue
+        heads = sorted({blocks[n].head for n in names})
+        template, slots = poly, {}
+        for n in names:
+            b = blocks[n]
+            slot = heads.index(b.head)
+            letter = f"H{slot}_{_ident(b.param)}{b.row_part or ''}{b.col_part or ''}"
+            template = rename_letter(template, n, letter)
+            slots[letter] = dataclasses.replace(b, head=f"_h{slot}")
+        key = (frozenset(template.terms.items()), tuple(sorted(slots)))
+        groups.setdefault(key, (template, slots, []))[2].append((i, tuple(heads)))
+    return list(groups.values())
 
 
 def _eigen_poly(poly):
