@@ -20,14 +20,20 @@ letters, and sums of them with data-only coefficients, are constants computed on
 set, so a sweep over data values reuses the same compiled code. A product-form model with
 scalar tasks (``Model.head_products``) gets its gradient by the chain rule through G = ∇_M F,
 derived once on the Merged model (``_chain_rule``; heads stacked in one parameter: one pass
-over their H·d² entries for M, one for ∂L/∂u, one for ∂L/∂Q). The gradient is written into an
-uninitialised ``out``, each block first by an assignment. The ``numba`` backend ``njit``s the very
-same source.
+over their H·d² entries for M, one for ∂L/∂u, one for ∂L/∂Q), and its loss as F(M) once M is
+built (a few products, not one per pair of heads). The gradient is written into an
+uninitialised ``out``, each block first by an assignment. The conserved quantities are one
+kernel, ``conserved``, returning them all as a vector (one printer: a word or trace two laws
+share is computed once; laws that differ only by their heads, such as MultiHead's
+⟨V_h, V_g⟩ − ⟨Q_h, Q_g⟩, are one loop over a table of heads: ``_by_heads``), so the kernels to
+compile (``loops.KERNELS`` and the loops that call them) do not grow with the number of laws.
+The ``numba`` backend ``njit``s the very same source.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import inspect
 import sys
@@ -42,7 +48,7 @@ import sympy as sp
 from ...theory.data import LAMBDA, N_SYM, SIGMA, W_COPY, W_TASK
 from ...theory.derive import Derivation
 from ...theory.errors import InputError
-from ...theory.words import (DIMS, Dg, Mat, TracePoly, split_by_letters,
+from ...theory.words import (DIMS, Dg, Mat, TracePoly, rename_letter, split_by_letters,
                              transpose_word)
 from ...theory.params import as_arrays
 from ...theory.productform import product_loss
@@ -737,20 +743,52 @@ def _generate(der: Derivation) -> _Polys:
         header.append(f"    {b.letter.name} = {_letter_code(b)}")
     args = "theta, k, Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"
 
-    def scalar_fn(name: str, poly: TracePoly, constants: _Printer, eigen: bool) -> tuple:
-        """(the lines of a scalar function, their cost); ``eigen`` as for ``grad_fn``."""
-        pr = (_EigenPrinter if eigen else _Printer)(scale, constants)
+    def total(pr: _Printer, poly: TracePoly, eigen: bool) -> None:
+        """Print the statements that leave ``poly``'s value in ``total``."""
         traces = (lambda tr: tuple(map(_eigen_trace, tr))) if eigen else (lambda tr: tr)
         groups = split_by_letters(poly, TASK_LETTERS)
         fixed = groups.pop(frozenset(), TracePoly())
-        pr.lines.append("    total = 0.0 * theta[0]")           # θ's dtype (complex in hvp)
+        pr.lines.append(f"{pr.indent}total = 0.0 * theta[0]")   # θ's dtype (complex in hvp)
         pr.add_up("total", [pr.scalar_term(traces(tr), k(c)) for tr, c in fixed.terms.items()])
         for present, part in sorted(groups.items(), key=lambda g: sorted(g[0])):
             weight = pr.open_loops(sorted(present))
             pr.add_up("total", [pr.scalar_term(traces(tr), k(c))
                                 for tr, c in part.terms.items()], weight)
             pr.close_loops()
+
+    def loss_fn(name: str, poly: TracePoly, constants: _Printer, eigen: bool) -> tuple:
+        """(the lines of the loss, their cost); ``eigen`` as for ``grad_fn``. With a product
+        form (``_product_form``: L = F(M)), ``poly`` is F, printed after the statements that
+        build M (a few products, not one per pair of heads)."""
+        pr = (_EigenPrinter if eigen else _Printer)(scale, constants)
+        if form is not None:
+            _build_product(der, pr, *form[1:])
+        total(pr, poly, eigen)
         return [f"def {name}({args}):"] + header + pr.lines + ["    return total", ""], pr.cost
+
+    def vector_fn(name: str, polys: list, constants: _Printer, eigen: bool) -> tuple:
+        """(the lines of a function returning the values of ``polys`` as a vector, their
+        cost): one printer for them all, so each word and trace is computed once; the
+        polynomials that are one up to a renaming of heads (``_by_heads``) as one loop over
+        a table of (position, heads), its statements printed once."""
+        pr = (_EigenPrinter if eigen else _Printer)(scale, constants)
+        pr.lines.append(f"    out = np.empty({len(polys)}, dtype=theta.dtype)")
+        for g, (template, slots, members) in enumerate(_by_heads(model, polys)):
+            if len(members) == 1:
+                total(pr, polys[members[0][0]], eigen)
+                pr.lines.append(f"    out[{members[0][0]}] = total")
+                continue
+            heads = ", ".join(f"_h{j}" for j in range(len(members[0][1])))
+            pr.lines += [f"    _laws{g} = {tuple((i, *hs) for i, hs in members)!r}",
+                         f"    for _l in range({len(members)}):",
+                         f"        _o, {heads} = _laws{g}[_l]"]
+            pr.lines += [f"        {letter} = {_letter_code(block)}"
+                         for letter, block in slots.items()]
+            outside, pr.indent = dict(pr.names), "        "
+            total(pr, template, eigen)
+            pr.lines.append("        out[_o] = total")
+            pr.names, pr.indent = outside, "    "     # the loop's values: one law's
+        return [f"def {name}({args}):"] + header + pr.lines + ["    return out", ""], pr.cost
 
     def block_sums(pr: _Printer, pieces: list) -> list[list[str]]:
         """The terms of each (rows, MatPoly) of ``pieces``, factored (``_Printer.plan``):
@@ -815,10 +853,11 @@ def _generate(der: Derivation) -> _Polys:
                 + pr.lines[cut:] + loop.lines + ["    return out", ""]), pr.cost
 
     def cheaper(fn, name: str, poly) -> list[str]:
-        """The lines of ``fn`` (``scalar_fn``/``grad_fn``) for ``poly``; with eigenbasis tasks
-        (Dg letters) it is also tried on the eigenbasis path (Λ and Dg diagonal in U:
-        scalings, not products), and the cheaper one is kept — above the sizes whose kernels
-        ``loops.lower`` rewrites as scalar loops (it has no loop form for the path's vectors)."""
+        """The lines of ``fn`` (``loss_fn``/``grad_fn``/``vector_fn``) for ``poly``; with
+        eigenbasis tasks (Dg letters) it is also tried on the eigenbasis path (Λ and Dg
+        diagonal in U: scalings, not products), and the cheaper one is kept — above the sizes
+        whose kernels ``loops.lower`` rewrites as scalar loops (it has no loop form for the
+        path's vectors)."""
         nonlocal consts
         eigen = False
         if _has_dg(poly) and not _lowered(model):
@@ -831,10 +870,10 @@ def _generate(der: Derivation) -> _Polys:
             consts = _EigenPrinter.adopt(consts) if eigen else consts
         return fn(name, poly, consts, eigen)[0]
 
-    lines = cheaper(scalar_fn, "loss", der.loss_poly)
+    form = _product_form(der)
+    lines = cheaper(loss_fn, "loss", der.loss_poly if form is None else form[0])
     lines += cheaper(grad_fn, "grad", der.gradient_poly)
-    for i, c in enumerate(der.conserved):
-        lines += cheaper(scalar_fn, f"conserved_{i}", c.quantity)
+    lines += cheaper(vector_fn, "conserved", [c.quantity for c in der.conserved])
     lines += _observe_fn(len(der.conserved), args)
     names = consts.matrices or ["Lambda"]
     unpack = f"({', '.join(names)},) = consts"
@@ -845,6 +884,40 @@ def _generate(der: Derivation) -> _Polys:
     source = "\n".join(lines) + "\n"
     return _Polys(coeffs, source + _trajectories(der, source, len(coeffs)),
                   found.get("stacked"))
+
+
+def _by_heads(model, polys: list) -> list[tuple]:
+    """``polys`` grouped by what they are up to a renaming of heads: in each, the letters of
+    head h of a headed parameter (``Model.blocks``) renamed after h's rank among its heads
+    (those of the polynomial's heads 0 and 2 become those of slots 0 and 1).
+
+    Returns
+    -------
+    list of tuple
+        (the polynomial in the slot letters, {slot letter name: its ``Block``, the head the
+        name of the variable ``_h<slot>``}, [(position in ``polys``, heads)]) per group, in
+        the order of their first member. A polynomial with task or Dg letters, or without
+        heads, is a group of its own (its slot polynomial None).
+    """
+    blocks = {b.letter.name: b for b in model.blocks() if b.head is not None}
+    groups: dict = {}
+    for i, poly in enumerate(polys):
+        letters = {a for traces in poly.terms for w in traces for a in w}
+        names = sorted({a.name for a in letters if not isinstance(a, Dg)} & set(blocks))
+        if not names or any(isinstance(a, Dg) or a.name in TASK_LETTERS for a in letters):
+            groups[i] = (None, {}, [(i, ())])
+            continue
+        heads = sorted({blocks[n].head for n in names})
+        template, slots = poly, {}
+        for n in names:
+            b = blocks[n]
+            slot = heads.index(b.head)
+            letter = f"H{slot}_{_ident(b.param)}{b.row_part or ''}{b.col_part or ''}"
+            template = rename_letter(template, n, letter)
+            slots[letter] = dataclasses.replace(b, head=f"_h{slot}")
+        key = (frozenset(template.terms.items()), tuple(sorted(slots)))
+        groups.setdefault(key, (template, slots, []))[2].append((i, tuple(heads)))
+    return list(groups.values())
 
 
 def _eigen_poly(poly):
@@ -858,7 +931,10 @@ def _eigen_poly(poly):
 
 
 def _has_dg(poly) -> bool:
-    """Whether a Dg letter occurs in a TracePoly or in a {name: MatPoly} (eigenbasis tasks)."""
+    """Whether a Dg letter occurs in a TracePoly, a list of them or a {name: MatPoly}
+    (eigenbasis tasks)."""
+    if isinstance(poly, list):
+        return any(map(_has_dg, poly))
     words = ([w for tr in poly.terms for w in tr] if isinstance(poly, TracePoly) else
              [w for g in poly.values() for tr, word in g.terms for w in tr + (word,)])
     return any(isinstance(a, Dg) for w in words for a in w)
@@ -891,44 +967,70 @@ def _covered(model) -> dict:
     return {name: bool(mask.all()) for name, mask in masks.items()}
 
 
-def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> tuple | None:
-    """The gradient of a product-form model with scalar tasks by the chain rule, or None
-    (``Model.head_products``; ``theory/productform.py``): L = F(M), M = Σ_h u_h K_h with
-    K_h = Q_h or W_K,hᵀ W_Q,h, so with G = ∇_M F (derived once, on the Merged model)
-
-        ∂L/∂u_h = ⟨K_h, G⟩,  ∂L/∂Q_h = u_h G,  ∂L/∂W_K,h = u_h W_Q,h Gᵀ,  ∂L/∂W_Q,h = u_h W_K,h G.
-
-    G costs what F's own gradient costs, whatever the number of heads. When the heads' u_h
-    and Q_h are the heads of two parameters (``_stacked``), M = uᵀQ, ∂L/∂u = Q G and
-    ∂L/∂Q = u ⊗ G are one pass each over Q's H·d² entries (Q flattened to H × d²). The
-    statements that evaluate G go to ``pr``; returned: the lines that write the blocks (each
-    once, in place: ``out`` is not initialised), and the names of u's and Q's parameters when
-    stacked (else None)."""
+def _product_form(der: Derivation) -> tuple | None:
+    """(F, M, heads) of a product-form model with scalar tasks (``Model.head_products``;
+    ``theory/productform.py``: L = F(M), M = Σ_h u_h K_h, F derived once on the Merged model),
+    or None (no product form, or eigenbasis tasks: Dg letters)."""
     heads = der.model.head_products()
     if heads is None or der.data.d_y != 1 or der.data.tasks == "diagonal":
-        return None                          # eigenbasis tasks (d = d_y = 1): Dg letters
-    F, M = product_loss(der)
-    G = F.diff(M)
-    if set(split_by_letters(G, TASK_LETTERS)) - {frozenset()}:
-        return None                          # finite task sets: the generic gradient
+        return None
+    return (*product_loss(der), heads)
+
+
+def _build_product(der: Derivation, pr: _Printer, M, heads) -> tuple:
+    """Print the statements that build M = Σ_h u_h K_h (K_h = Q_h or W_K,hᵀ W_Q,h) into ``pr``.
+    When the heads' u_h and Q_h are the heads of two parameters (``_stacked``), M = uᵀQ is one
+    pass over Q's H·d² entries (Q flattened to H × d²).
+
+    Returns
+    -------
+    tuple
+        (``_stacked``'s tuple, or None; [(the head's letters, u_h's code, K_h's name)] when
+        not stacked).
+    """
     blocks = {b.letter.name: b for b in der.model.blocks()}
     stacked = None if _lowered(der.model) else _stacked(der.model, heads.heads, blocks)
     if stacked is not None:                  # (the loop form of small models has no batch)
-        u, Q, H, param, _ = stacked
-        flat = f"P_{Q}.reshape(({H}, {_SIZE[param.rows]} * {_SIZE[param.cols]}))"
-        pr.lines.append(f"    {M.name} = np.dot(P_{u}.reshape(({H},)), {flat}).reshape("
-                        f"({_SIZE[param.rows]}, {_SIZE[param.cols]}))")
-        grad = pr._new(_sum(block_sums(pr, [("x", G)])[0]), "r")
-        return [f"    G_{u}.reshape(({H},))[:] = np.dot({flat}, {grad}.ravel())",
-                f"    np.multiply({grad}, P_{u}, G_{Q})"], stacked[4]
-    target = lambda name: _target(blocks[name])  # noqa: E731
+        u, _, H, param, _ = stacked
+        pr.lines.append(f"    {M.name} = np.dot(P_{u}.reshape(({H},)), {_flat(stacked)})"
+                        f".reshape(({_SIZE[param.rows]}, {_SIZE[param.cols]}))")
+        return stacked, []
     factors = []
     for letters in heads.heads:
         u, rest = f"{letters[0]}[0, 0]", letters[1:]
         K = rest[0] if len(rest) == 1 else pr._new(f"{rest[0]}.T @ {rest[1]}", "k")
         factors.append((letters, u, K))
     pr.lines.append(f"    {M.name} = " + _sum([f"{u} * {K}" for _, u, K in factors]))
+    return None, factors
+
+
+def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> tuple | None:
+    """The gradient of a product-form model with scalar tasks by the chain rule, or None
+    (``_product_form``): L = F(M), M = Σ_h u_h K_h with K_h = Q_h or W_K,hᵀ W_Q,h, so with
+    G = ∇_M F (derived once, on the Merged model)
+
+        ∂L/∂u_h = ⟨K_h, G⟩,  ∂L/∂Q_h = u_h G,  ∂L/∂W_K,h = u_h W_Q,h Gᵀ,  ∂L/∂W_Q,h = u_h W_K,h G.
+
+    G costs what F's own gradient costs, whatever the number of heads. When the heads are
+    stacked (``_build_product``), ∂L/∂u = Q G and ∂L/∂Q = u ⊗ G are one pass each over Q's
+    H·d² entries. The statements that evaluate M and G go to ``pr``; returned: the lines that
+    write the blocks (each once, in place: ``out`` is not initialised), and the names of u's
+    and Q's parameters when stacked (else None)."""
+    form = _product_form(der)
+    if form is None:
+        return None
+    F, M, heads = form
+    G = F.diff(M)
+    if set(split_by_letters(G, TASK_LETTERS)) - {frozenset()}:
+        return None                          # finite task sets: the generic gradient
+    stacked, factors = _build_product(der, pr, M, heads)
     grad = pr._new(_sum(block_sums(pr, [("x", G)])[0]), "r")
+    if stacked is not None:
+        u, Q, H, _, names = stacked
+        return [f"    G_{u}.reshape(({H},))[:] = np.dot({_flat(stacked)}, {grad}.ravel())",
+                f"    np.multiply({grad}, P_{u}, G_{Q})"], names
+    blocks = {b.letter.name: b for b in der.model.blocks()}
+    target = lambda name: _target(blocks[name])  # noqa: E731
     lines = []
     for letters, u, K in factors:
         lines.append(f"    {target(letters[0])}[0, 0] = np.dot({K}.ravel(), {grad}.ravel())")
@@ -938,6 +1040,12 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> tuple | None:
             lines += [f"    np.multiply({letters[2]} @ {grad}.T, {u}, {target(letters[1])})",
                       f"    np.multiply({letters[1]} @ {grad}, {u}, {target(letters[2])})"]
     return lines, None
+
+
+def _flat(stacked: tuple) -> str:
+    """The code of the stacked heads' Q parameter (``_stacked``) flattened to H × d²."""
+    _, Q, H, param, _ = stacked
+    return f"P_{Q}.reshape(({H}, {_SIZE[param.rows]} * {_SIZE[param.cols]}))"
 
 
 def _stacked(model, heads: tuple, blocks: dict) -> tuple | None:
@@ -961,21 +1069,22 @@ def _stacked(model, heads: tuple, blocks: dict) -> tuple | None:
 
 
 def _observe_fn(conserved: int, args: str) -> list[str]:
-    """``observe(rows, …)``: the loss and every conserved quantity of each row of θ in one
+    """``observe(rows, …)``: the loss and the conserved quantities of each row of θ in one
     loop (compiled with the kernels, so recording a trajectory costs no Python per row);
     ``grad_rows(rows, …)``: the gradient at each row (an ensemble's drift in one call)."""
     call = args.replace("theta, ", "rows[i], ", 1)
-    return ([f"def observe({args.replace('theta', 'rows', 1)}):",
-             f"    out = np.empty((rows.shape[0], {1 + conserved}))",
-             "    for i in range(rows.shape[0]):",
-             f"        out[i, 0] = loss({call})"]
-            + [f"        out[i, {j + 1}] = conserved_{j}({call})" for j in range(conserved)]
-            + ["    return out", ""]
-            + [f"def grad_rows({args.replace('theta', 'rows', 1)}):",
-               "    out = np.empty_like(rows)",
-               "    for i in range(rows.shape[0]):",
-               f"        out[i] = grad({call})",
-               "    return out", ""])
+    rows = args.replace("theta", "rows", 1)
+    return [f"def observe({rows}):",
+            f"    out = np.empty((rows.shape[0], {1 + conserved}))",
+            "    for i in range(rows.shape[0]):",
+            f"        out[i, 0] = loss({call})",
+            f"        out[i, 1:] = conserved({call})",
+            "    return out", "",
+            f"def grad_rows({rows}):",
+            "    out = np.empty_like(rows)",
+            "    for i in range(rows.shape[0]):",
+            f"        out[i] = grad({call})",
+            "    return out", ""]
 
 
 def _lowered(model) -> bool:
@@ -1311,8 +1420,7 @@ class CompiledFlow:
         the complex ones of ``hvp`` (the curvature measures use it)."""
         theta, *extra = self._args(np.zeros(self.size))
         scalar = (theta, *extra)
-        out = {name: [scalar] for name in self._kernels if name in ("loss", "grad")
-               or name.startswith("conserved_")}
+        out = {name: [scalar] for name in loops.KERNELS}
         data, grad_args = self._complex_args(theta, theta, 1.0)
         out["constants"] = [(self.k, self.Lambda, self.Sigma_w, self.U, self.c),
                             (self.k, *data)]
@@ -1588,8 +1696,7 @@ class CompiledFlow:
         -------
         ndarray (C,)
         """
-        return np.array([self._fns[f"conserved_{i}"](*self._args(theta))
-                         for i in range(len(self.der.conserved))])
+        return self._fns["conserved"](*self._args(theta))
 
     def observe(self, rows) -> np.ndarray:
         """The loss and the conserved quantities of each row of θ, in one compiled loop.

@@ -32,7 +32,7 @@ import numpy as np
 __all__ = ["SMALL", "lower", "fixed_step_source", "adaptive_source"]
 
 SMALL = 8       # spaces of at most this size: products as scalar loops (BLAS above)
-KERNELS = ("loss", "grad")     # and conserved_0, conserved_1, …: the kernels a trajectory calls
+KERNELS = ("loss", "grad", "conserved")    # the kernels a trajectory calls (and ``lower`` lowers)
 
 
 class _Unsupported(Exception):
@@ -294,9 +294,11 @@ class _Lowering:
     def lower_statement(self, stmt: ast.stmt) -> None:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 \
                 and isinstance(stmt.targets[0], ast.Subscript) \
-                and isinstance(stmt.targets[0].value, ast.Name):
+                and isinstance(stmt.targets[0].value, ast.Name) \
+                and self.is_matrix(stmt.targets[0].value):
             # the first write of a gradient block (the array kernel's ``out`` is not
             # initialised; the loop kernel's is zeroed): an accumulation, a zero fill nothing
+            # (an entry of a vector, such as a conserved quantity, stays a scalar statement)
             if isinstance(stmt.value, ast.Constant) and stmt.value.value == 0:
                 return
             stmt = ast.AugAssign(ast.Name(stmt.targets[0].value.id, ast.Store()), ast.Add(),
@@ -354,9 +356,9 @@ def _copy(node: ast.AST) -> ast.AST:
 
 
 def lower(source: str, args: dict, helpers: dict) -> tuple[str, int, int] | None:
-    """The small-d loop form of a generated module's trajectory kernels: for each of ``loss``,
-    ``grad`` and ``conserved_i``, a kernel ``loop_<name>`` that takes the work array after θ
-    (and ``grad``'s output vector before it) and allocates nothing.
+    """The small-d loop form of a generated module's trajectory kernels: for each of
+    ``KERNELS`` it defines, a kernel ``loop_<name>`` that takes the work array after θ (and the
+    output vector of ``grad`` and ``conserved`` before it) and allocates nothing.
 
     Parameters
     ----------
@@ -404,7 +406,7 @@ def lower(source: str, args: dict, helpers: dict) -> tuple[str, int, int] | None
     """
     tree = ast.parse(source)
     defs = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
-    names = [n for n in defs if n in KERNELS or n.startswith("conserved_")]
+    names = [n for n in defs if n in KERNELS]
     out, slots, side = [], 0, 1
     for name in names:
         fn = defs[name]
@@ -424,13 +426,15 @@ def lower(source: str, args: dict, helpers: dict) -> tuple[str, int, int] | None
 DATA = "Lambda, Sigma_w, U, c, tasks, task_weights, dims, consts"   # the kernels' data args
 
 
-def _observe(point: str, row: str, conserved: int, loops: bool, indent: str) -> list[str]:
-    """The lines recording the loss and each conserved quantity at ``point`` into the row
-    ``row`` (an open index such as ``"seen[row"``), with the loop or the array kernels."""
-    prefix, extra = ("loop_", "work, ") if loops else ("", "")
-    calls = [f"{prefix}loss"] + [f"{prefix}conserved_{i}" for i in range(conserved)]
-    return [f"{indent}{row}, {j}] = {call}({point}, {extra}k, *data)"
-            for j, call in enumerate(calls)]
+def _observe(point: str, row: str, loops: bool, indent: str) -> list[str]:
+    """The lines recording the loss and the conserved quantities at ``point`` into the row
+    ``row`` (an open index such as ``"seen[row"``), with the loop kernels (``conserved``
+    writes into the row) or the array ones."""
+    if loops:
+        return [f"{indent}{row}, 0] = loop_loss({point}, work, k, *data)",
+                f"{indent}loop_conserved({point}, {row}, 1:], work, k, *data)"]
+    return [f"{indent}{row}, 0] = loss({point}, k, *data)",
+            f"{indent}{row}, 1:] = conserved({point}, k, *data)"]
 
 
 def fixed_step_source(name: str, conserved: int, runaway: float, loops: bool,
@@ -449,7 +453,7 @@ def fixed_step_source(name: str, conserved: int, runaway: float, loops: bool,
     name : str
         The function's name.
     conserved : int
-        Number of conserved quantities (kernels ``conserved_0`` …).
+        Number of conserved quantities (the kernel ``conserved``'s values).
     runaway : float
         The bound on |θ| (``limits.RUNAWAY``).
     loops : bool
@@ -466,7 +470,8 @@ def fixed_step_source(name: str, conserved: int, runaway: float, loops: bool,
     >>> import numpy as np
     >>> from icldyn.numerics.compiled.loops import fixed_step_source
     >>> kernels = ("def loss(theta, k, *data):\\n    return 0.5 * np.sum(theta * theta)\\n"
-    ...            "def grad(theta, k, *data):\\n    return theta.copy()\\n")
+    ...            "def grad(theta, k, *data):\\n    return theta.copy()\\n"
+    ...            "def conserved(theta, k, *data):\\n    return np.empty(0)\\n")
     >>> ns = {"np": np}
     >>> exec(kernels + fixed_step_source("fixed_step", 0, 1e100, False), ns)
     >>> rows, seen, done = ns["fixed_step"](np.ones(2), 0.5, 4, 2, False, None, *[None] * 8)
@@ -474,7 +479,7 @@ def fixed_step_source(name: str, conserved: int, runaway: float, loops: bool,
     (array([1.    , 0.25  , 0.0625]), array([1.        , 0.0625    , 0.00390625]), 4)
     """
     def record(row: str, at: str) -> list[str]:
-        return [f"{at}out[{row}] = theta"] + _observe("theta", f"seen[{row}", conserved, loops,
+        return [f"{at}out[{row}] = theta"] + _observe("theta", f"seen[{row}", loops,
                                                       at)
 
     lines = [f"def {name}(theta0, h, steps, every, rk4, k, {DATA}):",
@@ -564,7 +569,7 @@ def adaptive_source(name: str, conserved: int, loops: bool, work: tuple = (1, 1,
     name : str
         The function's name.
     conserved : int
-        Number of conserved quantities (kernels ``conserved_0`` …).
+        Number of conserved quantities (the kernel ``conserved``'s values).
     loops : bool
         Call the allocation-free loop kernels.
     work : tuple
@@ -582,7 +587,8 @@ def adaptive_source(name: str, conserved: int, loops: bool, work: tuple = (1, 1,
     >>> from icldyn.numerics.compiled.loops import adaptive_source
     >>> from scipy.integrate import DOP853
     >>> kernels = ("def loss(theta, k, *data):\\n    return 0.5 * np.sum(theta * theta)\\n"
-    ...            "def grad(theta, k, *data):\\n    return theta.copy()\\n")
+    ...            "def grad(theta, k, *data):\\n    return theta.copy()\\n"
+    ...            "def conserved(theta, k, *data):\\n    return np.empty(0)\\n")
     >>> ns = {"np": np}
     >>> exec(kernels + adaptive_source("adaptive", 0, False), ns)
     >>> table = np.zeros((16, 16))
@@ -713,7 +719,7 @@ def adaptive_source(name: str, conserved: int, loops: bool, work: tuple = (1, 1,
         "                    y += poly[6 - i, p]",
         "                    y *= x if i % 2 == 0 else 1 - x",
         "                out[row, p] = y + theta[p]",
-        *_observe("out[row]", "seen[row", conserved, loops, "            "),
+        *_observe("out[row]", "seen[row", loops, "            "),
         "            row += 1",
         "        theta[:] = theta_new",
         "        f[:] = stages[12]",
