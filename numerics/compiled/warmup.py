@@ -69,6 +69,18 @@ class Child:
         () -> what the child receives; a bound method is held weakly.
     module : str
         The importable module whose ``warmup_child()`` the child runs.
+
+    Examples
+    --------
+    >>> from icldyn.numerics.compiled.warmup import Child
+    >>> class Flow:
+    ...     def message(self):
+    ...         return ("source", {}, [])
+    >>> flow = Flow()
+    >>> child = Child(flow.message, "icldyn.numerics.compiled.codegen")
+    >>> del flow                            # gone before its turn: the child never starts
+    >>> child.launch(), child.process
+    (False, None)
     """
 
     def __init__(self, message, module: str):
@@ -79,7 +91,13 @@ class Child:
         self.module, self.process = module, None
 
     def launch(self) -> bool:
-        """Start the process and send it its message; False when its flow is gone."""
+        """Start the process and send it its message.
+
+        Returns
+        -------
+        bool
+            False when its flow is gone (nothing started).
+        """
         message = self._message()
         if message is None:
             return False
