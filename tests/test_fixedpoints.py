@@ -151,6 +151,7 @@ def test_separate_kq_saddle_to_saddle_dynamics():
     assert traj.loss[-1] == pytest.approx(float(sets[(0, 1)].loss), rel=1e-9)
 
 
+@pytest.mark.slow
 def test_full_lsa_sets_and_its_spurious_local_minimum():
     """FullLSA: the Merged sets on P₁ = 0, Q₂ = 0 and the rank-one modes on P₂ = 0, Q₁ = 0.
     The top rank-one mode has Hessian index 0: a local minimum above the global one, where

@@ -20,6 +20,7 @@ def generated():
     return documents()
 
 
+@pytest.mark.slow
 def test_checked_in_derivations_are_current(generated):
     """Fails when derivations/ is stale: run `icldyn derive --all` and commit the result."""
     for name, text in generated.items():
@@ -28,6 +29,7 @@ def test_checked_in_derivations_are_current(generated):
     assert sorted(p.name for p in DERIVATIONS.glob("*.tex")) == sorted(generated)
 
 
+@pytest.mark.slow
 def test_documents_state_loss_flow_conservation_and_stages(generated):
     for name, text in generated.items():
         assert text.startswith("\\documentclass") and text.rstrip().endswith("\\end{document}")
@@ -38,6 +40,7 @@ def test_documents_state_loss_flow_conservation_and_stages(generated):
     assert "t_{3} &=" in merged and "growth rates at the origin" in merged
 
 
+@pytest.mark.slow
 def test_derive_all_writes_the_folder(tmp_path, monkeypatch, generated):
     """The command writes every document and the index (the documents themselves are the
     module's, derived once: the staleness test checks their content)."""

@@ -72,6 +72,7 @@ def test_eigenbasis_tasks_with_separate_kq_against_brute_force():
     assert sp.expand(derive(model, data).loss_value(params) - brute) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [models.MultiHead(3, heads=2), models.SeparateKQ(3, 2, 2),
                                    models.FullLSA(3, d_y=2)], ids=repr)
 def test_compiled_flow_matches_exact_values_and_conserves(model):

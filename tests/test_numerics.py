@@ -32,6 +32,7 @@ def flow_for(data, backend="numba"):
     return compile_flow(derive(models.Merged(data.d, d_y=data.d_y), data), backend=backend)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tasks", ["gaussian", "diagonal"])
 def test_backends_agree_with_each_other_and_with_exact_values(tasks):
     rng = np.random.default_rng(1)
@@ -95,6 +96,7 @@ def isotropic_closed_forms():
     return logistic, time_to, a_star
 
 
+@pytest.mark.slow
 @example(d=3, n=3, lam=0.3, q0=0.02, imbalance=0.0)      # a long saddle escape (T = 770)
 @given(st.integers(1, 4), st.integers(1, 40), st.floats(0.3, 2.0), st.floats(0.02, 0.3),
        st.floats(-0.5, 0.5))
@@ -147,6 +149,7 @@ def test_isotropic_reduction_equals_the_oracle():
     assert red.conservation_rate() == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, backends", [
     (models.Merged(10, d_y=10), ("numpy", "numba")),
     (models.MultiHead(10, heads=2, d_y=10), ("numpy",)),
@@ -194,6 +197,7 @@ def test_diagonal_set_is_invariant(d, n, draw):
         assert np.abs(off).max() <= 1e-9 * (1 + np.abs(rotated).max())
 
 
+@pytest.mark.slow
 @given(scalar_problems(max_d=3))
 def test_uQ_converges_to_M_star(problem):
     data, params = problem
@@ -370,6 +374,7 @@ def test_large_d_keeps_the_array_kernels():
     np.testing.assert_allclose(gd.loss, flow.observe(gd.theta)[:, 0], rtol=1e-15)
 
 
+@pytest.mark.slow
 def test_compiled_trajectories_match_the_array_kernels():
     """Numba's loop kernels against NumPy's array kernels: 2 000 GD steps and 500 RK4 steps
     at d = 4 agree to 1e-13 (rows, loss and conserved quantities recorded in the loop)."""

@@ -100,6 +100,7 @@ def test_zero_set_holds_traceless_values_and_cancelling_heads():
     assert gradient(A, -A, B, B) > 0.1                        # ⟨Q, B⟩ ≠ 0: not critical
 
 
+@pytest.mark.slow
 def test_multihead_with_eigenbasis_tasks_learns_each_mode_in_its_own_head():
     """H ≥ d: the minimum deals one mode to each head and avoids the cross-mode coupling, so
     L* = Σ_α s_α/(N + 2) (the minimum over a of docs/math.md §3.3's per-mode terms without the
@@ -176,6 +177,7 @@ def test_separate_kq_with_fewer_heads_than_modes(rank):
     assert 0 in hits and set(hits) <= set(stable), hits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("heads, best", [(1, ((0,),)), (2, ((0,), (1,)))])
 def test_separate_kq_with_eigenbasis_tasks_learns_at_most_rank_modes_per_head(heads, best):
     """Rank-1 heads carry one mode each (Q_h = W_Kᵀ W_Q factorised per mode, balanced): one
@@ -238,6 +240,7 @@ def test_full_lsa_with_a_symmetric_finite_task_set_has_the_two_path_sets():
     assert 0 in flows_end_at(flow, sets, np.random.default_rng(0), 4, t_end=3000.0)
 
 
+@pytest.mark.slow
 def test_finite_eigenbasis_task_sets_equal_gaussian_modes_with_the_same_variances():
     """P = 3 tasks diagonal in Λ's (rotated) eigenbasis: on the diagonal set only E[δ_α²]
     enters the Merged/MultiHead loss, so every set's loss equals that of the paper's Gaussian
