@@ -5,7 +5,6 @@ P → ∞ recovers the Gaussian-task minimum; the Bayes-optimal predictors win o
 
 import numpy as np
 import pytest
-import sympy as sp
 
 from icldyn.numerics import compile_flow
 from icldyn.numerics.simulation.sgd import PromptSampler, model_loss_and_grad
