@@ -278,6 +278,14 @@ def test_warmup_children_compile_one_at_a_time_and_skip_gone_flows(monkeypatch):
     assert len(_Process.started) == 2 and "b" * 64 not in warmup._CHILDREN
     again = _Flow("b")
     assert warmup.start("b" * 64, again.message, "m") is not children[1]
+    first = warmup.start("d" * 64, _Flow("d").message, "m")    # two flows of one source,
+    later = _Flow("d")                         # queued (the first gone at once): the child
+    assert warmup.start("d" * 64, later.message, "m") is first     # starts for the later one
+    children[2].process.end()
+    warmup._advance()                          # c done: the second b's turn, then d's
+    _Process.started[-1].end()
+    warmup._advance()
+    assert first.process is not None and len(_Process.started) == 4
 
 
 class _Planted:

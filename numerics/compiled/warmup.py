@@ -84,21 +84,31 @@ class Child:
     """
 
     def __init__(self, message, module: str):
+        self._messages, self.module, self.process = [], module, None
+        self.add(message)
+
+    def add(self, message) -> None:
+        """Another flow's ``message`` for the same source: the child starts while any is alive.
+
+        Parameters
+        ----------
+        message : callable
+            () -> what the child receives; a bound method is held weakly.
+        """
         try:
-            self._message = weakref.WeakMethod(message)
+            self._messages.append(weakref.WeakMethod(message))
         except TypeError:                 # a plain function: held as it is
-            self._message = lambda: message
-        self.module, self.process = module, None
+            self._messages.append(lambda: message)
 
     def launch(self) -> bool:
-        """Start the process and send it its message.
+        """Start the process and send it its message (the first of a flow still alive).
 
         Returns
         -------
         bool
-            False when its flow is gone (nothing started).
+            False when every flow of it is gone (nothing started).
         """
-        message = self._message()
+        message = next((m() for m in self._messages if m() is not None), None)
         if message is None:
             return False
         self.process = subprocess.Popen(
@@ -178,6 +188,8 @@ def start(key: str, message, module: str) -> Child:
         _CHILDREN[key] = Child(message, module)
         _QUEUE.append(_CHILDREN[key])
         _advance()
+    elif _CHILDREN[key].process is None:
+        _CHILDREN[key].add(message)
     return _CHILDREN[key]
 
 
@@ -216,7 +228,8 @@ def ready(child: Child, wait: bool = False) -> bool:
         if not wait:
             return False
         _QUEUE.remove(child)
-        child.launch()
+        if not child.launch():           # no flow of it left: the caller compiles in-process
+            return True
     return bool(select.select([child.process.stdout], [], [], None if wait else 0)[0])
 
 
