@@ -226,6 +226,7 @@ def test_the_issue_example_has_exactly_one_minimum():
             assert fp.escape.order == 3 and fp.escape.loss < fp.loss
 
 
+@pytest.mark.slow
 def test_full_lsa_kinds_against_the_flow():
     """FullLSA (not product-form): both index-0 sets are local minima by the Hessian on the
     normal space of the rescaling orbit, and the flow returns to each."""

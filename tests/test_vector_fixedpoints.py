@@ -306,6 +306,7 @@ def test_vector_fixed_points_refuse_what_is_not_enumerated():
                                                  tasks=diagonal)).fixed_points()
 
 
+@pytest.mark.slow
 def test_order_four_escapes_against_the_flow():
     """One rank-2 SeparateKQ head, the paper's tasks (d = 2): with one mode learned the free
     rank slot cannot take the other mode at second or third order (the cubic vanishes on the
