@@ -553,6 +553,38 @@ class _private_cache:
             os.environ[cache.ENV] = self.old
 
 
+MEMORY_GB = float(os.environ.get("ICLDYN_BENCH_MEMORY_GB", "16"))
+
+
+def capped(fn, limit_gb: float = MEMORY_GB) -> dict:
+    """``fn()`` (a dict of timings) run in a forked child whose address space is capped at
+    ``limit_gb``: a job that needs more is reported ({"exceeded_memory_gb": limit}) instead
+    of the kernel's out-of-memory killer ending the whole run (the 2-layer stack's covariance
+    with the query among the keys passed 23 GB on 2026-12-03)."""
+    import multiprocessing
+    import resource
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child():
+        limit = int(limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        try:
+            send.send(fn())
+        except MemoryError:
+            send.send({"exceeded_memory_gb": limit_gb})
+
+    process = context.Process(target=child)
+    process.start()
+    send.close()                            # the child's end only: EOF when it dies
+    try:
+        result = receive.recv()
+    except EOFError:
+        result = None
+    process.join()
+    return result if result is not None else {"failed_exit_code": process.exitcode}
+
+
 def bench_derivation() -> list[dict]:
     """Derivation incl. the symmetry search: cold (empty cache), from the disk cache (memory
     layer cleared, as in a new process) and from memory; one-layer models and stacks (targets
@@ -601,14 +633,17 @@ def bench_engine() -> list[dict]:
     jobs += [(models.Stack([models.Merged(2)] * 2, query_in_keys=keys),
               "gradient covariance (two stages: theory/wishart.py)",
               lambda der: der.gradient_covariance()) for keys in (False, True)]
+    def cold(model, fn):
+        cache.clear_cache()
+        pairings, start = gaussian.STATS["pairings"], clock()
+        fn(derive(model, data))
+        return {"cold_s": clock() - start, "pairings": gaussian.STATS["pairings"] - pairings}
+
     rows = []
     with _private_cache():
         for model, what, fn in jobs:
-            cache.clear_cache()
-            pairings, start = gaussian.STATS["pairings"], clock()
-            fn(derive(model, data))
-            rows.append({"model": repr(model), "quantity": what, "cold_s": clock() - start,
-                         "pairings": gaussian.STATS["pairings"] - pairings})
+            rows.append({"model": repr(model), "quantity": what,
+                         **capped(lambda: cold(model, fn))})
         stack = models.Stack([models.Merged(2)] * 3)     # refused: counted, not enumerated
         start = clock()
         rows.append({"model": repr(stack), "quantity": "gradient covariance (refused)",
@@ -710,6 +745,10 @@ def print_derivation(rows) -> None:
 
 def print_engine(rows) -> None:
     for row in rows:
+        if "cold_s" not in row and "count_s" not in row:      # past the memory cap, or died
+            print(f"(k) {row['model']}: {row['quantity']} not measured: "
+                  + ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("model", "quantity")))
+            continue
         cost = (f"cold {row['cold_s']:.2f} s CPU" if "cold_s" in row
                 else f"counted in {row['count_s']:.2f} s CPU")
         print(f"(k) {row['model']}: {row['quantity']} {cost}, {row['pairings']} Isserlis pairings")
