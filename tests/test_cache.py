@@ -231,63 +231,6 @@ def test_the_sme_loop_is_compiled_once_by_the_warmup_child(tmp_path):
     assert len(list((tmp_path / "cache" / "kernels").glob("*.sme_steps-*.nbc"))) == 1
 
 
-class _Process:
-    """A stand-in for a warm-up child's process: compiling until ``end()``."""
-
-    started = []
-
-    def __init__(self, args, **pipes):
-        self.stdin, self.code = open(os.devnull, "wb"), None
-        _Process.started.append(self)
-
-    def poll(self):
-        return self.code
-
-    def end(self):
-        self.code = 0
-
-
-class _Flow:
-    def __init__(self, name):
-        self.name = name
-
-    def message(self):
-        return (self.name, {}, [])
-
-
-def test_warmup_children_compile_one_at_a_time_and_skip_gone_flows(monkeypatch):
-    """One child compiles at a time per process; the child of a flow that is gone before its
-    turn never starts (and a later flow of that source queues a new one)."""
-    import gc
-
-    from icldyn.numerics.compiled import warmup
-    monkeypatch.setattr(warmup, "_CHILDREN", {})
-    monkeypatch.setattr(warmup, "_QUEUE", [])
-    monkeypatch.setattr(warmup.subprocess, "Popen", _Process)
-    monkeypatch.setattr(_Process, "started", [])
-    flows = [_Flow(name) for name in "abc"]
-    children = [warmup.start(f.name * 64, f.message, "m") for f in flows]
-    assert [c.process is not None for c in children] == [True, False, False]
-    del flows[1]
-    gc.collect()
-    warmup._advance()                          # a still compiles: nothing more starts
-    assert len(_Process.started) == 1
-    children[0].process.end()
-    warmup._advance()                          # b's flow is gone: c is next
-    assert children[1].process is None and children[2].process is not None
-    assert len(_Process.started) == 2 and "b" * 64 not in warmup._CHILDREN
-    again = _Flow("b")
-    assert warmup.start("b" * 64, again.message, "m") is not children[1]
-    first = warmup.start("d" * 64, _Flow("d").message, "m")    # two flows of one source,
-    later = _Flow("d")                         # queued (the first gone at once): the child
-    assert warmup.start("d" * 64, later.message, "m") is first     # starts for the later one
-    children[2].process.end()
-    warmup._advance()                          # c done: the second b's turn, then d's
-    _Process.started[-1].end()
-    warmup._advance()
-    assert first.process is not None and len(_Process.started) == 4
-
-
 class _Planted:
     """A pickle that, when loaded, writes a sentinel file (what an attacker would plant)."""
 

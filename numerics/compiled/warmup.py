@@ -17,7 +17,6 @@ import pickle
 import select
 import subprocess
 import sys
-import weakref
 
 from ...theory.cache import private_folder
 
@@ -53,124 +52,29 @@ def cached(digest: str, kernel: str = LAST) -> bool | None:
     return any(folder.glob(f"k{digest[:32]}.{kernel}-*.nbi"))
 
 
-RUNNING = 1     # children compiling at once per process: the others wait in a queue
+_CHILDREN: dict = {}        # {source digest: its child} — one child per source and process
 
 
-class Child:
-    """A warm-up child process, started at once or, while ``RUNNING`` children of this process
-    compile, queued (``start``). A queued child whose flow is gone (its ``message`` a method of
-    an object no longer alive) is dropped unstarted: a script or a test run that makes many
-    short-lived flows compiles only the kernels of flows still in use, one source at a time,
-    instead of a process per flow, all at once.
-
-    Parameters
-    ----------
-    message : callable
-        () -> what the child receives; a bound method is held weakly.
-    module : str
-        The importable module whose ``warmup_child()`` the child runs.
-
-    Examples
-    --------
-    >>> from icldyn.numerics.compiled.warmup import Child
-    >>> class Flow:
-    ...     def message(self):
-    ...         return ("source", {}, [])
-    >>> flow = Flow()
-    >>> child = Child(flow.message, "icldyn.numerics.compiled.codegen")
-    >>> del flow                            # gone before its turn: the child never starts
-    >>> child.launch(), child.process
-    (False, None)
-    """
-
-    def __init__(self, message, module: str):
-        self._messages, self.module, self.process = [], module, None
-        self.add(message)
-
-    def add(self, message) -> None:
-        """Another flow's ``message`` for the same source: the child starts while any is alive.
-
-        Parameters
-        ----------
-        message : callable
-            () -> what the child receives; a bound method is held weakly.
-        """
-        try:
-            self._messages.append(weakref.WeakMethod(message))
-        except TypeError:                 # a plain function: held as it is
-            self._messages.append(lambda: message)
-
-    def launch(self) -> bool:
-        """Start the process and send it its message (the first of a flow still alive).
-
-        Returns
-        -------
-        bool
-            False when every flow of it is gone (nothing started).
-        """
-        message = next((m() for m in self._messages if m() is not None), None)
-        if message is None:
-            return False
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", f"import {self.module} as m; m.warmup_child()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        try:
-            self.process.stdin.write(pickle.dumps(message()))
-            self.process.stdin.close()
-        except OSError:                  # the child died at once: the parent compiles
-            pass
-        return True
-
-    def wait(self) -> int:
-        """Wait until the child has compiled everything (its extensions too) and ended.
-
-        Returns
-        -------
-        int
-            Its exit code.
-        """
-        ready(self, wait=True)
-        return self.process.wait()
-
-
-_CHILDREN: dict = {}        # {source digest: its Child} — one child per source and process
-_QUEUE: list = []           # Children not yet started, oldest first
-
-
-def _advance() -> None:
-    """Start queued children while fewer than ``RUNNING`` run (reaping the ended ones); drop
-    those whose flow is gone."""
-    running = sum(c.process is not None and c.process.poll() is None
-                  for c in _CHILDREN.values())
-    while _QUEUE and running < RUNNING:
-        child = _QUEUE.pop(0)
-        if child.launch():
-            running += 1
-        else:
-            _CHILDREN.pop(next(k for k, c in _CHILDREN.items() if c is child))
-
-
-def start(key: str, message, module: str) -> Child:
+def start(key: str, message, module: str) -> subprocess.Popen:
     """The child process compiling kernels into the kernel cache: it runs
     ``module.warmup_child()`` (the code generator's entry), which reads ``message()`` (e.g. the
     source and {kernel name: [argument tuple, ...]}) with ``receive``, compiles with
-    ``compile_all`` and tells the parent with ``done``. One per ``key`` and process (later
-    flows of the same source share it); queued while ``RUNNING`` others compile.
+    ``compile_all`` and tells the parent with ``done``. Started once per ``key`` and process
+    (later flows of the same source share it).
 
     Parameters
     ----------
     key : str
         Hex digest of what the child compiles.
     message : callable
-        () -> what the child receives (picklable), called only when the child is started; a
-        bound method is held weakly (the child of a flow gone before its turn never starts).
+        () -> what the child receives (picklable), called only when a child is started.
     module : str
         The importable module whose ``warmup_child()`` the child runs.
 
     Returns
     -------
-    Child
-        The child (the pipe of its standard output is closed when ``ready``).
+    subprocess.Popen
+        The child (its standard output a pipe that it closes when ``ready``).
 
     Examples
     --------
@@ -185,22 +89,25 @@ def start(key: str, message, module: str) -> Child:
     (True, 0)
     """
     if key not in _CHILDREN:
-        _CHILDREN[key] = Child(message, module)
-        _QUEUE.append(_CHILDREN[key])
-        _advance()
-    elif _CHILDREN[key].process is None:
-        _CHILDREN[key].add(message)
+        child = subprocess.Popen(
+            [sys.executable, "-c", f"import {module} as m; m.warmup_child()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            child.stdin.write(pickle.dumps(message()))
+            child.stdin.close()
+        except OSError:                  # the child died at once: the parent compiles
+            pass
+        _CHILDREN[key] = child
     return _CHILDREN[key]
 
 
-def ready(child: Child, wait: bool = False) -> bool:
+def ready(child: subprocess.Popen, wait: bool = False) -> bool:
     """Whether ``child`` has compiled the kernels its parent waits for: it closed its standard
-    output (``done``), or ended (a failed child too: the parent then compiles in-process). A
-    queued child is not ready; waiting for it starts it at once.
+    output (``done``), or ended (a failed child too: the parent then compiles in-process).
 
     Parameters
     ----------
-    child : Child
+    child : subprocess.Popen
         From ``start``.
     wait : bool
         Wait until it is.
@@ -211,26 +118,17 @@ def ready(child: Child, wait: bool = False) -> bool:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from icldyn.numerics.compiled import warmup
-    >>> source = "def fixed_step(x):\\n    return {} * x\\n"
-    >>> def message(i):
-    ...     return lambda: (source.format(i), {"fixed_step": [(1.0,)]}, [])
-    >>> first, second = (warmup.start(str(i) * 64, message(i), "icldyn.numerics.compiled.codegen")
-    ...                  for i in (5, 6))
-    >>> second.process is None, warmup.ready(second)    # queued behind the first (RUNNING = 1)
-    (True, False)
-    >>> warmup.ready(second, wait=True), second.wait(), first.wait()   # waiting starts it
-    (True, 0, 0)
+    >>> import subprocess, sys
+    >>> from icldyn.numerics.compiled.warmup import ready
+    >>> code = "import sys, time; from icldyn.numerics.compiled import warmup; "
+    >>> child = subprocess.Popen([sys.executable, "-c", code + "warmup.done(); time.sleep(60)"],
+    ...                          stdout=subprocess.PIPE)
+    >>> ready(child, wait=True), child.poll()         # ready, still running (compiling more)
+    (True, None)
+    >>> child.kill(); child.wait() != 0
+    True
     """
-    _advance()
-    if child.process is None:
-        if not wait:
-            return False
-        _QUEUE.remove(child)
-        if not child.launch():           # no flow of it left: the caller compiles in-process
-            return True
-    return bool(select.select([child.process.stdout], [], [], None if wait else 0)[0])
+    return bool(select.select([child.stdout], [], [], None if wait else 0)[0])
 
 
 def done() -> None:
