@@ -832,7 +832,7 @@ def _generate(der: Derivation) -> _Polys:
             pr.diagonals(poly for parts in split.values() for poly in parts)
         init = _Printer(scale)
         init.lines = _outputs(model)
-        chain = _chain_rule(der, pr, block_sums)
+        chain = _chain_rule(der, form, pr, block_sums)
         if chain is not None:
             chain, found["stacked"] = chain
             return ([f"def {name}({args}):"] + header + pr.lines + init.lines + chain
@@ -1004,9 +1004,10 @@ def _build_product(der: Derivation, pr: _Printer, M, heads) -> tuple:
     return None, factors
 
 
-def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> tuple | None:
+def _chain_rule(der: Derivation, form, pr: _Printer, block_sums) -> tuple | None:
     """The gradient of a product-form model with scalar tasks by the chain rule, or None
-    (``_product_form``): L = F(M), M = Σ_h u_h K_h with K_h = Q_h or W_K,hᵀ W_Q,h, so with
+    (``form``: ``_product_form(der)``, computed once for the loss and the gradient):
+    L = F(M), M = Σ_h u_h K_h with K_h = Q_h or W_K,hᵀ W_Q,h, so with
     G = ∇_M F (derived once, on the Merged model)
 
         ∂L/∂u_h = ⟨K_h, G⟩,  ∂L/∂Q_h = u_h G,  ∂L/∂W_K,h = u_h W_Q,h Gᵀ,  ∂L/∂W_Q,h = u_h W_K,h G.
@@ -1016,7 +1017,6 @@ def _chain_rule(der: Derivation, pr: _Printer, block_sums) -> tuple | None:
     H·d² entries. The statements that evaluate M and G go to ``pr``; returned: the lines that
     write the blocks (each once, in place: ``out`` is not initialised), and the names of u's
     and Q's parameters when stacked (else None)."""
-    form = _product_form(der)
     if form is None:
         return None
     F, M, heads = form
@@ -1106,12 +1106,12 @@ def _trajectories(der: Derivation, source: str, n_coeffs: int) -> str:
         lowered = loops.lower(source, _stand_ins(model, source, n_coeffs, helpers), helpers)
     if lowered is None:
         return (loops.fixed_step_source("fixed_step", conserved, RUNAWAY, loops=False)
-                + "\n" + loops.adaptive_source("adaptive", conserved, loops=False))
+                + "\n" + loops.adaptive_source("adaptive", loops=False))
     code, slots, side = lowered
     return (code + loops.fixed_step_source("fixed_step", conserved, RUNAWAY, True,
                                            (slots, side, side))
             + "\n" + loops.fixed_step_source("fixed_step_arrays", conserved, RUNAWAY, False)
-            + "\n" + loops.adaptive_source("adaptive", conserved, True, (slots, side, side)))
+            + "\n" + loops.adaptive_source("adaptive", True, (slots, side, side)))
 
 
 def _stand_ins(model, source: str, n_coeffs: int, helpers: dict) -> dict:

@@ -537,8 +537,7 @@ def fixed_step_source(name: str, conserved: int, runaway: float, loops: bool,
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0     # SciPy's Runge–Kutta step-size control
 
 
-def adaptive_source(name: str, conserved: int, loops: bool, work: tuple = (1, 1, 1),
-                    order: int = 7) -> str:
+def adaptive_source(name: str, loops: bool, work: tuple = (1, 1, 1), order: int = 7) -> str:
     """The source of the adaptive loop ``name(theta, f, state, t_eval, out, seen, budget,
     rtol, atol, table, e3, e5, dense, k, <data>)`` → (status, evaluations, point): SciPy's
     ``DOP853`` for the autonomous flow dθ/dt = F(θ) = −∇L(θ), stepped and recorded in one
@@ -568,8 +567,6 @@ def adaptive_source(name: str, conserved: int, loops: bool, work: tuple = (1, 1,
     ----------
     name : str
         The function's name.
-    conserved : int
-        Number of conserved quantities (the kernel ``conserved``'s values).
     loops : bool
         Call the allocation-free loop kernels.
     work : tuple
@@ -590,7 +587,7 @@ def adaptive_source(name: str, conserved: int, loops: bool, work: tuple = (1, 1,
     ...            "def grad(theta, k, *data):\\n    return theta.copy()\\n"
     ...            "def conserved(theta, k, *data):\\n    return np.empty(0)\\n")
     >>> ns = {"np": np}
-    >>> exec(kernels + adaptive_source("adaptive", 0, False), ns)
+    >>> exec(kernels + adaptive_source("adaptive", False), ns)
     >>> table = np.zeros((16, 16))
     >>> table[:12, :12], table[12, :12], table[13:] = DOP853.A, DOP853.B, DOP853.A_EXTRA
     >>> theta, f, state = np.ones(1), np.empty(1), np.array([0.0, -1.0, 1.0, 0.0])
