@@ -134,8 +134,10 @@ def test_dask_local_cluster(tmp_path):
     assert key(out["rows"]) == key(local["rows"])             # same numbers on the cluster
 
 
-def test_unreachable_scheduler_is_a_clear_error(tmp_path):
+def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):
     pytest.importorskip("distributed")
+    from icldyn.numerics.experiments import sweep
+    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT_S", 2)
     spec = SweepSpec(**{**SMALL, "N": (4,), "seed": (0,)})
     with pytest.raises(InputError, match="cannot reach"):
         run_sweep(spec, tmp_path, scheduler="tcp://127.0.0.1:9")

@@ -36,6 +36,7 @@ import copy
 import dataclasses
 import hashlib
 import inspect
+import math
 import sys
 import types
 from collections.abc import Callable
@@ -1569,11 +1570,8 @@ class CompiledFlow:
 
     def _finite(self, value, theta):
         """``value`` if finite. A NaN or ∞ from finite θ means float64 overflowed: the data's
-        scale is blamed when θ scaled to entries of at most 1 overflows too, else θ. (A finite
-        ``_probe``, one pass without a temporary, means every entry is finite.)"""
-        with np.errstate(over="ignore", invalid="ignore"):      # ∞ − ∞ in the sum
-            probe = self._probe(value, theta)
-        if np.isfinite(probe) or np.isfinite(value).all():
+        scale is blamed when θ scaled to entries of at most 1 overflows too, else θ."""
+        if self._all_finite(value, theta):
             return value
         top = float(np.abs(theta).max())
         if top <= 1 or not np.all(np.isfinite(self._eval("grad", theta / top))):
@@ -1581,20 +1579,23 @@ class CompiledFlow:
         raise InputError("theta", f"|θ| up to {top:.3g} overflows float64 in the loss or its "
                          "gradient; rescale the parameters")
 
-    def _probe(self, value, theta):
-        """A sum of entries of ``value`` (the loss, or the gradient at ``theta``) that is
-        finite only if every entry is (when the sum itself overflows, ``_finite`` checks entry
-        by entry). With stacked heads (``_Polys.stacked``: ∂L/∂Q_h = u_h G) the gradient's Q
-        block enters by its head of largest |u_h| alone: |u_h G_ij| ≤ |u_h* G_ij| and rounding
-        is monotone, and a NaN in u or G reaches that head; so the check reads d² of Q's H·d²
-        entries."""
-        if not self._stacked or np.shape(value) != (self.size,):
-            return np.sum(value)
-        u, Q = self._stacked
-        coeffs = np.asarray(theta)[u]
-        heads = value[Q].reshape(coeffs.size, -1)
-        return (np.sum(value[:Q.start]) + np.sum(value[Q.stop:])
-                + np.sum(heads[np.argmax(np.abs(coeffs))]))
+    def _all_finite(self, value, theta) -> bool:
+        """Whether every entry of ``value`` (the loss, or the gradient at ``theta``) is finite,
+        from the largest and smallest entry of each part (one pass each, no temporary and no
+        floating-point warning, unlike a sum, which can overflow). With stacked heads
+        (``_Polys.stacked``: ∂L/∂Q_h = u_h G) the gradient's Q block enters by its head of
+        largest |u_h| alone: |u_h G_ij| ≤ |u_h* G_ij| and rounding is monotone, and a NaN in u
+        or G reaches that head; so the check reads d² of Q's H·d² entries."""
+        if np.ndim(value) == 0:
+            return math.isfinite(value)
+        parts = (value,)
+        if self._stacked and np.shape(value) == (self.size,):
+            u, Q = self._stacked
+            coeffs = np.asarray(theta)[u]
+            heads = value[Q].reshape(coeffs.size, -1)
+            parts = (value[:Q.start], value[Q.stop:], heads[np.argmax(np.abs(coeffs))])
+        return all(math.isfinite(part.max()) and math.isfinite(part.min())
+                   for part in parts if part.size)
 
     def _slices(self) -> dict:
         """{parameter name: its slice of θ}."""
@@ -1660,10 +1661,9 @@ class CompiledFlow:
         data = self._data_args()
 
         def rhs(t, theta):
-            with np.errstate(over="ignore", invalid="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):       # NumPy kernels
                 value = self._fns["grad"](theta, *data)
-                finite = np.isfinite(self._probe(value, theta)) or np.isfinite(value).all()
-            return -(value if finite else self.grad(theta))
+            return -(value if self._all_finite(value, theta) else self.grad(theta))
         return rhs
 
     def kernel_adaptive(self):

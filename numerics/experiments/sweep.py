@@ -757,12 +757,15 @@ def _distributed():
     return distributed
 
 
+CONNECT_TIMEOUT_S = 20      # how long a sweep waits for an unreachable Dask scheduler
+
+
 def _execute_dask(points: list[dict], settings: dict, scheduler):
     dask = _distributed()
     Client, as_completed = dask.Client, dask.as_completed
     own = not isinstance(scheduler, Client)
     try:
-        client = Client(scheduler, timeout="20s") if own else scheduler
+        client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s") if own else scheduler
     except (OSError, ValueError, TypeError) as exc:
         raise InputError("scheduler", f"cannot reach a Dask scheduler at {scheduler!r}: "
                          f"{exc}") from None
