@@ -34,6 +34,7 @@ def random_rational_spd(rng, d):
     return A * A.T + sp.eye(d) / 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d", [2])
 def test_scalar_task_oracle_symbolic_full_covariances(d):
     """Symbolic full Λ and Σ_w, symbolic N, σ, u, Q: loss, flow and GD change of the

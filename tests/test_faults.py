@@ -203,6 +203,7 @@ def test_overflow_from_the_data_blames_the_data(tmp_path):
     assert res["rows"][0]["status"].startswith("failed: InputError: Lambda: entries up to 1e+308")
 
 
+@pytest.mark.slow
 def test_stage_times_are_measured_against_the_fixed_point():
     """Half-times are the crossings of a*/2 with a* the reduced loss's critical point: the same
     whether the run stops at t_end = 5 or goes on to the fixed point, NaN for a mode that never

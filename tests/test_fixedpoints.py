@@ -45,6 +45,7 @@ def test_symbolic_m_star_for_diagonal_lambda():
     assert M[0, 1] == 0
 
 
+@pytest.mark.slow
 def test_eigenmode_critical_sets_and_their_indices():
     data = rotated_vector_tasks([2.0, 1.0, 0.5], N=8)
     der = derive(models.Merged(3, d_y=3), data)
@@ -195,8 +196,9 @@ KINDS_DATA = ICLData(d=2, N=4, Lambda=np.diag([2.0, 1.0]), noise=0.1)
 @pytest.mark.parametrize("model, expected", [
     (models.Merged(2), {"minimum": 1, "strict saddle": 1}),
     (models.MultiHead(2, heads=2), {"minimum": 1, "strict saddle": 1}),
-    (models.SeparateKQ(2, heads=2, rank=1), {"minimum": 1, "strict saddle": 1,
-                                             "degenerate saddle": 2}),
+    pytest.param(models.SeparateKQ(2, heads=2, rank=1), {"minimum": 1, "strict saddle": 1,
+                                                         "degenerate saddle": 2},
+                 marks=pytest.mark.slow),
 ])
 def test_kinds_of_scalar_sets_against_the_flow(model, expected):
     """Every set's kind is confirmed by the exact flow (``kind_check``); the product-form

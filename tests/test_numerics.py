@@ -438,6 +438,7 @@ def compiled_merged2():
     return compile_flow(der, "numba").compiled(), compile_flow(der, "numpy")
 
 
+@pytest.mark.slow
 def test_compiled_dop853_matches_a_30_digit_reference_and_scipys_dop853(monkeypatch):
     """The compiled DOP853 loop (Numba; SciPy's solve_ivp is not called) lies within its
     tolerance of the mpmath reference, keeps ‖V‖² − ‖Q‖² to 1e-11 as SciPy's DOP853 does, and

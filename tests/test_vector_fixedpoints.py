@@ -64,6 +64,7 @@ def test_gaussian_vector_sets_lift_the_scalar_ones(model):
     assert sets[0].name.startswith("global minimum") and sets[0].hessian_index == 0
 
 
+@pytest.mark.slow
 def test_merged_vector_minimum_is_reached_by_the_flow_from_random_starts():
     """An independent check of the lift: integrating the flow from random (non-identity) V
     ends at the lifted minimum's loss, with V a multiple of I there."""

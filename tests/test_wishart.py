@@ -120,6 +120,7 @@ def test_full_layers_do_not_contract():
     assert expect_products_by_context(monos, monos, ICLData(d=2, N=3).law(), N_SYM) is None
 
 
+@pytest.mark.slow
 def test_three_layers_are_refused_with_the_degree():
     """Three Merged layers: degree 12 in S, beyond the two-stage route's 8: a clear error."""
     der = derive(models.Stack([models.Merged(2)] * 3), ICLData(d=2, N=3))
