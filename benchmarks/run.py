@@ -619,10 +619,12 @@ def bench_engine() -> list[dict]:
     (moments of order 10 and 14), with the number of Isserlis pairings enumerated; the 2-layer
     stack's covariance by the two stages of theory/wishart.py (Isserlis pairings conditional on
     the context, then the Wishart recursion); the 3-layer one, refused (degree 12 in S), with
-    the pairings the direct route would need (counted)."""
+    the pairings the direct route would need (counted). Each job runs in a child capped at
+    ``MEMORY_GB`` of address space; the two-stage route stops at its memory budget
+    (``theory/memory.py``: 85 % of that cap) with an InputError, recorded as "refused"."""
     import sympy as sp
 
-    from icldyn.theory import ICLData, cache, derive, gaussian, models
+    from icldyn.theory import ICLData, InputError, cache, derive, gaussian, models
     from icldyn.theory.covariance import covariance_cost
     N, sigma = sp.Symbol("N", positive=True, integer=True), sp.Symbol("sigma", nonnegative=True)
     data = ICLData(d=2, N=N, Lambda="full", Sigma_w="full", noise=sigma)
@@ -637,7 +639,10 @@ def bench_engine() -> list[dict]:
     def cold(model, fn):
         cache.clear_cache()
         pairings, start = gaussian.STATS["pairings"], clock()
-        fn(derive(model, data))
+        try:
+            fn(derive(model, data))
+        except InputError as exc:             # e.g. past the memory budget (theory/memory.py)
+            return {"refused_after_s": clock() - start, "refused": str(exc)}
         return {"cold_s": clock() - start, "pairings": gaussian.STATS["pairings"] - pairings}
 
     rows = []

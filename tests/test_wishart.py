@@ -195,3 +195,15 @@ def test_stack_covariance_blocks_match_monte_carlo_of_the_network(query_in_keys,
     mc, se = batches.mean(axis=0), batches.std(axis=0, ddof=1) / np.sqrt(len(batches))
     z = (mc - np.array([exact[k] for k in blocks])) / se
     assert np.abs(z).max() < 4, (z, mc, exact)
+
+
+def test_the_two_stage_route_stops_at_its_memory_budget(monkeypatch):
+    """A 2-layer stack's covariance (the two-stage route: its direct enumeration is beyond
+    the pairing budget) past ICLDYN_MEMORY_GB stops with a one-line InputError naming the
+    budget and the way out, instead of growing until the kernel's out-of-memory killer ends
+    the process (it passed 23 GB with symbolic Λ, Σ_w, σ on 2026-12-03)."""
+    monkeypatch.setenv("ICLDYN_MEMORY_GB", "0.01")
+    der = derive(models.Stack([models.Merged(2)] * 2), ICLData(d=2, N=3, noise=0.5))
+    with pytest.raises(InputError, match=r"^model: the gradient covariance of Stack.*passed "
+                                         r"its memory budget .*ICLDYN_MEMORY_GB.*simulate_sgd"):
+        der.gradient_covariance()

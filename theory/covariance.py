@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 
 import sympy as sp
 
@@ -33,6 +34,7 @@ from .data import N_SYM, W_COPY, W_TASK, independent, task_degree
 from .derive import Derivation, register_analysis
 from .errors import InputError
 from .gaussian import expect_products, group_sizes, pairing_count
+from .memory import MemoryGuard
 from .terms import inner_monomial, residual, vary
 from .wishart import context_degree, expect_products_by_context
 from .words import Mat, MatPoly, TracePoly
@@ -213,7 +215,9 @@ def gradient_covariance(der: Derivation) -> GradientCovariance:
     ------
     InputError
         When the model with the data's task law needs what the expectation engine does not
-        provide yet (the message names it; ``tasks='gaussian'`` always works).
+        provide yet (the message names it; ``tasks='gaussian'`` always works); when it needs
+        more Isserlis pairings than the engine's budget and the two-stage route does not
+        apply; when the two-stage route passes the memory budget (``theory.memory``).
 
     Examples
     --------
@@ -280,7 +284,11 @@ def _second_moment(der: Derivation) -> dict:
                              f"{pairings * SECONDS_PER_PAIRING / 3600:.2g} CPU hours (the "
                              f"engine's budget is {PAIRING_BUDGET:.0e}), and {why}; measure "
                              "the noise of this model by simulation (simulate_sgd)")
-        expectation = expect_products_by_context
+        guard = MemoryGuard("model", f"the gradient covariance of {der.model!r} (two-stage "
+                            "route)", "set ICLDYN_MEMORY_GB higher on a machine with more "
+                            "memory, or measure the noise of this model by simulation "
+                            "(simulate_sgd)")
+        expectation = partial(expect_products_by_context, guard=guard)
     return {(L, M): expectation(directional[PROBES[0], L], directional[PROBES[1], M], law,
                                 N_SYM, (PROBES[0] + L, PROBES[1] + L) if L == M else None)
             for L, M in _blocks(letters)}
