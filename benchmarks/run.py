@@ -901,6 +901,9 @@ def main() -> None:
     baseline = json.loads(baseline_path.read_text()) if baseline_path.exists() else {}
     print(thread_report() + "; times are CPU seconds (time.process_time)")
     results = {k: v for k, v in baseline.items() if k not in chosen and k in SECTIONS}
+    from icldyn.numerics.experiments.runfolder import provenance as versions
+    provenance = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "load_at_start": os.getloadavg()[0],
+                  **versions()}
     total, done = clock(), []                 # the file is rewritten after each section: a run
     for name in chosen:                       # stopped midway keeps the sections it finished
         print(f"{name}: {SECTIONS[name][0]}", flush=True)
@@ -910,7 +913,7 @@ def main() -> None:
         print(f"    [{name}: {clock() - start:.1f} s]", flush=True)
         done.append(name)
         results["meta"] = {"clock": "process_time", "threads": THREADS,
-                           "sections": done, "total_s": clock() - total}
+                           "sections": done, "total_s": clock() - total, **provenance}
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     slow = regressions({k: results[k] for k in chosen}, baseline)
     old_clock = baseline.get("meta", {}).get("clock", "wall clock")
