@@ -340,8 +340,9 @@ def short_numbers(text: str) -> str:
     exact SymPy rational: 0.1 from a float is 3602879701896397/36028797018963968) rounded as
     ``group`` rounds coefficients; the rest of the text is kept.
 
-    A fraction is an optional minus sign, digits, a slash and digits; it is replaced when it
-    has more than ``MAX_DIGITS`` characters, by the rational with denominator at most
+    A fraction is an optional minus sign, digits, a slash and digits, not part of a longer
+    number or name (no letter, digit, underscore or decimal point touching it); it is replaced
+    when it has more than ``MAX_DIGITS`` characters, by the rational with denominator at most
     ``MAX_DENOMINATOR`` nearest to it when that is within 10⁻¹² of it (relative), else by
     SymPy's 6-significant-digit float. LaTeX's ``\\frac{p}{q}`` is not a fraction here: print
     with ``str``/``repr``, or round the expression first (``group``).
@@ -366,8 +367,10 @@ def short_numbers(text: str) -> str:
     "ICLData(d=1, N=4, d_y=1, tasks='gaussian', noise=1/10)"
     >>> short_numbers("1/1000003 is short; -8895999182988127/72057594037927936 has no p/q near")
     '1/1000003 is short; -0.123457 has no p/q near'
+    >>> short_numbers("2.5/10000000000000 and x_1/100000000000003 are not fractions")
+    '2.5/10000000000000 and x_1/100000000000003 are not fractions'
     """
-    return re.sub(r"(-?\d+)/(\d+)", lambda m: str(_short_rational(sp.Rational(
+    return re.sub(r"(?<![\w.])(-?\d+)/(\d+)(?![\w.])", lambda m: str(_short_rational(sp.Rational(
         int(m.group(1)), int(m.group(2))))) if len(m.group(0)) > MAX_DIGITS else m.group(0),
         text)
 
