@@ -219,6 +219,7 @@ def wishart_expect(poly: TracePoly, N, guard: MemoryGuard | None = None) -> Trac
         sink: dict = {}
         stein.push(random, fixed, 0, sink)
         tally.add(coeff, sink)
+    del stein                       # the memo's memory goes back to the conversion below
     return tally.trace_poly()
 
 
