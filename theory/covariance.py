@@ -34,7 +34,7 @@ from .data import N_SYM, W_COPY, W_TASK, independent, task_degree
 from .derive import Derivation, register_analysis
 from .errors import InputError
 from .gaussian import expect_products, group_sizes, pairing_count
-from .memory import MemoryGuard
+from . import memory
 from .terms import inner_monomial, residual, vary
 from .wishart import context_degree, expect_products_by_context
 from .words import Mat, MatPoly, TracePoly
@@ -284,10 +284,10 @@ def _second_moment(der: Derivation) -> dict:
                              f"{pairings * SECONDS_PER_PAIRING / 3600:.2g} CPU hours (the "
                              f"engine's budget is {PAIRING_BUDGET:.0e}), and {why}; measure "
                              "the noise of this model by simulation (simulate_sgd)")
-        guard = MemoryGuard("model", f"the gradient covariance of {der.model!r} (two-stage "
-                            "route)", "set ICLDYN_MEMORY_GB higher on a machine with more "
-                            "memory, or measure the noise of this model by simulation "
-                            "(simulate_sgd)")
+        guard = memory.MemoryGuard(
+            "model", f"the gradient covariance of {der.model!r} (two-stage route)",
+            f"set {memory.ENV} higher on a machine with more memory, or measure the noise of "
+            "this model by simulation (simulate_sgd)")
         expectation = partial(expect_products_by_context, guard=guard)
     return {(L, M): expectation(directional[PROBES[0], L], directional[PROBES[1], M], law,
                                 N_SYM, (PROBES[0] + L, PROBES[1] + L) if L == M else None)

@@ -9,8 +9,8 @@ then, and at most 85 % of the address-space limit (``ulimit -v``) when there is 
 
 from __future__ import annotations
 
+import math
 import os
-import resource
 
 from .errors import InputError
 
@@ -78,6 +78,11 @@ def budget() -> int | None:
     Traceback (most recent call last):
         ...
     icldyn.theory.errors.InputError: ICLDYN_MEMORY_GB: must be a positive number of GiB, got 'lots'
+    >>> os.environ["ICLDYN_MEMORY_GB"] = "inf"
+    >>> budget()
+    Traceback (most recent call last):
+        ...
+    icldyn.theory.errors.InputError: ICLDYN_MEMORY_GB: must be a positive number of GiB, got 'inf'
     >>> del os.environ["ICLDYN_MEMORY_GB"]
     """
     setting = os.environ.get(ENV)
@@ -86,13 +91,14 @@ def budget() -> int | None:
             limit = float(setting)
         except ValueError:
             limit = float("nan")
-        if not limit > 0:
+        if not (limit > 0 and math.isfinite(limit)):
             raise InputError(ENV, f"must be a positive number of GiB, got {setting!r}")
         return int(limit * GIB)
     held, available = resident(), _available()
     if held is None or available is None:
         return None
     limit = held + int(0.9 * available)
+    import resource                      # POSIX only, like /proc: reached only where it exists
     address_space = resource.getrlimit(resource.RLIMIT_AS)[0]
     if address_space != resource.RLIM_INFINITY:
         limit = min(limit, int(0.85 * address_space))
