@@ -12,6 +12,11 @@ from __future__ import annotations
 import math
 import os
 
+try:
+    import resource                      # POSIX only, like /proc
+except ImportError:                      # e.g. Windows: no ulimit -v to respect
+    resource = None
+
 from .errors import InputError
 
 __all__ = ["ENV", "MemoryGuard", "budget", "resident"]
@@ -98,10 +103,10 @@ def budget() -> int | None:
     if held is None or available is None:
         return None
     limit = held + int(0.9 * available)
-    import resource                      # POSIX only, like /proc: reached only where it exists
-    address_space = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if address_space != resource.RLIM_INFINITY:
-        limit = min(limit, int(0.85 * address_space))
+    if resource is not None:
+        address_space = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if address_space != resource.RLIM_INFINITY:
+            limit = min(limit, int(0.85 * address_space))
     return limit
 
 
