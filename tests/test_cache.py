@@ -390,3 +390,39 @@ def test_a_kernels_key_changes_with_the_helpers_it_calls(monkeypatch):
         codegen._helper_source.cache_clear()
     monkeypatch.undo()
     assert codegen._digest(source) == before
+
+
+def test_a_new_child_stops_the_ones_whose_flows_are_gone(fresh_cache):
+    """Warm-up children: while a cold flow is alive its child compiles; once the flow is
+    garbage collected, the next child started stops it (its kernels would be called by
+    nobody), while a child of a live flow and one started without a user keep running; a
+    later flow of a stopped child's source gets a child of its own."""
+    import gc
+
+    import numpy as np
+
+    from icldyn.numerics import compile_flow
+    from icldyn.numerics.compiled import codegen, warmup
+    from icldyn.theory import ICLData, derive, models
+    der = derive(models.Merged(1), ICLData(d=1, N=7, Lambda=np.eye(1)))
+    flow = compile_flow(der, "numba")
+    dropped = flow._warmup
+    slow = (lambda: ("import time; time.sleep(60)\ndef fixed_step(x):\n    return x\n", {}, []))
+    live_user = type("Flow", (), {})()
+    children = [dropped]                                 # all stopped at the end
+    try:
+        children += [warmup.start("5" * 64, slow, codegen.__name__, live_user),
+                     warmup.start("6" * 64, slow, codegen.__name__)]     # no user: kept
+        assert dropped.poll() is None and warmup.unwanted() == []
+        del flow
+        gc.collect()
+        children.append(warmup.start("7" * 64, slow, codegen.__name__, live_user))
+        assert dropped.wait(timeout=30) != 0                         # stopped, not finished
+        assert all(child.poll() is None for child in children[1:])
+        again = compile_flow(der, "numba")._warmup
+        children.append(again)
+        assert again is not None and again is not dropped
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()

@@ -349,16 +349,19 @@ def test_public_names_have_examples(root):
     assert not missing, "no Examples section with a >>> line:\n  " + "\n  ".join(missing)
 
 
-def test_the_examples_run():
-    """Every ``>>>`` example in the walked modules' docstrings gives the output it shows."""
-    finder = doctest.DocTestFinder()
+_FINDER = doctest.DocTestFinder()
+EXAMPLED = [m for m in public_modules() if any(t.examples for t in _FINDER.find(m))]
+
+
+@pytest.mark.parametrize("module", EXAMPLED, ids=lambda module: module.__name__)
+def test_the_examples_run(module):
+    """Every ``>>>`` example in the walked modules' docstrings gives the output it shows (one
+    test per module, so that the modules' examples run in parallel)."""
     runner = doctest.DocTestRunner(verbose=False,
                                    optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    examples, report = 0, []                    # the runner reports only the failures
-    for module in public_modules():
-        for test in finder.find(module):
-            examples += len(test.examples)
-            runner.run(test, out=report.append)
+    report = []                                 # the runner reports only the failures
+    for test in _FINDER.find(module):
+        runner.run(test, out=report.append)
     failed, attempted = runner.summarize(verbose=False)
-    assert examples and not failed, (f"{failed} of {attempted} docstring examples failed:\n"
-                                     + "".join(report))
+    assert attempted and not failed, (f"{failed} of {attempted} docstring examples failed:\n"
+                                      + "".join(report))

@@ -1333,7 +1333,7 @@ class CompiledFlow:
                 examples and warmup.cached(_key(e.source, self.source), list(examples)[-1])
                 is False for e, examples in self._extension_examples())):
             key = _key("".join(e.source for e in self.extensions), polys.source)
-            self._warmup = warmup.start(key, self._message, __name__)
+            self._warmup = warmup.start(key, self._message, __name__, self)
             self._child = self._warmup if cold else None
 
     @property

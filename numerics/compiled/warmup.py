@@ -17,6 +17,7 @@ import pickle
 import select
 import subprocess
 import sys
+import weakref
 
 from ...theory.cache import private_folder
 
@@ -53,14 +54,21 @@ def cached(digest: str, kernel: str = LAST) -> bool | None:
 
 
 _CHILDREN: dict = {}        # {source digest: its child} — one child per source and process
+_USERS: dict = {}           # {source digest: weak set of the objects using its kernels}
 
 
-def start(key: str, message, module: str) -> subprocess.Popen:
+def start(key: str, message, module: str, user=None) -> subprocess.Popen:
     """The child process compiling kernels into the kernel cache: it runs
     ``module.warmup_child()`` (the code generator's entry), which reads ``message()`` (e.g. the
     source and {kernel name: [argument tuple, ...]}) with ``receive``, compiles with
     ``compile_all`` and tells the parent with ``done``. Started once per ``key`` and process
     (later flows of the same source share it).
+
+    Starting a child first stops every child still running whose users have all been garbage
+    collected (``unwanted``): kernels nobody in this process will call no longer take the
+    cores from the ones wanted now (a test suite builds hundreds of short-lived flows). A child
+    with no ``user`` given is never stopped this way; one whose flows keep being rebuilt (a
+    sweep's points) is found by ``key`` and kept.
 
     Parameters
     ----------
@@ -70,6 +78,9 @@ def start(key: str, message, module: str) -> subprocess.Popen:
         () -> what the child receives (picklable), called only when a child is started.
     module : str
         The importable module whose ``warmup_child()`` the child runs.
+    user : object, optional
+        What uses the kernels (a flow): the child counts as wanted while one of its users is
+        alive (held weakly).
 
     Returns
     -------
@@ -89,6 +100,9 @@ def start(key: str, message, module: str) -> subprocess.Popen:
     (True, 0)
     """
     if key not in _CHILDREN:
+        for other in unwanted():
+            other.kill()
+            other.wait()
         child = subprocess.Popen(
             [sys.executable, "-c", f"import {module} as m; m.warmup_child()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -97,8 +111,43 @@ def start(key: str, message, module: str) -> subprocess.Popen:
             child.stdin.close()
         except OSError:                  # the child died at once: the parent compiles
             pass
-        _CHILDREN[key] = child
+        _CHILDREN[key], _USERS[key] = child, None if user is None else weakref.WeakSet()
+    if user is not None and _USERS[key] is not None:
+        _USERS[key].add(user)
     return _CHILDREN[key]
+
+
+def unwanted() -> list:
+    """The children still running whose users (``start``'s ``user``) have all been garbage
+    collected, forgotten here (a later ``start`` of their key starts a new child).
+
+    Returns
+    -------
+    list of subprocess.Popen
+
+    Examples
+    --------
+    >>> import gc
+    >>> from icldyn.numerics.compiled.warmup import ready, start, unwanted
+    >>> class Flow: pass
+    >>> slow = "import time; time.sleep(60)\\ndef fixed_step(x):\\n    return x\\n"
+    >>> flow = Flow()
+    >>> child = start("4" * 64, lambda: (slow, {}, []), "icldyn.numerics.compiled.codegen", flow)
+    >>> unwanted()                                   # its flow is alive
+    []
+    >>> del flow; _ = gc.collect()
+    >>> unwanted() == [child]                        # nobody will call its kernels
+    True
+    >>> child.kill(); child.wait() != 0
+    True
+    """
+    out = []
+    for key, child in list(_CHILDREN.items()):
+        users = _USERS[key]
+        if users is not None and not users and child.poll() is None:
+            out.append(child)
+            del _CHILDREN[key], _USERS[key]
+    return out
 
 
 def ready(child: subprocess.Popen, wait: bool = False) -> bool:
