@@ -426,3 +426,35 @@ def test_a_new_child_stops_the_ones_whose_flows_are_gone(fresh_cache):
         for child in children:
             child.kill()
             child.wait()
+
+
+_DROPPED_AT_EXIT = textwrap.dedent("""
+    import numpy as np
+    from icldyn.numerics import compile_flow
+    from icldyn.theory import ICLData, derive, models
+    der = derive(models.Merged(1), ICLData(d=1, N=9, Lambda=np.eye(1)))
+    dropped = compile_flow(der, "numba")
+    kept = compile_flow(derive(models.Merged(2), ICLData(d=2, N=9, Lambda=np.eye(2))), "numba")
+    print(dropped._warmup.pid, kept._warmup.pid, kept._warmup is not dropped._warmup)
+    del dropped
+""")
+
+
+def test_a_process_exits_without_leaving_children_of_dropped_flows(tmp_path):
+    """At exit, the warm-up child of a flow already garbage collected is stopped (it would
+    compile for nobody); that of a flow still referenced goes on filling the kernel cache."""
+    env = {**os.environ, cache.ENV: str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", _DROPPED_AT_EXIT], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    dropped, kept, distinct = run.stdout.split()
+    assert distinct == "True"
+    try:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(dropped), 0)                           # gone (killed and reaped)
+        os.kill(int(kept), 0)                                  # still compiling, orphaned
+    finally:
+        try:
+            os.kill(int(kept), 9)
+        except ProcessLookupError:
+            pass

@@ -308,8 +308,8 @@ def test_killed_sweeps_leave_no_workers_and_resume_heals(tmp_path):
     """A sweep on two local workers: one worker killed (its points are retried), then the
     sweep itself killed twice at random moments; its workers end with it, and --resume
     completes the table with the numbers of an uninterrupted run."""
-    grid = ["--d", "2", "--N", "2,4,8", "--spectrum", "iso", "--seed", "0,1", "--steps", "40",
-            "--replicas", "2"]
+    grid = ["--d", "2", "--N", "2,4,8", "--spectrum", "iso", "--seed", "0,1", "--steps", "2000",
+            "--replicas", "2"]           # ≈ 10 s on two workers: the kills land while they run
     out = tmp_path / "sw"
     rng = np.random.default_rng(6)
     orphans = []                         # the workers alive when their sweep was killed
@@ -321,8 +321,10 @@ def test_killed_sweeps_leave_no_workers_and_resume_heals(tmp_path):
         while len(_workers(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         if attempt == 0 and proc.poll() is None:
-            time.sleep(rng.uniform(0, 2))
-            os.kill(_workers(proc.pid)[0], signal.SIGKILL)     # a dead worker: retried
+            time.sleep(rng.uniform(0, 1))
+            workers = _workers(proc.pid)
+            assert workers, "the sweep ended before its worker could be killed: lengthen it"
+            os.kill(workers[0], signal.SIGKILL)                # a dead worker: retried
         time.sleep(rng.uniform(0, 3))
         family = _workers(proc.pid)
         proc.kill()

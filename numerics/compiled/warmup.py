@@ -12,6 +12,7 @@ costs time (the parent compiles in-process).
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import select
@@ -65,7 +66,7 @@ def start(key: str, message, module: str, user=None) -> subprocess.Popen:
     (later flows of the same source share it).
 
     Starting a child first stops every child still running whose users have all been garbage
-    collected (``unwanted``): kernels nobody in this process will call no longer take the
+    collected (``stop_unwanted``; so does the process's exit): kernels nobody in this process will call no longer take the
     cores from the ones wanted now (a test suite builds hundreds of short-lived flows). A child
     with no ``user`` given is never stopped this way; one whose flows keep being rebuilt (a
     sweep's points) is found by ``key`` and kept.
@@ -100,9 +101,7 @@ def start(key: str, message, module: str, user=None) -> subprocess.Popen:
     (True, 0)
     """
     if key not in _CHILDREN:
-        for other in unwanted():
-            other.kill()
-            other.wait()
+        stop_unwanted()
         child = subprocess.Popen(
             [sys.executable, "-c", f"import {module} as m; m.warmup_child()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -148,6 +147,29 @@ def unwanted() -> list:
             out.append(child)
             del _CHILDREN[key], _USERS[key]
     return out
+
+
+@atexit.register
+def stop_unwanted() -> None:
+    """Stop the ``unwanted`` children (kill, then reap): called by ``start`` and at the
+    process's exit, where a child of a flow still referenced goes on compiling for later
+    processes, the others would only take the machine's cores.
+
+    Examples
+    --------
+    >>> import gc
+    >>> from icldyn.numerics.compiled.warmup import start, stop_unwanted
+    >>> class Flow: pass
+    >>> slow = "import time; time.sleep(60)\\ndef fixed_step(x):\\n    return x\\n"
+    >>> flow = Flow()
+    >>> child = start("8" * 64, lambda: (slow, {}, []), "icldyn.numerics.compiled.codegen", flow)
+    >>> del flow; _ = gc.collect()
+    >>> stop_unwanted(); child.returncode != 0                    # stopped and reaped
+    True
+    """
+    for child in unwanted():
+        child.kill()
+        child.wait()
 
 
 def ready(child: subprocess.Popen, wait: bool = False) -> bool:
