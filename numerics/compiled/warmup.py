@@ -66,10 +66,10 @@ def start(key: str, message, module: str, user=None) -> subprocess.Popen:
     (later flows of the same source share it).
 
     Starting a child first stops every child still running whose users have all been garbage
-    collected (``stop_unwanted``; so does the process's exit): kernels nobody in this process will call no longer take the
-    cores from the ones wanted now (a test suite builds hundreds of short-lived flows). A child
-    with no ``user`` given is never stopped this way; one whose flows keep being rebuilt (a
-    sweep's points) is found by ``key`` and kept.
+    collected (``stop_unwanted``; so does the process's exit): kernels nobody in this process
+    will call no longer take the cores from the ones wanted now (a test suite builds hundreds
+    of short-lived flows). A child with no ``user`` given is never stopped this way; one whose
+    flows keep being rebuilt (a sweep's points) is found by ``key`` and kept.
 
     Parameters
     ----------
@@ -127,7 +127,7 @@ def unwanted() -> list:
     Examples
     --------
     >>> import gc
-    >>> from icldyn.numerics.compiled.warmup import ready, start, unwanted
+    >>> from icldyn.numerics.compiled.warmup import start, unwanted
     >>> class Flow: pass
     >>> slow = "import time; time.sleep(60)\\ndef fixed_step(x):\\n    return x\\n"
     >>> flow = Flow()
