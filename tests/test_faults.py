@@ -253,7 +253,8 @@ RUN = ["--t-end", "5", "--seeds", "2", "--batch", "8", "--backend", "numpy"]
 def test_killed_runs_never_leave_a_mixed_folder_and_resume_heals(tmp_path):
     out = tmp_path / "run"
     start = time.perf_counter()
-    assert subprocess.run(_icldyn("run", "--out", str(out), *RUN), capture_output=True).returncode == 0
+    first = subprocess.run(_icldyn("run", "--out", str(out), *RUN), capture_output=True)
+    assert first.returncode == 0, first.stderr
     wall = time.perf_counter() - start
     complete = {0: _tree(out)}
     rng = np.random.default_rng(18)
