@@ -413,7 +413,7 @@ def test_a_new_child_stops_the_ones_whose_flows_are_gone(fresh_cache):
     try:
         children += [warmup.start("5" * 64, slow, codegen.__name__, live_user),
                      warmup.start("6" * 64, slow, codegen.__name__)]     # no user: kept
-        assert dropped.poll() is None and warmup.unwanted() == []
+        assert dropped.poll() is None and warmup.stop_unwanted() == []
         del flow
         gc.collect()
         children.append(warmup.start("7" * 64, slow, codegen.__name__, live_user))

@@ -116,44 +116,18 @@ def start(key: str, message, module: str, user=None) -> subprocess.Popen:
     return _CHILDREN[key]
 
 
-def unwanted() -> list:
-    """The children still running whose users (``start``'s ``user``) have all been garbage
-    collected, forgotten here (a later ``start`` of their key starts a new child).
+@atexit.register
+def stop_unwanted() -> list:
+    """Stop (kill, then reap) and forget the children still running whose users (``start``'s
+    ``user``) have all been garbage collected; a later ``start`` of their key starts a new
+    child. Called by ``start`` and at the process's exit, where a child of a flow still
+    referenced goes on compiling for later processes, the others would only take the
+    machine's cores.
 
     Returns
     -------
     list of subprocess.Popen
-
-    Examples
-    --------
-    >>> import gc
-    >>> from icldyn.numerics.compiled.warmup import start, unwanted
-    >>> class Flow: pass
-    >>> slow = "import time; time.sleep(60)\\ndef fixed_step(x):\\n    return x\\n"
-    >>> flow = Flow()
-    >>> child = start("4" * 64, lambda: (slow, {}, []), "icldyn.numerics.compiled.codegen", flow)
-    >>> unwanted()                                   # its flow is alive
-    []
-    >>> del flow; _ = gc.collect()
-    >>> unwanted() == [child]                        # nobody will call its kernels
-    True
-    >>> child.kill(); child.wait() != 0
-    True
-    """
-    out = []
-    for key, child in list(_CHILDREN.items()):
-        users = _USERS[key]
-        if users is not None and not users and child.poll() is None:
-            out.append(child)
-            del _CHILDREN[key], _USERS[key]
-    return out
-
-
-@atexit.register
-def stop_unwanted() -> None:
-    """Stop the ``unwanted`` children (kill, then reap): called by ``start`` and at the
-    process's exit, where a child of a flow still referenced goes on compiling for later
-    processes, the others would only take the machine's cores.
+        The children stopped.
 
     Examples
     --------
@@ -162,14 +136,22 @@ def stop_unwanted() -> None:
     >>> class Flow: pass
     >>> slow = "import time; time.sleep(60)\\ndef fixed_step(x):\\n    return x\\n"
     >>> flow = Flow()
-    >>> child = start("8" * 64, lambda: (slow, {}, []), "icldyn.numerics.compiled.codegen", flow)
+    >>> child = start("4" * 64, lambda: (slow, {}, []), "icldyn.numerics.compiled.codegen", flow)
+    >>> stop_unwanted()                              # its flow is alive
+    []
     >>> del flow; _ = gc.collect()
-    >>> stop_unwanted(); child.returncode != 0                    # stopped and reaped
-    True
+    >>> stop_unwanted() == [child], child.returncode != 0     # nobody will call its kernels
+    (True, True)
     """
-    for child in unwanted():
-        child.kill()
-        child.wait()
+    stopped = []
+    for key, child in list(_CHILDREN.items()):
+        users = _USERS[key]
+        if users is not None and not users and child.poll() is None:
+            child.kill()
+            child.wait()
+            stopped.append(child)
+            del _CHILDREN[key], _USERS[key]
+    return stopped
 
 
 def ready(child: subprocess.Popen, wait: bool = False) -> bool:
